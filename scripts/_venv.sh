@@ -1,0 +1,28 @@
+# Sourced by scripts/demo and scripts/test: make .venv (if missing) and install the project into it.
+# Usage: . scripts/_venv.sh EXTRAS   (EXTRAS like "test,dask" or empty)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  for candidate in python3.13 python3.12 python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+      PY="$candidate"; break
+    fi
+  done
+fi
+[ -n "$PY" ] || { echo "streamgmm needs Python 3.11 or newer on PATH" >&2; exit 1; }
+VENV="$ROOT/.venv"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "creating $VENV" >&2
+  "$PY" -m venv "$VENV"
+fi
+spec="$ROOT"
+[ -n "${1:-}" ] && spec="$ROOT[$1]"
+# Reinstall only when pyproject.toml changed since the last install into this venv.
+stamp="$VENV/.streamgmm-installed-${1:-base}"
+if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+  echo "installing streamgmm${1:+[$1]} into $VENV" >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$spec" >&2
+  touch "$stamp"
+fi
+export PATH="$VENV/bin:$PATH"

@@ -1,0 +1,85 @@
+"""Exact EM out of core: one full pass over the source per iteration.
+
+Each iteration streams every mini-batch through the E-step, adds up the batches' sufficient
+statistics and runs one M-step on the total, so the result equals in-memory EM (scikit-learn's
+``GaussianMixture`` given the same start) while memory stays bounded by the batch size. The
+log-likelihood never decreases (unless a collapsed component is re-seeded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .params import MixtureParams
+from .reseeding import WorstRecords, reseed
+from .sources import ChunkSource
+from .statistics import SufficientStatistics
+
+
+@dataclass
+class BatchEMResult:
+    params: MixtureParams
+    statistics: SufficientStatistics
+    lower_bound: float
+    n_iter: int
+    converged: bool
+    history: list[float] = field(default_factory=list)
+    reseeded: list[tuple[int, list[int]]] = field(default_factory=list)
+
+
+def full_pass_statistics(
+    source: ChunkSource, params: MixtureParams, shift: np.ndarray, batch_size: int, worst: WorstRecords | None = None
+) -> SufficientStatistics:
+    """The summed statistics of every record under ``params`` (the E-step of one iteration)."""
+    total = SufficientStatistics.zeros(params.n_components, params.n_features, params.covariance_type, shift)
+    for batch in source.batches(batch_size):
+        stats, log_norm = SufficientStatistics.of_chunk(batch, params, shift)
+        total = total + stats
+        if worst is not None:
+            worst.offer(batch, log_norm)
+    return total
+
+
+def run_batch_em(
+    source: ChunkSource,
+    params: MixtureParams,
+    *,
+    shift: np.ndarray,
+    reg_covar: float,
+    tol: float,
+    max_iter: int,
+    batch_size: int,
+    on_iteration: Callable[[int, float], None] | None = None,
+) -> BatchEMResult:
+    if not source.reiterable:
+        raise ValueError(
+            "batch EM makes one pass per iteration and needs a source it can read again: "
+            "pass an array, a list of chunks or a callable returning a fresh iterator"
+        )
+    lower_bound = -np.inf
+    history: list[float] = []
+    reseeded: list[tuple[int, list[int]]] = []
+    stats = None
+    converged = False
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        worst = WorstRecords(params.n_components, params.n_features)
+        stats = full_pass_statistics(source, params, shift, batch_size, worst)
+        if stats.n_records == 0:
+            raise ValueError("the source yielded no records")
+        previous, lower_bound = lower_bound, stats.log_likelihood / stats.n_records
+        history.append(lower_bound)
+        params = stats.to_params(reg_covar)
+        params, stats, moved = reseed(params, stats, worst.records, reg_covar)
+        if moved:
+            reseeded.append((n_iter, moved))
+        if on_iteration is not None:
+            on_iteration(n_iter, lower_bound)
+        if abs(lower_bound - previous) < tol:
+            converged = True
+            break
+    assert stats is not None
+    return BatchEMResult(params, stats, float(lower_bound), n_iter, converged, history, reseeded)

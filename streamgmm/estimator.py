@@ -1,0 +1,501 @@
+"""``StreamingGaussianMixture``: a Gaussian mixture fitted by streaming, scikit-learn style.
+
+It fits weights, means and covariances of K Gaussians to an array or to any iterable of chunks,
+holding only one mini-batch (plus a small initialisation sample) in memory. ``algorithm="online"``
+(default) is stepwise EM, one pass; ``algorithm="batch"`` is exact EM, one pass per iteration,
+identical to scikit-learn's ``GaussianMixture`` from the same starting point.
+
+Example:
+
+>>> import numpy as np
+>>> from streamgmm import StreamingGaussianMixture
+>>> rng = np.random.default_rng(0)
+>>> X = np.concatenate([rng.normal(-5, 1, (5000, 2)), rng.normal(5, 1, (5000, 2))])
+>>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
+>>> np.round(np.sort(gmm.means_[:, 0]))
+array([-5.,  5.])
+>>> gmm.predict([[-5.0, -5.0], [5.0, 5.0]]).tolist() == gmm.predict([[-4.0, -4.0], [4.0, 4.0]]).tolist()
+True
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from . import covariance as cov
+from .batch_em import run_batch_em
+from .initialization import INIT_METHODS, initialize, lloyd, params_from_labels
+from .model_file import ModelFileError, read_model, write_model
+from .online_em import OnlineState, StepSchedule, online_update, run_online_em
+from .params import MixtureParams
+from .sources import ArraySource, ChunkSource, as_source
+from .statistics import SufficientStatistics
+from .validation import NotFittedError, as_float_matrix, make_rng
+
+ALGORITHMS = ("online", "batch")
+
+
+class ConvergenceWarning(UserWarning):
+    """Batch EM stopped at ``max_iter`` before the log-likelihood settled within ``tol``."""
+
+
+class StreamingGaussianMixture:
+    """Gaussian mixture fitted by streaming EM over data larger than memory.
+
+    Parameters
+    ----------
+    n_components : number of mixture components K.
+    covariance_type : ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"`` (as scikit-learn).
+    algorithm : ``"online"`` (stepwise EM, ``max_passes`` passes) or ``"batch"`` (exact EM, one
+        pass per iteration until ``tol`` or ``max_iter``).
+    tol : convergence threshold on the change of the mean log-likelihood per record, between
+        iterations (batch) or passes (online).
+    reg_covar : added to the covariance diagonals, exactly as scikit-learn does.
+    max_iter : iterations of batch EM.
+    n_init : initialisation candidates tried on the sample; the best by sample log-likelihood
+        is streamed. (scikit-learn's ``n_init`` repeats whole fits; here candidates only cost
+        work on the sample, so the default tries several.)
+    init_params : ``"k-means++"`` or ``"random_from_data"``.
+    weights_init, means_init, precisions_init : user starting values (as scikit-learn).
+    random_state : seed (None, int or numpy generator) for sampling, seeding and shuffling.
+    warm_start : if True, ``fit`` starts from the current parameters instead of initialising.
+    batch_size : records per mini-batch (online step, and the unit of reading).
+    max_passes : passes of online EM over a source that can be read again.
+    step_exponent, step_offset, step_floor : the step size of mini-batch t is
+        ``max((t + step_offset) ** -step_exponent, step_floor)``.
+    burn_in : mini-batches blended before the first online M-step.
+    init_size : records in the initialisation sample.
+    shuffle : visit an in-memory array's records in random order in online EM (sorted data
+        biases a single pass). ``partial_fit`` never shuffles.
+
+    Fitted attributes mirror scikit-learn: ``weights_``, ``means_``, ``covariances_``,
+    ``precisions_``, ``precisions_cholesky_``, ``converged_``, ``n_iter_`` (batch iterations or
+    online passes), ``lower_bound_`` (mean log-likelihood per record: of the last batch
+    iteration's E-step, or of the last online pass's batches before each update),
+    ``n_features_in_``; plus ``n_steps_`` (online mini-batches so far) and ``records_seen_``.
+    """
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        covariance_type: str = "full",
+        algorithm: str = "online",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 4,
+        init_params: str = "k-means++",
+        weights_init: Any = None,
+        means_init: Any = None,
+        precisions_init: Any = None,
+        random_state: Any = None,
+        warm_start: bool = False,
+        batch_size: int = 4096,
+        max_passes: int = 1,
+        step_exponent: float = 0.6,
+        step_offset: float = 2.0,
+        step_floor: float = 0.0,
+        burn_in: int = 0,
+        init_size: int = 20000,
+        shuffle: bool = True,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.algorithm = algorithm
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.batch_size = batch_size
+        self.max_passes = max_passes
+        self.step_exponent = step_exponent
+        self.step_offset = step_offset
+        self.step_floor = step_floor
+        self.burn_in = burn_in
+        self.init_size = init_size
+        self.shuffle = shuffle
+
+    # ------------------------------------------------------------------ scikit-learn protocol
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [p.name for p in signature.parameters.values() if p.name != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> StreamingGaussianMixture:
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"Invalid parameter {name!r} for estimator {type(self).__name__}; valid: {valid}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
+        changed = []
+        for name, value in self.get_params().items():
+            default = defaults.get(name)
+            same = value is default or (
+                not isinstance(value, np.ndarray) and not isinstance(default, np.ndarray) and value == default
+            )
+            if not same:
+                changed.append(f"{name}={'array' if isinstance(value, np.ndarray) else repr(value)}")
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __sklearn_tags__(self) -> Any:
+        # Imported here: scikit-learn is only needed by scikit-learn itself.
+        from sklearn.utils import InputTags, Tags, TargetTags
+
+        return Tags(
+            estimator_type="clusterer",
+            target_tags=TargetTags(required=False),
+            input_tags=InputTags(two_d_array=True, allow_nan=False),
+        )
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_params(self) -> None:
+        def positive_int(name: str, minimum: int = 1) -> None:
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"Invalid value for {name!r}: {value!r}; expected an integer >= {minimum}")
+
+        for name in ("n_components", "max_iter", "n_init", "batch_size", "max_passes", "init_size"):
+            positive_int(name)
+        positive_int("burn_in", 0)
+        cov.check_covariance_type(self.covariance_type)
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"Invalid value for 'algorithm': {self.algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
+        if self.init_params not in INIT_METHODS:
+            raise ValueError(
+                f"Invalid value for 'init_params': {self.init_params!r}; expected one of {', '.join(INIT_METHODS)}"
+            )
+        if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
+            raise ValueError(f"Invalid value for 'tol': {self.tol!r}; expected a number >= 0")
+        if not (isinstance(self.reg_covar, (int, float)) and self.reg_covar >= 0):
+            raise ValueError(f"Invalid value for 'reg_covar': {self.reg_covar!r}; expected a number >= 0")
+        self._schedule()
+
+    def _schedule(self) -> StepSchedule:
+        return StepSchedule(float(self.step_exponent), float(self.step_offset), float(self.step_floor))
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "means_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' or 'partial_fit' "
+                "with appropriate arguments before using this estimator."
+            )
+
+    def _user_init(self, n_features: int) -> dict[str, np.ndarray]:
+        """The user's ``*_init`` arrays, checked against K and d."""
+        k, t = self.n_components, self.covariance_type
+        given: dict[str, np.ndarray] = {}
+        if self.weights_init is not None:
+            w = np.asarray(self.weights_init, dtype=np.float64)
+            if w.shape != (k,) or np.any(w < 0) or not np.isclose(w.sum(), 1.0):
+                raise ValueError(f"weights_init must be {k} non-negative numbers summing to 1, got {w!r}")
+            given["weights"] = w
+        if self.means_init is not None:
+            m = np.asarray(self.means_init, dtype=np.float64)
+            if m.shape != (k, n_features) or not np.all(np.isfinite(m)):
+                raise ValueError(f"means_init must be a finite array of shape {(k, n_features)}, got shape {m.shape}")
+            given["means"] = m
+        if self.precisions_init is not None:
+            p = np.asarray(self.precisions_init, dtype=np.float64)
+            shape = cov.covariance_shape(k, n_features, t)
+            if p.shape != shape:
+                raise ValueError(f"precisions_init for covariance_type={t!r} must have shape {shape}, got {p.shape}")
+            given["precisions"] = p
+        return given
+
+    # ------------------------------------------------------------------ fitting
+
+    def _initial_params(
+        self, source: ChunkSource, n_features: int | None, rng: np.random.Generator
+    ) -> tuple[MixtureParams, np.ndarray]:
+        given = self._user_init(n_features) if n_features is not None else {}
+        k, t = self.n_components, self.covariance_type
+        if {"weights", "means", "precisions"} <= given.keys():
+            params = MixtureParams.from_precisions(given["weights"], given["means"], given["precisions"], t)
+            return params, given["weights"] @ given["means"]
+        sample = source.sample(self.init_size, rng)
+        if sample.shape[0] < k:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {sample.shape[0]}: "
+                "fewer records than components"
+            )
+        given = self._user_init(sample.shape[1])
+        shift = sample.mean(axis=0)
+        if "means" in given:
+            _, labels = lloyd(sample - shift, given["means"] - shift, 0)
+            params = params_from_labels(sample, labels, k, t, self.reg_covar, shift)
+        else:
+            params = initialize(
+                sample, k, t, reg_covar=self.reg_covar, n_init=self.n_init, rng=rng,
+                init_params=self.init_params, shift=shift,
+            ).params
+        weights = given.get("weights", params.weights)
+        means = given.get("means", params.means)
+        if "precisions" in given:
+            params = MixtureParams.from_precisions(weights, means, given["precisions"], t)
+        else:
+            params = MixtureParams(weights, means, params.covariances, params.precisions_cholesky, t)
+        return params, shift
+
+    def fit(self, X: Any, y: Any = None) -> StreamingGaussianMixture:
+        """Fit to an array (n_records, n_features) or an iterable of such chunks."""
+        self._check_params()
+        source = as_source(X)
+        if isinstance(source, ArraySource) and len(source) < self.n_components:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
+                f"n_samples = {len(source)}: fewer records than components"
+            )
+        rng = make_rng(self.random_state)
+        if self.warm_start and hasattr(self, "_state"):
+            self._check_same_features(source.n_features)
+            params, shift = self._state.params, self._state.statistics.shift
+        else:
+            params, shift = self._initial_params(source, source.n_features, rng)
+        if self.algorithm == "batch":
+            result = run_batch_em(
+                source, params, shift=shift, reg_covar=self.reg_covar, tol=self.tol,
+                max_iter=self.max_iter, batch_size=self.batch_size,
+            )
+            if not result.converged:
+                warnings.warn(
+                    f"Batch EM did not converge in {self.max_iter} iterations (tol={self.tol}); "
+                    "raise max_iter or tol",
+                    ConvergenceWarning,
+                    stacklevel=2,
+                )
+            n = result.statistics.n_records
+            state = OnlineState(
+                result.params, result.statistics.per_record(), math.ceil(n / self.batch_size), int(n)
+            )
+            self._set_fitted(state, result.converged, result.n_iter, result.lower_bound, result.history)
+        else:
+            online = run_online_em(
+                source, OnlineState.start(params, shift), schedule=self._schedule(), burn_in=self.burn_in,
+                reg_covar=self.reg_covar, batch_size=self.batch_size, max_passes=self.max_passes,
+                tol=self.tol, rng=rng if (self.shuffle and isinstance(source, ArraySource)) else None,
+            )
+            self._set_fitted(
+                online.state, online.converged, online.n_passes, online.pass_log_likelihoods[-1],
+                online.pass_log_likelihoods,
+            )
+        return self
+
+    def partial_fit(self, X: Any, y: Any = None) -> StreamingGaussianMixture:
+        """Continue the online recursion with one chunk, in mini-batches of ``batch_size``.
+
+        The step counter and running statistics persist between calls (and across save/load),
+        so a stream of calls equals one online ``fit`` over the concatenated chunks with the
+        same batching and no shuffling. The first call initialises from its own chunk."""
+        self._check_params()
+        fitted = hasattr(self, "_state")
+        X = as_float_matrix(X, n_features=self.n_features_in_ if fitted else None)
+        if not fitted:
+            if X.shape[0] < self.n_components:
+                raise ValueError(
+                    f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
+                    f"n_samples = {X.shape[0]}: the first partial_fit chunk needs at least as many "
+                    "records as components"
+                )
+            params, shift = self._initial_params(ArraySource(X), X.shape[1], make_rng(self.random_state))
+            state = OnlineState.start(params, shift)
+            history: list[float] = []
+        else:
+            state = self._state
+            history = list(self._history)
+        schedule = self._schedule()
+        total_ll = 0.0
+        for batch in ArraySource(X).batches(self.batch_size):
+            state, update = online_update(state, batch, schedule, self.burn_in, self.reg_covar)
+            total_ll += update.mean_log_likelihood * update.n_records
+        lower_bound = total_ll / X.shape[0]
+        history.append(lower_bound)
+        self._set_fitted(state, False, getattr(self, "n_iter_", 0) + 1 if fitted else 1, lower_bound, history)
+        return self
+
+    def _set_fitted(
+        self, state: OnlineState, converged: bool, n_iter: int, lower_bound: float, history: list[float]
+    ) -> None:
+        params = state.params
+        self._state = state
+        self._history = list(history)
+        self.weights_ = params.weights
+        self.means_ = params.means
+        self.covariances_ = params.covariances
+        self.precisions_cholesky_ = params.precisions_cholesky
+        self.precisions_ = params.precisions
+        self.converged_ = bool(converged)
+        self.n_iter_ = int(n_iter)
+        self.lower_bound_ = float(lower_bound)
+        self.n_features_in_ = params.n_features
+        self.n_steps_ = state.step
+        self.records_seen_ = state.records_seen
+
+    def _check_same_features(self, n_features: int | None) -> None:
+        if n_features is not None and n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input"
+            )
+
+    # ------------------------------------------------------------------ inference
+
+    @property
+    def params_(self) -> MixtureParams:
+        self._check_fitted()
+        return self._state.params
+
+    def _batches(self, X: Any) -> Iterator[np.ndarray]:
+        self._check_fitted()
+        X = as_float_matrix(X, n_features=self.n_features_in_)
+        return ArraySource(X).batches(self.batch_size)
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Log-likelihood of each record, shape (n,)."""
+        return np.concatenate([self.params_.log_likelihood(b) for b in self._batches(X)])
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean log-likelihood per record."""
+        return float(self.score_samples(X).mean())
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Responsibilities, shape (n, K); rows sum to one."""
+        return np.concatenate([self.params_.e_step(b)[1] for b in self._batches(X)])
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most responsible component of each record."""
+        return np.concatenate([self.params_.weighted_log_prob(b).argmax(axis=1) for b in self._batches(X)])
+
+    def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
+        return self.fit(X).predict(X)
+
+    def bic(self, X: Any) -> float:
+        n = as_float_matrix(X, n_features=getattr(self, "n_features_in_", None)).shape[0]
+        return -2 * self.score(X) * n + self.params_.n_parameters() * math.log(n)
+
+    def aic(self, X: Any) -> float:
+        n = as_float_matrix(X, n_features=getattr(self, "n_features_in_", None)).shape[0]
+        return -2 * self.score(X) * n + 2 * self.params_.n_parameters()
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw records from the fitted mixture: (X, component labels), as scikit-learn."""
+        self._check_fitted()
+        if n_samples < 1:
+            raise ValueError(f"Invalid value for 'n_samples': {n_samples}; expected an integer >= 1")
+        rng = make_rng(self.random_state)
+        counts = rng.multinomial(n_samples, self.weights_)
+        k, d = self.means_.shape
+        covariances = {
+            "full": lambda j: self.covariances_[j],
+            "tied": lambda j: self.covariances_,
+            "diag": lambda j: np.diag(self.covariances_[j]),
+            "spherical": lambda j: np.eye(d) * self.covariances_[j],
+        }[self.covariance_type]
+        X = np.vstack([rng.multivariate_normal(self.means_[j], covariances(j), int(c)) for j, c in enumerate(counts)])
+        y = np.concatenate([np.full(int(c), j, dtype=int) for j, c in enumerate(counts)])
+        return X, y
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the model, its running statistics and step counter (see :mod:`streamgmm.model_file`)."""
+        self._check_fitted()
+        state = self._state
+        arrays: dict[str, np.ndarray] = {
+            "weights": self.weights_,
+            "means": self.means_,
+            "covariances": self.covariances_,
+            "precisions_cholesky": self.precisions_cholesky_,
+        }
+        arrays.update({f"statistics.{name}": value for name, value in state.statistics.arrays().items()})
+        estimator_params: dict[str, Any] = {}
+        for name, value in self.get_params().items():
+            if value is None or isinstance(value, (bool, int, float, str)):
+                estimator_params[name] = value
+            elif isinstance(value, np.integer):
+                estimator_params[name] = int(value)
+            elif name.endswith("_init"):
+                arrays[f"param.{name}"] = np.asarray(value, dtype=np.float64)
+            else:
+                estimator_params[name] = None  # a generator object: not reproducible from a file
+        document = {
+            "estimator": type(self).__name__,
+            "estimator_params": estimator_params,
+            "fitted": {
+                "converged": self.converged_,
+                "n_iter": self.n_iter_,
+                "lower_bound": self.lower_bound_,
+                "n_features_in": self.n_features_in_,
+                "history": self._history,
+            },
+            "online": {
+                "step": state.step,
+                "records_seen": state.records_seen,
+                "statistics_n_records": state.statistics.n_records,
+                "statistics_log_likelihood": state.statistics.log_likelihood,
+            },
+        }
+        write_model(path, document, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> StreamingGaussianMixture:
+        """Read a model written by :meth:`save`; ``partial_fit`` then resumes the stream."""
+        document, arrays = read_model(path)
+        try:
+            params = dict(document["estimator_params"])
+            for name in list(arrays):
+                if name.startswith("param."):
+                    params[name[len("param."):]] = arrays.pop(name)
+            model = cls(**params)
+            fitted, online = document["fitted"], document["online"]
+            t = model.covariance_type
+            mixture = MixtureParams(
+                arrays["weights"], arrays["means"], arrays["covariances"], arrays["precisions_cholesky"], t
+            )
+            stats = SufficientStatistics(
+                t, arrays["statistics.shift"], arrays["statistics.counts"], arrays["statistics.sums"],
+                arrays["statistics.second"], float(online["statistics_n_records"]),
+                float(online["statistics_log_likelihood"]),
+            )
+            k, d = mixture.means.shape
+            expected = {
+                "weights": (k,),
+                "covariances": cov.covariance_shape(k, d, t),
+                "precisions_cholesky": cov.covariance_shape(k, d, t),
+                "statistics.second": cov.second_moment_shape(k, d, t),
+                "statistics.sums": (k, d),
+                "statistics.counts": (k,),
+                "statistics.shift": (d,),
+            }
+            for name, shape in expected.items():
+                if arrays[name].shape != shape:
+                    raise ModelFileError(f"{path}: corrupt model file (array {name} has shape {arrays[name].shape}, expected {shape})")
+            state = OnlineState(mixture, stats, int(online["step"]), int(online["records_seen"]))
+            model._set_fitted(
+                state, fitted["converged"], fitted["n_iter"], fitted["lower_bound"], fitted.get("history", [])
+            )
+        except (KeyError, TypeError) as exc:
+            raise ModelFileError(f"{path}: corrupt model file (missing or malformed {exc})") from None
+        return model

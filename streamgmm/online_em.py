@@ -1,0 +1,133 @@
+"""Online (stepwise) EM: one blend of the running statistics per mini-batch.
+
+For mini-batch t the E-step runs under the current parameters; the batch's per-record
+statistics are blended into the running ones, s <- (1 - eta_t) s + eta_t s_batch, with
+eta_t = max((t + step_offset) ** -step_exponent, step_floor), and the M-step turns s into new
+parameters (Cappe & Moulines 2009; Liang & Klein 2009). An exponent in (0.5, 1] makes the steps
+sum to infinity while their squares do not, which is what lets the recursion converge; a floor
+keeps it forgetting old data, for tracking drift. During the first ``burn_in`` batches the
+statistics are blended but the parameters are not yet moved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .params import MixtureParams
+from .reseeding import reseed
+from .sources import ChunkSource
+from .statistics import SufficientStatistics
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    exponent: float = 0.6
+    offset: float = 2.0
+    floor: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.5 < self.exponent <= 1.0:
+            raise ValueError(f"step_exponent must be in (0.5, 1], got {self.exponent}")
+        if self.offset < 0:
+            raise ValueError(f"step_offset must be >= 0, got {self.offset}")
+        if not 0.0 <= self.floor <= 1.0:
+            raise ValueError(f"step_floor must be in [0, 1], got {self.floor}")
+
+    def step(self, t: int) -> float:
+        """The step size of mini-batch t (t = 1, 2, ...)."""
+        return max(min((t + self.offset) ** -self.exponent, 1.0), self.floor)
+
+
+@dataclass(frozen=True)
+class OnlineState:
+    """Everything the recursion needs to continue: persisted with a model to resume a stream."""
+
+    params: MixtureParams
+    statistics: SufficientStatistics
+    step: int = 0
+    records_seen: int = 0
+
+    @classmethod
+    def start(cls, params: MixtureParams, shift: np.ndarray) -> OnlineState:
+        # The running statistics start as those the initial parameters imply, so a step size
+        # below one on the first batch blends with the initialisation rather than with zeros.
+        return cls(params, SufficientStatistics.from_params(params, shift))
+
+
+@dataclass
+class BatchUpdate:
+    mean_log_likelihood: float
+    n_records: int
+    step_size: float
+    reseeded: list[int]
+
+
+def online_update(
+    state: OnlineState, batch: np.ndarray, schedule: StepSchedule, burn_in: int, reg_covar: float
+) -> tuple[OnlineState, BatchUpdate]:
+    """One stepwise-EM step on one mini-batch."""
+    t = state.step + 1
+    eta = schedule.step(t)
+    batch_stats, log_norm = SufficientStatistics.of_chunk(batch, state.params, state.statistics.shift)
+    stats = state.statistics.blend(batch_stats, eta)
+    params = state.params
+    moved: list[int] = []
+    if t > burn_in:
+        params = stats.to_params(reg_covar)
+        worst = batch[np.argsort(log_norm, kind="stable")[: params.n_components]]
+        params, stats, moved = reseed(params, stats, worst, reg_covar)
+    update = BatchUpdate(float(log_norm.mean()), batch.shape[0], eta, moved)
+    return OnlineState(params, stats, t, state.records_seen + batch.shape[0]), update
+
+
+@dataclass
+class OnlineEMResult:
+    state: OnlineState
+    n_passes: int
+    converged: bool
+    pass_log_likelihoods: list[float] = field(default_factory=list)
+    reseeded: list[tuple[int, list[int]]] = field(default_factory=list)
+
+
+def run_online_em(
+    source: ChunkSource,
+    state: OnlineState,
+    *,
+    schedule: StepSchedule,
+    burn_in: int,
+    reg_covar: float,
+    batch_size: int,
+    max_passes: int = 1,
+    tol: float = 0.0,
+    rng: np.random.Generator | None = None,
+    on_batch: Callable[[OnlineState, BatchUpdate], None] | None = None,
+) -> OnlineEMResult:
+    """Stream ``max_passes`` passes (stopping early once a pass's mean log-likelihood moves by
+    less than ``tol``). ``rng`` shuffles the batches where the source supports it."""
+    if max_passes > 1 and not source.reiterable:
+        raise ValueError("several passes need a source that can be read again (an array, a list, a callable)")
+    pass_means: list[float] = []
+    reseeded: list[tuple[int, list[int]]] = []
+    converged = False
+    n_passes = 0
+    for n_passes in range(1, max_passes + 1):
+        total_ll = 0.0
+        total_n = 0
+        for batch in source.batches(batch_size, rng):
+            state, update = online_update(state, batch, schedule, burn_in, reg_covar)
+            total_ll += update.mean_log_likelihood * update.n_records
+            total_n += update.n_records
+            if update.reseeded:
+                reseeded.append((state.step, update.reseeded))
+            if on_batch is not None:
+                on_batch(state, update)
+        if total_n == 0:
+            raise ValueError("the source yielded no records")
+        pass_means.append(total_ll / total_n)
+        if len(pass_means) > 1 and abs(pass_means[-1] - pass_means[-2]) < tol:
+            converged = True
+            break
+    return OnlineEMResult(state, n_passes, converged, pass_means, reseeded)

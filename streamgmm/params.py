@@ -1,0 +1,78 @@
+"""The parameters of a Gaussian mixture, and the E-step that uses them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import logsumexp
+
+from . import covariance as cov
+
+
+@dataclass(frozen=True)
+class MixtureParams:
+    """Weights (K,), means (K, d), covariances and their precision Cholesky factors.
+
+    Shapes of ``covariances`` and ``precisions_cholesky`` depend on ``covariance_type``
+    (see :mod:`streamgmm.covariance`).
+    """
+
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    precisions_cholesky: np.ndarray
+    covariance_type: str
+
+    @classmethod
+    def from_covariances(
+        cls, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray, covariance_type: str
+    ) -> MixtureParams:
+        prec_chol = cov.precisions_cholesky(covariances, covariance_type)
+        return cls(weights, means, covariances, prec_chol, covariance_type)
+
+    @classmethod
+    def from_precisions(
+        cls, weights: np.ndarray, means: np.ndarray, precisions: np.ndarray, covariance_type: str
+    ) -> MixtureParams:
+        prec_chol = cov.precisions_cholesky_from_precisions(precisions, covariance_type)
+        covariances = cov.covariances_from_precisions(precisions, covariance_type)
+        return cls(weights, means, covariances, prec_chol, covariance_type)
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def precisions(self) -> np.ndarray:
+        return cov.precisions_from_cholesky(self.precisions_cholesky, self.covariance_type)
+
+    def n_parameters(self) -> int:
+        k, d = self.means.shape
+        return cov.n_covariance_parameters(k, d, self.covariance_type) + k * d + k - 1
+
+    def weighted_log_prob(self, X: np.ndarray) -> np.ndarray:
+        """log pi_k + log N(x_i | mu_k, Sigma_k), shape (n, K)."""
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(self.weights)
+        return cov.log_gaussian_prob(X, self.means, self.precisions_cholesky, self.covariance_type) + log_weights
+
+    def e_step(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-record log-likelihood (n,) and responsibilities (n, K), by log-sum-exp."""
+        weighted = self.weighted_log_prob(X)
+        log_norm = logsumexp(weighted, axis=1)
+        with np.errstate(under="ignore"):
+            resp = np.exp(weighted - log_norm[:, None])
+        return log_norm, resp
+
+    def log_likelihood(self, X: np.ndarray) -> np.ndarray:
+        return logsumexp(self.weighted_log_prob(X), axis=1)
+
+    def is_finite(self) -> bool:
+        return all(
+            np.all(np.isfinite(a)) for a in (self.weights, self.means, self.covariances, self.precisions_cholesky)
+        )

@@ -1,0 +1,197 @@
+"""Sources: anything the algorithms can stream as float64 mini-batches.
+
+A source yields 2-D float64 mini-batches of a fixed number of records and can draw a random
+sample of records for initialisation. This module covers in-memory arrays and iterables of
+chunks; file formats plug in by implementing the same two methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+import numbers
+from typing import Any, Protocol
+
+import numpy as np
+
+from .validation import as_float_matrix
+
+
+class ChunkSource(Protocol):
+    reiterable: bool
+    n_features: int | None
+
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+        """Mini-batches of ``batch_size`` records (the last may be shorter); ``rng`` shuffles
+        where the source can."""
+        ...
+
+    def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        """Up to ``size`` records drawn uniformly at random."""
+        ...
+
+
+class ArraySource:
+    """An in-memory array; batches are views, or random rows when shuffled."""
+
+    reiterable = True
+
+    def __init__(self, X: np.ndarray):
+        self.X = X
+        self.n_features = X.shape[1]
+
+    def __len__(self) -> int:
+        return self.X.shape[0]
+
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+        n = self.X.shape[0]
+        if rng is None:
+            for start in range(0, n, batch_size):
+                yield self.X[start : start + batch_size]
+            return
+        order = rng.permutation(n)
+        for start in range(0, n, batch_size):
+            yield self.X[np.sort(order[start : start + batch_size])]
+
+    def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        n = self.X.shape[0]
+        if size >= n:
+            return self.X
+        return self.X[np.sort(rng.choice(n, size, replace=False))]
+
+
+class IterableSource:
+    """An iterable of 2-D chunks (arrays, or anything ``np.asarray`` takes).
+
+    A list or tuple of chunks, or a callable returning a fresh iterable, can be streamed many
+    times (several passes, batch EM). A plain iterator or generator is one-shot: its head is
+    buffered for the initialisation sample and replayed, so every record is still used once.
+    """
+
+    def __init__(self, chunks: Iterable[Any] | Callable[[], Iterable[Any]], n_features: int | None = None):
+        self._factory: Callable[[], Iterable[Any]] | None
+        if callable(chunks) and not hasattr(chunks, "__iter__"):
+            self._factory = chunks
+            self._iterator = None
+        elif isinstance(chunks, Sequence):
+            self._factory = lambda: chunks
+            self._iterator = None
+        else:
+            self._factory = None
+            self._iterator = iter(chunks)
+        self.reiterable = self._factory is not None
+        self.n_features = n_features
+        self._head: list[np.ndarray] = []
+        self._consumed = False
+
+    def _checked(self, chunks: Iterable[Any], first_index: int = 0) -> Iterator[np.ndarray]:
+        for i, chunk in enumerate(chunks, start=first_index):
+            arr = as_float_matrix(chunk, where=f"chunk {i}", n_features=self.n_features, min_records=0)
+            if self.n_features is None:
+                self.n_features = arr.shape[1]
+            if arr.shape[0]:
+                yield arr
+
+    def _chunks(self) -> Iterator[np.ndarray]:
+        if self._factory is not None:
+            yield from self._checked(self._factory())
+            return
+        if self._consumed:
+            raise ValueError(
+                "this iterator of chunks has already been streamed once; pass a list of chunks or "
+                "a callable returning a fresh iterator to stream it several times"
+            )
+        self._consumed = True
+        head, self._head = self._head, []
+        yield from head
+        yield from self._checked(self._iterator, first_index=len(head))
+
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+        return rebatch(self._chunks(), batch_size)
+
+    def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        if self._factory is not None:
+            return reservoir_sample(self._chunks(), size, rng)
+        if self._consumed:
+            raise ValueError("this iterator of chunks has already been streamed; it cannot be sampled")
+        # One-shot: the sample is the head of the stream (documented: a sorted stream biases it).
+        have = sum(c.shape[0] for c in self._head)
+        for chunk in self._checked(self._iterator, first_index=len(self._head)):
+            self._head.append(chunk)
+            have += chunk.shape[0]
+            if have >= size:
+                break
+        if not self._head:
+            return np.empty((0, self.n_features or 0))
+        return np.concatenate(self._head)[:size]
+
+
+def rebatch(chunks: Iterable[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
+    """Regroup chunks of any sizes into batches of exactly ``batch_size`` records (last shorter).
+
+    Chunks that already have the right size pass through without a copy."""
+    pending: list[np.ndarray] = []
+    held = 0
+    for chunk in chunks:
+        start = 0
+        n = chunk.shape[0]
+        while start < n:
+            if held == 0 and n - start >= batch_size:
+                yield chunk[start : start + batch_size]
+                start += batch_size
+                continue
+            take = min(batch_size - held, n - start)
+            pending.append(chunk[start : start + take])
+            held += take
+            start += take
+            if held == batch_size:
+                yield np.concatenate(pending)
+                pending, held = [], 0
+    if held:
+        yield np.concatenate(pending)
+
+
+def reservoir_sample(chunks: Iterable[np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
+    """A uniform sample of ``size`` records from a stream of chunks, in one pass (Algorithm R,
+    vectorised per chunk); the whole stream if it is shorter."""
+    reservoir: np.ndarray | None = None
+    seen = 0
+    for chunk in chunks:
+        if reservoir is None:
+            reservoir = np.empty((size, chunk.shape[1]))
+        n = chunk.shape[0]
+        fill = min(max(size - seen, 0), n)
+        if fill:
+            reservoir[seen : seen + fill] = chunk[:fill]
+        if fill < n:
+            positions = np.arange(seen + fill, seen + n)
+            slots = rng.integers(0, positions + 1)
+            keep = slots < size
+            # Later records overwrite earlier ones in the same slot, as in the sequential algorithm.
+            reservoir[slots[keep]] = chunk[fill:][keep]
+        seen += n
+    if reservoir is None:
+        return np.empty((0, 0))
+    return reservoir[: min(seen, size)]
+
+
+def as_source(data: Any, n_features: int | None = None) -> ArraySource | IterableSource:
+    """Wrap an array or an iterable of chunks; objects that already are sources pass through."""
+    if hasattr(data, "batches") and hasattr(data, "sample"):
+        return data
+    if isinstance(data, np.ndarray) or hasattr(data, "__array__") or _is_nested_sequence_of_numbers(data):
+        return ArraySource(as_float_matrix(data, n_features=n_features))
+    if callable(data) or isinstance(data, Iterable):
+        return IterableSource(data, n_features=n_features)
+    raise TypeError(f"cannot stream records from {type(data).__name__}; pass an array or an iterable of arrays")
+
+
+def _is_nested_sequence_of_numbers(data: Any) -> bool:
+    """A plain list of rows ([[1, 2], [3, 4]]) is one array, not a list of chunks."""
+    if not isinstance(data, (list, tuple)) or not data:
+        return False
+    first = data[0]
+    if isinstance(first, (numbers.Number, str)):
+        return True
+    if isinstance(first, np.ndarray):
+        return first.ndim == 1
+    return isinstance(first, (list, tuple)) and (not first or not isinstance(first[0], (list, tuple, np.ndarray)))

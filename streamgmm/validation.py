@@ -1,0 +1,83 @@
+"""Checks that turn user input into clean float64 matrices, with errors that say what is wrong."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when a method needs a fitted model (same bases as scikit-learn's)."""
+
+
+def as_float_matrix(
+    X: Any,
+    *,
+    where: str = "X",
+    n_features: int | None = None,
+    min_records: int = 1,
+    estimator_name: str = "StreamingGaussianMixture",
+) -> np.ndarray:
+    """A 2-D float64 array of finite numbers, or a ``ValueError`` naming the problem.
+
+    float32 and integer input are accepted and converted; nothing is silently dropped.
+    """
+    if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"{where}: sparse input is not supported; pass a dense array")
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # e.g. ragged nested lists
+        raise ValueError(f"{where}: cannot be read as a numeric array ({exc})") from exc
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{where}: complex data not supported")
+    if arr.dtype.kind not in "biuf":
+        if arr.dtype.kind == "O":
+            try:
+                arr = arr.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{where}: non-numeric values in an object array ({exc})") from exc
+        else:
+            raise ValueError(f"{where}: non-numeric array of dtype {arr.dtype}; expected numbers")
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{where}: expected a 2-D array of shape (n_records, n_features), got {arr.ndim}-D "
+            f"with shape {arr.shape}; reshape 1-D data with X.reshape(-1, 1) for a single feature "
+            "or X.reshape(1, -1) for a single record"
+        )
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.shape[1] == 0:
+        raise ValueError(f"{where}: 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required")
+    if arr.shape[0] < min_records:
+        raise ValueError(
+            f"{where}: {arr.shape[0]} sample(s) (shape={arr.shape}) while a minimum of {min_records} is required"
+        )
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(
+            f"{where}: X has {arr.shape[1]} features, but {estimator_name} is expecting {n_features} features as input"
+        )
+    check_finite(arr, where)
+    return arr
+
+
+def check_finite(arr: np.ndarray, where: str) -> None:
+    if not np.isfinite(arr).all():
+        rows, cols = np.nonzero(~np.isfinite(arr))
+        value = arr[rows[0], cols[0]]
+        kind = "NaN" if np.isnan(value) else "infinity"
+        raise ValueError(
+            f"{where}: Input contains {kind} at row {rows[0]}, column {cols[0]} "
+            f"({rows.size} non-finite value(s) in all); remove or impute them first"
+        )
+
+
+def make_rng(random_state: Any) -> np.random.Generator:
+    """A numpy Generator from None, an int, a Generator or a legacy RandomState."""
+    if random_state is None or isinstance(random_state, (numbers.Integral, np.integer)):
+        return np.random.default_rng(None if random_state is None else int(random_state))
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+    raise ValueError(f"random_state must be None, an int or a numpy random generator, got {random_state!r}")
