@@ -18,14 +18,15 @@ def random_mixture(
     condition: float = 10.0,
     random_state: int | None = None,
 ) -> MixtureParams:
-    """Well-separated mixture parameters: no two means closer than ``separation`` (in units of
-    the largest standard deviation), each covariance with eigenvalues spread over ``condition``
-    (largest / smallest) and largest eigenvalue 1."""
+    """Well-separated mixture parameters: no two means closer than ``separation``, packed as
+    tightly as that allows; each covariance with eigenvalues spread log-uniformly over
+    ``condition`` (largest / smallest) around a geometric mean of 1, so ``separation`` is in
+    units of the typical standard deviation."""
     cov.check_covariance_type(covariance_type)
     rng = np.random.default_rng(random_state)
     k, d = n_components, n_features
     means = np.empty((k, d))
-    radius = separation * max(1.0, k ** (1.0 / d))
+    radius = separation / 2
     placed = 0
     for _ in range(100000):
         candidate = rng.uniform(-radius, radius, size=d)
@@ -35,11 +36,12 @@ def random_mixture(
             if placed == k:
                 break
         else:
-            radius *= 1.0005
+            radius *= 1.002
     weights = rng.dirichlet(np.full(k, 5.0))
 
     def spectrum() -> np.ndarray:
-        return np.exp(rng.uniform(-np.log(condition), 0.0, size=d)) if d > 1 else np.ones(1)
+        half = 0.5 * np.log(condition)
+        return np.exp(rng.uniform(-half, half, size=d)) if d > 1 else np.ones(1)
 
     def rotated(eigs: np.ndarray) -> np.ndarray:
         q = ortho_group.rvs(d, random_state=rng) if d > 1 else np.ones((1, 1))
@@ -53,7 +55,7 @@ def random_mixture(
     elif covariance_type == "diag":
         covariances = np.stack([spectrum() for _ in range(k)])
     else:
-        covariances = np.exp(rng.uniform(-np.log(condition), 0.0, size=k))
+        covariances = np.exp(rng.uniform(-0.5 * np.log(condition), 0.5 * np.log(condition), size=k))
     return MixtureParams.from_covariances(weights, means, covariances, covariance_type)
 
 

@@ -98,9 +98,9 @@ class StreamingGaussianMixture:
         precisions_init: Any = None,
         random_state: Any = None,
         warm_start: bool = False,
-        batch_size: int = 4096,
+        batch_size: int = 8192,
         max_passes: int = 1,
-        step_exponent: float = 0.6,
+        step_exponent: float = 1.0,
         step_offset: float = 2.0,
         step_floor: float = 0.0,
         burn_in: int = 0,
@@ -328,7 +328,7 @@ class StreamingGaussianMixture:
         schedule = self._schedule()
         total_ll = 0.0
         for batch in ArraySource(X).batches(self.batch_size):
-            state, update = online_update(state, batch, schedule, self.burn_in, self.reg_covar)
+            state, update = online_update(state, batch, schedule, self.burn_in, self.reg_covar, self.batch_size)
             total_ll += update.mean_log_likelihood * update.n_records
         lower_bound = total_ll / X.shape[0]
         history.append(lower_bound)

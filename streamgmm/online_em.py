@@ -24,7 +24,7 @@ from .statistics import SufficientStatistics
 
 @dataclass(frozen=True)
 class StepSchedule:
-    exponent: float = 0.6
+    exponent: float = 1.0
     offset: float = 2.0
     floor: float = 0.0
 
@@ -66,11 +66,18 @@ class BatchUpdate:
 
 
 def online_update(
-    state: OnlineState, batch: np.ndarray, schedule: StepSchedule, burn_in: int, reg_covar: float
+    state: OnlineState,
+    batch: np.ndarray,
+    schedule: StepSchedule,
+    burn_in: int,
+    reg_covar: float,
+    batch_size: int,
 ) -> tuple[OnlineState, BatchUpdate]:
-    """One stepwise-EM step on one mini-batch."""
+    """One stepwise-EM step on one mini-batch of (nominally) ``batch_size`` records."""
     t = state.step + 1
-    eta = schedule.step(t)
+    # A short batch (the tail of a pass or of a chunk) gets a proportionally shorter step:
+    # on a sorted stream a full step would over-weight the last component seen.
+    eta = schedule.step(t) * min(1.0, batch.shape[0] / batch_size)
     batch_stats, log_norm = SufficientStatistics.of_chunk(batch, state.params, state.statistics.shift)
     stats = state.statistics.blend(batch_stats, eta)
     params = state.params
@@ -117,7 +124,7 @@ def run_online_em(
         total_ll = 0.0
         total_n = 0
         for batch in source.batches(batch_size, rng):
-            state, update = online_update(state, batch, schedule, burn_in, reg_covar)
+            state, update = online_update(state, batch, schedule, burn_in, reg_covar, batch_size)
             total_ll += update.mean_log_likelihood * update.n_records
             total_n += update.n_records
             if update.reseeded:

@@ -1,0 +1,91 @@
+"""Fit quality against the generating parameters and against scikit-learn's converged fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from streamgmm import StreamingGaussianMixture, make_mixture
+
+COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
+
+
+def matched(true_means: np.ndarray, fitted_means: np.ndarray) -> np.ndarray:
+    cost = ((true_means[:, None, :] - fitted_means[None, :, :]) ** 2).sum(-1)
+    return linear_sum_assignment(cost)[1]
+
+
+@pytest.mark.parametrize("algorithm", ["online", "batch"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_recovers_generating_parameters(covariance_type: str, algorithm: str) -> None:
+    X, _, truth = make_mixture(60_000, 4, 3, covariance_type=covariance_type, random_state=11)
+    model = StreamingGaussianMixture(
+        4, covariance_type=covariance_type, algorithm=algorithm, batch_size=2048, random_state=0
+    ).fit(X)
+    order = matched(truth.means, model.means_)
+    # Standard errors at n = 60k are ~0.01 for means and ~0.002 for weights; allow several.
+    np.testing.assert_allclose(model.means_[order], truth.means, atol=0.06)
+    np.testing.assert_allclose(model.weights_[order], truth.weights, atol=0.01)
+    if covariance_type == "tied":
+        np.testing.assert_allclose(model.covariances_, truth.covariances, atol=0.05)
+    else:
+        np.testing.assert_allclose(model.covariances_[order], truth.covariances, rtol=0.1, atol=0.05)
+
+
+def test_one_online_pass_is_within_001_nats_of_sklearn_converged() -> None:
+    from sklearn.mixture import GaussianMixture
+
+    X, _, truth = make_mixture(120_000, 5, 6, random_state=3)
+    train, test = X[:100_000], X[100_000:]
+    sk = GaussianMixture(5, n_init=2, tol=1e-6, max_iter=500, random_state=0).fit(train)
+    ours = StreamingGaussianMixture(5, random_state=0).fit(train)
+    assert ours.n_iter_ == 1 and ours.records_seen_ == 100_000
+    gap = sk.score(test) - ours.score(test)
+    assert gap < 0.01, gap
+    # And it is a real fit, not just close to a bad sklearn optimum: near the truth too.
+    assert truth.log_likelihood(test).mean() - ours.score(test) < 0.01
+
+
+def test_sorted_stream_one_pass_still_finds_every_component() -> None:
+    """A stream sorted by component (files often arrive sorted) must not bias one pass."""
+    X, labels, truth = make_mixture(80_000, 5, 4, random_state=5)
+    sorted_X = X[np.argsort(labels, kind="stable")]
+    model = StreamingGaussianMixture(5, shuffle=False, batch_size=2048, random_state=1).fit(sorted_X)
+    order = matched(truth.means, model.means_)
+    np.testing.assert_allclose(model.weights_[order], truth.weights, atol=0.01)
+    assert truth.log_likelihood(X).mean() - model.score(X) < 0.01
+
+
+def test_burn_in_holds_parameters_for_the_first_batches() -> None:
+    X, _, _ = make_mixture(5_000, 2, 2, random_state=2)
+    kwargs = dict(batch_size=500, shuffle=False, random_state=0)
+    start = StreamingGaussianMixture(2, burn_in=3, **kwargs).partial_fit(X[:1500])
+    # After exactly burn_in batches nothing has moved from the initialisation...
+    init_only = StreamingGaussianMixture(2, burn_in=10**6, **kwargs).partial_fit(X[:1500])
+    np.testing.assert_array_equal(start.means_, init_only.means_)
+    # ...and the next batch moves it.
+    start.partial_fit(X[1500:2000])
+    assert not np.allclose(start.means_, init_only.means_)
+
+
+def test_step_sizes_follow_the_schedule() -> None:
+    from streamgmm.online_em import StepSchedule
+
+    schedule = StepSchedule(exponent=0.7, offset=2.0, floor=0.05)
+    assert schedule.step(1) == pytest.approx(3.0**-0.7)
+    assert schedule.step(10) == pytest.approx(12.0**-0.7)
+    assert schedule.step(10_000) == 0.05
+    with pytest.raises(ValueError, match="step_exponent"):
+        StepSchedule(exponent=0.5)
+
+
+def test_n_init_candidates_pick_the_best_sample_likelihood() -> None:
+    from streamgmm.initialization import initialize
+
+    X, _, truth = make_mixture(4_000, 6, 2, separation=5.0, random_state=8)
+    rng = np.random.default_rng(0)
+    best = initialize(X, 6, "full", reg_covar=1e-6, n_init=5, rng=rng)
+    assert len(best.candidate_log_likelihoods) == 5
+    assert best.sample_log_likelihood == max(best.candidate_log_likelihoods)
+    assert best.params.log_likelihood(X).mean() == pytest.approx(best.sample_log_likelihood)
