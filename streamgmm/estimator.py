@@ -245,7 +245,9 @@ class StreamingGaussianMixture:
         shift = sample.mean(axis=0)
         if "means" in given:
             _, labels = lloyd(sample - shift, given["means"] - shift, 0)
-            params = params_from_labels(sample, labels, k, t, self.reg_covar, shift)
+            # The user's means stay where they are, even one no record is closest to: its weight
+            # starts near zero and the re-seeding rule deals with it like any collapse.
+            params = params_from_labels(sample, labels, k, t, self.reg_covar, shift)[0]
         else:
             params = initialize(
                 sample, k, t, reg_covar=self.reg_covar, n_init=self.n_init, rng=rng,

@@ -73,14 +73,12 @@ def lloyd(X: np.ndarray, centers: np.ndarray, n_iter: int) -> tuple[np.ndarray, 
 
 def params_from_labels(
     X: np.ndarray, labels: np.ndarray, n_components: int, covariance_type: str, reg_covar: float, shift: np.ndarray
-) -> MixtureParams:
+) -> tuple[MixtureParams, SufficientStatistics]:
+    """The M-step of hard assignments (an empty cluster gets a weight of about zero)."""
     resp = np.zeros((X.shape[0], n_components))
     resp[np.arange(X.shape[0]), labels] = 1.0
     stats = SufficientStatistics.from_responsibilities(X, resp, shift, covariance_type)
-    params = stats.to_params(reg_covar)
-    # An empty cluster gets a real place before EM sees it.
-    worst = X[np.argsort(np.min(((X[:, None, :] - params.means[None]) ** 2).sum(-1), axis=1))[::-1][:n_components]]
-    return reseed(params, stats, worst, reg_covar)[0]
+    return stats.to_params(reg_covar), stats
 
 
 @dataclass
@@ -120,7 +118,10 @@ def initialize(
         else:
             picks = rng.choice(sample.shape[0], n_components, replace=False)
             _, labels = lloyd(centred, centred[picks], 1)
-        params = params_from_labels(sample, labels, n_components, covariance_type, reg_covar, shift)
+        params, stats = params_from_labels(sample, labels, n_components, covariance_type, reg_covar, shift)
+        # An empty cluster gets a real place before EM sees it: the records farthest from any centre.
+        nearest = np.min(((centred[:, None, :] - (params.means - shift)[None]) ** 2).sum(-1), axis=1)
+        params = reseed(params, stats, sample[np.argsort(nearest)[::-1][:n_components]], reg_covar)[0]
         result = run_batch_em(
             source, params, shift=shift, reg_covar=reg_covar, tol=1e-4, max_iter=em_iter, batch_size=sample.shape[0]
         )
