@@ -37,7 +37,7 @@ from .online_em import OnlineState, StepSchedule, online_update, run_online_em
 from .params import MixtureParams
 from .sources import ArraySource, ChunkSource, as_source
 from .statistics import SufficientStatistics
-from .validation import NotFittedError, as_float_matrix, make_rng
+from .validation import as_float_matrix, make_rng, not_fitted_error
 
 ALGORITHMS = ("online", "batch")
 
@@ -198,7 +198,7 @@ class StreamingGaussianMixture:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "means_"):
-            raise NotFittedError(
+            raise not_fitted_error(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' or 'partial_fit' "
                 "with appropriate arguments before using this estimator."
             )

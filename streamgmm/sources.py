@@ -178,7 +178,8 @@ def as_source(data: Any, n_features: int | None = None) -> ArraySource | Iterabl
     """Wrap an array or an iterable of chunks; objects that already are sources pass through."""
     if hasattr(data, "batches") and hasattr(data, "sample"):
         return data
-    if isinstance(data, np.ndarray) or hasattr(data, "__array__") or _is_nested_sequence_of_numbers(data):
+    # Sparse matrices are iterable (rows, or a dict's keys): reject them before that is tried.
+    if isinstance(data, np.ndarray) or hasattr(data, "toarray") or hasattr(data, "__array__") or _is_nested_sequence_of_numbers(data):
         return ArraySource(as_float_matrix(data, n_features=n_features))
     if callable(data) or isinstance(data, Iterable):
         return IterableSource(data, n_features=n_features)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import numbers
+import sys
 from typing import Any
 
 import numpy as np
@@ -10,6 +12,23 @@ import numpy as np
 
 class NotFittedError(ValueError, AttributeError):
     """Raised when a method needs a fitted model (same bases as scikit-learn's)."""
+
+
+def not_fitted_error(message: str) -> NotFittedError:
+    """A ``NotFittedError`` that is also scikit-learn's when scikit-learn is in use.
+
+    streamgmm does not import scikit-learn; but code that already has (model selection, the
+    estimator checks) catches ``sklearn.exceptions.NotFittedError``, so the error subclasses it
+    then."""
+    sklearn_exceptions = sys.modules.get("sklearn.exceptions")
+    if sklearn_exceptions is None:
+        return NotFittedError(message)
+    return _with_sklearn_base(sklearn_exceptions.NotFittedError)(message)
+
+
+@functools.cache
+def _with_sklearn_base(sklearn_not_fitted: type) -> type:
+    return type("NotFittedError", (NotFittedError, sklearn_not_fitted), {"__module__": __name__})
 
 
 def as_float_matrix(
@@ -25,33 +44,33 @@ def as_float_matrix(
     float32 and integer input are accepted and converted; nothing is silently dropped.
     """
     if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
-        raise TypeError(f"{where}: sparse input is not supported; pass a dense array")
+        raise TypeError(f"{where}: sparse data is not supported; pass a dense array (e.g. X.toarray())")
     try:
         arr = np.asarray(X)
     except Exception as exc:  # e.g. ragged nested lists
         raise ValueError(f"{where}: cannot be read as a numeric array ({exc})") from exc
     if np.iscomplexobj(arr):
-        raise ValueError(f"{where}: complex data not supported")
+        raise ValueError(f"{where}: Complex data not supported")
     if arr.dtype.kind not in "biuf":
         if arr.dtype.kind == "O":
             try:
                 arr = arr.astype(np.float64)
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"{where}: non-numeric values in an object array ({exc})") from exc
+                raise TypeError(f"{where}: non-numeric values in an object array: argument must be a string or a number ({exc})") from exc
         else:
             raise ValueError(f"{where}: non-numeric array of dtype {arr.dtype}; expected numbers")
     if arr.ndim != 2:
         raise ValueError(
             f"{where}: expected a 2-D array of shape (n_records, n_features), got {arr.ndim}-D "
-            f"with shape {arr.shape}; reshape 1-D data with X.reshape(-1, 1) for a single feature "
-            "or X.reshape(1, -1) for a single record"
+            f"with shape {arr.shape}. Reshape your data either using X.reshape(-1, 1) if it has a "
+            "single feature or X.reshape(1, -1) if it holds a single record"
         )
     arr = np.asarray(arr, dtype=np.float64)
     if arr.shape[1] == 0:
-        raise ValueError(f"{where}: 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required")
+        raise ValueError(f"{where}: 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required.")
     if arr.shape[0] < min_records:
         raise ValueError(
-            f"{where}: {arr.shape[0]} sample(s) (shape={arr.shape}) while a minimum of {min_records} is required"
+            f"{where}: {arr.shape[0]} sample(s) (shape={arr.shape}) while a minimum of {min_records} is required."
         )
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(
