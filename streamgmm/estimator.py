@@ -236,11 +236,7 @@ class StreamingGaussianMixture:
             params = MixtureParams.from_precisions(given["weights"], given["means"], given["precisions"], t)
             return params, given["weights"] @ given["means"]
         sample = source.sample(self.init_size, rng)
-        if sample.shape[0] < k:
-            raise ValueError(
-                f"Expected n_samples >= n_components but got n_components = {k}, n_samples = {sample.shape[0]}: "
-                "fewer records than components"
-            )
+        self._check_enough_records(sample.shape[0])
         given = self._user_init(sample.shape[1])
         shift = sample.mean(axis=0)
         if "means" in given:
@@ -264,15 +260,12 @@ class StreamingGaussianMixture:
     def fit(self, X: Any, y: Any = None) -> StreamingGaussianMixture:
         """Fit to an array (n_records, n_features) or an iterable of such chunks."""
         self._check_params()
-        source = as_source(X)
-        if isinstance(source, ArraySource) and len(source) < self.n_components:
-            raise ValueError(
-                f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
-                f"n_samples = {len(source)}: fewer records than components"
-            )
+        warm = self.warm_start and hasattr(self, "_state")
+        source = as_source(X, n_features=self.n_features_in_ if warm else None)
+        if isinstance(source, ArraySource):
+            self._check_enough_records(len(source))
         rng = make_rng(self.random_state)
-        if self.warm_start and hasattr(self, "_state"):
-            self._check_same_features(source.n_features)
+        if warm:
             params, shift = self._state.params, self._state.statistics.shift
         else:
             params, shift = self._initial_params(source, source.n_features, rng)
@@ -315,12 +308,7 @@ class StreamingGaussianMixture:
         fitted = hasattr(self, "_state")
         X = as_float_matrix(X, n_features=self.n_features_in_ if fitted else None)
         if not fitted:
-            if X.shape[0] < self.n_components:
-                raise ValueError(
-                    f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
-                    f"n_samples = {X.shape[0]}: the first partial_fit chunk needs at least as many "
-                    "records as components"
-                )
+            self._check_enough_records(X.shape[0])
             params, shift = self._initial_params(ArraySource(X), X.shape[1], make_rng(self.random_state))
             state = OnlineState.start(params, shift)
             history: list[float] = []
@@ -355,11 +343,11 @@ class StreamingGaussianMixture:
         self.n_steps_ = state.step
         self.records_seen_ = state.records_seen
 
-    def _check_same_features(self, n_features: int | None) -> None:
-        if n_features is not None and n_features != self.n_features_in_:
+    def _check_enough_records(self, n_records: int) -> None:
+        if n_records < self.n_components:
             raise ValueError(
-                f"X has {n_features} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input"
+                f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
+                f"n_samples = {n_records}: fewer records than components"
             )
 
     # ------------------------------------------------------------------ inference

@@ -84,3 +84,15 @@ def test_float32_input_fits_in_float64(data) -> None:
     assert model.means_.dtype == np.float64
     reference = StreamingGaussianMixture(3, random_state=0).fit(X.astype(np.float32).astype(np.float64))
     np.testing.assert_array_equal(model.means_, reference.means_)
+
+
+def test_warm_start_continues_from_the_fitted_parameters(data) -> None:
+    X, _ = data
+    model = StreamingGaussianMixture(3, algorithm="batch", tol=1e-8, max_iter=500, random_state=0).fit(X)
+    model.set_params(warm_start=True, max_iter=500)
+    model.fit(X)
+    assert model.converged_ and model.n_iter_ <= 2  # already at the fixed point
+    with pytest.raises(ValueError, match="X has 2 features"):
+        model.fit(X[:, :2])
+    with pytest.raises(ValueError, match="chunk 0: X has 2 features"):
+        model.fit([X[:100, :2]])
