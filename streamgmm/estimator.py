@@ -69,8 +69,11 @@ class StreamingGaussianMixture:
     batch_size : records per mini-batch (online step, and the unit of reading).
     max_passes : passes of online EM over a source that can be read again.
     step_exponent, step_offset, step_floor : the step size of mini-batch t is
-        ``max((t + step_offset) ** -step_exponent, step_floor)``.
-    burn_in : mini-batches blended before the first online M-step.
+        ``max((t + step_offset) ** -step_exponent, step_floor)``, scaled down for a short batch.
+        The default exponent 1 averages all batches equally (lowest variance, robust to sorted
+        streams) because the start is already an EM fit on a uniform sample; see the README.
+    burn_in : mini-batches blended before the first online M-step. The running statistics
+        start as those implied by the initial fit on the sample, so none is needed by default.
     init_size : records in the initialisation sample.
     shuffle : visit an in-memory array's records in random order in online EM (sorted data
         biases a single pass). ``partial_fit`` never shuffles.

@@ -89,3 +89,26 @@ def test_n_init_candidates_pick_the_best_sample_likelihood() -> None:
     assert len(best.candidate_log_likelihoods) == 5
     assert best.sample_log_likelihood == max(best.candidate_log_likelihoods)
     assert best.params.log_likelihood(X).mean() == pytest.approx(best.sample_log_likelihood)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_sample_draws_from_the_fitted_mixture(covariance_type: str) -> None:
+    X, _, truth = make_mixture(20_000, 3, 2, covariance_type=covariance_type, random_state=21)
+    model = StreamingGaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X)
+    drawn, labels = model.sample(60_000)
+    assert drawn.shape == (60_000, 2) and labels.shape == (60_000,)
+    counts = np.bincount(labels, minlength=3) / 60_000
+    np.testing.assert_allclose(counts, model.weights_, atol=0.01)
+    for k in range(3):
+        rows = drawn[labels == k]
+        np.testing.assert_allclose(rows.mean(axis=0), model.means_[k], atol=0.05)
+        expected = {
+            "full": model.covariances_[k] if covariance_type == "full" else None,
+            "tied": model.covariances_ if covariance_type == "tied" else None,
+            "diag": np.diag(model.covariances_[k]) if covariance_type == "diag" else None,
+            "spherical": np.eye(2) * model.covariances_[k] if covariance_type == "spherical" else None,
+        }[covariance_type]
+        np.testing.assert_allclose(np.cov(rows.T), expected, atol=0.06)
+    # Refitting on the draws recovers the model: the sampler and the fitter agree.
+    refit = StreamingGaussianMixture(3, covariance_type=covariance_type, random_state=1).fit(drawn)
+    assert abs(refit.score(X) - model.score(X)) < 0.01
