@@ -262,6 +262,19 @@ def nearest_positive_definite(covariances: np.ndarray, covariance_type: str, flo
     return np.stack([clip(c) for c in covariances])
 
 
+def is_positive_definite(matrices: np.ndarray, covariance_type: str) -> bool:
+    """Whether covariances (or precisions) of this type are finite and positive definite."""
+    if not np.all(np.isfinite(matrices)):
+        return False
+    if covariance_type in ("diag", "spherical"):
+        return bool(np.all(matrices > 0))
+    try:
+        np.linalg.cholesky(matrices)
+    except np.linalg.LinAlgError:
+        return False
+    return True
+
+
 def n_covariance_parameters(n_components: int, n_features: int, covariance_type: str) -> int:
     d = n_features
     return {

@@ -225,6 +225,8 @@ class StreamingGaussianMixture:
             shape = cov.covariance_shape(k, n_features, t)
             if p.shape != shape:
                 raise ValueError(f"precisions_init for covariance_type={t!r} must have shape {shape}, got {p.shape}")
+            if not cov.is_positive_definite(p, t):
+                raise ValueError(f"precisions_init must be positive definite (positive for {t!r}) and finite")
             given["precisions"] = p
         return given
 

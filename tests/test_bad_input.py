@@ -59,9 +59,16 @@ def test_sparse_input_is_refused_by_name() -> None:
         (dict(reg_covar=-1.0), "reg_covar"),
         (dict(means_init=np.zeros((2, 2))), r"means_init must be a finite array of shape \(3, 3\)"),
         (dict(weights_init=[0.5, 0.5, 0.5]), "weights_init must be 3 non-negative numbers summing to 1"),
+        (dict(precisions_init=-np.ones((3, 3, 3))), "precisions_init must be positive definite"),
+        (dict(precisions_init=np.ones((3, 3)), covariance_type="diag"), None),
+        (dict(precisions_init=-np.ones((3, 3)), covariance_type="diag"), "precisions_init must be positive"),
+        (dict(precisions_init=np.ones((2, 3, 3))), r"precisions_init for covariance_type='full' must have shape \(3, 3, 3\)"),
     ],
 )
-def test_bad_parameters(params: dict, message: str) -> None:
+def test_bad_parameters(params: dict, message: str | None) -> None:
+    if message is None:  # the well-formed control case fits
+        StreamingGaussianMixture(3, **params).fit(GOOD)
+        return
     with pytest.raises(ValueError, match=message):
         StreamingGaussianMixture(3, **params).fit(GOOD)
 
