@@ -67,6 +67,9 @@ class MixtureParams:
         log_norm = logsumexp(weighted, axis=1)
         with np.errstate(under="ignore"):
             resp = np.exp(weighted - log_norm[:, None])
+        # Far from every component |log_norm| is huge and the subtraction keeps only
+        # ~|log_norm| * eps accuracy; renormalising makes each row sum to one to rounding.
+        resp /= resp.sum(axis=1, keepdims=True)
         return log_norm, resp
 
     def log_likelihood(self, X: np.ndarray) -> np.ndarray:
