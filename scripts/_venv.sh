@@ -22,7 +22,12 @@ spec="$ROOT"
 stamp="$VENV/.streamgmm-installed-${1:-base}"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
   echo "installing streamgmm${1:+[$1]} into $VENV" >&2
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$spec" >&2
+  log="$VENV/install.log"
+  if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -e "$spec" >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "installing streamgmm failed (log above, also in $log)" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
