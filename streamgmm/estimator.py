@@ -4,18 +4,6 @@ It fits weights, means and covariances of K Gaussians to an array or to any iter
 holding only one mini-batch (plus a small initialisation sample) in memory. ``algorithm="online"``
 (default) is stepwise EM, one pass; ``algorithm="batch"`` is exact EM, one pass per iteration,
 identical to scikit-learn's ``GaussianMixture`` from the same starting point.
-
-Example:
-
->>> import numpy as np
->>> from streamgmm import StreamingGaussianMixture
->>> rng = np.random.default_rng(0)
->>> X = np.concatenate([rng.normal(-5, 1, (5000, 2)), rng.normal(5, 1, (5000, 2))])
->>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
->>> np.round(np.sort(gmm.means_[:, 0]))
-array([-5.,  5.])
->>> gmm.predict([[-5.0, -5.0], [5.0, 5.0]]).tolist() == gmm.predict([[-4.0, -4.0], [4.0, 4.0]]).tolist()
-True
 """
 
 from __future__ import annotations
@@ -83,6 +71,18 @@ class StreamingGaussianMixture:
     online passes), ``lower_bound_`` (mean log-likelihood per record: of the last batch
     iteration's E-step, or of the last online pass's batches before each update),
     ``n_features_in_``; plus ``n_steps_`` (online mini-batches so far) and ``records_seen_``.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from streamgmm import StreamingGaussianMixture
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(-5, 1, (5000, 2)), rng.normal(5, 1, (5000, 2))])
+    >>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
+    >>> np.round(np.sort(gmm.means_[:, 0]))
+    array([-5.,  5.])
+    >>> gmm.predict([[-5.0, -5.0], [5.0, 5.0]]).tolist() == gmm.predict([[-4.0, -4.0], [4.0, 4.0]]).tolist()
+    True
     """
 
     def __init__(
