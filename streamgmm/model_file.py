@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,10 @@ def write_model(path: str | os.PathLike[str], document: dict[str, Any], arrays: 
     path = Path(path)
     body = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **document, "arrays": sorted(arrays)}
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    tmp_name = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    # Not tempfile.mkstemp: its files are private (0600), so the model would end up unreadable by
+    # anyone else. Mode 0666 lets the umask decide, as it does for any file open() creates.
+    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as raw:
             with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as archive:
@@ -65,7 +68,9 @@ def read_model(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, 
                 document = json.loads(archive.read(DOCUMENT))
             except KeyError:
                 raise ModelFileError(f"{path}: not a streamgmm model file (no {DOCUMENT} inside)") from None
-            if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
+            if not isinstance(document, dict):
+                raise ModelFileError(f"{path}: not a streamgmm model file ({DOCUMENT} is not a JSON object)")
+            if document.get("format") != FORMAT_NAME:
                 raise ModelFileError(f"{path}: not a streamgmm model file (format is {document.get('format')!r})")
             version = document.get("version")
             if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
@@ -73,8 +78,11 @@ def read_model(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, 
                     f"{path}: model format version {version!r} is not supported "
                     f"(this streamgmm reads versions 1 to {FORMAT_VERSION}); upgrade streamgmm"
                 )
+            names = document.get("arrays", [])
+            if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+                raise ModelFileError(f"{path}: corrupt model file ('arrays' in {DOCUMENT} is not a list of names)")
             arrays = {}
-            for name in document.get("arrays", []):
+            for name in names:
                 try:
                     data = archive.read(f"{ARRAY_DIR}{name}.npy")
                 except KeyError:

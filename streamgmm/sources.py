@@ -81,6 +81,7 @@ class IterableSource:
         self.reiterable = self._factory is not None
         self.n_features = n_features
         self._head: list[np.ndarray] = []
+        self._pulled = 0  # chunks taken from a one-shot iterator so far, empty ones included
         self._consumed = False
 
     def _checked(self, chunks: Iterable[Any], first_index: int = 0) -> Iterator[np.ndarray]:
@@ -90,6 +91,18 @@ class IterableSource:
                 self.n_features = arr.shape[1]
             if arr.shape[0]:
                 yield arr
+
+    def _rest(self) -> Iterator[np.ndarray]:
+        """The one-shot iterator's remaining chunks, checked. They are numbered by their place in
+        the stream, not in the buffered head: empty chunks are never buffered but still count,
+        so an error names the chunk the caller yielded."""
+
+        def counted() -> Iterator[Any]:
+            for chunk in self._iterator:
+                self._pulled += 1
+                yield chunk
+
+        return self._checked(counted(), first_index=self._pulled)
 
     def _chunks(self) -> Iterator[np.ndarray]:
         if self._factory is not None:
@@ -103,7 +116,7 @@ class IterableSource:
         self._consumed = True
         head, self._head = self._head, []
         yield from head
-        yield from self._checked(self._iterator, first_index=len(head))
+        yield from self._rest()
 
     def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
         return rebatch(self._chunks(), batch_size)
@@ -115,7 +128,7 @@ class IterableSource:
             raise ValueError("this iterator of chunks has already been streamed; it cannot be sampled")
         # One-shot: the sample is the head of the stream (documented: a sorted stream biases it).
         have = sum(c.shape[0] for c in self._head)
-        for chunk in self._checked(self._iterator, first_index=len(self._head)):
+        for chunk in self._rest():
             self._head.append(chunk)
             have += chunk.shape[0]
             if have >= size:
