@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 import os
 import warnings
 from collections.abc import Iterator
@@ -190,10 +191,13 @@ class StreamingGaussianMixture:
             raise ValueError(
                 f"Invalid value for 'init_params': {self.init_params!r}; expected one of {', '.join(INIT_METHODS)}"
             )
-        if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
-            raise ValueError(f"Invalid value for 'tol': {self.tol!r}; expected a number >= 0")
-        if not (isinstance(self.reg_covar, (int, float)) and self.reg_covar >= 0):
-            raise ValueError(f"Invalid value for 'reg_covar': {self.reg_covar!r}; expected a number >= 0")
+        for name in ("tol", "reg_covar", "step_exponent", "step_offset", "step_floor"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value):
+                raise ValueError(f"Invalid value for {name!r}: {value!r}; expected a finite number")
+        for name in ("tol", "reg_covar"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"Invalid value for {name!r}: {getattr(self, name)!r}; expected a number >= 0")
         self._schedule()
 
     def _schedule(self) -> StepSchedule:
@@ -459,38 +463,51 @@ class StreamingGaussianMixture:
         """Read a model written by :meth:`save`; ``partial_fit`` then resumes the stream."""
         document, arrays = read_model(path)
         try:
-            params = dict(document["estimator_params"])
-            for name in list(arrays):
-                if name.startswith("param."):
-                    params[name[len("param."):]] = arrays.pop(name)
-            model = cls(**params)
-            fitted, online = document["fitted"], document["online"]
-            t = model.covariance_type
-            mixture = MixtureParams(
-                arrays["weights"], arrays["means"], arrays["covariances"], arrays["precisions_cholesky"], t
-            )
-            stats = SufficientStatistics(
-                t, arrays["statistics.shift"], arrays["statistics.counts"], arrays["statistics.sums"],
-                arrays["statistics.second"], float(online["statistics_n_records"]),
-                float(online["statistics_log_likelihood"]),
-            )
-            k, d = mixture.means.shape
-            expected = {
-                "weights": (k,),
-                "covariances": cov.covariance_shape(k, d, t),
-                "precisions_cholesky": cov.covariance_shape(k, d, t),
-                "statistics.second": cov.second_moment_shape(k, d, t),
-                "statistics.sums": (k, d),
-                "statistics.counts": (k,),
-                "statistics.shift": (d,),
-            }
-            for name, shape in expected.items():
-                if arrays[name].shape != shape:
-                    raise ModelFileError(f"{path}: corrupt model file (array {name} has shape {arrays[name].shape}, expected {shape})")
-            state = OnlineState(mixture, stats, int(online["step"]), int(online["records_seen"]))
-            model._set_fitted(
-                state, fitted["converged"], fitted["n_iter"], fitted["lower_bound"], fitted.get("history", [])
-            )
-        except (KeyError, TypeError) as exc:
+            return cls._from_document(document, arrays)
+        except ModelFileError as exc:
+            raise ModelFileError(f"{path}: corrupt model file ({exc})") from None
+        except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{path}: corrupt model file (missing or malformed {exc})") from None
+
+    @classmethod
+    def _from_document(cls, document: dict[str, Any], arrays: dict[str, np.ndarray]) -> StreamingGaussianMixture:
+        params = dict(document["estimator_params"])
+        for name in list(arrays):
+            if name.startswith("param."):
+                params[name[len("param."):]] = arrays.pop(name)
+        model = cls(**params)
+        model._check_params()
+        for name, value in arrays.items():
+            if value.dtype.kind != "f":
+                raise ModelFileError(f"array {name} holds {value.dtype}, not floats")
+        means = arrays["means"]
+        if means.ndim != 2:
+            raise ModelFileError(f"array means has shape {means.shape}, expected (n_components, n_features)")
+        k, d = means.shape
+        t = model.covariance_type
+        expected = {
+            "weights": (k,),
+            "covariances": cov.covariance_shape(k, d, t),
+            "precisions_cholesky": cov.covariance_shape(k, d, t),
+            "statistics.second": cov.second_moment_shape(k, d, t),
+            "statistics.sums": (k, d),
+            "statistics.counts": (k,),
+            "statistics.shift": (d,),
+        }
+        for name, shape in expected.items():
+            if arrays[name].shape != shape:
+                raise ModelFileError(f"array {name} has shape {arrays[name].shape}, expected {shape}")
+        fitted, online = document["fitted"], document["online"]
+        mixture = MixtureParams(means=means, weights=arrays["weights"], covariances=arrays["covariances"],
+                                precisions_cholesky=arrays["precisions_cholesky"], covariance_type=t)
+        stats = SufficientStatistics(
+            t, arrays["statistics.shift"], arrays["statistics.counts"], arrays["statistics.sums"],
+            arrays["statistics.second"], float(online["statistics_n_records"]),
+            float(online["statistics_log_likelihood"]),
+        )
+        state = OnlineState(mixture, stats, int(online["step"]), int(online["records_seen"]))
+        model._set_fitted(
+            state, bool(fitted["converged"]), int(fitted["n_iter"]), float(fitted["lower_bound"]),
+            [float(v) for v in fitted.get("history", [])],
+        )
         return model

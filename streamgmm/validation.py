@@ -56,7 +56,8 @@ def as_float_matrix(
             try:
                 arr = arr.astype(np.float64)
             except (TypeError, ValueError) as exc:
-                raise TypeError(f"{where}: non-numeric values in an object array: argument must be a string or a number ({exc})") from exc
+                # numpy's class is kept: ValueError for unparseable strings, TypeError for objects.
+                raise type(exc)(f"{where}: non-numeric values in an object array ({exc})") from exc
         else:
             raise ValueError(f"{where}: non-numeric array of dtype {arr.dtype}; expected numbers")
     if arr.ndim != 2:

@@ -204,11 +204,6 @@ def test_the_corrupt_cases_are_all_tested_and_the_good_file_loads(tmp_path, good
     StreamingGaussianMixture.load(good_file)  # the variants differ from a good file only as named
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="StreamingGaussianMixture.load catches only KeyError/TypeError: a malformed value "
-    "(ValueError from int('abc'), 1-D means) escapes as a bare ValueError without the path",
-)
 @pytest.mark.parametrize("change", ["step", "means"])
 def test_malformed_values_give_a_model_file_error_naming_the_path(tmp_path, good_file, change: str) -> None:
     contents = members(good_file)
