@@ -96,3 +96,13 @@ def test_warm_start_continues_from_the_fitted_parameters(data) -> None:
         model.fit(X[:, :2])
     with pytest.raises(ValueError, match="chunk 0: X has 2 features"):
         model.fit([X[:100, :2]])
+
+
+def test_sorted_chunks_from_a_callable_get_a_uniform_sample() -> None:
+    """A callable can be read twice: the initialisation sample comes from the whole stream, so a
+    stream sorted by cluster still fits well (the README's advice for sorted streams)."""
+    X, labels, truth = make_mixture(60_000, 5, 4, random_state=3)
+    by_cluster = X[np.argsort(labels, kind="stable")]
+    chunks = [by_cluster[i : i + 5000] for i in range(0, len(by_cluster), 5000)]
+    model = StreamingGaussianMixture(5, random_state=0).fit(lambda: iter(chunks))
+    assert truth.log_likelihood(X).mean() - model.score(X) < 0.01
