@@ -168,7 +168,9 @@ class StreamingGaussianMixture:
         from sklearn.utils import InputTags, Tags, TargetTags
 
         return Tags(
-            estimator_type="clusterer",
+            # As GaussianMixture (scikit-learn's DensityMixin): a density model with predict, not
+            # a clusterer, which would promise ``labels_``.
+            estimator_type="density_estimator",
             target_tags=TargetTags(required=False),
             input_tags=InputTags(two_d_array=True, allow_nan=False),
         )
@@ -229,10 +231,25 @@ class StreamingGaussianMixture:
             shape = cov.covariance_shape(k, n_features, t)
             if p.shape != shape:
                 raise ValueError(f"precisions_init for covariance_type={t!r} must have shape {shape}, got {p.shape}")
+            if t in ("full", "tied") and np.all(np.isfinite(p)):
+                if not np.allclose(p, np.swapaxes(p, -1, -2)):
+                    # A Cholesky factorisation reads one triangle and the covariance another, so an
+                    # asymmetric matrix would start from two different models (scikit-learn refuses it too).
+                    raise ValueError(f"precisions_init must be symmetric for covariance_type={t!r}")
+                # Symmetric to rounding: make it exactly so (a no-op on symmetric input).
+                p = 0.5 * (p + np.swapaxes(p, -1, -2))
             if not cov.is_positive_definite(p, t):
                 raise ValueError(f"precisions_init must be positive definite (positive for {t!r}) and finite")
             given["precisions"] = p
         return given
+
+    def _user_init_n_features(self) -> int | None:
+        """The number of features the user's ``*_init`` implies, when all three are given (then
+        they are the whole start and no sample of the data is needed to find it)."""
+        if self.weights_init is None or self.means_init is None or self.precisions_init is None:
+            return None
+        shape = np.shape(self.means_init)
+        return int(shape[1]) if len(shape) == 2 and shape[1] > 0 else None
 
     # ------------------------------------------------------------------ fitting
 
@@ -270,7 +287,12 @@ class StreamingGaussianMixture:
         """Fit to an array (n_records, n_features) or an iterable of such chunks."""
         self._check_params()
         warm = self.warm_start and hasattr(self, "_state")
-        source = as_source(X, n_features=self.n_features_in_ if warm else None)
+        if warm:
+            self._check_same_model()
+        # A stream of chunks does not know its width until read. With every *_init given the
+        # start needs no sample, so the width comes from means_init (chunks are checked against
+        # it) rather than from a whole read of the stream for a sample that would be thrown away.
+        source = as_source(X, n_features=self.n_features_in_ if warm else self._user_init_n_features())
         if isinstance(source, ArraySource):
             self._check_enough_records(len(source))
         rng = make_rng(self.random_state)
@@ -283,6 +305,8 @@ class StreamingGaussianMixture:
                 source, params, shift=shift, reg_covar=self.reg_covar, tol=self.tol,
                 max_iter=self.max_iter, batch_size=self.batch_size,
             )
+            # A stream given every *_init is counted only as it is read (nothing was sampled).
+            self._check_enough_records(int(result.statistics.n_records))
             if not result.converged:
                 warnings.warn(
                     f"Batch EM did not converge in {self.max_iter} iterations (tol={self.tol}); "
@@ -301,6 +325,8 @@ class StreamingGaussianMixture:
                 reg_covar=self.reg_covar, batch_size=self.batch_size, max_passes=self.max_passes,
                 tol=self.tol, rng=rng if (self.shuffle and isinstance(source, ArraySource)) else None,
             )
+            # As for batch EM; every pass reads the whole source, so one pass is the total over n.
+            self._check_enough_records(online.state.records_seen // online.n_passes)
             self._set_fitted(
                 online.state, online.converged, online.n_passes, online.pass_log_likelihoods[-1],
                 online.pass_log_likelihoods,
@@ -315,6 +341,8 @@ class StreamingGaussianMixture:
         same batching and no shuffling. The first call initialises from its own chunk."""
         self._check_params()
         fitted = hasattr(self, "_state")
+        if fitted:
+            self._check_same_model()
         X = as_float_matrix(X, n_features=self.n_features_in_ if fitted else None)
         if not fitted:
             self._check_enough_records(X.shape[0])
@@ -351,6 +379,18 @@ class StreamingGaussianMixture:
         self.n_features_in_ = params.n_features
         self.n_steps_ = state.step
         self.records_seen_ = state.records_seen
+
+    def _check_same_model(self) -> None:
+        """Continuing a fit (partial_fit, warm_start) needs the shape the running state has:
+        otherwise the new parameters would silently keep the old K and covariance type while
+        ``sample`` and ``save`` trust the estimator's parameters."""
+        fitted = self._state.params
+        if (fitted.n_components, fitted.covariance_type) != (self.n_components, self.covariance_type):
+            raise ValueError(
+                f"cannot continue a model fitted with n_components={fitted.n_components}, "
+                f"covariance_type={fitted.covariance_type!r} as n_components={self.n_components}, "
+                f"covariance_type={self.covariance_type!r}; call fit (without warm_start) to start again"
+            )
 
     def _check_enough_records(self, n_records: int) -> None:
         if n_records < self.n_components:
