@@ -22,7 +22,7 @@ from . import covariance as cov
 from .batch_em import run_batch_em
 from .initialization import INIT_METHODS, initialize, lloyd, params_from_labels
 from .model_file import ModelFileError, read_model, write_model
-from .online_em import OnlineState, StepSchedule, online_update, run_online_em
+from .online_em import OnlineState, StepSchedule, run_online_em
 from .params import MixtureParams
 from .sources import ArraySource, ChunkSource, as_source
 from .statistics import SufficientStatistics
@@ -352,12 +352,11 @@ class StreamingGaussianMixture:
         else:
             state = self._state
             history = list(self._history)
-        schedule = self._schedule()
-        total_ll = 0.0
-        for batch in ArraySource(X).batches(self.batch_size):
-            state, update = online_update(state, batch, schedule, self.burn_in, self.reg_covar, self.batch_size)
-            total_ll += update.mean_log_likelihood * update.n_records
-        lower_bound = total_ll / X.shape[0]
+        online = run_online_em(
+            ArraySource(X), state, schedule=self._schedule(), burn_in=self.burn_in,
+            reg_covar=self.reg_covar, batch_size=self.batch_size,
+        )
+        state, lower_bound = online.state, online.pass_log_likelihoods[-1]
         history.append(lower_bound)
         self._set_fitted(state, False, getattr(self, "n_iter_", 0) + 1 if fitted else 1, lower_bound, history)
         return self
