@@ -120,7 +120,7 @@ def initialize(
             _, labels = lloyd(centred, centred[picks], 1)
         params, stats = params_from_labels(sample, labels, n_components, covariance_type, reg_covar, shift)
         # An empty cluster gets a real place before EM sees it: the records farthest from any centre.
-        nearest = np.min(((centred[:, None, :] - (params.means - shift)[None]) ** 2).sum(-1), axis=1)
+        nearest = _squared_distances(centred, params.means - shift, (centred**2).sum(axis=1)).min(axis=1)
         params = reseed(params, stats, sample[np.argsort(nearest)[::-1][:n_components]], reg_covar)[0]
         result = run_batch_em(
             source, params, shift=shift, reg_covar=reg_covar, tol=1e-4, max_iter=em_iter, batch_size=sample.shape[0]
