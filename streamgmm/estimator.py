@@ -13,7 +13,7 @@ import math
 import numbers
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -429,13 +429,19 @@ class StreamingGaussianMixture:
     def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
         return self.fit(X).predict(X)
 
+    def _information_criterion(self, X: Any, penalty_per_parameter: Callable[[int], float]) -> float:
+        # One E-step pass gives both the likelihood and the number of records.
+        scores = self.score_samples(X)
+        n = scores.shape[0]
+        return -2 * scores.mean() * n + self.params_.n_parameters() * penalty_per_parameter(n)
+
     def bic(self, X: Any) -> float:
-        n = as_float_matrix(X, n_features=getattr(self, "n_features_in_", None)).shape[0]
-        return -2 * self.score(X) * n + self.params_.n_parameters() * math.log(n)
+        """Bayesian information criterion on X (lower is better), as scikit-learn's."""
+        return self._information_criterion(X, math.log)
 
     def aic(self, X: Any) -> float:
-        n = as_float_matrix(X, n_features=getattr(self, "n_features_in_", None)).shape[0]
-        return -2 * self.score(X) * n + 2 * self.params_.n_parameters()
+        """Akaike information criterion on X (lower is better), as scikit-learn's."""
+        return self._information_criterion(X, lambda n: 2.0)
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw records from the fitted mixture: (X, component labels), as scikit-learn."""
