@@ -24,11 +24,13 @@ from .initialization import INIT_METHODS, initialize, lloyd, params_from_labels
 from .model_file import ModelFileError, read_model, write_model
 from .online_em import OnlineState, StepSchedule, run_online_em
 from .params import MixtureParams
-from .sources import ArraySource, ChunkSource, as_source
+from .inputs import as_source
+from .sources import ArraySource, ChunkSource
 from .statistics import SufficientStatistics
-from .validation import as_float_matrix, make_rng, not_fitted_error
+from .validation import make_rng, not_fitted_error
 
 ALGORITHMS = ("online", "batch")
+SHUFFLE_MODES = (True, False, "records", "row_groups")
 
 
 class ConvergenceWarning(UserWarning):
@@ -64,14 +66,25 @@ class StreamingGaussianMixture:
     burn_in : mini-batches blended before the first online M-step. The running statistics
         start as those implied by the initial fit on the sample, so none is needed by default.
     init_size : records in the initialisation sample.
-    shuffle : visit an in-memory array's records in random order in online EM (sorted data
-        biases a single pass). ``partial_fit`` never shuffles.
+    shuffle : order of online EM's visit, because sorted data biases a single pass. True (default):
+        the finest order the source can shuffle: records of an in-memory array or table,
+        ``"row_groups"`` of a Parquet lake (row groups of all files in a random order, records
+        within each permuted), nothing for a stream of chunks. ``"records"`` or ``"row_groups"``
+        ask for one (an error where the source cannot); False keeps the source's order.
+        ``partial_fit`` never shuffles.
 
     Fitted attributes mirror scikit-learn: ``weights_``, ``means_``, ``covariances_``,
     ``precisions_``, ``precisions_cholesky_``, ``converged_``, ``n_iter_`` (batch iterations or
     online passes), ``lower_bound_`` (mean log-likelihood per record: of the last batch
     iteration's E-step, or of the last online pass's batches before each update),
-    ``n_features_in_``; plus ``n_steps_`` (online mini-batches so far) and ``records_seen_``.
+    ``n_features_in_``, ``feature_names_in_`` (when fitted on named columns: a table, DataFrame
+    or Parquet lake; later inputs with names are read by these names); plus ``n_steps_`` (online
+    mini-batches so far), ``records_seen_`` and ``n_skipped_`` (records a source with
+    ``nan_policy="skip"`` left out of the last pass).
+
+    ``X`` may be anything :func:`streamgmm.inputs.as_source` takes: arrays, iterables of chunks,
+    Arrow tables and readers, DataFrames, Parquet paths, globs and datasets, or a
+    :class:`~streamgmm.parquet_source.ParquetSource` for column, filter and ``nan_policy`` options.
 
     Example:
 
@@ -109,7 +122,7 @@ class StreamingGaussianMixture:
         step_floor: float = 0.0,
         burn_in: int = 0,
         init_size: int = 20000,
-        shuffle: bool = True,
+        shuffle: bool | str = True,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -200,7 +213,25 @@ class StreamingGaussianMixture:
         for name in ("tol", "reg_covar"):
             if getattr(self, name) < 0:
                 raise ValueError(f"Invalid value for {name!r}: {getattr(self, name)!r}; expected a number >= 0")
+        if self.shuffle not in SHUFFLE_MODES:
+            raise ValueError(
+                f"Invalid value for 'shuffle': {self.shuffle!r}; expected True, False, \"records\" or \"row_groups\""
+            )
         self._schedule()
+
+    def _shuffle_rng(self, source: ChunkSource, rng: np.random.Generator) -> np.random.Generator | None:
+        """The generator that shuffles online EM's visit of ``source``, or None to keep its order."""
+        modes = getattr(source, "shuffle_modes", ())
+        if self.shuffle is False:
+            return None
+        if self.shuffle is True:
+            return rng if modes else None
+        if self.shuffle not in modes:
+            raise ValueError(
+                f"shuffle={self.shuffle!r} is not possible for this input ({type(source).__name__} can shuffle "
+                f"{' or '.join(map(repr, modes)) if modes else 'nothing'}); use shuffle=True or False"
+            )
+        return rng
 
     def _schedule(self) -> StepSchedule:
         return StepSchedule(float(self.step_exponent), float(self.step_offset), float(self.step_floor))
@@ -292,7 +323,7 @@ class StreamingGaussianMixture:
         # A stream of chunks does not know its width until read. With every *_init given the
         # start needs no sample, so the width comes from means_init (chunks are checked against
         # it) rather than from a whole read of the stream for a sample that would be thrown away.
-        source = as_source(X, n_features=self.n_features_in_ if warm else self._user_init_n_features())
+        source = self._source(X) if warm else as_source(X, n_features=self._user_init_n_features())
         if isinstance(source, ArraySource):
             self._check_enough_records(len(source))
         rng = make_rng(self.random_state)
@@ -323,7 +354,7 @@ class StreamingGaussianMixture:
             online = run_online_em(
                 source, OnlineState.start(params, shift), schedule=self._schedule(), burn_in=self.burn_in,
                 reg_covar=self.reg_covar, batch_size=self.batch_size, max_passes=self.max_passes,
-                tol=self.tol, rng=rng if (self.shuffle and isinstance(source, ArraySource)) else None,
+                tol=self.tol, rng=self._shuffle_rng(source, rng),
             )
             # As for batch EM; every pass reads the whole source, so one pass is the total over n.
             self._check_enough_records(online.state.records_seen // online.n_passes)
@@ -331,7 +362,20 @@ class StreamingGaussianMixture:
                 online.state, online.converged, online.n_passes, online.pass_log_likelihoods[-1],
                 online.pass_log_likelihoods,
             )
+        self._set_input_description(source)
         return self
+
+    def _feature_names(self) -> list[str] | None:
+        names = getattr(self, "feature_names_in_", None)
+        return None if names is None else [str(name) for name in names]
+
+    def _set_input_description(self, source: ChunkSource) -> None:
+        names = getattr(source, "feature_names", None)
+        if names is not None:
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.n_skipped_ = int(getattr(source, "skipped_records", 0))
 
     def partial_fit(self, X: Any, y: Any = None) -> StreamingGaussianMixture:
         """Continue the online recursion with one chunk, in mini-batches of ``batch_size``.
@@ -343,22 +387,27 @@ class StreamingGaussianMixture:
         fitted = hasattr(self, "_state")
         if fitted:
             self._check_same_model()
-        X = as_float_matrix(X, n_features=self.n_features_in_ if fitted else None)
+        source = self._source(X) if fitted else as_source(X)
         if not fitted:
-            self._check_enough_records(X.shape[0])
-            params, shift = self._initial_params(ArraySource(X), X.shape[1], make_rng(self.random_state))
+            if isinstance(source, ArraySource):
+                self._check_enough_records(len(source))
+            params, shift = self._initial_params(source, source.n_features, make_rng(self.random_state))
             state = OnlineState.start(params, shift)
             history: list[float] = []
         else:
             state = self._state
             history = list(self._history)
         online = run_online_em(
-            ArraySource(X), state, schedule=self._schedule(), burn_in=self.burn_in,
+            source, state, schedule=self._schedule(), burn_in=self.burn_in,
             reg_covar=self.reg_covar, batch_size=self.batch_size,
         )
         state, lower_bound = online.state, online.pass_log_likelihoods[-1]
         history.append(lower_bound)
         self._set_fitted(state, False, getattr(self, "n_iter_", 0) + 1 if fitted else 1, lower_bound, history)
+        if not fitted:
+            self._set_input_description(source)
+        else:
+            self.n_skipped_ = int(getattr(source, "skipped_records", 0))
         return self
 
     def _set_fitted(
@@ -407,8 +456,18 @@ class StreamingGaussianMixture:
 
     def _batches(self, X: Any) -> Iterator[np.ndarray]:
         self._check_fitted()
-        X = as_float_matrix(X, n_features=self.n_features_in_)
-        return ArraySource(X).batches(self.batch_size)
+        return self._source(X).batches(self.batch_size)
+
+    def _source(self, X: Any) -> ChunkSource:
+        """``X`` as a source for a fitted model: tabular input read by ``feature_names_in_``,
+        anything else checked against ``n_features_in_``."""
+        source = as_source(X, n_features=self.n_features_in_, feature_names=self._feature_names())
+        if source.n_features is not None and source.n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {source.n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input"
+            )
+        return source
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Log-likelihood of each record, shape (n,)."""
@@ -492,6 +551,8 @@ class StreamingGaussianMixture:
                 "n_iter": self.n_iter_,
                 "lower_bound": self.lower_bound_,
                 "n_features_in": self.n_features_in_,
+                "feature_names_in": self._feature_names(),
+                "n_skipped": getattr(self, "n_skipped_", 0),
                 "history": self._history,
             },
             "online": {
@@ -555,4 +616,10 @@ class StreamingGaussianMixture:
             state, bool(fitted["converged"]), int(fitted["n_iter"]), float(fitted["lower_bound"]),
             [float(v) for v in fitted.get("history", [])],
         )
+        names = fitted.get("feature_names_in")
+        if names is not None:
+            if len(names) != d or not all(isinstance(name, str) for name in names):
+                raise ModelFileError(f"feature_names_in must be {d} column names, got {names!r}")
+            model.feature_names_in_ = np.asarray(names, dtype=object)
+        model.n_skipped_ = int(fitted.get("n_skipped", 0))
         return model

@@ -8,7 +8,6 @@ chunks; file formats plug in by implementing the same two methods.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-import numbers
 from typing import Any, Protocol
 
 import numpy as np
@@ -19,6 +18,9 @@ from .validation import as_float_matrix
 class ChunkSource(Protocol):
     reiterable: bool
     n_features: int | None
+    feature_names: list[str] | None  # column names, for sources that have them
+    shuffle_modes: tuple[str, ...]  # what ``batches`` shuffles when given an rng
+    skipped_records: int  # records the last pass left out (nan_policy="skip")
 
     def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
         """Mini-batches of ``batch_size`` records (the last may be shorter); ``rng`` shuffles
@@ -34,10 +36,13 @@ class ArraySource:
     """An in-memory array; batches are views, or random rows when shuffled."""
 
     reiterable = True
+    shuffle_modes = ("records",)
 
-    def __init__(self, X: np.ndarray):
+    def __init__(self, X: np.ndarray, feature_names: list[str] | None = None):
         self.X = X
         self.n_features = X.shape[1]
+        self.feature_names = feature_names
+        self.skipped_records = 0
 
     def __len__(self) -> int:
         return self.X.shape[0]
@@ -67,7 +72,16 @@ class IterableSource:
     buffered for the initialisation sample and replayed, so every record is still used once.
     """
 
-    def __init__(self, chunks: Iterable[Any] | Callable[[], Iterable[Any]], n_features: int | None = None):
+    shuffle_modes: tuple[str, ...] = ()
+    skipped_records = 0
+
+    def __init__(
+        self,
+        chunks: Iterable[Any] | Callable[[], Iterable[Any]],
+        n_features: int | None = None,
+        feature_names: list[str] | None = None,
+    ):
+        self.feature_names = feature_names
         self._factory: Callable[[], Iterable[Any]] | None
         if callable(chunks) and not hasattr(chunks, "__iter__"):
             self._factory = chunks
@@ -185,27 +199,3 @@ def reservoir_sample(chunks: Iterable[np.ndarray], size: int, rng: np.random.Gen
     if reservoir is None:
         return np.empty((0, 0))
     return reservoir[: min(seen, size)]
-
-
-def as_source(data: Any, n_features: int | None = None) -> ArraySource | IterableSource:
-    """Wrap an array or an iterable of chunks; objects that already are sources pass through."""
-    if hasattr(data, "batches") and hasattr(data, "sample"):
-        return data
-    # Sparse matrices are iterable (rows, or a dict's keys): reject them before that is tried.
-    if isinstance(data, np.ndarray) or hasattr(data, "toarray") or hasattr(data, "__array__") or _is_nested_sequence_of_numbers(data):
-        return ArraySource(as_float_matrix(data, n_features=n_features))
-    if callable(data) or isinstance(data, Iterable):
-        return IterableSource(data, n_features=n_features)
-    raise TypeError(f"cannot stream records from {type(data).__name__}; pass an array or an iterable of arrays")
-
-
-def _is_nested_sequence_of_numbers(data: Any) -> bool:
-    """A plain list of rows ([[1, 2], [3, 4]]) is one array, not a list of chunks."""
-    if not isinstance(data, (list, tuple)) or not data:
-        return False
-    first = data[0]
-    if isinstance(first, (numbers.Number, str)):
-        return True
-    if isinstance(first, np.ndarray):
-        return first.ndim == 1
-    return isinstance(first, (list, tuple)) and (not first or not isinstance(first[0], (list, tuple, np.ndarray)))

@@ -1,0 +1,153 @@
+"""Columns: which columns of an Arrow schema are features, and Arrow record batches as float64
+matrices under a policy for missing values.
+
+Integer, floating-point and decimal columns are features; they are cast to float64. Anything
+else (strings, booleans, nested, binary) is refused when asked for by name, and left out when
+the features are chosen by default. Messages name the column and the place (file, row group,
+row) the caller passes in as ``where``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+NAN_POLICIES = ("raise", "skip")
+
+
+class DataError(ValueError):
+    """The input data cannot be used as asked: a column missing or of the wrong type, a
+    non-finite value, a corrupt file. The message names the file, column and place."""
+
+
+def is_numeric(data_type: pa.DataType) -> bool:
+    return pa.types.is_integer(data_type) or pa.types.is_floating(data_type) or pa.types.is_decimal(data_type)
+
+
+def check_nan_policy(nan_policy: str) -> str:
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"Invalid value for 'nan_policy': {nan_policy!r}; expected one of {', '.join(NAN_POLICIES)}")
+    return nan_policy
+
+
+def feature_columns(
+    schema: pa.Schema,
+    columns: Sequence[str] | None,
+    passthrough: Sequence[str] = (),
+    *,
+    exclude: Sequence[str] = (),
+    where: str = "input",
+) -> list[str]:
+    """The feature columns of ``schema``: ``columns`` as given (each must exist and be numeric),
+    or by default every numeric column that is neither ``passthrough`` (ids carried along) nor in
+    ``exclude`` (e.g. hive partition keys, which describe where a record is stored)."""
+    if isinstance(columns, str) or isinstance(passthrough, str):
+        raise TypeError("columns and passthrough are lists of column names, not a single string")
+    if columns is not None:
+        names = list(columns)
+        if not names:
+            raise ValueError("columns must name at least one column")
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"columns lists {', '.join(map(repr, duplicated))} more than once")
+        for name in names:
+            check_column(schema, name, where)
+        return names
+    skip = set(passthrough) | set(exclude)
+    names = [field.name for field in schema if field.name not in skip and is_numeric(field.type)]
+    if not names:
+        raise DataError(f"{where}: no numeric columns to fit (schema: {schema_summary(schema)})")
+    return names
+
+
+def check_column(schema: pa.Schema, name: str, where: str) -> pa.DataType:
+    """The type of column ``name``, which must exist and be numeric."""
+    index = schema.get_field_index(name)
+    if index < 0:
+        raise DataError(f"{where}: no column {name!r} (columns: {', '.join(schema.names)})")
+    data_type = schema.field(index).type
+    if not is_numeric(data_type):
+        raise DataError(
+            f"{where}: column {name!r} is {data_type}, not numeric (integer, floating-point or decimal)"
+        )
+    return data_type
+
+
+def schema_summary(schema: pa.Schema) -> str:
+    return ", ".join(f"{field.name}: {field.type}" for field in schema) or "no columns"
+
+
+def to_matrix(batch: pa.RecordBatch | pa.Table, names: Sequence[str]) -> np.ndarray:
+    """The named columns as one C-ordered float64 (rows, columns) matrix; nulls become NaN."""
+    out = np.empty((batch.num_rows, len(names)))
+    for j, name in enumerate(names):
+        column = batch.column(name)
+        if column.type != pa.float64():
+            # safe=False: an integer beyond 2**53 rounds to the nearest double instead of failing.
+            column = pc.cast(column, pa.float64(), safe=False)
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+        out[:, j] = column.to_numpy(zero_copy_only=False)
+    return out
+
+
+@dataclass(frozen=True)
+class NonFinite:
+    """The first non-finite value of a matrix: its row and column."""
+
+    row: int
+    column: str
+    value: float
+
+
+def finite_rows(X: np.ndarray) -> np.ndarray | None:
+    """Mask of rows whose values are all finite, or None when every row is (the common case,
+    kept cheap: no mask is built)."""
+    if np.isfinite(X).all():
+        return None
+    return np.isfinite(X).all(axis=1)
+
+
+def first_non_finite(X: np.ndarray, mask: np.ndarray, names: Sequence[str]) -> NonFinite:
+    row = int(np.flatnonzero(~mask)[0])
+    column = int(np.flatnonzero(~np.isfinite(X[row]))[0])
+    return NonFinite(row, names[column], float(X[row, column]))
+
+
+class FeatureReader:
+    """Turns record batches into feature matrices under a ``nan_policy``, counting what it drops.
+
+    ``"raise"``: a null, NaN or infinite feature is a :class:`DataError` naming the place, row
+    and column. ``"skip"``: such rows are dropped from the features and counted in ``skipped``.
+    """
+
+    def __init__(self, names: Sequence[str], nan_policy: str = "raise"):
+        self.names = list(names)
+        self.nan_policy = check_nan_policy(nan_policy)
+        self.skipped = 0
+
+    def read(self, batch: pa.RecordBatch | pa.Table, where: str, first_row: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+        """All rows as a matrix, and the mask of rows to use (None: all of them). ``first_row``
+        is the number of the batch's first row in ``where``, for messages."""
+        X = to_matrix(batch, self.names)
+        mask = finite_rows(X)
+        if mask is None:
+            return X, None
+        if self.nan_policy == "raise":
+            bad = first_non_finite(X, mask, self.names)
+            raise DataError(
+                f"{where}, row {first_row + bad.row}, column {bad.column!r}: "
+                f"{'null or NaN' if np.isnan(bad.value) else bad.value} (nan_policy='raise'; "
+                "use nan_policy='skip' to leave such rows out)"
+            )
+        self.skipped += int(mask.size - np.count_nonzero(mask))
+        return X, mask
+
+    def features(self, batch: pa.RecordBatch | pa.Table, where: str, first_row: int = 0) -> np.ndarray:
+        """The usable rows only."""
+        X, mask = self.read(batch, where, first_row)
+        return X if mask is None else X[mask]

@@ -1,0 +1,105 @@
+"""Inputs: whatever a user passes to ``fit``, ``predict`` or ``assign``, as a chunk source.
+
+Arrays and lists of rows, iterables of array chunks, Arrow tables, record batches and readers,
+pandas DataFrames, Parquet paths, globs, URLs, lists of paths and ``pyarrow.dataset`` datasets
+are all accepted; objects that already are sources pass through. Given the feature names a
+model was fitted on, tabular inputs are read by those names, whatever else they hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+import itertools
+import numbers
+import os
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from .arrow_source import arrow_source, is_dataframe
+from .columns import DataError
+from .parquet_source import ParquetSource
+from .sources import ArraySource, ChunkSource, IterableSource
+from .validation import as_float_matrix
+
+
+def is_path_like(data: Any) -> bool:
+    """A path, URL or glob, a non-empty list of them, or a pyarrow dataset of files."""
+    if isinstance(data, (str, os.PathLike, ds.Dataset)):
+        return True
+    return (
+        isinstance(data, (list, tuple))
+        and len(data) > 0
+        and all(isinstance(item, (str, os.PathLike)) for item in data)
+    )
+
+
+def is_tabular(data: Any) -> bool:
+    """Input whose columns have names: Arrow data, DataFrames, Parquet."""
+    return (
+        is_path_like(data)
+        or isinstance(data, (pa.Table, pa.RecordBatch, pa.RecordBatchReader))
+        or is_dataframe(data)
+        or getattr(data, "feature_names", None) is not None
+    )
+
+
+def as_source(
+    data: Any, n_features: int | None = None, feature_names: Sequence[str] | None = None
+) -> ChunkSource:
+    """A chunk source over ``data``. With ``feature_names``, tabular input is read by those
+    names; arrays must then have as many columns."""
+    names = list(feature_names) if feature_names is not None else None
+    if hasattr(data, "batches") and hasattr(data, "sample"):
+        return _select(data, names)
+    if is_path_like(data):
+        return ParquetSource(data, columns=names)
+    if isinstance(data, (pa.Table, pa.RecordBatch, pa.RecordBatchReader)) or is_dataframe(data):
+        return arrow_source(data, columns=names)
+    # Sparse matrices are iterable (rows, or a dict's keys): reject them before that is tried.
+    if (
+        isinstance(data, np.ndarray)
+        or hasattr(data, "toarray")
+        or hasattr(data, "__array__")
+        or _is_nested_sequence_of_numbers(data)
+    ):
+        return ArraySource(as_float_matrix(data, n_features=n_features))
+    if isinstance(data, Sequence) and data and isinstance(data[0], pa.RecordBatch):
+        return arrow_source(pa.Table.from_batches(data), columns=names)
+    if isinstance(data, Iterator):
+        # Look at the first chunk to tell a stream of record batches from one of arrays; a
+        # one-shot stream is buffered from its head anyway, so nothing is lost.
+        try:
+            first = next(data)
+        except StopIteration:
+            return IterableSource(iter(()), n_features=n_features)
+        data = itertools.chain([first], data)
+        if isinstance(first, pa.RecordBatch):
+            return arrow_source(data, columns=names)
+    if callable(data) or isinstance(data, Iterable):
+        return IterableSource(data, n_features=n_features)
+    raise TypeError(f"cannot stream records from {type(data).__name__}; pass an array or an iterable of arrays")
+
+
+def _select(source: ChunkSource, names: list[str] | None) -> ChunkSource:
+    """A source object read by the model's feature names."""
+    have = getattr(source, "feature_names", None)
+    if names is None or have is None or list(have) == names:
+        return source
+    if hasattr(source, "with_features"):
+        return source.with_features(names)
+    raise DataError(f"the model was fitted on columns {names}, but this source has columns {list(have)}")
+
+
+def _is_nested_sequence_of_numbers(data: Any) -> bool:
+    """A plain list of rows ([[1, 2], [3, 4]]) is one array, not a list of chunks."""
+    if not isinstance(data, (list, tuple)) or not data:
+        return False
+    first = data[0]
+    if isinstance(first, (numbers.Number, str)):
+        return True
+    if isinstance(first, np.ndarray):
+        return first.ndim == 1
+    return isinstance(first, (list, tuple)) and (not first or not isinstance(first[0], (list, tuple, np.ndarray)))
