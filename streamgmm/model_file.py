@@ -16,12 +16,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import secrets
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .atomic_write import atomic_path, create_new
 
 FORMAT_NAME = "streamgmm.model"
 FORMAT_VERSION = 1
@@ -34,28 +35,14 @@ class ModelFileError(ValueError):
 
 
 def write_model(path: str | os.PathLike[str], document: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    path = Path(path)
     body = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **document, "arrays": sorted(arrays)}
-    directory = path.parent if str(path.parent) else Path(".")
-    tmp_name = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    # Not tempfile.mkstemp: its files are private (0600), so the model would end up unreadable by
-    # anyone else. Mode 0666 lets the umask decide, as it does for any file open() creates.
-    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as archive:
-                archive.writestr(DOCUMENT, json.dumps(body, indent=1, sort_keys=True))
-                for name, value in arrays.items():
-                    buffer = io.BytesIO()
-                    np.lib.format.write_array(buffer, np.asarray(value), allow_pickle=False)
-                    archive.writestr(f"{ARRAY_DIR}{name}.npy", buffer.getvalue())
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+    with atomic_path(path) as tmp, create_new(tmp) as raw:
+        with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as archive:
+            archive.writestr(DOCUMENT, json.dumps(body, indent=1, sort_keys=True))
+            for name, value in arrays.items():
+                buffer = io.BytesIO()
+                np.lib.format.write_array(buffer, np.asarray(value), allow_pickle=False)
+                archive.writestr(f"{ARRAY_DIR}{name}.npy", buffer.getvalue())
 
 
 def read_model(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import hashlib
 
 import numpy as np
 from scipy.special import logsumexp
@@ -74,6 +75,13 @@ class MixtureParams:
 
     def log_likelihood(self, X: np.ndarray) -> np.ndarray:
         return logsumexp(self.weighted_log_prob(X), axis=1)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the parameters' bytes: equal for the same model, whatever file it came from."""
+        digest = hashlib.sha256(self.covariance_type.encode())
+        for array in (self.weights, self.means, self.covariances):
+            digest.update(np.ascontiguousarray(array, dtype="<f8").tobytes())
+        return digest.hexdigest()
 
     def is_finite(self) -> bool:
         return all(

@@ -240,15 +240,20 @@ class ParquetSource:
 
     def with_features(self, names: Sequence[str]) -> ParquetSource:
         """This lake read with the features ``names`` (a fitted model's ``feature_names_in_``)."""
-        names = list(names)
-        if names == self.feature_names:
+        return self.reselect(names, self.passthrough)
+
+    def reselect(self, columns: Sequence[str], passthrough: Sequence[str]) -> ParquetSource:
+        """This lake (same files, filter and nan_policy) read with other feature and
+        pass-through columns; their presence and types are checked in every file."""
+        columns, passthrough = list(columns), list(passthrough)
+        if columns == self.feature_names and passthrough == self.passthrough:
             return self
-        if self._explicit_columns:
+        if self._explicit_columns and columns != self.feature_names:
             raise DataError(
-                f"the model was fitted on columns {names}, but this source selects {self.feature_names}"
+                f"the model was fitted on columns {columns}, but this source selects {self.feature_names}"
             )
         return ParquetSource(
-            self.dataset, columns=names, passthrough=self.passthrough, filter=self.filter,
+            self.dataset, columns=columns, passthrough=passthrough, filter=self.filter,
             nan_policy=self.nan_policy,
         )._with_layout(self.base_dir, self.empty_files)
 

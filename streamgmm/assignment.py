@@ -1,0 +1,368 @@
+"""The responsibilities pass: stream a source once through a fitted model's E-step and write
+per-record results as Parquet.
+
+Each output row holds, for the input row at the same place, the ``keep`` columns unchanged,
+``resp_0 .. resp_{K-1}`` (the responsibilities, float64 or float32), ``component`` (int32, the
+most responsible component) and ``log_likelihood`` (float64, the record's log density under the
+model: low values are anomalies). Rows left out by ``nan_policy="skip"`` keep their place with
+nulls.
+
+Layout: for a lake, one output file per input file at the same relative path (hive partition
+folders preserved); for a single file, array, table or DataFrame, a single file. Every file is
+written under a hidden temporary name and renamed when complete; ``_SUCCESS`` (JSON: inputs,
+row counts, model fingerprint) is written last, so a directory without it is not a finished
+output. Each file's key-value metadata holds the model (``streamgmm.model``) and the format
+version (``streamgmm.format_version``).
+
+Example:
+
+>>> import tempfile, numpy as np, pyarrow.parquet as pq
+>>> from streamgmm import StreamingGaussianMixture, assign
+>>> rng = np.random.default_rng(0)
+>>> X = np.concatenate([rng.normal(-5, 1, (500, 2)), rng.normal(5, 1, (500, 2))])
+>>> model = StreamingGaussianMixture(2, random_state=0).fit(X)
+>>> out = tempfile.mkdtemp() + "/scored"
+>>> summary = assign(model, X, out)
+>>> table = pq.read_table(summary.outputs[0])
+>>> table.column_names
+['resp_0', 'resp_1', 'component', 'log_likelihood']
+>>> bool(np.allclose(table["log_likelihood"].to_numpy(), model.score_samples(X)))
+True
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .arrow_source import is_dataframe
+from .atomic_write import atomic_path, write_bytes_atomically
+from .columns import DataError, FeatureReader, check_column, check_nan_policy
+from .inputs import is_path_like
+from .parquet_source import ParquetSource
+from .params import MixtureParams
+
+FORMAT_NAME = "streamgmm.assign"
+FORMAT_VERSION = 1
+SUCCESS = "_SUCCESS"
+SINGLE_OUTPUT = "part-00000.parquet"
+RESULT_DTYPES = {"float64": pa.float64(), "float32": pa.float32()}
+
+
+@dataclass
+class AssignSummary:
+    """What the pass wrote: per input file its output, rows and rows skipped."""
+
+    out: str
+    fingerprint: str
+    files: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        return sum(entry["rows"] for entry in self.files)
+
+    @property
+    def skipped(self) -> int:
+        return sum(entry["skipped"] for entry in self.files)
+
+    @property
+    def outputs(self) -> list[str]:
+        return [os.path.join(self.out, entry["output"]) for entry in self.files]
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One output file's worth of input: where it came from and how to read it in batches of
+    (record batch, place for messages, first row's number there)."""
+
+    input: str
+    output: str
+    batches: Callable[[], Iterator[tuple[pa.RecordBatch, str, int]]]
+    keep_fields: tuple[pa.Field, ...]  # types of the kept columns, for an input without rows
+
+
+def assign(
+    model: Any,
+    source: Any,
+    out: str | os.PathLike[str],
+    *,
+    keep: Sequence[str] = (),
+    dtype: str = "float64",
+    nan_policy: str | None = None,
+    overwrite: bool = False,
+    batch_size: int = 65536,
+    progress: Callable[[int], None] | None = None,
+) -> AssignSummary:
+    """Write the responsibilities of every record of ``source`` under the directory ``out``.
+
+    ``model`` is a fitted :class:`~streamgmm.StreamingGaussianMixture` or the path of a saved
+    one. ``source`` is anything ``fit`` accepts that has rows in a fixed order: Parquet paths,
+    globs, datasets or a :class:`~streamgmm.parquet_source.ParquetSource`, Arrow tables and
+    readers, DataFrames, arrays. Features are read by the model's ``feature_names_in_`` when it
+    has them. ``nan_policy`` defaults to the ParquetSource's own, else ``"raise"``.
+    ``overwrite`` replaces an earlier output of this function (never another directory).
+    ``progress`` is called with the number of records of each batch written.
+    """
+    from .estimator import StreamingGaussianMixture  # the face this sink serves; imported late
+
+    if not isinstance(model, StreamingGaussianMixture):
+        model = StreamingGaussianMixture.load(model)
+    params = model.params_
+    if dtype not in RESULT_DTYPES:
+        raise ValueError(f"Invalid value for 'dtype': {dtype!r}; expected one of {', '.join(RESULT_DTYPES)}")
+    if isinstance(keep, str):
+        raise TypeError("keep is a list of column names, not a single string")
+    keep = list(keep)
+    names = model._feature_names()
+    if nan_policy is None:
+        nan_policy = source.nan_policy if isinstance(source, ParquetSource) else "raise"
+    check_nan_policy(nan_policy)
+    parts, inputs_base = _parts(source, names, params.n_features, keep, nan_policy, batch_size)
+    features = names if names is not None else [f"x{j}" for j in range(params.n_features)]
+
+    out = os.path.abspath(os.fspath(out))
+    _check_output_directory(out, inputs_base, overwrite)
+    previous = _previous_outputs(out)
+    # The old marker goes first: from here until the new one is written, the directory is not
+    # a finished output.
+    Path(out, SUCCESS).unlink(missing_ok=True)
+
+    summary = AssignSummary(out, params.fingerprint())
+    metadata = _file_metadata(params, features, keep, summary.fingerprint, dtype)
+    start = time.perf_counter()
+    written: list[Path] = []
+    try:
+        for part in parts:
+            reader = FeatureReader(features, nan_policy)
+            target = Path(out, part.output)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            rows = _write_part(part, target, reader, params, keep, RESULT_DTYPES[dtype], metadata, progress)
+            written.append(target)
+            summary.files.append({"input": part.input, "output": part.output, "rows": rows, "skipped": reader.skipped})
+    except BaseException:
+        # A run that fails leaves none of its files: a half set would look like a whole one.
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    summary.seconds = time.perf_counter() - start
+    for stale in previous - {entry["output"] for entry in summary.files}:
+        Path(out, stale).unlink(missing_ok=True)
+    manifest = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model_fingerprint": summary.fingerprint,
+        "n_components": params.n_components,
+        "covariance_type": params.covariance_type,
+        "feature_names": features,
+        "keep": keep,
+        "dtype": dtype,
+        "nan_policy": nan_policy,
+        "rows": summary.rows,
+        "skipped": summary.skipped,
+        "files": summary.files,
+    }
+    write_bytes_atomically(Path(out, SUCCESS), json.dumps(manifest, indent=1).encode())
+    return summary
+
+
+def _write_part(
+    part: _Part,
+    target: Path,
+    reader: FeatureReader,
+    params: MixtureParams,
+    keep: list[str],
+    result_type: pa.DataType,
+    metadata: dict[bytes, bytes],
+    progress: Callable[[int], None] | None,
+) -> int:
+    rows = 0
+    schema: pa.Schema | None = None
+    with atomic_path(target) as tmp:
+        writer: pq.ParquetWriter | None = None
+        try:
+            for batch, where, first_row in part.batches():
+                table = _results(batch, where, first_row, reader, params, keep, result_type)
+                if writer is None:
+                    schema = table.schema.with_metadata(metadata)
+                    writer = pq.ParquetWriter(tmp, schema)
+                writer.write_table(table.replace_schema_metadata(metadata))
+                rows += table.num_rows
+                if progress is not None:
+                    progress(table.num_rows)
+            if writer is None:  # an input without rows still gets its (empty) output file
+                writer = pq.ParquetWriter(tmp, _empty_schema(part, params, result_type).with_metadata(metadata))
+        finally:
+            if writer is not None:
+                writer.close()
+    return rows
+
+
+def _results(
+    batch: pa.RecordBatch,
+    where: str,
+    first_row: int,
+    reader: FeatureReader,
+    params: MixtureParams,
+    keep: list[str],
+    result_type: pa.DataType,
+) -> pa.Table:
+    X, mask = reader.read(batch, where, first_row)
+    used = X if mask is None else X[mask]
+    log_likelihood, resp = params.e_step(used)
+    component = resp.argmax(axis=1).astype(np.int32)
+    missing = None if mask is None else ~mask
+
+    def column(values: np.ndarray, data_type: pa.DataType) -> pa.Array:
+        if missing is None:
+            return pa.array(values, type=data_type)
+        full = np.zeros(mask.shape[0], dtype=values.dtype)
+        full[mask] = values
+        return pa.array(full, type=data_type, mask=missing)
+
+    columns = {name: batch.column(name) for name in keep}
+    for k in range(params.n_components):
+        columns[f"resp_{k}"] = column(resp[:, k], result_type)
+    columns["component"] = column(component, pa.int32())
+    columns["log_likelihood"] = column(log_likelihood, pa.float64())
+    return pa.table(columns)
+
+
+def _empty_schema(part: _Part, params: MixtureParams, result_type: pa.DataType) -> pa.Schema:
+    fields = list(part.keep_fields) + [pa.field(f"resp_{k}", result_type) for k in range(params.n_components)]
+    return pa.schema(fields + [pa.field("component", pa.int32()), pa.field("log_likelihood", pa.float64())])
+
+
+def _file_metadata(
+    params: MixtureParams, features: list[str], keep: list[str], fingerprint: str, dtype: str
+) -> dict[bytes, bytes]:
+    model = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "fingerprint": fingerprint,
+        "covariance_type": params.covariance_type,
+        "n_components": params.n_components,
+        "feature_names": features,
+        "keep": keep,
+        "dtype": dtype,
+        "weights": params.weights.tolist(),
+        "means": params.means.tolist(),
+        "covariances": params.covariances.tolist(),
+    }
+    return {
+        b"streamgmm.format_version": str(FORMAT_VERSION).encode(),
+        b"streamgmm.model": json.dumps(model).encode(),
+    }
+
+
+def read_output_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The model document an output file carries in its key-value metadata."""
+    metadata = pq.read_schema(path).metadata or {}
+    if b"streamgmm.model" not in metadata:
+        raise DataError(f"{path}: not a streamgmm output file (no streamgmm.model metadata)")
+    return json.loads(metadata[b"streamgmm.model"])
+
+
+# ---------------------------------------------------------------------- inputs and layout
+
+
+def _parts(
+    source: Any, names: list[str] | None, n_features: int, keep: list[str], nan_policy: str, batch_size: int
+) -> tuple[list[_Part], str | None]:
+    """The output files to write, and the local directory the inputs live under (if any)."""
+    if isinstance(source, ParquetSource) or is_path_like(source):
+        if not isinstance(source, ParquetSource):
+            source = ParquetSource(source, columns=names, passthrough=keep, nan_policy=nan_policy)
+        lake = source.reselect(names if names is not None else source.feature_names, keep)
+        if len(lake.feature_names) != n_features:
+            raise DataError(f"the model has {n_features} features, but the source selects {lake.feature_names}")
+        columns = list(dict.fromkeys(lake.feature_names + keep))
+        keep_fields = tuple(lake.dataset.schema.field(name) for name in keep)
+        parts = []
+        for file in lake.files:
+            def batches(file=file) -> Iterator[tuple[pa.RecordBatch, str, int]]:
+                for group in file.row_groups:
+                    where = f"{file.path}: row group {group.index}"
+                    for batch, first_row in lake.record_batches(group, columns, batch_size):
+                        yield batch, where, first_row
+            parts.append(_Part(file.path, file.relative_path, batches, keep_fields))
+        return parts, lake.base_dir
+    table = _as_table(source, names, n_features)
+    for name in keep:
+        if table.schema.get_field_index(name) < 0:
+            raise DataError(f"table: no column {name!r} to keep (columns: {', '.join(table.schema.names)})")
+    features = names if names is not None else [f"x{j}" for j in range(n_features)]
+    for name in features:
+        check_column(table.schema, name, "table")
+
+    def batches() -> Iterator[tuple[pa.RecordBatch, str, int]]:
+        row = 0
+        for batch in table.to_batches(max_chunksize=batch_size):
+            if batch.num_rows:
+                yield batch, "table", row
+                row += batch.num_rows
+
+    return [_Part("table", SINGLE_OUTPUT, batches, tuple(table.schema.field(name) for name in keep))], None
+
+
+def _as_table(source: Any, names: list[str] | None, n_features: int) -> pa.Table:
+    if is_dataframe(source):
+        return pa.Table.from_pandas(source, preserve_index=False)
+    if isinstance(source, pa.Table):
+        return source
+    if isinstance(source, pa.RecordBatch):
+        return pa.Table.from_batches([source])
+    if isinstance(source, pa.RecordBatchReader):
+        return source.read_all()
+    X = np.asarray(source, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] != n_features:
+        raise ValueError(f"expected an array of shape (n_records, {n_features}), got shape {X.shape}")
+    columns = names if names is not None else [f"x{j}" for j in range(n_features)]
+    return pa.table({name: X[:, j] for j, name in enumerate(columns)})
+
+
+def _check_output_directory(out: str, inputs_base: str | None, overwrite: bool) -> None:
+    if inputs_base is not None:
+        base = os.path.abspath(inputs_base)
+        if os.path.commonpath([out, base]) in (out, base):
+            raise ValueError(
+                f"output directory {out} and input directory {base} overlap; the outputs would be read as "
+                "input next time, or the inputs replaced"
+            )
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"output {out} exists and is not a directory")
+    if not os.path.isdir(out) or not os.listdir(out):
+        os.makedirs(out, exist_ok=True)
+        return
+    if not os.path.exists(os.path.join(out, SUCCESS)):
+        raise ValueError(
+            f"output directory {out} is not empty and holds no {SUCCESS} from an earlier assign; "
+            "choose an empty or new directory"
+        )
+    if not overwrite:
+        raise ValueError(f"output directory {out} holds an earlier result; pass overwrite=True (--overwrite) to replace it")
+
+
+def _previous_outputs(out: str) -> set[str]:
+    """Files an earlier assign wrote here (from its manifest): replaced or removed by this one."""
+    marker = Path(out, SUCCESS)
+    if not marker.exists():
+        return set()
+    try:
+        manifest = json.loads(marker.read_text())
+        if manifest.get("format") == FORMAT_NAME:
+            return {entry["output"] for entry in manifest["files"]}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    raise ValueError(f"{marker}: not a streamgmm manifest; choose an empty or new directory")
