@@ -1,0 +1,348 @@
+"""The ``streamgmm`` command: fit a mixture to a Parquet lake, write responsibilities, inspect.
+
+    streamgmm fit SOURCE... -k K --model PATH [--covariance full] [--columns a,b] [--passthrough id]
+                  [--filter 'day>=3'] [--algorithm online|batch] [--batch-size N] [--passes P]
+                  [--nan-policy raise|skip] [--seed S] [--json] [-q]
+    streamgmm assign SOURCE... --model PATH --out DIR [--keep id,...] [--dtype float32]
+                  [--nan-policy raise|skip] [--overwrite] [--json] [-q]
+    streamgmm info PATH [--json]        (a model file, an output file or an output directory)
+
+Progress bars (records, records/s, ETA) go to stderr on a terminal; ``-q`` or a non-terminal
+silences them. ``--json`` prints one machine-readable summary on stdout. Bad input exits with
+status 1 and a one-line ``streamgmm: error: ...`` on stderr; bad usage with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import operator
+import os
+import re
+import sys
+import time
+import zipfile
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+from tqdm import tqdm
+
+from .assignment import SUCCESS, assign, read_output_metadata
+from .columns import DataError
+from .estimator import StreamingGaussianMixture
+from .model_file import ModelFileError
+from .parquet_source import ParquetSource
+
+FILTER = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(==|!=|<=|>=|<|>|=)\s*(.+?)\s*$")
+COMPARISONS = {
+    "==": operator.eq, "=": operator.eq, "!=": operator.ne,
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
+
+
+class CommandError(Exception):
+    """A problem with the command's input, reported in one line."""
+
+
+# ---------------------------------------------------------------------- arguments
+
+
+def column_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated column names")
+    return names
+
+
+def parse_filter(text: str) -> ds.Expression:
+    """``column OP value`` with OP one of == != < <= > >=; the value is a number if it reads
+    as one, else a string (quotes optional)."""
+    match = FILTER.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"cannot read filter {text!r}; expected e.g. 'day >= 3' or \"city == 'Oslo'\"")
+    name, op, raw = match.groups()
+    value: Any
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
+        value = raw[1:-1]
+    else:
+        try:
+            value = int(raw)
+        except ValueError:
+            try:
+                value = float(raw)
+            except ValueError:
+                value = raw
+    return COMPARISONS[op](ds.field(name), ds.scalar(value))
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamgmm", description="Gaussian mixture models fitted by streaming EM over Parquet lakes."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+        sub.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    def reading(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("sources", nargs="+", metavar="SOURCE", help="Parquet file, directory, glob or URL")
+        sub.add_argument("--filter", action="append", type=parse_filter, default=[], metavar="EXPR",
+                         help="keep rows where EXPR holds, e.g. 'day >= 3' (repeat to combine with AND)")
+        sub.add_argument("--nan-policy", choices=["raise", "skip"], default="raise",
+                         help="null/NaN/inf features: an error (default), or skip those rows")
+        sub.add_argument("--batch-size", type=positive_int, default=None, help="records per mini-batch")
+
+    fit = commands.add_parser("fit", help="fit a mixture to Parquet data and save the model")
+    reading(fit)
+    fit.add_argument("-k", "--components", type=positive_int, required=True, help="number of components K")
+    fit.add_argument("--model", required=True, help="where to write the model file")
+    fit.add_argument("--covariance", choices=["full", "tied", "diag", "spherical"], default="full")
+    fit.add_argument("--columns", type=column_list, help="feature columns (default: every numeric column)")
+    fit.add_argument("--passthrough", type=column_list, default=[], metavar="COLUMNS",
+                     help="numeric columns that are not features, e.g. id")
+    fit.add_argument("--algorithm", choices=["online", "batch"], default="online")
+    fit.add_argument("--passes", type=positive_int, default=1, help="online EM passes (default 1)")
+    fit.add_argument("--max-iter", type=positive_int, default=100, help="batch EM iterations (default 100)")
+    fit.add_argument("--shuffle", choices=["row_groups", "none"], default="row_groups",
+                     help="online visit order: row groups shuffled (default) or the files' order")
+    fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    common(fit)
+
+    assign_ = commands.add_parser("assign", help="write per-record responsibilities as Parquet")
+    reading(assign_)
+    assign_.add_argument("--model", required=True, help="a model file written by 'streamgmm fit'")
+    assign_.add_argument("--out", required=True, help="output directory")
+    assign_.add_argument("--keep", type=column_list, default=[], metavar="COLUMNS",
+                         help="columns copied through unchanged, e.g. id")
+    assign_.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+                         help="type of the resp_* columns")
+    assign_.add_argument("--overwrite", action="store_true", help="replace an earlier output in --out")
+    common(assign_)
+
+    info = commands.add_parser("info", help="describe a model file or an output file/directory")
+    info.add_argument("path")
+    info.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+    return parser
+
+
+# ---------------------------------------------------------------------- progress
+
+
+class ProgressSource:
+    """A source that shows a progress bar per pass over it (records, records/s, ETA)."""
+
+    def __init__(self, source: ParquetSource, enabled: bool, label: str):
+        self.source = source
+        self.enabled = enabled
+        self.label = label
+        self.passes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.source, name)
+
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+        self.passes += 1
+        with progress_bar(self.enabled, self.source.n_records, f"{self.label} pass {self.passes}") as bar:
+            for batch in self.source.batches(batch_size, rng):
+                bar.update(batch.shape[0])
+                yield batch
+
+
+def progress_bar(enabled: bool, total: int, description: str) -> tqdm:
+    return tqdm(total=total, desc=description, unit=" records", unit_scale=True, disable=not enabled,
+                file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def combined_filter(filters: Sequence[ds.Expression]) -> ds.Expression | None:
+    combined = None
+    for expression in filters:
+        combined = expression if combined is None else combined & expression
+    return combined
+
+
+def run_fit(args: argparse.Namespace) -> dict[str, Any]:
+    source = ParquetSource(
+        _one_or_many(args.sources), columns=args.columns, passthrough=args.passthrough,
+        filter=combined_filter(args.filter), nan_policy=args.nan_policy,
+    )
+    model = StreamingGaussianMixture(
+        args.components, covariance_type=args.covariance, algorithm=args.algorithm,
+        max_passes=args.passes, max_iter=args.max_iter, random_state=args.seed,
+        shuffle="row_groups" if args.shuffle == "row_groups" else False,
+        **({"batch_size": args.batch_size} if args.batch_size else {}),
+    )
+    started = time.perf_counter()
+    model.fit(ProgressSource(source, show_progress(args), "fit"))
+    seconds = time.perf_counter() - started
+    model.save(args.model)
+    records = model.records_seen_ // max(model.n_iter_, 1) if args.algorithm == "online" else model.records_seen_
+    return {
+        "command": "fit",
+        "model": args.model,
+        "files": len(source.files),
+        "empty_files": source.empty_files,
+        "records": int(records),
+        "skipped": model.n_skipped_,
+        "seconds": round(seconds, 3),
+        **model_summary(model),
+    }
+
+
+def run_assign(args: argparse.Namespace) -> dict[str, Any]:
+    model = StreamingGaussianMixture.load(args.model)
+    source = ParquetSource(
+        _one_or_many(args.sources), columns=model._feature_names(), passthrough=args.keep,
+        filter=combined_filter(args.filter), nan_policy=args.nan_policy,
+    )
+    with progress_bar(show_progress(args), source.n_records, "assign") as bar:
+        summary = assign(
+            model, source, args.out, keep=args.keep, dtype=args.dtype, overwrite=args.overwrite,
+            progress=bar.update, **({"batch_size": args.batch_size} if args.batch_size else {}),
+        )
+    return {
+        "command": "assign",
+        "out": summary.out,
+        "files": len(summary.files),
+        "records": summary.rows,
+        "skipped": summary.skipped,
+        "seconds": round(summary.seconds, 3),
+        "model_fingerprint": summary.fingerprint,
+    }
+
+
+def run_info(args: argparse.Namespace) -> dict[str, Any]:
+    path = args.path
+    if os.path.isdir(path):
+        marker = os.path.join(path, SUCCESS)
+        if not os.path.exists(marker):
+            raise CommandError(f"{path}: a directory without {SUCCESS}: not a finished streamgmm output")
+        with open(marker) as handle:
+            manifest = json.load(handle)
+        return {"kind": "output directory", "path": path, **manifest}
+    if not os.path.exists(path):
+        raise CommandError(f"{path}: no such file or directory")
+    if zipfile.is_zipfile(path):
+        model = StreamingGaussianMixture.load(path)
+        return {"kind": "model", "path": path, **model_summary(model), **fit_summary(model)}
+    try:
+        document = read_output_metadata(path)
+    except pa.ArrowInvalid as exc:
+        raise CommandError(f"{path}: neither a streamgmm model nor a Parquet file ({exc})") from None
+    return {"kind": "output file", "path": path, **document}
+
+
+def model_summary(model: StreamingGaussianMixture) -> dict[str, Any]:
+    return {
+        "n_components": int(model.n_components),
+        "covariance_type": model.covariance_type,
+        "feature_names": model._feature_names() or [f"x{j}" for j in range(model.n_features_in_)],
+        "weights": model.weights_.tolist(),
+        "means": model.means_.tolist(),
+        "lower_bound": model.lower_bound_,
+        "converged": model.converged_,
+        "n_iter": model.n_iter_,
+    }
+
+
+def fit_summary(model: StreamingGaussianMixture) -> dict[str, Any]:
+    return {
+        "algorithm": model.algorithm,
+        "records_seen": int(model.records_seen_),
+        "skipped_per_pass": int(getattr(model, "n_skipped_", 0)),
+        "online_steps": int(model.n_steps_),
+        "history": list(model._history),
+    }
+
+
+def describe(result: dict[str, Any]) -> str:
+    """The human-readable form of a command's summary."""
+    lines: list[str] = []
+    kind = result.get("command") or result.get("kind")
+    if kind == "fit":
+        lines.append(
+            f"fitted {result['n_components']} {result['covariance_type']} components on {result['records']:,} records "
+            f"({result['skipped']:,} skipped) from {result['files']} file(s) in {result['seconds']:.1f} s; "
+            f"mean log-likelihood {result['lower_bound']:.4f}; model written to {result['model']}"
+        )
+    elif kind == "assign":
+        lines.append(
+            f"wrote responsibilities of {result['records']:,} records ({result['skipped']:,} skipped, null) "
+            f"to {result['files']} file(s) in {result['out']} in {result['seconds']:.1f} s"
+        )
+        return "\n".join(lines)
+    elif kind == "output directory":
+        lines.append(
+            f"{result['path']}: streamgmm output, {result['rows']:,} records in {len(result['files'])} file(s), "
+            f"{result['skipped']:,} skipped; model {result['model_fingerprint'][:12]}, "
+            f"{result['n_components']} {result['covariance_type']} components over {', '.join(result['feature_names'])}"
+        )
+        return "\n".join(lines)
+    else:
+        lines.append(
+            f"{result['path']}: {kind}, {result['n_components']} {result['covariance_type']} components over "
+            f"{', '.join(result['feature_names'])}"
+        )
+        if kind == "model":
+            lines.append(
+                f"fitted by {result['algorithm']} EM: {result['records_seen']:,} records seen, "
+                f"{result['n_iter']} pass(es)/iteration(s), mean log-likelihood {result['lower_bound']:.4f}"
+            )
+    lines.append("component  weight   mean")
+    for k, (weight, mean) in enumerate(zip(result["weights"], result["means"])):
+        shown = ", ".join(f"{v:.4g}" for v in mean[:8]) + (", ..." if len(mean) > 8 else "")
+        lines.append(f"{k:>9}  {weight:.4f}   [{shown}]")
+    return "\n".join(lines)
+
+
+def _one_or_many(sources: list[str]) -> str | list[str]:
+    return sources[0] if len(sources) == 1 else sources
+
+
+COMMANDS = {"fit": run_fit, "assign": run_assign, "info": run_info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = COMMANDS[args.command](args)
+    except (CommandError, DataError, ModelFileError, ValueError, TypeError, OSError) as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the exception carried
+        print(f"streamgmm: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("streamgmm: interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result, default=_json_default))
+    else:
+        print(describe(result))
+    return 0
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
