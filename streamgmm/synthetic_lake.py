@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic_write import atomic_path, write_bytes_atomically
 from .datasets import random_mixture, sample_mixture
 from .params import MixtureParams
 
@@ -125,15 +126,9 @@ def _write_parquet(
     """Write ``chunks`` (one row group each) to a hidden temporary name, then rename into place,
     so a reader never sees a half-written file under its final name."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        with pq.ParquetWriter(tmp, schema, compression=compression) as writer:
-            for table in chunks:
-                writer.write_table(table, row_group_size=row_group_size)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, compression=compression) as writer:
+        for table in chunks:
+            writer.write_table(table, row_group_size=row_group_size)
 
 
 def _tables(
@@ -151,9 +146,7 @@ def _tables(
 
 
 def _write_json(target: Path, payload: dict) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(tmp, target)
+    write_bytes_atomically(target, (json.dumps(payload, indent=1) + "\n").encode())
 
 
 def write_lake(
