@@ -21,6 +21,7 @@ import os
 import re
 import sys
 import time
+import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -323,7 +324,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        result = COMMANDS[args.command](args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                result = COMMANDS[args.command](args)
+            finally:
+                # Warnings (e.g. batch EM stopping at --max-iter) as one line each, not as
+                # Python's two-line source-location format.
+                for message in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
+                    print(f"streamgmm: warning: {message}", file=sys.stderr)
     except (CommandError, DataError, ModelFileError, ValueError, TypeError, OSError) as exc:
         message = " ".join(str(exc).split())  # one line, whatever the exception carried
         print(f"streamgmm: error: {message}", file=sys.stderr)
@@ -331,10 +340,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("streamgmm: interrupted", file=sys.stderr)
         return 130
-    if args.json:
-        print(json.dumps(result, default=_json_default))
-    else:
-        print(describe(result))
+    try:
+        print(json.dumps(result, default=_json_default) if args.json else describe(result), flush=True)
+    except BrokenPipeError:
+        # The reader went away (`streamgmm info m | head`): not an error of ours. Point stdout at
+        # /dev/null so the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
