@@ -86,13 +86,35 @@ def to_matrix(batch: pa.RecordBatch | pa.Table, names: Sequence[str]) -> np.ndar
     out = np.empty((batch.num_rows, len(names)))
     for j, name in enumerate(names):
         column = batch.column(name)
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+        if pa.types.is_decimal(column.type):
+            out[:, j] = decimal_to_float64(column)
+            continue
         if column.type != pa.float64():
             # safe=False: an integer beyond 2**53 rounds to the nearest double instead of failing.
             column = pc.cast(column, pa.float64(), safe=False)
-        if isinstance(column, pa.ChunkedArray):
-            column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
         out[:, j] = column.to_numpy(zero_copy_only=False)
     return out
+
+
+def decimal_to_float64(column: pa.Array) -> np.ndarray:
+    """Decimals as the nearest doubles (nulls as NaN). Arrow's own cast multiplies by
+    10**-scale and can be off by an ulp; an unscaled integer below 2**53 divided by an exact
+    power of ten is one correctly rounded operation."""
+    data_type = column.type
+    if pa.types.is_decimal128(data_type) and data_type.precision <= 15 and 0 <= data_type.scale <= 22:
+        # Each value is a 16-byte little-endian integer; with 15 digits it fits the low 8 bytes.
+        words = np.frombuffer(column.buffers()[1], dtype="<i8")
+        unscaled = words[2 * column.offset : 2 * (column.offset + len(column)) : 2]
+        values = unscaled.astype(np.float64) / 10.0**data_type.scale
+    else:
+        # Wider decimals: through their exact text, which float() rounds correctly.
+        text = pc.cast(column, pa.string()).fill_null("nan").to_numpy(zero_copy_only=False)
+        values = np.array([float(item) for item in text])
+    if column.null_count:
+        values = np.where(column.is_null().to_numpy(zero_copy_only=False), np.nan, values)
+    return values
 
 
 @dataclass(frozen=True)

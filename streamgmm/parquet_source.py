@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -141,13 +142,26 @@ class ParquetSource:
     def n_row_groups(self) -> int:
         return len(self.row_groups)
 
+    def _fragments(self) -> list[Any]:
+        """The files the filter's partition keys select (all without a filter)."""
+        try:
+            return list(self.dataset.get_fragments(filter=self.filter))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            missing = re.search(r"FieldRef\.Name\((.*?)\)", str(exc))
+            if missing:
+                raise DataError(
+                    f"filter {self.filter}: no column {missing.group(1)!r} in {self._first_file()} "
+                    f"(columns: {', '.join(self.dataset.schema.names)})"
+                ) from None
+            raise DataError(f"filter {self.filter}: {exc}") from None
+
     def _read_footers(self, needed: Sequence[str]) -> list[LakeFile]:
         """Every selected file's footer: row groups, and the needed columns' types checked
         against the first file's, so drift is found before any record is used."""
         reference: dict[str, tuple[pa.DataType, str]] = {}
         partitions = set(self.partition_names)
         files = []
-        for fragment in self.dataset.get_fragments(filter=self.filter):
+        for fragment in self._fragments():
             path = fragment.path
             try:
                 metadata = fragment.metadata
