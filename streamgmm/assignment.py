@@ -35,6 +35,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +125,12 @@ def assign(
     if isinstance(keep, str):
         raise TypeError("keep is a list of column names, not a single string")
     keep = list(keep)
+    results = result_columns(params.n_components)
+    clashing = [name for name in keep if name in results]
+    if clashing:
+        raise ValueError(f"cannot keep {', '.join(map(repr, clashing))}: the output has result columns of that name")
+    if len(set(keep)) != len(keep):
+        raise ValueError(f"keep lists a column more than once: {keep}")
     names = model._feature_names()
     if nan_policy is None:
         nan_policy = source.nan_policy if isinstance(source, ParquetSource) else "raise"
@@ -132,8 +139,7 @@ def assign(
     features = names if names is not None else [f"x{j}" for j in range(params.n_features)]
 
     out = os.path.abspath(os.fspath(out))
-    _check_output_directory(out, inputs_base, overwrite)
-    previous = _previous_outputs(out)
+    earlier = _check_output_directory(out, inputs_base, overwrite)
     # The old marker goes first: from here until the new one is written, the directory is not
     # a finished output.
     Path(out, SUCCESS).unlink(missing_ok=True)
@@ -147,17 +153,16 @@ def assign(
             reader = FeatureReader(features, nan_policy)
             target = Path(out, part.output)
             target.parent.mkdir(parents=True, exist_ok=True)
-            rows = _write_part(part, target, reader, params, keep, RESULT_DTYPES[dtype], metadata, progress)
+            schema = output_schema(part.keep_fields, params.n_components, RESULT_DTYPES[dtype]).with_metadata(metadata)
+            rows = _write_part(part, target, reader, params, schema, progress)
             written.append(target)
             summary.files.append({"input": part.input, "output": part.output, "rows": rows, "skipped": reader.skipped})
     except BaseException:
         # A run that fails leaves none of its files: a half set would look like a whole one.
-        for path in written:
-            path.unlink(missing_ok=True)
+        _remove(out, [os.path.relpath(path, out) for path in written])
         raise
     summary.seconds = time.perf_counter() - start
-    for stale in previous - {entry["output"] for entry in summary.files}:
-        Path(out, stale).unlink(missing_ok=True)
+    _remove(out, earlier - {entry["output"] for entry in summary.files} - {SUCCESS})
     manifest = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -177,35 +182,34 @@ def assign(
     return summary
 
 
+def result_columns(n_components: int) -> list[str]:
+    return [f"resp_{k}" for k in range(n_components)] + ["component", "log_likelihood"]
+
+
+def output_schema(keep_fields: Sequence[pa.Field], n_components: int, result_type: pa.DataType) -> pa.Schema:
+    """Kept columns (nullable, so every output file of a run has one schema, whatever the inputs
+    declared), then the results."""
+    fields = [field.with_nullable(True) for field in keep_fields]
+    fields += [pa.field(f"resp_{k}", result_type) for k in range(n_components)]
+    return pa.schema(fields + [pa.field("component", pa.int32()), pa.field("log_likelihood", pa.float64())])
+
+
 def _write_part(
     part: _Part,
     target: Path,
     reader: FeatureReader,
     params: MixtureParams,
-    keep: list[str],
-    result_type: pa.DataType,
-    metadata: dict[bytes, bytes],
+    schema: pa.Schema,
     progress: Callable[[int], None] | None,
 ) -> int:
     rows = 0
-    schema: pa.Schema | None = None
-    with atomic_path(target) as tmp:
-        writer: pq.ParquetWriter | None = None
-        try:
-            for batch, where, first_row in part.batches():
-                table = _results(batch, where, first_row, reader, params, keep, result_type)
-                if writer is None:
-                    schema = table.schema.with_metadata(metadata)
-                    writer = pq.ParquetWriter(tmp, schema)
-                writer.write_table(table.replace_schema_metadata(metadata))
-                rows += table.num_rows
-                if progress is not None:
-                    progress(table.num_rows)
-            if writer is None:  # an input without rows still gets its (empty) output file
-                writer = pq.ParquetWriter(tmp, _empty_schema(part, params, result_type).with_metadata(metadata))
-        finally:
-            if writer is not None:
-                writer.close()
+    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for batch, where, first_row in part.batches():
+            table = _results(batch, where, first_row, reader, params, schema)
+            writer.write_table(table)
+            rows += table.num_rows
+            if progress is not None:
+                progress(table.num_rows)
     return rows
 
 
@@ -215,33 +219,28 @@ def _results(
     first_row: int,
     reader: FeatureReader,
     params: MixtureParams,
-    keep: list[str],
-    result_type: pa.DataType,
+    schema: pa.Schema,
 ) -> pa.Table:
     X, mask = reader.read(batch, where, first_row)
-    used = X if mask is None else X[mask]
-    log_likelihood, resp = params.e_step(used)
+    log_likelihood, resp = params.e_step(X if mask is None else X[mask])
     component = resp.argmax(axis=1).astype(np.int32)
-    missing = None if mask is None else ~mask
 
-    def column(values: np.ndarray, data_type: pa.DataType) -> pa.Array:
-        if missing is None:
-            return pa.array(values, type=data_type)
+    def column(values: np.ndarray) -> np.ndarray | pa.Array:
+        if mask is None:
+            return values
         full = np.zeros(mask.shape[0], dtype=values.dtype)
         full[mask] = values
-        return pa.array(full, type=data_type, mask=missing)
+        return pa.array(full, mask=~mask)
 
-    columns = {name: batch.column(name) for name in keep}
-    for k in range(params.n_components):
-        columns[f"resp_{k}"] = column(resp[:, k], result_type)
-    columns["component"] = column(component, pa.int32())
-    columns["log_likelihood"] = column(log_likelihood, pa.float64())
-    return pa.table(columns)
-
-
-def _empty_schema(part: _Part, params: MixtureParams, result_type: pa.DataType) -> pa.Schema:
-    fields = list(part.keep_fields) + [pa.field(f"resp_{k}", result_type) for k in range(params.n_components)]
-    return pa.schema(fields + [pa.field("component", pa.int32()), pa.field("log_likelihood", pa.float64())])
+    n_keep = len(schema) - params.n_components - 2
+    arrays = [batch.column(schema.field(i).name) for i in range(n_keep)]
+    arrays += [column(resp[:, k]) for k in range(params.n_components)]
+    arrays += [column(component), column(log_likelihood)]
+    return pa.Table.from_arrays(
+        [pa.array(a, type=schema.field(i).type) if isinstance(a, np.ndarray) else a.cast(schema.field(i).type)
+         for i, a in enumerate(arrays)],
+        schema=schema,
+    )
 
 
 def _file_metadata(
@@ -332,7 +331,15 @@ def _as_table(source: Any, names: list[str] | None, n_features: int) -> pa.Table
     return pa.table({name: X[:, j] for j, name in enumerate(columns)})
 
 
-def _check_output_directory(out: str, inputs_base: str | None, overwrite: bool) -> None:
+def _check_output_directory(out: str, inputs_base: str | None, overwrite: bool) -> set[str]:
+    """Check that ``out`` may be written, and return the files of earlier runs found there
+    (relative paths), which this run replaces or removes.
+
+    An empty or new directory is fine. One holding only what assign writes (outputs, hidden
+    temporary files of a killed run, a manifest) is an earlier run's: a finished one (with
+    ``_SUCCESS``) is replaced only with ``overwrite``; an unfinished one is simply replaced,
+    as nothing finished is lost. Any other file means the directory is someone else's.
+    """
     if inputs_base is not None:
         base = os.path.abspath(inputs_base)
         if os.path.commonpath([out, base]) in (out, base):
@@ -342,27 +349,49 @@ def _check_output_directory(out: str, inputs_base: str | None, overwrite: bool) 
             )
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"output {out} exists and is not a directory")
-    if not os.path.isdir(out) or not os.listdir(out):
-        os.makedirs(out, exist_ok=True)
-        return
-    if not os.path.exists(os.path.join(out, SUCCESS)):
+    os.makedirs(out, exist_ok=True)
+    earlier: set[str] = set()
+    foreign: list[str] = []
+    for directory, _, names in os.walk(out):
+        for name in names:
+            relative = os.path.relpath(os.path.join(directory, name), out)
+            if _written_by_assign(out, relative):
+                earlier.add(relative)
+            else:
+                foreign.append(relative)
+    if foreign:
         raise ValueError(
-            f"output directory {out} is not empty and holds no {SUCCESS} from an earlier assign; "
+            f"output directory {out} holds files assign did not write ({', '.join(sorted(foreign)[:3])}); "
             "choose an empty or new directory"
         )
-    if not overwrite:
+    if SUCCESS in earlier and not overwrite:
         raise ValueError(f"output directory {out} holds an earlier result; pass overwrite=True (--overwrite) to replace it")
+    return earlier
 
 
-def _previous_outputs(out: str) -> set[str]:
-    """Files an earlier assign wrote here (from its manifest): replaced or removed by this one."""
-    marker = Path(out, SUCCESS)
-    if not marker.exists():
-        return set()
+TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp$")  # atomic_write's names
+
+
+def _written_by_assign(out: str, relative: str) -> bool:
+    path = os.path.join(out, relative)
+    name = os.path.basename(relative)
+    if TEMPORARY.match(name):
+        return True
     try:
-        manifest = json.loads(marker.read_text())
-        if manifest.get("format") == FORMAT_NAME:
-            return {entry["output"] for entry in manifest["files"]}
-    except (ValueError, KeyError, TypeError, AttributeError):
-        pass
-    raise ValueError(f"{marker}: not a streamgmm manifest; choose an empty or new directory")
+        if relative == SUCCESS:
+            with open(path) as handle:
+                return json.load(handle).get("format") == FORMAT_NAME
+        if name.endswith(".parquet"):
+            return b"streamgmm.model" in (pq.read_schema(path).metadata or {})
+    except (OSError, ValueError, AttributeError, pa.ArrowException):
+        return False
+    return False
+
+
+def _remove(out: str, relatives: set[str] | list[str]) -> None:
+    """Remove files under ``out``, then the directories that left empty."""
+    for relative in relatives:
+        Path(out, relative).unlink(missing_ok=True)
+    for directory, _, _ in sorted(os.walk(out), key=lambda entry: -len(entry[0])):
+        if directory != out and not os.listdir(directory):
+            os.rmdir(directory)
