@@ -118,7 +118,7 @@ class ParquetSource:
         self._explicit_columns = columns is not None
         self.filter = pq.filters_to_expression(filter) if isinstance(filter, list) else filter
         self.dataset, self.base_dir, self.empty_files = open_dataset(source, filesystem)
-        self.partition_names = partition_names(self.dataset, self.base_dir)
+        self.partition_names = partition_names(self.dataset)
         self.feature_names = feature_columns(
             self.dataset.schema, columns, self.passthrough, exclude=self.partition_names,
             where=self._first_file(),
@@ -221,6 +221,7 @@ class ParquetSource:
             X = reader.features(batch, where, first_row)
             if X.shape[0]:
                 yield X
+            del X  # not held while the next batch is decoded
 
     def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
         """Mini-batches of ``batch_size`` records: files and row groups in order, or with ``rng``
@@ -233,13 +234,26 @@ class ParquetSource:
                 if rng is None:
                     yield from self._group_matrices(group, reader, max(batch_size, READ_BATCH))
                     continue
-                parts = list(self._group_matrices(group, reader, READ_BATCH))
-                if parts:
-                    rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
-                    yield rows[rng.permutation(rows.shape[0])]
+                rows = self._group_rows(group, reader)
+                order = rng.permutation(rows.shape[0])
+                # Gathered copies, not views of a permuted group: a view held by the consumer
+                # would keep the whole group alive while the next one is read.
+                for start in range(0, rows.shape[0], batch_size):
+                    yield rows[order[start : start + batch_size]]
+                del rows
             self.skipped_records = reader.skipped
 
         return rebatch(chunks(), batch_size)
+
+    def _group_rows(self, group: RowGroup, reader: FeatureReader) -> np.ndarray:
+        """A row group's usable records, decoded straight into one array."""
+        rows = np.empty((group.num_rows, self.n_features))
+        filled = 0
+        for X in self._group_matrices(group, reader, READ_BATCH):
+            rows[filled : filled + X.shape[0]] = X
+            filled += X.shape[0]
+            del X  # else it stays alive while the next part is decoded
+        return rows[:filled]
 
     def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
         """Up to ``size`` records drawn at random: uniformly from the whole lake when it has at
@@ -298,6 +312,10 @@ def open_dataset(source: Any, filesystem: pafs.FileSystem | None = None) -> tupl
             raise TypeError("a pyarrow dataset of files is needed; pass an in-memory table directly instead")
         files = source.files
         base = os.path.commonpath([os.path.dirname(f) for f in files]) if files else "."
+        # Up out of shared partition directories (all files under year=2024/), so the output
+        # layout keeps them.
+        while "=" in os.path.basename(base):
+            base = os.path.dirname(base)
         return source, base, []
     paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     if not paths:
@@ -357,7 +375,8 @@ def _discover(path: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileS
     files, zero = [], []
     for info in infos:
         relative = os.path.relpath(info.path, base) if base else info.path
-        if any(part.startswith((".", "_")) for part in relative.split(os.sep)):
+        found = len(infos) > 1 or info.path != path  # found in a directory or by a glob, not named
+        if found and any(part.startswith((".", "_")) for part in relative.split(os.sep)):
             continue
         (zero if info.size == 0 else files).append(info.path)
     return filesystem, files, base, zero
@@ -374,12 +393,10 @@ def _glob_base(pattern: str) -> str:
     return os.sep.join(fixed) or os.sep
 
 
-def partition_names(dataset: ds.FileSystemDataset, base_dir: str) -> list[str]:
-    """Names of the hive partition keys: the ``key=`` parts of the files' directories below the
-    base (pyarrow's own partitioning schema lists every field when there is no partition)."""
+def partition_names(dataset: ds.FileSystemDataset) -> list[str]:
+    """Names of the hive partition keys: fields whose values come from the files' directories
+    (pyarrow's own partitioning schema lists every field when there is no partition)."""
     names: dict[str, None] = {}
-    for path in dataset.files:
-        for part in os.path.dirname(os.path.relpath(path, base_dir)).split(os.sep):
-            if "=" in part:
-                names[part.split("=", 1)[0]] = None
+    for fragment in dataset.get_fragments():
+        names.update(dict.fromkeys(ds.get_partition_keys(fragment.partition_expression)))
     return [name for name in names if name in dataset.schema.names]

@@ -167,7 +167,8 @@ def rebatch(chunks: Iterable[np.ndarray], batch_size: int) -> Iterator[np.ndarra
                 start += batch_size
                 continue
             take = min(batch_size - held, n - start)
-            pending.append(chunk[start : start + take])
+            # A copy, not a view: a view would keep the whole chunk alive until the batch fills.
+            pending.append(chunk[start : start + take].copy())
             held += take
             start += take
             if held == batch_size:

@@ -115,6 +115,7 @@ def test_same_seed_same_bytes_different_seed_different_values(tmp_path: Path) ->
                   partitions=2, held_out=50, labels=True, sort_by="component")
     a = write_lake(tmp_path / "a", seed=7, **kwargs)
     b = write_lake(tmp_path / "b", seed=7, **kwargs)
+    assert b.files == a.files
     c = write_lake(tmp_path / "c", seed=8, **kwargs)
     names = [*a.files, "_held_out/part-00000.parquet", "_truth.json"]
     for name in names:
