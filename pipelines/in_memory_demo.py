@@ -14,16 +14,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from streamgmm import StreamingGaussianMixture, make_mixture
-
-
-def match_components(true_means: np.ndarray, fitted_means: np.ndarray) -> np.ndarray:
-    """Order of fitted components that best matches the true ones (by mean distance)."""
-    cost = ((true_means[:, None, :] - fitted_means[None, :, :]) ** 2).sum(-1)
-    _, order = linear_sum_assignment(cost)
-    return order
+from streamgmm.datasets import match_components
 
 
 def main() -> None:

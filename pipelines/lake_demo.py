@@ -19,17 +19,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from scipy.optimize import linear_sum_assignment
 
 from parquet_lake_job import run
+from streamgmm.datasets import match_components
 from streamgmm.synthetic_lake import write_lake
-
-
-def match_components(true_means: np.ndarray, fitted_means: np.ndarray) -> np.ndarray:
-    """Order of fitted components that best matches the true ones (by mean distance)."""
-    cost = ((true_means[:, None, :] - fitted_means[None, :, :]) ** 2).sum(-1)
-    _, order = linear_sum_assignment(cost)
-    return order
 
 
 def main() -> None:

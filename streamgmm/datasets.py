@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 from scipy.stats import ortho_group
 
 from . import covariance as cov
@@ -97,3 +98,10 @@ def make_mixture(
     )
     X, labels = sample_mixture(params, n_records, random_state=int(seeds[1].generate_state(1)[0]))
     return X, labels, params
+
+
+def match_components(true_means: np.ndarray, fitted_means: np.ndarray) -> np.ndarray:
+    """For each true component, the fitted one that corresponds to it: the assignment with the
+    smallest total squared distance between means (fitted components come in any order)."""
+    cost = ((true_means[:, None, :] - fitted_means[None, :, :]) ** 2).sum(-1)
+    return linear_sum_assignment(cost)[1]

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.optimize import linear_sum_assignment
 
 from streamgmm import StreamingGaussianMixture, make_mixture
+from streamgmm.datasets import match_components
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
-
-
-def matched(true_means: np.ndarray, fitted_means: np.ndarray) -> np.ndarray:
-    cost = ((true_means[:, None, :] - fitted_means[None, :, :]) ** 2).sum(-1)
-    return linear_sum_assignment(cost)[1]
 
 
 @pytest.mark.parametrize("algorithm", ["online", "batch"])
@@ -23,7 +18,7 @@ def test_recovers_generating_parameters(covariance_type: str, algorithm: str) ->
     model = StreamingGaussianMixture(
         4, covariance_type=covariance_type, algorithm=algorithm, batch_size=2048, random_state=0
     ).fit(X)
-    order = matched(truth.means, model.means_)
+    order = match_components(truth.means, model.means_)
     # Standard errors at n = 60k are ~0.01 for means and ~0.002 for weights; allow several.
     np.testing.assert_allclose(model.means_[order], truth.means, atol=0.06)
     np.testing.assert_allclose(model.weights_[order], truth.weights, atol=0.01)
@@ -52,7 +47,7 @@ def test_sorted_stream_one_pass_still_finds_every_component() -> None:
     X, labels, truth = make_mixture(80_000, 5, 4, random_state=5)
     sorted_X = X[np.argsort(labels, kind="stable")]
     model = StreamingGaussianMixture(5, shuffle=False, batch_size=2048, random_state=1).fit(sorted_X)
-    order = matched(truth.means, model.means_)
+    order = match_components(truth.means, model.means_)
     np.testing.assert_allclose(model.weights_[order], truth.weights, atol=0.01)
     assert truth.log_likelihood(X).mean() - model.score(X) < 0.01
 
