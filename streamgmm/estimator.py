@@ -315,7 +315,9 @@ class StreamingGaussianMixture:
         return params, shift
 
     def fit(self, X: Any, y: Any = None) -> StreamingGaussianMixture:
-        """Fit to an array (n_records, n_features) or an iterable of such chunks."""
+        """Fit to an array (n_records, n_features), an iterable of such chunks, an Arrow table
+        or reader, a DataFrame, or a Parquet lake (a path, glob, list of paths, dataset or
+        :class:`~streamgmm.parquet_source.ParquetSource`)."""
         self._check_params()
         warm = self.warm_start and hasattr(self, "_state")
         if warm:

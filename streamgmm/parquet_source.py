@@ -97,7 +97,8 @@ class ParquetSource:
         ``filters``); only matching rows are read.
     nan_policy : ``"raise"`` (a null/NaN/inf feature is an error naming file, row group and row)
         or ``"skip"`` (such rows are left out and counted in ``skipped_records``).
-    filesystem : a ``pyarrow.fs.FileSystem`` for plain paths (default: local, or from the URL).
+    filesystem : a ``pyarrow.fs.FileSystem`` or an fsspec filesystem for plain paths (default:
+        local, or from the URL).
     """
 
     reiterable = True
@@ -317,6 +318,9 @@ def open_dataset(source: Any, filesystem: pafs.FileSystem | None = None) -> tupl
         while "=" in os.path.basename(base):
             base = os.path.dirname(base)
         return source, base, []
+    if filesystem is not None and not isinstance(filesystem, pafs.FileSystem):
+        # An fsspec filesystem (s3fs, gcsfs, adlfs, ...): pyarrow reads through it.
+        filesystem = pafs.PyFileSystem(pafs.FSSpecHandler(filesystem))
     paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     if not paths:
         raise ValueError("no input paths given")

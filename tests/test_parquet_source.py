@@ -115,6 +115,13 @@ INPUT_FORMS = {
 }
 
 
+def test_an_fsspec_filesystem_reads_what_pyarrow_reads(hive_lake, hive_table) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    source = ParquetSource(str(hive_lake.path), passthrough=["id"], filesystem=fsspec.filesystem("file"))
+    assert source.partition_names == ["day"] and [f.relative_path for f in source.files] == hive_lake.files
+    np.testing.assert_array_equal(stream(source, 1000), columns_of(hive_table, FEATURES))
+
+
 @pytest.mark.parametrize("form", list(INPUT_FORMS))
 def test_every_input_form_reads_what_pyarrow_reads(hive_lake, hive_table, form: str) -> None:
     source = ParquetSource(INPUT_FORMS[form](hive_lake), passthrough=["id"])
