@@ -12,7 +12,8 @@ folders preserved); for a single file, array, table or DataFrame, a single file.
 written under a hidden temporary name and renamed when complete; ``_SUCCESS`` (JSON: inputs,
 row counts, model fingerprint) is written last, so a directory without it is not a finished
 output. Each file's key-value metadata holds the model (``streamgmm.model``) and the format
-version (``streamgmm.format_version``).
+version (``streamgmm.format_version``); covariances are left out of it beyond
+``MAX_METADATA_COVARIANCES`` numbers, so footers stay small.
 
 Example:
 
@@ -57,6 +58,8 @@ FORMAT_NAME = "streamgmm.assign"
 FORMAT_VERSION = 1
 SUCCESS = "_SUCCESS"
 SINGLE_OUTPUT = "part-00000.parquet"
+# Covariance entries written into each output file's metadata at most (about 0.5 MB of JSON).
+MAX_METADATA_COVARIANCES = 25_000
 RESULT_DTYPES = {"float64": pa.float64(), "float32": pa.float32()}
 
 
@@ -259,6 +262,11 @@ def _file_metadata(
         "means": params.means.tolist(),
         "covariances": params.covariances.tolist(),
     }
+    if params.covariances.size > MAX_METADATA_COVARIANCES:
+        # Every output file carries this in its footer: K=50 full covariances over 100 features
+        # would be ~10 MB of JSON per file. The fingerprint still names the model exactly.
+        model["covariances"] = None
+        model["covariances_omitted"] = f"{params.covariances.size} numbers; see the model file"
     return {
         b"streamgmm.format_version": str(FORMAT_VERSION).encode(),
         b"streamgmm.model": json.dumps(model).encode(),

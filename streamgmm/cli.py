@@ -180,6 +180,10 @@ def combined_filter(filters: Sequence[ds.Expression]) -> ds.Expression | None:
 
 
 def run_fit(args: argparse.Namespace) -> dict[str, Any]:
+    # Before any record is read: a fit that cannot be saved is wasted.
+    model_dir = os.path.dirname(os.path.abspath(args.model))
+    if not os.path.isdir(model_dir):
+        raise CommandError(f"--model {args.model}: directory {model_dir} does not exist")
     source = ParquetSource(
         _one_or_many(args.sources), columns=args.columns, passthrough=args.passthrough,
         filter=combined_filter(args.filter), nan_policy=args.nan_policy,

@@ -609,3 +609,27 @@ def test_zero_row_output_schema_equals_the_others_for_non_nullable_keep_columns(
     summary = assign(model, str(root), tmp_path / "scored", keep=["id"])
     whole, empty = (pq.read_schema(path).remove_metadata() for path in summary.outputs)
     assert empty.equals(whole), (empty, whole)
+
+
+def test_large_covariances_stay_out_of_the_file_metadata(tmp_path):
+    """Footers stay small: beyond MAX_METADATA_COVARIANCES numbers the covariances are left out
+    of each file's metadata (the fingerprint still names the model); below it they are exact."""
+    from streamgmm.assignment import MAX_METADATA_COVARIANCES
+
+    rng = np.random.default_rng(4)
+    d = 120  # two full 120 x 120 covariances: 28,800 numbers
+    X = np.concatenate([rng.normal(-3, 1, (400, d)), rng.normal(3, 1, (400, d))])
+    big = StreamingGaussianMixture(2, random_state=0, reg_covar=1e-3).fit(X)
+    assert big.covariances_.size > MAX_METADATA_COVARIANCES
+    small = StreamingGaussianMixture(2, covariance_type="diag", random_state=0).fit(X)
+    for model, kept in ((big, False), (small, True)):
+        out = tmp_path / model.covariance_type
+        summary = assign(model, X, out)
+        document = read_output_metadata(summary.outputs[0])
+        assert document["fingerprint"] == model.params_.fingerprint()
+        np.testing.assert_array_equal(document["means"], model.means_)
+        if kept:
+            np.testing.assert_array_equal(document["covariances"], model.covariances_)
+        else:
+            assert document["covariances"] is None and "covariances_omitted" in document
+        assert len(pq.read_schema(summary.outputs[0]).metadata[b"streamgmm.model"]) < 600_000

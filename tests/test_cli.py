@@ -193,8 +193,9 @@ def test_errors(lake, fitted, tmp_path):
     pq.write_table(nan_table, nan_dir / "nan.parquet", row_group_size=2000)
     model = tmp_path / "m.sgmm"
 
-    missing_path, unknown_column, bad_file, drifted, nan_raise, nan_skip, no_k, bad_covariance = run_all(
+    missing_path, no_model_dir, unknown_column, bad_file, drifted, nan_raise, nan_skip, no_k, bad_covariance = run_all(
         ["fit", missing, "-k", 2, "--model", model],
+        ["fit", lake.path, "-k", 2, "--model", tmp_path / "no_such_dir" / "m.sgmm"],
         ["fit", lake.path, "-k", 2, "--model", model, "--columns", "x0,nope"],
         ["fit", not_parquet, "-k", 2, "--model", model],
         ["fit", drift / "a.parquet", drift / "b.parquet", "-k", 2, "--model", model, "--passthrough", "id"],
@@ -205,6 +206,7 @@ def test_errors(lake, fitted, tmp_path):
         ["fit", lake.path, "-k", 2, "--model", model, "--covariance", "round"],
     )
     assert_one_error_line(missing_path, str(missing))
+    assert_one_error_line(no_model_dir, "no_such_dir", "does not exist")
     assert_one_error_line(unknown_column, "'nope'")
     assert_one_error_line(bad_file, "readme.parquet")
     line = assert_one_error_line(drifted, "schema drift", "'x1'", "b.parquet", "a.parquet")
