@@ -90,7 +90,3 @@ class _BatchStream(IterableSource):
     @property
     def skipped_records(self) -> int:
         return self._reader.skipped
-
-    @skipped_records.setter
-    def skipped_records(self, value: int) -> None:
-        self._reader.skipped = value

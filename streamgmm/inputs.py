@@ -36,16 +36,6 @@ def is_path_like(data: Any) -> bool:
     )
 
 
-def is_tabular(data: Any) -> bool:
-    """Input whose columns have names: Arrow data, DataFrames, Parquet."""
-    return (
-        is_path_like(data)
-        or isinstance(data, (pa.Table, pa.RecordBatch, pa.RecordBatchReader))
-        or is_dataframe(data)
-        or getattr(data, "feature_names", None) is not None
-    )
-
-
 def as_source(
     data: Any, n_features: int | None = None, feature_names: Sequence[str] | None = None
 ) -> ChunkSource:
