@@ -384,7 +384,8 @@ class StreamingGaussianMixture:
 
         The step counter and running statistics persist between calls (and across save/load),
         so a stream of calls equals one online ``fit`` over the concatenated chunks with the
-        same batching and no shuffling. The first call initialises from its own chunk."""
+        same batching and no shuffling. The first call initialises from its own chunk. A chunk
+        is anything ``fit`` takes, e.g. an array, a DataFrame or a newly arrived Parquet file."""
         self._check_params()
         fitted = hasattr(self, "_state")
         if fitted:
