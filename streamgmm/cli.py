@@ -279,42 +279,41 @@ def fit_summary(model: StreamingGaussianMixture) -> dict[str, Any]:
 
 def describe(result: dict[str, Any]) -> str:
     """The human-readable form of a command's summary."""
-    lines: list[str] = []
     kind = result.get("command") or result.get("kind")
-    if kind == "fit":
-        lines.append(
-            f"fitted {result['n_components']} {result['covariance_type']} components on {result['records']:,} records "
-            f"({result['skipped']:,} skipped) from {result['files']} file(s) in {result['seconds']:.1f} s; "
-            f"mean log-likelihood {result['lower_bound']:.4f}; model written to {result['model']}"
-        )
-    elif kind == "assign":
-        lines.append(
+    if kind == "assign":
+        return (
             f"wrote responsibilities of {result['records']:,} records ({result['skipped']:,} skipped, null) "
             f"to {result['files']} file(s) in {result['out']} in {result['seconds']:.1f} s"
         )
-        return "\n".join(lines)
-    elif kind == "output directory":
-        lines.append(
+    components = f"{result['n_components']} {result['covariance_type']} components"
+    if kind == "output directory":
+        return (
             f"{result['path']}: streamgmm output, {result['rows']:,} records in {len(result['files'])} file(s), "
             f"{result['skipped']:,} skipped; model {result['model_fingerprint'][:12]}, "
-            f"{result['n_components']} {result['covariance_type']} components over {', '.join(result['feature_names'])}"
+            f"{components} over {', '.join(result['feature_names'])}"
         )
-        return "\n".join(lines)
-    else:
-        lines.append(
-            f"{result['path']}: {kind}, {result['n_components']} {result['covariance_type']} components over "
-            f"{', '.join(result['feature_names'])}"
-        )
+    if kind == "fit":
+        lines = [
+            f"fitted {components} on {result['records']:,} records ({result['skipped']:,} skipped) from "
+            f"{result['files']} file(s) in {result['seconds']:.1f} s; mean log-likelihood "
+            f"{result['lower_bound']:.4f}; model written to {result['model']}"
+        ]
+    else:  # a model file or an output file
+        lines = [f"{result['path']}: {kind}, {components} over {', '.join(result['feature_names'])}"]
         if kind == "model":
             lines.append(
                 f"fitted by {result['algorithm']} EM: {result['records_seen']:,} records seen, "
                 f"{result['n_iter']} pass(es)/iteration(s), mean log-likelihood {result['lower_bound']:.4f}"
             )
-    lines.append("component  weight   mean")
-    for k, (weight, mean) in enumerate(zip(result["weights"], result["means"])):
+    return "\n".join(lines + component_table(result["weights"], result["means"]))
+
+
+def component_table(weights: Sequence[float], means: Sequence[Sequence[float]]) -> list[str]:
+    lines = ["component  weight   mean"]
+    for k, (weight, mean) in enumerate(zip(weights, means)):
         shown = ", ".join(f"{v:.4g}" for v in mean[:8]) + (", ..." if len(mean) > 8 else "")
         lines.append(f"{k:>9}  {weight:.4f}   [{shown}]")
-    return "\n".join(lines)
+    return lines
 
 
 def _one_or_many(sources: list[str]) -> str | list[str]:
