@@ -166,7 +166,16 @@ def assign(
         raise
     summary.seconds = time.perf_counter() - start
     _remove(out, earlier - {entry["output"] for entry in summary.files} - {SUCCESS})
-    manifest = {
+    manifest = _manifest(summary, params, features, keep, dtype, nan_policy)
+    write_bytes_atomically(Path(out, SUCCESS), json.dumps(manifest, indent=1).encode())
+    return summary
+
+
+def _manifest(
+    summary: AssignSummary, params: MixtureParams, features: list[str], keep: list[str], dtype: str, nan_policy: str
+) -> dict[str, Any]:
+    """The ``_SUCCESS`` document: what was read, what was written, by which model."""
+    return {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -181,8 +190,6 @@ def assign(
         "skipped": summary.skipped,
         "files": summary.files,
     }
-    write_bytes_atomically(Path(out, SUCCESS), json.dumps(manifest, indent=1).encode())
-    return summary
 
 
 def result_columns(n_components: int) -> list[str]:
