@@ -235,21 +235,20 @@ def _results(
     log_likelihood, resp = params.e_step(X if mask is None else X[mask])
     component = resp.argmax(axis=1).astype(np.int32)
 
-    def column(values: np.ndarray) -> np.ndarray | pa.Array:
+    def column(values: np.ndarray, data_type: pa.DataType) -> pa.Array:
         if mask is None:
-            return values
+            return pa.array(values, type=data_type)
+        # Skipped rows keep their place, as nulls.
         full = np.zeros(mask.shape[0], dtype=values.dtype)
         full[mask] = values
-        return pa.array(full, mask=~mask)
+        return pa.array(full, type=data_type, mask=~mask)
 
-    n_keep = len(schema) - params.n_components - 2
-    arrays = [batch.column(schema.field(i).name) for i in range(n_keep)]
-    arrays += [column(resp[:, k]) for k in range(params.n_components)]
-    arrays += [column(component), column(log_likelihood)]
+    n_results = params.n_components + 2
+    kept = [batch.column(field.name) for field in list(schema)[:-n_results]]
+    result_types = [field.type for field in list(schema)[-n_results:]]
+    results = [resp[:, k] for k in range(params.n_components)] + [component, log_likelihood]
     return pa.Table.from_arrays(
-        [pa.array(a, type=schema.field(i).type) if isinstance(a, np.ndarray) else a.cast(schema.field(i).type)
-         for i, a in enumerate(arrays)],
-        schema=schema,
+        kept + [column(values, data_type) for values, data_type in zip(results, result_types)], schema=schema
     )
 
 
