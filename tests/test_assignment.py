@@ -633,3 +633,22 @@ def test_large_covariances_stay_out_of_the_file_metadata(tmp_path):
         else:
             assert document["covariances"] is None and "covariances_omitted" in document
         assert len(pq.read_schema(summary.outputs[0]).metadata[b"streamgmm.model"]) < 600_000
+
+
+def test_output_row_groups_mirror_the_input_row_groups(tmp_path):
+    """Row group i of an output holds the results of row group i of its input (zero-row groups
+    included: they are skipped on input, so they are absent from the output), and E-step
+    batches smaller than a row group do not split it."""
+    rng = np.random.default_rng(8)
+    X = np.concatenate([rng.normal(-4, 1, (700, 2)), rng.normal(4, 1, (700, 2))])
+    model = StreamingGaussianMixture(2, random_state=0).fit(X)
+    table = pa.table({"id": np.arange(1400), "x0": X[:, 0], "x1": X[:, 1]})
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    pq.write_table(table, lake / "a.parquet", row_group_size=500)
+    summary = assign(model, str(lake), tmp_path / "scored", keep=["id"], batch_size=64)
+    metadata = pq.ParquetFile(summary.outputs[0]).metadata
+    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [500, 500, 400]
+    scored = pq.read_table(summary.outputs[0])
+    np.testing.assert_array_equal(scored["id"].to_numpy(), np.arange(1400))
+    np.testing.assert_allclose(scored["log_likelihood"].to_numpy(), model.score_samples(X), rtol=1e-12)
