@@ -10,11 +10,12 @@ row) the caller passes in as ``where``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from .validation import first_non_finite
 
 NAN_POLICIES = ("raise", "skip")
 
@@ -117,27 +118,12 @@ def decimal_to_float64(column: pa.Array) -> np.ndarray:
     return values
 
 
-@dataclass(frozen=True)
-class NonFinite:
-    """The first non-finite value of a matrix: its row and column."""
-
-    row: int
-    column: str
-    value: float
-
-
 def finite_rows(X: np.ndarray) -> np.ndarray | None:
     """Mask of rows whose values are all finite, or None when every row is (the common case,
     kept cheap: no mask is built)."""
     if np.isfinite(X).all():
         return None
     return np.isfinite(X).all(axis=1)
-
-
-def first_non_finite(X: np.ndarray, mask: np.ndarray, names: Sequence[str]) -> NonFinite:
-    row = int(np.flatnonzero(~mask)[0])
-    column = int(np.flatnonzero(~np.isfinite(X[row]))[0])
-    return NonFinite(row, names[column], float(X[row, column]))
 
 
 class FeatureReader:
@@ -160,10 +146,11 @@ class FeatureReader:
         if mask is None:
             return X, None
         if self.nan_policy == "raise":
-            bad = first_non_finite(X, mask, self.names)
+            row, column = first_non_finite(X)
+            value = X[row, column]
             raise DataError(
-                f"{where}, row {first_row + bad.row}, column {bad.column!r}: "
-                f"{'null or NaN' if np.isnan(bad.value) else bad.value} (nan_policy='raise'; "
+                f"{where}, row {first_row + row}, column {self.names[column]!r}: "
+                f"{'null or NaN' if np.isnan(value) else value} (nan_policy='raise'; "
                 "use nan_policy='skip' to leave such rows out)"
             )
         self.skipped += int(mask.size - np.count_nonzero(mask))

@@ -83,13 +83,18 @@ def as_float_matrix(
 
 def check_finite(arr: np.ndarray, where: str) -> None:
     if not np.isfinite(arr).all():
-        rows, cols = np.nonzero(~np.isfinite(arr))
-        value = arr[rows[0], cols[0]]
-        kind = "NaN" if np.isnan(value) else "infinity"
+        row, column = first_non_finite(arr)
+        kind = "NaN" if np.isnan(arr[row, column]) else "infinity"
         raise ValueError(
-            f"{where}: Input contains {kind} at row {rows[0]}, column {cols[0]} "
-            f"({rows.size} non-finite value(s) in all); remove or impute them first"
+            f"{where}: Input contains {kind} at row {row}, column {column} "
+            f"({np.count_nonzero(~np.isfinite(arr))} non-finite value(s) in all); remove or impute them first"
         )
+
+
+def first_non_finite(arr: np.ndarray) -> tuple[int, int]:
+    """Row and column of the first NaN or infinity of a 2-D array (row-major order)."""
+    rows, columns = np.nonzero(~np.isfinite(arr))
+    return int(rows[0]), int(columns[0])
 
 
 def make_rng(random_state: Any) -> np.random.Generator:
