@@ -5,7 +5,7 @@
                   [--nan-policy raise|skip] [--seed S] [--json] [-q]
     streamgmm assign SOURCE... --model PATH --out DIR [--keep id,...] [--dtype float32]
                   [--nan-policy raise|skip] [--overwrite] [--json] [-q]
-    streamgmm info PATH [--json]        (a model file, an output file or an output directory)
+    streamgmm info PATH [--json]        (a model file, an output file or directory, or any Parquet data)
 
 Progress bars (records, records/s, ETA) go to stderr on a terminal; ``-q`` or a non-terminal
 silences them. ``--json`` prints one machine-readable summary on stdout. Bad input exits with
@@ -15,6 +15,7 @@ status 1 and a one-line ``streamgmm: error: ...`` on stderr; bad usage with stat
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import operator
 import os
@@ -131,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     assign_.add_argument("--overwrite", action="store_true", help="replace an earlier output in --out")
     common(assign_)
 
-    info = commands.add_parser("info", help="describe a model file or an output file/directory")
+    info = commands.add_parser("info", help="describe a model file, an output file/directory, or Parquet data")
     info.add_argument("path")
     info.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     return parser
@@ -235,23 +236,50 @@ def run_assign(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_info(args: argparse.Namespace) -> dict[str, Any]:
     path = args.path
-    if os.path.isdir(path):
-        marker = os.path.join(path, SUCCESS)
-        if not os.path.exists(marker):
-            raise CommandError(f"{path}: a directory without {SUCCESS}: not a finished streamgmm output")
-        with open(marker) as handle:
-            manifest = json.load(handle)
-        return {"kind": "output directory", "path": path, **manifest}
-    if not os.path.exists(path):
+    if not os.path.exists(path) and not glob.has_magic(path) and "://" not in path:
         raise CommandError(f"{path}: no such file or directory")
-    if zipfile.is_zipfile(path):
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, SUCCESS)):
+        with open(os.path.join(path, SUCCESS)) as handle:
+            return {"kind": "output directory", "path": path, **json.load(handle)}
+    if os.path.isfile(path) and zipfile.is_zipfile(path):
         model = StreamingGaussianMixture.load(path)
         return {"kind": "model", "path": path, **model_summary(model), **fit_summary(model)}
+    if os.path.isfile(path):
+        try:
+            return {"kind": "output file", "path": path, **read_output_metadata(path)}
+        except pa.ArrowInvalid as exc:
+            raise CommandError(f"{path}: neither a streamgmm model nor a Parquet file ({exc})") from None
+        except DataError:
+            pass  # Parquet, but not written by assign: described as data below
+    return lake_summary(path)
+
+
+def lake_summary(path: str) -> dict[str, Any]:
+    """What a Parquet file, directory or glob holds, as fit would read it."""
+    source = ParquetSource(path)
+    schema = source.dataset.schema
+    unfinished = bool(source.files) and SUCCESS not in os.listdir(source.base_dir) and _is_assign_output(source.files[0].path)
+    return {
+        "kind": "parquet data",
+        "path": path,
+        "files": len(source.files),
+        "empty_files": source.empty_files,
+        "records": source.n_records,
+        "row_groups": source.n_row_groups,
+        "numeric_columns": source.feature_names,
+        "other_columns": [f"{field.name}: {field.type}" for field in schema if field.name not in source.feature_names
+                          and field.name not in source.partition_names],
+        "partitions": source.partition_names,
+        "unfinished_output": unfinished,
+    }
+
+
+def _is_assign_output(path: str) -> bool:
     try:
-        document = read_output_metadata(path)
-    except pa.ArrowInvalid as exc:
-        raise CommandError(f"{path}: neither a streamgmm model nor a Parquet file ({exc})") from None
-    return {"kind": "output file", "path": path, **document}
+        read_output_metadata(path)
+        return True
+    except DataError:
+        return False
 
 
 def model_summary(model: StreamingGaussianMixture) -> dict[str, Any]:
@@ -285,6 +313,20 @@ def describe(result: dict[str, Any]) -> str:
             f"wrote responsibilities of {result['records']:,} records ({result['skipped']:,} skipped, null) "
             f"to {result['files']} file(s) in {result['out']} in {result['seconds']:.1f} s"
         )
+    if kind == "parquet data":
+        lines = [
+            f"{result['path']}: Parquet data, {result['records']:,} records in {result['files']} file(s), "
+            f"{result['row_groups']} row group(s)"
+            + (f", {len(result['empty_files'])} empty file(s) skipped" if result["empty_files"] else ""),
+            f"numeric columns (features by default): {', '.join(result['numeric_columns'])}",
+        ]
+        if result["other_columns"]:
+            lines.append(f"other columns: {', '.join(result['other_columns'])}")
+        if result["partitions"]:
+            lines.append(f"hive partition keys: {', '.join(result['partitions'])}")
+        if result["unfinished_output"]:
+            lines.append(f"written by streamgmm assign but without {SUCCESS}: an unfinished output")
+        return "\n".join(lines)
     components = f"{result['n_components']} {result['covariance_type']} components"
     if kind == "output directory":
         return (

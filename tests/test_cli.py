@@ -294,3 +294,15 @@ def test_progress_bars_on_a_terminal_and_not_with_q(lake, tmp_path):
         "fit", lake.path, "-k", K, "--model", tmp_path / "q.sgmm", "--passthrough", "id", "-q"
     )
     assert code == 0 and shown == "" and stdout.startswith("fitted")
+
+
+def test_info_on_parquet_data(lake):
+    """Any Parquet data is described as fit would read it (oracle: pyarrow's own footers)."""
+    result = run("info", lake.path, "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["kind"] == "parquet data" and info["files"] == len(lake.files)
+    assert info["records"] == N_RECORDS
+    assert info["row_groups"] == sum(pq.ParquetFile(lake.path / f).num_row_groups for f in lake.files)
+    assert info["numeric_columns"] == ["id", *FEATURES] and info["partitions"] == ["day"]
+    assert info["unfinished_output"] is False
