@@ -286,6 +286,7 @@ def model_summary(model: StreamingGaussianMixture) -> dict[str, Any]:
     return {
         "n_components": int(model.n_components),
         "covariance_type": model.covariance_type,
+        "algorithm": model.algorithm,
         "feature_names": model._feature_names() or [f"x{j}" for j in range(model.n_features_in_)],
         "weights": model.weights_.tolist(),
         "means": model.means_.tolist(),
@@ -297,7 +298,6 @@ def model_summary(model: StreamingGaussianMixture) -> dict[str, Any]:
 
 def fit_summary(model: StreamingGaussianMixture) -> dict[str, Any]:
     return {
-        "algorithm": model.algorithm,
         "records_seen": int(model.records_seen_),
         "skipped_per_pass": int(getattr(model, "n_skipped_", 0)),
         "online_steps": int(model.n_steps_),
@@ -337,17 +337,25 @@ def describe(result: dict[str, Any]) -> str:
     if kind == "fit":
         lines = [
             f"fitted {components} on {result['records']:,} records ({result['skipped']:,} skipped) from "
-            f"{result['files']} file(s) in {result['seconds']:.1f} s; mean log-likelihood "
-            f"{result['lower_bound']:.4f}; model written to {result['model']}"
+            f"{result['files']} file(s) in {result['seconds']:.1f} s; {lower_bound_text(result)}; "
+            f"model written to {result['model']}"
         ]
     else:  # a model file or an output file
         lines = [f"{result['path']}: {kind}, {components} over {', '.join(result['feature_names'])}"]
         if kind == "model":
             lines.append(
                 f"fitted by {result['algorithm']} EM: {result['records_seen']:,} records seen, "
-                f"{result['n_iter']} pass(es)/iteration(s), mean log-likelihood {result['lower_bound']:.4f}"
+                f"{result['n_iter']} pass(es)/iteration(s), {lower_bound_text(result)}"
             )
     return "\n".join(lines + component_table(result["weights"], result["means"]))
+
+
+def lower_bound_text(result: dict[str, Any]) -> str:
+    if result["algorithm"] == "batch":
+        return f"mean log-likelihood {result['lower_bound']:.4f}"
+    # Online EM scores each mini-batch before the update that learns from it: an average over
+    # the pass, lower than the final model would score.
+    return f"mean log-likelihood {result['lower_bound']:.4f} over the last pass (each batch before its update)"
 
 
 def component_table(weights: Sequence[float], means: Sequence[Sequence[float]]) -> list[str]:
