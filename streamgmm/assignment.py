@@ -52,7 +52,7 @@ import pyarrow.parquet as pq
 from .arrow_source import is_dataframe
 from .atomic_write import atomic_path, write_bytes_atomically
 from .columns import DataError, FeatureReader, check_column, check_nan_policy
-from .inputs import is_path_like
+from .inputs import is_arrow_stream, is_path_like
 from .parquet_source import READ_BATCH, LakeFile, ParquetSource
 from .params import MixtureParams
 
@@ -360,6 +360,8 @@ def _as_table(source: Any, names: list[str] | None, n_features: int) -> pa.Table
         return pa.Table.from_batches([source])
     if isinstance(source, pa.RecordBatchReader):
         return source.read_all()
+    if is_arrow_stream(source):
+        return pa.RecordBatchReader.from_stream(source).read_all()
     X = np.asarray(source, dtype=np.float64)
     if X.ndim != 2 or X.shape[1] != n_features:
         raise ValueError(f"expected an array of shape (n_records, {n_features}), got shape {X.shape}")

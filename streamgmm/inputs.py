@@ -1,7 +1,7 @@
 """Inputs: whatever a user passes to ``fit``, ``predict`` or ``assign``, as a chunk source.
 
 Arrays and lists of rows, iterables of array chunks, Arrow tables, record batches and readers,
-pandas DataFrames, Parquet paths, globs, URLs, lists of paths and ``pyarrow.dataset`` datasets
+objects exporting the Arrow C stream interface (polars, DuckDB), pandas DataFrames, Parquet paths, globs, URLs, lists of paths and ``pyarrow.dataset`` datasets
 are all accepted; objects that already are sources pass through. Given the feature names a
 model was fitted on, tabular inputs are read by those names, whatever else they hold.
 """
@@ -36,6 +36,14 @@ def is_path_like(data: Any) -> bool:
     )
 
 
+def is_arrow_stream(data: Any) -> bool:
+    """An object exporting the Arrow C stream interface (a polars DataFrame, a DuckDB relation,
+    ...), read batch by batch with its column names. pandas and numpy objects are left to their
+    own paths (a DataFrame without string column names is an array, as for scikit-learn)."""
+    module = type(data).__module__.split(".")[0]
+    return hasattr(data, "__arrow_c_stream__") and module not in ("pandas", "numpy")
+
+
 def as_source(
     data: Any, n_features: int | None = None, feature_names: Sequence[str] | None = None
 ) -> ChunkSource:
@@ -48,6 +56,8 @@ def as_source(
         return ParquetSource(data, columns=names)
     if isinstance(data, (pa.Table, pa.RecordBatch, pa.RecordBatchReader)) or is_dataframe(data):
         return arrow_source(data, columns=names)
+    if is_arrow_stream(data):
+        return arrow_source(pa.RecordBatchReader.from_stream(data), columns=names)
     # Sparse matrices are iterable (rows, or a dict's keys): reject them before that is tried.
     if (
         isinstance(data, np.ndarray)

@@ -17,7 +17,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from streamgmm import DataError, ParquetSource, StreamingGaussianMixture
+from streamgmm import DataError, ParquetSource, StreamingGaussianMixture, assign
 from streamgmm.arrow_source import arrow_source
 from streamgmm.synthetic_lake import write_lake
 
@@ -720,3 +720,31 @@ def test_record_batch_streams_fit(named_data) -> None:
     reader = pa.RecordBatchReader.from_batches(with_null.schema, with_null.to_batches(max_chunksize=250))
     with pytest.raises(DataError, match=r"record batch 0, row 5, column 'b'"):
         StreamingGaussianMixture(2).fit(arrow_source(reader, passthrough=["id"]))
+
+
+class ArrowStreamOnly:
+    """Exports the Arrow C stream interface and nothing else, as polars or DuckDB objects do."""
+
+    def __init__(self, table: pa.Table):
+        self._table = table
+
+    def __arrow_c_stream__(self, requested_schema=None):
+        return self._table.__arrow_c_stream__(requested_schema)
+
+
+def test_an_arrow_c_stream_object_is_read_by_column_name(tmp_path) -> None:
+    table = features_table(3000, 5)
+    X = columns_of(table, FEATURES)
+    # A stream is read once, in order: against the same records as an array, unshuffled.
+    settings = dict(random_state=0, shuffle=False, batch_size=500)
+    from_stream = StreamingGaussianMixture(2, **settings).fit(ArrowStreamOnly(table.drop_columns(["id"])))
+    from_array = StreamingGaussianMixture(2, **settings).fit(X)
+    assert list(from_stream.feature_names_in_) == FEATURES
+    np.testing.assert_allclose(from_stream.means_, from_array.means_, rtol=1e-10)
+    # Read by name, whatever else the stream holds and in whatever order.
+    shuffled = table.select(["x2", "id", "x0", "x1"])
+    np.testing.assert_allclose(from_stream.predict_proba(ArrowStreamOnly(shuffled)), from_array.predict_proba(X), rtol=1e-12)
+    summary = assign(from_stream, ArrowStreamOnly(shuffled), tmp_path / "scored", keep=["id"])
+    scored = pq.read_table(summary.outputs[0])
+    np.testing.assert_array_equal(scored["id"].to_numpy(), table["id"].to_numpy())
+    np.testing.assert_allclose(scored["log_likelihood"].to_numpy(), from_array.score_samples(X), rtol=1e-12)
