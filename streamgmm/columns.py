@@ -5,6 +5,22 @@ Integer, floating-point and decimal columns are features; they are cast to float
 else (strings, booleans, nested, binary) is refused when asked for by name, and left out when
 the features are chosen by default. Messages name the column and the place (file, row group,
 row) the caller passes in as ``where``.
+
+Example:
+
+>>> import pyarrow as pa
+>>> from streamgmm.columns import FeatureReader, feature_columns
+>>> batch = pa.record_batch({"id": [1, 2, 3], "name": ["a", "b", "c"], "x": [0.5, None, 2.0]})
+>>> names = feature_columns(batch.schema, None, passthrough=["id"])
+>>> names
+['x']
+>>> reader = FeatureReader(names, nan_policy="skip")
+>>> reader.features(batch, "example").tolist(), reader.skipped
+([[0.5], [2.0]], 1)
+>>> FeatureReader(names).features(batch, "example.parquet: row group 0")
+Traceback (most recent call last):
+...
+streamgmm.columns.DataError: example.parquet: row group 0, row 1, column 'x': null or NaN (nan_policy='raise'; use nan_policy='skip' to leave such rows out)
 """
 
 from __future__ import annotations

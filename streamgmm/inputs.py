@@ -1,9 +1,21 @@
 """Inputs: whatever a user passes to ``fit``, ``predict`` or ``assign``, as a chunk source.
 
 Arrays and lists of rows, iterables of array chunks, Arrow tables, record batches and readers,
-objects exporting the Arrow C stream interface (polars, DuckDB), pandas DataFrames, Parquet paths, globs, URLs, lists of paths and ``pyarrow.dataset`` datasets
-are all accepted; objects that already are sources pass through. Given the feature names a
-model was fitted on, tabular inputs are read by those names, whatever else they hold.
+objects exporting the Arrow C stream interface (polars, DuckDB), pandas DataFrames, Parquet
+paths, globs, URLs, lists of paths and ``pyarrow.dataset`` datasets are all accepted; objects
+that already are sources pass through. Given the feature names a model was fitted on, tabular
+inputs are read by those names, whatever else they hold.
+
+Example:
+
+>>> import numpy as np, pyarrow as pa
+>>> from streamgmm.inputs import as_source
+>>> type(as_source(np.zeros((4, 2)))).__name__
+'ArraySource'
+>>> table = pa.table({"b": [1.0, 2.0], "id": [7, 8], "a": [3.0, 4.0]})
+>>> source = as_source(table, feature_names=["a", "b"])
+>>> source.feature_names, source.X.tolist()
+(['a', 'b'], [[3.0, 1.0], [4.0, 2.0]])
 """
 
 from __future__ import annotations
