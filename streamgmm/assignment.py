@@ -59,6 +59,8 @@ from .params import MixtureParams
 FORMAT_NAME = "streamgmm.assign"
 FORMAT_VERSION = 1
 SUCCESS = "_SUCCESS"
+MODEL_KEY = b"streamgmm.model"  # Parquet key-value metadata of every output file
+VERSION_KEY = b"streamgmm.format_version"
 SINGLE_OUTPUT = "part-00000.parquet"
 TABLE_ROW_GROUP = 131072  # output row group size for in-memory input (lakes keep their own)
 # Covariance entries written into each output file's metadata at most (about 0.5 MB of JSON).
@@ -289,17 +291,25 @@ def _file_metadata(
         model["covariances"] = None
         model["covariances_omitted"] = f"{params.covariances.size} numbers; see the model file"
     return {
-        b"streamgmm.format_version": str(FORMAT_VERSION).encode(),
-        b"streamgmm.model": json.dumps(model).encode(),
+        VERSION_KEY: str(FORMAT_VERSION).encode(),
+        MODEL_KEY: json.dumps(model).encode(),
     }
+
+
+def is_output_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a Parquet file written by assign (unreadable files are not)."""
+    try:
+        return MODEL_KEY in (pq.read_schema(path).metadata or {})
+    except (OSError, pa.ArrowException):
+        return False
 
 
 def read_output_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The model document an output file carries in its key-value metadata."""
     metadata = pq.read_schema(path).metadata or {}
-    if b"streamgmm.model" not in metadata:
+    if MODEL_KEY not in metadata:
         raise DataError(f"{path}: not a streamgmm output file (no streamgmm.model metadata)")
-    return json.loads(metadata[b"streamgmm.model"])
+    return json.loads(metadata[MODEL_KEY])
 
 
 # ---------------------------------------------------------------------- inputs and layout
@@ -419,11 +429,9 @@ def _written_by_assign(out: str, relative: str) -> bool:
         if relative == SUCCESS:
             with open(path) as handle:
                 return json.load(handle).get("format") == FORMAT_NAME
-        if name.endswith(".parquet"):
-            return b"streamgmm.model" in (pq.read_schema(path).metadata or {})
-    except (OSError, ValueError, AttributeError, pa.ArrowException):
+    except (OSError, ValueError, AttributeError):
         return False
-    return False
+    return name.endswith(".parquet") and is_output_file(path)
 
 
 def _remove(out: str, relatives: set[str] | list[str]) -> None:

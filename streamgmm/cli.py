@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from tqdm import tqdm
 
-from .assignment import SUCCESS, assign, read_output_metadata
+from .assignment import SUCCESS, assign, is_output_file, read_output_metadata
 from .columns import DataError
 from .estimator import StreamingGaussianMixture
 from .model_file import ModelFileError
@@ -258,7 +258,11 @@ def lake_summary(path: str) -> dict[str, Any]:
     """What a Parquet file, directory or glob holds, as fit would read it."""
     source = ParquetSource(path)
     schema = source.dataset.schema
-    unfinished = bool(source.files) and SUCCESS not in os.listdir(source.base_dir) and _is_assign_output(source.files[0].path)
+    unfinished = (
+        bool(source.files)
+        and not os.path.exists(os.path.join(source.base_dir, SUCCESS))
+        and is_output_file(source.files[0].path)
+    )
     return {
         "kind": "parquet data",
         "path": path,
@@ -272,14 +276,6 @@ def lake_summary(path: str) -> dict[str, Any]:
         "partitions": source.partition_names,
         "unfinished_output": unfinished,
     }
-
-
-def _is_assign_output(path: str) -> bool:
-    try:
-        read_output_metadata(path)
-        return True
-    except DataError:
-        return False
 
 
 def model_summary(model: StreamingGaussianMixture) -> dict[str, Any]:
