@@ -201,6 +201,7 @@ class Watcher:
         self.ledger: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._observed: dict[str, tuple[int, int]] = {}
+        self._consumed: dict[str, dict[str, Any]] = {}  # content hash -> first ledger entry consuming it
 
     # ------------------------------------------------------------------ running
 
@@ -250,6 +251,10 @@ class Watcher:
             if self.columns is not None and names is not None and self.columns != names:
                 raise ValueError(f"{self.state.path} holds a model of columns {names}, not {self.columns}")
             self.model, self.ledger = model, checkpoint.ledger
+            self._consumed = {}
+            for entry in self.ledger:
+                if entry["status"] == "consumed":
+                    self._consumed.setdefault(entry["sha256"], entry)
             self.log(f"resuming from checkpoint {checkpoint.sequence} ({len(self.ledger)} file(s) seen)")
         elif self.init_model is not None:
             self.model = StreamingGaussianMixture.load(self.init_model)
@@ -319,15 +324,17 @@ class Watcher:
         }
         try:
             entry["sha256"] = sha256_of(file.path)
+        except FileNotFoundError:
+            return None  # removed since the listing
         except OSError as exc:
-            return self._finish(self._quarantined(entry, f"{file.path}: unreadable ({exc})"), None)
+            return self._finish(self._quarantined(entry, f"{file.path}: unreadable ({exc})"), self.model)
         try:
             stat = os.stat(file.path)
         except FileNotFoundError:
             return None
         if (stat.st_size, stat.st_mtime_ns) != (file.size, file.mtime_ns):
             return None
-        earlier = next((e for e in self.ledger if e["sha256"] == entry["sha256"] and e["status"] == "consumed"), None)
+        earlier = self._consumed.get(entry["sha256"])
         if earlier is not None:
             entry.update(status="duplicate", reason=f"same content as {earlier['path']} (ledger entry {earlier['sequence']})")
             return self._finish(entry, self.model)
@@ -393,6 +400,8 @@ class Watcher:
             self.state.commit(model, self.ledger + [entry], self._config())
             self.model = model
         self.ledger.append(entry)
+        if entry["status"] == "consumed":
+            self._consumed.setdefault(entry["sha256"], entry)
         what = {
             "consumed": f"consumed, {entry['records_used']:,} records ({entry['records_skipped']:,} skipped)",
             "duplicate": f"not used again: {entry['reason']}",

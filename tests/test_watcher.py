@@ -318,3 +318,15 @@ def test_init_model_is_continued_and_a_checkpoint_is_not_restarted_with_other_se
         watch(files[0].parent, state, n_components=4, settle=0, once=True)
     with pytest.raises(ValueError, match="holds no model yet"):
         watch(files[0].parent, tmp_path / "empty-state", settle=0, once=True)
+
+
+def test_continuous_update_pipeline_runs_a_watcher_while_feeding_it(tmp_path) -> None:
+    script = Path(__file__).resolve().parents[1] / "pipelines" / "continuous_update.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--files", "4", "--records", "2000", "--pause", "0.05", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert (summary["files_consumed"], summary["records"], summary["outputs"]) == (4, 8000, 4)
+    assert "watcher state, 4 file(s) consumed" in result.stdout
