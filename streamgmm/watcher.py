@@ -61,7 +61,7 @@ import pyarrow.parquet as pq
 
 from .assignment import assign
 from .checkpoint import StateDirectory, crash_point, fsync_directory, now_iso
-from .columns import DataError
+from .columns import DataError, check_nan_policy
 from .estimator import StreamingGaussianMixture
 from .parquet_source import ParquetSource
 
@@ -202,6 +202,10 @@ class Watcher:
         self._stop = threading.Event()
         self._observed: dict[str, tuple[int, int]] = {}
         self._consumed: dict[str, dict[str, Any]] = {}  # content hash -> first ledger entry consuming it
+        # Settings are checked now: found while reading a file, they would quarantine every file.
+        check_nan_policy(nan_policy)
+        if n_components is not None:
+            self._new_model()._check_params()
 
     # ------------------------------------------------------------------ running
 
@@ -263,7 +267,7 @@ class Watcher:
         else:
             self.model = None
         if self.model is not None and self.step_floor is not None:
-            self.model.set_params(step_floor=self.step_floor)
+            self.model.set_params(step_floor=self.step_floor)._check_params()
         if self.assign_out is not None:
             self.assign_out.mkdir(parents=True, exist_ok=True)
             for leftover in self.assign_out.glob(".watch-*.tmp"):

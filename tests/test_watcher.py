@@ -318,6 +318,12 @@ def test_init_model_is_continued_and_a_checkpoint_is_not_restarted_with_other_se
         watch(files[0].parent, state, n_components=4, settle=0, once=True)
     with pytest.raises(ValueError, match="holds no model yet"):
         watch(files[0].parent, tmp_path / "empty-state", settle=0, once=True)
+    # Bad settings are refused up front, not found file by file (which would quarantine them all).
+    with pytest.raises(ValueError, match="step_floor"):
+        watch(files[0].parent, state, step_floor=2.0, settle=0, once=True)
+    with pytest.raises(ValueError, match="covariance_type"):
+        watch(files[0].parent, tmp_path / "other", n_components=2, covariance_type="bad", once=True)
+    assert len(ledger(state)) == N_FILES
 
 
 def test_continuous_update_pipeline_runs_a_watcher_while_feeding_it(tmp_path) -> None:
