@@ -9,6 +9,8 @@ Layout::
     STATE_DIR/models/00000012.model  the last N checkpoints (hard links to earlier current.model files)
     STATE_DIR/quarantine/*.json      one record per quarantined file: which file, why
     STATE_DIR/lock                   fcntl.flock'ed by the running watcher; holds its pid
+    STATE_DIR/ledger-before-model.json  the ledger alone while no file has made a model yet (only
+                                     quarantined or empty files); the first checkpoint takes it over
 
 The commit point is the rename of current.model's temporary file (written and fsynced first).
 Model state and ledger travel in that one file, so a crash at any instant leaves either the
@@ -59,6 +61,7 @@ from .model_file import ModelFileError, read_model, write_model_to
 WATCH_FORMAT = "streamgmm.watch"
 WATCH_VERSION = 1
 CURRENT = "current.model"
+EARLY = "ledger-before-model.json"  # the ledger while no file has made a model yet
 MODELS = "models"
 QUARANTINE = "quarantine"
 LOCK = "lock"
@@ -140,6 +143,7 @@ class StateDirectory:
             if TEMPORARY.match(entry.name) and entry.is_file():
                 entry.unlink()
         if self.current.is_file():
+            (self.path / EARLY).unlink(missing_ok=True)  # killed between the first commit and this removal
             checkpoint = self.load()
             if checkpoint is not None:
                 self._keep_history(checkpoint.sequence)
@@ -184,8 +188,27 @@ class StateDirectory:
             raise
         fsync_directory(self.path)
         crash_point("after_rename", sequence)
+        (self.path / EARLY).unlink(missing_ok=True)  # its entries are in this ledger now
         self._keep_history(sequence)
         return sequence
+
+    def commit_early_ledger(self, ledger: list[dict[str, Any]], config: dict[str, Any]) -> int:
+        """Before the first model exists (every file so far quarantined or empty), commit the
+        ledger alone, atomically; the first model checkpoint takes it over."""
+        body = {"format": WATCH_FORMAT, "version": WATCH_VERSION, "sequence": len(ledger), "updated": now_iso(),
+                "config": config, "ledger": ledger}
+        write_bytes_atomically(self.path / EARLY, json.dumps(body, indent=1).encode())
+        return len(ledger)
+
+    def load_early_ledger(self) -> tuple[list[dict[str, Any]], str] | None:
+        """(ledger, time of update) committed before the first model, if any and no model since."""
+        if self.current.is_file() or not (self.path / EARLY).is_file():
+            return None
+        try:
+            body = json.loads((self.path / EARLY).read_text())
+            return list(body["ledger"]), str(body["updated"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelFileError(f"{self.path / EARLY}: corrupt watcher ledger ({exc})") from None
 
     def _keep_history(self, sequence: int) -> None:
         """``models/NNNNNNNN.model`` for this checkpoint (a hard link: no copy), and only the
@@ -234,38 +257,38 @@ def state_summary(path: str | os.PathLike[str], recent: int = 10) -> tuple[dict[
     moved the parameters, the kept history, quarantined files with their reasons."""
     state = StateDirectory(path)
     checkpoint = state.load()
-    kept = history_files(path)
-    summary: dict[str, Any] = {"kind": "watch state", "path": str(path), "model": None}
     if checkpoint is None:
-        return {**summary, "sequence": 0, "files_seen": 0, "files_consumed": 0, "files_quarantined": 0,
-                "files_duplicate": 0, "records_used": 0, "records_skipped": 0, "last_update": None,
-                "recent": [], "quarantined": [], "models": [], "mean_displacement_since_oldest_kept": None}, None
-    ledger = checkpoint.ledger
+        early = state.load_early_ledger()
+        ledger, sequence, updated, model = (early[0], len(early[0]), early[1], None) if early else ([], 0, None, None)
+    else:
+        ledger, sequence, updated, model = checkpoint.ledger, checkpoint.sequence, checkpoint.updated, checkpoint.model
+    kept = history_files(path)
 
     def count(status: str) -> int:
         return sum(entry["status"] == status for entry in ledger)
 
     displacement = None
-    if kept:
+    if kept and model is not None:
         try:
             oldest = StreamingGaussianMixture.load(kept[0])
-            if oldest.means_.shape == checkpoint.model.means_.shape:
-                displacement = np.linalg.norm(checkpoint.model.means_ - oldest.means_, axis=1).tolist()
+            if oldest.means_.shape == model.means_.shape:
+                displacement = np.linalg.norm(model.means_ - oldest.means_, axis=1).tolist()
         except (ModelFileError, OSError):
             pass  # pruned between listing and reading
     return {
-        **summary,
-        "model": str(state.current),
-        "sequence": checkpoint.sequence,
+        "kind": "watch state",
+        "path": str(path),
+        "model": str(state.current) if model is not None else None,
+        "sequence": sequence,
         "files_seen": len(ledger),
         "files_consumed": count("consumed"),
         "files_quarantined": count("quarantined"),
         "files_duplicate": count("duplicate"),
         "records_used": sum(int(entry.get("records_used", 0)) for entry in ledger),
         "records_skipped": sum(int(entry.get("records_skipped", 0)) for entry in ledger),
-        "last_update": checkpoint.updated,
-        "n_steps": int(checkpoint.model.n_steps_),
-        "step_floor": float(checkpoint.model.step_floor),
+        "last_update": updated,
+        "n_steps": int(model.n_steps_) if model is not None else 0,
+        "step_floor": float(model.step_floor) if model is not None else None,
         "recent": [
             {key: entry.get(key) for key in ("sequence", "path", "status", "records_used", "mean_shift", "weight_shift", "at")}
             for entry in ledger[-recent:]
@@ -273,5 +296,4 @@ def state_summary(path: str | os.PathLike[str], recent: int = 10) -> tuple[dict[
         "quarantined": [{"path": e["path"], "reason": e.get("reason")} for e in ledger if e["status"] == "quarantined"],
         "models": [p.name for p in kept],
         "mean_displacement_since_oldest_kept": displacement,
-    }, checkpoint.model
-
+    }, model

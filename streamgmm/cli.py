@@ -269,7 +269,8 @@ def run_watch(args: argparse.Namespace) -> dict[str, Any]:
         batch_size=args.batch_size, nan_policy=args.nan_policy, interval=args.interval, settle=args.settle,
         assign_out=args.assign_out, keep_models=args.keep_models, log=None if args.quiet else log,
     )
-    return {"command": "watch", **vars(summary), "model": os.path.join(summary.state, "current.model")}
+    model = os.path.join(summary.state, "current.model")
+    return {"command": "watch", **vars(summary), "model": model if os.path.isfile(model) else None}
 
 
 def run_info(args: argparse.Namespace) -> dict[str, Any]:
@@ -354,7 +355,7 @@ def describe(result: dict[str, Any]) -> str:
         return (
             f"watch: {result['files_consumed']} file(s) consumed ({result['records_used']:,} records, "
             f"{result['records_skipped']:,} skipped), {result['files_quarantined']} quarantined, "
-            f"{result['files_duplicate']} duplicate(s); model at {result['model']}"
+            f"{result['files_duplicate']} duplicate(s); model at {result['model'] or 'none yet'}"
             + (f"; stopped by {result['stopped_by']}" if result["stopped_by"] else "")
         )
     if kind == "watch state":

@@ -19,8 +19,8 @@ file is later rewritten (new size or mtime), it is looked at again.
 Determinism: the first usable file initialises the model with ``seed``; ``partial_fit`` does not
 shuffle, and the checkpoint holds all it depends on, so the same files give the same model, and a
 run killed at any instant and restarted ends with the model an uninterrupted run ends with.
-Before the first model exists there is nothing to commit: quarantine entries found then are
-committed with the first model (a restart in between re-examines those files).
+Before the first model exists (only quarantined or empty files so far) the ledger is committed
+alone; the first model's checkpoint takes it over.
 
 Example:
 
@@ -255,10 +255,6 @@ class Watcher:
             if self.columns is not None and names is not None and self.columns != names:
                 raise ValueError(f"{self.state.path} holds a model of columns {names}, not {self.columns}")
             self.model, self.ledger = model, checkpoint.ledger
-            self._consumed = {}
-            for entry in self.ledger:
-                if entry["status"] == "consumed":
-                    self._consumed.setdefault(entry["sha256"], entry)
             self.log(f"resuming from checkpoint {checkpoint.sequence} ({len(self.ledger)} file(s) seen)")
         elif self.init_model is not None:
             self.model = StreamingGaussianMixture.load(self.init_model)
@@ -266,6 +262,12 @@ class Watcher:
             raise ValueError(f"{self.state.path} holds no model yet: give n_components (-k) or an initial model (--model)")
         else:
             self.model = None
+        if checkpoint is None:
+            early = self.state.load_early_ledger()
+            self.ledger = early[0] if early else []
+        for entry in self.ledger:
+            if entry["status"] == "consumed":
+                self._consumed.setdefault(entry["sha256"], entry)
         if self.model is not None and self.step_floor is not None:
             self.model.set_params(step_floor=self.step_floor)._check_params()
         if self.assign_out is not None:
@@ -397,12 +399,14 @@ class Watcher:
         return entry
 
     def _finish(self, entry: dict[str, Any], model: StreamingGaussianMixture | None) -> dict[str, Any]:
-        """Add the entry to the ledger and commit it with ``model`` (nothing to commit before the
+        """Add the entry to the ledger and commit it with ``model`` (the ledger alone before the
         first model exists)."""
         entry["at"] = now_iso()
         if model is not None:
             self.state.commit(model, self.ledger + [entry], self._config())
             self.model = model
+        else:
+            self.state.commit_early_ledger(self.ledger + [entry], self._config())
         self.ledger.append(entry)
         if entry["status"] == "consumed":
             self._consumed.setdefault(entry["sha256"], entry)
@@ -411,7 +415,7 @@ class Watcher:
             "duplicate": f"not used again: {entry['reason']}",
             "quarantined": f"quarantined: {entry['reason']}",
         }[entry["status"]]
-        committed = f"checkpoint {entry['sequence']}" if model is not None else "no model yet"
+        committed = f"checkpoint {entry['sequence']}" + ("" if model is not None else " (ledger only: no model yet)")
         self.log(f"{entry['path']}: {what}; {committed}")
         return entry
 

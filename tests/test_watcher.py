@@ -336,3 +336,24 @@ def test_continuous_update_pipeline_runs_a_watcher_while_feeding_it(tmp_path) ->
     summary = json.loads(result.stdout.splitlines()[-1])
     assert (summary["files_consumed"], summary["records"], summary["outputs"]) == (4, 8000, 4)
     assert "watcher state, 4 file(s) consumed" in result.stdout
+
+
+def test_files_quarantined_before_any_model_are_kept_in_the_ledger(truth, tmp_path) -> None:
+    directory, state = tmp_path / "landing", tmp_path / "state"
+    directory.mkdir()
+    (directory / "garbage.parquet").write_bytes(b"not parquet at all")
+    os.utime(directory / "garbage.parquet", (BASE_TIME - 1,) * 2)
+    summary = watch(directory, state, n_components=K, columns=FEATURES, batch_size=BATCH, settle=0, once=True)
+    assert (summary.files_quarantined, summary.sequence) == (1, 1) and not (state / "current.model").exists()
+    info = subprocess.run([sys.executable, "-m", "streamgmm", "info", str(state), "--json"],
+                          capture_output=True, text=True, timeout=60)
+    described = json.loads(info.stdout)
+    assert (described["files_quarantined"], described["files_consumed"], described["model"]) == (1, 0, None)
+    assert "not a Parquet file" in described["quarantined"][0]["reason"]
+
+    files = landing_of(directory, truth, n_files=2)
+    summary = watch(directory, state, n_components=K, columns=FEATURES, batch_size=BATCH, settle=0, once=True)
+    assert (summary.files_consumed, summary.files_quarantined, summary.sequence) == (2, 0, 3)
+    assert [e["status"] for e in ledger(state)] == ["quarantined", "consumed", "consumed"]
+    assert not (state / "ledger-before-model.json").exists()
+    assert_same_model(StreamingGaussianMixture.load(state / "current.model"), oracle(files))
