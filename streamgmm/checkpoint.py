@@ -1,21 +1,25 @@
-"""The watcher's state directory: one atomic checkpoint holding the model AND the ledger of the
-files seen, a lock, the model history and the quarantine records.
+"""The watcher's state directory: one atomic checkpoint committing the model AND the ledger of
+the files seen, a lock, the model history and the quarantine records.
 
 Layout::
 
     STATE_DIR/current.model          the checkpoint: a model file (StreamingGaussianMixture.load reads
                                      it) whose model.json also holds "watch": sequence number, time,
-                                     configuration and the ledger (one entry per file seen)
+                                     configuration, and the length and SHA-256 of the committed ledger
+    STATE_DIR/ledger.jsonl           the ledger, one JSON line per file seen (append-only)
     STATE_DIR/models/00000012.model  the last N checkpoints (hard links to earlier current.model files)
     STATE_DIR/quarantine/*.json      one record per quarantined file: which file, why
     STATE_DIR/lock                   fcntl.flock'ed by the running watcher; holds its pid
-    STATE_DIR/ledger-before-model.json  the ledger alone while no file has made a model yet (only
-                                     quarantined or empty files); the first checkpoint takes it over
+    STATE_DIR/ledger-before-model.json  the checkpoint while no file has made a model yet (only
+                                     quarantined or empty files so far)
 
-The commit point is the rename of current.model's temporary file (written and fsynced first).
-Model state and ledger travel in that one file, so a crash at any instant leaves either the
-previous checkpoint or the next one: a file is never counted twice nor lost. Everything else
-(history links, quarantine records, temporary files) is derived and redone or removed on restart.
+A commit appends the new ledger entry and fsyncs it, then writes the checkpoint to a temporary
+file, fsyncs and renames it: the rename is the commit point. The ledger's committed part is
+what the checkpoint names (its length and hash), so a crash at any instant leaves either the
+previous checkpoint with its ledger or the next one with its ledger: a file is never counted
+twice nor lost. Entries appended by a commit killed before its rename are cut on restart, as are
+temporary files; history links are redone. The cost of a commit does not grow with the ledger
+(``scripts/bench_watch_checkpoint.py``).
 
 For the crash tests, ``STREAMGMM_WATCH_CRASH_AT="POINT:N"`` kills the process with SIGKILL (a
 real ``kill -9``) at POINT of the file whose ledger entry is number N: ``mid_file`` (after its
@@ -29,7 +33,7 @@ Example:
 >>> from streamgmm.checkpoint import StateDirectory
 >>> model = StreamingGaussianMixture(1, random_state=0).partial_fit(np.random.default_rng(0).normal(size=(50, 2)))
 >>> state = StateDirectory(tempfile.mkdtemp())
->>> with state.locked():
+>>> with state.locked() as checkpoint:
 ...     state.commit(model, [{"sequence": 1, "path": "a.parquet", "status": "consumed"}], {})
 1
 >>> checkpoint = state.load()
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -61,7 +66,8 @@ from .model_file import ModelFileError, read_model, write_model_to
 WATCH_FORMAT = "streamgmm.watch"
 WATCH_VERSION = 1
 CURRENT = "current.model"
-EARLY = "ledger-before-model.json"  # the ledger while no file has made a model yet
+EARLY = "ledger-before-model.json"  # the checkpoint while no file has made a model yet
+LEDGER = "ledger.jsonl"
 MODELS = "models"
 QUARANTINE = "quarantine"
 LOCK = "lock"
@@ -95,9 +101,10 @@ def fsync_directory(path: Path) -> None:
 
 @dataclass
 class Checkpoint:
-    """What a state directory holds: the model and the ledger of files seen."""
+    """What a state directory holds: the model (None while every file so far was quarantined
+    or empty) and the ledger of files seen."""
 
-    model: StreamingGaussianMixture
+    model: StreamingGaussianMixture | None
     ledger: list[dict[str, Any]]
     sequence: int
     updated: str
@@ -112,14 +119,19 @@ class StateDirectory:
             raise ValueError(f"keep_models must be >= 1, got {keep_models}")
         self.path = Path(path)
         self.keep_models = keep_models
+        # The committed part of ledger.jsonl: entries, bytes, and the running hash of those bytes.
+        self._entries = 0
+        self._bytes = 0
+        self._hash = hashlib.sha256()
 
     @property
     def current(self) -> Path:
         return self.path / CURRENT
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the state directory's lock (non-blocking: a second watcher is refused)."""
+    def locked(self) -> Iterator[Checkpoint | None]:
+        """Hold the state directory's lock (non-blocking: a second watcher is refused), and
+        yield the last checkpoint (None if there is none yet)."""
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
         try:
@@ -131,84 +143,127 @@ class StateDirectory:
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            self._clean_up()
-            yield
+            yield self._recover()
         finally:
             os.close(fd)  # releases the lock
 
-    def _clean_up(self) -> None:
-        """Remove temporary files of a killed commit, and link the last checkpoint into the
-        history if the kill came between the rename and the link."""
+    def _recover(self) -> Checkpoint | None:
+        """After a kill: remove temporary files, cut ledger entries appended but never
+        committed, and link the last checkpoint into the history if the kill came between the
+        rename and the link."""
         for entry in self.path.iterdir():
             if TEMPORARY.match(entry.name) and entry.is_file():
                 entry.unlink()
         if self.current.is_file():
-            (self.path / EARLY).unlink(missing_ok=True)  # killed between the first commit and this removal
-            checkpoint = self.load()
-            if checkpoint is not None:
-                self._keep_history(checkpoint.sequence)
+            (self.path / EARLY).unlink(missing_ok=True)  # killed between the first commit and its removal
+        checkpoint = self.load()
+        ledger = self.path / LEDGER
+        if ledger.exists() and ledger.stat().st_size > self._bytes:
+            os.truncate(ledger, self._bytes)
+        if checkpoint is not None and checkpoint.model is not None:
+            self._keep_history(checkpoint.sequence)
+        return checkpoint
 
     def load(self) -> Checkpoint | None:
-        """The last committed checkpoint, or None before the first one."""
-        if not self.current.is_file():
+        """The last committed checkpoint, or None before the first one. Reads only the
+        committed part of the ledger file (no lock needed: nothing is changed)."""
+        model = None
+        if self.current.is_file():
+            document, arrays = read_model(self.current)
+            watch = document.get("watch")
+            where = self.current
+        elif (self.path / EARLY).is_file():
+            try:
+                watch = json.loads((self.path / EARLY).read_text())
+            except ValueError as exc:
+                raise ModelFileError(f"{self.path / EARLY}: corrupt watcher checkpoint ({exc})") from None
+            where = self.path / EARLY
+        else:
+            self._entries, self._bytes, self._hash = 0, 0, hashlib.sha256()
             return None
-        document, arrays = read_model(self.current)
-        watch = document.get("watch")
         if not isinstance(watch, dict) or watch.get("format") != WATCH_FORMAT:
-            raise ModelFileError(f"{self.current}: a model file, but not a watcher checkpoint (no ledger)")
+            raise ModelFileError(f"{where}: not a watcher checkpoint (no ledger)")
         if watch.get("version") != WATCH_VERSION:
-            raise ModelFileError(f"{self.current}: watcher checkpoint version {watch.get('version')!r} is not supported")
+            raise ModelFileError(f"{where}: watcher checkpoint version {watch.get('version')!r} is not supported")
         try:
-            model = StreamingGaussianMixture._from_document(document, arrays)
+            if where == self.current:
+                model = StreamingGaussianMixture._from_document(document, arrays)
+            sequence, size, digest = int(watch["sequence"]), int(watch["ledger_bytes"]), str(watch["ledger_sha256"])
+            updated, config = str(watch["updated"]), dict(watch.get("config", {}))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"{self.current}: corrupt model file ({exc})") from None
-        return Checkpoint(model, list(watch["ledger"]), int(watch["sequence"]), str(watch["updated"]),
-                          dict(watch.get("config", {})))
+            raise ModelFileError(f"{where}: corrupt watcher checkpoint ({exc})") from None
+        ledger, running = self._read_ledger(size, digest, sequence)
+        self._entries, self._bytes, self._hash = sequence, size, running
+        return Checkpoint(model, ledger, sequence, updated, config)
 
-    def commit(self, model: StreamingGaussianMixture, ledger: list[dict[str, Any]], config: dict[str, Any]) -> int:
-        """Write the checkpoint (model and ledger) atomically; return its sequence number, the
-        number of ledger entries. The caller holds the lock."""
+    def _read_ledger(self, size: int, digest: str, entries: int) -> tuple[list[dict[str, Any]], Any]:
+        path = self.path / LEDGER
+        data = b""
+        if size:
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read(size)
+            except FileNotFoundError:
+                raise ModelFileError(f"{path}: missing, but the checkpoint commits {entries} entries of it") from None
+        running = hashlib.sha256(data)
+        if len(data) != size or running.hexdigest() != digest:
+            raise ModelFileError(f"{path}: its first {size} bytes are not those the checkpoint committed (damaged?)")
+        ledger = [json.loads(line) for line in data.splitlines()]
+        if len(ledger) != entries:
+            raise ModelFileError(f"{path}: {len(ledger)} committed entries, the checkpoint says {entries}")
+        return ledger, running
+
+    def commit(
+        self, model: StreamingGaussianMixture | None, ledger: list[dict[str, Any]], config: dict[str, Any]
+    ) -> int:
+        """Commit ``model`` with ``ledger`` (the committed entries plus new ones); return the
+        sequence number, the number of entries. The caller holds the lock.
+
+        The new entries are appended to ledger.jsonl and fsynced, then the checkpoint naming the
+        ledger's new length and hash is written to a temporary file, fsynced and renamed: the
+        commit point. Entries appended by a commit killed before its rename are cut on restart.
+        Without a model yet, the checkpoint is ``ledger-before-model.json``."""
         sequence = len(ledger)
-        document, arrays = model._model_document()
-        document["watch"] = {
+        if sequence < self._entries:
+            raise ValueError(f"the ledger has {sequence} entries, fewer than the {self._entries} committed")
+        data = b"".join(json.dumps(entry, sort_keys=True).encode() + b"\n" for entry in ledger[self._entries:])
+        fd = os.open(self.path / LEDGER, os.O_WRONLY | os.O_CREAT, 0o666)
+        try:
+            os.ftruncate(fd, self._bytes)  # nothing uncommitted before the new entries
+            os.pwrite(fd, data, self._bytes)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        running = self._hash.copy()
+        running.update(data)
+        watch = {
             "format": WATCH_FORMAT, "version": WATCH_VERSION, "sequence": sequence, "updated": now_iso(),
-            "config": config, "ledger": ledger,
+            "config": config, "ledger_bytes": self._bytes + len(data), "ledger_sha256": running.hexdigest(),
         }
         crash_point("before_temp", sequence)
-        tmp = self.path / f".{CURRENT}.{secrets.token_hex(8)}.tmp"
+        target = self.current if model is not None else self.path / EARLY
+        tmp = self.path / f".{target.name}.{secrets.token_hex(8)}.tmp"
         try:
             with create_new(tmp) as raw:
-                write_model_to(raw, document, arrays)
+                if model is not None:
+                    document, arrays = model._model_document()
+                    write_model_to(raw, {**document, "watch": watch}, arrays)
+                else:
+                    raw.write(json.dumps(watch, indent=1).encode())
                 raw.flush()
                 os.fsync(raw.fileno())
             crash_point("before_rename", sequence)
-            os.replace(tmp, self.current)  # the commit point
+            os.replace(tmp, target)  # the commit point
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         fsync_directory(self.path)
+        self._entries, self._bytes, self._hash = sequence, self._bytes + len(data), running
         crash_point("after_rename", sequence)
-        (self.path / EARLY).unlink(missing_ok=True)  # its entries are in this ledger now
-        self._keep_history(sequence)
+        if model is not None:
+            (self.path / EARLY).unlink(missing_ok=True)  # this checkpoint has taken it over
+            self._keep_history(sequence)
         return sequence
-
-    def commit_early_ledger(self, ledger: list[dict[str, Any]], config: dict[str, Any]) -> int:
-        """Before the first model exists (every file so far quarantined or empty), commit the
-        ledger alone, atomically; the first model checkpoint takes it over."""
-        body = {"format": WATCH_FORMAT, "version": WATCH_VERSION, "sequence": len(ledger), "updated": now_iso(),
-                "config": config, "ledger": ledger}
-        write_bytes_atomically(self.path / EARLY, json.dumps(body, indent=1).encode())
-        return len(ledger)
-
-    def load_early_ledger(self) -> tuple[list[dict[str, Any]], str] | None:
-        """(ledger, time of update) committed before the first model, if any and no model since."""
-        if self.current.is_file() or not (self.path / EARLY).is_file():
-            return None
-        try:
-            body = json.loads((self.path / EARLY).read_text())
-            return list(body["ledger"]), str(body["updated"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ModelFileError(f"{self.path / EARLY}: corrupt watcher ledger ({exc})") from None
 
     def _keep_history(self, sequence: int) -> None:
         """``models/NNNNNNNN.model`` for this checkpoint (a hard link: no copy), and only the
@@ -248,7 +303,7 @@ def history_files(path: str | os.PathLike[str]) -> list[Path]:
 
 
 def is_state_directory(path: str | os.PathLike[str]) -> bool:
-    return os.path.isdir(path) and (os.path.isfile(os.path.join(path, CURRENT)) or os.path.isfile(os.path.join(path, LOCK)))
+    return os.path.isdir(path) and any(os.path.isfile(os.path.join(path, name)) for name in (CURRENT, EARLY, LOCK))
 
 
 def state_summary(path: str | os.PathLike[str], recent: int = 10) -> tuple[dict[str, Any], StreamingGaussianMixture | None]:
@@ -258,8 +313,7 @@ def state_summary(path: str | os.PathLike[str], recent: int = 10) -> tuple[dict[
     state = StateDirectory(path)
     checkpoint = state.load()
     if checkpoint is None:
-        early = state.load_early_ledger()
-        ledger, sequence, updated, model = (early[0], len(early[0]), early[1], None) if early else ([], 0, None, None)
+        ledger, sequence, updated, model = [], 0, None, None
     else:
         ledger, sequence, updated, model = checkpoint.ledger, checkpoint.sequence, checkpoint.updated, checkpoint.model
     kept = history_files(path)

@@ -60,7 +60,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .assignment import assign
-from .checkpoint import StateDirectory, crash_point, fsync_directory, now_iso
+from .checkpoint import Checkpoint, StateDirectory, crash_point, fsync_directory, now_iso
 from .columns import DataError, check_nan_policy
 from .estimator import StreamingGaussianMixture
 from .parquet_source import ParquetSource
@@ -202,6 +202,7 @@ class Watcher:
         self._stop = threading.Event()
         self._observed: dict[str, tuple[int, int]] = {}
         self._consumed: dict[str, dict[str, Any]] = {}  # content hash -> first ledger entry consuming it
+        self._handled: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) of every entry
         # Settings are checked now: found while reading a file, they would quarantine every file.
         check_nan_policy(nan_policy)
         if n_components is not None:
@@ -215,8 +216,8 @@ class Watcher:
         summary = WatchSummary(str(self.state.path))
         handlers = self._install_signal_handlers(summary)
         try:
-            with self.state.locked():
-                self._start()
+            with self.state.locked() as checkpoint:
+                self._start(checkpoint)
                 summary.sequence = len(self.ledger)
                 while not self._stop.is_set():
                     processed, settling = self._poll(summary)
@@ -243,10 +244,12 @@ class Watcher:
 
         return {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
 
-    def _start(self) -> None:
+    def _start(self, checkpoint: Checkpoint | None) -> None:
         """The model and ledger to continue from: the last checkpoint, else a new start."""
-        checkpoint = self.state.load()
         if checkpoint is not None:
+            self.ledger = checkpoint.ledger
+            self.log(f"resuming from checkpoint {checkpoint.sequence} ({len(self.ledger)} file(s) seen)")
+        if checkpoint is not None and checkpoint.model is not None:
             model = checkpoint.model
             if self.n_components is not None and self.n_components != model.n_components:
                 raise ValueError(f"{self.state.path} holds a model of {model.n_components} components, "
@@ -254,17 +257,14 @@ class Watcher:
             names = model._feature_names()
             if self.columns is not None and names is not None and self.columns != names:
                 raise ValueError(f"{self.state.path} holds a model of columns {names}, not {self.columns}")
-            self.model, self.ledger = model, checkpoint.ledger
-            self.log(f"resuming from checkpoint {checkpoint.sequence} ({len(self.ledger)} file(s) seen)")
+            self.model = model
         elif self.init_model is not None:
             self.model = StreamingGaussianMixture.load(self.init_model)
         elif self.n_components is None:
             raise ValueError(f"{self.state.path} holds no model yet: give n_components (-k) or an initial model (--model)")
         else:
             self.model = None
-        if checkpoint is None:
-            early = self.state.load_early_ledger()
-            self.ledger = early[0] if early else []
+        self._handled = {(e["path"], e["size"], e["mtime_ns"]) for e in self.ledger}
         for entry in self.ledger:
             if entry["status"] == "consumed":
                 self._consumed.setdefault(entry["sha256"], entry)
@@ -290,7 +290,7 @@ class Watcher:
 
     def _poll(self, summary: WatchSummary) -> tuple[int, int]:
         """Consume the files that are ready; return (files handled, files still settling)."""
-        handled = {(e["path"], e["size"], e["mtime_ns"]) for e in self.ledger}
+        handled = self._handled
         processed = settling = 0
         now = time.time_ns()
         for file in landing_files(self.landing):
@@ -310,7 +310,6 @@ class Watcher:
                 settling += 1  # changed while being read
                 continue
             processed += 1
-            handled.add((file.relative, file.size, file.mtime_ns))
             status = entry["status"]
             summary.files_consumed += status == "consumed"
             summary.files_quarantined += status == "quarantined"
@@ -402,12 +401,11 @@ class Watcher:
         """Add the entry to the ledger and commit it with ``model`` (the ledger alone before the
         first model exists)."""
         entry["at"] = now_iso()
+        self.state.commit(model, self.ledger + [entry], self._config())
         if model is not None:
-            self.state.commit(model, self.ledger + [entry], self._config())
             self.model = model
-        else:
-            self.state.commit_early_ledger(self.ledger + [entry], self._config())
         self.ledger.append(entry)
+        self._handled.add((entry["path"], entry["size"], entry["mtime_ns"]))
         if entry["status"] == "consumed":
             self._consumed.setdefault(entry["sha256"], entry)
         what = {

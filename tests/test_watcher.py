@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from streamgmm import ParquetSource, StreamingGaussianMixture
+from streamgmm import ModelFileError, ParquetSource, StreamingGaussianMixture
 from streamgmm.checkpoint import CRASH_ENV, StateDirectory
 from streamgmm.datasets import match_components, random_mixture, sample_mixture
 from streamgmm.watcher import watch
@@ -167,6 +167,8 @@ def test_killed_at_every_crash_point_then_restarted_ends_with_the_uninterrupted_
     for path in files:
         assert pq.read_table(out / path.name).equals(pq.read_table(ref_out / path.name))
     assert temporaries(state) == temporaries(out) == []
+    # Entries appended by the commits killed before their rename were cut on restart.
+    assert len((state / "ledger.jsonl").read_text().splitlines()) == N_FILES
     assert sorted(p.name for p in (state / "models").iterdir()) == [f"{n:08d}.model" for n in (4, 5, 6)]
 
     info = subprocess.run([sys.executable, "-m", "streamgmm", "info", str(state), "--json"],
@@ -357,3 +359,8 @@ def test_files_quarantined_before_any_model_are_kept_in_the_ledger(truth, tmp_pa
     assert [e["status"] for e in ledger(state)] == ["quarantined", "consumed", "consumed"]
     assert not (state / "ledger-before-model.json").exists()
     assert_same_model(StreamingGaussianMixture.load(state / "current.model"), oracle(files))
+    # A ledger damaged after its commit is an error naming it, not a silent re-consumption.
+    ledger_file = state / "ledger.jsonl"
+    ledger_file.write_text(ledger_file.read_text().replace('"quarantined"', '"consumed"   '))
+    with pytest.raises(ModelFileError, match="ledger.jsonl: its first .* bytes are not those the checkpoint committed"):
+        watch(directory, state, settle=0, once=True)
