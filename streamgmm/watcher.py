@@ -393,7 +393,9 @@ class Watcher:
         return file.relative
 
     def _quarantined(self, entry: dict[str, Any], reason: str) -> dict[str, Any]:
-        entry.update(status="quarantined", reason=reason, records_used=0, records_skipped=0)
+        # Whatever the failed attempt filled in (e.g. an update whose output then failed) is void.
+        entry.update(status="quarantined", reason=reason, records_used=0, records_skipped=0, step=None,
+                     mean_shift=None, weight_shift=None, output=None)
         self.state.record_quarantine(entry)
         return entry
 
