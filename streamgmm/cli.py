@@ -5,7 +5,10 @@
                   [--nan-policy raise|skip] [--seed S] [--json] [-q]
     streamgmm assign SOURCE... --model PATH --out DIR [--keep id,...] [--dtype float32]
                   [--nan-policy raise|skip] [--overwrite] [--json] [-q]
-    streamgmm info PATH [--json]        (a model file, an output file or directory, or any Parquet data)
+    streamgmm watch LANDING_DIR --state STATE_DIR [-k K --columns a,b --seed S | --model INIT_MODEL]
+                  [--interval S] [--settle S] [--step-floor F] [--assign-out DIR] [--once] [--json] [-q]
+    streamgmm info PATH [--json]        (a model file, an output file or directory, a watcher's state
+                                         directory, or any Parquet data)
 
 Progress bars (records, records/s, ETA) go to stderr on a terminal; ``-q`` or a non-terminal
 silences them. ``--json`` prints one machine-readable summary on stdout. Bad input exits with
@@ -33,6 +36,7 @@ import pyarrow.dataset as ds
 from tqdm import tqdm
 
 from .assignment import SUCCESS, assign, is_output_file, read_output_metadata
+from .checkpoint import StateDirectoryBusy, is_state_directory, state_summary
 from .columns import DataError
 from .estimator import StreamingGaussianMixture
 from .model_file import ModelFileError
@@ -132,7 +136,26 @@ def build_parser() -> argparse.ArgumentParser:
     assign_.add_argument("--overwrite", action="store_true", help="replace an earlier output in --out")
     common(assign_)
 
-    info = commands.add_parser("info", help="describe a model file, an output file/directory, or Parquet data")
+    watch = commands.add_parser("watch", help="keep a model current as Parquet files arrive in a directory")
+    watch.add_argument("landing", metavar="LANDING_DIR", help="directory new Parquet files arrive in")
+    watch.add_argument("--state", required=True, metavar="STATE_DIR", help="checkpoint, ledger and history")
+    watch.add_argument("-k", "--components", type=positive_int, help="number of components of a new model")
+    watch.add_argument("--columns", type=column_list, help="feature columns of a new model (default: numeric)")
+    watch.add_argument("--covariance", choices=["full", "tied", "diag", "spherical"], default="full")
+    watch.add_argument("--seed", type=int, default=0, help="random seed of a new model (default 0)")
+    watch.add_argument("--model", help="start from this saved model instead of -k")
+    watch.add_argument("--step-floor", type=float, help="keep the step size above F to follow drift (e.g. 0.05)")
+    watch.add_argument("--batch-size", type=positive_int, default=None, help="records per mini-batch")
+    watch.add_argument("--nan-policy", choices=["raise", "skip"], default="raise",
+                       help="null/NaN/inf features: quarantine the file (default), or skip those rows")
+    watch.add_argument("--interval", type=float, default=1.0, help="seconds between looks (default 1)")
+    watch.add_argument("--settle", type=float, default=1.0, help="seconds a file must be unmodified (default 1)")
+    watch.add_argument("--assign-out", metavar="DIR", help="also write each new file's responsibilities here")
+    watch.add_argument("--keep-models", type=positive_int, default=10, help="checkpoints kept in STATE_DIR/models")
+    watch.add_argument("--once", action="store_true", help="consume the files there, then exit")
+    common(watch)
+
+    info = commands.add_parser("info", help="describe a model, an output, a watcher's state directory, or Parquet data")
     info.add_argument("path")
     info.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     return parser
@@ -234,10 +257,29 @@ def run_assign(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def run_watch(args: argparse.Namespace) -> dict[str, Any]:
+    from .watcher import watch  # the daemon's imports only for the daemon
+
+    def log(line: str) -> None:
+        print(f"streamgmm: watch: {line}", file=sys.stderr, flush=True)
+
+    summary = watch(
+        args.landing, args.state, once=args.once, n_components=args.components, columns=args.columns,
+        covariance_type=args.covariance, seed=args.seed, init_model=args.model, step_floor=args.step_floor,
+        batch_size=args.batch_size, nan_policy=args.nan_policy, interval=args.interval, settle=args.settle,
+        assign_out=args.assign_out, keep_models=args.keep_models, log=None if args.quiet else log,
+    )
+    model = os.path.join(summary.state, "current.model")
+    return {"command": "watch", **vars(summary), "model": model if os.path.isfile(model) else None}
+
+
 def run_info(args: argparse.Namespace) -> dict[str, Any]:
     path = args.path
     if not os.path.exists(path) and not glob.has_magic(path) and "://" not in path:
         raise CommandError(f"{path}: no such file or directory")
+    if is_state_directory(path):
+        summary, model = state_summary(path)
+        return {**summary, **(model_summary(model) if model is not None else {})}
     if os.path.isdir(path) and os.path.exists(os.path.join(path, SUCCESS)):
         with open(os.path.join(path, SUCCESS)) as handle:
             return {"kind": "output directory", "path": path, **json.load(handle)}
@@ -309,6 +351,15 @@ def describe(result: dict[str, Any]) -> str:
             f"wrote responsibilities of {result['records']:,} records ({result['skipped']:,} skipped, null) "
             f"to {result['files']} file(s) in {result['out']} in {result['seconds']:.1f} s"
         )
+    if kind == "watch":
+        return (
+            f"watch: {result['files_consumed']} file(s) consumed ({result['records_used']:,} records, "
+            f"{result['records_skipped']:,} skipped), {result['files_quarantined']} quarantined, "
+            f"{result['files_duplicate']} duplicate(s); model at {result['model'] or 'none yet'}"
+            + (f"; stopped by {result['stopped_by']}" if result["stopped_by"] else "")
+        )
+    if kind == "watch state":
+        return describe_state(result)
     if kind == "parquet data":
         lines = [
             f"{result['path']}: Parquet data, {result['records']:,} records in {result['files']} file(s), "
@@ -346,6 +397,30 @@ def describe(result: dict[str, Any]) -> str:
     return "\n".join(lines + component_table(result["weights"], result["means"]))
 
 
+def describe_state(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['path']}: watcher state, {result['files_consumed']} file(s) consumed, "
+        f"{result['files_quarantined']} quarantined, {result['files_duplicate']} duplicate(s); "
+        f"{result['records_used']:,} records used, {result['records_skipped']:,} skipped; "
+        f"last update {result['last_update'] or 'never'}"
+    ]
+    if result["model"] is None:
+        return lines[0] + " (no model yet)"
+    lines.append(f"{result['n_components']} {result['covariance_type']} components over "
+                 f"{', '.join(result['feature_names'])}, {result['n_steps']:,} online steps, step floor {result['step_floor']}")
+    lines += component_table(result["weights"], result["means"])
+    lines.append("recent files (largest move of a mean, of a weight):")
+    for entry in result["recent"]:
+        moved = "" if entry["mean_shift"] is None else f"  {entry['mean_shift']:.4g}, {entry['weight_shift']:.4g}"
+        lines.append(f"  {entry['sequence']:>6}  {entry['status']:<11} {entry['records_used']:>10,}  {entry['path']}{moved}")
+    if result["mean_displacement_since_oldest_kept"] is not None:
+        shown = ", ".join(f"{v:.4g}" for v in result["mean_displacement_since_oldest_kept"])
+        lines.append(f"means moved since {result['models'][0]} (oldest kept): [{shown}]")
+    for entry in result["quarantined"][-5:]:
+        lines.append(f"quarantined {entry['path']}: {entry['reason']}")
+    return "\n".join(lines)
+
+
 def lower_bound_text(result: dict[str, Any]) -> str:
     if result["algorithm"] == "batch":
         return f"mean log-likelihood {result['lower_bound']:.4f}"
@@ -366,7 +441,7 @@ def _one_or_many(sources: list[str]) -> str | list[str]:
     return sources[0] if len(sources) == 1 else sources
 
 
-COMMANDS = {"fit": run_fit, "assign": run_assign, "info": run_info}
+COMMANDS = {"fit": run_fit, "assign": run_assign, "watch": run_watch, "info": run_info}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -382,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # Python's two-line source-location format.
                 for message in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
                     print(f"streamgmm: warning: {message}", file=sys.stderr)
-    except (CommandError, DataError, ModelFileError, ValueError, TypeError, OSError) as exc:
+    except (CommandError, DataError, ModelFileError, StateDirectoryBusy, ValueError, TypeError, OSError) as exc:
         message = " ".join(str(exc).split())  # one line, whatever the exception carried
         print(f"streamgmm: error: {message}", file=sys.stderr)
         return 1

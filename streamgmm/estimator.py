@@ -527,6 +527,10 @@ class StreamingGaussianMixture:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model, its running statistics and step counter (see :mod:`streamgmm.model_file`)."""
+        write_model(path, *self._model_document())
+
+    def _model_document(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What :meth:`save` writes: the JSON document and the arrays."""
         self._check_fitted()
         state = self._state
         arrays: dict[str, np.ndarray] = {
@@ -565,7 +569,7 @@ class StreamingGaussianMixture:
                 "statistics_log_likelihood": state.statistics.log_likelihood,
             },
         }
-        write_model(path, document, arrays)
+        return document, arrays
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> StreamingGaussianMixture:

@@ -18,7 +18,7 @@ import json
 import os
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -35,14 +35,20 @@ class ModelFileError(ValueError):
 
 
 def write_model(path: str | os.PathLike[str], document: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    body = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **document, "arrays": sorted(arrays)}
     with atomic_path(path) as tmp, create_new(tmp) as raw:
-        with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as archive:
-            archive.writestr(DOCUMENT, json.dumps(body, indent=1, sort_keys=True))
-            for name, value in arrays.items():
-                buffer = io.BytesIO()
-                np.lib.format.write_array(buffer, np.asarray(value), allow_pickle=False)
-                archive.writestr(f"{ARRAY_DIR}{name}.npy", buffer.getvalue())
+        write_model_to(raw, document, arrays)
+
+
+def write_model_to(raw: BinaryIO, document: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """The model file's bytes, to an open binary file (for callers that own the commit, such as
+    the watcher's checkpoint)."""
+    body = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **document, "arrays": sorted(arrays)}
+    with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr(DOCUMENT, json.dumps(body, indent=1, sort_keys=True))
+        for name, value in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.asarray(value), allow_pickle=False)
+            archive.writestr(f"{ARRAY_DIR}{name}.npy", buffer.getvalue())
 
 
 def read_model(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
