@@ -403,3 +403,25 @@ def test_dask_ml_incremental_uses_partial_fit(client, data) -> None:
     np.testing.assert_allclose(fitted.means_, local.means_, rtol=0, atol=1e-12)
     labels = incremental.predict(array).compute()
     np.testing.assert_array_equal(labels, local.predict(X))
+
+
+def test_dask_cluster_job_fits_and_scores_a_lake_on_a_local_cluster(lake, tmp_path) -> None:
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "pipelines" / "dask_cluster_job.py"
+    result = subprocess.run(
+        [sys.executable, str(script), str(lake.path), "--out", "scored", "--workers", "2", "-k", "3",
+         "--passthrough", "id", "--keep", "id"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    fitted, scored = (json.loads(line) for line in result.stdout.splitlines())
+    assert fitted["workers"] == 2 and fitted["records"] == scored["records"] == 24_000
+    assert fitted["features"] == lake.feature_names and scored["files"] == 6
+    model = StreamingGaussianMixture.load(tmp_path / "scored.model.sgmm")
+    truth, names = read_truth(lake.path)
+    held_out = pq.read_table(lake.held_out_path, columns=names).to_pandas().to_numpy()
+    assert truth.log_likelihood(held_out).mean() - model.score(held_out) < 0.01
+    assert sorted(p.relative_to(tmp_path / "scored").as_posix() for p in (tmp_path / "scored").rglob("*.parquet")) \
+        == lake.files
+    assert (tmp_path / "scored" / "_SUCCESS").exists()
