@@ -71,7 +71,7 @@ def write_on_dask(
         futures = source.client.compute(tasks)
         # Wait for every partition, failed or not, before cleaning up: a task still running
         # would otherwise write its file after the others were removed.
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=source.client.loop):
             if progress is not None and future.status == "finished":
                 outcome = future.result()
                 if isinstance(outcome, dict):

@@ -343,12 +343,12 @@ class StreamingGaussianMixture:
             source = self._source(X) if warm else as_source(X, n_features=self._user_init_n_features())
         if isinstance(source, ArraySource):
             self._check_enough_records(len(source))
+        run_batch, run_online, online_options = self._runners(source, partitions_per_step)
         rng = make_rng(self.random_state)
         if warm:
             params, shift = self._state.params, self._state.statistics.shift
         else:
             params, shift = self._initial_params(source, source.n_features, rng)
-        run_batch, run_online, online_options = self._runners(source, partitions_per_step)
         if self.algorithm == "batch":
             result = run_batch(
                 source, params, shift=shift, reg_covar=self.reg_covar, tol=self.tol,
@@ -509,6 +509,11 @@ class StreamingGaussianMixture:
     def _source(self, X: Any) -> ChunkSource:
         """``X`` as a source for a fitted model: tabular input read by ``feature_names_in_``,
         anything else checked against ``n_features_in_``."""
+        if is_dask_collection(X):
+            raise TypeError(
+                "predict, score and friends run in this process and would collect the Dask collection here; "
+                "use assign(model, X, out, client=...) to score it on the workers, or X.map_partitions(model.predict)"
+            )
         source = as_source(X, n_features=self.n_features_in_, feature_names=self._feature_names())
         if source.n_features is not None and source.n_features != self.n_features_in_:
             raise ValueError(

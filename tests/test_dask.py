@@ -382,6 +382,12 @@ def test_fit_options_are_checked(data) -> None:
         StreamingGaussianMixture(2).fit(da.from_array(X, chunks=(5000, 2)), partitions_per_step=0)
     with pytest.raises(ValueError, match="shuffle"):
         StreamingGaussianMixture(2, shuffle="records").fit(da.from_array(X, chunks=(5000, 2)))
+    with pytest.raises(TypeError, match="assign"):
+        StreamingGaussianMixture(2).fit(X).predict(da.from_array(X, chunks=(5000, 2)))
+    bad = X.copy()
+    bad[7000, 0] = np.inf
+    with pytest.raises(DataError, match=r"dask partition 1, row 1000, column 'a'"):
+        StreamingGaussianMixture(2).fit(dd.from_pandas(pd.DataFrame(bad, columns=["a", "b"]), npartitions=2))
     with pytest.raises(TypeError, match="never streamed to the client"):
         next(iter(dask_source(da.from_array(X, chunks=(5000, 2))).batches(10)))
 
