@@ -139,6 +139,23 @@ def test_batch_em_over_a_lake_with_a_client_equals_the_local_lake_fit(client, la
     assert_same_model(threads, local)
 
 
+def test_nan_policy_skip_on_the_workers_skips_what_the_local_lake_skips(client, data, tmp_path) -> None:
+    import pyarrow as pa
+
+    X, _ = data
+    X = X.copy()
+    X[[5, 700, 8000], [0, 1, 0]] = np.nan
+    for i, rows in enumerate(np.array_split(np.arange(X.shape[0]), 3)):
+        pq.write_table(pa.table({"a": X[rows, 0], "b": X[rows, 1]}), tmp_path / f"part-{i}.parquet", row_group_size=1500)
+    source = ParquetSource(tmp_path, nan_policy="skip")
+    params = dict(n_components=3, algorithm="batch", tol=1e-6, max_iter=50, **start_of(X[np.isfinite(X).all(1)], 3))
+    on_cluster = StreamingGaussianMixture(**params).fit(source, client=client)
+    local = StreamingGaussianMixture(**params).fit(source)
+    assert on_cluster.n_skipped_ == local.n_skipped_ == 3
+    assert on_cluster.records_seen_ == X.shape[0] - 3
+    assert_same_model(on_cluster, local)
+
+
 def test_reseeding_from_the_worst_records_matches_single_process(client, data) -> None:
     """A start with a component far from every record collapses; both re-seed it onto the
     pass's worst-explained records (merged per partition on the cluster)."""
