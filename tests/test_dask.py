@@ -114,6 +114,10 @@ def test_batch_em_on_the_cluster_equals_single_process_batch_em(client, data, co
     assert_same_model(on_cluster, reference)
     assert list(on_cluster.feature_names_in_) == ["a", "b"]
     assert on_cluster.records_seen_ == X.shape[0]
+    # warm_start continues from the fitted model, reading the frame by its column names.
+    means = on_cluster.means_.copy()
+    on_cluster.set_params(warm_start=True).fit(frame.assign(c=frame["a"] * 0)[["c", "b", "a"]], client=client)
+    assert on_cluster.n_iter_ <= 2 and np.abs(on_cluster.means_ - means).max() < 1e-3
 
 
 def test_batch_em_on_dask_array_with_local_threads_equals_run_batch_em(data) -> None:
