@@ -52,6 +52,7 @@ import pyarrow.parquet as pq
 from .arrow_source import is_dataframe
 from .atomic_write import atomic_path, write_bytes_atomically
 from .columns import DataError, FeatureReader, check_column, check_nan_policy
+from .dask_source import is_dask_collection
 from .inputs import is_arrow_stream, is_path_like
 from .parquet_source import READ_BATCH, LakeFile, ParquetSource
 from .params import MixtureParams
@@ -115,6 +116,7 @@ def assign(
     overwrite: bool = False,
     batch_size: int = 16384,
     progress: Callable[[int], None] | None = None,
+    client: Any = None,
 ) -> AssignSummary:
     """Write the responsibilities of every record of ``source`` under the directory ``out``.
 
@@ -126,7 +128,14 @@ def assign(
     ``overwrite`` replaces an earlier output of this function (never another directory).
     ``batch_size`` records go through the E-step at a time (16384: faster than larger batches,
     whose (records x K*d) intermediates fall out of cache, and ~100 MB less memory than 65536 for
-    K=8, d=16). ``progress`` is called with the number of records of each batch done.
+    K=8, d=16). ``progress`` is called with the number of records of each batch done (on Dask:
+    of each partition written).
+
+    On Dask: a ``dask.dataframe.DataFrame`` or ``dask.array.Array`` is written one file per
+    partition (``part-00000.parquet``, ...), a Parquet lake given with a ``client`` one file per
+    input file as above, each by the worker that reads it; ``client`` is a ``distributed.Client``
+    (default: Dask's current scheduler). Columns, metadata, atomic renames and ``_SUCCESS`` are
+    as for the local pass; the workers must see ``out`` (a shared filesystem).
     """
     from .estimator import StreamingGaussianMixture  # the face this sink serves; imported late
 
@@ -148,7 +157,13 @@ def assign(
     if nan_policy is None:
         nan_policy = source.nan_policy if isinstance(source, ParquetSource) else "raise"
     check_nan_policy(nan_policy)
-    parts, inputs_base = _parts(source, names, params.n_features, keep, nan_policy)
+    on_dask = client is not None or is_dask_collection(source)
+    if on_dask:
+        from .dask_assign import dask_parts, write_on_dask  # the Dask sink, only when asked for
+
+        dask_input, inputs_base = dask_parts(source, names, params.n_features, keep, nan_policy, client)
+    else:
+        parts, inputs_base = _parts(source, names, params.n_features, keep, nan_policy)
     features = names if names is not None else [f"x{j}" for j in range(params.n_features)]
 
     out = os.path.abspath(os.fspath(out))
@@ -158,27 +173,50 @@ def assign(
     Path(out, SUCCESS).unlink(missing_ok=True)
 
     summary = AssignSummary(out, params.fingerprint())
-    metadata = _file_metadata(params, features, keep, summary.fingerprint, dtype)
+    writer = PartWriter(
+        out, params, features, nan_policy, _file_metadata(params, features, keep, summary.fingerprint, dtype),
+        RESULT_DTYPES[dtype], batch_size,
+    )
     start = time.perf_counter()
-    written: list[Path] = []
-    try:
-        for part in parts:
-            reader = FeatureReader(features, nan_policy)
-            target = Path(out, part.output)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            schema = output_schema(part.keep_fields, params.n_components, RESULT_DTYPES[dtype]).with_metadata(metadata)
-            rows = _write_part(part, target, reader, params, schema, batch_size, progress)
-            written.append(target)
-            summary.files.append({"input": part.input, "output": part.output, "rows": rows, "skipped": reader.skipped})
-    except BaseException:
-        # A run that fails leaves none of its files: a half set would look like a whole one.
-        _remove(out, [os.path.relpath(path, out) for path in written])
-        raise
+    if on_dask:
+        # Every partition written on the workers, or (on any failure) none of them.
+        summary.files = write_on_dask(dask_input, writer, progress)
+    else:
+        try:
+            for part in parts:
+                summary.files.append(writer.write(part, progress))
+        except BaseException:
+            # A run that fails leaves none of its files: a half set would look like a whole one.
+            _remove(out, [entry["output"] for entry in summary.files])
+            raise
     summary.seconds = time.perf_counter() - start
     _remove(out, earlier - {entry["output"] for entry in summary.files} - {SUCCESS})
     manifest = _manifest(summary, params, features, keep, dtype, nan_policy)
     write_bytes_atomically(Path(out, SUCCESS), json.dumps(manifest, indent=1).encode())
     return summary
+
+
+@dataclass(frozen=True)
+class PartWriter:
+    """Writes one part's output file (atomically) with the run's schema and metadata. Small and
+    picklable: on Dask it travels to the workers that write the partitions."""
+
+    out: str
+    params: MixtureParams
+    features: list[str]
+    nan_policy: str
+    metadata: dict[bytes, bytes]
+    result_type: pa.DataType
+    batch_size: int
+
+    def write(self, part: _Part, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Write ``part`` to its output file; its ``_SUCCESS`` entry."""
+        reader = FeatureReader(self.features, self.nan_policy)
+        target = Path(self.out, part.output)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        schema = output_schema(part.keep_fields, self.params.n_components, self.result_type).with_metadata(self.metadata)
+        rows = _write_part(part, target, reader, self.params, schema, self.batch_size, progress)
+        return {"input": part.input, "output": part.output, "rows": rows, "skipped": reader.skipped}
 
 
 def _manifest(
@@ -338,20 +376,27 @@ def _parts(
                     )
             parts.append(_Part(file.path, file.relative_path, row_groups, keep_fields))
         return parts, lake.base_dir
-    table = _as_table(source, names, n_features)
+    return [_table_part(_as_table(source, names, n_features), names, n_features, keep)], None
+
+
+def _table_part(
+    table: pa.Table, names: list[str] | None, n_features: int, keep: list[str], where: str = "table",
+    output: str = SINGLE_OUTPUT,
+) -> _Part:
+    """An in-memory table as one output file, in row groups of ``TABLE_ROW_GROUP`` records."""
     for name in keep:
         if table.schema.get_field_index(name) < 0:
-            raise DataError(f"table: no column {name!r} to keep (columns: {', '.join(table.schema.names)})")
+            raise DataError(f"{where}: no column {name!r} to keep (columns: {', '.join(table.schema.names)})")
     features = names if names is not None else [f"x{j}" for j in range(n_features)]
     for name in features:
-        check_column(table.schema, name, "table")
+        check_column(table.schema, name, where)
 
     def row_groups() -> Iterator[Batches]:
         for start in range(0, table.num_rows, TABLE_ROW_GROUP):
             group = table.slice(start, TABLE_ROW_GROUP)
-            yield ((batch, "table", start + offset) for batch, offset in _with_offsets(group.to_batches()))
+            yield ((batch, where, start + offset) for batch, offset in _with_offsets(group.to_batches()))
 
-    return [_Part("table", SINGLE_OUTPUT, row_groups, tuple(table.schema.field(name) for name in keep))], None
+    return _Part(where, output, row_groups, tuple(table.schema.field(name) for name in keep))
 
 
 def _with_offsets(batches: list[pa.RecordBatch]) -> Iterator[tuple[pa.RecordBatch, int]]:

@@ -2,9 +2,9 @@
 
     streamgmm fit SOURCE... -k K --model PATH [--covariance full] [--columns a,b] [--passthrough id]
                   [--filter 'day>=3'] [--algorithm online|batch] [--batch-size N] [--passes P]
-                  [--nan-policy raise|skip] [--seed S] [--json] [-q]
+                  [--nan-policy raise|skip] [--seed S] [--scheduler ADDRESS | --workers N] [--json] [-q]
     streamgmm assign SOURCE... --model PATH --out DIR [--keep id,...] [--dtype float32]
-                  [--nan-policy raise|skip] [--overwrite] [--json] [-q]
+                  [--nan-policy raise|skip] [--overwrite] [--scheduler ADDRESS | --workers N] [--json] [-q]
     streamgmm watch LANDING_DIR --state STATE_DIR [-k K --columns a,b --seed S | --model INIT_MODEL]
                   [--interval S] [--settle S] [--step-floor F] [--assign-out DIR] [--once] [--json] [-q]
     streamgmm info PATH [--json]        (a model file, an output file or directory, a watcher's state
@@ -38,6 +38,7 @@ from tqdm import tqdm
 from .assignment import SUCCESS, assign, is_output_file, read_output_metadata
 from .checkpoint import StateDirectoryBusy, is_state_directory, state_summary
 from .columns import DataError
+from .dask_source import connect
 from .estimator import StreamingGaussianMixture
 from .model_file import ModelFileError
 from .parquet_source import ParquetSource
@@ -109,8 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="null/NaN/inf features: an error (default), or skip those rows")
         sub.add_argument("--batch-size", type=positive_int, default=None, help="records per mini-batch")
 
+    def cluster(sub: argparse.ArgumentParser) -> None:
+        where = sub.add_mutually_exclusive_group()
+        where.add_argument("--scheduler", metavar="ADDRESS",
+                           help="run on the Dask cluster at ADDRESS (e.g. tcp://host:8786); files must be shared")
+        where.add_argument("--workers", type=positive_int, metavar="N",
+                           help="run on a local Dask cluster of N worker processes")
+
     fit = commands.add_parser("fit", help="fit a mixture to Parquet data and save the model")
     reading(fit)
+    cluster(fit)
     fit.add_argument("-k", "--components", type=positive_int, required=True, help="number of components K")
     fit.add_argument("--model", required=True, help="where to write the model file")
     fit.add_argument("--covariance", choices=["full", "tied", "diag", "spherical"], default="full")
@@ -127,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     assign_ = commands.add_parser("assign", help="write per-record responsibilities as Parquet")
     reading(assign_)
+    cluster(assign_)
     assign_.add_argument("--model", required=True, help="a model file written by 'streamgmm fit'")
     assign_.add_argument("--out", required=True, help="output directory")
     assign_.add_argument("--keep", type=column_list, default=[], metavar="COLUMNS",
@@ -219,7 +229,14 @@ def run_fit(args: argparse.Namespace) -> dict[str, Any]:
         **({"batch_size": args.batch_size} if args.batch_size else {}),
     )
     started = time.perf_counter()
-    model.fit(ProgressSource(source, show_progress(args), "fit"))
+    with connect(args.scheduler, args.workers) as client:
+        if client is None:
+            model.fit(ProgressSource(source, show_progress(args), "fit"))
+        else:
+            # On the cluster the visit is shuffled by partition (file), not by row group; progress
+            # is the dashboard's.
+            model.set_params(shuffle=args.shuffle == "row_groups")
+            model.fit(source, client=client)
     seconds = time.perf_counter() - started
     model.save(args.model)
     records = model.records_seen_ // max(model.n_iter_, 1) if args.algorithm == "online" else model.records_seen_
@@ -241,10 +258,11 @@ def run_assign(args: argparse.Namespace) -> dict[str, Any]:
         _one_or_many(args.sources), columns=model._feature_names(), passthrough=args.keep,
         filter=combined_filter(args.filter), nan_policy=args.nan_policy,
     )
-    with progress_bar(show_progress(args), source.n_records, "assign") as bar:
+    with progress_bar(show_progress(args), source.n_records, "assign") as bar, \
+            connect(args.scheduler, args.workers) as client:
         summary = assign(
             model, source, args.out, keep=args.keep, dtype=args.dtype, overwrite=args.overwrite,
-            progress=bar.update, **({"batch_size": args.batch_size} if args.batch_size else {}),
+            progress=bar.update, client=client, **({"batch_size": args.batch_size} if args.batch_size else {}),
         )
     return {
         "command": "assign",

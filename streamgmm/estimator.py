@@ -20,6 +20,8 @@ import numpy as np
 
 from . import covariance as cov
 from .batch_em import run_batch_em
+from .dask_em import default_partitions_per_step, run_dask_batch_em, run_dask_online_em
+from .dask_source import DaskSource, dask_source, is_dask_collection
 from .initialization import INIT_METHODS, initialize, lloyd, params_from_labels
 from .model_file import ModelFileError, read_model, write_model
 from .online_em import OnlineState, StepSchedule, run_online_em
@@ -314,27 +316,41 @@ class StreamingGaussianMixture:
             params = MixtureParams(weights, means, params.covariances, params.precisions_cholesky, t)
         return params, shift
 
-    def fit(self, X: Any, y: Any = None) -> StreamingGaussianMixture:
+    def fit(
+        self, X: Any, y: Any = None, *, client: Any = None, engine: str | None = None,
+        partitions_per_step: int | None = None,
+    ) -> StreamingGaussianMixture:
         """Fit to an array (n_records, n_features), an iterable of such chunks, an Arrow table
         or reader, a DataFrame, or a Parquet lake (a path, glob, list of paths, dataset or
-        :class:`~streamgmm.parquet_source.ParquetSource`)."""
+        :class:`~streamgmm.parquet_source.ParquetSource`).
+
+        On Dask: a ``dask.dataframe.DataFrame`` or ``dask.array.Array``, or a Parquet lake with
+        ``engine="dask"`` or a ``client``, is fitted on the workers (partitions are never
+        collected here). ``client`` is a ``distributed.Client`` (default: Dask's current
+        scheduler, local threads unless a Client is active). Online EM then steps once per wave
+        of ``partitions_per_step`` partitions (default: the scheduler's thread count); see
+        :mod:`streamgmm.dask_em` and the README."""
         self._check_params()
         warm = self.warm_start and hasattr(self, "_state")
         if warm:
             self._check_same_model()
-        # A stream of chunks does not know its width until read. With every *_init given the
-        # start needs no sample, so the width comes from means_init (chunks are checked against
-        # it) rather than from a whole read of the stream for a sample that would be thrown away.
-        source = self._source(X) if warm else as_source(X, n_features=self._user_init_n_features())
+        if self._on_dask(X, client, engine):
+            source: ChunkSource = self._dask_source(X, client, warm)
+        else:
+            # A stream of chunks does not know its width until read. With every *_init given the
+            # start needs no sample, so the width comes from means_init (chunks are checked against
+            # it) rather than from a whole read of the stream for a sample that would be thrown away.
+            source = self._source(X) if warm else as_source(X, n_features=self._user_init_n_features())
         if isinstance(source, ArraySource):
             self._check_enough_records(len(source))
+        run_batch, run_online, online_options = self._runners(source, partitions_per_step)
         rng = make_rng(self.random_state)
         if warm:
             params, shift = self._state.params, self._state.statistics.shift
         else:
             params, shift = self._initial_params(source, source.n_features, rng)
         if self.algorithm == "batch":
-            result = run_batch_em(
+            result = run_batch(
                 source, params, shift=shift, reg_covar=self.reg_covar, tol=self.tol,
                 max_iter=self.max_iter, batch_size=self.batch_size,
             )
@@ -353,10 +369,10 @@ class StreamingGaussianMixture:
             )
             self._set_fitted(state, result.converged, result.n_iter, result.lower_bound, result.history)
         else:
-            online = run_online_em(
+            online = run_online(
                 source, OnlineState.start(params, shift), schedule=self._schedule(), burn_in=self.burn_in,
                 reg_covar=self.reg_covar, batch_size=self.batch_size, max_passes=self.max_passes,
-                tol=self.tol, rng=self._shuffle_rng(source, rng),
+                tol=self.tol, rng=self._shuffle_rng(source, rng), **online_options,
             )
             # As for batch EM; every pass reads the whole source, so one pass is the total over n.
             self._check_enough_records(online.state.records_seen // online.n_passes)
@@ -366,6 +382,28 @@ class StreamingGaussianMixture:
             )
         self._set_input_description(source)
         return self
+
+    @staticmethod
+    def _on_dask(X: Any, client: Any, engine: str | None) -> bool:
+        if engine not in (None, "dask"):
+            raise ValueError(f"Invalid value for 'engine': {engine!r}; expected None or 'dask'")
+        return client is not None or engine == "dask" or is_dask_collection(X)
+
+    def _dask_source(self, X: Any, client: Any, fitted: bool) -> DaskSource:
+        if fitted:
+            return dask_source(X, client=client, feature_names=self._feature_names(), n_features=self.n_features_in_)
+        return dask_source(X, client=client)
+
+    def _runners(self, source: ChunkSource, partitions_per_step: int | None) -> tuple[Any, Any, dict[str, Any]]:
+        """The batch and online EM loops for ``source``: on the workers for a Dask source."""
+        if not isinstance(source, DaskSource):
+            if partitions_per_step is not None:
+                raise ValueError("partitions_per_step applies to Dask inputs only")
+            return run_batch_em, run_online_em, {}
+        wave = default_partitions_per_step(source) if partitions_per_step is None else partitions_per_step
+        if not isinstance(wave, (int, np.integer)) or isinstance(wave, bool) or wave < 1:
+            raise ValueError(f"Invalid value for 'partitions_per_step': {wave!r}; expected an integer >= 1")
+        return run_dask_batch_em, run_dask_online_em, {"partitions_per_step": int(wave)}
 
     def _feature_names(self) -> list[str] | None:
         names = getattr(self, "feature_names_in_", None)
@@ -379,18 +417,25 @@ class StreamingGaussianMixture:
             del self.feature_names_in_
         self.n_skipped_ = int(getattr(source, "skipped_records", 0))
 
-    def partial_fit(self, X: Any, y: Any = None) -> StreamingGaussianMixture:
+    def partial_fit(
+        self, X: Any, y: Any = None, *, client: Any = None, partitions_per_step: int | None = None
+    ) -> StreamingGaussianMixture:
         """Continue the online recursion with one chunk, in mini-batches of ``batch_size``.
 
         The step counter and running statistics persist between calls (and across save/load),
         so a stream of calls equals one online ``fit`` over the concatenated chunks with the
         same batching and no shuffling. The first call initialises from its own chunk. A chunk
-        is anything ``fit`` takes, e.g. an array, a DataFrame or a newly arrived Parquet file."""
+        is anything ``fit`` takes, e.g. an array, a DataFrame or a newly arrived Parquet file;
+        a Dask collection (or ``client=``) is processed on the workers in waves, as in ``fit``."""
         self._check_params()
         fitted = hasattr(self, "_state")
         if fitted:
             self._check_same_model()
-        source = self._source(X) if fitted else as_source(X)
+        if self._on_dask(X, client, None):
+            source: ChunkSource = self._dask_source(X, client, fitted)
+        else:
+            source = self._source(X) if fitted else as_source(X)
+        _, run_online, online_options = self._runners(source, partitions_per_step)
         if not fitted:
             if isinstance(source, ArraySource):
                 self._check_enough_records(len(source))
@@ -400,9 +445,9 @@ class StreamingGaussianMixture:
         else:
             state = self._state
             history = list(self._history)
-        online = run_online_em(
+        online = run_online(
             source, state, schedule=self._schedule(), burn_in=self.burn_in,
-            reg_covar=self.reg_covar, batch_size=self.batch_size,
+            reg_covar=self.reg_covar, batch_size=self.batch_size, **online_options,
         )
         state, lower_bound = online.state, online.pass_log_likelihoods[-1]
         history.append(lower_bound)
@@ -464,6 +509,11 @@ class StreamingGaussianMixture:
     def _source(self, X: Any) -> ChunkSource:
         """``X`` as a source for a fitted model: tabular input read by ``feature_names_in_``,
         anything else checked against ``n_features_in_``."""
+        if is_dask_collection(X):
+            raise TypeError(
+                "predict, score and friends run in this process and would collect the Dask collection here; "
+                "use assign(model, X, out, client=...) to score it on the workers, or X.map_partitions(model.predict)"
+            )
         source = as_source(X, n_features=self.n_features_in_, feature_names=self._feature_names())
         if source.n_features is not None and source.n_features != self.n_features_in_:
             raise ValueError(

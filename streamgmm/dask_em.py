@@ -1,0 +1,230 @@
+"""EM on a Dask cluster: the E-step maps over partitions on the workers, the statistics are
+tree-reduced, the M-step runs on the client. Only parameters and K x d x d-sized statistics
+travel; records stay where the partitions are.
+
+Batch EM (:func:`run_dask_batch_em`) is the single-process algorithm of
+:mod:`streamgmm.batch_em`, iteration for iteration: the same statistics (summed in another
+order, so equal to rounding), the same M-step, the same re-seeding from the pass's worst
+records (each partition keeps its K worst, merged up the tree). Given the same start it gives
+the same model.
+
+Online EM (:func:`run_dask_online_em`) runs in waves: ``partitions_per_step`` (W) partitions
+are processed in parallel under the same parameters, their statistics summed and blended into
+the running statistics with one step, as one larger mini-batch. The step is the weight the
+wave's records would have had as mini-batches of ``batch_size`` blended one after another:
+with m such batches starting at step t, ``eta = 1 - prod_{j=t+1}^{t+m} (1 - eta_j)`` (a short
+last batch scaled as :func:`~streamgmm.online_em.online_update` scales it), and the step
+counter advances by m. For the default exponent 1 that is exactly the running average the
+single-process recursion would compute, except that the parameters only move once per wave.
+The trade-off: W partitions per step buy W-fold parallelism but fewer, larger steps per pass,
+each E-step using parameters up to a wave old; with a good start (EM on the sample) and W
+partitions much smaller than the data this costs little quality, while W partitions as large
+as the data would make one pass a single batch-EM iteration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+import os
+
+import numpy as np
+
+from .batch_em import BatchEMResult, full_pass_statistics
+from .dask_source import DaskSource, tree_reduce
+from .online_em import BatchUpdate, OnlineEMResult, OnlineState, StepSchedule
+from .params import MixtureParams
+from .reseeding import WorstRecords, reseed
+from .sources import ChunkSource
+from .statistics import SufficientStatistics
+
+
+@dataclass
+class PartitionStatistics:
+    """One partition's (or a merged group's) E-step: statistics, its worst-explained records
+    (for re-seeding) and the records its nan policy skipped. Associative under ``+``."""
+
+    statistics: SufficientStatistics
+    worst_records: np.ndarray
+    worst_scores: np.ndarray
+    skipped: int = 0
+
+    def __add__(self, other: PartitionStatistics) -> PartitionStatistics:
+        worst = WorstRecords(self.statistics.n_components, self.statistics.n_features)
+        worst.offer(self.worst_records, self.worst_scores)
+        worst.offer(other.worst_records, other.worst_scores)
+        return PartitionStatistics(
+            self.statistics + other.statistics, worst.records, worst.scores, self.skipped + other.skipped
+        )
+
+
+def partition_statistics(
+    source: ChunkSource, params: MixtureParams, shift: np.ndarray, batch_size: int
+) -> PartitionStatistics:
+    """The E-step of one partition, on the worker, in mini-batches of ``batch_size``."""
+    worst = WorstRecords(params.n_components, params.n_features)
+    stats = full_pass_statistics(source, params, shift, batch_size, worst)
+    return PartitionStatistics(stats, worst.records, worst.scores, int(getattr(source, "skipped_records", 0)))
+
+
+def _sum(parts: list[PartitionStatistics]) -> PartitionStatistics:
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
+
+
+def statistics_of(
+    source: DaskSource, params: MixtureParams, shift: np.ndarray, batch_size: int, indices: list[int] | None = None
+) -> PartitionStatistics:
+    """Map the E-step over the partitions (all, or ``indices``) and tree-reduce the results."""
+    import dask
+
+    tasks = source.map(partition_statistics, params, shift, batch_size)
+    if indices is not None:
+        tasks = [tasks[i] for i in indices]
+    total = tree_reduce(tasks, lambda parts: dask.delayed(_sum, pure=True)(parts))
+    return source.compute(total)
+
+
+def run_dask_batch_em(
+    source: DaskSource,
+    params: MixtureParams,
+    *,
+    shift: np.ndarray,
+    reg_covar: float,
+    tol: float,
+    max_iter: int,
+    batch_size: int,
+    on_iteration: Callable[[int, float], None] | None = None,
+) -> BatchEMResult:
+    """Exact EM over the partitions: one map and tree-reduce per iteration (the single-process
+    :func:`~streamgmm.batch_em.run_batch_em`, distributed)."""
+    lower_bound = -np.inf
+    history: list[float] = []
+    reseeded: list[tuple[int, list[int]]] = []
+    stats = None
+    converged = False
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        result = statistics_of(source, params, shift, batch_size)
+        stats = result.statistics
+        source.skipped_records = result.skipped
+        if stats.n_records == 0:
+            raise ValueError("the source yielded no records")
+        previous, lower_bound = lower_bound, stats.log_likelihood / stats.n_records
+        history.append(lower_bound)
+        params = stats.to_params(reg_covar)
+        params, stats, moved = reseed(params, stats, result.worst_records, reg_covar)
+        if moved:
+            reseeded.append((n_iter, moved))
+        if on_iteration is not None:
+            on_iteration(n_iter, lower_bound)
+        if abs(lower_bound - previous) < tol:
+            converged = True
+            break
+    assert stats is not None
+    return BatchEMResult(params, stats, float(lower_bound), n_iter, converged, history, reseeded)
+
+
+def wave_step_size(schedule: StepSchedule, step: int, n_records: float, batch_size: int) -> tuple[float, int]:
+    """The step for a wave of ``n_records`` after ``step`` mini-batches, and the mini-batches it
+    stands for: the total weight those records would get as successive mini-batches."""
+    full, rest = divmod(int(round(n_records)), batch_size)
+    keep = 1.0
+    t = step
+    for _ in range(full):
+        t += 1
+        keep *= 1.0 - schedule.step(t)
+    if rest:
+        t += 1
+        keep *= 1.0 - schedule.step(t) * rest / batch_size
+    return 1.0 - keep, t - step
+
+
+def wave_update(
+    state: OnlineState,
+    wave: PartitionStatistics,
+    schedule: StepSchedule,
+    burn_in: int,
+    reg_covar: float,
+    batch_size: int,
+) -> tuple[OnlineState, BatchUpdate]:
+    """One stepwise-EM step on a wave's merged statistics (computed under ``state.params``)."""
+    n = wave.statistics.n_records
+    eta, steps = wave_step_size(schedule, state.step, n, batch_size)
+    stats = state.statistics.blend(wave.statistics, eta)
+    t = state.step + steps
+    params = state.params
+    moved: list[int] = []
+    if t > burn_in:
+        params = stats.to_params(reg_covar)
+        params, stats, moved = reseed(params, stats, wave.worst_records, reg_covar)
+    update = BatchUpdate(wave.statistics.log_likelihood / n, int(n), eta, moved)
+    return OnlineState(params, stats, t, state.records_seen + int(n)), update
+
+
+def run_dask_online_em(
+    source: DaskSource,
+    state: OnlineState,
+    *,
+    schedule: StepSchedule,
+    burn_in: int,
+    reg_covar: float,
+    batch_size: int,
+    partitions_per_step: int,
+    max_passes: int = 1,
+    tol: float = 0.0,
+    rng: np.random.Generator | None = None,
+    on_wave: Callable[[OnlineState, BatchUpdate], None] | None = None,
+) -> OnlineEMResult:
+    """Online EM in waves of ``partitions_per_step`` partitions; ``rng`` shuffles the order in
+    which partitions are visited (within a wave order does not matter: one set of parameters)."""
+    if partitions_per_step < 1:
+        raise ValueError(f"partitions_per_step must be >= 1, got {partitions_per_step}")
+    pass_means: list[float] = []
+    reseeded: list[tuple[int, list[int]]] = []
+    converged = False
+    n_passes = 0
+    for n_passes in range(1, max_passes + 1):
+        order = list(range(len(source))) if rng is None else [int(i) for i in rng.permutation(len(source))]
+        total_ll, total_n, skipped = 0.0, 0, 0
+        for start in range(0, len(order), partitions_per_step):
+            wave = statistics_of(
+                source, state.params, state.statistics.shift, batch_size, order[start : start + partitions_per_step]
+            )
+            skipped += wave.skipped
+            if wave.statistics.n_records == 0:
+                continue  # empty partitions: nothing to learn from
+            state, update = wave_update(state, wave, schedule, burn_in, reg_covar, batch_size)
+            total_ll += wave.statistics.log_likelihood
+            total_n += update.n_records
+            if update.reseeded:
+                reseeded.append((state.step, update.reseeded))
+            if on_wave is not None:
+                on_wave(state, update)
+        source.skipped_records = skipped
+        if total_n == 0:
+            raise ValueError("the source yielded no records")
+        pass_means.append(total_ll / total_n)
+        if len(pass_means) > 1 and abs(pass_means[-1] - pass_means[-2]) < tol:
+            converged = True
+            break
+    return OnlineEMResult(state, n_passes, converged, pass_means, reseeded)
+
+
+def default_partitions_per_step(source: DaskSource) -> int:
+    """W by default: one partition per worker thread, so a wave keeps the cluster busy."""
+    client = source.client
+    if client is None:
+        try:
+            from distributed import default_client
+
+            client = default_client()
+        except (ImportError, ValueError):
+            client = None
+    if client is not None:
+        threads = sum(client.nthreads().values())
+    else:
+        threads = os.cpu_count() or 1
+    return max(1, min(int(threads), len(source)))
