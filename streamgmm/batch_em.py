@@ -31,12 +31,18 @@ class BatchEMResult:
 
 
 def full_pass_statistics(
-    source: ChunkSource, params: MixtureParams, shift: np.ndarray, batch_size: int, worst: WorstRecords | None = None
+    source: ChunkSource,
+    params: MixtureParams,
+    shift: np.ndarray,
+    batch_size: int,
+    worst: WorstRecords | None = None,
+    dtype: np.dtype | type = np.float64,
 ) -> SufficientStatistics:
-    """The summed statistics of every record under ``params`` (the E-step of one iteration)."""
+    """The summed statistics of every record under ``params`` (the E-step of one iteration),
+    computed in ``dtype`` precision and summed in float64."""
     total = SufficientStatistics.zeros(params.n_components, params.n_features, params.covariance_type, shift)
     for batch in source.batches(batch_size):
-        stats, log_norm = SufficientStatistics.of_chunk(batch, params, shift)
+        stats, log_norm = SufficientStatistics.of_chunk(batch, params, shift, dtype)
         total = total + stats
         if worst is not None:
             worst.offer(batch, log_norm)
@@ -53,6 +59,7 @@ def run_batch_em(
     max_iter: int,
     batch_size: int,
     on_iteration: Callable[[int, float], None] | None = None,
+    dtype: np.dtype | type = np.float64,
 ) -> BatchEMResult:
     if not source.reiterable:
         raise ValueError(
@@ -67,7 +74,7 @@ def run_batch_em(
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         worst = WorstRecords(params.n_components, params.n_features)
-        stats = full_pass_statistics(source, params, shift, batch_size, worst)
+        stats = full_pass_statistics(source, params, shift, batch_size, worst, dtype)
         if stats.n_records == 0:
             raise ValueError("the source yielded no records")
         previous, lower_bound = lower_bound, stats.log_likelihood / stats.n_records
