@@ -33,7 +33,10 @@ True
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from . import covariance as cov
 from .params import MixtureParams
@@ -48,6 +51,11 @@ COMPUTE_DTYPES = ("float64", "float32")
 # The other types have no (b, K, d) products to fuse (tied: one factor for all components, and
 # its second moment is X'X, needing no responsibilities; diag and spherical: elementwise).
 SUPPORTED = ("full",)
+
+
+@cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()  # finds the loaded BLAS libraries, once (milliseconds)
 
 
 def check_compute_dtype(compute_dtype: str) -> np.dtype:
@@ -103,23 +111,26 @@ def chunk_statistics(
     L_buffer = np.empty((k, block), dtype=dtype)
     S = np.zeros((p, k))
     log_norm = np.empty(n)
-    for start in range(0, n, block):
-        b = min(block, n - start)
-        Z, Y, L = Z_buffer[:, :b], Y_buffer[:, :b], L_buffer[:, :b]
-        fill_features(X[start : start + b] - shift, Z)
-        np.matmul(W, Z[: d + 1], out=Y)
-        Y3 = Y.reshape(k, d, b)
-        np.einsum("kdn,kdn->kn", Y3, Y3, out=L)
-        L *= -0.5
-        L += constant
-        peak = L.max(axis=0)
-        L -= peak
-        np.maximum(L, EXP_FLOOR, out=L)
-        np.exp(L, out=L)
-        total = L.sum(axis=0)
-        L /= total
-        log_norm[start : start + b] = np.log(total) + peak
-        S += Z @ L.T
+    # One BLAS thread: these products are too small to gain from a second one, and lose
+    # several times over when it competes with the read-ahead thread or another process.
+    with _blas().limit(limits=1, user_api="blas"):
+        for start in range(0, n, block):
+            b = min(block, n - start)
+            Z, Y, L = Z_buffer[:, :b], Y_buffer[:, :b], L_buffer[:, :b]
+            fill_features(X[start : start + b] - shift, Z)
+            np.matmul(W, Z[: d + 1], out=Y)
+            Y3 = Y.reshape(k, d, b)
+            np.einsum("kdn,kdn->kn", Y3, Y3, out=L)
+            L *= -0.5
+            L += constant
+            peak = L.max(axis=0)
+            L -= peak
+            np.maximum(L, EXP_FLOOR, out=L)
+            np.exp(L, out=L)
+            total = L.sum(axis=0)
+            L /= total
+            log_norm[start : start + b] = np.log(total) + peak
+            S += Z @ L.T
     counts, sums = S[0], S[1 : d + 1].T
     rows, cols = np.triu_indices(d)
     second = np.empty((k, d, d))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from streamgmm import StreamingGaussianMixture, make_mixture
+from streamgmm.online_em import lowest
 from streamgmm.reseeding import MIN_WEIGHT
 
 
@@ -109,8 +110,6 @@ def test_sorted_chunks_from_a_callable_get_a_uniform_sample() -> None:
 
 
 def test_lowest_is_the_head_of_a_stable_argsort() -> None:
-    from streamgmm.online_em import lowest
-
     rng = np.random.default_rng(0)
     for values in (rng.normal(size=1000), rng.integers(0, 5, 1000).astype(float), np.zeros(7)):
         for count in (1, 3, 8, 7, 2000):
