@@ -71,15 +71,12 @@ def n_quadratic_features(n_features: int) -> int:
 def stacked_factors(params: MixtureParams, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(W (K d, 1 + d), c (K,))``: W [1; u] stacks U_k' (u - m_k) for every component (m_k the
     centred mean) and c_k = log pi_k + log det U_k - d/2 log 2 pi."""
-    k, d = params.means.shape
+    d = params.n_features
     prec_chol = params.precisions_cholesky
-    W = np.empty((k, d, 1 + d))
-    W[:, :, 0] = -np.einsum("kd,kde->ke", params.means - shift, prec_chol)
-    W[:, :, 1:] = prec_chol.transpose(0, 2, 1)
     with np.errstate(divide="ignore"):
         log_weights = np.log(params.weights)
     constant = log_weights + cov.log_det_cholesky(prec_chol, "full", d) - 0.5 * d * cov.LOG_2PI
-    return W.reshape(k * d, 1 + d), constant
+    return cov.stacked_factors_full(params.means, prec_chol, shift), constant
 
 
 def fill_features(U: np.ndarray, Z: np.ndarray) -> None:
@@ -105,7 +102,7 @@ def chunk_statistics(
     W = W.astype(dtype)
     constant = constant.astype(dtype)[:, None]
     p = n_quadratic_features(d)
-    block = min(BLOCK, n)
+    block = max(1, min(BLOCK, n))
     Z_buffer = np.empty((p, block), dtype=dtype)
     Y_buffer = np.empty((k * d, block), dtype=dtype)
     L_buffer = np.empty((k, block), dtype=dtype)
