@@ -257,7 +257,8 @@ def main() -> None:
     parser.add_argument("--scaling", action="store_true", help="also fit 1e5, 1e6 and 1e7 records")
     parser.add_argument("--scaling-records", default="1e5,1e6,1e7")
     parser.add_argument("--no-comparison", action="store_true", help="only the scaling run")
-    parser.add_argument("--json", default="bench.json", help="where to write the results")
+    parser.add_argument("--json", default=os.path.join(tempfile.gettempdir(), "streamgmm-bench.json"),
+                        help="where to write the results (default: streamgmm-bench.json in the temp dir)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
