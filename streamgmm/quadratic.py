@@ -79,11 +79,12 @@ def stacked_factors(params: MixtureParams, shift: np.ndarray) -> tuple[np.ndarra
     return cov.stacked_factors_full(params.means, prec_chol, shift), constant
 
 
-def fill_features(U: np.ndarray, Z: np.ndarray) -> None:
-    """Write the features of the centred records ``U`` (b, d) into the columns of ``Z`` (p, b)."""
-    d = U.shape[1]
+def fill_features(X: np.ndarray, shift: np.ndarray, Z: np.ndarray) -> None:
+    """Write the features of the records ``X`` (b, d) centred about ``shift`` into the columns
+    of ``Z`` (p, b)."""
+    d = X.shape[1]
     Z[0] = 1.0
-    Z[1 : d + 1] = U.T
+    np.subtract(X.T, shift[:, None], out=Z[1 : d + 1], casting="same_kind")
     row = d + 1
     for i in range(d):
         np.multiply(Z[1 + i], Z[1 + i : d + 1], out=Z[row : row + d - i])
@@ -114,7 +115,7 @@ def chunk_statistics(
         for start in range(0, n, block):
             b = min(block, n - start)
             Z, Y, L = Z_buffer[:, :b], Y_buffer[:, :b], L_buffer[:, :b]
-            fill_features(X[start : start + b] - shift, Z)
+            fill_features(X[start : start + b], shift, Z)
             np.matmul(W, Z[: d + 1], out=Y)
             Y3 = Y.reshape(k, d, b)
             np.einsum("kdn,kdn->kn", Y3, Y3, out=L)
