@@ -253,17 +253,17 @@ def scaling(args: argparse.Namespace, root: str) -> list[dict]:
                      "pass_seconds": r["pass_seconds"], "peak_rss_mib": r["peak_rss"] / MiB,
                      "held_out": r["held_out"]})
         shutil.rmtree(lake)
-    if len(rows) > 1:
-        low, high = rows[-2], rows[-1]
-        print(f"target: peak RSS {high['records']:,} vs {low['records']:,} records: "
-              f"{100 * (high['peak_rss_mib'] / low['peak_rss_mib'] - 1):+.1f}% (within 10%), "
-              f"max {max(r['peak_rss_mib'] for r in rows):.0f} MiB (under 512)", file=sys.stderr)
     # The fit includes a fixed initialisation (a sample and EM on it); the pass alone shows
     # the per-record cost, which should not change with N.
     print(f"{'records':>12} {'fit s':>8} {'pass s':>8} {'pass Mrec/s':>11} {'peak RSS MiB':>12}")
     for r in rows:
         print(f"{r['records']:>12,} {r['seconds']:8.2f} {r['pass_seconds']:8.2f} "
               f"{r['records'] / r['pass_seconds'] / 1e6:11.2f} {r['peak_rss_mib']:12.0f}")
+    if len(rows) > 1:
+        low, high = rows[-2], rows[-1]
+        print(f"target: peak RSS {high['records']:,} vs {low['records']:,} records "
+              f"{100 * (high['peak_rss_mib'] / low['peak_rss_mib'] - 1):+.1f}% (within 10%), "
+              f"max {max(r['peak_rss_mib'] for r in rows):.0f} MiB (under 512)")
     return rows
 
 
