@@ -121,7 +121,7 @@ def log_det_cholesky(prec_chol: np.ndarray, covariance_type: str, n_features: in
 
 
 # Records per block of the full-covariance distances: the (K d, block) products stay in cache.
-MAHALANOBIS_BLOCK = 4096
+MAHALANOBIS_BLOCK = 2048
 
 
 def stacked_factors_full(means: np.ndarray, prec_chol: np.ndarray, centre: np.ndarray) -> np.ndarray:

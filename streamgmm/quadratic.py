@@ -41,9 +41,10 @@ from threadpoolctl import ThreadpoolController
 from . import covariance as cov
 from .params import MixtureParams
 
-# Records per block: Z of 4096 records x 153 features (d = 16) is 2.5 MB in float64, small
-# enough to stay in cache from one product to the next, large enough for efficient GEMMs.
-BLOCK = 4096
+# Records per block: Z of 2048 records x 153 features (d = 16) is 2.5 MB in float64, which
+# stays in cache from one product to the next. Measured (1M x 16, K=8, one thread): 2048 was
+# up to 20% faster than 4096 or 8192 in float64 and as fast as any in float32.
+BLOCK = 2048
 # exp() of arguments below about -708 takes a slow path (subnormal results); such a
 # responsibility is below 1e-300 of the largest one in its row, i.e. zero to any use.
 EXP_FLOOR = -700.0
