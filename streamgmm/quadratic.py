@@ -33,7 +33,11 @@ True
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
+from typing import Any
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -57,6 +61,31 @@ SUPPORTED = ("full",)
 @cache
 def _blas() -> ThreadpoolController:
     return ThreadpoolController()  # finds the loaded BLAS libraries, once (milliseconds)
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limiter: Any = None
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """BLAS limited to one thread while any caller is inside. The limit is process-wide, so
+    concurrent callers (threads of a Dask worker) share it: the first in sets it, the last out
+    restores the original, rather than each restoring what it found (which could leave it at 1)."""
+    global _blas_users, _blas_limiter
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limiter = _blas().limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
 
 
 def check_compute_dtype(compute_dtype: str) -> np.dtype:
@@ -112,7 +141,7 @@ def chunk_statistics(
     log_norm = np.empty(n)
     # One BLAS thread: these products are too small to gain from a second one, and lose
     # several times over when it competes with the read-ahead thread or another process.
-    with _blas().limit(limits=1, user_api="blas"):
+    with one_blas_thread():
         for start in range(0, n, block):
             b = min(block, n - start)
             Z, Y, L = Z_buffer[:, :b], Y_buffer[:, :b], L_buffer[:, :b]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
+from threadpoolctl import ThreadpoolController
 
 from streamgmm import MixtureParams, SufficientStatistics
 from streamgmm.datasets import random_mixture
@@ -72,3 +75,22 @@ def test_of_chunk_uses_the_kernel_with_the_same_statistics_as_the_direct_path() 
         np.testing.assert_allclose(getattr(stats, name), getattr(direct, name), rtol=1e-11, atol=1e-9)
     np.testing.assert_allclose(log_norm, direct_norm, rtol=1e-12)
     assert stats.n_records == 500 and stats.log_likelihood == pytest.approx(direct.log_likelihood, rel=1e-12)
+
+
+def blas_threads() -> list[int]:
+    return [info["num_threads"] for info in ThreadpoolController().info() if info["user_api"] == "blas"]
+
+
+def test_concurrent_callers_leave_the_blas_threads_as_they_found_them() -> None:
+    """The one-thread limit is process-wide: overlapping calls from several threads (a Dask
+    worker) must restore the original thread count, and each gets the same statistics."""
+    before = blas_threads()
+    params = random_mixture(4, 5, random_state=4)
+    X = np.random.default_rng(4).normal(scale=4.0, size=(3 * BLOCK, 5))
+    expected = chunk_statistics(X, params, np.zeros(5))
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: chunk_statistics(X, params, np.zeros(5)), range(16)))
+    assert blas_threads() == before
+    for result in results:
+        for got, want in zip(result, expected):
+            np.testing.assert_array_equal(got, want)
