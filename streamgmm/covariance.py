@@ -120,14 +120,38 @@ def log_det_cholesky(prec_chol: np.ndarray, covariance_type: str, n_features: in
     return n_features * np.log(prec_chol)
 
 
+# Records per block of the full-covariance distances: the (K d, block) products stay in cache.
+MAHALANOBIS_BLOCK = 2048
+
+
+def stacked_factors_full(means: np.ndarray, prec_chol: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """W (K d, 1 + d) such that W [1; x - centre] stacks U_k' (x - mu_k) for every component:
+    all K components' whitened differences in one product."""
+    k, d = means.shape
+    W = np.empty((k, d, 1 + d))
+    W[:, :, 0] = -np.einsum("kd,kde->ke", means - centre, prec_chol)
+    W[:, :, 1:] = prec_chol.transpose(0, 2, 1)
+    return W.reshape(k * d, 1 + d)
+
+
 def _mahalanobis_full(X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
     n, d = X.shape
     k = means.shape[0]
-    # One GEMM for all components: X (n, d) @ [U_1 ... U_K] (d, K*d).
-    stacked = prec_chol.transpose(1, 0, 2).reshape(d, k * d)
-    y = (X @ stacked).reshape(n, k, d)
-    y -= np.einsum("kd,kde->ke", means, prec_chol)
-    return np.einsum("nkd,nkd->nk", y, y)
+    # Records along the contiguous axis, in blocks: the products and squares are long vector
+    # operations on cache-resident data. Centring on the means' centroid keeps the difference
+    # x - mu exact when the data sit far from the origin.
+    centre = means.mean(axis=0)
+    W = stacked_factors_full(means, prec_chol, centre)
+    block = max(1, min(MAHALANOBIS_BLOCK, n))
+    U = np.empty((1 + d, block))
+    U[0] = 1.0
+    out = np.empty((n, k))
+    for start in range(0, n, block):
+        b = min(block, n - start)
+        np.subtract(X[start : start + b].T, centre[:, None], out=U[1:, :b])
+        y = (W @ U[:, :b]).reshape(k, d, b)
+        out[start : start + b] = np.einsum("kdn,kdn->nk", y, y)
+    return out
 
 
 def _mahalanobis_tied(X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:

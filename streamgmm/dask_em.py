@@ -30,11 +30,11 @@ import os
 
 import numpy as np
 
-from .batch_em import BatchEMResult, full_pass_statistics
+from .batch_em import BatchEMResult, em_iterations, full_pass_statistics
 from .dask_source import DaskSource, tree_reduce
-from .online_em import BatchUpdate, OnlineEMResult, OnlineState, StepSchedule
+from .online_em import BatchUpdate, OnlineEMResult, OnlineState, StepSchedule, blend_step
 from .params import MixtureParams
-from .reseeding import WorstRecords, reseed
+from .reseeding import WorstRecords
 from .sources import ChunkSource
 from .statistics import SufficientStatistics
 
@@ -59,11 +59,12 @@ class PartitionStatistics:
 
 
 def partition_statistics(
-    source: ChunkSource, params: MixtureParams, shift: np.ndarray, batch_size: int
+    source: ChunkSource, params: MixtureParams, shift: np.ndarray, batch_size: int,
+    dtype: np.dtype | type = np.float64,
 ) -> PartitionStatistics:
     """The E-step of one partition, on the worker, in mini-batches of ``batch_size``."""
     worst = WorstRecords(params.n_components, params.n_features)
-    stats = full_pass_statistics(source, params, shift, batch_size, worst)
+    stats = full_pass_statistics(source, params, shift, batch_size, worst, dtype)
     return PartitionStatistics(stats, worst.records, worst.scores, int(getattr(source, "skipped_records", 0)))
 
 
@@ -75,12 +76,13 @@ def _sum(parts: list[PartitionStatistics]) -> PartitionStatistics:
 
 
 def statistics_of(
-    source: DaskSource, params: MixtureParams, shift: np.ndarray, batch_size: int, indices: list[int] | None = None
+    source: DaskSource, params: MixtureParams, shift: np.ndarray, batch_size: int, indices: list[int] | None = None,
+    dtype: np.dtype | type = np.float64,
 ) -> PartitionStatistics:
     """Map the E-step over the partitions (all, or ``indices``) and tree-reduce the results."""
     import dask
 
-    tasks = source.map(partition_statistics, params, shift, batch_size)
+    tasks = source.map(partition_statistics, params, shift, batch_size, np.dtype(dtype))
     if indices is not None:
         tasks = [tasks[i] for i in indices]
     total = tree_reduce(tasks, lambda parts: dask.delayed(_sum, pure=True)(parts))
@@ -97,34 +99,17 @@ def run_dask_batch_em(
     max_iter: int,
     batch_size: int,
     on_iteration: Callable[[int, float], None] | None = None,
+    dtype: np.dtype | type = np.float64,
 ) -> BatchEMResult:
     """Exact EM over the partitions: one map and tree-reduce per iteration (the single-process
     :func:`~streamgmm.batch_em.run_batch_em`, distributed)."""
-    lower_bound = -np.inf
-    history: list[float] = []
-    reseeded: list[tuple[int, list[int]]] = []
-    stats = None
-    converged = False
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):
-        result = statistics_of(source, params, shift, batch_size)
-        stats = result.statistics
+
+    def e_step(params: MixtureParams) -> tuple[SufficientStatistics, np.ndarray]:
+        result = statistics_of(source, params, shift, batch_size, dtype=dtype)
         source.skipped_records = result.skipped
-        if stats.n_records == 0:
-            raise ValueError("the source yielded no records")
-        previous, lower_bound = lower_bound, stats.log_likelihood / stats.n_records
-        history.append(lower_bound)
-        params = stats.to_params(reg_covar)
-        params, stats, moved = reseed(params, stats, result.worst_records, reg_covar)
-        if moved:
-            reseeded.append((n_iter, moved))
-        if on_iteration is not None:
-            on_iteration(n_iter, lower_bound)
-        if abs(lower_bound - previous) < tol:
-            converged = True
-            break
-    assert stats is not None
-    return BatchEMResult(params, stats, float(lower_bound), n_iter, converged, history, reseeded)
+        return result.statistics, result.worst_records
+
+    return em_iterations(e_step, params, reg_covar=reg_covar, tol=tol, max_iter=max_iter, on_iteration=on_iteration)
 
 
 def wave_step_size(schedule: StepSchedule, step: int, n_records: float, batch_size: int) -> tuple[float, int]:
@@ -151,17 +136,8 @@ def wave_update(
     batch_size: int,
 ) -> tuple[OnlineState, BatchUpdate]:
     """One stepwise-EM step on a wave's merged statistics (computed under ``state.params``)."""
-    n = wave.statistics.n_records
-    eta, steps = wave_step_size(schedule, state.step, n, batch_size)
-    stats = state.statistics.blend(wave.statistics, eta)
-    t = state.step + steps
-    params = state.params
-    moved: list[int] = []
-    if t > burn_in:
-        params = stats.to_params(reg_covar)
-        params, stats, moved = reseed(params, stats, wave.worst_records, reg_covar)
-    update = BatchUpdate(wave.statistics.log_likelihood / n, int(n), eta, moved)
-    return OnlineState(params, stats, t, state.records_seen + int(n)), update
+    eta, steps = wave_step_size(schedule, state.step, wave.statistics.n_records, batch_size)
+    return blend_step(state, wave.statistics, wave.worst_records, eta, steps, burn_in, reg_covar)
 
 
 def run_dask_online_em(
@@ -177,6 +153,7 @@ def run_dask_online_em(
     tol: float = 0.0,
     rng: np.random.Generator | None = None,
     on_wave: Callable[[OnlineState, BatchUpdate], None] | None = None,
+    dtype: np.dtype | type = np.float64,
 ) -> OnlineEMResult:
     """Online EM in waves of ``partitions_per_step`` partitions; ``rng`` shuffles the order in
     which partitions are visited (within a wave order does not matter: one set of parameters)."""
@@ -191,7 +168,8 @@ def run_dask_online_em(
         total_ll, total_n, skipped = 0.0, 0, 0
         for start in range(0, len(order), partitions_per_step):
             wave = statistics_of(
-                source, state.params, state.statistics.shift, batch_size, order[start : start + partitions_per_step]
+                source, state.params, state.statistics.shift, batch_size, order[start : start + partitions_per_step],
+                dtype,
             )
             skipped += wave.skipped
             if wave.statistics.n_records == 0:

@@ -26,6 +26,7 @@ from .initialization import INIT_METHODS, initialize, lloyd, params_from_labels
 from .model_file import ModelFileError, read_model, write_model
 from .online_em import OnlineState, StepSchedule, run_online_em
 from .params import MixtureParams
+from .quadratic import check_compute_dtype
 from .inputs import as_source
 from .sources import ArraySource, ChunkSource
 from .statistics import SufficientStatistics
@@ -74,6 +75,9 @@ class StreamingGaussianMixture:
         within each permuted), nothing for a stream of chunks. ``"records"`` or ``"row_groups"``
         ask for one (an error where the source cannot); False keeps the source's order.
         ``partial_fit`` never shuffles.
+    compute_dtype : ``"float64"`` (default) or ``"float32"``: the precision of the E-step of full
+        covariances (other types always use float64). float32 is faster and fits as well; the
+        statistics are summed in float64 either way.
 
     Fitted attributes mirror scikit-learn: ``weights_``, ``means_``, ``covariances_``,
     ``precisions_``, ``precisions_cholesky_``, ``converged_``, ``n_iter_`` (batch iterations or
@@ -125,6 +129,7 @@ class StreamingGaussianMixture:
         burn_in: int = 0,
         init_size: int = 20000,
         shuffle: bool | str = True,
+        compute_dtype: str = "float64",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -147,6 +152,7 @@ class StreamingGaussianMixture:
         self.burn_in = burn_in
         self.init_size = init_size
         self.shuffle = shuffle
+        self.compute_dtype = compute_dtype
 
     # ------------------------------------------------------------------ scikit-learn protocol
 
@@ -220,6 +226,7 @@ class StreamingGaussianMixture:
                 f"Invalid value for 'shuffle': {self.shuffle!r}; expected True, False, \"records\" or \"row_groups\""
             )
         self._schedule()
+        check_compute_dtype(self.compute_dtype)
 
     def _shuffle_rng(self, source: ChunkSource, rng: np.random.Generator) -> np.random.Generator | None:
         """The generator that shuffles online EM's visit of ``source``, or None to keep its order."""
@@ -352,7 +359,7 @@ class StreamingGaussianMixture:
         if self.algorithm == "batch":
             result = run_batch(
                 source, params, shift=shift, reg_covar=self.reg_covar, tol=self.tol,
-                max_iter=self.max_iter, batch_size=self.batch_size,
+                max_iter=self.max_iter, batch_size=self.batch_size, dtype=np.dtype(self.compute_dtype),
             )
             # A stream given every *_init is counted only as it is read (nothing was sampled).
             self._check_enough_records(int(result.statistics.n_records))
@@ -372,7 +379,8 @@ class StreamingGaussianMixture:
             online = run_online(
                 source, OnlineState.start(params, shift), schedule=self._schedule(), burn_in=self.burn_in,
                 reg_covar=self.reg_covar, batch_size=self.batch_size, max_passes=self.max_passes,
-                tol=self.tol, rng=self._shuffle_rng(source, rng), **online_options,
+                tol=self.tol, rng=self._shuffle_rng(source, rng), dtype=np.dtype(self.compute_dtype),
+                **online_options,
             )
             # As for batch EM; every pass reads the whole source, so one pass is the total over n.
             self._check_enough_records(online.state.records_seen // online.n_passes)
@@ -447,7 +455,8 @@ class StreamingGaussianMixture:
             history = list(self._history)
         online = run_online(
             source, state, schedule=self._schedule(), burn_in=self.burn_in,
-            reg_covar=self.reg_covar, batch_size=self.batch_size, **online_options,
+            reg_covar=self.reg_covar, batch_size=self.batch_size, dtype=np.dtype(self.compute_dtype),
+            **online_options,
         )
         state, lower_bound = online.state, online.pass_log_likelihoods[-1]
         history.append(lower_bound)

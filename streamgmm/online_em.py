@@ -65,6 +65,16 @@ class BatchUpdate:
     reseeded: list[int]
 
 
+def lowest(values: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` smallest values, smallest first, ties in index order: the head
+    of a stable argsort, at the cost of a partition (a full sort of every batch is slow)."""
+    if count >= values.shape[0]:
+        return np.argsort(values, kind="stable")
+    threshold = np.partition(values, count - 1)[count - 1]
+    candidates = np.flatnonzero(values <= threshold)
+    return candidates[np.argsort(values[candidates], kind="stable")[:count]]
+
+
 def online_update(
     state: OnlineState,
     batch: np.ndarray,
@@ -72,22 +82,41 @@ def online_update(
     burn_in: int,
     reg_covar: float,
     batch_size: int,
+    dtype: np.dtype | type = np.float64,
 ) -> tuple[OnlineState, BatchUpdate]:
-    """One stepwise-EM step on one mini-batch of (nominally) ``batch_size`` records."""
-    t = state.step + 1
+    """One stepwise-EM step on one mini-batch of (nominally) ``batch_size`` records; ``dtype``
+    is the E-step's compute precision (see :meth:`SufficientStatistics.of_chunk`)."""
     # A short batch (the tail of a pass or of a chunk) gets a proportionally shorter step:
     # on a sorted stream a full step would over-weight the last component seen.
-    eta = schedule.step(t) * min(1.0, batch.shape[0] / batch_size)
-    batch_stats, log_norm = SufficientStatistics.of_chunk(batch, state.params, state.statistics.shift)
+    eta = schedule.step(state.step + 1) * min(1.0, batch.shape[0] / batch_size)
+    batch_stats, log_norm = SufficientStatistics.of_chunk(batch, state.params, state.statistics.shift, dtype)
+    worst = batch[lowest(log_norm, state.params.n_components)]
+    return blend_step(state, batch_stats, worst, eta, 1, burn_in, reg_covar)
+
+
+def blend_step(
+    state: OnlineState,
+    batch_stats: SufficientStatistics,
+    worst_records: np.ndarray,
+    eta: float,
+    n_steps: int,
+    burn_in: int,
+    reg_covar: float,
+) -> tuple[OnlineState, BatchUpdate]:
+    """Blend the summed statistics of new records, computed under ``state.params``, with step
+    ``eta``, standing for ``n_steps`` mini-batches; then the M-step (after burn-in) and the
+    re-seeding of collapsed components from ``worst_records``. Shared by the single-process
+    recursion and the Dask waves."""
+    n = batch_stats.n_records
+    t = state.step + n_steps
     stats = state.statistics.blend(batch_stats, eta)
     params = state.params
     moved: list[int] = []
     if t > burn_in:
         params = stats.to_params(reg_covar)
-        worst = batch[np.argsort(log_norm, kind="stable")[: params.n_components]]
-        params, stats, moved = reseed(params, stats, worst, reg_covar)
-    update = BatchUpdate(float(log_norm.mean()), batch.shape[0], eta, moved)
-    return OnlineState(params, stats, t, state.records_seen + batch.shape[0]), update
+        params, stats, moved = reseed(params, stats, worst_records, reg_covar)
+    update = BatchUpdate(batch_stats.log_likelihood / n, int(n), eta, moved)
+    return OnlineState(params, stats, t, state.records_seen + int(n)), update
 
 
 @dataclass
@@ -111,9 +140,11 @@ def run_online_em(
     tol: float = 0.0,
     rng: np.random.Generator | None = None,
     on_batch: Callable[[OnlineState, BatchUpdate], None] | None = None,
+    dtype: np.dtype | type = np.float64,
 ) -> OnlineEMResult:
     """Stream ``max_passes`` passes (stopping early once a pass's mean log-likelihood moves by
-    less than ``tol``). ``rng`` shuffles the batches where the source supports it."""
+    less than ``tol``). ``rng`` shuffles the batches where the source supports it; ``dtype`` is
+    the E-step's compute precision."""
     if max_passes > 1 and not source.reiterable:
         raise ValueError("several passes need a source that can be read again (an array, a list, a callable)")
     pass_means: list[float] = []
@@ -124,7 +155,7 @@ def run_online_em(
         total_ll = 0.0
         total_n = 0
         for batch in source.batches(batch_size, rng):
-            state, update = online_update(state, batch, schedule, burn_in, reg_covar, batch_size)
+            state, update = online_update(state, batch, schedule, burn_in, reg_covar, batch_size, dtype)
             total_ll += update.mean_log_likelihood * update.n_records
             total_n += update.n_records
             if update.reseeded:

@@ -44,7 +44,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .columns import DataError, FeatureReader, check_nan_policy, feature_columns
-from .sources import rebatch, reservoir_sample
+from .sources import prefetched, rebatch, reservoir_sample
 
 # Row groups read for the initialisation sample of a large lake: enough to see every kind of
 # record even in a lake sorted by key, few enough that starting costs little against a pass.
@@ -54,6 +54,9 @@ BATCH_READAHEAD = 2
 # Records per decoded batch at least: pyarrow's cost per batch makes small ones slow (1M x 16
 # float64: 3.1 M records/s at 8192, 7.9 M at 65536); mini-batches are cut from them.
 READ_BATCH = 65536
+# Records of mini-batches read ahead by a background thread while the current one is used:
+# two decoded batches, so reading never waits on the consumer and memory stays a few MB.
+PREFETCH_RECORDS = 2 * READ_BATCH
 
 
 @dataclass(frozen=True)
@@ -244,7 +247,8 @@ class ParquetSource:
                 del rows
             self.skipped_records = reader.skipped
 
-        return rebatch(chunks(), batch_size)
+        # Cut into mini-batches in the reading thread too: the caller only computes.
+        return prefetched(rebatch(chunks(), batch_size), depth=max(2, PREFETCH_RECORDS // batch_size))
 
     def _group_rows(self, group: RowGroup, reader: FeatureReader) -> np.ndarray:
         """A row group's usable records, decoded straight into one array."""

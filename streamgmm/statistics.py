@@ -15,6 +15,7 @@ import numpy as np
 from scipy import linalg
 
 from . import covariance as cov
+from . import quadratic
 from .params import MixtureParams
 
 # scikit-learn adds this to every component count before dividing; doing the same keeps batch EM
@@ -75,8 +76,20 @@ class SufficientStatistics:
         )
 
     @classmethod
-    def of_chunk(cls, X: np.ndarray, params: MixtureParams, shift: np.ndarray) -> tuple[SufficientStatistics, np.ndarray]:
-        """E-step on a chunk: its statistics and the per-record log-likelihoods."""
+    def of_chunk(
+        cls, X: np.ndarray, params: MixtureParams, shift: np.ndarray, dtype: np.dtype | type = np.float64
+    ) -> tuple[SufficientStatistics, np.ndarray]:
+        """E-step on a chunk: its statistics and the per-record log-likelihoods.
+
+        Full covariances take the two-GEMM path of :mod:`streamgmm.quadratic`, where
+        ``dtype=np.float32`` computes in single precision (sums still in float64); the other
+        types are cheap in the direct form and always computed in float64."""
+        if params.covariance_type in quadratic.SUPPORTED:
+            counts, sums, second, log_norm = quadratic.chunk_statistics(X, params, shift, dtype)
+            stats = cls(
+                params.covariance_type, shift, counts, sums, second, float(X.shape[0]), float(log_norm.sum())
+            )
+            return stats, log_norm
         log_norm, resp = params.e_step(X)
         stats = cls.from_responsibilities(X, resp, shift, params.covariance_type, float(log_norm.sum()))
         return stats, log_norm

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from streamgmm import StreamingGaussianMixture, make_mixture
+from streamgmm.online_em import lowest
 from streamgmm.reseeding import MIN_WEIGHT
 
 
@@ -106,3 +107,10 @@ def test_sorted_chunks_from_a_callable_get_a_uniform_sample() -> None:
     chunks = [by_cluster[i : i + 5000] for i in range(0, len(by_cluster), 5000)]
     model = StreamingGaussianMixture(5, random_state=0).fit(lambda: iter(chunks))
     assert truth.log_likelihood(X).mean() - model.score(X) < 0.01
+
+
+def test_lowest_is_the_head_of_a_stable_argsort() -> None:
+    rng = np.random.default_rng(0)
+    for values in (rng.normal(size=1000), rng.integers(0, 5, 1000).astype(float), np.zeros(7)):
+        for count in (1, 3, 8, 7, 2000):
+            np.testing.assert_array_equal(lowest(values, count), np.argsort(values, kind="stable")[:count])

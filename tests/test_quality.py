@@ -107,3 +107,23 @@ def test_sample_draws_from_the_fitted_mixture(covariance_type: str) -> None:
     # Refitting on the draws recovers the model: the sampler and the fitter agree.
     refit = StreamingGaussianMixture(3, covariance_type=covariance_type, random_state=1).fit(drawn)
     assert abs(refit.score(X) - model.score(X)) < 0.01
+
+
+@pytest.mark.parametrize("algorithm", ["online", "batch"])
+def test_float32_compute_fits_as_well_as_float64(algorithm: str) -> None:
+    """compute_dtype="float32": the same held-out quality as the exact path, near the truth."""
+    X, _, truth = make_mixture(120_000, 6, 8, random_state=7)
+    train, test = X[:100_000], X[100_000:]
+    fits = {
+        dtype: StreamingGaussianMixture(6, algorithm=algorithm, compute_dtype=dtype, random_state=0).fit(train)
+        for dtype in ("float64", "float32")
+    }
+    exact, single = fits["float64"].score(test), fits["float32"].score(test)
+    assert abs(exact - single) < 1e-3, (exact, single)
+    assert truth.log_likelihood(test).mean() - single < 0.01
+    assert fits["float32"].get_params()["compute_dtype"] == "float32"
+
+
+def test_compute_dtype_is_checked() -> None:
+    with pytest.raises(ValueError, match="compute_dtype"):
+        StreamingGaussianMixture(2, compute_dtype="float16").fit(np.zeros((10, 2)))
