@@ -24,7 +24,7 @@ as the data would make one pass a single batch-EM iteration.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 import os
 
@@ -32,7 +32,7 @@ import numpy as np
 
 from .batch_em import BatchEMResult, em_iterations, full_pass_statistics
 from .dask_source import DaskSource, tree_reduce
-from .online_em import BatchUpdate, OnlineEMResult, OnlineState, StepSchedule, blend_step
+from .online_em import BatchUpdate, OnlineEMResult, OnlineState, StepSchedule, blend_step, online_passes
 from .params import MixtureParams
 from .reseeding import WorstRecords
 from .sources import ChunkSource
@@ -159,13 +159,10 @@ def run_dask_online_em(
     which partitions are visited (within a wave order does not matter: one set of parameters)."""
     if partitions_per_step < 1:
         raise ValueError(f"partitions_per_step must be >= 1, got {partitions_per_step}")
-    pass_means: list[float] = []
-    reseeded: list[tuple[int, list[int]]] = []
-    converged = False
-    n_passes = 0
-    for n_passes in range(1, max_passes + 1):
+
+    def one_pass(state: OnlineState) -> Iterator[tuple[OnlineState, BatchUpdate]]:
         order = list(range(len(source))) if rng is None else [int(i) for i in rng.permutation(len(source))]
-        total_ll, total_n, skipped = 0.0, 0, 0
+        skipped = 0
         for start in range(0, len(order), partitions_per_step):
             wave = statistics_of(
                 source, state.params, state.statistics.shift, batch_size, order[start : start + partitions_per_step],
@@ -175,20 +172,10 @@ def run_dask_online_em(
             if wave.statistics.n_records == 0:
                 continue  # empty partitions: nothing to learn from
             state, update = wave_update(state, wave, schedule, burn_in, reg_covar, batch_size)
-            total_ll += wave.statistics.log_likelihood
-            total_n += update.n_records
-            if update.reseeded:
-                reseeded.append((state.step, update.reseeded))
-            if on_wave is not None:
-                on_wave(state, update)
+            yield state, update
         source.skipped_records = skipped
-        if total_n == 0:
-            raise ValueError("the source yielded no records")
-        pass_means.append(total_ll / total_n)
-        if len(pass_means) > 1 and abs(pass_means[-1] - pass_means[-2]) < tol:
-            converged = True
-            break
-    return OnlineEMResult(state, n_passes, converged, pass_means, reseeded)
+
+    return online_passes(one_pass, state, max_passes=max_passes, tol=tol, on_batch=on_wave)
 
 
 def default_partitions_per_step(source: DaskSource) -> int:

@@ -11,7 +11,7 @@ statistics are blended but the parameters are not yet moved.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -147,6 +147,27 @@ def run_online_em(
     the E-step's compute precision."""
     if max_passes > 1 and not source.reiterable:
         raise ValueError("several passes need a source that can be read again (an array, a list, a callable)")
+
+    def one_pass(state: OnlineState) -> Iterator[tuple[OnlineState, BatchUpdate]]:
+        for batch in source.batches(batch_size, rng):
+            state, update = online_update(state, batch, schedule, burn_in, reg_covar, batch_size, dtype)
+            yield state, update
+
+    return online_passes(one_pass, state, max_passes=max_passes, tol=tol, on_batch=on_batch)
+
+
+def online_passes(
+    one_pass: Callable[[OnlineState], Iterator[tuple[OnlineState, BatchUpdate]]],
+    state: OnlineState,
+    *,
+    max_passes: int,
+    tol: float,
+    on_batch: Callable[[OnlineState, BatchUpdate], None] | None = None,
+) -> OnlineEMResult:
+    """The passes of online EM over any stepper (mini-batches here, waves of partitions on
+    Dask): ``one_pass(state)`` yields the state after each step of one pass. Stops after
+    ``max_passes``, or once a pass's mean log-likelihood (of each step's records before its
+    update) moves by less than ``tol``."""
     pass_means: list[float] = []
     reseeded: list[tuple[int, list[int]]] = []
     converged = False
@@ -154,8 +175,7 @@ def run_online_em(
     for n_passes in range(1, max_passes + 1):
         total_ll = 0.0
         total_n = 0
-        for batch in source.batches(batch_size, rng):
-            state, update = online_update(state, batch, schedule, burn_in, reg_covar, batch_size, dtype)
+        for state, update in one_pass(state):
             total_ll += update.mean_log_likelihood * update.n_records
             total_n += update.n_records
             if update.reseeded:
