@@ -353,16 +353,24 @@ def read_output_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------------- inputs and layout
 
 
+def lake_for_model(
+    source: Any, names: list[str] | None, n_features: int, keep: list[str], nan_policy: str
+) -> ParquetSource:
+    """A lake (path or :class:`ParquetSource`) read by the model's feature names, with ``keep``."""
+    if not isinstance(source, ParquetSource):
+        source = ParquetSource(source, columns=names, passthrough=keep, nan_policy=nan_policy)
+    lake = source.reselect(names if names is not None else source.feature_names, keep)
+    if len(lake.feature_names) != n_features:
+        raise DataError(f"the model has {n_features} features, but the source selects {lake.feature_names}")
+    return lake
+
+
 def _parts(
     source: Any, names: list[str] | None, n_features: int, keep: list[str], nan_policy: str
 ) -> tuple[list[_Part], str | None]:
     """The output files to write, and the local directory the inputs live under (if any)."""
     if isinstance(source, ParquetSource) or is_path_like(source):
-        if not isinstance(source, ParquetSource):
-            source = ParquetSource(source, columns=names, passthrough=keep, nan_policy=nan_policy)
-        lake = source.reselect(names if names is not None else source.feature_names, keep)
-        if len(lake.feature_names) != n_features:
-            raise DataError(f"the model has {n_features} features, but the source selects {lake.feature_names}")
+        lake = lake_for_model(source, names, n_features, keep, nan_policy)
         columns = list(dict.fromkeys(lake.feature_names + keep))
         keep_fields = tuple(lake.dataset.schema.field(name) for name in keep)
         parts = []

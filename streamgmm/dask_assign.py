@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .assignment import PartWriter, _parts, _remove, _table_part
+from .assignment import PartWriter, _parts, _remove, _table_part, lake_for_model
 from .dask_source import DaskSource, PartitionSpec, dask_source, frame_table, open_partition
 from .parquet_source import ParquetSource
 from .inputs import is_path_like
@@ -38,11 +38,7 @@ def dask_parts(
     """The partitions to write, and the local directory the inputs live under (for a lake)."""
     keep = list(keep)
     if isinstance(source, ParquetSource) or is_path_like(source):
-        if not isinstance(source, ParquetSource):
-            source = ParquetSource(source, columns=names, passthrough=keep, nan_policy=nan_policy)
-        lake = source.reselect(names if names is not None else source.feature_names, keep)
-        if len(lake.feature_names) != n_features:
-            raise ValueError(f"the model has {n_features} features, but the source selects {lake.feature_names}")
+        lake = lake_for_model(source, names, n_features, keep, nan_policy)
         return DaskAssignInput(dask_source(lake, client=client), tuple(keep)), lake.base_dir
     if hasattr(source, "columns"):
         # As a local DataFrame: read by the model's names, else by the default names x0, x1, ...
