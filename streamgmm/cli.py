@@ -5,8 +5,8 @@
                   [--nan-policy raise|skip] [--seed S] [--scheduler ADDRESS | --workers N] [--json] [-q]
     streamgmm assign SOURCE... --model PATH --out DIR [--keep id,...] [--dtype float32]
                   [--nan-policy raise|skip] [--overwrite] [--scheduler ADDRESS | --workers N] [--json] [-q]
-    streamgmm watch LANDING_DIR --state STATE_DIR [-k K --columns a,b --seed S | --model INIT_MODEL]
-                  [--interval S] [--settle S] [--step-floor F] [--assign-out DIR] [--once] [--json] [-q]
+    streamgmm watch LANDING_DIR --state STATE_DIR [-k K --columns a,b --passthrough id --seed S | --model INIT_MODEL]
+                  [--interval S] [--settle S] [--step-floor F] [--assign-out DIR [--keep id]] [--once] [--json] [-q]
     streamgmm info PATH [--json]        (a model file, an output file or directory, a watcher's state
                                          directory, or any Parquet data)
 
@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--state", required=True, metavar="STATE_DIR", help="checkpoint, ledger and history")
     watch.add_argument("-k", "--components", type=positive_int, help="number of components of a new model")
     watch.add_argument("--columns", type=column_list, help="feature columns of a new model (default: numeric)")
+    watch.add_argument("--passthrough", type=column_list, default=[],
+                       help="numeric columns that are not features of a new model (ids)")
     watch.add_argument("--covariance", choices=["full", "tied", "diag", "spherical"], default="full")
     watch.add_argument("--seed", type=int, default=0, help="random seed of a new model (default 0)")
     watch.add_argument("--model", help="start from this saved model instead of -k")
@@ -161,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--interval", type=float, default=1.0, help="seconds between looks (default 1)")
     watch.add_argument("--settle", type=float, default=1.0, help="seconds a file must be unmodified (default 1)")
     watch.add_argument("--assign-out", metavar="DIR", help="also write each new file's responsibilities here")
+    watch.add_argument("--keep", type=column_list, default=[], help="input columns copied into those outputs")
     watch.add_argument("--keep-models", type=positive_int, default=10, help="checkpoints kept in STATE_DIR/models")
     watch.add_argument("--once", action="store_true", help="consume the files there, then exit")
     common(watch)
@@ -283,7 +286,7 @@ def run_watch(args: argparse.Namespace) -> dict[str, Any]:
 
     summary = watch(
         args.landing, args.state, once=args.once, n_components=args.components, columns=args.columns,
-        covariance_type=args.covariance, seed=args.seed, init_model=args.model, step_floor=args.step_floor,
+        passthrough=args.passthrough, keep=args.keep, covariance_type=args.covariance, seed=args.seed, init_model=args.model, step_floor=args.step_floor,
         batch_size=args.batch_size, nan_policy=args.nan_policy, interval=args.interval, settle=args.settle,
         assign_out=args.assign_out, keep_models=args.keep_models, log=None if args.quiet else log,
     )

@@ -142,6 +142,7 @@ class Watcher:
     state : the state directory (created if needed; see :mod:`streamgmm.checkpoint`).
     n_components, columns, covariance_type, seed, batch_size : a new model, when ``state`` holds
         none yet and no ``init_model`` is given (``columns``: default every numeric column).
+    passthrough : numeric columns that are not features of a new model (ids), as for ``fit``.
     init_model : path of a saved model to continue (its running statistics and step counter).
     step_floor : keep each step size above this, so old data is forgotten and drift followed;
         None keeps the model's own (0 for a new one).
@@ -150,6 +151,7 @@ class Watcher:
     settle : seconds a file must be left unmodified before it is read.
     assign_out : also write each consumed file's responsibilities to the same relative path
         under this directory (one atomic file per input, by the model after that file).
+    keep : input columns copied into those outputs, row for row (ids).
     keep_models : checkpoints kept in ``state/models``.
     log : called with one line per event (default: nothing).
     """
@@ -161,6 +163,7 @@ class Watcher:
         *,
         n_components: int | None = None,
         columns: Sequence[str] | None = None,
+        passthrough: Sequence[str] = (),
         covariance_type: str = "full",
         seed: int | None = 0,
         batch_size: int | None = None,
@@ -170,6 +173,7 @@ class Watcher:
         interval: float = 1.0,
         settle: float = 1.0,
         assign_out: str | os.PathLike[str] | None = None,
+        keep: Sequence[str] = (),
         keep_models: int = 10,
         log: Callable[[str], None] | None = None,
     ):
@@ -184,10 +188,13 @@ class Watcher:
                                  "the watcher would read its own files")
         if interval <= 0 or settle < 0:
             raise ValueError(f"interval must be > 0 and settle >= 0, got {interval} and {settle}")
-        if isinstance(columns, str):
-            raise TypeError("columns is a list of column names, not a single string")
+        for name, value in (("columns", columns), ("passthrough", passthrough), ("keep", keep)):
+            if isinstance(value, str):
+                raise TypeError(f"{name} is a list of column names, not a single string")
         self.n_components = n_components
         self.columns = list(columns) if columns is not None else None
+        self.passthrough = list(passthrough)
+        self.keep = list(keep)
         self.covariance_type = covariance_type
         self.seed = seed
         self.batch_size = batch_size
@@ -361,7 +368,7 @@ class Watcher:
         before = self.model
         model = copy.deepcopy(before) if before is not None else self._new_model()
         names = before._feature_names() if before is not None else self.columns
-        source = ParquetSource(file.path, columns=names, nan_policy=self.nan_policy)
+        source = ParquetSource(file.path, columns=names, passthrough=self.passthrough, nan_policy=self.nan_policy)
         if before is not None and names is None and source.n_features != before.n_features_in_:
             raise DataError(f"{file.path}: {source.n_features} numeric columns, the model has {before.n_features_in_}")
         records = model.records_seen_ if before is not None else 0
@@ -382,8 +389,10 @@ class Watcher:
         checkpoint; a restart that consumes the file again replaces it."""
         work = self.assign_out / f".watch-{secrets.token_hex(8)}.tmp"
         try:
-            source = ParquetSource(file.path, columns=model._feature_names(), nan_policy=self.nan_policy)
-            summary = assign(model, source, work)
+            source = ParquetSource(
+                file.path, columns=model._feature_names(), passthrough=self.keep, nan_policy=self.nan_policy
+            )
+            summary = assign(model, source, work, keep=self.keep)
             target = self.assign_out / file.relative
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(summary.outputs[0], target)

@@ -364,3 +364,33 @@ def test_files_quarantined_before_any_model_are_kept_in_the_ledger(truth, tmp_pa
     ledger_file.write_text(ledger_file.read_text().replace('"quarantined"', '"consumed"   '))
     with pytest.raises(ModelFileError, match="ledger.jsonl: its first .* bytes are not those the checkpoint committed"):
         watch(directory, state, settle=0, once=True)
+
+
+def test_passthrough_ids_are_not_features_and_keep_copies_them(tmp_path):
+    """An id column next to the features: ``--passthrough id`` leaves it out of a new model (the
+    oracle is the same files read by the feature names), ``--keep id`` copies it into each output
+    row for row."""
+    params = random_mixture(K, len(FEATURES), random_state=4)
+    files = []
+    for i in range(2):
+        X, _ = sample_mixture(params, PER_FILE, random_state=40 + i)
+        ids = pa.array(np.arange(PER_FILE, dtype=np.int64) + i * PER_FILE)
+        files.append(write_file(tmp_path / "landing" / f"part-{i}.parquet", X, BASE_TIME + i, id=ids))
+    out = tmp_path / "scored"
+    run = subprocess.run(
+        [sys.executable, "-m", "streamgmm", "watch", str(tmp_path / "landing"), "--state", str(tmp_path / "state"),
+         "-k", str(K), "--passthrough", "id", "--batch-size", str(BATCH), "--settle", "0", "--once", "-q",
+         "--assign-out", str(out), "--keep", "id"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    model = StreamingGaussianMixture.load(tmp_path / "state" / "current.model")
+    assert list(model.feature_names_in_) == FEATURES
+    assert_same_model(model, oracle(files))
+    for i, path in enumerate(files):
+        table = pq.read_table(out / path.name)
+        assert table.column_names[0] == "id"
+        np.testing.assert_array_equal(table["id"].to_numpy(), np.arange(PER_FILE) + i * PER_FILE)
+        X = np.column_stack([pq.read_table(path)[name].to_numpy() for name in FEATURES])
+        after_file = oracle(files[: i + 1])  # each output is scored by the model right after its file
+        np.testing.assert_allclose(table["log_likelihood"].to_numpy(), after_file.score_samples(X), rtol=1e-12)
