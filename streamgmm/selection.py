@@ -11,8 +11,8 @@ candidate: the total log-likelihood over all N records gives
 
 with p free parameters (as ``StreamingGaussianMixture.bic``/``aic`` and scikit-learn). With
 ``held_out=n`` there is no scoring pass: a uniform reservoir of n records is kept out of the
-training stream as it goes by (records evicted from it are used by neither), and the criteria
-are computed on it, N = n.
+training stream as it goes by (a record evicted from it returns to training then), and the
+criteria are computed on it, N = n.
 
 Each candidate's model equals a ``StreamingGaussianMixture`` fitted alone with the same
 parameters on the same batches (``shuffle=False``, or the same visit order).
@@ -284,7 +284,7 @@ def select(
     ]
     return SelectionResult(
         candidates, criterion, scored_on, n_scored, max(len(f.pass_means) for f in fittings), records_per_pass,
-        {"reservoir_evicted": reservoir.evicted if reservoir is not None else 0},
+        {"returned_from_reservoir": reservoir.evicted if reservoir is not None else 0},
     )
 
 
@@ -297,10 +297,11 @@ def _spawn(rng: np.random.Generator) -> np.random.Generator:
 
 
 class _Reservoir:
-    """A uniform reservoir of ``size`` records of a stream, kept out of it (Algorithm R).
+    """A uniform reservoir of ``size`` records of a stream, kept out of training (Algorithm R).
 
-    A record that enters the reservoir is withheld from training; one evicted later has then
-    been used by neither training nor scoring (about size * ln(N / size) of N records)."""
+    A record that enters the reservoir is withheld; one evicted later goes back into the
+    training stream at that moment, so every record is either held out at the end or trained
+    on (evicted ones later than their place in the stream: about size * ln(N / size) records)."""
 
     def __init__(self, size: int, rng: np.random.Generator):
         self.size = int(size)
@@ -316,14 +317,22 @@ class _Reservoir:
             n = batch.shape[0]
             positions = np.arange(self.seen, self.seen + n)
             slots = np.where(positions < self.size, positions, self.rng.integers(0, positions + 1))
-            enter = slots < self.size
+            enter = np.flatnonzero(slots < self.size)
             taken = slots[enter]
-            # A slot written twice in this batch: the earlier record is evicted, as sequentially.
-            self.evicted += int(np.count_nonzero(positions[enter] >= self.size))
-            self.held[taken] = batch[enter]
+            # As the sequential algorithm: of several entrants to one slot in this batch the
+            # last stays; the others, and the records they displace, go back to training.
+            last = len(taken) - 1 - np.unique(taken[::-1], return_index=True)[1]
+            stays = np.zeros(len(taken), dtype=bool)
+            stays[last] = True
+            filled = taken[stays][taken[stays] < min(self.seen, self.size)]
+            back = [batch[np.setdiff1d(np.arange(n), enter, assume_unique=True)], batch[enter[~stays]],
+                    self.held[filled].copy()]
+            self.held[taken[stays]] = batch[enter[stays]]
             self.seen += n
-            if not enter.all():
-                yield batch[~enter]
+            self.evicted += len(back[1]) + len(back[2])
+            rest = np.concatenate(back)
+            if rest.shape[0]:
+                yield rest
 
     def records(self) -> np.ndarray:
         if self.held is None:

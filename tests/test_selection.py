@@ -14,7 +14,7 @@ import pytest
 import streamgmm
 from streamgmm import StreamingGaussianMixture, select
 from streamgmm.parquet_source import ParquetSource
-from streamgmm.selection import parse_candidates
+from streamgmm.selection import _Reservoir, parse_candidates
 from streamgmm.synthetic_lake import write_lake
 
 
@@ -109,12 +109,27 @@ def test_held_out_reservoir_scores_records_no_candidate_trained_on():
     assert source.passes == 1 and source.records == 10_000  # no scoring pass
     assert result.scored_on == "held-out reservoir" and result.n_scored == 1500
     assert result.best.n_components == 4
-    evicted = result.extra["reservoir_evicted"]
-    # Every record was trained on, held out, or evicted from the reservoir: never two of these.
+    returned = result.extra["returned_from_reservoir"]
+    # Every record was trained on or held out, never both: records evicted from the reservoir
+    # went back to training (about size * ln(N / size) of them, Algorithm R).
     for candidate in result.candidates:
-        assert candidate.model.records_seen_ + 1500 + evicted == 10_000
-    # About size * ln(N / size) records are evicted (Algorithm R), far fewer than N.
-    assert 0 < evicted < 1500 * (math.log(10_000 / 1500) + 1)
+        assert candidate.model.records_seen_ + 1500 == 10_000
+    assert 0 < returned < 1500 * (math.log(10_000 / 1500) + 1)
+
+
+def test_reservoir_holds_a_uniform_sample_and_returns_every_other_record():
+    ids = np.arange(1000, dtype=float)[:, None]
+    inclusion = np.zeros(1000)
+    for seed in range(200):
+        reservoir = _Reservoir(100, np.random.default_rng(seed))
+        trained = np.concatenate(list(reservoir.withhold(ids[i : i + 64] for i in range(0, 1000, 64))))
+        held = reservoir.records()
+        # Each record exactly once: held out or trained on.
+        np.testing.assert_array_equal(np.sort(np.concatenate([trained, held])[:, 0]), ids[:, 0])
+        inclusion[held[:, 0].astype(int)] += 1
+    # Uniform: each tenth of the stream is held out 200 * 100 / 10 = 2000 times, give or take.
+    per_tenth = inclusion.reshape(10, 100).sum(axis=1)
+    assert np.all(np.abs(per_tenth - 2000) < 200), per_tenth
 
 
 def test_best_model_saves_loads_and_continues(tmp_path):
