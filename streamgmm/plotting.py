@@ -252,7 +252,7 @@ def _trace_panel(ax: Any, model: Any) -> None:
                 marked = True
         handles, labels = ax.get_legend_handles_labels()
         more, more_labels = steps.get_legend_handles_labels()
-        ax.legend(handles + more, labels + more_labels, fontsize=9, loc="lower right")
+        ax.legend(handles + more, labels + more_labels, fontsize=9, loc="best")
         ax.set_title("fit history", fontsize=11)
     elif model._history:
         ax.plot(np.arange(1, len(model._history) + 1), model._history, color="tab:blue", marker="o", lw=1.6,
