@@ -221,8 +221,11 @@ def select(
         raise ValueError("held_out needs max_passes=1: later passes could not tell held-out records apart")
 
     source = as_source(X)
-    if passes > 1 and not source.reiterable:
-        raise ValueError("several passes need a source that can be read again (an array, a list, a callable, files)")
+    if not source.reiterable and (passes > 1 or held_out is None):
+        raise ValueError(
+            "this stream can be read only once: scoring on a full pass (or several passes) needs a source that "
+            "can be read again (an array, a list, a callable, files); or score on held_out=N records"
+        )
     rng = make_rng(random_state)
     # One read for the initialisation sample, shared by all. Each candidate then starts from
     # the generator as a lone fit would have it after its own sample draw, so it is initialised

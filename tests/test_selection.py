@@ -165,3 +165,13 @@ def test_parse_candidates_and_bad_arguments():
         select(X, n_components=[1], held_out=10, max_passes=2)
     with pytest.raises(ValueError, match="n_components = 300"):
         select(X, n_components=[300], init_size=100)
+    with pytest.raises(ValueError, match="read only once"):
+        select(iter(np.array_split(X, 4)), n_components=[1])
+
+
+def test_a_one_shot_stream_is_scored_on_held_out_records():
+    X, _, _ = streamgmm.make_mixture(6000, n_components=3, n_features=2, random_state=8)
+    result = select(iter(np.array_split(X, 12)), n_components=[2, 3, 4], held_out=1000, random_state=0,
+                    batch_size=500, init_size=1500, n_init=2)
+    assert result.best.n_components == 3 and result.n_scored == 1000
+    assert all(c.model.records_seen_ == 5000 for c in result.candidates)
