@@ -12,7 +12,8 @@ candidate: the total log-likelihood over all N records gives
 with p free parameters (as ``StreamingGaussianMixture.bic``/``aic`` and scikit-learn). With
 ``held_out=n`` there is no scoring pass: a uniform reservoir of n records is kept out of the
 training stream as it goes by (a record evicted from it returns to training then), and the
-criteria are computed on it, N = n.
+criteria are computed on it, N = n. (The initialisation sample is drawn before, from all
+records, so it may share a few with the reservoir; the stream's updates soon outweigh it.)
 
 Each candidate's model equals a ``StreamingGaussianMixture`` fitted alone with the same
 parameters on the same batches (``shuffle=False``, or the same visit order).
@@ -243,7 +244,7 @@ def select(
 
     reservoir = _Reservoir(held_out, _spawn(rng)) if held_out is not None else None
     records_per_pass = 0
-    for n_pass in range(1, passes + 1):
+    for _ in range(passes):
         active = [f for f in fittings if not f.converged]
         if not active:
             break
@@ -256,6 +257,8 @@ def select(
             for fitting in active:
                 fitting.update(batch)
         if records_per_pass == 0:
+            if reservoir is not None and reservoir.seen:
+                raise ValueError(f"held_out={held_out} keeps every one of the {reservoir.seen} records out of training")
             raise ValueError("the source yielded no records")
         for fitting in active:
             fitting.end_pass(template.tol)

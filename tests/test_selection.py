@@ -165,6 +165,8 @@ def test_parse_candidates_and_bad_arguments():
         select(X, n_components=[1], held_out=10, max_passes=2)
     with pytest.raises(ValueError, match="n_components = 300"):
         select(X, n_components=[300], init_size=100)
+    with pytest.raises(ValueError, match="keeps every one of the 200 records out of training"):
+        select(X, n_components=[1], held_out=500)
     with pytest.raises(ValueError, match="read only once"):
         select(iter(np.array_split(X, 4)), n_components=[1])
 
