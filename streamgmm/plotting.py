@@ -195,7 +195,8 @@ def _density_panel(ax: Any, model: Any, covariances: np.ndarray, X: np.ndarray |
     ax.set_xlabel(name, fontsize=11)
     ax.set_ylabel("density", fontsize=11)
     ax.set_xlim(low, high)
-    ax.legend(fontsize=9, loc="best")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # headroom, so the legend does not hide the curves' tops
+    ax.legend(fontsize=9, loc="upper right")
 
 
 def _pair_panel(ax: Any, model: Any, covariances: np.ndarray, X: np.ndarray | None, labels: np.ndarray | None,
@@ -240,6 +241,7 @@ def _trace_panel(ax: Any, model: Any) -> None:
         ax.plot(records, running, color="navy", lw=2.2, label="running mean over the stream")
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_xlabel(f"records seen ({trace.n_batches:,} mini-batches, {trace.stride} per point)", fontsize=11)
+        ax.xaxis.set_major_formatter(lambda value, _: f"{value:,.0f}")  # 200,000 rather than 0.2 and 1e6
         ax.set_ylabel("mean log-likelihood", fontsize=11, color="tab:blue")
         steps = ax.twinx()
         steps.plot(records, trace.step_size, color="tab:orange", lw=1.4, label="step size")
