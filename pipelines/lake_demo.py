@@ -5,7 +5,7 @@ Writes a synthetic hive-partitioned lake whose records are sorted by their gener
 of ``pipelines/parquet_lake_job.py`` on it (fit in one streaming pass, then write
 responsibilities), and prints how close the fitted mixture is to the generating one: held-out
 log-likelihood, weights and means per component, and how often the assigned component is the
-one that generated the record.
+one that generated the record; ends by plotting the fit to ``OUT/fit.png``.
 
     python pipelines/lake_demo.py [--records N] [--features D] [--components K] [--out DIR]
 """
@@ -83,6 +83,14 @@ def main() -> None:
     for k, j in enumerate(order):
         error = np.linalg.norm(truth.means[k] - model.means_[j])
         print(f"{k:>9}  {truth.weights[k]:11.4f}  {model.weights_[j]:13.4f}  {error:12.4f}")
+
+    try:
+        from streamgmm.plotting import plot_model
+
+        picture = plot_model(model, str(info.path), out=str(work / "fit.png"), sample=5000, random_state=args.seed)
+        print(f"\nplot of the fit (5,000 sampled records, ellipses, fit history): {picture}")
+    except ImportError as exc:  # run without the plot extra: everything else has been done
+        print(f"\nno plot: {exc}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from .datasets import make_mixture, random_mixture, sample_mixture
 from .estimator import ConvergenceWarning, StreamingGaussianMixture
 from .model_file import ModelFileError
 from .params import MixtureParams
+from .selection import SelectionResult, select
 from .parquet_source import ParquetSource
 from .statistics import SufficientStatistics
 from .validation import NotFittedError
@@ -21,9 +22,11 @@ __all__ = [
     "MixtureParams",
     "ModelFileError",
     "NotFittedError",
+    "SelectionResult",
     "StreamingGaussianMixture",
     "SufficientStatistics",
     "make_mixture",
     "random_mixture",
     "sample_mixture",
+    "select",
 ]

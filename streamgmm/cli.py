@@ -7,6 +7,9 @@
                   [--nan-policy raise|skip] [--overwrite] [--scheduler ADDRESS | --workers N] [--json] [-q]
     streamgmm watch LANDING_DIR --state STATE_DIR [-k K --columns a,b --passthrough id --seed S | --model INIT_MODEL]
                   [--interval S] [--settle S] [--step-floor F] [--assign-out DIR [--keep id]] [--once] [--json] [-q]
+    streamgmm select SOURCE... -k 2..12 [--covariance full,diag] [--held-out N] [--criterion bic|aic]
+                  [--model BEST] [--columns a,b] [--passes P] [--seed S] [--json] [-q]
+    streamgmm plot MODEL --out FILE.png [--data SOURCE...] [--pairs 0:1,2:3] [--sample N] [--json]
     streamgmm info PATH [--json]        (a model file, an output file or directory, a watcher's state
                                          directory, or any Parquet data)
 
@@ -168,6 +171,31 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--once", action="store_true", help="consume the files there, then exit")
     common(watch)
 
+    select = commands.add_parser("select", help="fit candidate K (and covariance types) in one stream, pick by BIC/AIC")
+    reading(select)
+    select.add_argument("-k", "--components", required=True, metavar="KS", help="candidates, e.g. 2..12 or 2,4,8")
+    select.add_argument("--covariance", type=column_list, default=["full"], metavar="TYPES",
+                        help="covariance types to try, e.g. full,diag (default full)")
+    select.add_argument("--columns", type=column_list, help="feature columns (default: every numeric column)")
+    select.add_argument("--passthrough", type=column_list, default=[], metavar="COLUMNS",
+                        help="numeric columns that are not features, e.g. id")
+    select.add_argument("--held-out", type=positive_int, metavar="N",
+                        help="score on a reservoir of N records kept out of training (no scoring pass)")
+    select.add_argument("--criterion", choices=["bic", "aic"], default="bic")
+    select.add_argument("--model", help="where to write the best model")
+    select.add_argument("--passes", type=positive_int, default=1, help="online EM passes (default 1)")
+    select.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    common(select)
+
+    plot = commands.add_parser("plot", help="draw a model (over a sample of data) and its fit history as PNG")
+    plot.add_argument("model", metavar="MODEL")
+    plot.add_argument("--out", required=True, metavar="FILE.png")
+    plot.add_argument("--data", nargs="+", metavar="SOURCE", help="Parquet data to sample records from")
+    plot.add_argument("--pairs", metavar="PAIRS", help="feature pairs, by index or name: 0:1,2:3 or x0:x2")
+    plot.add_argument("--sample", type=positive_int, default=5000, help="records drawn (default 5000)")
+    plot.add_argument("--seed", type=int, default=0, help="random seed of the sample (default 0)")
+    plot.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+
     info = commands.add_parser("info", help="describe a model, an output, a watcher's state directory, or Parquet data")
     info.add_argument("path")
     info.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
@@ -294,6 +322,40 @@ def run_watch(args: argparse.Namespace) -> dict[str, Any]:
     return {"command": "watch", **vars(summary), "model": model if os.path.isfile(model) else None}
 
 
+def run_select(args: argparse.Namespace) -> dict[str, Any]:
+    from .selection import parse_candidates, select
+
+    ks = parse_candidates(args.components)
+    if args.model and not os.path.isdir(os.path.dirname(os.path.abspath(args.model))):
+        raise CommandError(f"--model {args.model}: directory {os.path.dirname(os.path.abspath(args.model))} does not exist")
+    source = ParquetSource(
+        _one_or_many(args.sources), columns=args.columns, passthrough=args.passthrough,
+        filter=combined_filter(args.filter), nan_policy=args.nan_policy,
+    )
+    started = time.perf_counter()
+    result = select(
+        ProgressSource(source, show_progress(args), "select"), ks, args.covariance, criterion=args.criterion,
+        held_out=args.held_out, random_state=args.seed, max_passes=args.passes, shuffle="row_groups",
+        **({"batch_size": args.batch_size} if args.batch_size else {}),
+    )
+    if args.model:
+        result.best_model_.save(args.model)
+    return {"command": "select", "model": args.model, "seconds": round(time.perf_counter() - started, 3),
+            **result.to_dict(), "table": result.table()}
+
+
+def run_plot(args: argparse.Namespace) -> dict[str, Any]:
+    from .plotting import plot_model, png_size
+
+    model = StreamingGaussianMixture.load(args.model)
+    data = None
+    if args.data:
+        data = ParquetSource(_one_or_many(args.data), columns=model._feature_names())
+    path = plot_model(model, data, out=args.out, pairs=args.pairs, sample=args.sample, random_state=args.seed)
+    width, height = png_size(path)
+    return {"command": "plot", "out": path, "width": width, "height": height, "data": args.data}
+
+
 def run_info(args: argparse.Namespace) -> dict[str, Any]:
     path = args.path
     if not os.path.exists(path) and not glob.has_magic(path) and "://" not in path:
@@ -361,6 +423,8 @@ def fit_summary(model: StreamingGaussianMixture) -> dict[str, Any]:
         "skipped_per_pass": int(getattr(model, "n_skipped_", 0)),
         "online_steps": int(model.n_steps_),
         "history": list(model._history),
+        "fit_history": model.fit_history_.to_dict(),
+        "fit_history_summary": model.fit_history_.summary(),
     }
 
 
@@ -381,6 +445,18 @@ def describe(result: dict[str, Any]) -> str:
         )
     if kind == "watch state":
         return describe_state(result)
+    if kind == "select":
+        best = result["best"]
+        return (
+            f"{len(result['candidates'])} candidate(s) fitted in {result['n_passes']} shared pass(es) over "
+            f"{result['records_per_pass']:,} records, scored on {result['scored_on']} (N = {result['n_scored']:,}) "
+            f"in {result['seconds']:.1f} s\n{result['table']}\nbest by {result['criterion'].upper()}: "
+            f"K = {best['n_components']}, {best['covariance_type']}"
+            + (f"; model written to {result['model']}" if result["model"] else "")
+        )
+    if kind == "plot":
+        return f"wrote {result['out']} ({result['width']}x{result['height']} PNG)"
+
     if kind == "parquet data":
         lines = [
             f"{result['path']}: Parquet data, {result['records']:,} records in {result['files']} file(s), "
@@ -415,6 +491,7 @@ def describe(result: dict[str, Any]) -> str:
                 f"fitted by {result['algorithm']} EM: {result['records_seen']:,} records seen, "
                 f"{result['n_iter']} pass(es)/iteration(s), {lower_bound_text(result)}"
             )
+            lines.append(result["fit_history_summary"])
     return "\n".join(lines + component_table(result["weights"], result["means"]))
 
 
@@ -462,7 +539,8 @@ def _one_or_many(sources: list[str]) -> str | list[str]:
     return sources[0] if len(sources) == 1 else sources
 
 
-COMMANDS = {"fit": run_fit, "assign": run_assign, "watch": run_watch, "info": run_info}
+COMMANDS = {"fit": run_fit, "assign": run_assign, "watch": run_watch, "info": run_info, "select": run_select,
+            "plot": run_plot}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -478,7 +556,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # Python's two-line source-location format.
                 for message in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
                     print(f"streamgmm: warning: {message}", file=sys.stderr)
-    except (CommandError, DataError, ModelFileError, StateDirectoryBusy, ValueError, TypeError, OSError) as exc:
+    except (CommandError, DataError, ModelFileError, StateDirectoryBusy, ValueError, TypeError, OSError,
+            ImportError) as exc:
         message = " ".join(str(exc).split())  # one line, whatever the exception carried
         print(f"streamgmm: error: {message}", file=sys.stderr)
         return 1

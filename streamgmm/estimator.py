@@ -22,6 +22,7 @@ from . import covariance as cov
 from .batch_em import run_batch_em
 from .dask_em import default_partitions_per_step, run_dask_batch_em, run_dask_online_em
 from .dask_source import DaskSource, dask_source, is_dask_collection
+from .fit_history import FitHistory
 from .initialization import INIT_METHODS, initialize, lloyd, params_from_labels
 from .model_file import ModelFileError, read_model, write_model
 from .online_em import OnlineState, StepSchedule, run_online_em
@@ -86,7 +87,9 @@ class StreamingGaussianMixture:
     ``n_features_in_``, ``feature_names_in_`` (when fitted on named columns: a table, DataFrame
     or Parquet lake; later inputs with names are read by these names); plus ``n_steps_`` (online
     mini-batches so far), ``records_seen_`` and ``n_skipped_`` (records a source with
-    ``nan_policy="skip"`` left out of the last pass).
+    ``nan_policy="skip"`` left out of the last pass), and ``fit_history_``, a bounded
+    :class:`~streamgmm.fit_history.FitHistory` of the online steps (saved with the model and
+    continued by ``partial_fit`` and ``warm_start``).
 
     ``X`` may be anything :func:`streamgmm.inputs.as_source` takes: arrays, iterables of chunks,
     Arrow tables and readers, DataFrames, Parquet paths, globs and datasets, or a
@@ -374,19 +377,21 @@ class StreamingGaussianMixture:
             state = OnlineState(
                 result.params, result.statistics.per_record(), math.ceil(n / self.batch_size), int(n)
             )
-            self._set_fitted(state, result.converged, result.n_iter, result.lower_bound, result.history)
+            # Batch EM takes no online steps: its trace is the per-iteration ``_history``.
+            self._set_fitted(state, result.converged, result.n_iter, result.lower_bound, result.history, FitHistory())
         else:
+            trace = self.fit_history_.copy() if warm else FitHistory()
             online = run_online(
                 source, OnlineState.start(params, shift), schedule=self._schedule(), burn_in=self.burn_in,
                 reg_covar=self.reg_covar, batch_size=self.batch_size, max_passes=self.max_passes,
                 tol=self.tol, rng=self._shuffle_rng(source, rng), dtype=np.dtype(self.compute_dtype),
-                **online_options,
+                **online_options, **_tracing(source, trace),
             )
             # As for batch EM; every pass reads the whole source, so one pass is the total over n.
             self._check_enough_records(online.state.records_seen // online.n_passes)
             self._set_fitted(
                 online.state, online.converged, online.n_passes, online.pass_log_likelihoods[-1],
-                online.pass_log_likelihoods,
+                online.pass_log_likelihoods, trace,
             )
         self._set_input_description(source)
         return self
@@ -450,17 +455,21 @@ class StreamingGaussianMixture:
             params, shift = self._initial_params(source, source.n_features, make_rng(self.random_state))
             state = OnlineState.start(params, shift)
             history: list[float] = []
+            trace = FitHistory()
         else:
             state = self._state
             history = list(self._history)
+            trace = self.fit_history_.copy()
         online = run_online(
             source, state, schedule=self._schedule(), burn_in=self.burn_in,
             reg_covar=self.reg_covar, batch_size=self.batch_size, dtype=np.dtype(self.compute_dtype),
-            **online_options,
+            **online_options, **_tracing(source, trace),
         )
         state, lower_bound = online.state, online.pass_log_likelihoods[-1]
         history.append(lower_bound)
-        self._set_fitted(state, False, getattr(self, "n_iter_", 0) + 1 if fitted else 1, lower_bound, history)
+        self._set_fitted(
+            state, False, getattr(self, "n_iter_", 0) + 1 if fitted else 1, lower_bound, history, trace
+        )
         if not fitted:
             self._set_input_description(source)
         else:
@@ -468,11 +477,13 @@ class StreamingGaussianMixture:
         return self
 
     def _set_fitted(
-        self, state: OnlineState, converged: bool, n_iter: int, lower_bound: float, history: list[float]
+        self, state: OnlineState, converged: bool, n_iter: int, lower_bound: float, history: list[float],
+        fit_history: FitHistory | None = None,
     ) -> None:
         params = state.params
         self._state = state
         self._history = list(history)
+        self.fit_history_ = fit_history if fit_history is not None else FitHistory()
         self.weights_ = params.weights
         self.means_ = params.means
         self.covariances_ = params.covariances
@@ -621,6 +632,7 @@ class StreamingGaussianMixture:
                 "n_skipped": getattr(self, "n_skipped_", 0),
                 "history": self._history,
             },
+            "fit_history": self.fit_history_.to_dict(),
             "online": {
                 "step": state.step,
                 "records_seen": state.records_seen,
@@ -681,6 +693,8 @@ class StreamingGaussianMixture:
         model._set_fitted(
             state, bool(fitted["converged"]), int(fitted["n_iter"]), float(fitted["lower_bound"]),
             [float(v) for v in fitted.get("history", [])],
+            # Files written before the trace existed have none: an empty one, continued from here.
+            FitHistory.from_dict(document["fit_history"]) if "fit_history" in document else None,
         )
         names = fitted.get("feature_names_in")
         if names is not None:
@@ -689,3 +703,13 @@ class StreamingGaussianMixture:
             model.feature_names_in_ = np.asarray(names, dtype=object)
         model.n_skipped_ = int(fitted.get("n_skipped", 0))
         return model
+
+
+def _tracing(source: ChunkSource, trace: FitHistory) -> dict[str, Any]:
+    """The online runner's per-step callback that records ``trace`` (a step is a mini-batch
+    here, a wave of partitions on Dask)."""
+
+    def record(state: OnlineState, update: Any) -> None:
+        trace.record(update.mean_log_likelihood, update.n_records, update.step_size, update.reseeded)
+
+    return {"on_wave" if isinstance(source, DaskSource) else "on_batch": record}

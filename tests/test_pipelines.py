@@ -66,3 +66,8 @@ def test_lake_demo_recovers_the_generating_mixture(tmp_path: Path) -> None:
     agree_line = next(line for line in result.stdout.splitlines() if line.startswith("assigned component"))
     assert float(agree_line.split("for")[1].split("%")[0]) > 99.0
     assert (tmp_path / "demo" / "scored" / "_SUCCESS").exists()
+    # The demo ends with the picture of its fit: 8 features, three pairs of them.
+    assert result.stdout.rstrip().endswith(f"plot of the fit (5,000 sampled records, ellipses, fit history): {Path('demo') / 'fit.png'}")
+    from streamgmm.plotting import png_size
+
+    assert png_size(tmp_path / "demo" / "fit.png") == (1500, 800)

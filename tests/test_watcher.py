@@ -70,6 +70,11 @@ def assert_same_model(a: StreamingGaussianMixture, b: StreamingGaussianMixture) 
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-12, atol=1e-12, err_msg=name)
     assert (a.n_steps_, a.records_seen_, a.n_iter_) == (b.n_steps_, b.records_seen_, b.n_iter_)
     np.testing.assert_allclose(a._history, b._history, rtol=1e-12)
+    # The fit history is continued across files, checkpoints and restarts as by partial_fit.
+    ta, tb = a.fit_history_, b.fit_history_
+    assert (ta.n_batches, ta.stride, ta.records.tolist(), ta.reseeded) == (tb.n_batches, tb.stride, tb.records.tolist(), tb.reseeded)
+    np.testing.assert_allclose(ta.mean_log_likelihood, tb.mean_log_likelihood, rtol=1e-12)
+    np.testing.assert_allclose(ta.step_size, tb.step_size, rtol=1e-12)
 
 
 def watch_cli(landing: Path, state: Path, *args: str, crash: str | None = None, **popen) -> subprocess.Popen:

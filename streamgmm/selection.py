@@ -1,0 +1,348 @@
+"""Choosing K (and the covariance type) in one streaming job: every candidate shares every read.
+
+:func:`select` fits one online-EM model per candidate ``(n_components, covariance_type)`` over
+the same stream. The initialisation sample is drawn once and each candidate is initialised from
+it exactly as :class:`~streamgmm.estimator.StreamingGaussianMixture` would be; then each decoded
+mini-batch is fed to every candidate's online update in turn, so the data are read and decoded
+once per pass however many candidates there are. A last pass scores every batch under every
+candidate: the total log-likelihood over all N records gives
+
+    BIC = -2 log L + p log N,    AIC = -2 log L + 2 p
+
+with p free parameters (as ``StreamingGaussianMixture.bic``/``aic`` and scikit-learn). With
+``held_out=n`` there is no scoring pass: a uniform reservoir of n records is kept out of the
+training stream as it goes by (a record evicted from it returns to training then), and the
+criteria are computed on it, N = n. (The initialisation sample is drawn before, from all
+records, so it may share a few with the reservoir; the stream's updates soon outweigh it.)
+
+Each candidate's model equals a ``StreamingGaussianMixture`` fitted alone with the same
+parameters on the same batches (``shuffle=False``, or the same visit order).
+
+Example:
+
+>>> import numpy as np
+>>> import streamgmm
+>>> X, _, _ = streamgmm.make_mixture(20000, n_components=3, n_features=2, random_state=0)
+>>> result = streamgmm.select(X, n_components=[1, 2, 3, 4, 5], random_state=0, batch_size=2000)
+>>> result.best.n_components
+3
+>>> result.best_model_.predict(X[:3]).shape
+(3,)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .covariance import check_covariance_type
+from .dask_source import is_dask_collection
+from .estimator import StreamingGaussianMixture
+from .fit_history import FitHistory
+from .inputs import as_source
+from .online_em import OnlineState, online_update
+from .sources import ArraySource, rebatch
+from .validation import make_rng
+
+CRITERIA = ("bic", "aic")
+# Estimator parameters select passes to every candidate; the others are its own or make no sense here.
+_SHARED = (
+    "reg_covar", "tol", "n_init", "init_params", "batch_size", "max_passes", "step_exponent",
+    "step_offset", "step_floor", "burn_in", "init_size", "shuffle", "compute_dtype",
+)
+
+
+@dataclass
+class Candidate:
+    """One fitted candidate and its scores (log_likelihood is the total over ``n_scored``)."""
+
+    n_components: int
+    covariance_type: str
+    n_parameters: int
+    log_likelihood: float
+    n_scored: int
+    model: StreamingGaussianMixture
+
+    @property
+    def mean_log_likelihood(self) -> float:
+        return self.log_likelihood / self.n_scored
+
+    @property
+    def bic(self) -> float:
+        return -2.0 * self.log_likelihood + self.n_parameters * math.log(self.n_scored)
+
+    @property
+    def aic(self) -> float:
+        return -2.0 * self.log_likelihood + 2.0 * self.n_parameters
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_components": self.n_components, "covariance_type": self.covariance_type,
+            "n_parameters": self.n_parameters, "mean_log_likelihood": self.mean_log_likelihood,
+            "bic": self.bic, "aic": self.aic,
+        }
+
+
+@dataclass
+class SelectionResult:
+    """Every candidate with its scores, and the best by ``criterion`` (lowest)."""
+
+    candidates: list[Candidate]
+    criterion: str
+    scored_on: str  # "full pass" or "held-out reservoir"
+    n_scored: int
+    n_passes: int
+    records_per_pass: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best(self) -> Candidate:
+        return min(self.candidates, key=lambda c: getattr(c, self.criterion))
+
+    @property
+    def best_model_(self) -> StreamingGaussianMixture:
+        return self.best.model
+
+    def table(self) -> str:
+        """The candidates as a text table, the best marked with ``*``."""
+        best = self.best
+        lines = [f"{'K':>4}  {'covariance':<10}  {'params':>7}  {'mean log-lik':>12}  {'BIC':>14}  {'AIC':>14}"]
+        for c in self.candidates:
+            mark = " *" if c is best else ""
+            lines.append(
+                f"{c.n_components:>4}  {c.covariance_type:<10}  {c.n_parameters:>7}  {c.mean_log_likelihood:>12.4f}  "
+                f"{c.bic:>14.2f}  {c.aic:>14.2f}{mark}"
+            )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best
+        return {
+            "criterion": self.criterion, "scored_on": self.scored_on, "n_scored": self.n_scored,
+            "n_passes": self.n_passes, "records_per_pass": self.records_per_pass,
+            "best": {"n_components": best.n_components, "covariance_type": best.covariance_type},
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
+
+
+class _Fitting:
+    """One candidate while the stream goes by: the estimator, its online state and pass totals."""
+
+    def __init__(self, model: StreamingGaussianMixture, state: OnlineState):
+        self.model = model
+        self.state = state
+        self.trace = FitHistory()
+        self.schedule = model._schedule()
+        self.pass_means: list[float] = []
+        self.converged = False
+        self.total_ll = 0.0
+        self.total_n = 0
+
+    def update(self, batch: np.ndarray) -> None:
+        m = self.model
+        self.state, update = online_update(
+            self.state, batch, self.schedule, m.burn_in, m.reg_covar, m.batch_size, np.dtype(m.compute_dtype)
+        )
+        self.total_ll += update.mean_log_likelihood * update.n_records
+        self.total_n += update.n_records
+        self.trace.record(update.mean_log_likelihood, update.n_records, update.step_size, update.reseeded)
+
+    def end_pass(self, tol: float) -> None:
+        self.pass_means.append(self.total_ll / self.total_n)
+        self.total_ll, self.total_n = 0.0, 0
+        if len(self.pass_means) > 1 and abs(self.pass_means[-1] - self.pass_means[-2]) < tol:
+            self.converged = True
+
+
+def parse_candidates(text: str) -> list[int]:
+    """``"2..12"`` (inclusive), ``"2,4,8"`` or a mix (``"1,3..5"``) as a sorted list of K."""
+    ks: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if ".." in part:
+                low, high = (int(v) for v in part.split(".."))
+                if low > high:
+                    raise ValueError
+                ks.update(range(low, high + 1))
+            elif part:
+                ks.add(int(part))
+        except ValueError:
+            raise ValueError(f"cannot read candidates {text!r}; expected e.g. 2..12 or 2,4,8") from None
+    if not ks or min(ks) < 1:
+        raise ValueError(f"cannot read candidates {text!r}; expected integers >= 1, e.g. 2..12 or 2,4,8")
+    return sorted(ks)
+
+
+def select(
+    X: Any,
+    n_components: Iterable[int] | str = range(1, 11),
+    covariance_types: Sequence[str] | str = ("full",),
+    *,
+    criterion: str = "bic",
+    held_out: int | None = None,
+    random_state: Any = None,
+    **estimator_params: Any,
+) -> SelectionResult:
+    """Fit every candidate ``(K, covariance type)`` in the same streaming pass(es); score them by
+    BIC and AIC on a full pass (or on a held-out reservoir of ``held_out`` records).
+
+    ``X`` is anything ``StreamingGaussianMixture.fit`` takes (except Dask collections).
+    ``n_components`` is an iterable of K or a string like ``"2..12"``; ``covariance_types`` a
+    list or a comma-separated string. Other keyword arguments are estimator parameters shared by
+    all candidates (``batch_size``, ``max_passes``, ``init_size``, ``n_init``, ``shuffle``, step
+    schedule, ``reg_covar``...). The result lists every candidate with its fitted model; the best
+    (lowest ``criterion``) is ``result.best_model_``, a fitted, saveable estimator."""
+    ks = parse_candidates(n_components) if isinstance(n_components, str) else sorted({int(k) for k in n_components})
+    types = covariance_types.split(",") if isinstance(covariance_types, str) else list(covariance_types)
+    types = list(dict.fromkeys(t.strip() for t in types))
+    if not ks or min(ks) < 1:
+        raise ValueError(f"n_components must be integers >= 1, got {ks}")
+    if not types:
+        raise ValueError("covariance_types is empty")
+    for t in types:
+        check_covariance_type(t)
+    if criterion not in CRITERIA:
+        raise ValueError(f"Invalid value for 'criterion': {criterion!r}; expected 'bic' or 'aic'")
+    unknown = set(estimator_params) - set(_SHARED)
+    if unknown:
+        raise TypeError(f"select() got parameters it cannot share between candidates: {sorted(unknown)}; "
+                        f"it takes {', '.join(_SHARED)}")
+    if held_out is not None and (not isinstance(held_out, (int, np.integer)) or isinstance(held_out, bool) or held_out < 1):
+        raise ValueError(f"Invalid value for 'held_out': {held_out!r}; expected an integer >= 1")
+    if is_dask_collection(X):
+        raise TypeError("select runs in this process; pass a Parquet path or an in-process source, not a Dask collection")
+    template = StreamingGaussianMixture(random_state=random_state, **estimator_params)
+    template._check_params()
+    passes = template.max_passes
+    if held_out is not None and passes > 1:
+        raise ValueError("held_out needs max_passes=1: later passes could not tell held-out records apart")
+
+    source = as_source(X)
+    if not source.reiterable and (passes > 1 or held_out is None):
+        raise ValueError(
+            "this stream can be read only once: scoring on a full pass (or several passes) needs a source that "
+            "can be read again (an array, a list, a callable, files); or score on held_out=N records"
+        )
+    rng = make_rng(random_state)
+    # One read for the initialisation sample, shared by all. Each candidate then starts from
+    # the generator as a lone fit would have it after its own sample draw, so it is initialised
+    # exactly as StreamingGaussianMixture(random_state=...) would be on this input.
+    sample = source.sample(template.init_size, rng)
+    after_sample = copy.deepcopy(rng)
+    # The visit order needs randomness of its own, independent of the candidates' seeding.
+    shuffle_rng = template._shuffle_rng(source, _spawn(rng))
+    fittings: list[_Fitting] = []
+    for t in types:
+        for k in ks:
+            model = StreamingGaussianMixture(k, covariance_type=t, random_state=random_state, **estimator_params)
+            params, shift = model._initial_params(ArraySource(sample), sample.shape[1], copy.deepcopy(after_sample))
+            fittings.append(_Fitting(model, OnlineState.start(params, shift)))
+
+    reservoir = _Reservoir(held_out, _spawn(rng)) if held_out is not None else None
+    records_per_pass = 0
+    for _ in range(passes):
+        active = [f for f in fittings if not f.converged]
+        if not active:
+            break
+        batches: Iterator[np.ndarray] = source.batches(template.batch_size, shuffle_rng)
+        if reservoir is not None:
+            batches = rebatch(reservoir.withhold(batches), template.batch_size)
+        records_per_pass = 0
+        for batch in batches:
+            records_per_pass += batch.shape[0]
+            for fitting in active:
+                fitting.update(batch)
+        if records_per_pass == 0:
+            if reservoir is not None and reservoir.seen:
+                raise ValueError(f"held_out={held_out} keeps every one of the {reservoir.seen} records out of training")
+            raise ValueError("the source yielded no records")
+        for fitting in active:
+            fitting.end_pass(template.tol)
+
+    for fitting in fittings:
+        model, state = fitting.model, fitting.state
+        model._check_enough_records(records_per_pass)
+        model._set_fitted(state, fitting.converged, len(fitting.pass_means), fitting.pass_means[-1],
+                          fitting.pass_means, fitting.trace)
+        model._set_input_description(source)
+
+    if reservoir is not None:
+        scored = reservoir.records()
+        if scored.shape[0] == 0:
+            raise ValueError("the held-out reservoir is empty")
+        totals = [float(f.state.params.log_likelihood(scored).sum()) for f in fittings]
+        n_scored, scored_on = scored.shape[0], "held-out reservoir"
+    else:
+        totals = [0.0] * len(fittings)
+        n_scored = 0
+        for batch in source.batches(template.batch_size, None):
+            n_scored += batch.shape[0]
+            for i, fitting in enumerate(fittings):
+                totals[i] += float(fitting.state.params.log_likelihood(batch).sum())
+        scored_on = "full pass"
+    candidates = [
+        Candidate(f.model.n_components, f.model.covariance_type, f.state.params.n_parameters(), total, n_scored, f.model)
+        for f, total in zip(fittings, totals)
+    ]
+    return SelectionResult(
+        candidates, criterion, scored_on, n_scored, max(len(f.pass_means) for f in fittings), records_per_pass,
+        {"returned_from_reservoir": reservoir.evicted if reservoir is not None else 0},
+    )
+
+
+def _spawn(rng: np.random.Generator) -> np.random.Generator:
+    """An independent generator, leaving ``rng``'s stream where it is."""
+    try:
+        return rng.spawn(1)[0]
+    except (AttributeError, TypeError, ValueError):  # a bit generator without a seed sequence
+        return np.random.default_rng(int(rng.integers(2**63)))
+
+
+class _Reservoir:
+    """A uniform reservoir of ``size`` records of a stream, kept out of training (Algorithm R).
+
+    A record that enters the reservoir is withheld; one evicted later goes back into the
+    training stream at that moment, so every record is either held out at the end or trained
+    on (evicted ones later than their place in the stream: about size * ln(N / size) records)."""
+
+    def __init__(self, size: int, rng: np.random.Generator):
+        self.size = int(size)
+        self.rng = rng
+        self.held: np.ndarray | None = None
+        self.seen = 0
+        self.evicted = 0
+
+    def withhold(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for batch in batches:
+            if self.held is None:
+                self.held = np.empty((self.size, batch.shape[1]))
+            n = batch.shape[0]
+            positions = np.arange(self.seen, self.seen + n)
+            slots = np.where(positions < self.size, positions, self.rng.integers(0, positions + 1))
+            enter = np.flatnonzero(slots < self.size)
+            taken = slots[enter]
+            # As the sequential algorithm: of several entrants to one slot in this batch the
+            # last stays; the others, and the records they displace, go back to training.
+            last = len(taken) - 1 - np.unique(taken[::-1], return_index=True)[1]
+            stays = np.zeros(len(taken), dtype=bool)
+            stays[last] = True
+            filled = taken[stays][taken[stays] < min(self.seen, self.size)]
+            back = [batch[np.setdiff1d(np.arange(n), enter, assume_unique=True)], batch[enter[~stays]],
+                    self.held[filled].copy()]
+            self.held[taken[stays]] = batch[enter[stays]]
+            self.seen += n
+            self.evicted += len(back[1]) + len(back[2])
+            rest = np.concatenate(back)
+            if rest.shape[0]:
+                yield rest
+
+    def records(self) -> np.ndarray:
+        if self.held is None:
+            return np.empty((0, 0))
+        return self.held[: min(self.seen, self.size)]
