@@ -27,7 +27,7 @@ from .initialization import INIT_METHODS, initialize, lloyd, params_from_labels
 from .model_file import ModelFileError, read_model, write_model
 from .online_em import OnlineState, StepSchedule, run_online_em
 from .params import MixtureParams
-from .quadratic import check_compute_dtype
+from .quadratic import check_compute_dtype, one_blas_thread
 from .inputs import as_source
 from .sources import ArraySource, ChunkSource
 from .statistics import SufficientStatistics
@@ -314,10 +314,13 @@ class StreamingGaussianMixture:
             # starts near zero and the re-seeding rule deals with it like any collapse.
             params = params_from_labels(sample, labels, k, t, self.reg_covar, shift)[0]
         else:
-            params = initialize(
-                sample, k, t, reg_covar=self.reg_covar, n_init=self.n_init, rng=rng,
-                init_params=self.init_params, shift=shift,
-            ).params
+            # One BLAS thread: the sample's products are small, and a second thread competing
+            # with another process made initialisation ~3x slower on 2 loaded cores.
+            with one_blas_thread():
+                params = initialize(
+                    sample, k, t, reg_covar=self.reg_covar, n_init=self.n_init, rng=rng,
+                    init_params=self.init_params, shift=shift,
+                ).params
         weights = given.get("weights", params.weights)
         means = given.get("means", params.means)
         if "precisions" in given:
@@ -542,9 +545,16 @@ class StreamingGaussianMixture:
             )
         return source
 
+    def _per_batch(self, compute: Callable[[np.ndarray], np.ndarray], X: Any) -> np.ndarray:
+        # One BLAS thread, as fitting's E-steps (quadratic.one_blas_thread): a mini-batch's
+        # products are too small to gain from a second thread, and on cores shared with other
+        # work it made a scoring pass several times slower (README, "Choosing K").
+        with one_blas_thread():
+            return np.concatenate([compute(b) for b in self._batches(X)])
+
     def score_samples(self, X: Any) -> np.ndarray:
         """Log-likelihood of each record, shape (n,)."""
-        return np.concatenate([self.params_.log_likelihood(b) for b in self._batches(X)])
+        return self._per_batch(self.params_.log_likelihood, X)
 
     def score(self, X: Any, y: Any = None) -> float:
         """Mean log-likelihood per record."""
@@ -552,11 +562,11 @@ class StreamingGaussianMixture:
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Responsibilities, shape (n, K); rows sum to one."""
-        return np.concatenate([self.params_.e_step(b)[1] for b in self._batches(X)])
+        return self._per_batch(lambda b: self.params_.e_step(b)[1], X)
 
     def predict(self, X: Any) -> np.ndarray:
         """The most responsible component of each record."""
-        return np.concatenate([self.params_.weighted_log_prob(b).argmax(axis=1) for b in self._batches(X)])
+        return self._per_batch(lambda b: self.params_.weighted_log_prob(b).argmax(axis=1), X)
 
     def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
         return self.fit(X).predict(X)

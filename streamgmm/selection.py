@@ -46,6 +46,7 @@ from .estimator import StreamingGaussianMixture
 from .fit_history import FitHistory
 from .inputs import as_source
 from .online_em import OnlineState, online_update
+from .quadratic import one_blas_thread
 from .sources import ArraySource, rebatch
 from .validation import make_rng
 
@@ -276,15 +277,18 @@ def select(
         scored = reservoir.records()
         if scored.shape[0] == 0:
             raise ValueError("the held-out reservoir is empty")
-        totals = [float(f.state.params.log_likelihood(scored).sum()) for f in fittings]
+        # One BLAS thread, as the training's E-steps: see StreamingGaussianMixture.score_samples.
+        with one_blas_thread():
+            totals = [float(f.state.params.log_likelihood(scored).sum()) for f in fittings]
         n_scored, scored_on = scored.shape[0], "held-out reservoir"
     else:
         totals = [0.0] * len(fittings)
         n_scored = 0
-        for batch in source.batches(template.batch_size, None):
-            n_scored += batch.shape[0]
-            for i, fitting in enumerate(fittings):
-                totals[i] += float(fitting.state.params.log_likelihood(batch).sum())
+        with one_blas_thread():
+            for batch in source.batches(template.batch_size, None):
+                n_scored += batch.shape[0]
+                for i, fitting in enumerate(fittings):
+                    totals[i] += float(fitting.state.params.log_likelihood(batch).sum())
         scored_on = "full pass"
     candidates = [
         Candidate(f.model.n_components, f.model.covariance_type, f.state.params.n_parameters(), total, n_scored, f.model)

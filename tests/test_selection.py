@@ -10,9 +10,12 @@ import math
 
 import numpy as np
 import pytest
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 import streamgmm
 from streamgmm import StreamingGaussianMixture, select
+from streamgmm import estimator as estimator_module
+from streamgmm.params import MixtureParams
 from streamgmm.parquet_source import ParquetSource
 from streamgmm.selection import _Reservoir, parse_candidates
 from streamgmm.synthetic_lake import write_lake
@@ -180,3 +183,35 @@ def test_a_one_shot_stream_is_scored_on_held_out_records():
                     batch_size=500, init_size=1500, n_init=2)
     assert result.best.n_components == 3 and result.n_scored == 1000
     assert all(c.model.records_seen_ == 5000 for c in result.candidates)
+
+
+
+def test_scoring_and_initialisation_run_on_one_blas_thread(monkeypatch):
+    """A second BLAS thread made select's scoring pass and the candidates' initialisation
+    several times slower on 2 shared cores (README, "Choosing K"): they run on one, as the
+    full-covariance training E-steps do, and leave the thread count as they found it."""
+    blas = ThreadpoolController().select(user_api="blas")
+    seen: dict[str, set[int]] = {}
+
+    def watched(name, function):
+        def call(*args, **kwargs):
+            seen.setdefault(name, set()).update(info["num_threads"] for info in blas.info())
+            return function(*args, **kwargs)
+        return call
+
+    # log_likelihood is the scoring pass's (training uses e_step or the fused kernel).
+    monkeypatch.setattr(MixtureParams, "log_likelihood", watched("log_likelihood", MixtureParams.log_likelihood))
+    monkeypatch.setattr(estimator_module, "initialize", watched("initialize", estimator_module.initialize))
+    X, _, _ = streamgmm.make_mixture(3000, n_components=2, n_features=2, random_state=3)
+    with threadpool_limits(limits=2, user_api="blas"):
+        result = select(X, n_components=[1, 2], covariance_types="full,diag", random_state=0, batch_size=500,
+                        init_size=1000, n_init=1)
+        held = select(X, n_components=[2], held_out=300, random_state=0, batch_size=500, init_size=1000, n_init=1)
+        model = result.best_model_
+        for name in ("e_step", "weighted_log_prob"):
+            monkeypatch.setattr(MixtureParams, name, watched(name, getattr(MixtureParams, name)))
+        model.score_samples(X), model.predict_proba(X), model.predict(X)
+        assert [info["num_threads"] for info in blas.info()] == [2] * len(blas.lib_controllers)
+    assert held.n_scored == 300 and set(seen) == {"initialize", "log_likelihood", "e_step", "weighted_log_prob"}
+    if blas.lib_controllers:  # else there is no BLAS threading to limit
+        assert all(threads == {1} for threads in seen.values()), seen
