@@ -266,6 +266,15 @@ def test_explicit_columns_keep_their_order_and_cast_to_float64(typed_file) -> No
     assert_read_as_pyarrow_reads(stream(source, 77), pq.read_table(typed_file), order)
 
 
+def test_decoded_matrices_are_column_major_with_the_column_values(typed_file) -> None:
+    from streamgmm.columns import to_matrix
+
+    table = pq.read_table(typed_file)
+    X = to_matrix(table, NUMERIC)
+    assert X.flags.f_contiguous and X.dtype == np.float64
+    assert_read_as_pyarrow_reads(X, table, NUMERIC)
+
+
 def test_decimal_columns_are_cast_to_the_nearest_double(tmp_path) -> None:
     # Scaling the unscaled integer by a multiplication with 10**-scale is off by one ulp here.
     values = [Decimal("-2114138.4579"), Decimal("6226973.4782"), Decimal("0.1"), Decimal("123.456")]

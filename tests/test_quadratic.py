@@ -94,3 +94,15 @@ def test_concurrent_callers_leave_the_blas_threads_as_they_found_them() -> None:
     for result in results:
         for got, want in zip(result, expected):
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_column_major_records_give_the_same_bits(dtype) -> None:
+    """Sources decode column-major (``columns.to_matrix``); the kernel reads either layout."""
+    params = random_mixture(3, 7, random_state=5)
+    X = np.random.default_rng(5).normal(scale=3.0, size=(2 * BLOCK + 11, 7))
+    assert np.isfortran(np.asfortranarray(X)) and X.flags.c_contiguous
+    rows = chunk_statistics(X, params, np.ones(7), dtype)
+    columns = chunk_statistics(np.asfortranarray(X), params, np.ones(7), dtype)
+    for got, want in zip(columns, rows):
+        np.testing.assert_array_equal(got, want)
