@@ -54,6 +54,7 @@ from .atomic_write import atomic_path, write_bytes_atomically
 from .columns import DataError, FeatureReader, check_column, check_nan_policy
 from .dask_source import is_dask_collection
 from .inputs import is_arrow_stream, is_path_like
+from .quadratic import one_blas_thread
 from .parquet_source import READ_BATCH, LakeFile, ParquetSource
 from .params import MixtureParams
 
@@ -287,7 +288,10 @@ def _results(
     schema: pa.Schema,
 ) -> pa.Table:
     X, mask = reader.read(batch, where, first_row)
-    log_likelihood, resp = params.e_step(X if mask is None else X[mask])
+    # One BLAS thread, as every other E-step (quadratic.one_blas_thread): a second one only
+    # competes with the read-ahead and other work on shared cores.
+    with one_blas_thread():
+        log_likelihood, resp = params.e_step(X if mask is None else X[mask])
     component = resp.argmax(axis=1).astype(np.int32)
 
     def column(values: np.ndarray, data_type: pa.DataType) -> pa.Array:
