@@ -7,7 +7,7 @@ renamed, which is atomic within a filesystem. On any error the temporary file is
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 import os
 from pathlib import Path
@@ -16,9 +16,12 @@ from typing import BinaryIO
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(
+    path: str | os.PathLike[str], before_rename: Callable[[], None] | None = None
+) -> Iterator[Path]:
     """Yield a temporary path to write ``path``'s content to; on success it is synced and
-    renamed to ``path``."""
+    renamed to ``path``. ``before_rename`` runs between the sync and the rename (a test's
+    crash point)."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     tmp = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
@@ -29,10 +32,21 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def fsync_directory(path: str | os.PathLike[str]) -> None:
+    """Make a rename in ``path`` durable (it survives power loss, not only a killed process)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def create_new(path: Path) -> BinaryIO:

@@ -49,7 +49,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic_write import create_new, write_bytes_atomically
+from .atomic_write import atomic_path, create_new, fsync_directory, write_bytes_atomically
 from .estimator import StreamingGaussianMixture
 from .model_file import ModelFileError, read_model, write_model_to
 
@@ -88,15 +87,6 @@ def crash_point(point: str, sequence: int) -> None:
 
 def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
-
-
-def fsync_directory(path: Path) -> None:
-    """Make a rename in ``path`` durable (it survives power loss, not only a killed process)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -242,21 +232,14 @@ class StateDirectory:
         }
         crash_point("before_temp", sequence)
         target = self.current if model is not None else self.path / EARLY
-        tmp = self.path / f".{target.name}.{secrets.token_hex(8)}.tmp"
-        try:
+        # The rename at the end of atomic_path is the commit point.
+        with atomic_path(target, before_rename=lambda: crash_point("before_rename", sequence)) as tmp:
             with create_new(tmp) as raw:
                 if model is not None:
                     document, arrays = model._model_document()
                     write_model_to(raw, {**document, "watch": watch}, arrays)
                 else:
                     raw.write(json.dumps(watch, indent=1).encode())
-                raw.flush()
-                os.fsync(raw.fileno())
-            crash_point("before_rename", sequence)
-            os.replace(tmp, target)  # the commit point
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         fsync_directory(self.path)
         self._entries, self._bytes, self._hash = sequence, self._bytes + len(data), running
         crash_point("after_rename", sequence)

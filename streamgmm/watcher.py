@@ -60,7 +60,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .assignment import assign
-from .checkpoint import Checkpoint, StateDirectory, crash_point, fsync_directory, now_iso
+from .atomic_write import fsync_directory
+from .checkpoint import Checkpoint, StateDirectory, crash_point, now_iso
 from .columns import DataError, check_nan_policy
 from .estimator import StreamingGaussianMixture
 from .parquet_source import ParquetSource
