@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="null/NaN/inf features: an error (default), or skip those rows")
         sub.add_argument("--batch-size", type=positive_int, default=None, help="records per mini-batch")
 
+    def features(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--columns", type=column_list, help="feature columns (default: every numeric column)")
+        sub.add_argument("--passthrough", type=column_list, default=[], metavar="COLUMNS",
+                         help="numeric columns that are not features, e.g. id")
+
     def cluster(sub: argparse.ArgumentParser) -> None:
         where = sub.add_mutually_exclusive_group()
         where.add_argument("--scheduler", metavar="ADDRESS",
@@ -126,9 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("-k", "--components", type=positive_int, required=True, help="number of components K")
     fit.add_argument("--model", required=True, help="where to write the model file")
     fit.add_argument("--covariance", choices=["full", "tied", "diag", "spherical"], default="full")
-    fit.add_argument("--columns", type=column_list, help="feature columns (default: every numeric column)")
-    fit.add_argument("--passthrough", type=column_list, default=[], metavar="COLUMNS",
-                     help="numeric columns that are not features, e.g. id")
+    features(fit)
     fit.add_argument("--algorithm", choices=["online", "batch"], default="online")
     fit.add_argument("--passes", type=positive_int, default=1, help="online EM passes (default 1)")
     fit.add_argument("--max-iter", type=positive_int, default=100, help="batch EM iterations (default 100)")
@@ -176,9 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("-k", "--components", required=True, metavar="KS", help="candidates, e.g. 2..12 or 2,4,8")
     select.add_argument("--covariance", type=column_list, default=["full"], metavar="TYPES",
                         help="covariance types to try, e.g. full,diag (default full)")
-    select.add_argument("--columns", type=column_list, help="feature columns (default: every numeric column)")
-    select.add_argument("--passthrough", type=column_list, default=[], metavar="COLUMNS",
-                        help="numeric columns that are not features, e.g. id")
+    features(select)
     select.add_argument("--held-out", type=positive_int, metavar="N",
                         help="score on a reservoir of N records kept out of training (no scoring pass)")
     select.add_argument("--criterion", choices=["bic", "aic"], default="bic")
@@ -244,15 +245,24 @@ def combined_filter(filters: Sequence[ds.Expression]) -> ds.Expression | None:
     return combined
 
 
-def run_fit(args: argparse.Namespace) -> dict[str, Any]:
-    # Before any record is read: a fit that cannot be saved is wasted.
-    model_dir = os.path.dirname(os.path.abspath(args.model))
+def check_model_path(path: str) -> None:
+    """Before any record is read: a fit that cannot be saved is wasted."""
+    model_dir = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(model_dir):
-        raise CommandError(f"--model {args.model}: directory {model_dir} does not exist")
-    source = ParquetSource(
+        raise CommandError(f"--model {path}: directory {model_dir} does not exist")
+
+
+def training_source(args: argparse.Namespace) -> ParquetSource:
+    """The lake ``fit`` and ``select`` learn from: sources, columns, filters, nan policy."""
+    return ParquetSource(
         _one_or_many(args.sources), columns=args.columns, passthrough=args.passthrough,
         filter=combined_filter(args.filter), nan_policy=args.nan_policy,
     )
+
+
+def run_fit(args: argparse.Namespace) -> dict[str, Any]:
+    check_model_path(args.model)
+    source = training_source(args)
     model = StreamingGaussianMixture(
         args.components, covariance_type=args.covariance, algorithm=args.algorithm,
         max_passes=args.passes, max_iter=args.max_iter, random_state=args.seed,
@@ -314,8 +324,8 @@ def run_watch(args: argparse.Namespace) -> dict[str, Any]:
 
     summary = watch(
         args.landing, args.state, once=args.once, n_components=args.components, columns=args.columns,
-        passthrough=args.passthrough, keep=args.keep, covariance_type=args.covariance, seed=args.seed, init_model=args.model, step_floor=args.step_floor,
-        batch_size=args.batch_size, nan_policy=args.nan_policy, interval=args.interval, settle=args.settle,
+        passthrough=args.passthrough, keep=args.keep, covariance_type=args.covariance, seed=args.seed,
+        init_model=args.model, step_floor=args.step_floor, batch_size=args.batch_size, nan_policy=args.nan_policy, interval=args.interval, settle=args.settle,
         assign_out=args.assign_out, keep_models=args.keep_models, log=None if args.quiet else log,
     )
     model = os.path.join(summary.state, "current.model")
@@ -326,12 +336,9 @@ def run_select(args: argparse.Namespace) -> dict[str, Any]:
     from .selection import parse_candidates, select
 
     ks = parse_candidates(args.components)
-    if args.model and not os.path.isdir(os.path.dirname(os.path.abspath(args.model))):
-        raise CommandError(f"--model {args.model}: directory {os.path.dirname(os.path.abspath(args.model))} does not exist")
-    source = ParquetSource(
-        _one_or_many(args.sources), columns=args.columns, passthrough=args.passthrough,
-        filter=combined_filter(args.filter), nan_policy=args.nan_policy,
-    )
+    if args.model:
+        check_model_path(args.model)
+    source = training_source(args)
     started = time.perf_counter()
     result = select(
         ProgressSource(source, show_progress(args), "select"), ks, args.covariance, criterion=args.criterion,
