@@ -42,6 +42,11 @@ def is_dataframe(data: Any) -> bool:
     )
 
 
+def frame_table(frame: Any) -> pa.Table:
+    """A pandas DataFrame (or partition) as an Arrow table: its index is not data."""
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
 def arrow_source(
     data: Any,
     *,
@@ -52,7 +57,7 @@ def arrow_source(
     """A source over Arrow data or a DataFrame, reading the feature ``columns`` (default: every
     numeric column but ``passthrough``)."""
     if is_dataframe(data):
-        data = pa.Table.from_pandas(data, preserve_index=False)
+        data = frame_table(data)
     if isinstance(data, (pa.Table, pa.RecordBatch)):
         names = feature_columns(data.schema, columns, passthrough, where="table")
         reader = FeatureReader(names, nan_policy)

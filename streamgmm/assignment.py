@@ -49,7 +49,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .arrow_source import is_dataframe
+from .arrow_source import frame_table, is_dataframe
 from .atomic_write import atomic_path, write_bytes_atomically
 from .columns import DataError, FeatureReader, check_column, check_nan_policy
 from .dask_source import is_dask_collection
@@ -420,7 +420,7 @@ def _with_offsets(batches: list[pa.RecordBatch]) -> Iterator[tuple[pa.RecordBatc
 
 def _as_table(source: Any, names: list[str] | None, n_features: int) -> pa.Table:
     if is_dataframe(source):
-        return pa.Table.from_pandas(source, preserve_index=False)
+        return frame_table(source)
     if isinstance(source, pa.Table):
         return source
     if isinstance(source, pa.RecordBatch):

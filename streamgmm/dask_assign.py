@@ -21,7 +21,8 @@ import numpy as np
 import pyarrow as pa
 
 from .assignment import PartWriter, _parts, _remove, _table_part, lake_for_model
-from .dask_source import DaskSource, PartitionSpec, dask_source, frame_table, open_partition
+from .arrow_source import frame_table
+from .dask_source import DaskSource, PartitionSpec, dask_source, open_partition
 from .parquet_source import ParquetSource
 from .inputs import is_path_like
 

@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from .arrow_source import frame_table
 from .columns import FeatureReader, check_nan_policy, feature_columns
 from .inputs import is_path_like
 from .parquet_source import READ_BATCH, ParquetSource
@@ -92,11 +93,6 @@ def open_partition(data: Any, spec: PartitionSpec, passthrough: Sequence[str] = 
         source.skipped_records = reader.skipped
         return source
     return ArraySource(as_float_matrix(data, where=spec.where, n_features=spec.n_features, min_records=0))
-
-
-def frame_table(frame: Any) -> pa.Table:
-    """A pandas partition as an Arrow table (its index is not data)."""
-    return pa.Table.from_pandas(frame, preserve_index=False)
 
 
 class DaskSource:
