@@ -384,10 +384,16 @@ def _discover(path: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileS
     for info in infos:
         relative = os.path.relpath(info.path, base) if base else info.path
         found = len(infos) > 1 or info.path != path  # found in a directory or by a glob, not named
-        if found and any(part.startswith((".", "_")) for part in relative.split(os.sep)):
+        if found and any(is_hidden(part) for part in relative.split(os.sep)):
             continue
         (zero if info.size == 0 else files).append(info.path)
     return filesystem, files, base, zero
+
+
+def is_hidden(name: str) -> bool:
+    """Names starting with ``.`` or ``_`` are not data (``_SUCCESS``, ``.crc``, files being
+    written under a temporary name), by the convention of Spark, Hive and pyarrow."""
+    return name.startswith((".", "_"))
 
 
 def _glob_base(pattern: str) -> str:

@@ -64,7 +64,7 @@ from .atomic_write import fsync_directory
 from .checkpoint import Checkpoint, StateDirectory, crash_point, now_iso
 from .columns import DataError, check_nan_policy
 from .estimator import StreamingGaussianMixture
-from .parquet_source import ParquetSource
+from .parquet_source import ParquetSource, is_hidden
 
 HASH_BLOCK = 1 << 20
 
@@ -82,9 +82,9 @@ def landing_files(landing: str | os.PathLike[str]) -> list[LandingFile]:
     depth), in the order they are consumed: modification time, then relative path."""
     found = []
     for directory, subdirectories, names in os.walk(landing):
-        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith((".", "_")))
+        subdirectories[:] = sorted(d for d in subdirectories if not is_hidden(d))
         for name in names:
-            if name.startswith((".", "_")):
+            if is_hidden(name):
                 continue
             path = os.path.join(directory, name)
             try:
