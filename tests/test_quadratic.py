@@ -12,7 +12,7 @@ from threadpoolctl import ThreadpoolController
 
 from streamgmm import MixtureParams, SufficientStatistics
 from streamgmm.datasets import random_mixture
-from streamgmm.quadratic import BLOCK, chunk_statistics
+from streamgmm.quadratic import BLOCK, chunk_statistics, direct_components, expanded_log_density
 
 
 def oracle(X: np.ndarray, params, shift: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -48,6 +48,27 @@ def test_tiny_covariances_far_from_the_shift_stay_exact() -> None:
     counts, sums, second, log_norm = chunk_statistics(X, params, np.zeros(2))
     np.testing.assert_allclose(log_norm, oracle(X, params, np.zeros(2))[3], rtol=1e-12)
     np.testing.assert_allclose(counts, [50, 50])
+
+
+@pytest.mark.parametrize(("dtype", "far", "tight"), [(np.float64, 300.0, 1e-6), (np.float32, 50.0, 1e-2)])
+def test_components_the_expansion_would_round_away_are_computed_directly(dtype, far: float, tight: float) -> None:
+    """A tight component far from the shift would lose its log-density to cancellation in the
+    polynomial form: it alone takes the direct form, and both kinds stay accurate together.
+    (float32 gets a milder case: its direct form itself only holds ~7 digits of U'(x - shift).)"""
+    rng = np.random.default_rng(6)
+    means = np.array([[far, -far / 2, 0.0], [1.0, 2.0, 0.5], [-2.0, 0.0, 1.0]])
+    covariances = np.stack([np.eye(3) * tight, np.eye(3), np.diag([2.0, 1.0, 0.5])])
+    params = MixtureParams.from_covariances(np.array([0.2, 0.4, 0.4]), means, covariances, "full")
+    shift = np.zeros(3)
+    _, error_scale = expanded_log_density(params, shift)
+    assert direct_components(error_scale, np.dtype(dtype)).tolist() == [0]
+    X = np.vstack([means[0] + np.sqrt(tight) * rng.normal(size=(40, 3)),
+                   means[1:][rng.integers(0, 2, 400)] + rng.normal(size=(400, 3))])
+    counts, sums, second, log_norm = chunk_statistics(X, params, shift, dtype)
+    expected = oracle(X, params, shift)
+    tolerance = {"rtol": 1e-11, "atol": 0} if dtype == np.float64 else {"rtol": 1e-5, "atol": 1e-3}
+    np.testing.assert_allclose(log_norm, expected[3], **tolerance)
+    np.testing.assert_allclose(counts, expected[0], rtol=1e-6)
 
 
 def test_float32_kernel_is_close_and_sums_in_float64() -> None:
