@@ -16,7 +16,7 @@ the estimated loss exceeds ``EXPANSION_TOLERANCE`` and that component alone is c
 direct form, ||U_k' (u - m_k)||^2 (a d x (1 + d) product per component, exact however small the
 covariance; ``direct_components``).
 
-Records are processed in blocks of ``BLOCK`` so Z stays in cache between the products, and
+Records are processed in blocks (``block_records``) so Z stays in cache between the products, and
 with records along the rows' contiguous axis every elementwise step is a long vector
 operation. ``dtype=np.float32`` computes Z, the log-densities, R and each block's S in single
 precision (half the memory traffic) while the chunk's statistics and log-likelihoods are summed
@@ -51,10 +51,16 @@ from threadpoolctl import ThreadpoolController
 from . import covariance as cov
 from .params import MixtureParams
 
-# Records per block: Z of 2048 records x 153 features (d = 16) is 2.5 MB in float64, which
-# stays in cache from one product to the next. Measured (1M x 16, K=8, one thread): 2048 was
-# up to 20% faster than 4096 or 8192 in float64 and as fast as any in float32.
-BLOCK = 2048
+# Z of a block stays in cache from one product to the next at about 2.5 MB: 2048 records in
+# float64 or 4096 in float32 for d = 16. Measured (1M x 16, K=8, one thread, 8192-record
+# chunks, median s per million records): float64 0.364 / 0.375 / 0.461 at 2048 / 4096 / 8192
+# records; float32 0.197 / 0.187 / 0.188.
+BLOCK_BYTES = 2_500_000
+# Longer blocks gain nothing once Z is in cache, and larger products can cross OpenBLAS's
+# threshold for threading: the one-thread limit is not always honoured in a thread other than
+# the one that first set it (OpenBLAS 0.3.31; see one_blas_thread), and a threaded product
+# rounds differently.
+MAX_BLOCK = 4096
 # exp() of arguments below about -708 takes a slow path (subnormal results); such a
 # responsibility is below 1e-300 of the largest one in its row, i.e. zero to any use.
 EXP_FLOOR = -700.0
@@ -108,6 +114,13 @@ def upper_triangle(d: int) -> tuple[np.ndarray, np.ndarray]:
 
 def n_quadratic_features(n_features: int) -> int:
     return 1 + n_features + n_features * (n_features + 1) // 2
+
+
+def block_records(n_features: int, dtype: np.dtype | type) -> int:
+    """Records per block: Z of about ``BLOCK_BYTES``, in a multiple of 256 records (every row
+    of Z then starts at the same alignment) and at most ``MAX_BLOCK``."""
+    fits = BLOCK_BYTES // (n_quadratic_features(n_features) * np.dtype(dtype).itemsize)
+    return min(MAX_BLOCK, max(256, round(fits / 256) * 256))
 
 
 def normalising_constants(params: MixtureParams) -> np.ndarray:
@@ -184,7 +197,7 @@ def chunk_statistics(
         V[direct] = 0.0
     V = V.astype(dtype)
     p = n_quadratic_features(d)
-    block = max(1, min(BLOCK, n))
+    block = max(1, min(block_records(d, dtype), n))
     Z_buffer = np.empty((p, block), dtype=dtype)
     L_buffer = np.empty((k, block), dtype=dtype)
     Y_buffer = np.empty((d, block), dtype=dtype) if direct.size else None

@@ -12,7 +12,7 @@ from threadpoolctl import ThreadpoolController
 
 from streamgmm import MixtureParams, SufficientStatistics
 from streamgmm.datasets import random_mixture
-from streamgmm.quadratic import BLOCK, chunk_statistics, direct_components, expanded_log_density
+from streamgmm.quadratic import block_records, chunk_statistics, direct_components, expanded_log_density
 
 
 def oracle(X: np.ndarray, params, shift: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -27,7 +27,7 @@ def oracle(X: np.ndarray, params, shift: np.ndarray) -> tuple[np.ndarray, ...]:
     return resp.sum(axis=0), resp.T @ u, np.einsum("nk,nd,ne->kde", resp, u, u), log_norm
 
 
-@pytest.mark.parametrize("n", [1, 7, BLOCK + 3])  # one record, a part block, several blocks
+@pytest.mark.parametrize("n", [1, 7, block_records(6, np.float64) + 3])  # one record, a part block, several blocks
 def test_float64_kernel_equals_the_definitions(n: int) -> None:
     rng = np.random.default_rng(n)
     params = random_mixture(5, 6, separation=3.0, random_state=n)
@@ -74,7 +74,8 @@ def test_components_the_expansion_would_round_away_are_computed_directly(dtype, 
 def test_float32_kernel_is_close_and_sums_in_float64() -> None:
     rng = np.random.default_rng(2)
     params = random_mixture(8, 16, separation=9.2, random_state=2)
-    X = params.means[rng.integers(0, 8, 3 * BLOCK)] + rng.normal(size=(3 * BLOCK, 16))
+    n = 2 * block_records(16, np.float32) + 5
+    X = params.means[rng.integers(0, 8, n)] + rng.normal(size=(n, 16))
     shift = X.mean(axis=0)
     exact = chunk_statistics(X, params, shift)
     single = chunk_statistics(X, params, shift, np.float32)
@@ -107,7 +108,7 @@ def test_concurrent_callers_leave_the_blas_threads_as_they_found_them() -> None:
     worker) must restore the original thread count, and each gets the same statistics."""
     before = blas_threads()
     params = random_mixture(4, 5, random_state=4)
-    X = np.random.default_rng(4).normal(scale=4.0, size=(3 * BLOCK, 5))
+    X = np.random.default_rng(4).normal(scale=4.0, size=(3 * block_records(5, np.float64), 5))
     expected = chunk_statistics(X, params, np.zeros(5))
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: chunk_statistics(X, params, np.zeros(5)), range(16)))
@@ -121,7 +122,7 @@ def test_concurrent_callers_leave_the_blas_threads_as_they_found_them() -> None:
 def test_column_major_records_give_the_same_bits(dtype) -> None:
     """Sources decode column-major (``columns.to_matrix``); the kernel reads either layout."""
     params = random_mixture(3, 7, random_state=5)
-    X = np.random.default_rng(5).normal(scale=3.0, size=(2 * BLOCK + 11, 7))
+    X = np.random.default_rng(5).normal(scale=3.0, size=(2 * block_records(7, dtype) + 11, 7))
     assert np.isfortran(np.asfortranarray(X)) and X.flags.c_contiguous
     rows = chunk_statistics(X, params, np.ones(7), dtype)
     columns = chunk_statistics(np.asfortranarray(X), params, np.ones(7), dtype)
