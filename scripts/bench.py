@@ -33,6 +33,10 @@ HELD_OUT_DIR = "_held_out"
 # ---------------------------------------------------------------------- measured in a child
 
 
+# The bare decode and the online pass alone are each timed as the best of this many runs.
+REPEATS = 3
+
+
 def peak_rss() -> int:
     """This process's resident high-water mark in bytes (``ru_maxrss`` would include the
     parent's: Linux carries it over fork + exec)."""
@@ -76,7 +80,9 @@ def worker(method: str, lake: str, k: int, covariance_type: str, seed: int) -> d
     held_out = load(data_files(os.path.join(lake, HELD_OUT_DIR)), names)
     n_records = json.loads((Path(lake) / "_truth.json").read_text())["n_records"]
     if method == "decode":
-        result = decode(lake, names)
+        # Best of REPEATS, as the pass alone below: both are single passes on a noisy machine.
+        runs = [decode(lake, names) for _ in range(REPEATS)]
+        result = min(runs, key=lambda r: r["seconds"])
     elif method == "truth":
         result = {"seconds": float("nan"), "records_read": 0, "held_out": float(truth.log_likelihood(held_out).mean())}
     elif method.startswith("sklearn"):
@@ -115,9 +121,12 @@ def worker(method: str, lake: str, k: int, covariance_type: str, seed: int) -> d
         if method.startswith("online") and "polish" not in method:
             # The online pass alone (the fit's time includes the initialisation): one more pass,
             # as partial_fit streams it (same E-step, blend and M-step per mini-batch).
-            start = time.perf_counter()
-            model.partial_fit(source)
-            result["pass_seconds"] = time.perf_counter() - start
+            pass_times = []
+            for _ in range(REPEATS):
+                start = time.perf_counter()
+                model.partial_fit(source)
+                pass_times.append(time.perf_counter() - start)
+            result["pass_seconds"] = min(pass_times)
     result["peak_rss"] = peak_rss()
     return result
 
