@@ -1,0 +1,149 @@
+"""Where the time of one online pass goes: decoding, the E-step kernel, the rest of each step.
+
+On a Parquet lake (``write_lake``'s default for ``scripts/bench``: 1M x 16, K=8 full, sorted by
+component; or ``--lake DIR``), in one process, each measured as the best of ``--repeat`` runs
+(wall and CPU seconds; CPU counts every thread):
+
+- bare decode: pyarrow ``iter_batches`` into a float64 array, as ``scripts/bench`` measures it;
+- the source alone: ``ParquetSource.batches(8192)`` consumed with no work (decoding, checks,
+  cutting into mini-batches, the read-ahead thread);
+- the kernel alone: ``quadratic.chunk_statistics`` over the decoded 8192-record mini-batches,
+  per compute dtype, and its steps (building Z, the two products, the softmax);
+- the pass in memory: ``partial_fit`` on the decoded mini-batches (kernel + blend + M-step);
+- the pass over the lake: ``partial_fit`` on the ``ParquetSource``, as the benchmark times it.
+
+It then prints the CPU budget: a pass needs at least the source's CPU time plus the in-memory
+pass's; spread perfectly over every core, that bounds the pass's speed as a fraction of bare
+decode.
+
+    python scripts/bench_pass.py [--lake DIR] [--records N] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import bench  # noqa: E402  (scripts/bench.py: the same decode and lake as the benchmark)
+
+from streamgmm import ParquetSource, StreamingGaussianMixture, quadratic  # noqa: E402
+from streamgmm.synthetic_lake import read_truth  # noqa: E402
+
+BATCH = 8192
+
+
+def best(run: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of the fastest of ``repeat`` runs."""
+    times = []
+    for _ in range(repeat):
+        wall, cpu = time.perf_counter(), time.process_time()
+        run()
+        times.append((time.perf_counter() - wall, time.process_time() - cpu))
+    return min(times)
+
+
+def kernel_steps(chunks: list[np.ndarray], model: StreamingGaussianMixture, dtype: np.dtype) -> dict[str, float]:
+    """Seconds in each step of ``chunk_statistics``' block loop, summed over the records."""
+    params = model._state.params
+    shift = model._state.statistics.shift
+    V, _ = quadratic.expanded_log_density(params, shift)
+    V = V.astype(dtype)
+    d, k = chunks[0].shape[1], params.n_components
+    block = quadratic.block_records(d, dtype)
+    Z = np.empty((quadratic.n_quadratic_features(d), block), dtype=dtype)
+    L = np.empty((k, block), dtype=dtype)
+    spent = dict.fromkeys(("features Z", "log-densities V Z", "softmax", "statistics Z R'"), 0.0)
+    with quadratic.one_blas_thread():
+        for X, start in ((X, start) for X in chunks for start in range(0, X.shape[0] - block + 1, block)):
+            t0 = time.perf_counter()
+            quadratic.fill_features(X[start : start + block], shift, Z)
+            t1 = time.perf_counter()
+            np.matmul(V, Z, out=L)
+            t2 = time.perf_counter()
+            peak = L.max(axis=0)
+            L -= peak
+            np.maximum(L, quadratic.EXP_FLOOR, out=L)
+            np.exp(L, out=L)
+            total = L.sum(axis=0)
+            L /= total
+            np.log(total)
+            t3 = time.perf_counter()
+            Z @ L.T
+            t4 = time.perf_counter()
+            for name, seconds in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                spent[name] += seconds
+    return spent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lake", help="a lake written by scripts/make_lake or scripts/bench (default: write one)")
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    root = None
+    lake = args.lake
+    if lake is None:
+        root = tempfile.mkdtemp(prefix="streamgmm-bench-pass-")
+        lake = os.path.join(root, "lake")
+        bench.make_lake(lake, args.records, argparse.Namespace(
+            features=16, components=8, files=8, covariance="full", seed=0), held_out=1000)
+    try:
+        report(lake, args.repeat)
+    finally:
+        if root:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def report(lake: str, repeat: int) -> None:
+    _, names = read_truth(lake)
+    source = ParquetSource(lake, passthrough=["id"])
+    X = np.asfortranarray(np.concatenate(list(source.batches(65536))))
+    n, d = X.shape
+    # Mini-batches decoded as the source hands them over (each column contiguous): slices of
+    # one long column-major array read each column 8 MB apart, which is slower.
+    chunks = [np.asfortranarray(X[start : start + BATCH]) for start in range(0, n, BATCH)]
+    per_million = 1e6 / n
+    print(f"{n:,} records x {d} features, {os.cpu_count()} CPUs; best of {repeat}; seconds per million records")
+    rows = []
+
+    def row(label: str, wall: float, cpu: float) -> None:
+        rows.append((label, wall * per_million, cpu * per_million))
+        print(f"{label:42s} wall {wall * per_million:6.3f}  CPU {cpu * per_million:6.3f}", flush=True)
+
+    decode = best(lambda: bench.decode(lake, names), repeat)
+    row("bare decode (pyarrow iter_batches)", *decode)
+    alone = best(lambda: sum(batch.shape[0] for batch in source.batches(BATCH)), repeat)
+    row("the source alone (ParquetSource.batches)", *alone)
+    budget = {}
+    for dtype in ("float64", "float32"):
+        model = StreamingGaussianMixture(8, random_state=0, compute_dtype=dtype).fit(source)
+        params, shift = model._state.params, model._state.statistics.shift
+        kernel = best(lambda: [quadratic.chunk_statistics(c, params, shift, np.dtype(dtype)) for c in chunks], repeat)
+        row(f"{dtype}: kernel alone (chunk_statistics)", *kernel)
+        steps = min((kernel_steps(chunks, model, np.dtype(dtype)) for _ in range(repeat)), key=lambda s: sum(s.values()))
+        print("    " + ", ".join(f"{name} {seconds * per_million:.3f}" for name, seconds in steps.items()))
+        memory = best(lambda: model.partial_fit(chunks), repeat)
+        row(f"{dtype}: online pass in memory", *memory)
+        lake_pass = best(lambda: model.partial_fit(source), repeat)
+        row(f"{dtype}: online pass over the lake", *lake_pass)
+        budget[dtype] = (memory[1], lake_pass[0])
+    cores = os.cpu_count() or 1
+    print(f"CPU budget ({cores} cores): the source's CPU + the in-memory pass's, spread over every core")
+    for dtype, (memory_cpu, lake_wall) in budget.items():
+        floor = (alone[1] + memory_cpu) / cores
+        print(f"  {dtype}: at least {floor * per_million:.3f} s per million, so at most "
+              f"{100 * decode[0] / floor:.0f}% of bare decode; measured {100 * decode[0] / lake_wall:.0f}%")
+
+
+if __name__ == "__main__":
+    main()
