@@ -14,15 +14,19 @@ component; or ``--lake DIR``), in one process, each measured as the best of ``--
 
 It then prints the CPU budget: a pass needs at least the source's CPU time plus the in-memory
 pass's; spread perfectly over every core, that bounds the pass's speed as a fraction of bare
-decode.
+decode. Also: one-thread GEMM throughput on a large product and on the kernel's products, the
+kernel's log-likelihoods against the direct form's (``MixtureParams.log_likelihood``), and
+with ``--against COMMIT`` the kernel of that git commit timed on the same chunks.
 
-    python scripts/bench_pass.py [--lake DIR] [--records N] [--repeat 5]
+    python scripts/bench_pass.py [--lake DIR] [--records N] [--repeat 5] [--against COMMIT]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import subprocess
 import shutil
 import sys
 import tempfile
@@ -84,11 +88,32 @@ def kernel_steps(chunks: list[np.ndarray], model: StreamingGaussianMixture, dtyp
     return spent
 
 
+def kernel_at(commit: str):
+    """``streamgmm/quadratic.py`` as it was at ``commit``, loaded beside the current one."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = subprocess.run(["git", "-C", root, "show", f"{commit}:streamgmm/quadratic.py"],
+                          check=True, capture_output=True, text=True).stdout
+    spec = importlib.util.spec_from_loader("streamgmm._quadratic_at_commit", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "streamgmm"  # its relative imports resolve against the installed package
+    exec(compile(text, f"{commit}:streamgmm/quadratic.py", "exec"), module.__dict__)
+    return module
+
+
+def gemm_one_thread(dtype: np.dtype, repeat: int) -> float:
+    """GFLOP/s of a 2048 x 2048 product on one BLAS thread."""
+    a = np.random.default_rng(0).normal(size=(2048, 2048)).astype(dtype)
+    with quadratic.one_blas_thread():
+        seconds = min(best(lambda: a @ a, 1)[0] for _ in range(repeat))
+    return 2 * 2048**3 / seconds / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lake", help="a lake written by scripts/make_lake or scripts/bench (default: write one)")
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--against", help="also time the kernel of this git commit (e.g. a tag or hash)")
     args = parser.parse_args()
     root = None
     lake = args.lake
@@ -98,13 +123,13 @@ def main() -> None:
         bench.make_lake(lake, args.records, argparse.Namespace(
             features=16, components=8, files=8, covariance="full", seed=0), held_out=1000)
     try:
-        report(lake, args.repeat)
+        report(lake, args.repeat, args.against)
     finally:
         if root:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def report(lake: str, repeat: int) -> None:
+def report(lake: str, repeat: int, against: str | None) -> None:
     _, names = read_truth(lake)
     source = ParquetSource(lake, passthrough=["id"])
     X = np.asfortranarray(np.concatenate(list(source.batches(65536))))
@@ -130,8 +155,20 @@ def report(lake: str, repeat: int) -> None:
         params, shift = model._state.params, model._state.statistics.shift
         kernel = best(lambda: [quadratic.chunk_statistics(c, params, shift, np.dtype(dtype)) for c in chunks], repeat)
         row(f"{dtype}: kernel alone (chunk_statistics)", *kernel)
+        if against:
+            before = kernel_at(against)
+            then = best(lambda: [before.chunk_statistics(c, params, shift, np.dtype(dtype)) for c in chunks], repeat)
+            row(f"{dtype}: kernel alone at {against}", *then)
+        direct = params.log_likelihood(chunks[0])
+        error = np.abs(quadratic.chunk_statistics(chunks[0], params, shift, np.dtype(dtype))[3] - direct).max()
+        print(f"    largest |log-likelihood - direct float64 form| on {chunks[0].shape[0]} records: {error:.1e}")
         steps = min((kernel_steps(chunks, model, np.dtype(dtype)) for _ in range(repeat)), key=lambda s: sum(s.values()))
         print("    " + ", ".join(f"{name} {seconds * per_million:.3f}" for name, seconds in steps.items()))
+        p = quadratic.n_quadratic_features(d)
+        products = 2 * 2 * params.n_components * p * n / 1e9  # two K x p products per record
+        one_core = gemm_one_thread(np.dtype(dtype), repeat)
+        rate = products / ((steps["log-densities V Z"] + steps["statistics Z R'"]) * n / X.shape[0])
+        print(f"    the two products: {rate:.0f} GFLOP/s; a 2048^2 product on one thread: {one_core:.0f} GFLOP/s")
         memory = best(lambda: model.partial_fit(chunks), repeat)
         row(f"{dtype}: online pass in memory", *memory)
         lake_pass = best(lambda: model.partial_fit(source), repeat)
