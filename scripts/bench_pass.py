@@ -73,13 +73,7 @@ def kernel_steps(chunks: list[np.ndarray], model: StreamingGaussianMixture, dtyp
             t1 = time.perf_counter()
             np.matmul(V, Z, out=L)
             t2 = time.perf_counter()
-            peak = L.max(axis=0)
-            L -= peak
-            np.maximum(L, quadratic.EXP_FLOOR, out=L)
-            np.exp(L, out=L)
-            total = L.sum(axis=0)
-            L /= total
-            np.log(total)
+            quadratic.softmax_columns(L)
             t3 = time.perf_counter()
             Z @ L.T
             t4 = time.perf_counter()

@@ -181,6 +181,18 @@ def fill_features(X: np.ndarray, shift: np.ndarray, Z: np.ndarray) -> None:
         row += d - i
 
 
+def softmax_columns(L: np.ndarray) -> np.ndarray:
+    """Turn the log-densities ``L`` (K, b) into responsibilities in place; returns each column's
+    log-sum-exp (float64), the records' log-likelihoods."""
+    peak = L.max(axis=0)
+    L -= peak
+    np.maximum(L, EXP_FLOOR, out=L)
+    np.exp(L, out=L)
+    total = L.sum(axis=0)
+    L /= total
+    return np.log(total) + peak
+
+
 def chunk_statistics(
     X: np.ndarray, params: MixtureParams, shift: np.ndarray, dtype: np.dtype | type = np.float64
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -217,13 +229,7 @@ def chunk_statistics(
                 np.einsum("dn,dn->n", Y, Y, out=L[c])
                 L[c] *= -0.5
                 L[c] += direct_constant[c]
-            peak = L.max(axis=0)
-            L -= peak
-            np.maximum(L, EXP_FLOOR, out=L)
-            np.exp(L, out=L)
-            total = L.sum(axis=0)
-            L /= total
-            log_norm[start : start + b] = np.log(total) + peak
+            log_norm[start : start + b] = softmax_columns(L)
             S += Z @ L.T
     counts, sums = S[0], S[1 : d + 1].T
     rows, cols = upper_triangle(d)
