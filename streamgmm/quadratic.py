@@ -46,6 +46,7 @@ from functools import cache
 from typing import Any
 
 import numpy as np
+import threadpoolctl
 from threadpoolctl import ThreadpoolController
 
 from . import covariance as cov
@@ -56,11 +57,6 @@ from .params import MixtureParams
 # chunks, median s per million records): float64 0.364 / 0.375 / 0.461 at 2048 / 4096 / 8192
 # records; float32 0.197 / 0.187 / 0.188.
 BLOCK_BYTES = 2_500_000
-# Longer blocks gain nothing once Z is in cache, and larger products can cross OpenBLAS's
-# threshold for threading: the one-thread limit is not always honoured in a thread other than
-# the one that first set it (OpenBLAS 0.3.31; see one_blas_thread), and a threaded product
-# rounds differently.
-MAX_BLOCK = 4096
 # exp() of arguments below about -708 takes a slow path (subnormal results); such a
 # responsibility is below 1e-300 of the largest one in its row, i.e. zero to any use.
 EXP_FLOOR = -700.0
@@ -80,6 +76,17 @@ _blas_users = 0
 _blas_limiter: Any = None
 
 
+def _release_blas_control() -> None:
+    """threadpoolctl >= 3.8 lets only one thread change OpenBLAS's (process-wide) thread count,
+    the first to do so, until that thread clears it; others are silently ignored. The limit
+    below is set and restored from whichever thread comes first or leaves last, serialised by
+    its own lock, so it hands control back every time (without this, after the main thread had
+    used the limit once, a worker thread's limit did nothing and its products ran threaded)."""
+    clear = getattr(getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
+
+
 @contextmanager
 def one_blas_thread() -> Iterator[None]:
     """BLAS limited to one thread while any caller is inside. The limit is process-wide, so
@@ -88,7 +95,9 @@ def one_blas_thread() -> Iterator[None]:
     global _blas_users, _blas_limiter
     with _blas_lock:
         if _blas_users == 0:
+            _release_blas_control()
             _blas_limiter = _blas().limit(limits=1, user_api="blas")
+            _release_blas_control()
         _blas_users += 1
     try:
         yield
@@ -96,7 +105,9 @@ def one_blas_thread() -> Iterator[None]:
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:
+                _release_blas_control()
                 _blas_limiter.restore_original_limits()
+                _release_blas_control()
                 _blas_limiter = None
 
 
@@ -118,9 +129,9 @@ def n_quadratic_features(n_features: int) -> int:
 
 def block_records(n_features: int, dtype: np.dtype | type) -> int:
     """Records per block: Z of about ``BLOCK_BYTES``, in a multiple of 256 records (every row
-    of Z then starts at the same alignment) and at most ``MAX_BLOCK``."""
+    of Z then starts at the same alignment)."""
     fits = BLOCK_BYTES // (n_quadratic_features(n_features) * np.dtype(dtype).itemsize)
-    return min(MAX_BLOCK, max(256, round(fits / 256) * 256))
+    return max(256, round(fits / 256) * 256)
 
 
 def normalising_constants(params: MixtureParams) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -12,7 +13,13 @@ from threadpoolctl import ThreadpoolController
 
 from streamgmm import MixtureParams, SufficientStatistics
 from streamgmm.datasets import random_mixture
-from streamgmm.quadratic import block_records, chunk_statistics, direct_components, expanded_log_density
+from streamgmm.quadratic import (
+    block_records,
+    chunk_statistics,
+    direct_components,
+    expanded_log_density,
+    one_blas_thread,
+)
 
 
 def oracle(X: np.ndarray, params, shift: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -116,6 +123,29 @@ def test_concurrent_callers_leave_the_blas_threads_as_they_found_them() -> None:
     for result in results:
         for got, want in zip(result, expected):
             np.testing.assert_array_equal(got, want)
+
+
+def test_the_one_thread_limit_holds_in_any_thread() -> None:
+    """threadpoolctl >= 3.8 ignores OpenBLAS limits from any thread but the first to set one
+    until that thread lets go: after the main thread has used the limit, a worker thread's
+    E-step must still run on one BLAS thread, and the original count come back after."""
+    before = blas_threads()
+    with one_blas_thread():
+        assert set(blas_threads()) == {1}
+    assert blas_threads() == before
+
+    def inside() -> list[int]:
+        with one_blas_thread():
+            return blas_threads()
+
+    with ThreadPoolExecutor(1) as pool:
+        assert set(pool.submit(inside).result()) == {1}
+    seen: list[int] = []
+    worker = threading.Thread(target=lambda: seen.extend(inside()))
+    worker.start()
+    worker.join()
+    assert set(seen) == {1}
+    assert blas_threads() == before
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
