@@ -128,8 +128,8 @@ def n_quadratic_features(n_features: int) -> int:
 
 
 def block_records(n_features: int, dtype: np.dtype | type) -> int:
-    """Records per block: Z of about ``BLOCK_BYTES``, in a multiple of 256 records (every row
-    of Z then starts at the same alignment)."""
+    """Records per block: Z of about ``BLOCK_BYTES``, rounded to a multiple of 256 records, so
+    that d = 16 gets the block sizes measured above (2048 in float64, 4096 in float32)."""
     fits = BLOCK_BYTES // (n_quadratic_features(n_features) * np.dtype(dtype).itemsize)
     return max(256, round(fits / 256) * 256)
 
