@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +180,23 @@ def make_lake(path: str, n_records: int, args: argparse.Namespace, held_out: int
     write_lake(path, n_records=n_records, n_features=args.features, n_components=args.components,
                n_files=max(1, min(args.files * max(1, n_records // 1_000_000), n_records)),
                covariance_type=args.covariance, sort_by="component", held_out=held_out, seed=args.seed)
+
+
+@contextmanager
+def lake_to_time(lake: str | None, n_records: int) -> Iterator[str]:
+    """``lake``, or else the benchmark's default lake of ``n_records`` (d = 16, K = 8 full, 8
+    files, seed 0), written to a temporary directory and removed afterwards."""
+    if lake is not None:
+        yield lake
+        return
+    root = tempfile.mkdtemp(prefix="streamgmm-bench-")
+    try:
+        path = os.path.join(root, "lake")
+        make_lake(path, n_records, argparse.Namespace(features=16, components=8, files=8, covariance="full", seed=0),
+                  held_out=1000)
+        yield path
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def comparison(args: argparse.Namespace, lake: str, n_records: int) -> dict:

@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -316,18 +314,8 @@ def main() -> None:
     args = parser.parse_args()
     if numba is None:
         sys.exit("bench_numba needs numba, which streamgmm does not depend on: pip install numba")
-    root = None
-    lake = args.lake
-    if lake is None:
-        root = tempfile.mkdtemp(prefix="streamgmm-bench-numba-")
-        lake = os.path.join(root, "lake")
-        bench.make_lake(lake, args.records, argparse.Namespace(
-            features=16, components=8, files=8, covariance="full", seed=0), held_out=1000)
-    try:
+    with bench.lake_to_time(args.lake, args.records) as lake:
         report(lake, args.repeat)
-    finally:
-        if root:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

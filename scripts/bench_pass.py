@@ -27,9 +27,7 @@ import argparse
 import importlib.util
 import os
 import subprocess
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -109,18 +107,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--against", help="also time the kernel of this git commit (e.g. a tag or hash)")
     args = parser.parse_args()
-    root = None
-    lake = args.lake
-    if lake is None:
-        root = tempfile.mkdtemp(prefix="streamgmm-bench-pass-")
-        lake = os.path.join(root, "lake")
-        bench.make_lake(lake, args.records, argparse.Namespace(
-            features=16, components=8, files=8, covariance="full", seed=0), held_out=1000)
-    try:
+    with bench.lake_to_time(args.lake, args.records) as lake:
         report(lake, args.repeat, args.against)
-    finally:
-        if root:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def report(lake: str, repeat: int, against: str | None) -> None:
