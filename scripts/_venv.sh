@@ -18,9 +18,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 spec="$ROOT"
 [ -n "${1:-}" ] && spec="$ROOT[$1]"
-# Reinstall only when pyproject.toml changed since the last install into this venv.
+# Reinstall only when the build's inputs changed since the last install into this venv: the
+# install is editable, so Python changes need none, but the C kernel (streamgmm/_fused*) is
+# compiled by it.
 stamp="$VENV/.streamgmm-installed-${1:-base}"
-if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ -n "$(find "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT"/streamgmm/_fused* \
+      -newer "$stamp" ! -name '*.so' 2>/dev/null | head -1)" ]; then
   echo "installing streamgmm${1:+[$1]} into $VENV" >&2
   log="$VENV/install.log"
   if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -e "$spec" >"$log" 2>&1; then

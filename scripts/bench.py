@@ -234,7 +234,12 @@ def comparison(args: argparse.Namespace, lake: str, n_records: int) -> dict:
             name = "float32" if "float32" in method else "float64"
             row["gemm_fraction"] = rate * flops_per_record / 1e9 / gemm[name]
         rows.append(row)
-    return {"records": n_records, "rows": rows, "gemm_gflops": gemm, "flops_per_record": flops_per_record}
+    from streamgmm import quadratic
+
+    # The children import streamgmm as this process does, so they take the same kernel.
+    float32_kernel = quadratic.FUSED_KERNELS[0] if quadratic.fused_kernel_enabled() else "blas"
+    return {"records": n_records, "rows": rows, "gemm_gflops": gemm, "flops_per_record": flops_per_record,
+            "float32_kernel": float32_kernel}
 
 
 def print_table(report: dict) -> None:
@@ -267,6 +272,7 @@ def print_table(report: dict) -> None:
             checks.append(f"{method} at {100 * by[method]['rate_vs_decode']:.0f}% of bare decode (target >= 50%)")
     for line in checks:
         print("target: " + line)
+    print(f"float32 E-step kernel: {report.get('float32_kernel', 'blas')} (float64: blas)")
     g = report["gemm_gflops"]
     print(f"GEMM peak (2048^2 products, every core): float64 {g['float64']:.0f} GFLOP/s, float32 {g['float32']:.0f}; "
           f"cost model {report['flops_per_record']} flop/record/pass (4 K p, the kernel's two products)")

@@ -8,7 +8,8 @@ component; or ``--lake DIR``), in one process, each measured as the best of ``--
 - the source alone: ``ParquetSource.batches(8192)`` consumed with no work (decoding, checks,
   cutting into mini-batches, the read-ahead thread);
 - the kernel alone: ``quadratic.chunk_statistics`` over the decoded 8192-record mini-batches,
-  per compute dtype, and its steps (building Z, the two products, the softmax);
+  per compute dtype: the BLAS kernel, its steps (building Z, the two products, the softmax),
+  and in float32 the fused C kernel the pass uses when it was built;
 - the pass in memory: ``partial_fit`` on the decoded mini-batches (kernel + blend + M-step);
 - the pass over the lake: ``partial_fit`` on the ``ParquetSource``, as the benchmark times it.
 
@@ -135,22 +136,26 @@ def report(lake: str, repeat: int, against: str | None) -> None:
     for dtype in ("float64", "float32"):
         model = StreamingGaussianMixture(8, random_state=0, compute_dtype=dtype).fit(source)
         params, shift = model._state.params, model._state.statistics.shift
-        kernel = best(lambda: [quadratic.chunk_statistics(c, params, shift, np.dtype(dtype)) for c in chunks], repeat)
-        row(f"{dtype}: kernel alone (chunk_statistics)", *kernel)
+        kernels = ["blas"] + (quadratic.FUSED_KERNELS[:1] if dtype == "float32" and quadratic.fused_kernel_enabled() else [])
+        p = quadratic.n_quadratic_features(d)
+        flops = 2 * 2 * params.n_components * p * n / 1e9  # two K x p products per record
+        for name in reversed(kernels):  # the one a pass uses first
+            kernel = best(lambda: [quadratic.chunk_statistics(c, params, shift, np.dtype(dtype), name) for c in chunks],
+                          repeat)
+            row(f"{dtype}: kernel alone ({'fused ' if name != 'blas' else ''}{name})", *kernel)
+            direct = params.log_likelihood(chunks[0])
+            got = quadratic.chunk_statistics(chunks[0], params, shift, np.dtype(dtype), name)[3]
+            print(f"    largest |log-likelihood - direct float64 form| on {chunks[0].shape[0]} records: "
+                  f"{np.abs(got - direct).max():.1e}; {flops / (kernel[0] * n / X.shape[0]):.0f} GFLOP/s of 4Kp flops per record")
         if against:
             before = kernel_at(against)
             then = best(lambda: [before.chunk_statistics(c, params, shift, np.dtype(dtype)) for c in chunks], repeat)
             row(f"{dtype}: kernel alone at {against}", *then)
-        direct = params.log_likelihood(chunks[0])
-        error = np.abs(quadratic.chunk_statistics(chunks[0], params, shift, np.dtype(dtype))[3] - direct).max()
-        print(f"    largest |log-likelihood - direct float64 form| on {chunks[0].shape[0]} records: {error:.1e}")
         steps = min((kernel_steps(chunks, model, np.dtype(dtype)) for _ in range(repeat)), key=lambda s: sum(s.values()))
-        print("    " + ", ".join(f"{name} {seconds * per_million:.3f}" for name, seconds in steps.items()))
-        p = quadratic.n_quadratic_features(d)
-        products = 2 * 2 * params.n_components * p * n / 1e9  # two K x p products per record
+        print("    BLAS kernel's steps: " + ", ".join(f"{name} {seconds * per_million:.3f}" for name, seconds in steps.items()))
         one_core = gemm_one_thread(np.dtype(dtype), repeat)
-        rate = products / ((steps["log-densities V Z"] + steps["statistics Z R'"]) * n / X.shape[0])
-        print(f"    the two products: {rate:.0f} GFLOP/s; a 2048^2 product on one thread: {one_core:.0f} GFLOP/s")
+        rate = flops / ((steps["log-densities V Z"] + steps["statistics Z R'"]) * n / X.shape[0])
+        print(f"    its two products: {rate:.0f} GFLOP/s; a 2048^2 product on one thread: {one_core:.0f} GFLOP/s")
         memory = best(lambda: model.partial_fit(chunks), repeat)
         row(f"{dtype}: online pass in memory", *memory)
         lake_pass = best(lambda: model.partial_fit(source), repeat)

@@ -22,6 +22,12 @@ operation. ``dtype=np.float32`` computes Z, the log-densities, R and each block'
 precision (half the memory traffic) while the chunk's statistics and log-likelihoods are summed
 in float64.
 
+In float32 the same quantities come by default from a fused C kernel (``streamgmm/_fused.c``,
+built when streamgmm is installed with a C compiler at hand; AVX2 and FMA or AVX-512): it keeps
+a tile of records' u in registers, rebuilds z from it wherever needed and never writes Z to
+memory, about twice as fast as the BLAS kernel (``scripts/bench_pass.py``). ``kernel="blas"``
+or the environment variable ``STREAMGMM_FUSED=0`` keeps the BLAS kernel.
+
 Example:
 
 >>> import numpy as np
@@ -39,6 +45,7 @@ True
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +58,13 @@ from threadpoolctl import ThreadpoolController
 
 from . import covariance as cov
 from .params import MixtureParams
+
+try:
+    from . import _fused
+except ImportError:  # built without a C compiler: float32 chunks take the BLAS kernel
+    _fused = None
+# The fused kernel's builds this CPU runs, widest first (empty without AVX2 and FMA).
+FUSED_KERNELS: list[str] = _fused.kernels() if _fused is not None else []
 
 # Z of a block stays in cache from one product to the next at about 2.5 MB: 2048 records in
 # float64 or 4096 in float32 for d = 16. Measured (1M x 16, K=8, one thread, 8192-record
@@ -205,15 +219,46 @@ def softmax_columns(L: np.ndarray) -> np.ndarray:
 
 
 def chunk_statistics(
-    X: np.ndarray, params: MixtureParams, shift: np.ndarray, dtype: np.dtype | type = np.float64
+    X: np.ndarray,
+    params: MixtureParams,
+    shift: np.ndarray,
+    dtype: np.dtype | type = np.float64,
+    kernel: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(counts (K,), sums (K, d), second (K, d, d), log_norm (n,))`` of a chunk under full
-    covariance ``params``, about ``shift``."""
+    covariance ``params``, about ``shift``.
+
+    ``kernel``: ``"blas"`` (numpy and BLAS, any dtype), one of ``FUSED_KERNELS`` (the fused C
+    kernel's builds, float32 only), or ``"auto"``: the widest fused build for float32 when
+    :func:`fused_kernel_enabled`, else BLAS."""
     n, d = X.shape
     k = params.n_components
     dtype = np.dtype(dtype)
+    if kernel == "auto":
+        kernel = FUSED_KERNELS[0] if dtype == np.float32 and fused_kernel_enabled() else "blas"
+    elif kernel != "blas" and (kernel not in FUSED_KERNELS or dtype != np.float32):
+        raise ValueError(f"kernel {kernel!r} for {dtype.name}: this machine has 'blas' and, in float32 only, "
+                         f"{FUSED_KERNELS or 'no fused kernel'}")
     V, error_scale = expanded_log_density(params, shift)
     direct = direct_components(error_scale, dtype)
+    if kernel == "blas":
+        S, log_norm = _blas_statistics(X, params, shift, V, direct, dtype)
+    else:
+        S, log_norm = _fused_statistics(X, params, shift, V, direct, kernel)
+    counts, sums = S[0], S[1 : d + 1].T
+    rows, cols = upper_triangle(d)
+    second = np.empty((k, d, d))
+    second[:, rows, cols] = S[d + 1 :].T
+    second[:, cols, rows] = S[d + 1 :].T
+    return counts, np.ascontiguousarray(sums), second, log_norm
+
+
+def _blas_statistics(
+    X: np.ndarray, params: MixtureParams, shift: np.ndarray, V: np.ndarray, direct: np.ndarray, dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(S (p, K), log_norm (n,))`` block by block: Z, V Z, softmax, Z R'."""
+    n, d = X.shape
+    k = params.n_components
     if direct.size:
         W = cov.stacked_factors_full(params.means, params.precisions_cholesky, shift).astype(dtype)
         direct_constant = normalising_constants(params).astype(dtype)
@@ -242,9 +287,41 @@ def chunk_statistics(
                 L[c] += direct_constant[c]
             log_norm[start : start + b] = softmax_columns(L)
             S += Z @ L.T
-    counts, sums = S[0], S[1 : d + 1].T
-    rows, cols = upper_triangle(d)
-    second = np.empty((k, d, d))
-    second[:, rows, cols] = S[d + 1 :].T
-    second[:, cols, rows] = S[d + 1 :].T
-    return counts, np.ascontiguousarray(sums), second, log_norm
+    return S, log_norm
+
+
+# The fused kernel's components come in groups of 8 (its registers); V is padded to whole groups.
+FUSED_GROUP = 8
+
+
+def fused_kernel_enabled() -> bool:
+    """Whether float32 chunks take the fused C kernel (``streamgmm/_fused.c``): it was built
+    (a C compiler was at hand when streamgmm was installed), the CPU runs it (AVX2 and FMA or
+    AVX-512) and the environment variable ``STREAMGMM_FUSED`` is not ``0``."""
+    return bool(FUSED_KERNELS) and os.environ.get("STREAMGMM_FUSED", "1") != "0"
+
+
+def _fused_statistics(
+    X: np.ndarray, params: MixtureParams, shift: np.ndarray, V: np.ndarray, direct: np.ndarray, kernel: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(S (p, K), log_norm (n,))`` from the fused float32 kernel: the same quantities as
+    :func:`_blas_statistics` without Z ever written to memory."""
+    n, d = X.shape
+    k = params.n_components
+    p = n_quadratic_features(d)
+    V_groups = np.zeros((-(-k // FUSED_GROUP) * FUSED_GROUP, p), dtype=np.float32)
+    V_groups[:k] = V
+    flags = np.zeros(k, dtype=np.uint8)
+    flags[direct] = 1
+    if direct.size:
+        W = cov.stacked_factors_full(params.means, params.precisions_cholesky, shift).astype(np.float32)
+    else:
+        W = np.zeros((k * d, d + 1), dtype=np.float32)
+    columns = np.asfortranarray(X, dtype=np.float64)  # each feature's records contiguous
+    S = np.zeros((k, p))
+    log_norm = np.empty(n)
+    _fused.chunk_statistics(
+        n, d, k, columns.T, np.ascontiguousarray(shift, dtype=np.float64), V_groups, flags,
+        np.ascontiguousarray(W), normalising_constants(params).astype(np.float32), S, log_norm, kernel,
+    )
+    return S.T, log_norm

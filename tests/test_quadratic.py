@@ -1,7 +1,9 @@
-"""The fused full-covariance chunk kernel against the definitions, in float64 and float32."""
+"""The full-covariance chunk kernels against the definitions: the BLAS kernel in float64 and
+float32, and the fused C kernel (streamgmm/_fused.c) in float32, also against the BLAS one."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,9 +13,10 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 from threadpoolctl import ThreadpoolController
 
-from streamgmm import MixtureParams, SufficientStatistics
+from streamgmm import MixtureParams, SufficientStatistics, quadratic
 from streamgmm.datasets import random_mixture
 from streamgmm.quadratic import (
+    FUSED_KERNELS,
     block_records,
     chunk_statistics,
     direct_components,
@@ -158,3 +161,144 @@ def test_column_major_records_give_the_same_bits(dtype) -> None:
     columns = chunk_statistics(np.asfortranarray(X), params, np.ones(7), dtype)
     for got, want in zip(columns, rows):
         np.testing.assert_array_equal(got, want)
+
+
+# ---------------------------------------------------------------- the fused C kernel
+
+needs_fused = pytest.mark.skipif(not FUSED_KERNELS, reason="no fused kernel: built without a C compiler, or no AVX2")
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return set(next(line for line in info if line.startswith("flags")).split(":")[1].split())
+    except (OSError, StopIteration):
+        return set()
+
+
+def test_the_kernel_is_built_where_it_can_be() -> None:
+    """Where a C compiler and an x86-64 CPU with AVX2 and FMA are at hand (as on the machines
+    this project is built and tested on), the install built the fused kernel and it runs; a
+    silently failed build would otherwise only show as a slower float32 path."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler here: the BLAS kernel serves")
+    flags = cpu_flags()
+    if not {"avx2", "fma"} <= flags:
+        pytest.skip("this CPU has no AVX2 and FMA: the BLAS kernel serves")
+    assert quadratic._fused is not None, "streamgmm._fused was not built (see the install log)"
+    assert "avx2" in FUSED_KERNELS
+    assert ("avx512" in FUSED_KERNELS) == ({"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags)
+
+
+def mixture_data(k: int, d: int, n: int, seed: int) -> tuple[MixtureParams, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    params = random_mixture(k, d, separation=3.0, random_state=seed)
+    X = params.means[rng.integers(0, k, n)] + rng.normal(size=(n, d))
+    return params, X, X[: max(1, n // 2)].mean(axis=0) + 0.25 if n else np.zeros(d)
+
+
+# Shapes that reach every edge: one feature and component; a part tile; a group of 8
+# components plus one (padding); p not a multiple of 3 (the statistics' step); whole and part
+# blocks of 1024 records.
+SHAPES = [(1, 1, 1), (5, 3, 17), (9, 7, 1024), (8, 16, 2 * 1024 + 5), (17, 20, 300), (2, 4, 0)]
+
+
+@needs_fused
+@pytest.mark.parametrize("kernel", FUSED_KERNELS)
+@pytest.mark.parametrize(("k", "d", "n"), SHAPES)
+def test_fused_kernel_equals_the_definitions(kernel: str, k: int, d: int, n: int) -> None:
+    params, X, shift = mixture_data(k, d, n, seed=k * 100 + d)
+    got = chunk_statistics(X, params, shift, np.float32, kernel=kernel)
+    blas = chunk_statistics(X, params, shift, np.float32, kernel="blas")
+    assert all(a.dtype == np.float64 for a in got)
+    assert [a.shape for a in got] == [(k,), (k, d), (k, d, d), (n,)]
+    if n == 0:
+        assert all(not np.any(a) for a in got)
+        return
+    counts, sums, second, log_norm = oracle(X, params, shift)
+    np.testing.assert_allclose(got[3], log_norm, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got[0], counts, rtol=1e-4, atol=1e-3)
+    scale = np.abs(second).max()
+    np.testing.assert_allclose(got[1], sums, atol=1e-4 * np.abs(sums).max() + 1e-3)
+    np.testing.assert_allclose(got[2], second, atol=1e-4 * scale + 1e-3)
+    # and as close to the BLAS kernel in float32 as float32 allows
+    np.testing.assert_allclose(got[3], blas[3], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got[2], blas[2], atol=1e-5 * scale + 1e-4)
+
+
+@needs_fused
+@pytest.mark.parametrize("kernel", FUSED_KERNELS)
+def test_fused_kernel_computes_the_guarded_components_directly(kernel: str) -> None:
+    """A tight component far from the shift takes the direct form in the C kernel too."""
+    rng = np.random.default_rng(6)
+    means = np.array([[50.0, -25.0, 0.0], [1.0, 2.0, 0.5], [-2.0, 0.0, 1.0]])
+    covariances = np.stack([np.eye(3) * 1e-2, np.eye(3), np.diag([2.0, 1.0, 0.5])])
+    params = MixtureParams.from_covariances(np.array([0.2, 0.4, 0.4]), means, covariances, "full")
+    shift = np.zeros(3)
+    assert direct_components(expanded_log_density(params, shift)[1], np.dtype(np.float32)).tolist() == [0]
+    X = np.vstack([means[0] + 0.1 * rng.normal(size=(40, 3)), means[1:][rng.integers(0, 2, 400)] + rng.normal(size=(400, 3))])
+    counts, _, _, log_norm = chunk_statistics(X, params, shift, np.float32, kernel=kernel)
+    expected = oracle(X, params, shift)
+    np.testing.assert_allclose(log_norm, expected[3], rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(counts, expected[0], rtol=1e-6)
+
+
+@needs_fused
+def test_any_layout_and_dtype_of_records_gives_the_same_bits() -> None:
+    """Sources hand over column-major float64; rows, float32 records and slices are copied
+    into that layout first."""
+    params, X, shift = mixture_data(4, 6, 3000, seed=8)
+    columns = chunk_statistics(np.asfortranarray(X), params, shift, np.float32)
+    wide = np.asfortranarray(np.hstack([X, X]))[:, :6]  # columns of a larger array: not contiguous
+    for other in (np.ascontiguousarray(X), wide):
+        for got, want in zip(chunk_statistics(other, params, shift, np.float32), columns):
+            np.testing.assert_array_equal(got, want)
+    as_float32 = chunk_statistics(X.astype(np.float32), params, shift, np.float32)
+    np.testing.assert_allclose(as_float32[3], columns[3], rtol=1e-5)
+
+
+@needs_fused
+def test_threads_run_the_kernel_at_once_with_the_same_results() -> None:
+    """The kernel lets go of the GIL; concurrent calls (a Dask worker's threads) share nothing."""
+    params, X, shift = mixture_data(8, 16, 20_000, seed=9)
+    expected = chunk_statistics(X, params, shift, np.float32)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: chunk_statistics(X, params, shift, np.float32), range(12)))
+    for result in results:
+        for got, want in zip(result, expected):
+            np.testing.assert_array_equal(got, want)
+
+
+@needs_fused
+def test_the_environment_switch_and_the_kernel_argument_choose_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    params, X, shift = mixture_data(3, 4, 5000, seed=10)
+    fused = chunk_statistics(X, params, shift, np.float32, kernel=FUSED_KERNELS[0])
+    blas = chunk_statistics(X, params, shift, np.float32, kernel="blas")
+    assert not np.array_equal(fused[3], blas[3])  # the two paths round differently
+    np.testing.assert_array_equal(chunk_statistics(X, params, shift, np.float32)[3], fused[3])
+    monkeypatch.setenv("STREAMGMM_FUSED", "0")
+    assert not quadratic.fused_kernel_enabled()
+    np.testing.assert_array_equal(chunk_statistics(X, params, shift, np.float32)[3], blas[3])
+    # float64 never takes it
+    np.testing.assert_array_equal(chunk_statistics(X, params, shift)[3], chunk_statistics(X, params, shift, kernel="blas")[3])
+    with pytest.raises(ValueError, match="float32 only"):
+        chunk_statistics(X, params, shift, np.float64, kernel=FUSED_KERNELS[0])
+    with pytest.raises(ValueError, match="'gpu'"):
+        chunk_statistics(X, params, shift, np.float32, kernel="gpu")
+
+
+@needs_fused
+def test_the_c_interface_checks_its_buffers() -> None:
+    n, d, k = 10, 3, 2
+    p = quadratic.n_quadratic_features(d)
+    args = [np.zeros((d, n)), np.zeros(d), np.zeros((8, p), np.float32), np.zeros(k, np.uint8),
+            np.zeros((k * d, d + 1), np.float32), np.zeros(k, np.float32), np.zeros((k, p)), np.zeros(n)]
+    quadratic._fused.chunk_statistics(n, d, k, *args)
+    short = list(args)
+    short[2] = np.zeros((k, p), np.float32)  # V not padded to a whole group of 8
+    with pytest.raises(ValueError, match="V has"):
+        quadratic._fused.chunk_statistics(n, d, k, *short)
+    with pytest.raises(ValueError, match="no sse kernel"):
+        quadratic._fused.chunk_statistics(n, d, k, *args, "sse")
+    with pytest.raises(TypeError):
+        quadratic._fused.chunk_statistics(n, d, k, *args[:-1], np.zeros(n).view(np.uint8)[::2])  # not contiguous

@@ -1,0 +1,155 @@
+/* The float32 E-step of a full-covariance chunk, fused: features, log-densities, softmax and
+ * statistics computed tile by tile without leaving the cache.
+ *
+ * It computes exactly what streamgmm/quadratic.py's chunk_statistics does with numpy and BLAS
+ * (see that module for the algebra): with u = x - shift and the quadratic features
+ * z(u) = [1, u_1 .. u_d, u_i u_j for i <= j], the weighted log-densities are V z, the
+ * responsibilities their softmax, and the statistics S = sum over records of r z'. The BLAS
+ * kernel writes Z for a block to memory and reads it back twice; here z is rebuilt from u in
+ * registers wherever it is needed, a tile of records at a time along the vector lanes (16 with
+ * AVX-512).
+ *
+ * Per block of BLOCK records:
+ *   1. u (d x BLOCK, float32) from the float64 columns, and the log-densities of each group of
+ *      8 components: 8 accumulators in registers, one multiply-add each per feature.
+ *      Components the caller flags as direct take ||W_k [1; u]||^2 instead (the guard against
+ *      cancellation in the expanded form; quadratic.direct_components).
+ *   2. The softmax of each record's log-densities, with exp computed by a vector polynomial;
+ *      the log-likelihood of each record in float64.
+ *   3. The statistics: for each feature z_j and each group of 8 components, 8 accumulators of
+ *      a tile's lanes over the block's tiles, reduced in float64 at the end of the block.
+ *
+ * The kernel (_fused_kernel.h) is written with GCC's vector extensions and compiled once per
+ * instruction set (_fused_avx512.c, _fused_avx2.c); this module picks the widest the CPU runs
+ * when it loads, and holds the Python interface.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "_fused.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(const Chunk *);
+} Variant;
+
+/* widest first; none on a CPU without AVX2 and FMA, where the BLAS kernel is faster (a build
+ * with 4 records per vector took 0.24 s per million records against BLAS's 0.13) */
+static Variant variants[2];
+static int n_variants = 0;
+
+static void find_variants(void) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
+        variants[n_variants++] = (Variant){"avx512", fused_run_avx512};
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        variants[n_variants++] = (Variant){"avx2", fused_run_avx2};
+#endif
+}
+
+static int check(Py_buffer *buffer, Py_ssize_t items, Py_ssize_t itemsize, const char *name) {
+    if (buffer->len != items * itemsize) {
+        PyErr_Format(PyExc_ValueError, "_fused.chunk_statistics: %s has %zd bytes, expected %zd",
+                     name, buffer->len, items * itemsize);
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *chunk_statistics(PyObject *self, PyObject *args) {
+    Chunk c;
+    Py_ssize_t n, d, k;
+    const char *name = NULL;
+    Py_buffer X, shift, V, direct, W, constant, S, log_norm;
+    if (!PyArg_ParseTuple(args, "nnny*y*y*y*y*y*w*w*|s", &n, &d, &k, &X, &shift, &V, &direct, &W, &constant, &S,
+                          &log_norm, &name))
+        return NULL;
+    Py_buffer *all[] = {&X, &shift, &V, &direct, &W, &constant, &S, &log_norm};
+    PyObject *result = NULL;
+    int *left = NULL, *right = NULL;
+    const Variant *variant = n_variants ? &variants[0] : NULL;
+    if (name != NULL) {
+        variant = NULL;
+        for (int i = 0; i < n_variants; i++)
+            if (strcmp(variants[i].name, name) == 0) variant = &variants[i];
+        if (variant == NULL) {
+            PyErr_Format(PyExc_ValueError, "_fused.chunk_statistics: no %s kernel on this CPU", name);
+            goto done;
+        }
+    }
+    if (variant == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_fused.chunk_statistics: this CPU runs none of the kernels");
+        goto done;
+    }
+    if (n < 0 || d < 1 || k < 1) {
+        PyErr_SetString(PyExc_ValueError, "_fused.chunk_statistics: bad shape");
+        goto done;
+    }
+    const Py_ssize_t p = 1 + d + d * (d + 1) / 2, padded = (k + GROUP - 1) / GROUP * GROUP;
+    if (!(check(&X, n * d, 8, "X") && check(&shift, d, 8, "shift") && check(&V, padded * p, 4, "V") &&
+          check(&direct, k, 1, "direct") && check(&W, k * d * (d + 1), 4, "W") &&
+          check(&constant, k, 4, "direct_constant") && check(&S, k * p, 8, "S") && check(&log_norm, n, 8, "log_norm")))
+        goto done;
+    left = malloc(sizeof(int) * (p + PADDING));
+    right = malloc(sizeof(int) * (p + PADDING));
+    if (!left || !right) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* the features in quadratic.py's order: 1, u_1 .. u_d, u_i u_m for i <= m */
+    Py_ssize_t j = 0;
+    left[j] = right[j] = (int)d, j++;
+    for (Py_ssize_t i = 0; i < d; i++) left[j] = (int)i, right[j] = (int)d, j++;
+    for (Py_ssize_t i = 0; i < d; i++)
+        for (Py_ssize_t m = i; m < d; m++) left[j] = (int)i, right[j] = (int)m, j++;
+    for (; j < p + PADDING; j++) left[j] = right[j] = (int)d;
+    c = (Chunk){n, d, k, p, X.buf, shift.buf, V.buf, direct.buf, W.buf, constant.buf, left, right, S.buf, log_norm.buf};
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = variant->run(&c);
+    Py_END_ALLOW_THREADS
+    if (status != 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    free(left);
+    free(right);
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) PyBuffer_Release(all[i]);
+    return result;
+}
+
+static PyObject *kernels(PyObject *self, PyObject *unused) {
+    PyObject *names = PyList_New(n_variants);
+    if (names == NULL) return NULL;
+    for (int i = 0; i < n_variants; i++) {
+        PyObject *name = PyUnicode_FromString(variants[i].name);
+        if (name == NULL) {
+            Py_DECREF(names);
+            return NULL;
+        }
+        PyList_SET_ITEM(names, i, name);
+    }
+    return names;
+}
+
+static PyMethodDef methods[] = {
+    {"chunk_statistics", chunk_statistics, METH_VARARGS,
+     "chunk_statistics(n, d, k, X, shift, V, direct, W, direct_constant, S, log_norm[, kernel]): the fused "
+     "float32 E-step; adds the chunk's statistics to S and writes log_norm. Called by streamgmm.quadratic."},
+    {"kernels", kernels, METH_NOARGS, "kernels(): the builds this CPU runs, widest (the default) first; may be empty."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fused", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__fused(void) {
+    find_variants();
+    return PyModule_Create(&module);
+}

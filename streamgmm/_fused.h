@@ -1,0 +1,30 @@
+/* The fused float32 E-step of a full-covariance chunk (see _fused.c), shared by the builds of
+ * its kernel for each instruction set (_fused_kernel.h). */
+#ifndef STREAMGMM_FUSED_H
+#define STREAMGMM_FUSED_H
+
+#include <stddef.h>
+
+#define GROUP 8 /* components whose accumulators share the registers */
+
+typedef struct {
+    ptrdiff_t n, d, k, p;
+    const double *X;                /* column i of the chunk at X + i * n */
+    const double *shift;            /* (d) */
+    const float *V;                 /* (k padded to whole groups, p); direct components' rows unused */
+    const unsigned char *direct;    /* (k): 1 for components computed in the direct form */
+    const float *W;                 /* (k, d, d + 1): U_k' (u - m_k) as one product with [1; u] */
+    const float *direct_constant;   /* (k) */
+    const int *left, *right;        /* feature j is u[left[j]] * u[right[j]], u[d] being 1 */
+    double *S;                      /* (k, p), added to */
+    double *log_norm;               /* (n) */
+} Chunk;
+
+/* Each returns 0, or -1 when it cannot allocate its buffers. The tables left and right hold
+ * p + PADDING features, the padding pointing at u[d]: the statistics take FEATURES (at most
+ * PADDING + 1) at a time and drop the sums past p. */
+#define PADDING 3
+int fused_run_avx512(const Chunk *c);
+int fused_run_avx2(const Chunk *c);
+
+#endif

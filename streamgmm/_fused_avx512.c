@@ -1,0 +1,10 @@
+/* AVX-512: a tile of 16 records in one register; 24 statistics accumulators of 32 registers. Built on x86-64 with GCC only; elsewhere empty, and _fused.c never calls it. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,fma")
+#define LANES 16
+#define FEATURES 3
+#define KERNEL_NAME fused_run_avx512
+#include "_fused_kernel.h"
+#else
+typedef int empty_translation_unit;
+#endif
