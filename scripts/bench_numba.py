@@ -1,4 +1,4 @@
-"""Compiled E-step kernels (numba) against streamgmm's BLAS kernel: can a fused kernel halve it?
+"""Compiled E-step kernels (numba) against streamgmm's BLAS and C kernels: can numba fuse it?
 
 Issue 4 asks for an online pass at >= 50% of bare decode; ``scripts/bench_pass.py`` shows the
 compute per record would have to roughly halve. The obvious way is a compiled kernel that fuses
@@ -13,8 +13,9 @@ and their parts on their own, against ``quadratic.chunk_statistics`` on the same
 - the features Z of a block: numba against ``quadratic.fill_features`` (numpy);
 - the log-densities V Z of a block whose Z is in cache: numba loops against ``np.matmul``.
 
-numba is not a dependency of streamgmm (it comes with the test extra's dask-ml); the script says
-so and stops when it is missing. Each timing is the best of ``--repeat`` interleaved rounds, in
+In float32 the fused C kernel that streamgmm uses (``streamgmm/_fused.c``, where it was built)
+is timed beside them. numba is not a dependency of streamgmm (it comes with the test extra's
+dask-ml); the script says so and stops when it is missing. Each timing is the best of ``--repeat`` interleaved rounds, in
 seconds per million records, on one thread.
 
     python scripts/bench_numba.py [--lake DIR] [--records N] [--repeat 5]
@@ -265,7 +266,7 @@ def report(lake: str, repeat: int) -> None:
             params, shift = model._state.params, model._state.statistics.shift
             # The last mini-batch is shorter: its records end part way through a tile.
             checked = (chunks[0], chunks[-1])
-            expected = [quadratic.chunk_statistics(c, params, shift, dtype) for c in checked]
+            expected = [quadratic.chunk_statistics(c, params, shift, dtype, kernel="blas") for c in checked]
             for name, kernel in kernels.items():
                 start = time.perf_counter()
                 got = [kernel(c, params, shift, dtype) for c in checked]
@@ -278,8 +279,14 @@ def report(lake: str, repeat: int) -> None:
             def run_all(kernel: Callable) -> Callable[[], object]:
                 return lambda: [kernel(c, params, shift, dtype) for c in chunks]
 
-            fused = interleaved({"BLAS kernel (chunk_statistics)": run_all(quadratic.chunk_statistics)}
-                                | {f"fused, {name}": run_all(k) for name, k in kernels.items()}, repeat)
+            contenders = {"BLAS kernel (chunk_statistics)": run_all(
+                lambda *a: quadratic.chunk_statistics(*a, kernel="blas"))}
+            contenders |= {f"fused, {name}": run_all(k) for name, k in kernels.items()}
+            if dtype == np.float32 and quadratic.FUSED_KERNELS:
+                c_kernel = quadratic.FUSED_KERNELS[0]
+                contenders[f"fused C kernel ({c_kernel})"] = run_all(
+                    lambda *a: quadratic.chunk_statistics(*a, kernel=c_kernel))
+            fused = interleaved(contenders, repeat)
             for name, seconds in fused.items():
                 print(f"  {dtype.name} {name:34s} {seconds * per_million:.3f}")
 

@@ -242,6 +242,20 @@ def test_fit_with_filter(lake, tmp_path):
     assert StreamingGaussianMixture.load(model_path).records_seen_ == expected
 
 
+def test_fit_in_float32(lake, fitted, tmp_path):
+    """``--compute-dtype float32`` (the fused kernel where it was built) fits as well."""
+    model_path = tmp_path / "single.sgmm"
+    result = run("fit", lake.path, "-k", K, "--model", model_path, "--passthrough", "id", "--compute-dtype",
+                 "float32", "-q")
+    assert result.returncode == 0, result.stderr
+    single, double = StreamingGaussianMixture.load(model_path), StreamingGaussianMixture.load(fitted[1])
+    assert single.compute_dtype == "float32" and double.compute_dtype == "float64"
+    held_out = features_of(lake.held_out_path)
+    truth = lake.params.log_likelihood(held_out).mean()
+    assert abs(single.score(held_out) - truth) < 0.02
+    assert single.score(held_out) == pytest.approx(double.score(held_out), abs=1e-3)
+
+
 def test_console_script():
     script = Path(sys.executable).parent / "streamgmm"
     assert script.exists()
