@@ -1,9 +1,9 @@
-"""The fused float32 E-step (streamgmm/_fused.c) is built when a C compiler is at hand; without
+"""The fused E-step (streamgmm/_fused.c) is built when a C compiler is at hand; without
 one the install goes on and streamgmm.quadratic computes with numpy and BLAS instead."""
 
 from setuptools import Extension, setup
 
-KERNEL = ["streamgmm/_fused_avx512.c", "streamgmm/_fused_avx2.c"]
+KERNEL = [f"streamgmm/_fused_{isa}_{precision}.c" for isa in ("avx512", "avx2") for precision in ("f32", "f64")]
 
 setup(ext_modules=[Extension(
     "streamgmm._fused",

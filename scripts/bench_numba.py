@@ -13,8 +13,8 @@ and their parts on their own, against ``quadratic.chunk_statistics`` on the same
 - the features Z of a block: numba against ``quadratic.fill_features`` (numpy);
 - the log-densities V Z of a block whose Z is in cache: numba loops against ``np.matmul``.
 
-In float32 the fused C kernel that streamgmm uses (``streamgmm/_fused.c``, where it was built)
-is timed beside them. numba is not a dependency of streamgmm (it comes with the test extra's
+The fused C kernel that streamgmm uses (``streamgmm/_fused.c``, where it was built) is timed
+beside them. numba is not a dependency of streamgmm (it comes with the test extra's
 dask-ml); the script says so and stops when it is missing. Each timing is the best of ``--repeat`` interleaved rounds, in
 seconds per million records, on one thread.
 
@@ -282,7 +282,7 @@ def report(lake: str, repeat: int) -> None:
             contenders = {"BLAS kernel (chunk_statistics)": run_all(
                 lambda *a: quadratic.chunk_statistics(*a, kernel="blas"))}
             contenders |= {f"fused, {name}": run_all(k) for name, k in kernels.items()}
-            if dtype == np.float32 and quadratic.FUSED_KERNELS:
+            if quadratic.FUSED_KERNELS:
                 c_kernel = quadratic.FUSED_KERNELS[0]
                 contenders[f"fused C kernel ({c_kernel})"] = run_all(
                     lambda *a: quadratic.chunk_statistics(*a, kernel=c_kernel))

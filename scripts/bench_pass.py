@@ -9,7 +9,7 @@ component; or ``--lake DIR``), in one process, each measured as the best of ``--
   cutting into mini-batches, the read-ahead thread);
 - the kernel alone: ``quadratic.chunk_statistics`` over the decoded 8192-record mini-batches,
   per compute dtype: the BLAS kernel, its steps (building Z, the two products, the softmax),
-  and in float32 the fused C kernel the pass uses when it was built;
+  and the fused C kernel the pass uses when it was built;
 - the pass in memory: ``partial_fit`` on the decoded mini-batches (kernel + blend + M-step);
 - the pass over the lake: ``partial_fit`` on the ``ParquetSource``, as the benchmark times it.
 
@@ -136,7 +136,7 @@ def report(lake: str, repeat: int, against: str | None) -> None:
     for dtype in ("float64", "float32"):
         model = StreamingGaussianMixture(8, random_state=0, compute_dtype=dtype).fit(source)
         params, shift = model._state.params, model._state.statistics.shift
-        kernels = ["blas"] + (quadratic.FUSED_KERNELS[:1] if dtype == "float32" and quadratic.fused_kernel_enabled() else [])
+        kernels = ["blas"] + (quadratic.FUSED_KERNELS[:1] if quadratic.fused_kernel_enabled() else [])
         p = quadratic.n_quadratic_features(d)
         flops = 2 * 2 * params.n_components * p * n / 1e9  # two K x p products per record
         for name in reversed(kernels):  # the one a pass uses first

@@ -1,4 +1,4 @@
-/* The float32 E-step of a full-covariance chunk, fused: features, log-densities, softmax and
+/* The E-step of a full-covariance chunk, fused: features, log-densities, softmax and
  * statistics computed tile by tile without leaving the cache.
  *
  * It computes exactly what streamgmm/quadratic.py's chunk_statistics does with numpy and BLAS
@@ -10,7 +10,7 @@
  * AVX-512).
  *
  * Per block of BLOCK records:
- *   1. u (d x BLOCK, float32) from the float64 columns, and the log-densities of each group of
+ *   1. u (d x BLOCK, in the kernel's precision) from the float64 columns, and the log-densities of each group of
  *      8 components: 8 accumulators in registers, one multiply-add each per feature.
  *      Components the caller flags as direct take ||W_k [1; u]||^2 instead (the guard against
  *      cancellation in the expanded form; quadratic.direct_components).
@@ -20,8 +20,9 @@
  *      a tile's lanes over the block's tiles, reduced in float64 at the end of the block.
  *
  * The kernel (_fused_kernel.h) is written with GCC's vector extensions and compiled once per
- * instruction set (_fused_avx512.c, _fused_avx2.c); this module picks the widest the CPU runs
- * when it loads, and holds the Python interface.
+ * instruction set and precision (_fused_{avx512,avx2}_{f32,f64}.c); this module picks the widest
+ * set the CPU runs when it loads, and holds the Python interface. Computing in float32 is what
+ * streamgmm's compute_dtype="float32" asks for; the statistics are summed in float64 either way.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -32,7 +33,8 @@
 
 typedef struct {
     const char *name;
-    int (*run)(const Chunk *);
+    int (*run_float)(const Chunk *);
+    int (*run_double)(const Chunk *);
 } Variant;
 
 /* widest first; none on a CPU without AVX2 and FMA, where the BLAS kernel is faster (a build
@@ -45,9 +47,9 @@ static void find_variants(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
-        variants[n_variants++] = (Variant){"avx512", fused_run_avx512};
+        variants[n_variants++] = (Variant){"avx512", fused_run_avx512_f32, fused_run_avx512_f64};
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        variants[n_variants++] = (Variant){"avx2", fused_run_avx2};
+        variants[n_variants++] = (Variant){"avx2", fused_run_avx2_f32, fused_run_avx2_f64};
 #endif
 }
 
@@ -62,11 +64,11 @@ static int check(Py_buffer *buffer, Py_ssize_t items, Py_ssize_t itemsize, const
 
 static PyObject *chunk_statistics(PyObject *self, PyObject *args) {
     Chunk c;
-    Py_ssize_t n, d, k;
+    Py_ssize_t n, d, k, itemsize;
     const char *name = NULL;
     Py_buffer X, shift, V, direct, W, constant, S, log_norm;
-    if (!PyArg_ParseTuple(args, "nnny*y*y*y*y*y*w*w*|s", &n, &d, &k, &X, &shift, &V, &direct, &W, &constant, &S,
-                          &log_norm, &name))
+    if (!PyArg_ParseTuple(args, "nnnny*y*y*y*y*y*w*w*|s", &n, &d, &k, &itemsize, &X, &shift, &V, &direct, &W,
+                          &constant, &S, &log_norm, &name))
         return NULL;
     Py_buffer *all[] = {&X, &shift, &V, &direct, &W, &constant, &S, &log_norm};
     PyObject *result = NULL;
@@ -89,10 +91,14 @@ static PyObject *chunk_statistics(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "_fused.chunk_statistics: bad shape");
         goto done;
     }
+    if (itemsize != 4 && itemsize != 8) {
+        PyErr_SetString(PyExc_ValueError, "_fused.chunk_statistics: itemsize is 4 (float32) or 8 (float64)");
+        goto done;
+    }
     const Py_ssize_t p = 1 + d + d * (d + 1) / 2, padded = (k + GROUP - 1) / GROUP * GROUP;
-    if (!(check(&X, n * d, 8, "X") && check(&shift, d, 8, "shift") && check(&V, padded * p, 4, "V") &&
-          check(&direct, k, 1, "direct") && check(&W, k * d * (d + 1), 4, "W") &&
-          check(&constant, k, 4, "direct_constant") && check(&S, k * p, 8, "S") && check(&log_norm, n, 8, "log_norm")))
+    if (!(check(&X, n * d, 8, "X") && check(&shift, d, 8, "shift") && check(&V, padded * p, itemsize, "V") &&
+          check(&direct, k, 1, "direct") && check(&W, k * d * (d + 1), itemsize, "W") &&
+          check(&constant, k, itemsize, "direct_constant") && check(&S, k * p, 8, "S") && check(&log_norm, n, 8, "log_norm")))
         goto done;
     left = malloc(sizeof(int) * (p + PADDING));
     right = malloc(sizeof(int) * (p + PADDING));
@@ -110,7 +116,7 @@ static PyObject *chunk_statistics(PyObject *self, PyObject *args) {
     c = (Chunk){n, d, k, p, X.buf, shift.buf, V.buf, direct.buf, W.buf, constant.buf, left, right, S.buf, log_norm.buf};
     int status;
     Py_BEGIN_ALLOW_THREADS
-    status = variant->run(&c);
+    status = itemsize == 4 ? variant->run_float(&c) : variant->run_double(&c);
     Py_END_ALLOW_THREADS
     if (status != 0) {
         PyErr_NoMemory();
@@ -141,8 +147,9 @@ static PyObject *kernels(PyObject *self, PyObject *unused) {
 
 static PyMethodDef methods[] = {
     {"chunk_statistics", chunk_statistics, METH_VARARGS,
-     "chunk_statistics(n, d, k, X, shift, V, direct, W, direct_constant, S, log_norm[, kernel]): the fused "
-     "float32 E-step; adds the chunk's statistics to S and writes log_norm. Called by streamgmm.quadratic."},
+     "chunk_statistics(n, d, k, itemsize, X, shift, V, direct, W, direct_constant, S, log_norm[, kernel]): the "
+     "fused E-step in float32 (itemsize 4) or float64 (8), V, W and direct_constant in that precision; adds the "
+     "chunk's statistics to S and writes log_norm. Called by streamgmm.quadratic."},
     {"kernels", kernels, METH_NOARGS, "kernels(): the builds this CPU runs, widest (the default) first; may be empty."},
     {NULL, NULL, 0, NULL},
 };

@@ -1,4 +1,4 @@
-/* The fused float32 E-step of a full-covariance chunk (see _fused.c), shared by the builds of
+/* The fused E-step of a full-covariance chunk (see _fused.c), shared by the builds of
  * its kernel for each instruction set (_fused_kernel.h). */
 #ifndef STREAMGMM_FUSED_H
 #define STREAMGMM_FUSED_H
@@ -11,10 +11,11 @@ typedef struct {
     ptrdiff_t n, d, k, p;
     const double *X;                /* column i of the chunk at X + i * n */
     const double *shift;            /* (d) */
-    const float *V;                 /* (k padded to whole groups, p); direct components' rows unused */
+    /* V, W and direct_constant hold the kernel's precision: float or double */
+    const void *V;                  /* (k padded to whole groups, p); direct components' rows unused */
     const unsigned char *direct;    /* (k): 1 for components computed in the direct form */
-    const float *W;                 /* (k, d, d + 1): U_k' (u - m_k) as one product with [1; u] */
-    const float *direct_constant;   /* (k) */
+    const void *W;                  /* (k, d, d + 1): U_k' (u - m_k) as one product with [1; u] */
+    const void *direct_constant;    /* (k) */
     const int *left, *right;        /* feature j is u[left[j]] * u[right[j]], u[d] being 1 */
     double *S;                      /* (k, p), added to */
     double *log_norm;               /* (n) */
@@ -24,7 +25,9 @@ typedef struct {
  * p + PADDING features, the padding pointing at u[d]: the statistics take FEATURES (at most
  * PADDING + 1) at a time and drop the sums past p. */
 #define PADDING 3
-int fused_run_avx512(const Chunk *c);
-int fused_run_avx2(const Chunk *c);
+int fused_run_avx512_f32(const Chunk *c);
+int fused_run_avx512_f64(const Chunk *c);
+int fused_run_avx2_f32(const Chunk *c);
+int fused_run_avx2_f64(const Chunk *c);
 
 #endif

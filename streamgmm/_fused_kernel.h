@@ -1,12 +1,14 @@
-/* The kernel of _fused.c, compiled once per instruction set by the files that include it,
- * each defining LANES (records per vector: the width of its registers), FEATURES (statistics
- * summed at once: FEATURES x GROUP accumulators must fit in its registers) and KERNEL_NAME.
- * Written with GCC's vector extensions, which the compiler maps onto the target's registers. */
-#if !defined(LANES) || !defined(FEATURES) || !defined(KERNEL_NAME)
-#error "define LANES, FEATURES and KERNEL_NAME before including _fused_kernel.h"
+/* The kernel of _fused.c, compiled once per instruction set and precision by the files that
+ * include it, each defining REAL (float or double), LANES (records per vector: the width of
+ * its registers), FEATURES (statistics summed at once: FEATURES x GROUP accumulators must fit
+ * in its registers) and KERNEL_NAME. Written with GCC's vector extensions, which the compiler
+ * maps onto the target's registers. */
+#if !defined(REAL) || !defined(LANES) || !defined(FEATURES) || !defined(KERNEL_NAME)
+#error "define REAL, LANES, FEATURES and KERNEL_NAME before including _fused_kernel.h"
 #endif
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,13 +16,35 @@
 
 #define BLOCK 1024 /* records: u and R of a block stay in L1/L2 between the three steps */
 
-typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
-typedef int vi __attribute__((vector_size(LANES * sizeof(int))));
+typedef REAL real;
+typedef real vf __attribute__((vector_size(LANES * sizeof(real))));
+typedef double vd __attribute__((vector_size(LANES * sizeof(double))));
 
 #define INLINE static inline __attribute__((always_inline))
 
 /* x - 0 is x for every x (x + 0 is not, for -0): a plain broadcast */
-INLINE vf splat(float x) { return x - (vf){0}; }
+INLINE vf splat(real x) { return x - (vf){0}; }
+
+/* Cephes' exp for x <= 0 (about 1 ulp), and 0 below FLOOR, where the result would leave the
+ * normal range: a responsibility below 1e-38 (float) or 1e-304 (double) of its record's
+ * largest. n = round(x / ln 2) by adding and taking away 1.5 * 2^(mantissa bits). */
+#if REAL_IS_DOUBLE
+typedef int64_t vi __attribute__((vector_size(LANES * sizeof(int64_t))));
+#define FLOOR (-700.0)
+#define SHIFTER 6755399441055744.0
+#define LN2_HIGH 6.93145751953125e-1
+#define LN2_LOW 1.42860682030941723212e-6
+#define EXPONENT_BIAS 1023
+#define MANTISSA_BITS 52
+#else
+typedef int32_t vi __attribute__((vector_size(LANES * sizeof(int32_t))));
+#define FLOOR (-87.0f)
+#define SHIFTER 12582912.0f
+#define LN2_HIGH 0.693359375f
+#define LN2_LOW (-2.12194440e-4f)
+#define EXPONENT_BIAS 127
+#define MANTISSA_BITS 23
+#endif
 
 INLINE vf select_ge(vf a, vf b, vf if_true, vf if_false) {
     vi mask = a >= b;
@@ -29,15 +53,19 @@ INLINE vf select_ge(vf a, vf b, vf if_true, vf if_false) {
 
 INLINE vf vmax(vf a, vf b) { return select_ge(a, b, a, b); }
 
-/* exp(x) for x <= 0 (Cephes' expf polynomial, about 1 ulp); 0 below -87, where the result
- * would leave the normal range (a responsibility below 1e-38 of its record's largest). */
 INLINE vf vexp(vf x) {
-    const vf floor_x = splat(-87.0f);
+    const vf floor_x = splat(FLOOR);
     vf clamped = vmax(x, floor_x);
-    /* n = round(x / ln 2) by the 1.5 * 2^23 trick: exact for |n| < 2^22 */
-    vf shifter = splat(12582912.0f);
-    vf n = (clamped * splat(1.44269504088896341f) + shifter) - shifter;
-    vf r = clamped - n * splat(0.693359375f) - n * splat(-2.12194440e-4f);
+    vf n = (clamped * splat(1.44269504088896341) + splat(SHIFTER)) - splat(SHIFTER);
+    vf r = clamped - n * splat(LN2_HIGH) - n * splat(LN2_LOW);
+#if REAL_IS_DOUBLE
+    vf r2 = r * r;
+    vf px = r * ((splat(1.26177193074810590878e-4) * r2 + splat(3.02994407707441961300e-2)) * r2 +
+                 splat(9.99999999999999999910e-1));
+    vf qx = ((splat(3.00198505138664455042e-6) * r2 + splat(2.52448340349684104192e-3)) * r2 +
+             splat(2.27265548208155028766e-1)) * r2 + splat(2.00000000000000000009e0);
+    vf y = splat(1.0) + splat(2.0) * px / (qx - px);
+#else
     vf r2 = r * r;
     vf y = splat(1.9875691500e-4f);
     y = y * r + splat(1.3981999507e-3f);
@@ -46,13 +74,12 @@ INLINE vf vexp(vf x) {
     y = y * r + splat(1.6666665459e-1f);
     y = y * r + splat(5.0000001201e-1f);
     y = y * r2 + r + splat(1.0f);
-    vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
-    return select_ge(x, floor_x, y * (vf)bits, splat(0.0f));
+#endif
+    vi bits = (__builtin_convertvector(n, vi) + EXPONENT_BIAS) << MANTISSA_BITS;
+    return select_ge(x, floor_x, y * (vf)bits, splat(0.0));
 }
 
-typedef double vd __attribute__((vector_size(LANES * sizeof(double))));
-
-/* u of a tile's records for one feature: (float)(x - shift), as numpy's float32 path rounds */
+/* u of a tile's records for one feature: (real)(x - shift), as numpy rounds in the BLAS kernel */
 INLINE vf load_u(const double *column, ptrdiff_t start, ptrdiff_t count, double shift) {
     if (count >= LANES) {
         vd x;
@@ -60,12 +87,13 @@ INLINE vf load_u(const double *column, ptrdiff_t start, ptrdiff_t count, double 
         return __builtin_convertvector(x - shift, vf);
     }
     vf out = {0};
-    for (int t = 0; t < count; t++) out[t] = (float)(column[start + t] - shift);
+    for (int t = 0; t < count; t++) out[t] = (real)(column[start + t] - shift);
     return out;
 }
 
 static void run(const Chunk *c, vf *u, vf *L) {
     const ptrdiff_t d = c->d, K = c->k, p = c->p;
+    const real *V = c->V, *W = c->W, *direct_constant = c->direct_constant;
     const ptrdiff_t groups = (K + GROUP - 1) / GROUP, padded = groups * GROUP;
     const int *left = c->left, *right = c->right;
     for (ptrdiff_t block = 0; block < c->n; block += BLOCK) {
@@ -76,12 +104,12 @@ static void run(const Chunk *c, vf *u, vf *L) {
             vf *ut = u + t * (d + 1);
             for (ptrdiff_t i = 0; i < d; i++)
                 ut[i] = load_u(c->X + i * c->n, block + t * LANES, b - t * LANES, c->shift[i]);
-            ut[d] = splat(1.0f);
+            ut[d] = splat(1.0);
             vf *Lt = L + t * padded;
             for (ptrdiff_t g = 0; g < groups; g++) {
                 /* coefficients read a row per component (p apart): side by side, the
                  * compiler gathers them into vectors and shuffles, several times slower */
-                const float *Vg = c->V + g * GROUP * p;
+                const real *Vg = V + g * GROUP * p;
                 vf acc[GROUP] = {{0}};
                 for (ptrdiff_t j = 0; j < p; j++) {
                     vf z = ut[left[j]] * ut[right[j]];
@@ -91,14 +119,14 @@ static void run(const Chunk *c, vf *u, vf *L) {
             }
             for (ptrdiff_t k = 0; k < K; k++) {
                 if (!c->direct[k]) continue;
-                const float *Wk = c->W + k * d * (d + 1);
+                const real *Wk = W + k * d * (d + 1);
                 vf q = {0};
                 for (ptrdiff_t i = 0; i < d; i++) {
                     vf a = splat(Wk[i * (d + 1)]);
                     for (ptrdiff_t m = 0; m < d; m++) a += splat(Wk[i * (d + 1) + 1 + m]) * ut[m];
                     q += a * a;
                 }
-                Lt[k] = splat(c->direct_constant[k]) - splat(0.5f) * q;
+                Lt[k] = splat(direct_constant[k]) - splat(0.5) * q;
             }
         }
         /* 2. softmax, in place: L becomes the responsibilities */
@@ -111,16 +139,16 @@ static void run(const Chunk *c, vf *u, vf *L) {
                 Lt[k] = vexp(Lt[k] - peak);
                 total += Lt[k];
             }
-            vf inverse = splat(1.0f) / total;
+            vf inverse = splat(1.0) / total;
             for (ptrdiff_t k = 0; k < K; k++) Lt[k] *= inverse;
             /* the padding components of the last group have no responsibility */
-            for (ptrdiff_t k = K; k < padded; k++) Lt[k] = splat(0.0f);
+            for (ptrdiff_t k = K; k < padded; k++) Lt[k] = splat(0.0);
             const ptrdiff_t count = b - t * LANES < LANES ? b - t * LANES : LANES;
             for (ptrdiff_t r = 0; r < count; r++)
                 c->log_norm[block + t * LANES + r] = log((double)total[r]) + (double)peak[r];
             /* lanes past the chunk's end hold no record */
             for (ptrdiff_t r = count; r < LANES; r++)
-                for (ptrdiff_t k = 0; k < K; k++) Lt[k][r] = 0.0f;
+                for (ptrdiff_t k = 0; k < K; k++) Lt[k][r] = 0.0;
         }
         /* 3. statistics: FEATURES features at a time over the block's tiles (the feature
          * tables are padded to whole steps; the padding's sums are dropped) */

@@ -22,11 +22,12 @@ operation. ``dtype=np.float32`` computes Z, the log-densities, R and each block'
 precision (half the memory traffic) while the chunk's statistics and log-likelihoods are summed
 in float64.
 
-In float32 the same quantities come by default from a fused C kernel (``streamgmm/_fused.c``,
-built when streamgmm is installed with a C compiler at hand; AVX2 and FMA or AVX-512): it keeps
-a tile of records' u in registers, rebuilds z from it wherever needed and never writes Z to
-memory, about twice as fast as the BLAS kernel (``scripts/bench_pass.py``). ``kernel="blas"``
-or the environment variable ``STREAMGMM_FUSED=0`` keeps the BLAS kernel.
+By default the same quantities come from a fused C kernel (``streamgmm/_fused.c``, built when
+streamgmm is installed with a C compiler at hand; it runs on CPUs with AVX2 and FMA or
+AVX-512), in either precision: it keeps a tile of records' u in registers, rebuilds z from it
+wherever needed and never writes Z to memory, about twice as fast as the BLAS kernel in float32
+and in float64 (``scripts/bench_pass.py``). ``kernel="blas"`` or the environment variable
+``STREAMGMM_FUSED=0`` keeps the BLAS kernel.
 
 Example:
 
@@ -61,7 +62,7 @@ from .params import MixtureParams
 
 try:
     from . import _fused
-except ImportError:  # built without a C compiler: float32 chunks take the BLAS kernel
+except ImportError:  # built without a C compiler: chunks take the BLAS kernel
     _fused = None
 # The fused kernel's builds this CPU runs, widest first (empty without AVX2 and FMA).
 FUSED_KERNELS: list[str] = _fused.kernels() if _fused is not None else []
@@ -228,23 +229,21 @@ def chunk_statistics(
     """``(counts (K,), sums (K, d), second (K, d, d), log_norm (n,))`` of a chunk under full
     covariance ``params``, about ``shift``.
 
-    ``kernel``: ``"blas"`` (numpy and BLAS, any dtype), one of ``FUSED_KERNELS`` (the fused C
-    kernel's builds, float32 only), or ``"auto"``: the widest fused build for float32 when
-    :func:`fused_kernel_enabled`, else BLAS."""
+    ``kernel``: ``"blas"`` (numpy and BLAS), one of ``FUSED_KERNELS`` (the fused C kernel's
+    builds), or ``"auto"``: the widest fused build when :func:`fused_kernel_enabled`, else BLAS."""
     n, d = X.shape
     k = params.n_components
     dtype = np.dtype(dtype)
     if kernel == "auto":
-        kernel = FUSED_KERNELS[0] if dtype == np.float32 and fused_kernel_enabled() else "blas"
-    elif kernel != "blas" and (kernel not in FUSED_KERNELS or dtype != np.float32):
-        raise ValueError(f"kernel {kernel!r} for {dtype.name}: this machine has 'blas' and, in float32 only, "
-                         f"{FUSED_KERNELS or 'no fused kernel'}")
+        kernel = FUSED_KERNELS[0] if fused_kernel_enabled() else "blas"
+    elif kernel != "blas" and kernel not in FUSED_KERNELS:
+        raise ValueError(f"kernel {kernel!r}: this machine has 'blas' and {FUSED_KERNELS or 'no fused kernel'}")
     V, error_scale = expanded_log_density(params, shift)
     direct = direct_components(error_scale, dtype)
     if kernel == "blas":
         S, log_norm = _blas_statistics(X, params, shift, V, direct, dtype)
     else:
-        S, log_norm = _fused_statistics(X, params, shift, V, direct, kernel)
+        S, log_norm = _fused_statistics(X, params, shift, V, direct, dtype, kernel)
     counts, sums = S[0], S[1 : d + 1].T
     rows, cols = upper_triangle(d)
     second = np.empty((k, d, d))
@@ -295,33 +294,39 @@ FUSED_GROUP = 8
 
 
 def fused_kernel_enabled() -> bool:
-    """Whether float32 chunks take the fused C kernel (``streamgmm/_fused.c``): it was built
+    """Whether chunks take the fused C kernel (``streamgmm/_fused.c``): it was built
     (a C compiler was at hand when streamgmm was installed), the CPU runs it (AVX2 and FMA or
     AVX-512) and the environment variable ``STREAMGMM_FUSED`` is not ``0``."""
     return bool(FUSED_KERNELS) and os.environ.get("STREAMGMM_FUSED", "1") != "0"
 
 
 def _fused_statistics(
-    X: np.ndarray, params: MixtureParams, shift: np.ndarray, V: np.ndarray, direct: np.ndarray, kernel: str
+    X: np.ndarray,
+    params: MixtureParams,
+    shift: np.ndarray,
+    V: np.ndarray,
+    direct: np.ndarray,
+    dtype: np.dtype,
+    kernel: str,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(S (p, K), log_norm (n,))`` from the fused float32 kernel: the same quantities as
+    """``(S (p, K), log_norm (n,))`` from the fused C kernel: the same quantities as
     :func:`_blas_statistics` without Z ever written to memory."""
     n, d = X.shape
     k = params.n_components
     p = n_quadratic_features(d)
-    V_groups = np.zeros((-(-k // FUSED_GROUP) * FUSED_GROUP, p), dtype=np.float32)
+    V_groups = np.zeros((-(-k // FUSED_GROUP) * FUSED_GROUP, p), dtype=dtype)
     V_groups[:k] = V
     flags = np.zeros(k, dtype=np.uint8)
     flags[direct] = 1
     if direct.size:
-        W = cov.stacked_factors_full(params.means, params.precisions_cholesky, shift).astype(np.float32)
+        W = cov.stacked_factors_full(params.means, params.precisions_cholesky, shift).astype(dtype)
     else:
-        W = np.zeros((k * d, d + 1), dtype=np.float32)
+        W = np.zeros((k * d, d + 1), dtype=dtype)
     columns = np.asfortranarray(X, dtype=np.float64)  # each feature's records contiguous
     S = np.zeros((k, p))
     log_norm = np.empty(n)
     _fused.chunk_statistics(
-        n, d, k, columns.T, np.ascontiguousarray(shift, dtype=np.float64), V_groups, flags,
-        np.ascontiguousarray(W), normalising_constants(params).astype(np.float32), S, log_norm, kernel,
+        n, d, k, dtype.itemsize, columns.T, np.ascontiguousarray(shift, dtype=np.float64), V_groups, flags,
+        np.ascontiguousarray(W), normalising_constants(params).astype(dtype), S, log_norm, kernel,
     )
     return S.T, log_norm

@@ -1,0 +1,12 @@
+/* AVX2, float: 8 records in a register; 8 statistics accumulators of 16 registers. Built on x86-64 with GCC only; elsewhere empty, and _fused.c never calls it. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC target("avx2,fma")
+#define REAL float
+#define REAL_IS_DOUBLE 0
+#define LANES 8
+#define FEATURES 1
+#define KERNEL_NAME fused_run_avx2_f32
+#include "_fused_kernel.h"
+#else
+typedef int empty_translation_unit;
+#endif
