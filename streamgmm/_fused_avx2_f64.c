@@ -1,4 +1,5 @@
-/* AVX2, double: 4 records in a register; 8 statistics accumulators of 16 registers. Built on x86-64 with GCC only; elsewhere empty, and _fused.c never calls it. */
+/* AVX2, double: a tile of 4 records per register, 8 accumulators of the 16 registers.
+ * Built on x86-64 with GCC only; elsewhere empty, and _fused.c never calls it. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #pragma GCC target("avx2,fma")
 #define REAL double

@@ -1,4 +1,5 @@
-/* AVX-512, double: a tile of 8 records in one register; 24 statistics accumulators of 32 registers. Built on x86-64 with GCC only; elsewhere empty, and _fused.c never calls it. */
+/* AVX-512, double: a tile of 8 records per register, 24 accumulators of the 32 registers.
+ * Built on x86-64 with GCC only; elsewhere empty, and _fused.c never calls it. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,fma")
 #define REAL double

@@ -1,7 +1,8 @@
 /* The kernel of _fused.c, compiled once per instruction set and precision by the files that
  * include it, each defining REAL (float or double), LANES (records per vector: the width of
- * its registers), FEATURES (statistics summed at once: FEATURES x GROUP accumulators must fit
- * in its registers) and KERNEL_NAME. Written with GCC's vector extensions, which the compiler
+ * its registers), FEATURES (FEATURES x GROUP accumulators must fit in its registers: the
+ * statistics sum FEATURES features at once, the log-densities take FEATURES tiles at once) and
+ * KERNEL_NAME. Written with GCC's vector extensions, which the compiler
  * maps onto the target's registers. */
 #if !defined(REAL) || !defined(LANES) || !defined(FEATURES) || !defined(KERNEL_NAME)
 #error "define REAL, LANES, FEATURES and KERNEL_NAME before including _fused_kernel.h"
@@ -99,24 +100,39 @@ static void run(const Chunk *c, vf *u, vf *L) {
     for (ptrdiff_t block = 0; block < c->n; block += BLOCK) {
         const ptrdiff_t b = c->n - block < BLOCK ? c->n - block : BLOCK;
         const ptrdiff_t tiles = (b + LANES - 1) / LANES;
-        /* 1. u and the log-densities, tile by tile; L is (tiles, padded) */
-        for (ptrdiff_t t = 0; t < tiles; t++) {
+        /* 1. u, tile by tile (the tiles past the block's end, up to a whole step of FEATURES
+         * tiles, get zeros: their log-densities are computed and never used) ... */
+        const ptrdiff_t steps = (tiles + FEATURES - 1) / FEATURES * FEATURES;
+        for (ptrdiff_t t = 0; t < steps; t++) {
             vf *ut = u + t * (d + 1);
             for (ptrdiff_t i = 0; i < d; i++)
-                ut[i] = load_u(c->X + i * c->n, block + t * LANES, b - t * LANES, c->shift[i]);
+                ut[i] = t < tiles ? load_u(c->X + i * c->n, block + t * LANES, b - t * LANES, c->shift[i]) : splat(0.0);
             ut[d] = splat(1.0);
-            vf *Lt = L + t * padded;
+        }
+        /* ... then the log-densities of FEATURES tiles at a time, sharing each coefficient's
+         * load; L is (tiles, padded) */
+        for (ptrdiff_t t0 = 0; t0 < steps; t0 += FEATURES) {
+            const vf *ut = u + t0 * (d + 1);
             for (ptrdiff_t g = 0; g < groups; g++) {
                 /* coefficients read a row per component (p apart): side by side, the
                  * compiler gathers them into vectors and shuffles, several times slower */
                 const real *Vg = V + g * GROUP * p;
-                vf acc[GROUP] = {{0}};
+                vf acc[FEATURES][GROUP] = {{{0}}};
                 for (ptrdiff_t j = 0; j < p; j++) {
-                    vf z = ut[left[j]] * ut[right[j]];
-                    for (int k = 0; k < GROUP; k++) acc[k] += splat(Vg[k * p + j]) * z;
+                    vf z[FEATURES];
+                    for (int f = 0; f < FEATURES; f++) z[f] = ut[f * (d + 1) + left[j]] * ut[f * (d + 1) + right[j]];
+                    for (int k = 0; k < GROUP; k++) {
+                        vf v = splat(Vg[k * p + j]);
+                        for (int f = 0; f < FEATURES; f++) acc[f][k] += v * z[f];
+                    }
                 }
-                for (int k = 0; k < GROUP; k++) Lt[g * GROUP + k] = acc[k];
+                for (int f = 0; f < FEATURES; f++)
+                    for (int k = 0; k < GROUP; k++) L[(t0 + f) * padded + g * GROUP + k] = acc[f][k];
             }
+        }
+        for (ptrdiff_t t = 0; t < tiles; t++) {
+            const vf *ut = u + t * (d + 1);
+            vf *Lt = L + t * padded;
             for (ptrdiff_t k = 0; k < K; k++) {
                 if (!c->direct[k]) continue;
                 const real *Wk = W + k * d * (d + 1);
@@ -179,7 +195,9 @@ static void run(const Chunk *c, vf *u, vf *L) {
 }
 
 int KERNEL_NAME(const Chunk *c) {
-    const ptrdiff_t tiles = BLOCK / LANES, padded = (c->k + GROUP - 1) / GROUP * GROUP;
+    /* tiles rounded up to whole steps of FEATURES tiles (step 1 of run) */
+    const ptrdiff_t tiles = (BLOCK / LANES + FEATURES - 1) / FEATURES * FEATURES;
+    const ptrdiff_t padded = (c->k + GROUP - 1) / GROUP * GROUP;
     vf *u = aligned_alloc(sizeof(vf), sizeof(vf) * tiles * (c->d + 1));
     vf *L = aligned_alloc(sizeof(vf), sizeof(vf) * tiles * padded);
     int status = -1;
