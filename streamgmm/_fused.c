@@ -66,8 +66,9 @@ static PyObject *chunk_statistics(PyObject *self, PyObject *args) {
     Chunk c;
     Py_ssize_t n, d, k, itemsize;
     const char *name = NULL;
-    Py_buffer X, shift, V, direct, W, constant, S, log_norm;
-    if (!PyArg_ParseTuple(args, "nnnny*y*y*y*y*y*w*w*|s", &n, &d, &k, &itemsize, &X, &shift, &V, &direct, &W,
+    PyObject *records;
+    Py_buffer X = {0}, shift, V, direct, W, constant, S, log_norm;
+    if (!PyArg_ParseTuple(args, "nnnnOy*y*y*y*y*w*w*|s", &n, &d, &k, &itemsize, &records, &shift, &V, &direct, &W,
                           &constant, &S, &log_norm, &name))
         return NULL;
     Py_buffer *all[] = {&X, &shift, &V, &direct, &W, &constant, &S, &log_norm};
@@ -96,7 +97,16 @@ static PyObject *chunk_statistics(PyObject *self, PyObject *args) {
         goto done;
     }
     const Py_ssize_t p = 1 + d + d * (d + 1) / 2, padded = (k + GROUP - 1) / GROUP * GROUP;
-    if (!(check(&X, n * d, 8, "X") && check(&shift, d, 8, "shift") && check(&V, padded * p, itemsize, "V") &&
+    /* X is (d, n) float64 with each feature's records contiguous; features may lie any whole
+     * number of doubles apart (the rows of a column-major chunk's slice) */
+    if (PyObject_GetBuffer(records, &X, PyBUF_STRIDES | PyBUF_FORMAT) < 0) goto done;
+    if (X.ndim != 2 || X.shape[0] != d || X.shape[1] != n || X.itemsize != 8 || strcmp(X.format, "d") != 0 ||
+        (n > 1 && X.strides[1] != 8) || X.strides[0] < 0 || X.strides[0] % 8 != 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "_fused.chunk_statistics: X must be (d, n) float64 with contiguous rows");
+        goto done;
+    }
+    if (!(check(&shift, d, 8, "shift") && check(&V, padded * p, itemsize, "V") &&
           check(&direct, k, 1, "direct") && check(&W, k * d * (d + 1), itemsize, "W") &&
           check(&constant, k, itemsize, "direct_constant") && check(&S, k * p, 8, "S") && check(&log_norm, n, 8, "log_norm")))
         goto done;
@@ -113,7 +123,8 @@ static PyObject *chunk_statistics(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < d; i++)
         for (Py_ssize_t m = i; m < d; m++) left[j] = (int)i, right[j] = (int)m, j++;
     for (; j < p + PADDING; j++) left[j] = right[j] = (int)d;
-    c = (Chunk){n, d, k, p, X.buf, shift.buf, V.buf, direct.buf, W.buf, constant.buf, left, right, S.buf, log_norm.buf};
+    c = (Chunk){n, d, k, p, X.buf, X.strides[0] / 8, shift.buf, V.buf, direct.buf, W.buf, constant.buf, left, right,
+                S.buf, log_norm.buf};
     int status;
     Py_BEGIN_ALLOW_THREADS
     status = itemsize == 4 ? variant->run_float(&c) : variant->run_double(&c);

@@ -9,7 +9,8 @@
 
 typedef struct {
     ptrdiff_t n, d, k, p;
-    const double *X;                /* column i of the chunk at X + i * n */
+    const double *X;                /* the records' feature i at X + i * ldx, contiguous */
+    ptrdiff_t ldx;
     const double *shift;            /* (d) */
     /* V, W and direct_constant hold the kernel's precision: float or double */
     const void *V;                  /* (k padded to whole groups, p); direct components' rows unused */

@@ -106,7 +106,7 @@ static void run(const Chunk *c, vf *u, vf *L) {
         for (ptrdiff_t t = 0; t < steps; t++) {
             vf *ut = u + t * (d + 1);
             for (ptrdiff_t i = 0; i < d; i++)
-                ut[i] = t < tiles ? load_u(c->X + i * c->n, block + t * LANES, b - t * LANES, c->shift[i]) : splat(0.0);
+                ut[i] = t < tiles ? load_u(c->X + i * c->ldx, block + t * LANES, b - t * LANES, c->shift[i]) : splat(0.0);
             ut[d] = splat(1.0);
         }
         /* ... then the log-densities of FEATURES tiles at a time, sharing each coefficient's

@@ -322,7 +322,9 @@ def _fused_statistics(
         W = cov.stacked_factors_full(params.means, params.precisions_cholesky, shift).astype(dtype)
     else:
         W = np.zeros((k * d, d + 1), dtype=dtype)
-    columns = np.asfortranarray(X, dtype=np.float64)  # each feature's records contiguous
+    # Each feature's records contiguous: column-major chunks and their row slices (a source's
+    # mini-batches) as they are; anything else copied.
+    columns = X if X.dtype == np.float64 and (X.strides[0] == X.itemsize or n <= 1) else np.asfortranarray(X, np.float64)
     S = np.zeros((k, p))
     log_norm = np.empty(n)
     _fused.chunk_statistics(

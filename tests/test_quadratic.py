@@ -253,12 +253,16 @@ def test_fused_kernel_computes_the_guarded_components_directly(kernel: str, dtyp
 
 @needs_fused
 def test_any_layout_and_dtype_of_records_gives_the_same_bits() -> None:
-    """Sources hand over column-major float64; rows, float32 records and slices are copied
-    into that layout first."""
+    """Sources hand over column-major float64 (and row slices of it), read in place; rows,
+    strided records and float32 records are copied into that layout first."""
     params, X, shift = mixture_data(4, 6, 3000, seed=8)
     columns = chunk_statistics(np.asfortranarray(X), params, shift, np.float32)
-    wide = np.asfortranarray(np.hstack([X, X]))[:, :6]  # columns of a larger array: not contiguous
-    for other in (np.ascontiguousarray(X), wide):
+    wide = np.asfortranarray(np.hstack([X, X]))[:, :6]  # the columns of a larger array
+    longer = np.asfortranarray(np.vstack([X, X]))[:3000]  # its first rows, as a source's mini-batch: read in place
+    strided = np.asfortranarray(np.repeat(X, 2, axis=0))[::2]  # every other row: copied first
+    assert not longer.flags.f_contiguous and longer.strides[0] == 8
+    for other in (np.ascontiguousarray(X), wide, longer, strided):
+        np.testing.assert_array_equal(other, X)
         for got, want in zip(chunk_statistics(other, params, shift, np.float32), columns):
             np.testing.assert_array_equal(got, want)
     as_float32 = chunk_statistics(X.astype(np.float32), params, shift, np.float32)
