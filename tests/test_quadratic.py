@@ -25,6 +25,10 @@ from streamgmm.quadratic import (
 )
 
 
+# Every kernel this machine has: the BLAS one always, and the fused C kernel's builds.
+KERNELS = ["blas", *FUSED_KERNELS]
+
+
 def oracle(X: np.ndarray, params, shift: np.ndarray) -> tuple[np.ndarray, ...]:
     """scipy's densities, a log-sum-exp and the statistics written out with einsum."""
     log_prob = np.column_stack([
@@ -37,31 +41,35 @@ def oracle(X: np.ndarray, params, shift: np.ndarray) -> tuple[np.ndarray, ...]:
     return resp.sum(axis=0), resp.T @ u, np.einsum("nk,nd,ne->kde", resp, u, u), log_norm
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("n", [1, 7, block_records(6, np.float64) + 3])  # one record, a part block, several blocks
-def test_float64_kernel_equals_the_definitions(n: int) -> None:
+def test_float64_kernel_equals_the_definitions(n: int, kernel: str) -> None:
     rng = np.random.default_rng(n)
     params = random_mixture(5, 6, separation=3.0, random_state=n)
     X = params.means[rng.integers(0, 5, n)] + rng.normal(size=(n, 6))
     shift = X.mean(axis=0) + 0.5
-    counts, sums, second, log_norm = chunk_statistics(X, params, shift)
+    counts, sums, second, log_norm = chunk_statistics(X, params, shift, kernel=kernel)
     for got, expected in zip((counts, sums, second, log_norm), oracle(X, params, shift)):
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
 
 
-def test_tiny_covariances_far_from_the_shift_stay_exact() -> None:
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_tiny_covariances_far_from_the_shift_stay_exact(kernel: str) -> None:
     """The direct form: a component of variance 1e-8 a thousand units from the shift."""
     rng = np.random.default_rng(1)
     means = np.array([[1000.0, 0.0], [0.0, 1000.0]])
     covariances = np.stack([np.eye(2) * 1e-8, np.eye(2)])
     params = MixtureParams.from_covariances(np.array([0.5, 0.5]), means, covariances, "full")
     X = np.vstack([means[0] + 1e-4 * rng.normal(size=(50, 2)), means[1] + rng.normal(size=(50, 2))])
-    counts, sums, second, log_norm = chunk_statistics(X, params, np.zeros(2))
+    counts, sums, second, log_norm = chunk_statistics(X, params, np.zeros(2), kernel=kernel)
     np.testing.assert_allclose(log_norm, oracle(X, params, np.zeros(2))[3], rtol=1e-12)
     np.testing.assert_allclose(counts, [50, 50])
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize(("dtype", "far", "tight"), [(np.float64, 300.0, 1e-6), (np.float32, 50.0, 1e-2)])
-def test_components_the_expansion_would_round_away_are_computed_directly(dtype, far: float, tight: float) -> None:
+def test_components_the_expansion_would_round_away_are_computed_directly(dtype, far: float, tight: float,
+                                                                        kernel: str) -> None:
     """A tight component far from the shift would lose its log-density to cancellation in the
     polynomial form: it alone takes the direct form, and both kinds stay accurate together.
     (float32 gets a milder case: its direct form itself only holds ~7 digits of U'(x - shift).)"""
@@ -74,21 +82,22 @@ def test_components_the_expansion_would_round_away_are_computed_directly(dtype, 
     assert direct_components(error_scale, np.dtype(dtype)).tolist() == [0]
     X = np.vstack([means[0] + np.sqrt(tight) * rng.normal(size=(40, 3)),
                    means[1:][rng.integers(0, 2, 400)] + rng.normal(size=(400, 3))])
-    counts, sums, second, log_norm = chunk_statistics(X, params, shift, dtype)
+    counts, sums, second, log_norm = chunk_statistics(X, params, shift, dtype, kernel=kernel)
     expected = oracle(X, params, shift)
     tolerance = {"rtol": 1e-11, "atol": 0} if dtype == np.float64 else {"rtol": 1e-5, "atol": 1e-3}
     np.testing.assert_allclose(log_norm, expected[3], **tolerance)
     np.testing.assert_allclose(counts, expected[0], rtol=1e-6)
 
 
-def test_float32_kernel_is_close_and_sums_in_float64() -> None:
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_float32_kernel_is_close_and_sums_in_float64(kernel: str) -> None:
     rng = np.random.default_rng(2)
     params = random_mixture(8, 16, separation=9.2, random_state=2)
     n = 2 * block_records(16, np.float32) + 5
     X = params.means[rng.integers(0, 8, n)] + rng.normal(size=(n, 16))
     shift = X.mean(axis=0)
-    exact = chunk_statistics(X, params, shift)
-    single = chunk_statistics(X, params, shift, np.float32)
+    exact = chunk_statistics(X, params, shift, kernel="blas")
+    single = chunk_statistics(X, params, shift, np.float32, kernel=kernel)
     assert all(a.dtype == np.float64 for a in single)
     np.testing.assert_allclose(single[0], exact[0], rtol=1e-5)
     np.testing.assert_allclose(single[1], exact[1], rtol=1e-4, atol=1e-2)
@@ -119,9 +128,9 @@ def test_concurrent_callers_leave_the_blas_threads_as_they_found_them() -> None:
     before = blas_threads()
     params = random_mixture(4, 5, random_state=4)
     X = np.random.default_rng(4).normal(scale=4.0, size=(3 * block_records(5, np.float64), 5))
-    expected = chunk_statistics(X, params, np.zeros(5))
+    expected = chunk_statistics(X, params, np.zeros(5), kernel="blas")
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: chunk_statistics(X, params, np.zeros(5)), range(16)))
+        results = list(pool.map(lambda _: chunk_statistics(X, params, np.zeros(5), kernel="blas"), range(16)))
     assert blas_threads() == before
     for result in results:
         for got, want in zip(result, expected):
@@ -151,14 +160,15 @@ def test_the_one_thread_limit_holds_in_any_thread() -> None:
     assert blas_threads() == before
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_column_major_records_give_the_same_bits(dtype) -> None:
+def test_column_major_records_give_the_same_bits(dtype, kernel: str) -> None:
     """Sources decode column-major (``columns.to_matrix``); the kernel reads either layout."""
     params = random_mixture(3, 7, random_state=5)
     X = np.random.default_rng(5).normal(scale=3.0, size=(2 * block_records(7, dtype) + 11, 7))
     assert np.isfortran(np.asfortranarray(X)) and X.flags.c_contiguous
-    rows = chunk_statistics(X, params, np.ones(7), dtype)
-    columns = chunk_statistics(np.asfortranarray(X), params, np.ones(7), dtype)
+    rows = chunk_statistics(X, params, np.ones(7), dtype, kernel)
+    columns = chunk_statistics(np.asfortranarray(X), params, np.ones(7), dtype, kernel)
     for got, want in zip(columns, rows):
         np.testing.assert_array_equal(got, want)
 
