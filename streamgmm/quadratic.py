@@ -1,4 +1,4 @@
-"""The E-step and sufficient statistics of a full-covariance chunk in two matrix products.
+"""The E-step and sufficient statistics of a full-covariance chunk: two matrix products, or one C call.
 
 With the records centred about the statistics' shift (u = x - shift) and the quadratic features
 z(u) = [1, u_1 .. u_d, u_i u_j for i <= j] of a block of b records stacked as the columns of

@@ -81,9 +81,10 @@ class SufficientStatistics:
     ) -> tuple[SufficientStatistics, np.ndarray]:
         """E-step on a chunk: its statistics and the per-record log-likelihoods.
 
-        Full covariances take the two-GEMM path of :mod:`streamgmm.quadratic`, where
-        ``dtype=np.float32`` computes in single precision (sums still in float64); the other
-        types are cheap in the direct form and always computed in float64."""
+        Full covariances take :mod:`streamgmm.quadratic`'s kernel (fused in C where it was
+        built, else two matrix products), where ``dtype=np.float32`` computes in single
+        precision (sums still in float64); the other types are cheap in the direct form and
+        always computed in float64."""
         if params.covariance_type in quadratic.SUPPORTED:
             counts, sums, second, log_norm = quadratic.chunk_statistics(X, params, shift, dtype)
             stats = cls(
