@@ -37,7 +37,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (scripts/bench.py: the same lake as the benchmark)
 
 from streamgmm import ParquetSource, StreamingGaussianMixture, quadratic  # noqa: E402
-from streamgmm import covariance as cov  # noqa: E402
 
 try:
     import numba
@@ -222,13 +221,12 @@ class FusedKernel:
         k = params.n_components
         V, error_scale = quadratic.expanded_log_density(params, shift)
         direct = quadratic.direct_components(error_scale, dtype)
-        W = cov.stacked_factors_full(params.means, params.precisions_cholesky, shift).astype(dtype)
+        W, direct_constant = quadratic.direct_form(params, shift, direct, dtype)
         V[direct] = 0.0
         wide = 1 + d + d * d if self.square else quadratic.n_quadratic_features(d)
         S = np.zeros((k, wide))
         log_norm = np.empty(n)
-        self.loop(X, shift.astype(dtype), V.astype(dtype), direct, W,
-                  quadratic.normalising_constants(params).astype(dtype), S, log_norm)
+        self.loop(X, shift.astype(dtype), V.astype(dtype), direct, W, direct_constant, S, log_norm)
         counts, sums = S[:, 0], np.ascontiguousarray(S[:, 1 : d + 1])
         if self.square:
             second = S[:, d + 1 :].reshape(k, d, d)

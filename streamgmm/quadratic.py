@@ -195,6 +195,17 @@ def direct_components(error_scale: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.flatnonzero(~(np.finfo(dtype).eps * error_scale <= EXPANSION_TOLERANCE[np.dtype(dtype)]))
 
 
+def direct_form(params: MixtureParams, shift: np.ndarray, direct: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``(W (K d, d + 1), constants (K,))`` in ``dtype``: component k's weighted log-density as
+    ``constants_k - ||W_k [1; u]||^2 / 2`` (``W_k`` its d rows), for the ``direct``
+    components; zeros when there are none, which both kernels then leave unread."""
+    k, d = params.n_components, params.n_features
+    if not direct.size:
+        return np.zeros((k * d, d + 1), dtype=dtype), np.zeros(k, dtype=dtype)
+    W = cov.stacked_factors_full(params.means, params.precisions_cholesky, shift).astype(dtype)
+    return W, normalising_constants(params).astype(dtype)
+
+
 def fill_features(X: np.ndarray, shift: np.ndarray, Z: np.ndarray) -> None:
     """Write the features of the records ``X`` (b, d) centred about ``shift`` into the columns
     of ``Z`` (p, b)."""
@@ -240,10 +251,11 @@ def chunk_statistics(
         raise ValueError(f"kernel {kernel!r}: this machine has 'blas' and {FUSED_KERNELS or 'no fused kernel'}")
     V, error_scale = expanded_log_density(params, shift)
     direct = direct_components(error_scale, dtype)
+    W, direct_constant = direct_form(params, shift, direct, dtype)
     if kernel == "blas":
-        S, log_norm = _blas_statistics(X, params, shift, V, direct, dtype)
+        S, log_norm = _blas_statistics(X, shift, V, direct, W, direct_constant, dtype)
     else:
-        S, log_norm = _fused_statistics(X, params, shift, V, direct, dtype, kernel)
+        S, log_norm = _fused_statistics(X, shift, V, direct, W, direct_constant, kernel)
     counts, sums = S[0], S[1 : d + 1].T
     rows, cols = upper_triangle(d)
     second = np.empty((k, d, d))
@@ -253,16 +265,19 @@ def chunk_statistics(
 
 
 def _blas_statistics(
-    X: np.ndarray, params: MixtureParams, shift: np.ndarray, V: np.ndarray, direct: np.ndarray, dtype: np.dtype
+    X: np.ndarray,
+    shift: np.ndarray,
+    V: np.ndarray,
+    direct: np.ndarray,
+    W: np.ndarray,
+    direct_constant: np.ndarray,
+    dtype: np.dtype,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(S (p, K), log_norm (n,))`` block by block: Z, V Z, softmax, Z R'."""
     n, d = X.shape
-    k = params.n_components
-    if direct.size:
-        W = cov.stacked_factors_full(params.means, params.precisions_cholesky, shift).astype(dtype)
-        direct_constant = normalising_constants(params).astype(dtype)
-        V[direct] = 0.0
+    k = V.shape[0]
     V = V.astype(dtype)
+    V[direct] = 0.0
     p = n_quadratic_features(d)
     block = max(1, min(block_records(d, dtype), n))
     Z_buffer = np.empty((p, block), dtype=dtype)
@@ -302,26 +317,22 @@ def fused_kernel_enabled() -> bool:
 
 def _fused_statistics(
     X: np.ndarray,
-    params: MixtureParams,
     shift: np.ndarray,
     V: np.ndarray,
     direct: np.ndarray,
-    dtype: np.dtype,
+    W: np.ndarray,
+    direct_constant: np.ndarray,
     kernel: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(S (p, K), log_norm (n,))`` from the fused C kernel: the same quantities as
     :func:`_blas_statistics` without Z ever written to memory."""
     n, d = X.shape
-    k = params.n_components
-    p = n_quadratic_features(d)
+    k, p = V.shape
+    dtype = W.dtype
     V_groups = np.zeros((-(-k // FUSED_GROUP) * FUSED_GROUP, p), dtype=dtype)
     V_groups[:k] = V
     flags = np.zeros(k, dtype=np.uint8)
     flags[direct] = 1
-    if direct.size:
-        W = cov.stacked_factors_full(params.means, params.precisions_cholesky, shift).astype(dtype)
-    else:
-        W = np.zeros((k * d, d + 1), dtype=dtype)
     # Each feature's records contiguous: column-major chunks and their row slices (a source's
     # mini-batches) as they are; anything else copied.
     columns = X if X.dtype == np.float64 and (X.strides[0] == X.itemsize or n <= 1) else np.asfortranarray(X, np.float64)
@@ -329,6 +340,6 @@ def _fused_statistics(
     log_norm = np.empty(n)
     _fused.chunk_statistics(
         n, d, k, dtype.itemsize, columns.T, np.ascontiguousarray(shift, dtype=np.float64), V_groups, flags,
-        np.ascontiguousarray(W), normalising_constants(params).astype(dtype), S, log_norm, kernel,
+        W, direct_constant, S, log_norm, kernel,
     )
     return S.T, log_norm
