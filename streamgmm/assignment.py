@@ -54,6 +54,7 @@ from .atomic_write import atomic_path, write_bytes_atomically
 from .columns import DataError, FeatureReader, check_column, check_nan_policy
 from .dask_source import is_dask_collection
 from .inputs import is_arrow_stream, is_path_like
+from .lake_paths import overlap, refuse_url
 from .quadratic import one_blas_thread
 from .parquet_source import READ_BATCH, LakeFile, ParquetSource
 from .params import MixtureParams
@@ -167,6 +168,7 @@ def assign(
         parts, inputs_base = _parts(source, names, params.n_features, keep, nan_policy)
     features = names if names is not None else [f"x{j}" for j in range(params.n_features)]
 
+    refuse_url(out, "output directory")
     out = os.path.abspath(os.fspath(out))
     earlier = _check_output_directory(out, inputs_base, overwrite)
     # The old marker goes first: from here until the new one is written, the directory is not
@@ -445,13 +447,11 @@ def _check_output_directory(out: str, inputs_base: str | None, overwrite: bool) 
     ``_SUCCESS``) is replaced only with ``overwrite``; an unfinished one is simply replaced,
     as nothing finished is lost. Any other file means the directory is someone else's.
     """
-    if inputs_base is not None:
-        base = os.path.abspath(inputs_base)
-        if os.path.commonpath([out, base]) in (out, base):
-            raise ValueError(
-                f"output directory {out} and input directory {base} overlap; the outputs would be read as "
-                "input next time, or the inputs replaced"
-            )
+    if inputs_base is not None and overlap(out, inputs_base):  # by real paths: links cannot hide it
+        raise ValueError(
+            f"output directory {out} and input directory {inputs_base} overlap; the outputs would be read as "
+            "input next time, or the inputs replaced"
+        )
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"output {out} exists and is not a directory")
     os.makedirs(out, exist_ok=True)

@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import glob
 import os
 import re
@@ -44,6 +45,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .columns import DataError, FeatureReader, check_nan_policy, feature_columns
+from .lake_paths import describe_non_file, glob_files, real, walk_files
 from .sources import prefetched, rebatch, reservoir_sample
 
 # Row groups read for the initialisation sample of a large lake: enough to see every kind of
@@ -346,7 +348,10 @@ def open_dataset(source: Any, filesystem: pafs.FileSystem | None = None) -> tupl
             raise DataError(f"no data: every input file is empty ({', '.join(empty[:3])})")
         raise DataError(f"no Parquet files found in {', '.join(map(str, paths))}")
     base = os.path.commonpath(bases) if len(bases) > 1 else bases[0]
-    duplicated = sorted({f for f in found if found.count(f) > 1})
+    # By real path on a local disk: a lake and a link to it are the same files.
+    keys = [real(f) for f in found] if isinstance(fs, pafs.LocalFileSystem) else found
+    counts = collections.Counter(keys)
+    duplicated = sorted({f for f, key in zip(found, keys) if counts[key] > 1})
     if duplicated:
         raise ValueError(f"input file given more than once: {duplicated[0]}")
     try:
@@ -365,46 +370,56 @@ def _discover(path: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileS
         else:
             filesystem, path = pafs.LocalFileSystem(), os.path.abspath(path)
     local = isinstance(filesystem, pafs.LocalFileSystem)
-    if local and glob.has_magic(path):
-        base = _glob_base(path)
-        infos = filesystem.get_file_info(sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p)))
-        if not infos:
-            raise DataError(f"no files match {path}")
+    if local:
+        return (filesystem, *_discover_local(path))
+    info = filesystem.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"no such file or directory: {path}")
+    if info.type == pafs.FileType.Directory:
+        base = path
+        infos = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
+        found = sorted((i.path, i.size) for i in infos if i.type == pafs.FileType.File)
     else:
-        info = filesystem.get_file_info(path)
-        if info.type == pafs.FileType.NotFound:
+        base, found = os.path.dirname(path), [(info.path, info.size)]
+    return (filesystem, *_data_files(found, base, named=path))
+
+
+def _discover_local(path: str) -> tuple[list[str], str, list[str]]:
+    """A local file, directory or glob, listed each real file once (links cannot loop)."""
+    if glob.has_magic(path):
+        base, listing = glob_files(path, skip=is_hidden)
+        if not listing.files and not listing.problems:
+            raise DataError(f"no files match {path}")
+    elif os.path.isdir(path):
+        base, listing = path, walk_files(path, skip=is_hidden)
+    else:
+        problem = describe_non_file(path)
+        if problem == "no such file":
             raise FileNotFoundError(f"no such file or directory: {path}")
-        if info.type == pafs.FileType.Directory:
-            base = path
-            infos = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
-            infos = sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
-        else:
-            base, infos = os.path.dirname(path), [info]
+        if problem is not None:
+            raise DataError(f"{path}: {problem}")
+        return _data_files([(path, os.path.getsize(path))], os.path.dirname(path), named=path)
+    if listing.problems:
+        more = f" (and {len(listing.problems) - 1} more)" if len(listing.problems) > 1 else ""
+        raise DataError(f"{listing.problems[0]}{more}")
+    return _data_files([(path, info.st_size) for path, info in listing.files], base, named=None)
+
+
+def _data_files(found: list[tuple[str, int]], base: str, named: str | None) -> tuple[list[str], str, list[str]]:
+    """``(data files, base, zero-byte files)``: hidden names left out unless named directly."""
     files, zero = [], []
-    for info in infos:
-        relative = os.path.relpath(info.path, base) if base else info.path
-        found = len(infos) > 1 or info.path != path  # found in a directory or by a glob, not named
-        if found and any(is_hidden(part) for part in relative.split(os.sep)):
+    for path, size in found:
+        relative = os.path.relpath(path, base) if base else path
+        if path != named and any(is_hidden(part) for part in relative.split(os.sep)):
             continue
-        (zero if info.size == 0 else files).append(info.path)
-    return filesystem, files, base, zero
+        (zero if size == 0 else files).append(path)
+    return files, base, zero
 
 
 def is_hidden(name: str) -> bool:
     """Names starting with ``.`` or ``_`` are not data (``_SUCCESS``, ``.crc``, files being
     written under a temporary name), by the convention of Spark, Hive and pyarrow."""
     return name.startswith((".", "_"))
-
-
-def _glob_base(pattern: str) -> str:
-    """The directory part of a glob before its first wildcard: the base of hive partitions."""
-    parts = pattern.split(os.sep)
-    fixed = []
-    for part in parts:
-        if glob.has_magic(part):
-            break
-        fixed.append(part)
-    return os.sep.join(fixed) or os.sep
 
 
 def partition_names(dataset: ds.FileSystemDataset) -> list[str]:
