@@ -9,10 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+import errno
+import hashlib
 import os
 from pathlib import Path
 import secrets
 from typing import BinaryIO
+
+
+# The longest file name most filesystems take (bytes); longer names are shortened by a hash.
+MAX_NAME_BYTES = 255
+HASHED_SUFFIX = 1 + 16  # "~" and 16 hex digits of SHA-256
+
+
+def bounded_name(name: str, limit: int = MAX_NAME_BYTES) -> str:
+    """``name`` if it fits in ``limit`` bytes, else a readable prefix of it, ``~`` and 16 hex
+    digits of its SHA-256 (distinct names stay distinct), ``limit`` bytes at most."""
+    encoded = os.fsencode(name)
+    if len(encoded) <= limit:
+        return name
+    digest = hashlib.sha256(encoded).hexdigest()[:16]
+    prefix = encoded[: limit - HASHED_SUFFIX].decode(errors="ignore")  # not cut inside a character
+    return f"{prefix}~{digest}"
 
 
 @contextmanager
@@ -21,10 +39,14 @@ def atomic_path(
 ) -> Iterator[Path]:
     """Yield a temporary path to write ``path``'s content to; on success it is synced and
     renamed to ``path``. ``before_rename`` runs between the sync and the rename (a test's
-    crash point)."""
+    crash point). Errors name ``path``, never the temporary file."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", str(path))
     directory = path.parent if str(path.parent) else Path(".")
-    tmp = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    token = secrets.token_hex(8)
+    # ".NAME.TOKEN.tmp" within the name length limit, however long NAME is.
+    tmp = directory / f".{bounded_name(path.name, MAX_NAME_BYTES - len(token) - 6)}.{token}.tmp"
     try:
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
@@ -34,7 +56,10 @@ def atomic_path(
             os.close(fd)
         if before_rename is not None:
             before_rename()
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -168,7 +168,7 @@ def corrupt_cases(good: Path, directory: Path) -> dict[str, tuple[Path, str]]:
         "missing_array": (variant("missing_array", **{"arrays/means.npy": None}), "array 'means' is missing"),
         "unlisted_array": (
             with_document("unlisted_array", dict(document, arrays=[a for a in document["arrays"] if a != "weights"])),
-            "malformed 'weights'",
+            "array weights is missing",
         ),
         "garbage_npy": (variant("garbage_npy", **{"arrays/weights.npy": b"not an npy file"}), "corrupt model file"),
         "pickled_array": (
