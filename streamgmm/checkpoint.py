@@ -49,6 +49,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,9 +59,9 @@ from typing import Any
 
 import numpy as np
 
-from .atomic_write import atomic_path, create_new, fsync_directory, write_bytes_atomically
+from .atomic_write import MAX_NAME_BYTES, atomic_path, bounded_name, create_new, fsync_directory, write_bytes_atomically
 from .estimator import StreamingGaussianMixture
-from .model_file import ModelFileError, read_model, write_model_to
+from .model_file import ModelFileError, parse_json, read_model, write_model_to
 
 WATCH_FORMAT = "streamgmm.watch"
 WATCH_VERSION = 1
@@ -99,6 +100,7 @@ class Checkpoint:
     sequence: int
     updated: str
     config: dict[str, Any] = field(default_factory=dict)
+    restored_from: Path | None = None  # the kept checkpoint read because current.model was lost
 
 
 class StateDirectory:
@@ -147,6 +149,8 @@ class StateDirectory:
         if self.current.is_file():
             (self.path / EARLY).unlink(missing_ok=True)  # killed between the first commit and its removal
         checkpoint = self.load()
+        if checkpoint is not None and checkpoint.restored_from is not None:
+            self._restore_current(checkpoint.restored_from)
         ledger = self.path / LEDGER
         if ledger.exists() and ledger.stat().st_size > self._bytes:
             os.truncate(ledger, self._bytes)
@@ -157,34 +161,78 @@ class StateDirectory:
     def load(self) -> Checkpoint | None:
         """The last committed checkpoint, or None before the first one. Reads only the
         committed part of the ledger file (no lock needed: nothing is changed)."""
-        model = None
-        if self.current.is_file():
-            document, arrays = read_model(self.current)
-            watch = document.get("watch")
-            where = self.current
-        elif (self.path / EARLY).is_file():
-            try:
-                watch = json.loads((self.path / EARLY).read_text())
-            except ValueError as exc:
-                raise ModelFileError(f"{self.path / EARLY}: corrupt watcher checkpoint ({exc})") from None
-            where = self.path / EARLY
-        else:
+        where = self._checkpoint_file()
+        if where is None:
             self._entries, self._bytes, self._hash = 0, 0, hashlib.sha256()
             return None
-        if not isinstance(watch, dict) or watch.get("format") != WATCH_FORMAT:
-            raise ModelFileError(f"{where}: not a watcher checkpoint (no ledger)")
-        if watch.get("version") != WATCH_VERSION:
-            raise ModelFileError(f"{where}: watcher checkpoint version {watch.get('version')!r} is not supported")
+        model, watch = self._read_checkpoint(where)
         try:
-            if where == self.current:
-                model = StreamingGaussianMixture._from_document(document, arrays)
             sequence, size, digest = int(watch["sequence"]), int(watch["ledger_bytes"]), str(watch["ledger_sha256"])
             updated, config = str(watch["updated"]), dict(watch.get("config", {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{where}: corrupt watcher checkpoint ({exc})") from None
         ledger, running = self._read_ledger(size, digest, sequence)
         self._entries, self._bytes, self._hash = sequence, size, running
-        return Checkpoint(model, ledger, sequence, updated, config)
+        restored = where if where.parent.name == MODELS else None
+        return Checkpoint(model, ledger, sequence, updated, config, restored_from=restored)
+
+    def _checkpoint_file(self) -> Path | None:
+        """current.model; else the checkpoint before the first model; else (current.model lost)
+        the kept checkpoint that was it; None for a new state directory."""
+        if self.current.is_file():
+            return self.current
+        if (self.path / EARLY).is_file():
+            return self.path / EARLY
+        return self._lost_checkpoint()
+
+    def _read_checkpoint(self, where: Path) -> tuple[StreamingGaussianMixture | None, dict[str, Any]]:
+        """The model (None before the first one) and the "watch" section of a checkpoint file."""
+        model = None
+        try:
+            if where.name == EARLY:
+                watch = parse_json(where.read_bytes(), str(where))
+            else:
+                document, arrays = read_model(where)
+                watch = document.get("watch")
+                model = StreamingGaussianMixture._from_document(document, arrays)
+        except ModelFileError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{where}: corrupt watcher checkpoint ({exc})") from None
+        if not isinstance(watch, dict) or watch.get("format") != WATCH_FORMAT:
+            raise ModelFileError(f"{where}: not a watcher checkpoint (no ledger)")
+        if watch.get("version") != WATCH_VERSION:
+            raise ModelFileError(f"{where}: watcher checkpoint version {watch.get('version')!r} is not supported")
+        return model, watch
+
+    def _lost_checkpoint(self) -> Path | None:
+        """Without current.model: None for a new state directory; else the newest valid kept
+        checkpoint in models/ if the ledger is exactly what it committed (it is the lost
+        current.model, hard-linked there when committed). Anything else is refused with a line
+        saying how to recover: the ledger is never cut to fit a checkpoint found this way."""
+        ledger = self.path / LEDGER
+        size = ledger.stat().st_size if ledger.exists() else 0
+        kept = history_files(self.path)
+        if not kept and (size == 0 or ledger.read_bytes().count(b"\n") <= 1):
+            return None  # new, or the first commit killed before its rename: its entry is cut
+        for candidate in reversed(kept):
+            try:
+                watch = read_model(candidate)[0]["watch"]
+                committed, digest = int(watch["ledger_bytes"]), str(watch["ledger_sha256"])
+            except (ModelFileError, OSError, KeyError, TypeError, ValueError):
+                continue  # damaged or pruned meanwhile: an older one may do
+            if committed == size and _sha256_of_file(ledger, size) == digest:
+                return candidate
+            raise ModelFileError(
+                f"{self.current} is missing and the newest kept checkpoint, {MODELS}/{candidate.name}, does not "
+                f"commit the {size:,} bytes of {LEDGER} (it commits {committed:,}); restore {CURRENT} from a "
+                f"backup, or copy {candidate.name} to {self.current} to go on from it (the files the ledger "
+                "lists after it are then consumed again)"
+            )
+        raise ModelFileError(
+            f"{self.current} is missing and no valid checkpoint is kept in {self.path / MODELS}, but {LEDGER} is "
+            f"not empty; restore {CURRENT} from a backup, or start again in a new state directory"
+        )
 
     def _read_ledger(self, size: int, digest: str, entries: int) -> tuple[list[dict[str, Any]], Any]:
         path = self.path / LEDGER
@@ -248,6 +296,15 @@ class StateDirectory:
             self._keep_history(sequence)
         return sequence
 
+    def _restore_current(self, kept: Path) -> None:
+        """current.model again, as the kept checkpoint it was (a hard link, else a copy)."""
+        with atomic_path(self.current) as tmp:
+            try:
+                os.link(kept, tmp)
+            except OSError:  # a filesystem without hard links
+                shutil.copyfile(kept, tmp)
+        fsync_directory(self.path)
+
     def _keep_history(self, sequence: int) -> None:
         """``models/NNNNNNNN.model`` for this checkpoint (a hard link: no copy), and only the
         last ``keep_models`` of them."""
@@ -272,9 +329,19 @@ class StateDirectory:
         directory = self.path / QUARANTINE
         directory.mkdir(exist_ok=True)
         name = re.sub(r"[^\w.=-]", "_", entry["path"].replace(os.sep, "__"))
-        target = directory / f"{name}.{(entry.get('sha256') or 'unhashed')[:12]}.json"
+        suffix = f".{(entry.get('sha256') or 'unhashed')[:12]}.json"
+        # Bounded like every name the watcher writes: a long or deep landing path is hashed.
+        target = directory / (bounded_name(name, MAX_NAME_BYTES - len(suffix)) + suffix)
         write_bytes_atomically(target, (json.dumps(entry, indent=1) + "\n").encode())
         return target
+
+
+def _sha256_of_file(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    if size:
+        with open(path, "rb") as handle:
+            digest.update(handle.read(size))
+    return digest.hexdigest()
 
 
 def history_files(path: str | os.PathLike[str]) -> list[Path]:

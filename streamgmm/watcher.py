@@ -4,7 +4,8 @@ atomic checkpoint (see :mod:`streamgmm.checkpoint`).
 
 Which files: every regular file under the landing directory (recursively) whose name, and whose
 directories' names, do not start with ``.`` or ``_``; it is taken once it has not been modified
-for ``settle`` seconds (by its mtime, and unchanged in size and mtime since the last look), in
+for ``settle`` seconds (by its mtime, and unchanged in size and mtime since the last look; a file
+dated in the future by its size and content instead, see :mod:`streamgmm.landing`), in
 the order (modification time, relative path). A file is consumed once: the ledger keys it by
 relative path, size, mtime and SHA-256 of its content. A file whose content was consumed before
 (a copy, or the same file touched) is recorded as a duplicate and not used again; a file replaced
@@ -43,7 +44,6 @@ array([-5.,  5.])
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import secrets
 import shutil
@@ -64,45 +64,9 @@ from .atomic_write import fsync_directory
 from .checkpoint import Checkpoint, StateDirectory, crash_point, now_iso
 from .columns import DataError, check_nan_policy
 from .estimator import StreamingGaussianMixture
-from .parquet_source import ParquetSource, is_hidden
-
-HASH_BLOCK = 1 << 20
-
-
-@dataclass(frozen=True)
-class LandingFile:
-    path: str
-    relative: str
-    size: int
-    mtime_ns: int
-
-
-def landing_files(landing: str | os.PathLike[str]) -> list[LandingFile]:
-    """Candidate files under ``landing`` (names starting with ``.`` or ``_`` left out, at any
-    depth), in the order they are consumed: modification time, then relative path."""
-    found = []
-    for directory, subdirectories, names in os.walk(landing):
-        subdirectories[:] = sorted(d for d in subdirectories if not is_hidden(d))
-        for name in names:
-            if is_hidden(name):
-                continue
-            path = os.path.join(directory, name)
-            try:
-                stat = os.stat(path)
-            except FileNotFoundError:
-                continue  # renamed or removed while listing
-            if os.path.isfile(path):
-                found.append(LandingFile(path, os.path.relpath(path, landing), stat.st_size, stat.st_mtime_ns))
-    return sorted(found, key=lambda f: (f.mtime_ns, f.relative))
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(HASH_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
+from .lake_paths import overlap, refuse_url
+from .landing import HeldFile, LandingFile, Settling, landing_files
+from .parquet_source import ParquetSource
 
 @dataclass
 class WatchSummary:
@@ -178,13 +142,16 @@ class Watcher:
         keep_models: int = 10,
         log: Callable[[str], None] | None = None,
     ):
+        for name, path in (("state directory", state), ("--assign-out", assign_out), ("landing directory", landing)):
+            refuse_url(path, name)
         self.landing = Path(landing).absolute()
         self.state = StateDirectory(Path(state).absolute(), keep_models)
         self.assign_out = Path(assign_out).absolute() if assign_out is not None else None
         if not self.landing.is_dir():
             raise FileNotFoundError(f"landing directory {landing} does not exist")
         for name, path in (("state directory", self.state.path), ("--assign-out", self.assign_out)):
-            if path is not None and os.path.commonpath([path, self.landing]) in (str(path), str(self.landing)):
+            # By real paths: a link must not lead the watcher into reading its own files.
+            if path is not None and overlap(path, self.landing):
                 raise ValueError(f"{name} {path} and landing directory {self.landing} overlap; "
                                  "the watcher would read its own files")
         if interval <= 0 or settle < 0:
@@ -192,6 +159,9 @@ class Watcher:
         for name, value in (("columns", columns), ("passthrough", passthrough), ("keep", keep)):
             if isinstance(value, str):
                 raise TypeError(f"{name} is a list of column names, not a single string")
+        if set(columns or ()) & set(passthrough):
+            raise ValueError(f"columns {list(columns)} and passthrough {list(passthrough)} share a column; a column "
+                             "is a feature or passed through")
         self.n_components = n_components
         self.columns = list(columns) if columns is not None else None
         self.passthrough = list(passthrough)
@@ -208,7 +178,8 @@ class Watcher:
         self.model: StreamingGaussianMixture | None = None
         self.ledger: list[dict[str, Any]] = []
         self._stop = threading.Event()
-        self._observed: dict[str, tuple[int, int]] = {}
+        self._settling = Settling(self.settle, self.log)
+        self._reported: set[str] = set()  # unreadable entries of the landing directory, logged once
         self._consumed: dict[str, dict[str, Any]] = {}  # content hash -> first ledger entry consuming it
         self._handled: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) of every entry
         # Settings are checked now: found while reading a file, they would quarantine every file.
@@ -254,6 +225,9 @@ class Watcher:
 
     def _start(self, checkpoint: Checkpoint | None) -> None:
         """The model and ledger to continue from: the last checkpoint, else a new start."""
+        if checkpoint is not None and checkpoint.restored_from is not None:
+            self.log(f"{self.state.current} was missing: restored from {checkpoint.restored_from}, which "
+                     "commits the whole ledger")
         if checkpoint is not None:
             self.ledger = checkpoint.ledger
             self.log(f"resuming from checkpoint {checkpoint.sequence} ({len(self.ledger)} file(s) seen)")
@@ -301,16 +275,20 @@ class Watcher:
         handled = self._handled
         processed = settling = 0
         now = time.time_ns()
-        for file in landing_files(self.landing):
+        avoid = [path for path in (self.state.path, self.assign_out) if path is not None]
+        files, problems = landing_files(self.landing, avoid=avoid)
+        for problem in problems:
+            if problem not in self._reported:
+                self._reported.add(problem)
+                self.log(f"cannot look into {problem}; files there are not consumed until it can be read")
+        for file in files:
             if (file.relative, file.size, file.mtime_ns) in handled:
                 continue
             if self._stop.is_set():
                 break
-            seen = self._observed.get(file.relative)
-            self._observed[file.relative] = (file.size, file.mtime_ns)
             if file.size == 0:
                 continue  # created, not yet written: not data
-            if now - file.mtime_ns < self.settle * 1e9 or (seen is not None and seen != (file.size, file.mtime_ns)):
+            if not self._settling.ready(file, now):
                 settling += 1
                 continue
             entry = self._consume(file)
@@ -336,16 +314,24 @@ class Watcher:
             "step": None, "mean_shift": None, "weight_shift": None, "output": None, "at": None,
         }
         try:
-            entry["sha256"] = sha256_of(file.path)
+            held = HeldFile(file)
         except FileNotFoundError:
             return None  # removed since the listing
         except OSError as exc:
             return self._finish(self._quarantined(entry, f"{file.path}: unreadable ({exc})"), self.model)
+        with held:
+            return self._use(file, held, entry)
+
+    def _use(self, file: LandingFile, held: HeldFile, entry: dict[str, Any]) -> dict[str, Any] | None:
+        """Hash the open file, then learn from it; None (nothing committed) if the path stops
+        naming that unmodified file before the reading is done: what is hashed is what is read."""
         try:
-            stat = os.stat(file.path)
-        except FileNotFoundError:
-            return None
-        if (stat.st_size, stat.st_mtime_ns) != (file.size, file.mtime_ns):
+            entry["sha256"] = held.sha256()
+        except OSError as exc:
+            return self._finish(self._quarantined(entry, f"{file.path}: unreadable ({exc})"), self.model)
+        expected = self._settling.expected_sha256(file)
+        if not held.unchanged() or expected not in (None, entry["sha256"]):
+            self._settling.forget(file)  # settles again from this content
             return None
         earlier = self._consumed.get(entry["sha256"])
         if earlier is not None:
@@ -354,7 +340,11 @@ class Watcher:
         try:
             updated = self._update(file, entry)
         except (DataError, ValueError, OSError, pa.ArrowException) as exc:
+            if not held.unchanged():
+                return None
             return self._finish(self._quarantined(entry, " ".join(str(exc).split())), self.model)
+        if not held.unchanged():
+            return None  # replaced or rewritten while being read: this update is void
         return self._finish(entry, updated)
 
     def _update(self, file: LandingFile, entry: dict[str, Any]) -> StreamingGaussianMixture | None:
@@ -405,14 +395,14 @@ class Watcher:
     def _quarantined(self, entry: dict[str, Any], reason: str) -> dict[str, Any]:
         # Whatever the failed attempt filled in (e.g. an update whose output then failed) is void.
         entry.update(status="quarantined", reason=reason, records_used=0, records_skipped=0, step=None,
-                     mean_shift=None, weight_shift=None, output=None)
+                     mean_shift=None, weight_shift=None, output=None, at=now_iso())
         self.state.record_quarantine(entry)
         return entry
 
     def _finish(self, entry: dict[str, Any], model: StreamingGaussianMixture | None) -> dict[str, Any]:
         """Add the entry to the ledger and commit it with ``model`` (the ledger alone before the
         first model exists)."""
-        entry["at"] = now_iso()
+        entry["at"] = entry["at"] or now_iso()
         self.state.commit(model, self.ledger + [entry], self._config())
         if model is not None:
             self.model = model
