@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import operator
 import os
-import re
 import sys
 import time
 import warnings
@@ -40,22 +38,13 @@ from tqdm import tqdm
 
 from .assignment import SUCCESS, assign, is_output_file, read_output_metadata
 from .checkpoint import StateDirectoryBusy, is_state_directory, state_summary
+from .cli_checks import (CommandError, check_model_path, check_usage, describe_unfinished, explained_empty,
+                         input_paths, non_negative_float, parse_filter, positive_float, unfinished_output)
 from .columns import DataError
 from .dask_source import connect
 from .estimator import StreamingGaussianMixture
 from .model_file import ModelFileError
 from .parquet_source import ParquetSource
-
-FILTER = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(==|!=|<=|>=|<|>|=)\s*(.+?)\s*$")
-COMPARISONS = {
-    "==": operator.eq, "=": operator.eq, "!=": operator.ne,
-    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
-}
-
-
-class CommandError(Exception):
-    """A problem with the command's input, reported in one line."""
-
 
 # ---------------------------------------------------------------------- arguments
 
@@ -65,27 +54,6 @@ def column_list(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("expected comma-separated column names")
     return names
-
-
-def parse_filter(text: str) -> ds.Expression:
-    """``column OP value`` with OP one of == != < <= > >=; the value is a number if it reads
-    as one, else a string (quotes optional)."""
-    match = FILTER.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"cannot read filter {text!r}; expected e.g. 'day >= 3' or \"city == 'Oslo'\"")
-    name, op, raw = match.groups()
-    value: Any
-    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
-        value = raw[1:-1]
-    else:
-        try:
-            value = int(raw)
-        except ValueError:
-            try:
-                value = float(raw)
-            except ValueError:
-                value = raw
-    return COMPARISONS[op](ds.field(name), ds.scalar(value))
 
 
 def positive_int(text: str) -> int:
@@ -169,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--batch-size", type=positive_int, default=None, help="records per mini-batch")
     watch.add_argument("--nan-policy", choices=["raise", "skip"], default="raise",
                        help="null/NaN/inf features: quarantine the file (default), or skip those rows")
-    watch.add_argument("--interval", type=float, default=1.0, help="seconds between looks (default 1)")
-    watch.add_argument("--settle", type=float, default=1.0, help="seconds a file must be unmodified (default 1)")
+    watch.add_argument("--interval", type=positive_float, default=1.0, help="seconds between looks (default 1)")
+    watch.add_argument("--settle", type=non_negative_float, default=1.0, help="seconds a file must be unmodified (default 1)")
     watch.add_argument("--assign-out", metavar="DIR", help="also write each new file's responsibilities here")
     watch.add_argument("--keep", type=column_list, default=[], help="input columns copied into those outputs")
     watch.add_argument("--keep-models", type=positive_int, default=10, help="checkpoints kept in STATE_DIR/models")
@@ -248,13 +216,6 @@ def combined_filter(filters: Sequence[ds.Expression]) -> ds.Expression | None:
     return combined
 
 
-def check_model_path(path: str) -> None:
-    """Before any record is read: a fit that cannot be saved is wasted."""
-    model_dir = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(model_dir):
-        raise CommandError(f"--model {path}: directory {model_dir} does not exist")
-
-
 def training_source(args: argparse.Namespace) -> ParquetSource:
     """The lake ``fit`` and ``select`` learn from: sources, columns, filters, nan policy."""
     return ParquetSource(
@@ -264,8 +225,8 @@ def training_source(args: argparse.Namespace) -> ParquetSource:
 
 
 def run_fit(args: argparse.Namespace) -> dict[str, Any]:
-    check_model_path(args.model)
     source = training_source(args)
+    check_model_path(args.model, input_paths(args.sources, source))
     model = StreamingGaussianMixture(
         args.components, covariance_type=args.covariance, algorithm=args.algorithm,
         max_passes=args.passes, max_iter=args.max_iter, random_state=args.seed,
@@ -273,7 +234,7 @@ def run_fit(args: argparse.Namespace) -> dict[str, Any]:
         **({"batch_size": args.batch_size} if args.batch_size else {}),
     )
     started = time.perf_counter()
-    with connect(args.scheduler, args.workers) as client:
+    with connect(args.scheduler, args.workers) as client, explained_empty(source):
         if client is None:
             model.fit(ProgressSource(source, show_progress(args), "fit"))
         else:
@@ -339,15 +300,16 @@ def run_select(args: argparse.Namespace) -> dict[str, Any]:
     from .selection import parse_candidates, select
 
     ks = parse_candidates(args.components)
-    if args.model:
-        check_model_path(args.model)
     source = training_source(args)
+    if args.model:
+        check_model_path(args.model, input_paths(args.sources, source))
     started = time.perf_counter()
-    result = select(
-        ProgressSource(source, show_progress(args), "select"), ks, args.covariance, criterion=args.criterion,
-        held_out=args.held_out, random_state=args.seed, max_passes=args.passes, shuffle="row_groups",
-        **({"batch_size": args.batch_size} if args.batch_size else {}),
-    )
+    with explained_empty(source):
+        result = select(
+            ProgressSource(source, show_progress(args), "select"), ks, args.covariance, criterion=args.criterion,
+            held_out=args.held_out, random_state=args.seed, max_passes=args.passes, shuffle="row_groups",
+            **({"batch_size": args.batch_size} if args.batch_size else {}),
+        )
     if args.model:
         result.best_model_.save(args.model)
     return {"command": "select", "model": args.model, "seconds": round(time.perf_counter() - started, 3),
@@ -373,6 +335,8 @@ def run_info(args: argparse.Namespace) -> dict[str, Any]:
     if is_state_directory(path):
         summary, model = state_summary(path)
         return {**summary, **(model_summary(model) if model is not None else {})}
+    if (unfinished := unfinished_output(path)) is not None:
+        return unfinished
     if os.path.isdir(path) and os.path.exists(os.path.join(path, SUCCESS)):
         with open(os.path.join(path, SUCCESS)) as handle:
             return {"kind": "output directory", "path": path, **json.load(handle)}
@@ -443,8 +407,9 @@ def describe(result: dict[str, Any]) -> str:
     kind = result.get("command") or result.get("kind")
     if kind == "assign":
         return (
-            f"wrote responsibilities of {result['records']:,} records ({result['skipped']:,} skipped, null) "
-            f"to {result['files']} file(s) in {result['out']} in {result['seconds']:.1f} s"
+            f"wrote responsibilities of {result['records']:,} records to {result['files']} file(s) in {result['out']} "
+            f"in {result['seconds']:.1f} s" + (f"; {result['skipped']:,} with null, NaN or infinite features "
+                                               "written as nulls" if result["skipped"] else "")
         )
     if kind == "watch":
         return (
@@ -455,6 +420,8 @@ def describe(result: dict[str, Any]) -> str:
         )
     if kind == "watch state":
         return describe_state(result)
+    if kind == "unfinished output":
+        return describe_unfinished(result)
     if kind == "select":
         best = result["best"]
         return (
@@ -556,6 +523,7 @@ COMMANDS = {"fit": run_fit, "assign": run_assign, "watch": run_watch, "info": ru
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_usage(parser, args)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -77,8 +77,34 @@ def as_float_matrix(
         raise ValueError(
             f"{where}: X has {arr.shape[1]} features, but {estimator_name} is expecting {n_features} features as input"
         )
-    check_finite(arr, where)
+    if not in_range(arr):
+        check_finite(arr, where)
+        row, column = first_too_large(arr)
+        raise ValueError(f"{where}: row {row}, column {column}: {too_large(arr[row, column])}")
     return arr
+
+
+# Values whose squares overflow float64 (above ~1.3e154) leave the moments of a fit no room: the
+# statistics would turn to inf and the parameters to NaN. Such a column must be rescaled.
+MAX_MAGNITUDE = 1e150
+
+
+def in_range(arr: np.ndarray) -> bool:
+    """Whether every value is finite and at most ``MAX_MAGNITUDE`` in magnitude (two reductions,
+    no temporary: as cheap as ``np.isfinite(arr).all()``; NaN fails both comparisons)."""
+    return arr.size == 0 or bool(arr.min() >= -MAX_MAGNITUDE and arr.max() <= MAX_MAGNITUDE)
+
+
+def first_too_large(arr: np.ndarray) -> tuple[int, int]:
+    """Row and column of the first finite value above ``MAX_MAGNITUDE`` in magnitude, of a 2-D
+    array that has one."""
+    rows, columns = np.nonzero(np.isfinite(arr) & (np.abs(arr) > MAX_MAGNITUDE))
+    return int(rows[0]), int(columns[0])
+
+
+def too_large(value: float) -> str:
+    return (f"value {value:g} is too large in magnitude (above {MAX_MAGNITUDE:g}, its square overflows "
+            "float64); rescale that column")
 
 
 def check_finite(arr: np.ndarray, where: str) -> None:

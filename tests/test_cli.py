@@ -165,7 +165,7 @@ def test_plain_output_on_a_non_terminal(lake, fitted, tmp_path):
     assert result.stderr == ""
     lines = result.stdout.splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(f"wrote responsibilities of {N_RECORDS:,} records (0 skipped, null) to 4 file(s)")
+    assert lines[0].startswith(f"wrote responsibilities of {N_RECORDS:,} records to 4 file(s)")
     table = pq.read_table(tmp_path / "plain" / lake.files[0])
     assert table.schema.field("resp_0").type == pa.float32()
 
