@@ -102,43 +102,57 @@ def walk_files(
     real directory and file once (cycles end there). ``skip`` leaves out names (and whole
     directories); ``max_depth`` limits how many directories deep files are taken from;
     directories ``avoid`` (e.g. a watcher's own state) are never entered, by whatever link."""
-    listing = Listing()
-    seen_dirs = {(info.st_dev, info.st_ino) for info in map(_stat_or_none, avoid) if info is not None}
-    seen_files: set[tuple[int, int]] = set()
+    walk = _Walk(skip, max_depth, avoid)
     top = os.stat(root)
-    seen_dirs.add((top.st_dev, top.st_ino))
+    walk.seen_dirs.add((top.st_dev, top.st_ino))
     pending = [(root, 0)]
     while pending:
-        directory, depth = pending.pop()
+        pending.extend(reversed(walk.directory(*pending.pop())))
+    walk.listing.files.sort()
+    return walk.listing
+
+
+class _Walk:
+    """The state of one :func:`walk_files`: what was found, and what was seen by identity."""
+
+    def __init__(self, skip: Callable[[str], bool], max_depth: int | None, avoid: Iterable[str | os.PathLike[str]]):
+        self.skip, self.max_depth = skip, max_depth
+        self.listing = Listing()
+        self.seen_dirs = {(info.st_dev, info.st_ino) for info in map(_stat_or_none, avoid) if info is not None}
+        self.seen_files: set[str] = set()  # real paths: a link to a file is that file; hard links are files
+
+    def directory(self, directory: str, depth: int) -> list[tuple[str, int]]:
+        """Take the files of one directory; return its subdirectories not seen before."""
         try:
             with os.scandir(directory) as entries:
-                names = sorted(entry.name for entry in entries)
+                links = {entry.name: entry.is_symlink() for entry in entries if not self.skip(entry.name)}
         except OSError as exc:
-            listing.problems.append(f"{directory}: unreadable directory ({exc.strerror})")
-            continue
+            self.listing.problems.append(f"{directory}: unreadable directory ({exc.strerror})")
+            return []
+        real_directory = os.path.realpath(directory)
         below = []
-        for name in names:
-            if skip(name):
-                continue
+        for name in sorted(links):
             path = os.path.join(directory, name)
             try:
                 info = os.stat(path)
             except OSError:
                 problem = describe_non_file(path)
                 if problem != "no such file":  # removed while listing: nothing to report
-                    listing.problems.append(f"{path}: {problem}")
+                    self.listing.problems.append(f"{path}: {problem}")
                 continue
-            key = (info.st_dev, info.st_ino)
             if stat.S_ISDIR(info.st_mode):
-                if key not in seen_dirs and (max_depth is None or depth < max_depth):
-                    seen_dirs.add(key)
+                key = (info.st_dev, info.st_ino)
+                if key not in self.seen_dirs and (self.max_depth is None or depth < self.max_depth):
+                    self.seen_dirs.add(key)
                     below.append((path, depth + 1))
-            elif stat.S_ISREG(info.st_mode) and key not in seen_files:
-                seen_files.add(key)
-                listing.files.append((path, info))
-        pending.extend(reversed(below))
-    listing.files.sort()
-    return listing
+            elif stat.S_ISREG(info.st_mode):
+                self.file(path, info, os.path.realpath(path) if links[name] else os.path.join(real_directory, name))
+        return below
+
+    def file(self, path: str, info: os.stat_result, real_path: str) -> None:
+        if real_path not in self.seen_files:
+            self.seen_files.add(real_path)
+            self.listing.files.append((path, info))
 
 
 def glob_files(pattern: str, skip: Callable[[str], bool] = lambda name: False) -> tuple[str, Listing]:

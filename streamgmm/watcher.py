@@ -66,6 +66,7 @@ from .columns import DataError, check_nan_policy
 from .estimator import StreamingGaussianMixture
 from .lake_paths import overlap, refuse_url
 from .landing import HeldFile, LandingFile, Settling, landing_files
+from .model_check import check_mixture_arrays
 from .parquet_source import ParquetSource
 
 @dataclass
@@ -364,6 +365,11 @@ class Watcher:
             raise DataError(f"{file.path}: {source.n_features} numeric columns, the model has {before.n_features_in_}")
         records = model.records_seen_ if before is not None else 0
         model.partial_fit(_MidFileCrash(source, entry["sequence"]))
+        try:  # a file that leaves no usable model is quarantined, not committed (nor retried forever)
+            check_mixture_arrays(model.weights_, model.means_, model.covariances_, model.precisions_cholesky_,
+                                 model.covariance_type)
+        except ValueError as exc:
+            raise DataError(f"{file.path}: the model after this file is not usable ({exc})") from None
         entry["records_used"] = int(model.records_seen_ - records)
         entry["records_skipped"] = int(model.n_skipped_)
         entry["step"] = int(model.n_steps_)
