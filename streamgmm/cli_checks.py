@@ -138,7 +138,7 @@ def explained_empty(source: ParquetSource) -> Iterator[None]:
         yield
     except ValueError:
         if source.filter is not None and source.dataset.count_rows(filter=source.filter) == 0:
-            raise CommandError(f"no records match the filter ({source.filter}) in {len(source.files)} file(s)") from None
+            raise CommandError(f"no records match the filter {source.filter} in {len(source.files)} file(s)") from None
         raise
 
 
