@@ -446,6 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("no case matches --cases", file=sys.stderr)
         return 2
     _warm_up()
+    # Taken before the run: the sources as imported, not as they may be edited meanwhile.
+    provenance = {**_provenance(seeds), "blas_threads": args.blas_threads or "default"}
     print(HEADER, flush=True)
     started, rows = time.perf_counter(), []
     for case in chosen:
@@ -453,7 +455,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_row(rows[-1]), flush=True)
     print("\n".join(summary(rows, time.perf_counter() - started)))
     if args.json:
-        provenance = {**_provenance(seeds), "blas_threads": args.blas_threads or "default"}
         document = {"provenance": provenance, "rows": [r.as_dict() for r in rows]}
         Path(args.json).write_text(json.dumps(document, indent=1) + "\n")
     failed = any(not r.passed for r in rows) or (args.gate_time and any(r.time_ok is False for r in rows))
