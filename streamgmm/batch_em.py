@@ -21,8 +21,11 @@ from .statistics import SufficientStatistics
 
 @dataclass
 class BatchEMResult:
+    """EM's end: the parameters after the last M-step, the statistics of the last E-step (None
+    when no iteration ran, ``max_iter=0``) and the mean log-likelihood that E-step measured."""
+
     params: MixtureParams
-    statistics: SufficientStatistics
+    statistics: SufficientStatistics | None
     lower_bound: float
     n_iter: int
     converged: bool
@@ -40,13 +43,29 @@ def full_pass_statistics(
 ) -> SufficientStatistics:
     """The summed statistics of every record under ``params`` (the E-step of one iteration),
     computed in ``dtype`` precision and summed in float64."""
-    total = SufficientStatistics.zeros(params.n_components, params.n_features, params.covariance_type, shift)
+    return shared_pass_statistics(source, [params], [shift], batch_size, [worst], dtype)[0]
+
+
+def shared_pass_statistics(
+    source: ChunkSource,
+    models: list[MixtureParams],
+    shifts: list[np.ndarray],
+    batch_size: int,
+    worst: list[WorstRecords | None],
+    dtype: np.dtype | type = np.float64,
+) -> list[SufficientStatistics]:
+    """:func:`full_pass_statistics` of several models in one read of the source."""
+    totals = [
+        SufficientStatistics.zeros(p.n_components, p.n_features, p.covariance_type, shift)
+        for p, shift in zip(models, shifts)
+    ]
     for batch in source.batches(batch_size):
-        stats, log_norm = SufficientStatistics.of_chunk(batch, params, shift, dtype)
-        total = total + stats
-        if worst is not None:
-            worst.offer(batch, log_norm)
-    return total
+        for i, (params, shift) in enumerate(zip(models, shifts)):
+            stats, log_norm = SufficientStatistics.of_chunk(batch, params, shift, dtype)
+            totals[i] = totals[i] + stats
+            if worst[i] is not None:
+                worst[i].offer(batch, log_norm)
+    return totals
 
 
 def run_batch_em(
@@ -60,7 +79,11 @@ def run_batch_em(
     batch_size: int,
     on_iteration: Callable[[int, float], None] | None = None,
     dtype: np.dtype | type = np.float64,
+    lower_bound: float = -np.inf,
 ) -> BatchEMResult:
+    """Exact EM over ``source`` from ``params``: at most ``max_iter`` passes, stopping once the
+    mean log-likelihood moves by less than ``tol``; ``lower_bound`` is the one a previous fit
+    reached (a warm start), the first iteration's reference."""
     if not source.reiterable:
         raise ValueError(
             "batch EM makes one pass per iteration and needs a source it can read again: "
@@ -72,7 +95,10 @@ def run_batch_em(
         stats = full_pass_statistics(source, params, shift, batch_size, worst, dtype)
         return stats, worst.records
 
-    return em_iterations(e_step, params, reg_covar=reg_covar, tol=tol, max_iter=max_iter, on_iteration=on_iteration)
+    return em_iterations(
+        e_step, params, reg_covar=reg_covar, tol=tol, max_iter=max_iter, on_iteration=on_iteration,
+        lower_bound=lower_bound,
+    )
 
 
 def em_iterations(
@@ -83,30 +109,54 @@ def em_iterations(
     tol: float,
     max_iter: int,
     on_iteration: Callable[[int, float], None] | None = None,
+    lower_bound: float = -np.inf,
 ) -> BatchEMResult:
     """EM's outer loop over any full-pass E-step (local or on a cluster): ``e_step(params)``
     returns the summed statistics of every record and the pass's worst-explained records, which
     re-seed collapsed components after each M-step."""
-    lower_bound = -np.inf
-    history: list[float] = []
-    reseeded: list[tuple[int, list[int]]] = []
-    stats = None
-    converged = False
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):
-        stats, worst_records = e_step(params)
+    run = EMIterations(params, reg_covar=reg_covar, tol=tol, max_iter=max_iter, lower_bound=lower_bound)
+    while not run.done:
+        run.step(*e_step(run.params))
+        if on_iteration is not None:
+            on_iteration(run.n_iter, run.history[-1])
+    return run.result()
+
+
+class EMIterations:
+    """EM's outer loop one iteration at a time: :meth:`step` takes the full-pass statistics of
+    :attr:`params` and makes the M-step. Drivers that compute several models' E-steps in one
+    pass over the data (:func:`~streamgmm.selection.select`) step each model this way.
+
+    The reported lower bound is that of the last E-step, as scikit-learn's, but never below
+    ``lower_bound`` (a warm start's): EM never lowers it, and at a fixed point an E-step can come
+    out an ulp lower only by rounding."""
+
+    def __init__(self, params: MixtureParams, *, reg_covar: float, tol: float, max_iter: int, lower_bound: float):
+        self.params = params
+        self.reg_covar, self.tol, self.max_iter = reg_covar, tol, max_iter
+        self.floor = self.lower_bound = lower_bound
+        self.statistics: SufficientStatistics | None = None
+        self.history: list[float] = []
+        self.reseeded: list[tuple[int, list[int]]] = []
+        self.n_iter = 0
+        self.converged = False
+        self.done = max_iter == 0
+
+    def step(self, stats: SufficientStatistics, worst_records: np.ndarray) -> None:
         if stats.n_records == 0:
             raise ValueError("the source yielded no records")
-        previous, lower_bound = lower_bound, stats.log_likelihood / stats.n_records
-        history.append(lower_bound)
-        params = stats.to_params(reg_covar)
-        params, stats, moved = reseed(params, stats, worst_records, reg_covar)
+        self.n_iter += 1
+        previous, self.lower_bound = self.lower_bound, stats.log_likelihood / stats.n_records
+        self.history.append(self.lower_bound)
+        params, self.statistics, moved = reseed(stats.to_params(self.reg_covar), stats, worst_records, self.reg_covar)
+        self.params = params
         if moved:
-            reseeded.append((n_iter, moved))
-        if on_iteration is not None:
-            on_iteration(n_iter, lower_bound)
-        if abs(lower_bound - previous) < tol:
-            converged = True
-            break
-    assert stats is not None
-    return BatchEMResult(params, stats, float(lower_bound), n_iter, converged, history, reseeded)
+            self.reseeded.append((self.n_iter, moved))
+        self.converged = abs(self.lower_bound - previous) < self.tol
+        self.done = self.converged or self.n_iter >= self.max_iter
+
+    def result(self) -> BatchEMResult:
+        return BatchEMResult(
+            self.params, self.statistics, float(max(self.lower_bound, self.floor)), self.n_iter, self.converged,
+            self.history, self.reseeded,
+        )

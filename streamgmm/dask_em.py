@@ -100,6 +100,7 @@ def run_dask_batch_em(
     batch_size: int,
     on_iteration: Callable[[int, float], None] | None = None,
     dtype: np.dtype | type = np.float64,
+    lower_bound: float = -np.inf,
 ) -> BatchEMResult:
     """Exact EM over the partitions: one map and tree-reduce per iteration (the single-process
     :func:`~streamgmm.batch_em.run_batch_em`, distributed)."""
@@ -109,7 +110,10 @@ def run_dask_batch_em(
         source.skipped_records = result.skipped
         return result.statistics, result.worst_records
 
-    return em_iterations(e_step, params, reg_covar=reg_covar, tol=tol, max_iter=max_iter, on_iteration=on_iteration)
+    return em_iterations(
+        e_step, params, reg_covar=reg_covar, tol=tol, max_iter=max_iter, on_iteration=on_iteration,
+        lower_bound=lower_bound,
+    )
 
 
 def wave_step_size(schedule: StepSchedule, step: int, n_records: float, batch_size: int) -> tuple[float, int]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import functools
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,26 +21,42 @@ from typing import Any
 import numpy as np
 
 from . import covariance as cov
-from .batch_em import run_batch_em
+from .batch_em import BatchEMResult, run_batch_em
 from .dask_em import default_partitions_per_step, run_dask_batch_em, run_dask_online_em
 from .dask_source import DaskSource, dask_source, is_dask_collection
 from .fit_history import FitHistory
-from .initialization import INIT_METHODS, initialize, lloyd, params_from_labels
+from .initialization import check_init_params
+from .model_check import check_mixture_arrays
 from .model_file import ModelFileError, read_model, write_model
 from .online_em import OnlineState, StepSchedule, run_online_em
 from .params import MixtureParams
 from .quadratic import check_compute_dtype, one_blas_thread
 from .inputs import as_source
 from .sources import ArraySource, ChunkSource
+from .start import Start, converged_start, draw_sample
 from .statistics import SufficientStatistics
 from .validation import make_rng, not_fitted_error
 
-ALGORITHMS = ("online", "batch")
+ALGORITHMS = ("auto", "online", "batch")
 SHUFFLE_MODES = (True, False, "records", "row_groups")
 
 
 class ConvergenceWarning(UserWarning):
-    """Batch EM stopped at ``max_iter`` before the log-likelihood settled within ``tol``."""
+    """Exact EM stopped at ``max_iter`` before the log-likelihood settled within ``tol``."""
+
+
+def convergence_warning_class() -> type[UserWarning]:
+    """streamgmm's ``ConvergenceWarning``, and scikit-learn's too when scikit-learn is in use:
+    code that already imported it filters or catches ``sklearn.exceptions.ConvergenceWarning``."""
+    sklearn_exceptions = sys.modules.get("sklearn.exceptions")
+    if sklearn_exceptions is None:
+        return ConvergenceWarning
+    return _with_sklearn_warning(sklearn_exceptions.ConvergenceWarning)
+
+
+@functools.cache
+def _with_sklearn_warning(sklearn_warning: type) -> type[UserWarning]:
+    return type("ConvergenceWarning", (ConvergenceWarning, sklearn_warning), {"__module__": __name__})
 
 
 class StreamingGaussianMixture:
@@ -113,12 +131,12 @@ class StreamingGaussianMixture:
         n_components: int = 1,
         *,
         covariance_type: str = "full",
-        algorithm: str = "online",
+        algorithm: str = "auto",
         tol: float = 1e-3,
         reg_covar: float = 1e-6,
         max_iter: int = 100,
-        n_init: int = 4,
-        init_params: str = "k-means++",
+        n_init: int = 8,
+        init_params: str = "kmeans",
         weights_init: Any = None,
         means_init: Any = None,
         precisions_init: Any = None,
@@ -207,16 +225,14 @@ class StreamingGaussianMixture:
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
                 raise ValueError(f"Invalid value for {name!r}: {value!r}; expected an integer >= {minimum}")
 
-        for name in ("n_components", "max_iter", "n_init", "batch_size", "max_passes", "init_size"):
+        for name in ("n_components", "n_init", "batch_size", "max_passes", "init_size"):
             positive_int(name)
         positive_int("burn_in", 0)
+        positive_int("max_iter", 0)
         cov.check_covariance_type(self.covariance_type)
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"Invalid value for 'algorithm': {self.algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
-        if self.init_params not in INIT_METHODS:
-            raise ValueError(
-                f"Invalid value for 'init_params': {self.init_params!r}; expected one of {', '.join(INIT_METHODS)}"
-            )
+        check_init_params(self.init_params)
         for name in ("tol", "reg_covar", "step_exponent", "step_offset", "step_floor"):
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value):
@@ -251,8 +267,8 @@ class StreamingGaussianMixture:
     def _check_fitted(self) -> None:
         if not hasattr(self, "means_"):
             raise not_fitted_error(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' or 'partial_fit' "
-                "with appropriate arguments before using this estimator."
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "
+                "arguments before using this estimator."
             )
 
     def _user_init(self, n_features: int) -> dict[str, np.ndarray]:
@@ -296,38 +312,57 @@ class StreamingGaussianMixture:
 
     # ------------------------------------------------------------------ fitting
 
+    def _start(self, source: ChunkSource, rng: np.random.Generator) -> Start:
+        """Where a new fit starts: the best candidate, refined by EM on the initialisation
+        sample (the whole data, when it fits in ``init_size``)."""
+        n_features = source.n_features
+        given = self._user_init(n_features) if n_features is not None else {}
+        shift = None
+        if {"weights", "means", "precisions"} <= given.keys():
+            # A complete user start fixes the statistics' origin too, whatever data it meets:
+            # a fit and a stream of partial fits from it then sum the same numbers.
+            shift = given["weights"] @ given["means"]
+            if self.algorithm == "batch" or not source.reiterable:
+                # No sample needed: batch EM refines the start on all the data, and a one-shot
+                # stream would otherwise be read for a sample only to be replayed.
+                params = MixtureParams.from_precisions(
+                    given["weights"], given["means"], given["precisions"], self.covariance_type
+                )
+                return Start(params, shift, rng)
+        sample, shuffle_rng, whole = draw_sample(source, self.init_size, rng)
+        return self._start_on_sample(sample, shuffle_rng, whole, rng, shift)
+
+    def _start_on_sample(
+        self, sample: np.ndarray, shuffle_rng: np.random.Generator, whole: bool, rng: np.random.Generator,
+        shift: np.ndarray | None = None,
+    ) -> Start:
+        """The start from a drawn sample (``select`` draws one for all its candidates)."""
+        self._check_enough_records(sample.shape[0])
+        given = self._user_init(sample.shape[1])
+        return converged_start(
+            sample, shuffle_rng, whole, n_components=self.n_components, covariance_type=self.covariance_type,
+            reg_covar=self.reg_covar, n_init=self.n_init, rng=rng, init_params=self.init_params, tol=self.tol,
+            # Batch EM refines a user's start on all the data itself, as scikit-learn does.
+            max_iter=0 if self.algorithm == "batch" and given else self.max_iter,
+            batch_size=self.batch_size, given=given, shift=shift,
+        )
+
     def _initial_params(
         self, source: ChunkSource, n_features: int | None, rng: np.random.Generator
     ) -> tuple[MixtureParams, np.ndarray]:
-        given = self._user_init(n_features) if n_features is not None else {}
-        k, t = self.n_components, self.covariance_type
-        if {"weights", "means", "precisions"} <= given.keys():
-            params = MixtureParams.from_precisions(given["weights"], given["means"], given["precisions"], t)
-            return params, given["weights"] @ given["means"]
-        sample = source.sample(self.init_size, rng)
-        self._check_enough_records(sample.shape[0])
-        given = self._user_init(sample.shape[1])
-        shift = sample.mean(axis=0)
-        if "means" in given:
-            _, labels = lloyd(sample - shift, given["means"] - shift, 0)
-            # The user's means stay where they are, even one no record is closest to: its weight
-            # starts near zero and the re-seeding rule deals with it like any collapse.
-            params = params_from_labels(sample, labels, k, t, self.reg_covar, shift)[0]
-        else:
-            # One BLAS thread: the sample's products are small, and a second thread competing
-            # with another process made initialisation ~3x slower on 2 loaded cores.
-            with one_blas_thread():
-                params = initialize(
-                    sample, k, t, reg_covar=self.reg_covar, n_init=self.n_init, rng=rng,
-                    init_params=self.init_params, shift=shift,
-                ).params
-        weights = given.get("weights", params.weights)
-        means = given.get("means", params.means)
-        if "precisions" in given:
-            params = MixtureParams.from_precisions(weights, means, given["precisions"], t)
-        else:
-            params = MixtureParams(weights, means, params.covariances, params.precisions_cholesky, t)
-        return params, shift
+        start = self._start(source, rng)
+        return start.params, start.shift
+
+    def _plan(self, source: ChunkSource, start: Start | None) -> str:
+        """What a fit runs: ``"start"`` (the sample was all the data, and its EM the fit),
+        ``"online"``, ``"batch"`` or ``"online+batch"``. ``start`` is None for a warm start."""
+        if self.algorithm != "auto":
+            return self.algorithm
+        if start is not None and start.whole:
+            return "start"
+        if not source.reiterable:
+            return "online"
+        return "batch" if start is None else "online+batch"
 
     def fit(
         self, X: Any, y: Any = None, *, client: Any = None, engine: str | None = None,
@@ -336,6 +371,11 @@ class StreamingGaussianMixture:
         """Fit to an array (n_records, n_features), an iterable of such chunks, an Arrow table
         or reader, a DataFrame, or a Parquet lake (a path, glob, list of paths, dataset or
         :class:`~streamgmm.parquet_source.ParquetSource`).
+
+        With the default ``algorithm="auto"``: candidates are fitted to convergence on the
+        initialisation sample; if that sample is the whole data, the best is the fit; otherwise
+        one online pass from it and exact EM passes until ``tol`` (at most ``max_iter``) follow,
+        or online EM alone on a stream that can be read only once.
 
         On Dask: a ``dask.dataframe.DataFrame`` or ``dask.array.Array``, or a Parquet lake with
         ``engine="dask"`` or a ``client``, is fitted on the workers (partitions are never
@@ -356,48 +396,100 @@ class StreamingGaussianMixture:
             source = self._source(X) if warm else as_source(X, n_features=self._user_init_n_features())
         if isinstance(source, ArraySource):
             self._check_enough_records(len(source))
-        run_batch, run_online, online_options = self._runners(source, partitions_per_step)
+        runners = self._runners(source, partitions_per_step)
         rng = make_rng(self.random_state)
-        if warm:
-            params, shift = self._state.params, self._state.statistics.shift
+        self._shuffle_rng(source, rng)  # a shuffle the source cannot do is refused before any work
+        start = None if warm else self._start(source, rng)
+        plan = self._plan(source, start)
+        if start is None:
+            start = Start(self._state.params, self._state.statistics.shift, rng)
+        if plan == "start":
+            self._fit_from_start(start)
+        elif plan == "batch":
+            self._fit_batch(source, start.params, start.shift, runners[0], warm)
         else:
-            params, shift = self._initial_params(source, source.n_features, rng)
-        if self.algorithm == "batch":
-            result = run_batch(
-                source, params, shift=shift, reg_covar=self.reg_covar, tol=self.tol,
-                max_iter=self.max_iter, batch_size=self.batch_size, dtype=np.dtype(self.compute_dtype),
-            )
-            # A stream given every *_init is counted only as it is read (nothing was sampled).
-            self._check_enough_records(int(result.statistics.n_records))
-            if not result.converged:
-                warnings.warn(
-                    f"Batch EM did not converge in {self.max_iter} iterations (tol={self.tol}); "
-                    "raise max_iter or tol",
-                    ConvergenceWarning,
-                    stacklevel=2,
+            online = self._fit_online(source, start, runners, warm)
+            if plan == "online+batch":
+                state = online.state
+                self._fit_batch(
+                    source, state.params, state.statistics.shift, runners[0], False,
+                    online.pass_log_likelihoods, online.n_passes,
                 )
-            n = result.statistics.n_records
-            state = OnlineState(
-                result.params, result.statistics.per_record(), math.ceil(n / self.batch_size), int(n)
-            )
-            # Batch EM takes no online steps: its trace is the per-iteration ``_history``.
-            self._set_fitted(state, result.converged, result.n_iter, result.lower_bound, result.history, FitHistory())
-        else:
-            trace = self.fit_history_.copy() if warm else FitHistory()
-            online = run_online(
-                source, OnlineState.start(params, shift), schedule=self._schedule(), burn_in=self.burn_in,
-                reg_covar=self.reg_covar, batch_size=self.batch_size, max_passes=self.max_passes,
-                tol=self.tol, rng=self._shuffle_rng(source, rng), dtype=np.dtype(self.compute_dtype),
-                **online_options, **_tracing(source, trace),
-            )
-            # As for batch EM; every pass reads the whole source, so one pass is the total over n.
-            self._check_enough_records(online.state.records_seen // online.n_passes)
-            self._set_fitted(
-                online.state, online.converged, online.n_passes, online.pass_log_likelihoods[-1],
-                online.pass_log_likelihoods, trace,
-            )
         self._set_input_description(source)
         return self
+
+    def _fit_from_start(self, start: Start) -> None:
+        """The sample was the whole data: its EM is exact EM on all of it."""
+        em = start.em
+        if em is None or em.statistics is None:  # max_iter=0: the model is its start
+            statistics = SufficientStatistics.from_params(start.params, start.shift)
+            self._set_fitted(OnlineState(start.params, statistics), False, 0, -np.inf, [], FitHistory())
+            return
+        self._warn_unconverged(em.converged)
+        n = em.statistics.n_records
+        state = OnlineState(em.params, em.statistics.per_record(), math.ceil(n / self.batch_size), int(n))
+        self._set_fitted(state, em.converged, em.n_iter, em.lower_bound, em.history, FitHistory())
+
+    def _fit_batch(
+        self, source: ChunkSource, params: MixtureParams, shift: np.ndarray, run_batch: Any, warm: bool,
+        earlier: list[float] | None = None, earlier_passes: int = 0,
+    ) -> None:
+        """Exact EM from ``params``; ``earlier`` are the pass means of online passes before it."""
+        result = run_batch(
+            source, params, shift=shift, reg_covar=self.reg_covar, tol=self.tol,
+            max_iter=self.max_iter, batch_size=self.batch_size, dtype=np.dtype(self.compute_dtype),
+            lower_bound=self.lower_bound_ if warm else -np.inf,
+        )
+        self._set_batch_result(result, shift, warm, earlier, earlier_passes)
+
+    def _set_batch_result(
+        self, result: BatchEMResult, shift: np.ndarray, warm: bool, earlier: list[float] | None = None,
+        earlier_passes: int = 0,
+    ) -> None:
+        """The fitted state after exact EM (``earlier``: online pass means before it)."""
+        trace = self.fit_history_ if earlier else FitHistory()
+        history = list(earlier or []) + result.history
+        if result.statistics is None:  # max_iter=0: the model is its start
+            statistics = SufficientStatistics.from_params(result.params, shift)
+            state = OnlineState(result.params, statistics, getattr(self, "n_steps_", 0) if warm else 0)
+            lower_bound = self.lower_bound_ if warm else -np.inf
+            self._set_fitted(state, False, earlier_passes, lower_bound, history, trace)
+            return
+        # A stream given every *_init is counted only as it is read (nothing was sampled).
+        self._check_enough_records(int(result.statistics.n_records))
+        self._warn_unconverged(result.converged)
+        n = result.statistics.n_records
+        state = OnlineState(result.params, result.statistics.per_record(), math.ceil(n / self.batch_size), int(n))
+        # Batch EM takes no online steps: its trace is the per-iteration history.
+        self._set_fitted(state, result.converged, earlier_passes + result.n_iter, result.lower_bound, history, trace)
+
+    def _fit_online(self, source: ChunkSource, start: Start, runners: tuple[Any, Any, dict[str, Any]], warm: bool) -> Any:
+        _, run_online, online_options = runners
+        trace = self.fit_history_.copy() if warm else FitHistory()
+        state = self._state if warm else OnlineState.start(start.params, start.shift)
+        online = run_online(
+            source, state, schedule=self._schedule(), burn_in=self.burn_in,
+            reg_covar=self.reg_covar, batch_size=self.batch_size, max_passes=self.max_passes,
+            tol=self.tol, rng=self._shuffle_rng(source, start.shuffle_rng), dtype=np.dtype(self.compute_dtype),
+            **online_options, **_tracing(source, trace),
+        )
+        self._set_online_result(online.state, online.converged, online.pass_log_likelihoods, trace)
+        return online
+
+    def _set_online_result(self, state: OnlineState, converged: bool, pass_means: list[float], trace: FitHistory) -> None:
+        """The fitted state after online passes with these pass means."""
+        # As for batch EM; every pass reads the whole source, so one pass is the total over n.
+        self._check_enough_records(state.records_seen // len(pass_means))
+        self._set_fitted(state, converged, len(pass_means), pass_means[-1], pass_means, trace)
+
+    def _warn_unconverged(self, converged: bool) -> None:
+        # As scikit-learn: no warning with max_iter=0, where the start is all that was asked for.
+        if not converged and self.max_iter > 0:
+            warnings.warn(
+                f"Batch EM did not converge in {self.max_iter} iterations (tol={self.tol}); raise max_iter or tol",
+                convergence_warning_class(),
+                stacklevel=3,
+            )
 
     @staticmethod
     def _on_dask(X: Any, client: Any, engine: str | None) -> bool:
@@ -484,6 +576,10 @@ class StreamingGaussianMixture:
         fit_history: FitHistory | None = None,
     ) -> None:
         params = state.params
+        # Never a fitted model that could not be used or saved (non-finite, or not a density).
+        check_mixture_arrays(
+            params.weights, params.means, params.covariances, params.precisions_cholesky, params.covariance_type
+        )
         self._state = state
         self._history = list(history)
         self.fit_history_ = fit_history if fit_history is not None else FitHistory()

@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 
 from .columns import DataError, FeatureReader, check_nan_policy, feature_columns
 from .lake_paths import describe_non_file, glob_files, real, walk_files
-from .sources import prefetched, rebatch, reservoir_sample
+from .sources import prefetched, rebatch, reservoir_sample_counted
 
 # Row groups read for the initialisation sample of a large lake: enough to see every kind of
 # record even in a lake sorted by key, few enough that starting costs little against a pass.
@@ -267,13 +267,16 @@ class ParquetSource:
         most ``SAMPLE_ROW_GROUPS`` row groups, else from that many row groups picked at random
         (in proportion to their sizes), so starting costs a bounded read."""
         groups = self.row_groups
+        self.sampled_every_record = False
         if len(groups) > SAMPLE_ROW_GROUPS:
             sizes = np.array([group.num_rows for group in groups], dtype=float)
             picked = np.sort(rng.choice(len(groups), SAMPLE_ROW_GROUPS, replace=False, p=sizes / sizes.sum()))
             groups = [groups[i] for i in picked]
         reader = FeatureReader(self.feature_names, self.nan_policy)
         chunks = (X for group in groups for X in self._group_matrices(group, reader, READ_BATCH))
-        sample = reservoir_sample(chunks, size, rng)
+        sample, seen = reservoir_sample_counted(chunks, size, rng)
+        # Whether the sample is the whole lake: every row group read, and no more records than asked.
+        self.sampled_every_record = len(groups) == len(self.row_groups) and seen <= size
         return sample if sample.shape[0] else np.empty((0, self.n_features))
 
     def with_features(self, names: Sequence[str]) -> ParquetSource:

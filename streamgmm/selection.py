@@ -1,22 +1,24 @@
 """Choosing K (and the covariance type) in one streaming job: every candidate shares every read.
 
-:func:`select` fits one online-EM model per candidate ``(n_components, covariance_type)`` over
-the same stream. The initialisation sample is drawn once and each candidate is initialised from
-it exactly as :class:`~streamgmm.estimator.StreamingGaussianMixture` would be; then each decoded
-mini-batch is fed to every candidate's online update in turn, so the data are read and decoded
-once per pass however many candidates there are. A last pass scores every batch under every
-candidate: the total log-likelihood over all N records gives
+:func:`select` fits one model per candidate ``(n_components, covariance_type)`` over the same
+stream, by the plan a lone :class:`~streamgmm.estimator.StreamingGaussianMixture` fit would
+follow (see its ``algorithm``). The initialisation sample is drawn once and each candidate is
+initialised from it exactly as a lone fit would be; when the sample is the whole data, that is
+each candidate's fit. Otherwise each decoded mini-batch is fed to every candidate's online
+update in turn, then every candidate's exact EM E-step (each until its own ``tol``), so the data
+are read and decoded once per pass however many candidates there are. A last pass scores every
+batch under every candidate: the total log-likelihood over all N records gives
 
     BIC = -2 log L + p log N,    AIC = -2 log L + 2 p
 
 with p free parameters (as ``StreamingGaussianMixture.bic``/``aic`` and scikit-learn). With
-``held_out=n`` there is no scoring pass: a uniform reservoir of n records is kept out of the
+``held_out=n`` the candidates are fitted by one online pass and there is no scoring pass: a uniform reservoir of n records is kept out of the
 training stream as it goes by (a record evicted from it returns to training then), and the
 criteria are computed on it, N = n. (The initialisation sample is drawn before, from all
 records, so it may share a few with the reservoir; the stream's updates soon outweigh it.)
 
-Each candidate's model equals a ``StreamingGaussianMixture`` fitted alone with the same
-parameters on the same batches (``shuffle=False``, or the same visit order).
+Without ``held_out``, each candidate's model equals a ``StreamingGaussianMixture`` fitted alone
+with the same parameters and ``random_state`` on the same input.
 
 Example:
 
@@ -45,15 +47,18 @@ from .dask_source import is_dask_collection
 from .estimator import StreamingGaussianMixture
 from .fit_history import FitHistory
 from .inputs import as_source
+from .batch_em import EMIterations, shared_pass_statistics
 from .online_em import OnlineState, online_update
 from .quadratic import one_blas_thread
+from .reseeding import WorstRecords
 from .sources import ArraySource, rebatch
+from .start import Start, draw_sample, spawn_rng
 from .validation import make_rng
 
 CRITERIA = ("bic", "aic")
 # Estimator parameters select passes to every candidate; the others are its own or make no sense here.
 _SHARED = (
-    "reg_covar", "tol", "n_init", "init_params", "batch_size", "max_passes", "step_exponent",
+    "algorithm", "max_iter", "reg_covar", "tol", "n_init", "init_params", "batch_size", "max_passes", "step_exponent",
     "step_offset", "step_floor", "burn_in", "init_size", "shuffle", "compute_dtype",
 )
 
@@ -97,7 +102,7 @@ class SelectionResult:
     criterion: str
     scored_on: str  # "full pass" or "held-out reservoir"
     n_scored: int
-    n_passes: int
+    n_passes: int  # training passes over the data (online and exact), 0 when the sample was all of it
     records_per_pass: int
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -132,11 +137,12 @@ class SelectionResult:
 
 
 class _Fitting:
-    """One candidate while the stream goes by: the estimator, its online state and pass totals."""
+    """One candidate while the stream goes by: the estimator, its start, online state and pass totals."""
 
-    def __init__(self, model: StreamingGaussianMixture, state: OnlineState):
+    def __init__(self, model: StreamingGaussianMixture, start: Start):
         self.model = model
-        self.state = state
+        self.start = start
+        self.state = OnlineState.start(start.params, start.shift)
         self.trace = FitHistory()
         self.schedule = model._schedule()
         self.pass_means: list[float] = []
@@ -220,38 +226,82 @@ def select(
         raise TypeError("select runs in this process; pass a Parquet path or an in-process source, not a Dask collection")
     template = StreamingGaussianMixture(random_state=random_state, **estimator_params)
     template._check_params()
-    passes = template.max_passes
-    if held_out is not None and passes > 1:
-        raise ValueError("held_out needs max_passes=1: later passes could not tell held-out records apart")
-
     source = as_source(X)
-    if not source.reiterable and (passes > 1 or held_out is None):
+    if held_out is not None and template.algorithm == "batch":
+        raise ValueError("held_out needs an online fit (algorithm='auto' or 'online'): batch EM trains on every record")
+    if held_out is not None and template.max_passes > 1:
+        raise ValueError("held_out needs max_passes=1: later passes could not tell held-out records apart")
+    if not source.reiterable and held_out is None:
         raise ValueError(
             "this stream can be read only once: scoring on a full pass (or several passes) needs a source that "
             "can be read again (an array, a list, a callable, files); or score on held_out=N records"
         )
     rng = make_rng(random_state)
+    template._shuffle_rng(source, rng)  # a shuffle the source cannot do is refused before any work
     # One read for the initialisation sample, shared by all. Each candidate then starts from
     # the generator as a lone fit would have it after its own sample draw, so it is initialised
-    # exactly as StreamingGaussianMixture(random_state=...) would be on this input.
-    sample = source.sample(template.init_size, rng)
+    # exactly as StreamingGaussianMixture(random_state=...) would be on this input, and visits
+    # the batches in the same order.
+    sample, shuffle_rng, whole = draw_sample(source, template.init_size, rng)
     after_sample = copy.deepcopy(rng)
-    # The visit order needs randomness of its own, independent of the candidates' seeding.
-    shuffle_rng = template._shuffle_rng(source, _spawn(rng))
     fittings: list[_Fitting] = []
     for t in types:
         for k in ks:
             model = StreamingGaussianMixture(k, covariance_type=t, random_state=random_state, **estimator_params)
-            params, shift = model._initial_params(ArraySource(sample), sample.shape[1], copy.deepcopy(after_sample))
-            fittings.append(_Fitting(model, OnlineState.start(params, shift)))
-
-    reservoir = _Reservoir(held_out, _spawn(rng)) if held_out is not None else None
+            start = model._start_on_sample(sample, shuffle_rng, whole, copy.deepcopy(after_sample))
+            fittings.append(_Fitting(model, start))
+    # With held_out the candidates are fitted in one online pass: the held-out records are never trained on.
+    plan = "online" if held_out is not None else template._plan(source, fittings[0].start)
+    reservoir = _Reservoir(held_out, spawn_rng(rng)) if held_out is not None else None
     records_per_pass = 0
-    for _ in range(passes):
+    n_passes = 0
+    if plan in ("online", "online+batch"):
+        records_per_pass, n_passes = _online_passes(fittings, source, template, shuffle_rng, reservoir)
+    if plan in ("batch", "online+batch"):
+        records_per_pass, exact = _exact_passes(fittings, source, template, plan == "online+batch")
+        n_passes += exact
+    if plan == "start":
+        for fitting in fittings:
+            fitting.model._fit_from_start(fitting.start)
+        records_per_pass = sample.shape[0]
+    for fitting in fittings:
+        fitting.model._set_input_description(source)
+
+    if reservoir is not None:
+        scored = reservoir.records()
+        if scored.shape[0] == 0:
+            raise ValueError("the held-out reservoir is empty")
+        # One BLAS thread, as the training's E-steps: see StreamingGaussianMixture.score_samples.
+        with one_blas_thread():
+            totals = [float(f.model.params_.log_likelihood(scored).sum()) for f in fittings]
+        n_scored, scored_on = scored.shape[0], "held-out reservoir"
+    else:
+        totals, n_scored = _scoring_pass(fittings, source if plan != "start" else ArraySource(sample), template)
+        scored_on = "full pass"
+    candidates = [
+        Candidate(f.model.n_components, f.model.covariance_type, f.model.params_.n_parameters(), total, n_scored, f.model)
+        for f, total in zip(fittings, totals)
+    ]
+    return SelectionResult(
+        candidates, criterion, scored_on, n_scored, n_passes, records_per_pass,
+        {"returned_from_reservoir": reservoir.evicted if reservoir is not None else 0},
+    )
+
+
+def _online_passes(
+    fittings: list[_Fitting], source: Any, template: StreamingGaussianMixture, shuffle_rng: np.random.Generator,
+    reservoir: _Reservoir | None,
+) -> tuple[int, int]:
+    """Every candidate's online passes over shared reads; returns records per pass and passes."""
+    rng = template._shuffle_rng(source, shuffle_rng)
+    records_per_pass = 0
+    n_passes = 0
+    for n_passes in range(1, template.max_passes + 1):
         active = [f for f in fittings if not f.converged]
         if not active:
+            n_passes -= 1
             break
-        batches: Iterator[np.ndarray] = source.batches(template.batch_size, shuffle_rng)
+        batches: Iterator[np.ndarray] = source.batches(template.batch_size, rng)
         if reservoir is not None:
             batches = rebatch(reservoir.withhold(batches), template.batch_size)
         records_per_pass = 0
@@ -261,51 +311,57 @@ def select(
                 fitting.update(batch)
         if records_per_pass == 0:
             if reservoir is not None and reservoir.seen:
-                raise ValueError(f"held_out={held_out} keeps every one of the {reservoir.seen} records out of training")
+                raise ValueError(f"held_out={reservoir.size} keeps every one of the {reservoir.seen} records out of training")
             raise ValueError("the source yielded no records")
         for fitting in active:
             fitting.end_pass(template.tol)
-
     for fitting in fittings:
-        model, state = fitting.model, fitting.state
-        model._check_enough_records(records_per_pass)
-        model._set_fitted(state, fitting.converged, len(fitting.pass_means), fitting.pass_means[-1],
-                          fitting.pass_means, fitting.trace)
-        model._set_input_description(source)
+        fitting.model._set_online_result(fitting.state, fitting.converged, fitting.pass_means, fitting.trace)
+    return records_per_pass, n_passes
 
-    if reservoir is not None:
-        scored = reservoir.records()
-        if scored.shape[0] == 0:
-            raise ValueError("the held-out reservoir is empty")
-        # One BLAS thread, as the training's E-steps: see StreamingGaussianMixture.score_samples.
+
+def _exact_passes(
+    fittings: list[_Fitting], source: Any, template: StreamingGaussianMixture, after_online: bool
+) -> tuple[int, int]:
+    """Every candidate's exact EM over shared reads, each until its own ``tol``; returns the
+    records of a pass and the passes made."""
+    runs = []
+    for fitting in fittings:
+        params = fitting.state.params if after_online else fitting.start.params
+        shift = fitting.state.statistics.shift if after_online else fitting.start.shift
+        runs.append((shift, EMIterations(params, reg_covar=template.reg_covar, tol=template.tol,
+                                         max_iter=template.max_iter, lower_bound=-np.inf)))
+    dtype = np.dtype(template.compute_dtype)
+    passes = 0
+    while True:
+        active = [(shift, run) for shift, run in runs if not run.done]
+        if not active:
+            break
+        worst = [WorstRecords(run.params.n_components, run.params.n_features) for _, run in active]
         with one_blas_thread():
-            totals = [float(f.state.params.log_likelihood(scored).sum()) for f in fittings]
-        n_scored, scored_on = scored.shape[0], "held-out reservoir"
-    else:
-        totals = [0.0] * len(fittings)
-        n_scored = 0
-        with one_blas_thread():
-            for batch in source.batches(template.batch_size, None):
-                n_scored += batch.shape[0]
-                for i, fitting in enumerate(fittings):
-                    totals[i] += float(fitting.state.params.log_likelihood(batch).sum())
-        scored_on = "full pass"
-    candidates = [
-        Candidate(f.model.n_components, f.model.covariance_type, f.state.params.n_parameters(), total, n_scored, f.model)
-        for f, total in zip(fittings, totals)
-    ]
-    return SelectionResult(
-        candidates, criterion, scored_on, n_scored, max(len(f.pass_means) for f in fittings), records_per_pass,
-        {"returned_from_reservoir": reservoir.evicted if reservoir is not None else 0},
-    )
+            totals = shared_pass_statistics(
+                source, [run.params for _, run in active], [shift for shift, _ in active], template.batch_size, worst, dtype
+            )
+        passes += 1
+        for (_, run), stats, w in zip(active, totals, worst):
+            run.step(stats, w.records)
+    for fitting, (shift, run) in zip(fittings, runs):
+        earlier = fitting.pass_means if after_online else None
+        fitting.model._set_batch_result(run.result(), shift, False, earlier, len(fitting.pass_means))
+    statistics = runs[0][1].statistics
+    return (0 if statistics is None else int(statistics.n_records)), passes
 
 
-def _spawn(rng: np.random.Generator) -> np.random.Generator:
-    """An independent generator, leaving ``rng``'s stream where it is."""
-    try:
-        return rng.spawn(1)[0]
-    except (AttributeError, TypeError, ValueError):  # a bit generator without a seed sequence
-        return np.random.default_rng(int(rng.integers(2**63)))
+def _scoring_pass(fittings: list[_Fitting], source: Any, template: StreamingGaussianMixture) -> tuple[list[float], int]:
+    """Each candidate's total log-likelihood over one pass, and the records scored."""
+    totals = [0.0] * len(fittings)
+    n_scored = 0
+    with one_blas_thread():
+        for batch in source.batches(template.batch_size, None):
+            n_scored += batch.shape[0]
+            for i, fitting in enumerate(fittings):
+                totals[i] += float(fitting.model.params_.log_likelihood(batch).sum())
+    return totals, n_scored
 
 
 class _Reservoir:

@@ -76,6 +76,8 @@ class IterableSource:
 
     shuffle_modes: tuple[str, ...] = ()
     skipped_records = 0
+    # Whether the last sample saw every record of the stream (then it is the whole data).
+    sampled_every_record = False
 
     def __init__(
         self,
@@ -139,19 +141,33 @@ class IterableSource:
 
     def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
         if self._factory is not None:
-            return reservoir_sample(self._chunks(), size, rng)
+            sample, seen = reservoir_sample_counted(self._chunks(), size, rng)
+            self.sampled_every_record = seen <= size
+            return sample
         if self._consumed:
             raise ValueError("this iterator of chunks has already been streamed; it cannot be sampled")
         # One-shot: the sample is the head of the stream (documented: a sorted stream biases it).
         have = sum(c.shape[0] for c in self._head)
+        self.sampled_every_record = True
         for chunk in self._rest():
             self._head.append(chunk)
             have += chunk.shape[0]
             if have >= size:
+                # More may follow: only an exhausted stream was sampled whole.
+                self.sampled_every_record = have == size and self._exhausted()
                 break
         if not self._head:
             return np.empty((0, self.n_features or 0))
         return np.concatenate(self._head)[:size]
+
+
+    def _exhausted(self) -> bool:
+        """Whether the one-shot iterator has no chunk with records left (a peeked chunk is
+        kept in the head, so nothing is lost)."""
+        for chunk in self._rest():
+            self._head.append(chunk)
+            return False
+        return True
 
 
 def rebatch(chunks: Iterable[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
@@ -246,6 +262,13 @@ def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 def reservoir_sample(chunks: Iterable[np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
     """A uniform sample of ``size`` records from a stream of chunks, in one pass (Algorithm R,
     vectorised per chunk); the whole stream if it is shorter."""
+    return reservoir_sample_counted(chunks, size, rng)[0]
+
+
+def reservoir_sample_counted(
+    chunks: Iterable[np.ndarray], size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
+    """:func:`reservoir_sample` and the number of records the stream had."""
     reservoir: np.ndarray | None = None
     seen = 0
     for chunk in chunks:
@@ -263,5 +286,5 @@ def reservoir_sample(chunks: Iterable[np.ndarray], size: int, rng: np.random.Gen
             reservoir[slots[keep]] = chunk[fill:][keep]
         seen += n
     if reservoir is None:
-        return np.empty((0, 0))
-    return reservoir[: min(seen, size)]
+        return np.empty((0, 0)), 0
+    return reservoir[: min(seen, size)], seen

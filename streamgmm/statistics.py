@@ -21,6 +21,12 @@ from .params import MixtureParams
 # scikit-learn adds this to every component count before dividing; doing the same keeps batch EM
 # identical to GaussianMixture and keeps an empty component's mean finite.
 COUNT_EPSILON = 10 * np.finfo(np.float64).eps
+# scikit-learn's words for a covariance that is singular without regularisation.
+ILL_DEFINED_COVARIANCE = (
+    "Fitting the mixture model failed because some components have ill-defined empirical covariance "
+    "(for instance caused by singleton or collapsed samples). Try to decrease the number of components, "
+    "or increase reg_covar."
+)
 
 
 @dataclass(frozen=True)
@@ -177,8 +183,10 @@ class SufficientStatistics:
     # ------------------------------------------------------------------ M-step
 
     def to_params(self, reg_covar: float) -> MixtureParams:
-        """The M-step. Never fails: a covariance that is not positive definite after adding
-        ``reg_covar`` (rounding on degenerate data) has its eigenvalues clipped up to the floor."""
+        """The M-step. With ``reg_covar > 0`` it never fails: a covariance that is not positive
+        definite after adding ``reg_covar`` (rounding on degenerate data) has its eigenvalues
+        clipped up to the floor. With ``reg_covar=0`` such a covariance raises scikit-learn's
+        ``ValueError``, as ``GaussianMixture`` does: the user asked for no regularisation."""
         nk = self.counts + COUNT_EPSILON
         centred_means = self.sums / nk[:, None]
         covariances = cov.covariances_from_moments(nk, centred_means, self.second, reg_covar, self.covariance_type)
@@ -189,6 +197,8 @@ class SufficientStatistics:
                 raise linalg.LinAlgError("non-finite covariance")
             return MixtureParams.from_covariances(weights, means, covariances, self.covariance_type)
         except (linalg.LinAlgError, ValueError):
+            if reg_covar == 0:
+                raise ValueError(ILL_DEFINED_COVARIANCE) from None
             floor = _variance_floor(covariances, self.covariance_type, reg_covar)
             repaired = cov.nearest_positive_definite(covariances, self.covariance_type, floor)
             return MixtureParams.from_covariances(weights, means, repaired, self.covariance_type)

@@ -60,7 +60,7 @@ def test_sparse_input_is_refused_by_name() -> None:
         (dict(step_exponent="x"), "Invalid value for 'step_exponent': 'x'"),
         (dict(tol=float("nan")), "Invalid value for 'tol'"),
         (dict(batch_size=0), "batch_size"),
-        (dict(max_iter=0), "max_iter"),
+        (dict(max_iter=-1), "max_iter"),
         (dict(init_params="magic"), "init_params"),
         (dict(reg_covar=-1.0), "reg_covar"),
         (dict(means_init=np.zeros((2, 2))), r"means_init must be a finite array of shape \(3, 3\)"),
@@ -116,7 +116,7 @@ def test_chunks_with_different_widths_are_refused() -> None:
     ("params", "message"),
     [
         (dict(algorithm="batch"), "batch EM makes one pass per iteration and needs a source it can read again"),
-        (dict(max_passes=2), "several passes need a source that can be read again"),
+        (dict(algorithm="online", max_passes=2), "several passes need a source that can be read again"),
     ],
 )
 def test_one_shot_generator_cannot_be_read_twice(params: dict, message: str) -> None:

@@ -198,7 +198,7 @@ def test_online_em_in_waves_reaches_single_process_online_quality(client, lake, 
     truth, names = read_truth(lake.path)
     held_out = pq.read_table(lake.held_out_path, columns=names).to_pandas().to_numpy()
     best = truth.log_likelihood(held_out).mean()
-    params = dict(n_components=3, batch_size=2000, random_state=0)
+    params = dict(n_components=3, algorithm="online", batch_size=2000, random_state=0)
     source = ParquetSource(lake.path, columns=names)
     local = StreamingGaussianMixture(**params).fit(source)
     frame = lake_frame(lake)[names]

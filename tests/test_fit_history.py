@@ -57,9 +57,11 @@ def test_a_long_stream_keeps_at_most_capacity_points():
 
 def test_the_estimator_records_what_online_em_reports():
     X, _, _ = streamgmm.make_mixture(5000, n_components=2, n_features=2, random_state=0)
-    model = StreamingGaussianMixture(2, random_state=0, batch_size=400, shuffle=False, max_passes=2, tol=0).fit(X)
+    model = StreamingGaussianMixture(
+        2, algorithm="online", random_state=0, batch_size=400, shuffle=False, max_passes=2, tol=0
+    ).fit(X)
     # Oracle: the same start and batches through run_online_em, with its own callback.
-    start = StreamingGaussianMixture(2, random_state=0, batch_size=400)
+    start = StreamingGaussianMixture(2, random_state=0, batch_size=400, tol=0)
     params, shift = start._initial_params(ArraySource(X), 2, np.random.default_rng(0))
     seen = []
     run_online_em(ArraySource(X), OnlineState.start(params, shift), schedule=model._schedule(), burn_in=0,
@@ -91,7 +93,7 @@ def test_saved_loaded_and_continued_by_partial_fit_as_one_stream(tmp_path):
 
 def test_fresh_fit_starts_a_new_trace_and_warm_start_continues_it():
     X, _, _ = streamgmm.make_mixture(2000, n_components=2, n_features=2, random_state=2)
-    model = StreamingGaussianMixture(2, random_state=0, batch_size=500).fit(X)
+    model = StreamingGaussianMixture(2, algorithm="online", random_state=0, batch_size=500).fit(X)
     assert model.fit_history_.n_batches == 4
     model.fit(X)
     assert model.fit_history_.n_batches == 4

@@ -116,8 +116,10 @@ def test_first_em_iteration_through_the_estimator() -> None:
 
 
 def test_first_online_step_with_unit_step_is_the_same_iteration() -> None:
+    # max_iter=0: the user's start as given, not first refined by EM on the sample.
     online = StreamingGaussianMixture(
-        2, batch_size=len(HEIGHTS), step_offset=0.0, shuffle=False, reg_covar=0.0, **START
+        2, algorithm="online", max_iter=0, batch_size=len(HEIGHTS), step_offset=0.0, shuffle=False, reg_covar=0.0,
+        **START
     ).fit(X)
     weights, means, variances = hand_m_step(hand_e_step(WEIGHTS, MEANS, [VARIANCE, VARIANCE])[1])
     assert online.n_steps_ == 1

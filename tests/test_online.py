@@ -26,12 +26,12 @@ def test_same_random_state_gives_identical_fits(data) -> None:
 
 def test_several_passes_count_records_and_stop_at_tol(data) -> None:
     X, _ = data
-    three = StreamingGaussianMixture(3, max_passes=3, tol=0.0, random_state=0).fit(X)
+    three = StreamingGaussianMixture(3, algorithm="online", max_passes=3, tol=0.0, random_state=0).fit(X)
     assert three.n_iter_ == 3 and not three.converged_
     assert three.records_seen_ == 3 * X.shape[0]
     assert three.n_steps_ == 3 * int(np.ceil(X.shape[0] / three.batch_size))
     # A good start settles within a pass or two: with a loose tol it stops early, converged.
-    early = StreamingGaussianMixture(3, max_passes=10, tol=1e-2, random_state=0).fit(X)
+    early = StreamingGaussianMixture(3, algorithm="online", max_passes=10, tol=1e-2, random_state=0).fit(X)
     assert early.converged_ and 2 <= early.n_iter_ < 10
 
 

@@ -596,7 +596,9 @@ def test_row_group_shuffling_is_what_saves_a_forgetting_schedule_on_a_sorted_lak
     truth = float(sorted_lake.params.log_likelihood(X_held).mean())
 
     def gap(data, shuffle, seed: int) -> float:
-        gmm = StreamingGaussianMixture(4, random_state=seed, step_exponent=0.6, shuffle=shuffle).fit(data)
+        gmm = StreamingGaussianMixture(
+            4, algorithm="online", random_state=seed, step_exponent=0.6, shuffle=shuffle
+        ).fit(data)
         return truth - gmm.score(X_held)
 
     lake = ParquetSource(sorted_lake.path, passthrough=["id"])

@@ -39,7 +39,11 @@ def start(X: np.ndarray, covariance_type: str) -> dict[str, np.ndarray]:
 def test_stream_of_partial_fits_equals_one_fit(stream: np.ndarray, covariance_type: str) -> None:
     X = stream
     init = start(X, covariance_type)
-    kwargs = dict(covariance_type=covariance_type, batch_size=BATCH, shuffle=False, **init)
+    # Online EM from the user's start as given (max_iter=0: not refined on a sample first, which
+    # would be the whole data for fit but only the first chunk for partial_fit).
+    kwargs = dict(
+        covariance_type=covariance_type, algorithm="online", max_iter=0, batch_size=BATCH, shuffle=False, **init
+    )
     whole = StreamingGaussianMixture(K, **kwargs).fit(X)
     pieces = StreamingGaussianMixture(K, **kwargs)
     bounds = [3000, 4000, 9000]  # chunk sizes 3000, 1000, 5000, 3000: multiples of batch_size
@@ -65,7 +69,7 @@ def test_stream_of_partial_fits_equals_one_fit(stream: np.ndarray, covariance_ty
 
 def test_partial_fit_after_fit_continues_the_same_recursion(stream: np.ndarray) -> None:
     X = stream
-    kwargs = dict(batch_size=BATCH, shuffle=False, **start(X, "full"))
+    kwargs = dict(algorithm="online", max_iter=0, batch_size=BATCH, shuffle=False, **start(X, "full"))
     whole = StreamingGaussianMixture(K, **kwargs).fit(X)
     resumed = StreamingGaussianMixture(K, **kwargs).fit(X[:5000]).partial_fit(X[5000:8000]).partial_fit(X[8000:])
     assert resumed.n_steps_ == whole.n_steps_
@@ -95,7 +99,7 @@ def test_first_partial_fit_initialises_from_its_chunk(stream: np.ndarray, init_p
     first = StreamingGaussianMixture(K, **kwargs).partial_fit(chunk)
     # The same as an unshuffled online fit of that chunk alone: initialised from a sample of it,
     # then one step per batch of it.
-    alone = StreamingGaussianMixture(K, shuffle=False, **kwargs).fit(chunk)
+    alone = StreamingGaussianMixture(K, algorithm="online", shuffle=False, **kwargs).fit(chunk)
     assert first.n_steps_ == alone.n_steps_ == 4
     assert first.n_features_in_ == 2 and first.records_seen_ == 4000
     for name in PARAMETERS:

@@ -203,11 +203,24 @@ def test_every_degenerate_case_every_type(kind: str, covariance_type: str, algor
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_more_components_than_points_without_regularisation(covariance_type: str, algorithm: str) -> None:
-    """reg_covar=0: nothing but the M-step's eigenvalue floor keeps the covariances invertible."""
+    """reg_covar=0 on collapsed data: scikit-learn's ValueError, as GaussianMixture raises it
+    (the user asked for no regularisation, so no eigenvalue floor is applied silently)."""
+    from sklearn.mixture import GaussianMixture
+
     X = np.repeat(np.array([[0.0, 0.0], [5.0, 5.0], [0.0, 9.0]]), 40, axis=0)
+    message = "ill-defined empirical covariance"
+    with pytest.raises(ValueError, match=message):
+        GaussianMixture(7, covariance_type=covariance_type, reg_covar=0.0, random_state=0).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with pytest.raises(ValueError, match=message):
+            StreamingGaussianMixture(
+                7, covariance_type=covariance_type, algorithm=algorithm, reg_covar=0.0, batch_size=16, random_state=0
+            ).fit(X)
+    # The smallest regularisation is enough for a valid fit of the same data.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = StreamingGaussianMixture(
-            7, covariance_type=covariance_type, algorithm=algorithm, reg_covar=0.0, batch_size=16, random_state=0
+            7, covariance_type=covariance_type, algorithm=algorithm, reg_covar=1e-6, batch_size=16, random_state=0
         ).fit(X)
     assert_valid_fit(model, X)

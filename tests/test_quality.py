@@ -34,7 +34,7 @@ def test_one_online_pass_is_within_001_nats_of_sklearn_converged() -> None:
     X, _, truth = make_mixture(120_000, 5, 6, random_state=3)
     train, test = X[:100_000], X[100_000:]
     sk = GaussianMixture(5, n_init=2, tol=1e-6, max_iter=500, random_state=0).fit(train)
-    ours = StreamingGaussianMixture(5, random_state=0).fit(train)
+    ours = StreamingGaussianMixture(5, algorithm="online", random_state=0).fit(train)
     assert ours.n_iter_ == 1 and ours.records_seen_ == 100_000
     gap = sk.score(test) - ours.score(test)
     assert gap < 0.01, gap
@@ -83,7 +83,10 @@ def test_n_init_candidates_pick_the_best_sample_likelihood() -> None:
     best = initialize(X, 6, "full", reg_covar=1e-6, n_init=5, rng=rng)
     assert len(best.candidate_log_likelihoods) == 5
     assert best.sample_log_likelihood == max(best.candidate_log_likelihoods)
-    assert best.params.log_likelihood(X).mean() == pytest.approx(best.sample_log_likelihood)
+    # The score is that of EM's last E-step (scikit-learn's criterion); the M-step after it can
+    # only raise the likelihood, by less than tol once converged.
+    final = best.params.log_likelihood(X).mean()
+    assert best.sample_log_likelihood <= final < best.sample_log_likelihood + 1e-3
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)

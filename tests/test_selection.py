@@ -14,7 +14,7 @@ from threadpoolctl import ThreadpoolController, threadpool_limits
 
 import streamgmm
 from streamgmm import StreamingGaussianMixture, select
-from streamgmm import estimator as estimator_module
+from streamgmm import start as start_module
 from streamgmm.params import MixtureParams
 from streamgmm.parquet_source import ParquetSource
 from streamgmm.selection import _Reservoir, parse_candidates
@@ -61,8 +61,11 @@ def test_select_picks_the_generating_k_of_a_lake(tmp_path, true_k, covariance_ty
     assert result.best.n_components == true_k
     assert result.best.covariance_type == covariance_type
     assert result.n_scored == 12_000 and result.scored_on == "full pass"
-    # One sample read, one training pass, one scoring pass: each decoded once for all candidates.
-    assert (source.samples, source.passes, source.records) == (1, 2, 24_000)
+    # One sample read, then the training passes (one online, then exact EM until every candidate's
+    # tol) and one scoring pass: each decoded once for all candidates.
+    assert result.n_passes >= 3
+    assert (source.samples, source.passes) == (1, result.n_passes + 1)
+    assert source.records == 12_000 * (result.n_passes + 1)
     best = result.best_model_
     assert best.n_components == true_k and list(best.feature_names_in_) == info.feature_names
 
@@ -99,7 +102,7 @@ def test_shuffled_selection_reads_once_per_pass_and_fits_well():
     source = CountingSource(streamgmm.inputs.as_source(X))
     result = select(source, n_components="1..5", random_state=0, batch_size=500, init_size=2000, n_init=2,
                     criterion="aic")
-    assert source.passes == 2 and source.samples == 1
+    assert source.passes == result.n_passes + 1 and source.samples == 1
     assert result.best.n_components == 3
     assert result.best is min(result.candidates, key=lambda c: c.aic)
     best = result.best_model_
@@ -201,7 +204,7 @@ def test_scoring_and_initialisation_run_on_one_blas_thread(monkeypatch):
 
     # log_likelihood is the scoring pass's (training uses e_step or the fused kernel).
     monkeypatch.setattr(MixtureParams, "log_likelihood", watched("log_likelihood", MixtureParams.log_likelihood))
-    monkeypatch.setattr(estimator_module, "initialize", watched("initialize", estimator_module.initialize))
+    monkeypatch.setattr(start_module, "initialize", watched("initialize", start_module.initialize))
     X, _, _ = streamgmm.make_mixture(3000, n_components=2, n_features=2, random_state=3)
     with threadpool_limits(limits=2, user_api="blas"):
         result = select(X, n_components=[1, 2], covariance_types="full,diag", random_state=0, batch_size=500,

@@ -109,7 +109,7 @@ def test_one_online_batch_with_unit_step_is_one_em_iteration(covariance_type: st
     # shortened (a batch_size above n would scale the step down to n / batch_size by design).
     online = StreamingGaussianMixture(
         K, covariance_type=covariance_type, algorithm="online", batch_size=N_TRAIN, step_offset=0.0,
-        burn_in=0, shuffle=False, max_passes=1, reg_covar=1e-6, **init,
+        burn_in=0, shuffle=False, max_passes=1, reg_covar=1e-6, max_iter=0, **init,
     ).fit(train)
     assert online.n_steps_ == 1 and online.n_iter_ == 1
     # Online statistics are per record, batch statistics are sums, so the 10 eps added to each
