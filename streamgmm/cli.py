@@ -1,7 +1,7 @@
 """The ``streamgmm`` command: fit a mixture to a Parquet lake, write responsibilities, inspect.
 
     streamgmm fit SOURCE... -k K --model PATH [--covariance full] [--columns a,b] [--passthrough id]
-                  [--filter 'day>=3'] [--algorithm online|batch] [--batch-size N] [--passes P]
+                  [--filter 'day>=3'] [--algorithm auto|online|batch] [--batch-size N] [--passes P]
                   [--nan-policy raise|skip] [--seed S] [--scheduler ADDRESS | --workers N] [--json] [-q]
     streamgmm assign SOURCE... --model PATH --out DIR [--keep id,...] [--dtype float32]
                   [--nan-policy raise|skip] [--overwrite] [--scheduler ADDRESS | --workers N] [--json] [-q]
@@ -100,9 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--model", required=True, help="where to write the model file")
     fit.add_argument("--covariance", choices=["full", "tied", "diag", "spherical"], default="full")
     features(fit)
-    fit.add_argument("--algorithm", choices=["online", "batch"], default="online")
+    fit.add_argument("--algorithm", choices=["auto", "online", "batch"], default="auto",
+                     help="auto (default): converged start on a sample, one online pass, exact EM to tol; "
+                          "online: stepwise EM passes only; batch: exact EM only")
     fit.add_argument("--passes", type=positive_int, default=1, help="online EM passes (default 1)")
-    fit.add_argument("--max-iter", type=positive_int, default=100, help="batch EM iterations (default 100)")
+    fit.add_argument("--max-iter", type=positive_int, default=100,
+                     help="exact EM passes at most, and EM iterations on the sample (default 100)")
     fit.add_argument("--shuffle", choices=["row_groups", "none"], default="row_groups",
                      help="online visit order: row groups shuffled (default) or the files' order")
     fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -497,7 +500,7 @@ def describe_state(result: dict[str, Any]) -> str:
 
 
 def lower_bound_text(result: dict[str, Any]) -> str:
-    if result["algorithm"] == "batch":
+    if result["algorithm"] != "online":  # the last stage was exact EM
         return f"mean log-likelihood {result['lower_bound']:.4f}"
     # Online EM scores each mini-batch before the update that learns from it: an average over
     # the pass, lower than the final model would score.

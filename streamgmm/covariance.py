@@ -154,21 +154,62 @@ def _mahalanobis_full(X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray) -
     return out
 
 
+# A component whose whitened mean lies farther than this (squared) from the centre of the means
+# is measured directly: the expanded form |u|^2 - 2 u.m + |m|^2 would lose about eps times this
+# to cancellation near it (1e8 * 2.2e-16: a few 1e-8 of a squared distance).
+EXPANSION_LIMIT = 1e8
+
+
+def _expanded_whitened(
+    Z: np.ndarray, whitened_means: np.ndarray, scale: np.ndarray | None, direct: Callable[[int], np.ndarray]
+) -> np.ndarray:
+    """sum_d s_kd (z_d - m_kd)^2 for every record and component by matrix products, where ``Z``
+    (n, d) and ``whitened_means`` (K, d) are already centred (and, for ``scale=None``, whitened);
+    ``scale`` (K, d) weighs the squares per component (diagonal precisions). Components past
+    ``EXPANSION_LIMIT`` take ``direct(k)``, the (n,) distances computed from the differences."""
+    m = whitened_means
+    if scale is None:
+        reach = (m * m).sum(axis=1)
+        out = (Z * Z).sum(axis=1)[:, None] - 2.0 * (Z @ m.T) + reach[None, :]
+    else:
+        reach = (scale * m * m).sum(axis=1)
+        out = (Z * Z) @ scale.T - 2.0 * (Z @ (scale * m).T) + reach[None, :]
+    np.maximum(out, 0.0, out=out)
+    for k in np.flatnonzero(reach > EXPANSION_LIMIT):
+        out[:, k] = direct(int(k))
+    return out
+
+
 def _mahalanobis_tied(X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
-    y = (X @ prec_chol)[:, None, :] - (means @ prec_chol)[None, :, :]
-    return np.einsum("nkd,nkd->nk", y, y)
+    centre = means.mean(axis=0)
+    Z = (X - centre) @ prec_chol
+    M = (means - centre) @ prec_chol
+
+    def direct(k: int) -> np.ndarray:
+        y = Z - M[k]
+        return (y * y).sum(axis=1)
+
+    return _expanded_whitened(Z, M, None, direct)
 
 
 def _mahalanobis_diag(X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
-    # The direct difference, not the expanded x^2 - 2 x mu + mu^2 form: the expansion cancels
-    # catastrophically when the data sit far from the origin.
-    y = (X[:, None, :] - means[None, :, :]) * prec_chol[None, :, :]
-    return np.einsum("nkd,nkd->nk", y, y)
+    # About the centre of the means, and expanded only where that stays exact (see
+    # EXPANSION_LIMIT): far from the origin the plain expansion x^2 - 2 x mu + mu^2 cancels.
+    centre = means.mean(axis=0)
+    Z = X - centre
+    M = means - centre
+    scale = prec_chol**2
+
+    def direct(k: int) -> np.ndarray:
+        y = (Z - M[k]) * prec_chol[k]
+        return (y * y).sum(axis=1)
+
+    return _expanded_whitened(Z, M, scale, direct)
 
 
 def _mahalanobis_spherical(X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
-    y = X[:, None, :] - means[None, :, :]
-    return np.einsum("nkd,nkd->nk", y, y) * prec_chol**2
+    d = X.shape[1]
+    return _mahalanobis_diag(X, means, np.repeat(prec_chol[:, None], d, axis=1))
 
 
 MAHALANOBIS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
