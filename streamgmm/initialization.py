@@ -180,6 +180,7 @@ def initialize(
     batch_size: int = 8192,
     shift: np.ndarray | None = None,
     given: dict[str, np.ndarray] | None = None,
+    race_first: int | None = None,
 ) -> Initialization:
     """The best of ``n_init`` candidates raced by EM on ``sample``; the winner runs until ``tol``.
 
@@ -208,6 +209,9 @@ def initialize(
         The user's ``"weights"``, ``"means"`` and/or ``"precisions"``: they replace the first
         M-step's values before EM, as scikit-learn's ``*_init``. Given means label each record
         by its nearest mean (one candidate: nothing random is left).
+    race_first : int, optional
+        EM iterations every candidate gets before the race's first halving (default
+        ``RACE_FIRST_ITERATIONS``; ``max_iter``: every candidate runs to convergence).
 
     Returns
     -------
@@ -238,7 +242,7 @@ def initialize(
         best = int(np.argmax(scores))
         return Initialization(starts[best], scores[best], scores)
     runs = [EMIterations(p, reg_covar=reg_covar, tol=tol, max_iter=max_iter, lower_bound=-np.inf) for p in starts]
-    winner = race(runs, lambda run, n: _iterate(run, ArraySource(sample), shift, batch_size, n))
+    winner = race(runs, lambda run, n: _iterate(run, ArraySource(sample), shift, batch_size, n), race_first)
     em = runs[winner].result()
     # As scikit-learn: a candidate's score is the mean log-likelihood of its last E-step (the
     # winner's is within tol of its end).
