@@ -1,9 +1,11 @@
 """``StreamingGaussianMixture``: a Gaussian mixture fitted by streaming, scikit-learn style.
 
 It fits weights, means and covariances of K Gaussians to an array or to any iterable of chunks,
-holding only one mini-batch (plus a small initialisation sample) in memory. ``algorithm="online"``
-(default) is stepwise EM, one pass; ``algorithm="batch"`` is exact EM, one pass per iteration,
-identical to scikit-learn's ``GaussianMixture`` from the same starting point.
+holding only one mini-batch (plus a small initialisation sample) in memory. ``algorithm="auto"``
+(default) fits candidates to convergence on the initialisation sample (all the data, when it
+fits), then makes one stepwise-EM pass and exact EM passes until ``tol``; ``"online"`` is
+stepwise EM alone; ``"batch"`` is exact EM, one pass per iteration, identical to scikit-learn's
+``GaussianMixture`` from the same starting point.
 """
 
 from __future__ import annotations
@@ -66,17 +68,26 @@ class StreamingGaussianMixture:
     ----------
     n_components : number of mixture components K.
     covariance_type : ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"`` (as scikit-learn).
-    algorithm : ``"online"`` (stepwise EM, ``max_passes`` passes) or ``"batch"`` (exact EM, one
-        pass per iteration until ``tol`` or ``max_iter``).
+    algorithm : ``"auto"`` (default), ``"online"`` or ``"batch"``. ``"auto"``: when the
+        initialisation sample holds all the data, its EM (run to ``tol``) is the fit, as
+        scikit-learn's; otherwise ``max_passes`` stepwise-EM passes, then exact EM passes until
+        ``tol`` (at most ``max_iter``); on a stream that can be read only once, stepwise EM
+        alone. ``"online"``: stepwise EM, ``max_passes`` passes. ``"batch"``: exact EM, one pass
+        per iteration until ``tol`` or ``max_iter``. A warm start continues with exact EM
+        (``"auto"`` on a source that can be read again, ``"batch"``) or stepwise EM.
     tol : convergence threshold on the change of the mean log-likelihood per record, between
-        iterations (batch) or passes (online).
-    reg_covar : added to the covariance diagonals, exactly as scikit-learn does.
-    max_iter : iterations of batch EM.
-    n_init : initialisation candidates tried on the sample; the best by sample log-likelihood
-        is streamed. (scikit-learn's ``n_init`` repeats whole fits; here candidates only cost
-        work on the sample, so the default tries several.)
-    init_params : ``"k-means++"`` or ``"random_from_data"``.
-    weights_init, means_init, precisions_init : user starting values (as scikit-learn).
+        iterations (EM on the sample, exact EM) or passes (online).
+    reg_covar : added to the covariance diagonals, exactly as scikit-learn does; 0 raises
+        scikit-learn's ``ValueError`` on a singular covariance.
+    max_iter : iterations of EM on the sample, and of exact EM over the data (0: the model is
+        its start).
+    n_init : initialisation candidates tried on the sample, raced by EM; the best by sample
+        log-likelihood is kept. (scikit-learn's ``n_init`` repeats whole fits; here candidates
+        only cost work on the sample, so the default tries several.)
+    init_params : how candidates start, as scikit-learn: ``"kmeans"`` (default),
+        ``"k-means++"``, ``"random"`` or ``"random_from_data"``, computed on the sample.
+    weights_init, means_init, precisions_init : user starting values (as scikit-learn), refined
+        by EM on the sample (batch EM refines them on all the data instead).
     random_state : seed (None, int or numpy generator) for sampling, seeding and shuffling.
     warm_start : if True, ``fit`` starts from the current parameters instead of initialising.
     batch_size : records per mini-batch (online step, and the unit of reading).

@@ -66,12 +66,16 @@ class MixtureParams:
         """Per-record log-likelihood (n,) and responsibilities (n, K), by log-sum-exp."""
         weighted = self.weighted_log_prob(X)
         log_norm = _logsumexp_rows(weighted)
+        # Components along the rows of a (K, n) array: the sums over a few components run as
+        # long vector operations across records (returned as its (n, K) transpose).
+        resp = np.array(weighted.T, order="C")
+        resp -= log_norm
         with np.errstate(under="ignore"):
-            resp = np.exp(weighted - log_norm[:, None])
+            np.exp(resp, out=resp)
         # Far from every component |log_norm| is huge and the subtraction keeps only
         # ~|log_norm| * eps accuracy; renormalising makes each row sum to one to rounding.
-        resp /= resp.sum(axis=1, keepdims=True)
-        return log_norm, resp
+        resp /= resp.sum(axis=0)
+        return log_norm, resp.T
 
     def log_likelihood(self, X: np.ndarray) -> np.ndarray:
         return _logsumexp_rows(self.weighted_log_prob(X))
@@ -94,8 +98,13 @@ def _logsumexp_rows(a: np.ndarray) -> np.ndarray:
     max-shifted formula) without its generic-array overhead, which costs more than the sum."""
     if a.shape[0] == 0 or a.shape[1] == 0:
         return logsumexp(a, axis=1)
-    peak = a.max(axis=1)
+    # Transposed, so that the max and sum over a few components are vector operations across
+    # records (reducing along short rows costs several times more).
+    t = np.array(a.T, order="C")  # a copy: the caller's array is not to be changed
+    peak = t.max(axis=0)
     # A row of -inf (every weight zero) keeps -inf; a +inf entry makes the row +inf (nan below).
     finite_peak = np.where(np.isfinite(peak), peak, 0.0)
+    t -= finite_peak
     with np.errstate(under="ignore", divide="ignore"):
-        return np.log(np.exp(a - finite_peak[:, None]).sum(axis=1)) + finite_peak
+        np.exp(t, out=t)
+        return np.log(t.sum(axis=0)) + finite_peak
