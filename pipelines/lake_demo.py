@@ -55,8 +55,8 @@ def main() -> None:
         out=str(work / "scored"), passthrough=["id", "label"], keep=["id", "label"], seed=args.seed,
     )
     print(
-        f"fit:    {fitted['records']:,} records in {fitted['seconds']:.2f} s "
-        f"({fitted['records_per_second'] / 1e6:.2f} M records/s, one pass incl. initialisation) -> {fitted['model']}"
+        f"fit:    {fitted['records']:,} records in {fitted['seconds']:.2f} s: one online pass and "
+        f"{fitted['passes'] - 1} exact EM passes, initialisation included -> {fitted['model']}"
     )
     print(
         f"assign: {scored['records']:,} records in {scored['seconds']:.2f} s "

@@ -50,6 +50,8 @@ def run(
         "step": "fit",
         "files": len(source.files),
         "records": model.records_seen_,
+        # The default on a lake larger than its sample: one online pass, then exact EM until tol.
+        "passes": model.n_iter_,
         "skipped": model.n_skipped_,
         "features": model._feature_names(),
         "seconds": round(fit_seconds, 3),
