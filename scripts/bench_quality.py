@@ -309,16 +309,19 @@ def _timed_fit(model, X: np.ndarray) -> tuple[float, float, int]:
     return score, seconds, len(caught)
 
 
-def compare(case: Case, seeds: Sequence[int] = SEEDS, blas_threads: int | None = BLAS_THREADS) -> Row:
+def compare(
+    case: Case, seeds: Sequence[int] = SEEDS, blas_threads: int | None = BLAS_THREADS, ours: dict | None = None
+) -> Row:
     """Fit both defaults to the case's data for each seed: scores on the data fitted and wall times.
 
-    ``blas_threads`` limits BLAS and OpenMP threads on both sides (None: the libraries' defaults)."""
+    ``blas_threads`` limits BLAS and OpenMP threads on both sides (None: the libraries' defaults);
+    ``ours`` sets streamgmm parameters away from their defaults (to measure a choice)."""
     limit = threadpool_limits(limits=blas_threads) if blas_threads else contextlib.nullcontext()
     with limit:
-        return _compare(case, seeds)
+        return _compare(case, seeds, ours or {})
 
 
-def _compare(case: Case, seeds: Sequence[int]) -> Row:
+def _compare(case: Case, seeds: Sequence[int], ours: dict) -> Row:
     from sklearn.mixture import GaussianMixture
 
     from streamgmm import StreamingGaussianMixture
@@ -333,17 +336,17 @@ def _compare(case: Case, seeds: Sequence[int]) -> Row:
         row.sklearn_scores.append(score)
         row.sklearn_seconds.append(seconds)
         row.sklearn_warnings += caught
-        score, seconds, caught = _timed_fit(StreamingGaussianMixture(**kwargs), X)
+        score, seconds, caught = _timed_fit(StreamingGaussianMixture(**kwargs, **ours), X)
         row.ours_scores.append(score)
         row.ours_seconds.append(seconds)
         row.ours_warnings += caught
     return row
 
 
-def safe_compare(case: Case, seeds: Sequence[int], blas_threads: int | None) -> Row:
+def safe_compare(case: Case, seeds: Sequence[int], blas_threads: int | None, ours: dict | None = None) -> Row:
     """``compare``, with an exception on either side reported in the row (the case then fails)."""
     try:
-        return compare(case, seeds, blas_threads)
+        return compare(case, seeds, blas_threads, ours)
     except Exception as error:  # noqa: BLE001 - a benchmark reports every failure and goes on
         X = load(case.dataset)
         return Row(case.name, X.shape[0], X.shape[1], case.n_components, case.covariance_type,
@@ -379,6 +382,11 @@ def summary(rows: list[Row], seconds: float) -> list[str]:
     timed = sum(r.time_ok is not None for r in rows)
     lines = [(f"{len(rows) - len(failed)}/{len(rows)} cases within {TOLERANCE} nats/record of scikit-learn's default; "
               f"{len(slow)} of {timed} timed cases over their wall-time target; {seconds:.0f} s in all")]
+    small = [r for r in rows if r.n < SMALL_RECORDS and not r.error]
+    if small:
+        sk, us = sum(sum(r.sklearn_seconds) for r in small), sum(sum(r.ours_seconds) for r in small)
+        lines.append(f"cases under {SMALL_RECORDS:,} records, all fits: scikit-learn {sk:.2f} s, "
+                     f"streamgmm {us:.2f} s (ratio {us / sk:.2f})")
     lines += [f"  FAIL {r.case}: gap {r.gap:+.4f}" + (f" ({r.error})" if r.error else "")
               for r in sorted(failed, key=lambda r: -r.gap)]
     lines += [f"  SLOW {r.case}: ratio {r.ratio:.2f} > {r.time_target:g}" for r in slow]
@@ -430,7 +438,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--blas-threads", type=int, default=BLAS_THREADS,
                         help="BLAS/OpenMP threads on both sides (default 1; 0: the libraries' defaults)")
     parser.add_argument("--gate-time", action="store_true", help="exit 1 also when a wall-time target is missed")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a streamgmm parameter away from its default, e.g. n_init=4 (repeatable)")
     return parser.parse_args(argv)
+
+
+def parameters(settings: Sequence[str]) -> dict:
+    """``NAME=VALUE`` settings as estimator parameters (numbers where they parse as numbers)."""
+    out = {}
+    for setting in settings:
+        name, _, text = setting.partition("=")
+        try:
+            out[name] = json.loads(text)
+        except json.JSONDecodeError:
+            out[name] = text
+    return out
 
 
 def selected(args: argparse.Namespace) -> list[Case]:
@@ -447,11 +469,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _warm_up()
     # Taken before the run: the sources as imported, not as they may be edited meanwhile.
-    provenance = {**_provenance(seeds), "blas_threads": args.blas_threads or "default"}
+    provenance = {**_provenance(seeds), "blas_threads": args.blas_threads or "default", "set": args.set}
     print(HEADER, flush=True)
     started, rows = time.perf_counter(), []
     for case in chosen:
-        rows.append(safe_compare(case, seeds, args.blas_threads or None))
+        rows.append(safe_compare(case, seeds, args.blas_threads or None, parameters(args.set)))
         print(format_row(rows[-1]), flush=True)
     print("\n".join(summary(rows, time.perf_counter() - started)))
     if args.json:
