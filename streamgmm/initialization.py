@@ -237,6 +237,7 @@ def initialize(
             stats = SufficientStatistics.from_responsibilities(sample, resp, shift, covariance_type)
             params = place_empty_components(stats.to_params(reg_covar), stats, centred, shift, reg_covar)
         starts.append(with_given(params, given))
+    starts = distinct(starts)
     if max_iter == 0:
         scores = [float(SufficientStatistics.of_chunk(sample, p, shift)[0].log_likelihood) / sample.shape[0] for p in starts]
         best = int(np.argmax(scores))
@@ -248,6 +249,19 @@ def initialize(
     # winner's is within tol of its end).
     scores = [run.lower_bound for run in runs]
     return Initialization(em.params, em.lower_bound, scores, em)
+
+
+def distinct(starts: list[MixtureParams]) -> list[MixtureParams]:
+    """``starts`` without repeats: candidates whose first M-step gave the same components (the
+    same partition, in any order) would run the same EM, so only the first of them is kept."""
+    seen: set[bytes] = set()
+    kept = []
+    for params in starts:
+        key = np.ascontiguousarray(params.means[np.lexsort(params.means.T[::-1])]).tobytes()
+        if key not in seen:
+            seen.add(key)
+            kept.append(params)
+    return kept
 
 
 def race(runs: list[EMIterations], advance: Callable[[EMIterations, int], None], first: int | None = None) -> int:

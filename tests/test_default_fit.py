@@ -236,3 +236,18 @@ def test_warm_started_single_iterations_never_lower_the_bound(covariance_type: s
             bounds.append(model.fit(X).lower_bound_)
     assert np.all(np.diff(bounds) >= 0.0), np.diff(bounds).min()
     assert bounds[-1] > bounds[0]
+
+
+def test_candidates_with_the_same_start_run_once() -> None:
+    """Two partitions that are the same up to the order of their components give the same EM:
+    the repeat is dropped, a different one kept."""
+    from streamgmm.initialization import distinct
+
+    X, _, _ = make_mixture(500, 3, 2, random_state=9)
+    first = StreamingGaussianMixture(3, algorithm="batch", max_iter=0, n_init=1, random_state=0).fit(X).params_
+    order = [2, 0, 1]
+    shuffled = streamgmm.MixtureParams(
+        first.weights[order], first.means[order], first.covariances[order], first.precisions_cholesky[order], "full"
+    )
+    other = streamgmm.MixtureParams(first.weights, first.means + 1.0, first.covariances, first.precisions_cholesky, "full")
+    assert distinct([first, shuffled, other]) == [first, other]

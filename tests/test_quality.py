@@ -81,7 +81,8 @@ def test_n_init_candidates_pick_the_best_sample_likelihood() -> None:
     X, _, truth = make_mixture(4_000, 6, 2, separation=5.0, random_state=8)
     rng = np.random.default_rng(0)
     best = initialize(X, 6, "full", reg_covar=1e-6, n_init=5, rng=rng)
-    assert len(best.candidate_log_likelihoods) == 5
+    # Candidates whose starts coincide run once (see initialization.distinct).
+    assert 1 <= len(best.candidate_log_likelihoods) <= 5
     assert best.sample_log_likelihood == max(best.candidate_log_likelihoods)
     # The score is that of EM's last E-step (scikit-learn's criterion); the M-step after it can
     # only raise the likelihood, by less than tol once converged.
