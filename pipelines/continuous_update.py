@@ -64,11 +64,35 @@ def main() -> None:
     after = type(before).from_covariances(before.weights, before.means + 2.0, before.covariances, "full")
 
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "streamgmm", "watch", str(landing), "--state", str(state),
-         "-k", str(args.components), "--columns", "x0,x1", "--seed", "0", "--batch-size", "500",
-         "--step-floor", str(args.step_floor), "--settle", "0.2", "--interval", "0.1",
-         "--assign-out", str(scored), "--json", "-q"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "streamgmm",
+            "watch",
+            str(landing),
+            "--state",
+            str(state),
+            "-k",
+            str(args.components),
+            "--columns",
+            "x0,x1",
+            "--seed",
+            "0",
+            "--batch-size",
+            "500",
+            "--step-floor",
+            str(args.step_floor),
+            "--settle",
+            "0.2",
+            "--interval",
+            "0.1",
+            "--assign-out",
+            str(scored),
+            "--json",
+            "-q",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         for i in range(args.files):
@@ -86,8 +110,10 @@ def main() -> None:
     if watcher.returncode != 0:
         sys.exit(f"continuous_update: the watcher exited with status {watcher.returncode}")
     summary = json.loads(out)
-    print(f"watcher stopped by {summary['stopped_by']}: {summary['files_consumed']} files, "
-          f"{summary['records_used']:,} records")
+    print(
+        f"watcher stopped by {summary['stopped_by']}: {summary['files_consumed']} files, "
+        f"{summary['records_used']:,} records"
+    )
 
     info = subprocess.run([sys.executable, "-m", "streamgmm", "info", str(state)], capture_output=True, text=True)
     print(info.stdout, end="")
@@ -96,9 +122,16 @@ def main() -> None:
     order = match_components(after.means, model.means_)
     distance = np.linalg.norm(model.means_[order] - after.means, axis=1)
     print(f"distance of each fitted mean to the drifted mixture's: {np.round(distance, 3).tolist()}")
-    print(json.dumps({"files_consumed": summary["files_consumed"], "records": summary["records_used"],
-                      "max_distance_to_drifted_means": float(distance.max()),
-                      "outputs": len(list(scored.glob("*.parquet")))}))
+    print(
+        json.dumps(
+            {
+                "files_consumed": summary["files_consumed"],
+                "records": summary["records_used"],
+                "max_distance_to_drifted_means": float(distance.max()),
+                "outputs": len(list(scored.glob("*.parquet"))),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

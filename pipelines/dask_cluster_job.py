@@ -97,9 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with connect(args.scheduler, workers) as client:
             _, fitted, scored = run(
-                args.lake, client=client, out=args.out, components=args.components, model_path=args.model,
-                algorithm=args.algorithm, passthrough=args.passthrough, keep=args.keep,
-                nan_policy=args.nan_policy, seed=args.seed,
+                args.lake,
+                client=client,
+                out=args.out,
+                components=args.components,
+                model_path=args.model,
+                algorithm=args.algorithm,
+                passthrough=args.passthrough,
+                keep=args.keep,
+                nan_policy=args.nan_policy,
+                seed=args.seed,
             )
     except (DataError, ModelFileError, ValueError, OSError) as exc:
         print(f"dask_cluster_job: error: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -31,8 +31,11 @@ def main() -> None:
 
     held_out = max(args.records // 5, 1000)
     X, _, truth = make_mixture(
-        args.records + held_out, args.components, args.features,
-        covariance_type=args.covariance, random_state=args.seed,
+        args.records + held_out,
+        args.components,
+        args.features,
+        covariance_type=args.covariance,
+        random_state=args.seed,
     )
     train, test = X[: args.records], X[args.records :]
     true_ll = truth.log_likelihood(test).mean()

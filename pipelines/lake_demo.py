@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-
 from parquet_lake_job import run
+
 from streamgmm.datasets import match_components
 from streamgmm.synthetic_lake import write_lake
 
@@ -41,9 +41,17 @@ def main() -> None:
         shutil.rmtree(work)
     held_out = max(args.records // 5, 1000)
     info = write_lake(
-        work / "lake", n_records=args.records, n_components=args.components, n_features=args.features,
-        n_files=args.files, partitions=args.partitions, row_group_size=32768, sort_by="component",
-        held_out=held_out, labels=True, seed=args.seed,
+        work / "lake",
+        n_records=args.records,
+        n_components=args.components,
+        n_features=args.features,
+        n_files=args.files,
+        partitions=args.partitions,
+        row_group_size=32768,
+        sort_by="component",
+        held_out=held_out,
+        labels=True,
+        seed=args.seed,
     )
     print(
         f"lake: {info.n_records:,} records sorted by component in {len(info.files)} files under "
@@ -51,8 +59,13 @@ def main() -> None:
     )
 
     model, fitted, scored = run(
-        str(info.path), components=args.components, model_path=str(work / "model.sgmm"),
-        out=str(work / "scored"), passthrough=["id", "label"], keep=["id", "label"], seed=args.seed,
+        str(info.path),
+        components=args.components,
+        model_path=str(work / "model.sgmm"),
+        out=str(work / "scored"),
+        passthrough=["id", "label"],
+        keep=["id", "label"],
+        seed=args.seed,
     )
     print(
         f"fit:    {fitted['records']:,} records in {fitted['seconds']:.2f} s: one online pass and "
@@ -60,7 +73,8 @@ def main() -> None:
     )
     print(
         f"assign: {scored['records']:,} records in {scored['seconds']:.2f} s "
-        f"({scored['records_per_second'] / 1e6:.2f} M records/s) -> {scored['out']} ({scored['files']} files + _SUCCESS)"
+        f"({scored['records_per_second'] / 1e6:.2f} M records/s) -> {scored['out']} "
+        f"({scored['files']} files + _SUCCESS)"
     )
 
     truth = info.params
@@ -73,7 +87,9 @@ def main() -> None:
     )
 
     order = match_components(truth.means, model.means_)
-    scored_table = ds.dataset(work / "scored", format="parquet", partitioning="hive").to_table(columns=["label", "component"])
+    scored_table = ds.dataset(work / "scored", format="parquet", partitioning="hive").to_table(
+        columns=["label", "component"]
+    )
     relabel = np.empty(args.components, dtype=np.int64)
     relabel[order] = np.arange(args.components)
     agree = np.mean(relabel[scored_table["component"].to_numpy()] == scored_table["label"].to_numpy())

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from streamgmm import DataError, ModelFileError, ParquetSource, StreamingGaussianMixture, assign
-from streamgmm.cli import combined_filter, column_list, parse_filter
+from streamgmm.cli import column_list, combined_filter, parse_filter
 
 
 def run(
@@ -87,9 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         _, fitted, scored = run(
-            args.lake, components=args.components, model_path=args.model, out=args.out,
-            covariance=args.covariance, passthrough=args.passthrough, keep=args.keep,
-            nan_policy=args.nan_policy, filters=args.filter, seed=args.seed,
+            args.lake,
+            components=args.components,
+            model_path=args.model,
+            out=args.out,
+            covariance=args.covariance,
+            passthrough=args.passthrough,
+            keep=args.keep,
+            nan_policy=args.nan_policy,
+            filters=args.filter,
+            seed=args.seed,
         )
     except (DataError, ModelFileError, ValueError, OSError) as exc:
         print(f"parquet_lake_job: error: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -98,8 +98,12 @@ def worker(method: str, lake: str, k: int, covariance_type: str, seed: int) -> d
         model.fit(X)
         seconds = time.perf_counter() - start
         # In memory: no records are read during the fit, so no records/s.
-        result = {"seconds": seconds, "records_read": 0, "n_iter": int(model.n_iter_),
-                  "held_out": float(model.score(held_out))}
+        result = {
+            "seconds": seconds,
+            "records_read": 0,
+            "n_iter": int(model.n_iter_),
+            "held_out": float(model.score(held_out)),
+        }
     else:
         from streamgmm import ParquetSource, StreamingGaussianMixture
 
@@ -122,8 +126,12 @@ def worker(method: str, lake: str, k: int, covariance_type: str, seed: int) -> d
                     model.set_params(algorithm="batch", warm_start=True, max_iter=2).fit(source)
                 passes += model.n_iter_
         seconds = time.perf_counter() - start
-        result = {"seconds": seconds, "records_read": n_records * passes, "passes": int(passes),
-                  "held_out": float(model.score(held_out))}
+        result = {
+            "seconds": seconds,
+            "records_read": n_records * passes,
+            "passes": int(passes),
+            "held_out": float(model.score(held_out)),
+        }
         if method.startswith("online") and "polish" not in method:
             # The online pass alone (the fit's time includes the initialisation): one more pass,
             # as partial_fit streams it (same E-step, blend and M-step per mini-batch).
@@ -171,8 +179,20 @@ METHODS = {
 
 
 def run_child(method: str, lake: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--worker", method, "--lake", lake, "--components", str(args.components),
-               "--covariance", args.covariance, "--seed", str(args.seed)]
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        method,
+        "--lake",
+        lake,
+        "--components",
+        str(args.components),
+        "--covariance",
+        args.covariance,
+        "--seed",
+        str(args.seed),
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{method} failed:\n{done.stderr}")
@@ -182,9 +202,17 @@ def run_child(method: str, lake: str, args: argparse.Namespace) -> dict:
 def make_lake(path: str, n_records: int, args: argparse.Namespace, held_out: int) -> None:
     from streamgmm.synthetic_lake import write_lake
 
-    write_lake(path, n_records=n_records, n_features=args.features, n_components=args.components,
-               n_files=max(1, min(args.files * max(1, n_records // 1_000_000), n_records)),
-               covariance_type=args.covariance, sort_by="component", held_out=held_out, seed=args.seed)
+    write_lake(
+        path,
+        n_records=n_records,
+        n_features=args.features,
+        n_components=args.components,
+        n_files=max(1, min(args.files * max(1, n_records // 1_000_000), n_records)),
+        covariance_type=args.covariance,
+        sort_by="component",
+        held_out=held_out,
+        seed=args.seed,
+    )
 
 
 @contextmanager
@@ -197,8 +225,12 @@ def lake_to_time(lake: str | None, n_records: int) -> Iterator[str]:
     root = tempfile.mkdtemp(prefix="streamgmm-bench-")
     try:
         path = os.path.join(root, "lake")
-        make_lake(path, n_records, argparse.Namespace(features=16, components=8, files=8, covariance="full", seed=0),
-                  held_out=1000)
+        make_lake(
+            path,
+            n_records,
+            argparse.Namespace(features=16, components=8, files=8, covariance="full", seed=0),
+            held_out=1000,
+        )
         yield path
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -222,12 +254,25 @@ def comparison(args: argparse.Namespace, lake: str, n_records: int) -> dict:
         rate = r["records_read"] / r["seconds"] if r["records_read"] else None
         entries.append((method, METHODS[method], r["seconds"], rate, r))
         if "pass_seconds" in r:
-            entries.append((f"{method} pass", "  its online pass alone", r["pass_seconds"],
-                            n_records / r["pass_seconds"], {**r, "held_out": None}))
+            entries.append(
+                (
+                    f"{method} pass",
+                    "  its online pass alone",
+                    r["pass_seconds"],
+                    n_records / r["pass_seconds"],
+                    {**r, "held_out": None},
+                )
+            )
     rows = []
     for method, label, seconds, rate, r in entries:
-        row = {"method": method, "label": label, "seconds": seconds, "records_per_s": rate,
-               "peak_rss_mib": r["peak_rss"] / MiB, "held_out": r.get("held_out")}
+        row = {
+            "method": method,
+            "label": label,
+            "seconds": seconds,
+            "records_per_s": rate,
+            "peak_rss_mib": r["peak_rss"] / MiB,
+            "held_out": r.get("held_out"),
+        }
         if sk and method not in ("decode", "truth"):
             row["wall_vs_sklearn"] = seconds / sk["seconds"]
         if decode_rate and rate and method not in ("decode", "truth"):
@@ -243,8 +288,13 @@ def comparison(args: argparse.Namespace, lake: str, n_records: int) -> dict:
 
     # The children import streamgmm as this process does, so they take the same kernel.
     kernel = f"fused {quadratic.FUSED_KERNELS[0]}" if quadratic.fused_kernel_enabled() else "blas"
-    return {"records": n_records, "rows": rows, "gemm_gflops": gemm, "flops_per_record": flops_per_record,
-            "e_step_kernel": kernel}
+    return {
+        "records": n_records,
+        "rows": rows,
+        "gemm_gflops": gemm,
+        "flops_per_record": flops_per_record,
+        "e_step_kernel": kernel,
+    }
 
 
 def print_table(report: dict) -> None:
@@ -252,15 +302,19 @@ def print_table(report: dict) -> None:
         width = int(fmt.split(".")[0])
         return "-".rjust(width) if value is None else format(value, fmt)
 
-    print(f"{'method':<30} {'wall s':>7} {'Mrec/s':>7} {'RSS MiB':>8} {'held-out':>9} {'gap truth':>9} "
-          f"{'gap sk':>8} {'/sk wall':>8} {'/decode':>7} {'GEMM%':>6}")
+    print(
+        f"{'method':<30} {'wall s':>7} {'Mrec/s':>7} {'RSS MiB':>8} {'held-out':>9} {'gap truth':>9} "
+        f"{'gap sk':>8} {'/sk wall':>8} {'/decode':>7} {'GEMM%':>6}"
+    )
     for r in report["rows"]:
         rate = None if r["records_per_s"] is None else r["records_per_s"] / 1e6
         seconds = None if np.isnan(r["seconds"]) else r["seconds"]
         gemm = None if r.get("gemm_fraction") is None else 100 * r["gemm_fraction"]
-        print(f"{r['label']:<30} {f(seconds, '7.2f')} {f(rate, '7.2f')} {r['peak_rss_mib']:8.0f} "
-              f"{f(r['held_out'], '9.4f')} {f(r.get('gap_to_truth'), '9.4f')} {f(r.get('gap_to_sklearn'), '8.4f')} "
-              f"{f(r.get('wall_vs_sklearn'), '8.3f')} {f(r.get('rate_vs_decode'), '7.2f')} {f(gemm, '6.1f')}")
+        print(
+            f"{r['label']:<30} {f(seconds, '7.2f')} {f(rate, '7.2f')} {r['peak_rss_mib']:8.0f} "
+            f"{f(r['held_out'], '9.4f')} {f(r.get('gap_to_truth'), '9.4f')} {f(r.get('gap_to_sklearn'), '8.4f')} "
+            f"{f(r.get('wall_vs_sklearn'), '8.3f')} {f(r.get('rate_vs_decode'), '7.2f')} {f(gemm, '6.1f')}"
+        )
     by = {r["method"]: r for r in report["rows"]}
     checks = []
     if {"online", "sklearn n_init=4", "sklearn", "truth"} <= by.keys():
@@ -270,8 +324,10 @@ def print_table(report: dict) -> None:
                 within = r["gap_to_truth"] <= 0.005
                 faster = r["seconds"] <= by["sklearn n_init=4"]["seconds"] / 10
                 no_worse = r["held_out"] >= by["sklearn"]["held_out"] - 1e-4
-                checks.append(f"{method}: within 0.005 of truth {within}, <= 1/10 of sklearn n_init=4 wall "
-                              f"{faster}, not worse than sklearn default {no_worse}")
+                checks.append(
+                    f"{method}: within 0.005 of truth {within}, <= 1/10 of sklearn n_init=4 wall "
+                    f"{faster}, not worse than sklearn default {no_worse}"
+                )
     for method in ("online pass", "online float32 pass"):
         if method in by and by[method].get("rate_vs_decode") is not None:
             checks.append(f"{method} at {100 * by[method]['rate_vs_decode']:.0f}% of bare decode (target >= 50%)")
@@ -279,8 +335,10 @@ def print_table(report: dict) -> None:
         print("target: " + line)
     print(f"full-covariance E-step kernel: {report.get('e_step_kernel', 'blas')}")
     g = report["gemm_gflops"]
-    print(f"GEMM peak (2048^2 products, every core): float64 {g['float64']:.0f} GFLOP/s, float32 {g['float32']:.0f}; "
-          f"cost model {report['flops_per_record']} flop/record/pass (4 K p, the kernel's two products)")
+    print(
+        f"GEMM peak (2048^2 products, every core): float64 {g['float64']:.0f} GFLOP/s, float32 {g['float32']:.0f}; "
+        f"cost model {report['flops_per_record']} flop/record/pass (4 K p, the kernel's two products)"
+    )
 
 
 def scaling(args: argparse.Namespace, root: str) -> list[dict]:
@@ -291,21 +349,32 @@ def scaling(args: argparse.Namespace, root: str) -> list[dict]:
         make_lake(lake, n, args, held_out=20_000)
         print(f"  wrote {n:,} records in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
         r = run_child("online", lake, args)
-        rows.append({"records": n, "seconds": r["seconds"], "records_per_s": n / r["seconds"],
-                     "pass_seconds": r["pass_seconds"], "peak_rss_mib": r["peak_rss"] / MiB,
-                     "held_out": r["held_out"]})
+        rows.append(
+            {
+                "records": n,
+                "seconds": r["seconds"],
+                "records_per_s": n / r["seconds"],
+                "pass_seconds": r["pass_seconds"],
+                "peak_rss_mib": r["peak_rss"] / MiB,
+                "held_out": r["held_out"],
+            }
+        )
         shutil.rmtree(lake)
     # The fit includes a fixed initialisation (a sample and EM on it); the pass alone shows
     # the per-record cost, which should not change with N.
     print(f"{'records':>12} {'fit s':>8} {'pass s':>8} {'pass Mrec/s':>11} {'peak RSS MiB':>12}")
     for r in rows:
-        print(f"{r['records']:>12,} {r['seconds']:8.2f} {r['pass_seconds']:8.2f} "
-              f"{r['records'] / r['pass_seconds'] / 1e6:11.2f} {r['peak_rss_mib']:12.0f}")
+        print(
+            f"{r['records']:>12,} {r['seconds']:8.2f} {r['pass_seconds']:8.2f} "
+            f"{r['records'] / r['pass_seconds'] / 1e6:11.2f} {r['peak_rss_mib']:12.0f}"
+        )
     if len(rows) > 1:
         low, high = rows[-2], rows[-1]
-        print(f"target: peak RSS {high['records']:,} vs {low['records']:,} records "
-              f"{100 * (high['peak_rss_mib'] / low['peak_rss_mib'] - 1):+.1f}% (within 10%), "
-              f"max {max(r['peak_rss_mib'] for r in rows):.0f} MiB (under 512)")
+        print(
+            f"target: peak RSS {high['records']:,} vs {low['records']:,} records "
+            f"{100 * (high['peak_rss_mib'] / low['peak_rss_mib'] - 1):+.1f}% (within 10%), "
+            f"max {max(r['peak_rss_mib'] for r in rows):.0f} MiB (under 512)"
+        )
     return rows
 
 
@@ -324,8 +393,11 @@ def main() -> None:
     parser.add_argument("--scaling", action="store_true", help="also fit 1e5, 1e6 and 1e7 records")
     parser.add_argument("--scaling-records", default="1e5,1e6,1e7")
     parser.add_argument("--no-comparison", action="store_true", help="only the scaling run")
-    parser.add_argument("--json", default=os.path.join(tempfile.gettempdir(), "streamgmm-bench.json"),
-                        help="where to write the results (default: streamgmm-bench.json in the temp dir)")
+    parser.add_argument(
+        "--json",
+        default=os.path.join(tempfile.gettempdir(), "streamgmm-bench.json"),
+        help="where to write the results (default: streamgmm-bench.json in the temp dir)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -334,8 +406,14 @@ def main() -> None:
     unknown = set(args.methods.split(",")) - set(METHODS)
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}; choose from {list(METHODS)}")
-    report: dict = {"machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
-                                "python": platform.python_version()}, "argv": sys.argv[1:]}
+    report: dict = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
+        "argv": sys.argv[1:],
+    }
     root = tempfile.mkdtemp(prefix="streamgmm-bench-", dir=args.tmp)
     try:
         if not args.no_comparison:
@@ -345,9 +423,12 @@ def main() -> None:
                 make_lake(lake, args.records, args, args.held_out)
             written = json.loads((Path(lake) / "_truth.json").read_text())
             n_records = written["n_records"]
-            print(f"{n_records:,} records x {args.features} features, K={args.components} {args.covariance}, "
-                  f"sorted by {written['sort_by']}, {written['n_files']} files; held-out {written['held_out']:,}; "
-                  f"{os.cpu_count()} CPUs", flush=True)
+            print(
+                f"{n_records:,} records x {args.features} features, K={args.components} {args.covariance}, "
+                f"sorted by {written['sort_by']}, {written['n_files']} files; held-out {written['held_out']:,}; "
+                f"{os.cpu_count()} CPUs",
+                flush=True,
+            )
             report["comparison"] = comparison(args, lake, n_records)
             print_table(report["comparison"])
         if args.scaling:

@@ -39,16 +39,24 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         info = write_lake(
-            f"{tmp}/lake", n_records=args.records, n_components=args.components, n_features=args.features,
-            n_files=args.files, row_group_size=max(1000, args.records // (4 * args.files)), held_out=50_000,
-            sort_by="component" if args.sort else None, seed=0,
+            f"{tmp}/lake",
+            n_records=args.records,
+            n_components=args.components,
+            n_features=args.features,
+            n_files=args.files,
+            row_group_size=max(1000, args.records // (4 * args.files)),
+            held_out=50_000,
+            sort_by="component" if args.sort else None,
+            seed=0,
         )
         truth, names = read_truth(info.path)
         held_out = pq.read_table(info.held_out_path, columns=names).to_pandas().to_numpy()
         best = truth.log_likelihood(held_out).mean()
         source = ParquetSource(info.path, columns=names)
-        print(f"lake: {args.records} records, {args.files} files, K={args.components}, d={args.features}, "
-              f"{'sorted by component' if args.sort else 'shuffled'}; held-out gap in nats/record")
+        print(
+            f"lake: {args.records} records, {args.files} files, K={args.components}, d={args.features}, "
+            f"{'sorted by component' if args.sort else 'shuffled'}; held-out gap in nats/record"
+        )
 
         def report(label: str, model: StreamingGaussianMixture, seconds: float) -> None:
             print(f"{label:<28} gap {best - model.score(held_out):.5f}  steps {model.n_steps_:>4}  {seconds:6.2f} s")
@@ -78,8 +86,10 @@ def main() -> None:
                 float(np.abs(getattr(local, name) - getattr(remote, name)).max())
                 for name in ("weights_", "means_", "covariances_")
             )
-            print(f"batch EM, {args.batch_iter} iterations: one process {local_seconds:.2f} s, "
-                  f"{args.workers} workers {remote_seconds:.2f} s; largest parameter difference {difference:.2e}")
+            print(
+                f"batch EM, {args.batch_iter} iterations: one process {local_seconds:.2f} s, "
+                f"{args.workers} workers {remote_seconds:.2f} s; largest parameter difference {difference:.2e}"
+            )
 
 
 if __name__ == "__main__":

@@ -255,9 +255,14 @@ def report(lake: str, repeat: int) -> None:
     n, d = X.shape
     chunks = [np.asfortranarray(X[start : start + BATCH]) for start in range(0, n, BATCH)]
     per_million = 1e6 / n
-    kernels = {"per record": FusedKernel(fused_per_record, square=False), "tiles": FusedKernel(fused_tiles, square=True)}
-    print(f"{n:,} records x {d} features, K=8 full; numba {numba.__version__}; one thread; best of {repeat}; "
-          "seconds per million records")
+    kernels = {
+        "per record": FusedKernel(fused_per_record, square=False),
+        "tiles": FusedKernel(fused_tiles, square=True),
+    }
+    print(
+        f"{n:,} records x {d} features, K=8 full; numba {numba.__version__}; one thread; best of {repeat}; "
+        "seconds per million records"
+    )
     with quadratic.one_blas_thread():
         for dtype in (np.dtype("float32"), np.dtype("float64")):
             model = StreamingGaussianMixture(8, random_state=0, compute_dtype=dtype.name).fit(source)
@@ -269,21 +274,24 @@ def report(lake: str, repeat: int) -> None:
                 start = time.perf_counter()
                 got = [kernel(c, params, shift, dtype) for c in checked]
                 compile_seconds = time.perf_counter() - start
-                worst = max(np.abs(a - b).max() / np.abs(a).max()
-                            for e, g in zip(expected, got) for a, b in zip(e, g))
-                print(f"{dtype.name} fused, {name}: compiled in {compile_seconds:.1f} s; largest difference from "
-                      f"the BLAS kernel's statistics and log-likelihoods {worst:.1e} (relative to each's largest)")
+                worst = max(np.abs(a - b).max() / np.abs(a).max() for e, g in zip(expected, got) for a, b in zip(e, g))
+                print(
+                    f"{dtype.name} fused, {name}: compiled in {compile_seconds:.1f} s; largest difference from "
+                    f"the BLAS kernel's statistics and log-likelihoods {worst:.1e} (relative to each's largest)"
+                )
 
             def run_all(kernel: Callable) -> Callable[[], object]:
                 return lambda: [kernel(c, params, shift, dtype) for c in chunks]
 
-            contenders = {"BLAS kernel (chunk_statistics)": run_all(
-                lambda *a: quadratic.chunk_statistics(*a, kernel="blas"))}
+            contenders = {
+                "BLAS kernel (chunk_statistics)": run_all(lambda *a: quadratic.chunk_statistics(*a, kernel="blas"))
+            }
             contenders |= {f"fused, {name}": run_all(k) for name, k in kernels.items()}
             if quadratic.FUSED_KERNELS:
                 c_kernel = quadratic.FUSED_KERNELS[0]
                 contenders[f"fused C kernel ({c_kernel})"] = run_all(
-                    lambda *a: quadratic.chunk_statistics(*a, kernel=c_kernel))
+                    lambda *a: quadratic.chunk_statistics(*a, kernel=c_kernel)
+                )
             fused = interleaved(contenders, repeat)
             for name, seconds in fused.items():
                 print(f"  {dtype.name} {name:34s} {seconds * per_million:.3f}")
@@ -299,12 +307,17 @@ def report(lake: str, repeat: int) -> None:
             blocks = [c[start : start + block] for c in chunks for start in range(0, c.shape[0] - block + 1, block)]
             records = len(blocks) * block
             shift_dtype = shift.astype(dtype)
-            parts = interleaved({
-                "features Z, numpy (fill_features)": lambda: [quadratic.fill_features(b, shift, Z_numpy) for b in blocks],
-                "features Z, numba": lambda: [fill(b, shift_dtype, Z_numba) for b in blocks],
-                "log-densities V Z, np.matmul": lambda: [np.matmul(V, Z_numpy, out=L) for _ in blocks],
-                "log-densities V Z, numba": lambda: [product(V, Z_numpy, L) for _ in blocks],
-            }, repeat)
+            parts = interleaved(
+                {
+                    "features Z, numpy (fill_features)": lambda: [
+                        quadratic.fill_features(b, shift, Z_numpy) for b in blocks
+                    ],
+                    "features Z, numba": lambda: [fill(b, shift_dtype, Z_numba) for b in blocks],
+                    "log-densities V Z, np.matmul": lambda: [np.matmul(V, Z_numpy, out=L) for _ in blocks],
+                    "log-densities V Z, numba": lambda: [product(V, Z_numpy, L) for _ in blocks],
+                },
+                repeat,
+            )
             flops = 2 * params.n_components * p * records
             for name, seconds in parts.items():
                 rate = f"  ({flops / seconds / 1e9:.0f} GFLOP/s)" if "V Z" in name else ""

@@ -66,7 +66,7 @@ def kernel_steps(chunks: list[np.ndarray], model: StreamingGaussianMixture, dtyp
     L = np.empty((k, block), dtype=dtype)
     spent = dict.fromkeys(("features Z", "log-densities V Z", "softmax", "statistics Z R'"), 0.0)
     with quadratic.one_blas_thread():
-        for X, start in ((X, start) for X in chunks for start in range(0, X.shape[0] - block + 1, block)):
+        for X, start in ((c, start) for c in chunks for start in range(0, c.shape[0] - block + 1, block)):
             t0 = time.perf_counter()
             quadratic.fill_features(X[start : start + block], shift, Z)
             t1 = time.perf_counter()
@@ -84,8 +84,9 @@ def kernel_steps(chunks: list[np.ndarray], model: StreamingGaussianMixture, dtyp
 def kernel_at(commit: str):
     """``streamgmm/quadratic.py`` as it was at ``commit``, loaded beside the current one."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    text = subprocess.run(["git", "-C", root, "show", f"{commit}:streamgmm/quadratic.py"],
-                          check=True, capture_output=True, text=True).stdout
+    text = subprocess.run(
+        ["git", "-C", root, "show", f"{commit}:streamgmm/quadratic.py"], check=True, capture_output=True, text=True
+    ).stdout
     spec = importlib.util.spec_from_loader("streamgmm._quadratic_at_commit", loader=None)
     module = importlib.util.module_from_spec(spec)
     module.__package__ = "streamgmm"  # its relative imports resolve against the installed package
@@ -140,19 +141,27 @@ def report(lake: str, repeat: int, against: str | None) -> None:
         p = quadratic.n_quadratic_features(d)
         flops = 2 * 2 * params.n_components * p * n / 1e9  # two K x p products per record
         for name in reversed(kernels):  # the one a pass uses first
-            kernel = best(lambda: [quadratic.chunk_statistics(c, params, shift, np.dtype(dtype), name) for c in chunks],
-                          repeat)
+            kernel = best(
+                lambda: [quadratic.chunk_statistics(c, params, shift, np.dtype(dtype), name) for c in chunks], repeat
+            )
             row(f"{dtype}: kernel alone ({'fused ' if name != 'blas' else ''}{name})", *kernel)
             direct = params.log_likelihood(chunks[0])
             got = quadratic.chunk_statistics(chunks[0], params, shift, np.dtype(dtype), name)[3]
-            print(f"    largest |log-likelihood - direct float64 form| on {chunks[0].shape[0]} records: "
-                  f"{np.abs(got - direct).max():.1e}; {flops / (kernel[0] * n / X.shape[0]):.0f} GFLOP/s of 4Kp flops per record")
+            print(
+                f"    largest |log-likelihood - direct float64 form| on {chunks[0].shape[0]} records: "
+                f"{np.abs(got - direct).max():.1e}; {flops / (kernel[0] * n / X.shape[0]):.0f} GFLOP/s of 4Kp flops per record"
+            )
         if against:
             before = kernel_at(against)
             then = best(lambda: [before.chunk_statistics(c, params, shift, np.dtype(dtype)) for c in chunks], repeat)
             row(f"{dtype}: kernel alone at {against}", *then)
-        steps = min((kernel_steps(chunks, model, np.dtype(dtype)) for _ in range(repeat)), key=lambda s: sum(s.values()))
-        print("    BLAS kernel's steps: " + ", ".join(f"{name} {seconds * per_million:.3f}" for name, seconds in steps.items()))
+        steps = min(
+            (kernel_steps(chunks, model, np.dtype(dtype)) for _ in range(repeat)), key=lambda s: sum(s.values())
+        )
+        print(
+            "    BLAS kernel's steps: "
+            + ", ".join(f"{name} {seconds * per_million:.3f}" for name, seconds in steps.items())
+        )
         one_core = gemm_one_thread(np.dtype(dtype), repeat)
         rate = flops / ((steps["log-densities V Z"] + steps["statistics Z R'"]) * n / X.shape[0])
         print(f"    its two products: {rate:.0f} GFLOP/s; a 2048^2 product on one thread: {one_core:.0f} GFLOP/s")
@@ -165,8 +174,10 @@ def report(lake: str, repeat: int, against: str | None) -> None:
     print(f"CPU budget ({cores} cores): the source's CPU + the in-memory pass's, spread over every core")
     for dtype, (memory_cpu, lake_wall) in budget.items():
         floor = (alone[1] + memory_cpu) / cores
-        print(f"  {dtype}: at least {floor * per_million:.3f} s per million, so at most "
-              f"{100 * decode[0] / floor:.0f}% of bare decode; measured {100 * decode[0] / lake_wall:.0f}%")
+        print(
+            f"  {dtype}: at least {floor * per_million:.3f} s per million, so at most "
+            f"{100 * decode[0] / floor:.0f}% of bare decode; measured {100 * decode[0] / lake_wall:.0f}%"
+        )
 
 
 if __name__ == "__main__":

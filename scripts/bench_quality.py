@@ -121,8 +121,14 @@ class Row:
 
     def as_dict(self) -> dict:
         fields = dataclasses.asdict(self)
-        fields.update(sklearn_mean=self.sklearn_mean, ours_mean=self.ours_mean, gap=self.gap,
-                      passed=self.passed, ratio=self.ratio, time_ok=self.time_ok)
+        fields.update(
+            sklearn_mean=self.sklearn_mean,
+            ours_mean=self.ours_mean,
+            gap=self.gap,
+            passed=self.passed,
+            ratio=self.ratio,
+            time_ok=self.time_ok,
+        )
         return fields
 
 
@@ -143,8 +149,9 @@ def _n_classes(name: str) -> int:
     return len(np.unique(getattr(datasets, f"load_{name}")().target))
 
 
-def _affine(rng: np.random.Generator, noise: np.ndarray, labels: np.ndarray, means: np.ndarray,
-            scales: Sequence[float]) -> np.ndarray:
+def _affine(
+    rng: np.random.Generator, noise: np.ndarray, labels: np.ndarray, means: np.ndarray, scales: Sequence[float]
+) -> np.ndarray:
     """Component k's records: ``means[k] + noise @ (scales[k] * (I + random))``."""
     d = means.shape[1]
     out = np.empty_like(noise)
@@ -247,9 +254,17 @@ def _synthetic() -> dict[str, Callable[[], np.ndarray]]:
 BUNDLED = ("iris", "wine", "breast_cancer", "digits")
 # Synthetic set -> its true K (heavy sets start with "heavy").
 SYNTHETIC_K = {
-    "student-t": 4, "skewed": 3, "two-scales": 4, "rare-1pct": 2, "overlap": 3, "units-1e6-apart": 3,
-    "sorted-by-component": 4, "sorted-by-feature": 3,
-    "heavy-student-t-100k": 6, "heavy-sorted-200k": 5, "heavy-table-300k": 8,
+    "student-t": 4,
+    "skewed": 3,
+    "two-scales": 4,
+    "rare-1pct": 2,
+    "overlap": 3,
+    "units-1e6-apart": 3,
+    "sorted-by-component": 4,
+    "sorted-by-feature": 3,
+    "heavy-student-t-100k": 6,
+    "heavy-sorted-200k": 5,
+    "heavy-table-300k": 8,
 }
 # Issue 14's wall-time targets on the 300k-record table, ours over scikit-learn's.
 TABLE_TIME_TARGETS = {"full": 0.2, "diag": 0.5}
@@ -349,46 +364,73 @@ def safe_compare(case: Case, seeds: Sequence[int], blas_threads: int | None, our
         return compare(case, seeds, blas_threads, ours)
     except Exception as error:  # noqa: BLE001 - a benchmark reports every failure and goes on
         X = load(case.dataset)
-        return Row(case.name, X.shape[0], X.shape[1], case.n_components, case.covariance_type,
-                   [], [], [], [], 0, 0, None, error=f"{type(error).__name__}: {error}")
+        return Row(
+            case.name,
+            X.shape[0],
+            X.shape[1],
+            case.n_components,
+            case.covariance_type,
+            [],
+            [],
+            [],
+            [],
+            0,
+            0,
+            None,
+            error=f"{type(error).__name__}: {error}",
+        )
 
 
 def describe(row: Row) -> str:
     """One line for an assertion message: the scores per seed and the gap."""
-    return (f"{row.case}: sklearn {row.sklearn_mean:.4f} {np.round(row.sklearn_scores, 4).tolist()}, "
-            f"streamgmm {row.ours_mean:.4f} {np.round(row.ours_scores, 4).tolist()}, gap {row.gap:+.4f} "
-            f"(tolerance {TOLERANCE}); warnings sklearn {row.sklearn_warnings}, streamgmm {row.ours_warnings}")
+    return (
+        f"{row.case}: sklearn {row.sklearn_mean:.4f} {np.round(row.sklearn_scores, 4).tolist()}, "
+        f"streamgmm {row.ours_mean:.4f} {np.round(row.ours_scores, 4).tolist()}, gap {row.gap:+.4f} "
+        f"(tolerance {TOLERANCE}); warnings sklearn {row.sklearn_warnings}, streamgmm {row.ours_warnings}"
+    )
 
 
 # ---------------------------------------------------------------------------------- report
 
-HEADER = (f"{'case':<34} {'n':>7} {'d':>3} {'K':>3} {'cov':<9} {'sklearn':>12} {'streamgmm':>12} {'gap':>9} "
-          f"{'sk s':>7} {'ours s':>7} {'ratio':>6} {'time':>9} {'warn':>7} result")
+HEADER = (
+    f"{'case':<34} {'n':>7} {'d':>3} {'K':>3} {'cov':<9} {'sklearn':>12} {'streamgmm':>12} {'gap':>9} "
+    f"{'sk s':>7} {'ours s':>7} {'ratio':>6} {'time':>9} {'warn':>7} result"
+)
 
 
 def format_row(row: Row) -> str:
     if row.error:
         return f"{row.case:<34} {row.n:>7} {row.d:>3} {row.k:>3} {row.covariance_type:<9} ERROR {row.error}"
     time_check = "-" if row.time_ok is None else f"{'ok' if row.time_ok else 'SLOW'}<={row.time_target:g}"
-    return (f"{row.case:<34} {row.n:>7} {row.d:>3} {row.k:>3} {row.covariance_type:<9} {row.sklearn_mean:>12.4f} "
-            f"{row.ours_mean:>12.4f} {row.gap:>+9.4f} {np.mean(row.sklearn_seconds):>7.3f} "
-            f"{np.mean(row.ours_seconds):>7.3f} {row.ratio:>6.2f} {time_check:>9} "
-            f"{row.sklearn_warnings:>3}/{row.ours_warnings:<3} {'PASS' if row.passed else 'FAIL'}")
+    return (
+        f"{row.case:<34} {row.n:>7} {row.d:>3} {row.k:>3} {row.covariance_type:<9} {row.sklearn_mean:>12.4f} "
+        f"{row.ours_mean:>12.4f} {row.gap:>+9.4f} {np.mean(row.sklearn_seconds):>7.3f} "
+        f"{np.mean(row.ours_seconds):>7.3f} {row.ratio:>6.2f} {time_check:>9} "
+        f"{row.sklearn_warnings:>3}/{row.ours_warnings:<3} {'PASS' if row.passed else 'FAIL'}"
+    )
 
 
 def summary(rows: list[Row], seconds: float) -> list[str]:
     failed = [r for r in rows if not r.passed]
     slow = [r for r in rows if r.time_ok is False]
     timed = sum(r.time_ok is not None for r in rows)
-    lines = [(f"{len(rows) - len(failed)}/{len(rows)} cases within {TOLERANCE} nats/record of scikit-learn's default; "
-              f"{len(slow)} of {timed} timed cases over their wall-time target; {seconds:.0f} s in all")]
+    lines = [
+        (
+            f"{len(rows) - len(failed)}/{len(rows)} cases within {TOLERANCE} nats/record of scikit-learn's default; "
+            f"{len(slow)} of {timed} timed cases over their wall-time target; {seconds:.0f} s in all"
+        )
+    ]
     small = [r for r in rows if r.n < SMALL_RECORDS and not r.error]
     if small:
         sk, us = sum(sum(r.sklearn_seconds) for r in small), sum(sum(r.ours_seconds) for r in small)
-        lines.append(f"cases under {SMALL_RECORDS:,} records, all fits: scikit-learn {sk:.2f} s, "
-                     f"streamgmm {us:.2f} s (ratio {us / sk:.2f})")
-    lines += [f"  FAIL {r.case}: gap {r.gap:+.4f}" + (f" ({r.error})" if r.error else "")
-              for r in sorted(failed, key=lambda r: -r.gap)]
+        lines.append(
+            f"cases under {SMALL_RECORDS:,} records, all fits: scikit-learn {sk:.2f} s, "
+            f"streamgmm {us:.2f} s (ratio {us / sk:.2f})"
+        )
+    lines += [
+        f"  FAIL {r.case}: gap {r.gap:+.4f}" + (f" ({r.error})" if r.error else "")
+        for r in sorted(failed, key=lambda r: -r.gap)
+    ]
     lines += [f"  SLOW {r.case}: ratio {r.ratio:.2f} > {r.time_target:g}" for r in slow]
     return lines
 
@@ -408,14 +450,22 @@ def _provenance(seeds: Sequence[int]) -> dict:
     import sklearn
 
     package, digest = _source_digest()
+
     def git(*args: str) -> str:
         result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
         return result.stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD"), "streamgmm_dirty": bool(git("status", "--porcelain", "streamgmm")),
-            "streamgmm_path": package, "streamgmm_sources_sha256": digest,
-            "sklearn": sklearn.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "seeds": list(seeds), "tolerance": TOLERANCE}
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "streamgmm_dirty": bool(git("status", "--porcelain", "streamgmm")),
+        "streamgmm_path": package,
+        "streamgmm_sources_sha256": digest,
+        "sklearn": sklearn.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "seeds": list(seeds),
+        "tolerance": TOLERANCE,
+    }
 
 
 def _warm_up() -> None:
@@ -435,11 +485,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--quick", action="store_true", help="skip the heavy cases (100k-300k records)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows and provenance as JSON")
-    parser.add_argument("--blas-threads", type=int, default=BLAS_THREADS,
-                        help="BLAS/OpenMP threads on both sides (default 1; 0: the libraries' defaults)")
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        default=BLAS_THREADS,
+        help="BLAS/OpenMP threads on both sides (default 1; 0: the libraries' defaults)",
+    )
     parser.add_argument("--gate-time", action="store_true", help="exit 1 also when a wall-time target is missed")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a streamgmm parameter away from its default, e.g. n_init=4 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a streamgmm parameter away from its default, e.g. n_init=4 (repeatable)",
+    )
     return parser.parse_args(argv)
 
 

@@ -64,10 +64,14 @@ def main() -> None:
 
     n = len(ks) * len(types)
     print(f"{n} candidates (K {args.k}, {args.covariance}) on {shared.source.n_records:,} records")
-    print(f"select (shared stream):     {shared_seconds:7.1f} s wall, {shared_cpu:7.1f} s CPU, {shared.passes} passes, {shared.records:,} records decoded, "
-          f"best K={result.best.n_components} {result.best.covariance_type}")
-    print(f"fit + bic per candidate:    {alone_seconds:7.1f} s wall, {alone_cpu:7.1f} s CPU, {alone.passes} passes, {alone.records:,} records decoded, "
-          f"best K={best_alone[0]} {best_alone[1]}")
+    print(
+        f"select (shared stream):     {shared_seconds:7.1f} s wall, {shared_cpu:7.1f} s CPU, {shared.passes} passes, {shared.records:,} records decoded, "
+        f"best K={result.best.n_components} {result.best.covariance_type}"
+    )
+    print(
+        f"fit + bic per candidate:    {alone_seconds:7.1f} s wall, {alone_cpu:7.1f} s CPU, {alone.passes} passes, {alone.records:,} records decoded, "
+        f"best K={best_alone[0]} {best_alone[1]}"
+    )
 
 
 if __name__ == "__main__":

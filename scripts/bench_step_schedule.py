@@ -21,7 +21,11 @@ def main() -> None:
     args = parser.parse_args()
     held_out = args.records // 5
     X, labels, truth = make_mixture(
-        args.records + held_out, args.components, args.features, separation=9.2, condition=10,
+        args.records + held_out,
+        args.components,
+        args.features,
+        separation=9.2,
+        condition=10,
         random_state=args.seed,
     )
     train, test = X[: args.records], X[args.records :]

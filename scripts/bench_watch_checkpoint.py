@@ -30,10 +30,22 @@ def main() -> None:
     print("ledger entries  commit ms (median)  checkpoint MB  ledger MB")
     for n in (10, 1_000, 10_000, 100_000):
         ledger = [
-            {"sequence": i + 1, "path": f"day={i // 1000}/part-{i:08d}.parquet", "size": 12_345_678,
-             "mtime_ns": 1_700_000_000_000_000_000 + i, "sha256": f"{i:064x}", "status": "consumed",
-             "reason": None, "records_used": 1_000_000, "records_skipped": 0, "step": i * 122,
-             "mean_shift": 0.0123, "weight_shift": 0.00123, "output": None, "at": "2026-01-01T00:00:00.000+00:00"}
+            {
+                "sequence": i + 1,
+                "path": f"day={i // 1000}/part-{i:08d}.parquet",
+                "size": 12_345_678,
+                "mtime_ns": 1_700_000_000_000_000_000 + i,
+                "sha256": f"{i:064x}",
+                "status": "consumed",
+                "reason": None,
+                "records_used": 1_000_000,
+                "records_skipped": 0,
+                "step": i * 122,
+                "mean_shift": 0.0123,
+                "weight_shift": 0.00123,
+                "output": None,
+                "at": "2026-01-01T00:00:00.000+00:00",
+            }
             for i in range(n + args.repeats)
         ]
         with tempfile.TemporaryDirectory() as tmp:

@@ -6,8 +6,8 @@ from .datasets import make_mixture, random_mixture, sample_mixture
 from .estimator import ConvergenceWarning, StreamingGaussianMixture
 from .model_file import ModelFileError
 from .params import MixtureParams
-from .selection import SelectionResult, select
 from .parquet_source import ParquetSource
+from .selection import SelectionResult, select
 from .statistics import SufficientStatistics
 from .validation import NotFittedError
 

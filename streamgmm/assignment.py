@@ -55,9 +55,9 @@ from .columns import DataError, FeatureReader, check_column, check_nan_policy
 from .dask_source import is_dask_collection
 from .inputs import is_arrow_stream, is_path_like
 from .lake_paths import overlap, refuse_url
-from .quadratic import one_blas_thread
-from .parquet_source import READ_BATCH, LakeFile, ParquetSource
 from .params import MixtureParams
+from .parquet_source import READ_BATCH, LakeFile, ParquetSource
+from .quadratic import one_blas_thread
 
 FORMAT_NAME = "streamgmm.assign"
 FORMAT_VERSION = 1
@@ -177,8 +177,13 @@ def assign(
 
     summary = AssignSummary(out, params.fingerprint())
     writer = PartWriter(
-        out, params, features, nan_policy, _file_metadata(params, features, keep, summary.fingerprint, dtype),
-        RESULT_DTYPES[dtype], batch_size,
+        out,
+        params,
+        features,
+        nan_policy,
+        _file_metadata(params, features, keep, summary.fingerprint, dtype),
+        RESULT_DTYPES[dtype],
+        batch_size,
     )
     start = time.perf_counter()
     if on_dask:
@@ -217,7 +222,9 @@ class PartWriter:
         reader = FeatureReader(self.features, self.nan_policy)
         target = Path(self.out, part.output)
         target.parent.mkdir(parents=True, exist_ok=True)
-        schema = output_schema(part.keep_fields, self.params.n_components, self.result_type).with_metadata(self.metadata)
+        schema = output_schema(part.keep_fields, self.params.n_components, self.result_type).with_metadata(
+            self.metadata
+        )
         rows = _write_part(part, target, reader, self.params, schema, self.batch_size, progress)
         return {"input": part.input, "output": part.output, "rows": rows, "skipped": reader.skipped}
 
@@ -229,7 +236,7 @@ def _manifest(
     return {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "model_fingerprint": summary.fingerprint,
         "n_components": params.n_components,
         "covariance_type": params.covariance_type,
@@ -381,6 +388,7 @@ def _parts(
         keep_fields = tuple(lake.dataset.schema.field(name) for name in keep)
         parts = []
         for file in lake.files:
+
             def row_groups(file: LakeFile = file) -> Iterator[Batches]:
                 for group in file.row_groups:
                     where = f"{file.path}: row group {group.index}"
@@ -388,13 +396,18 @@ def _parts(
                         (batch, where, first_row)
                         for batch, first_row in lake.record_batches(group, columns, READ_BATCH)
                     )
+
             parts.append(_Part(file.path, file.relative_path, row_groups, keep_fields))
         return parts, lake.base_dir
     return [_table_part(_as_table(source, names, n_features), names, n_features, keep)], None
 
 
 def _table_part(
-    table: pa.Table, names: list[str] | None, n_features: int, keep: list[str], where: str = "table",
+    table: pa.Table,
+    names: list[str] | None,
+    n_features: int,
+    keep: list[str],
+    where: str = "table",
     output: str = SINGLE_OUTPUT,
 ) -> _Part:
     """An in-memory table as one output file, in row groups of ``TABLE_ROW_GROUP`` records."""
@@ -470,7 +483,9 @@ def _check_output_directory(out: str, inputs_base: str | None, overwrite: bool) 
             "choose an empty or new directory"
         )
     if SUCCESS in earlier and not overwrite:
-        raise ValueError(f"output directory {out} holds an earlier result; pass overwrite=True (--overwrite) to replace it")
+        raise ValueError(
+            f"output directory {out} holds an earlier result; pass overwrite=True (--overwrite) to replace it"
+        )
     return earlier
 
 

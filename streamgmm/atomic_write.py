@@ -7,15 +7,14 @@ renamed, which is atomic within a filesystem. On any error the temporary file is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 import errno
 import hashlib
 import os
-from pathlib import Path
 import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import BinaryIO
-
 
 # The longest file name most filesystems take (bytes); longer names are shortened by a hash.
 MAX_NAME_BYTES = 255
@@ -34,9 +33,7 @@ def bounded_name(name: str, limit: int = MAX_NAME_BYTES) -> str:
 
 
 @contextmanager
-def atomic_path(
-    path: str | os.PathLike[str], before_rename: Callable[[], None] | None = None
-) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], before_rename: Callable[[], None] | None = None) -> Iterator[Path]:
     """Yield a temporary path to write ``path``'s content to; on success it is synced and
     renamed to ``path``. ``before_rename`` runs between the sync and the rename (a test's
     crash point). Errors name ``path``, never the temporary file."""

@@ -96,7 +96,12 @@ def run_batch_em(
         return stats, worst.records
 
     return em_iterations(
-        e_step, params, reg_covar=reg_covar, tol=tol, max_iter=max_iter, on_iteration=on_iteration,
+        e_step,
+        params,
+        reg_covar=reg_covar,
+        tol=tol,
+        max_iter=max_iter,
+        on_iteration=on_iteration,
         lower_bound=lower_bound,
     )
 
@@ -157,6 +162,11 @@ class EMIterations:
 
     def result(self) -> BatchEMResult:
         return BatchEMResult(
-            self.params, self.statistics, float(max(self.lower_bound, self.floor)), self.n_iter, self.converged,
-            self.history, self.reseeded,
+            self.params,
+            self.statistics,
+            float(max(self.lower_bound, self.floor)),
+            self.n_iter,
+            self.converged,
+            self.history,
+            self.reseeded,
         )

@@ -87,7 +87,7 @@ def crash_point(point: str, sequence: int) -> None:
 
 
 def now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -264,7 +264,7 @@ class StateDirectory:
         sequence = len(ledger)
         if sequence < self._entries:
             raise ValueError(f"the ledger has {sequence} entries, fewer than the {self._entries} committed")
-        data = b"".join(json.dumps(entry, sort_keys=True).encode() + b"\n" for entry in ledger[self._entries:])
+        data = b"".join(json.dumps(entry, sort_keys=True).encode() + b"\n" for entry in ledger[self._entries :])
         fd = os.open(self.path / LEDGER, os.O_WRONLY | os.O_CREAT, 0o666)
         try:
             os.ftruncate(fd, self._bytes)  # nothing uncommitted before the new entries
@@ -275,8 +275,13 @@ class StateDirectory:
         running = self._hash.copy()
         running.update(data)
         watch = {
-            "format": WATCH_FORMAT, "version": WATCH_VERSION, "sequence": sequence, "updated": now_iso(),
-            "config": config, "ledger_bytes": self._bytes + len(data), "ledger_sha256": running.hexdigest(),
+            "format": WATCH_FORMAT,
+            "version": WATCH_VERSION,
+            "sequence": sequence,
+            "updated": now_iso(),
+            "config": config,
+            "ledger_bytes": self._bytes + len(data),
+            "ledger_sha256": running.hexdigest(),
         }
         crash_point("before_temp", sequence)
         target = self.current if model is not None else self.path / EARLY
@@ -356,7 +361,9 @@ def is_state_directory(path: str | os.PathLike[str]) -> bool:
     return os.path.isdir(path) and any(os.path.isfile(os.path.join(path, name)) for name in (CURRENT, EARLY, LOCK))
 
 
-def state_summary(path: str | os.PathLike[str], recent: int = 10) -> tuple[dict[str, Any], StreamingGaussianMixture | None]:
+def state_summary(
+    path: str | os.PathLike[str], recent: int = 10
+) -> tuple[dict[str, Any], StreamingGaussianMixture | None]:
     """What a state directory says (without taking the lock: the checkpoint is read whole or
     not at all): counts of the ledger, the last update, the last updates and how far each
     moved the parameters, the kept history, quarantined files with their reasons."""
@@ -394,7 +401,10 @@ def state_summary(path: str | os.PathLike[str], recent: int = 10) -> tuple[dict[
         "n_steps": int(model.n_steps_) if model is not None else 0,
         "step_floor": float(model.step_floor) if model is not None else None,
         "recent": [
-            {key: entry.get(key) for key in ("sequence", "path", "status", "records_used", "mean_shift", "weight_shift", "at")}
+            {
+                key: entry.get(key)
+                for key in ("sequence", "path", "status", "records_used", "mean_shift", "weight_shift", "at")
+            }
             for entry in ledger[-recent:]
         ],
         "quarantined": [{"path": e["path"], "reason": e.get("reason")} for e in ledger if e["status"] == "quarantined"],

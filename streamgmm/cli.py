@@ -38,8 +38,18 @@ from tqdm import tqdm
 
 from .assignment import SUCCESS, assign, is_output_file, read_output_metadata
 from .checkpoint import StateDirectoryBusy, is_state_directory, state_summary
-from .cli_checks import (CommandError, check_model_path, check_usage, describe_unfinished, explained_empty,
-                         input_paths, non_negative_float, parse_filter, positive_float, unfinished_output)
+from .cli_checks import (
+    CommandError,
+    check_model_path,
+    check_usage,
+    describe_unfinished,
+    explained_empty,
+    input_paths,
+    non_negative_float,
+    parse_filter,
+    positive_float,
+    unfinished_output,
+)
 from .columns import DataError
 from .dask_source import connect
 from .estimator import StreamingGaussianMixture
@@ -75,23 +85,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     def reading(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("sources", nargs="+", metavar="SOURCE", help="Parquet file, directory, glob or URL")
-        sub.add_argument("--filter", action="append", type=parse_filter, default=[], metavar="EXPR",
-                         help="keep rows where EXPR holds, e.g. 'day >= 3' (repeat to combine with AND)")
-        sub.add_argument("--nan-policy", choices=["raise", "skip"], default="raise",
-                         help="null/NaN/inf features: an error (default), or skip those rows")
+        sub.add_argument(
+            "--filter",
+            action="append",
+            type=parse_filter,
+            default=[],
+            metavar="EXPR",
+            help="keep rows where EXPR holds, e.g. 'day >= 3' (repeat to combine with AND)",
+        )
+        sub.add_argument(
+            "--nan-policy",
+            choices=["raise", "skip"],
+            default="raise",
+            help="null/NaN/inf features: an error (default), or skip those rows",
+        )
         sub.add_argument("--batch-size", type=positive_int, default=None, help="records per mini-batch")
 
     def features(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--columns", type=column_list, help="feature columns (default: every numeric column)")
-        sub.add_argument("--passthrough", type=column_list, default=[], metavar="COLUMNS",
-                         help="numeric columns that are not features, e.g. id")
+        sub.add_argument(
+            "--passthrough",
+            type=column_list,
+            default=[],
+            metavar="COLUMNS",
+            help="numeric columns that are not features, e.g. id",
+        )
 
     def cluster(sub: argparse.ArgumentParser) -> None:
         where = sub.add_mutually_exclusive_group()
-        where.add_argument("--scheduler", metavar="ADDRESS",
-                           help="run on the Dask cluster at ADDRESS (e.g. tcp://host:8786); files must be shared")
-        where.add_argument("--workers", type=positive_int, metavar="N",
-                           help="run on a local Dask cluster of N worker processes")
+        where.add_argument(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="run on the Dask cluster at ADDRESS (e.g. tcp://host:8786); files must be shared",
+        )
+        where.add_argument(
+            "--workers", type=positive_int, metavar="N", help="run on a local Dask cluster of N worker processes"
+        )
 
     fit = commands.add_parser("fit", help="fit a mixture to Parquet data and save the model")
     reading(fit)
@@ -100,18 +129,34 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--model", required=True, help="where to write the model file")
     fit.add_argument("--covariance", choices=["full", "tied", "diag", "spherical"], default="full")
     features(fit)
-    fit.add_argument("--algorithm", choices=["auto", "online", "batch"], default="auto",
-                     help="auto (default): converged start on a sample, one online pass, exact EM to tol; "
-                          "online: stepwise EM passes only; batch: exact EM only")
+    fit.add_argument(
+        "--algorithm",
+        choices=["auto", "online", "batch"],
+        default="auto",
+        help="auto (default): converged start on a sample, one online pass, exact EM to tol; "
+        "online: stepwise EM passes only; batch: exact EM only",
+    )
     fit.add_argument("--passes", type=positive_int, default=1, help="online EM passes (default 1)")
-    fit.add_argument("--max-iter", type=positive_int, default=100,
-                     help="exact EM passes at most, and EM iterations on the sample (default 100)")
-    fit.add_argument("--shuffle", choices=["row_groups", "none"], default="row_groups",
-                     help="online visit order: row groups shuffled (default) or the files' order")
+    fit.add_argument(
+        "--max-iter",
+        type=positive_int,
+        default=100,
+        help="exact EM passes at most, and EM iterations on the sample (default 100)",
+    )
+    fit.add_argument(
+        "--shuffle",
+        choices=["row_groups", "none"],
+        default="row_groups",
+        help="online visit order: row groups shuffled (default) or the files' order",
+    )
     fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    fit.add_argument("--compute-dtype", choices=["float64", "float32"], default="float64",
-                     help="precision of the full-covariance E-step; float32 is about twice as fast "
-                          "(statistics still summed in float64; default float64)")
+    fit.add_argument(
+        "--compute-dtype",
+        choices=["float64", "float32"],
+        default="float64",
+        help="precision of the full-covariance E-step; float32 is about twice as fast "
+        "(statistics still summed in float64; default float64)",
+    )
     common(fit)
 
     assign_ = commands.add_parser("assign", help="write per-record responsibilities as Parquet")
@@ -119,10 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     cluster(assign_)
     assign_.add_argument("--model", required=True, help="a model file written by 'streamgmm fit'")
     assign_.add_argument("--out", required=True, help="output directory")
-    assign_.add_argument("--keep", type=column_list, default=[], metavar="COLUMNS",
-                         help="columns copied through unchanged, e.g. id")
-    assign_.add_argument("--dtype", choices=["float64", "float32"], default="float64",
-                         help="type of the resp_* columns")
+    assign_.add_argument(
+        "--keep", type=column_list, default=[], metavar="COLUMNS", help="columns copied through unchanged, e.g. id"
+    )
+    assign_.add_argument(
+        "--dtype", choices=["float64", "float32"], default="float64", help="type of the resp_* columns"
+    )
     assign_.add_argument("--overwrite", action="store_true", help="replace an earlier output in --out")
     common(assign_)
 
@@ -131,17 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--state", required=True, metavar="STATE_DIR", help="checkpoint, ledger and history")
     watch.add_argument("-k", "--components", type=positive_int, help="number of components of a new model")
     watch.add_argument("--columns", type=column_list, help="feature columns of a new model (default: numeric)")
-    watch.add_argument("--passthrough", type=column_list, default=[],
-                       help="numeric columns that are not features of a new model (ids)")
+    watch.add_argument(
+        "--passthrough", type=column_list, default=[], help="numeric columns that are not features of a new model (ids)"
+    )
     watch.add_argument("--covariance", choices=["full", "tied", "diag", "spherical"], default="full")
     watch.add_argument("--seed", type=int, default=0, help="random seed of a new model (default 0)")
     watch.add_argument("--model", help="start from this saved model instead of -k")
     watch.add_argument("--step-floor", type=float, help="keep the step size above F to follow drift (e.g. 0.05)")
     watch.add_argument("--batch-size", type=positive_int, default=None, help="records per mini-batch")
-    watch.add_argument("--nan-policy", choices=["raise", "skip"], default="raise",
-                       help="null/NaN/inf features: quarantine the file (default), or skip those rows")
+    watch.add_argument(
+        "--nan-policy",
+        choices=["raise", "skip"],
+        default="raise",
+        help="null/NaN/inf features: quarantine the file (default), or skip those rows",
+    )
     watch.add_argument("--interval", type=positive_float, default=1.0, help="seconds between looks (default 1)")
-    watch.add_argument("--settle", type=non_negative_float, default=1.0, help="seconds a file must be unmodified (default 1)")
+    watch.add_argument(
+        "--settle", type=non_negative_float, default=1.0, help="seconds a file must be unmodified (default 1)"
+    )
     watch.add_argument("--assign-out", metavar="DIR", help="also write each new file's responsibilities here")
     watch.add_argument("--keep", type=column_list, default=[], help="input columns copied into those outputs")
     watch.add_argument("--keep-models", type=positive_int, default=10, help="checkpoints kept in STATE_DIR/models")
@@ -151,11 +205,20 @@ def build_parser() -> argparse.ArgumentParser:
     select = commands.add_parser("select", help="fit candidate K (and covariance types) in one stream, pick by BIC/AIC")
     reading(select)
     select.add_argument("-k", "--components", required=True, metavar="KS", help="candidates, e.g. 2..12 or 2,4,8")
-    select.add_argument("--covariance", type=column_list, default=["full"], metavar="TYPES",
-                        help="covariance types to try, e.g. full,diag (default full)")
+    select.add_argument(
+        "--covariance",
+        type=column_list,
+        default=["full"],
+        metavar="TYPES",
+        help="covariance types to try, e.g. full,diag (default full)",
+    )
     features(select)
-    select.add_argument("--held-out", type=positive_int, metavar="N",
-                        help="score on a reservoir of N records kept out of training (no scoring pass)")
+    select.add_argument(
+        "--held-out",
+        type=positive_int,
+        metavar="N",
+        help="score on a reservoir of N records kept out of training (no scoring pass)",
+    )
     select.add_argument("--criterion", choices=["bic", "aic"], default="bic")
     select.add_argument("--model", help="where to write the best model")
     select.add_argument("--passes", type=positive_int, default=1, help="online EM passes (default 1)")
@@ -201,8 +264,16 @@ class ProgressSource:
 
 
 def progress_bar(enabled: bool, total: int, description: str) -> tqdm:
-    return tqdm(total=total, desc=description, unit=" records", unit_scale=True, disable=not enabled,
-                file=sys.stderr, dynamic_ncols=True, leave=False)
+    return tqdm(
+        total=total,
+        desc=description,
+        unit=" records",
+        unit_scale=True,
+        disable=not enabled,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        leave=False,
+    )
 
 
 def show_progress(args: argparse.Namespace) -> bool:
@@ -222,8 +293,11 @@ def combined_filter(filters: Sequence[ds.Expression]) -> ds.Expression | None:
 def training_source(args: argparse.Namespace) -> ParquetSource:
     """The lake ``fit`` and ``select`` learn from: sources, columns, filters, nan policy."""
     return ParquetSource(
-        _one_or_many(args.sources), columns=args.columns, passthrough=args.passthrough,
-        filter=combined_filter(args.filter), nan_policy=args.nan_policy,
+        _one_or_many(args.sources),
+        columns=args.columns,
+        passthrough=args.passthrough,
+        filter=combined_filter(args.filter),
+        nan_policy=args.nan_policy,
     )
 
 
@@ -231,9 +305,14 @@ def run_fit(args: argparse.Namespace) -> dict[str, Any]:
     source = training_source(args)
     check_model_path(args.model, input_paths(args.sources, source))
     model = StreamingGaussianMixture(
-        args.components, covariance_type=args.covariance, algorithm=args.algorithm,
-        max_passes=args.passes, max_iter=args.max_iter, random_state=args.seed,
-        shuffle="row_groups" if args.shuffle == "row_groups" else False, compute_dtype=args.compute_dtype,
+        args.components,
+        covariance_type=args.covariance,
+        algorithm=args.algorithm,
+        max_passes=args.passes,
+        max_iter=args.max_iter,
+        random_state=args.seed,
+        shuffle="row_groups" if args.shuffle == "row_groups" else False,
+        compute_dtype=args.compute_dtype,
         **({"batch_size": args.batch_size} if args.batch_size else {}),
     )
     started = time.perf_counter()
@@ -263,14 +342,26 @@ def run_fit(args: argparse.Namespace) -> dict[str, Any]:
 def run_assign(args: argparse.Namespace) -> dict[str, Any]:
     model = StreamingGaussianMixture.load(args.model)
     source = ParquetSource(
-        _one_or_many(args.sources), columns=model._feature_names(), passthrough=args.keep,
-        filter=combined_filter(args.filter), nan_policy=args.nan_policy,
+        _one_or_many(args.sources),
+        columns=model._feature_names(),
+        passthrough=args.keep,
+        filter=combined_filter(args.filter),
+        nan_policy=args.nan_policy,
     )
-    with progress_bar(show_progress(args), source.n_records, "assign") as bar, \
-            connect(args.scheduler, args.workers) as client:
+    with (
+        progress_bar(show_progress(args), source.n_records, "assign") as bar,
+        connect(args.scheduler, args.workers) as client,
+    ):
         summary = assign(
-            model, source, args.out, keep=args.keep, dtype=args.dtype, overwrite=args.overwrite,
-            progress=bar.update, client=client, **({"batch_size": args.batch_size} if args.batch_size else {}),
+            model,
+            source,
+            args.out,
+            keep=args.keep,
+            dtype=args.dtype,
+            overwrite=args.overwrite,
+            progress=bar.update,
+            client=client,
+            **({"batch_size": args.batch_size} if args.batch_size else {}),
         )
     return {
         "command": "assign",
@@ -290,10 +381,24 @@ def run_watch(args: argparse.Namespace) -> dict[str, Any]:
         print(f"streamgmm: watch: {line}", file=sys.stderr, flush=True)
 
     summary = watch(
-        args.landing, args.state, once=args.once, n_components=args.components, columns=args.columns,
-        passthrough=args.passthrough, keep=args.keep, covariance_type=args.covariance, seed=args.seed,
-        init_model=args.model, step_floor=args.step_floor, batch_size=args.batch_size, nan_policy=args.nan_policy, interval=args.interval, settle=args.settle,
-        assign_out=args.assign_out, keep_models=args.keep_models, log=None if args.quiet else log,
+        args.landing,
+        args.state,
+        once=args.once,
+        n_components=args.components,
+        columns=args.columns,
+        passthrough=args.passthrough,
+        keep=args.keep,
+        covariance_type=args.covariance,
+        seed=args.seed,
+        init_model=args.model,
+        step_floor=args.step_floor,
+        batch_size=args.batch_size,
+        nan_policy=args.nan_policy,
+        interval=args.interval,
+        settle=args.settle,
+        assign_out=args.assign_out,
+        keep_models=args.keep_models,
+        log=None if args.quiet else log,
     )
     model = os.path.join(summary.state, "current.model")
     return {"command": "watch", **vars(summary), "model": model if os.path.isfile(model) else None}
@@ -309,14 +414,25 @@ def run_select(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     with explained_empty(source):
         result = select(
-            ProgressSource(source, show_progress(args), "select"), ks, args.covariance, criterion=args.criterion,
-            held_out=args.held_out, random_state=args.seed, max_passes=args.passes, shuffle="row_groups",
+            ProgressSource(source, show_progress(args), "select"),
+            ks,
+            args.covariance,
+            criterion=args.criterion,
+            held_out=args.held_out,
+            random_state=args.seed,
+            max_passes=args.passes,
+            shuffle="row_groups",
             **({"batch_size": args.batch_size} if args.batch_size else {}),
         )
     if args.model:
         result.best_model_.save(args.model)
-    return {"command": "select", "model": args.model, "seconds": round(time.perf_counter() - started, 3),
-            **result.to_dict(), "table": result.table()}
+    return {
+        "command": "select",
+        "model": args.model,
+        "seconds": round(time.perf_counter() - started, 3),
+        **result.to_dict(),
+        "table": result.table(),
+    }
 
 
 def run_plot(args: argparse.Namespace) -> dict[str, Any]:
@@ -373,8 +489,11 @@ def lake_summary(path: str) -> dict[str, Any]:
         "records": source.n_records,
         "row_groups": source.n_row_groups,
         "numeric_columns": source.feature_names,
-        "other_columns": [f"{field.name}: {field.type}" for field in schema if field.name not in source.feature_names
-                          and field.name not in source.partition_names],
+        "other_columns": [
+            f"{field.name}: {field.type}"
+            for field in schema
+            if field.name not in source.feature_names and field.name not in source.partition_names
+        ],
         "partitions": source.partition_names,
         "unfinished_output": unfinished,
     }
@@ -411,8 +530,12 @@ def describe(result: dict[str, Any]) -> str:
     if kind == "assign":
         return (
             f"wrote responsibilities of {result['records']:,} records to {result['files']} file(s) in {result['out']} "
-            f"in {result['seconds']:.1f} s" + (f"; {result['skipped']:,} with null, NaN or infinite features "
-                                               "written as nulls" if result["skipped"] else "")
+            f"in {result['seconds']:.1f} s"
+            + (
+                f"; {result['skipped']:,} with null, NaN or infinite features written as nulls"
+                if result["skipped"]
+                else ""
+            )
         )
     if kind == "watch":
         return (
@@ -484,13 +607,17 @@ def describe_state(result: dict[str, Any]) -> str:
     ]
     if result["model"] is None:
         return lines[0] + " (no model yet)"
-    lines.append(f"{result['n_components']} {result['covariance_type']} components over "
-                 f"{', '.join(result['feature_names'])}, {result['n_steps']:,} online steps, step floor {result['step_floor']}")
+    lines.append(
+        f"{result['n_components']} {result['covariance_type']} components over "
+        f"{', '.join(result['feature_names'])}, {result['n_steps']:,} online steps, step floor {result['step_floor']}"
+    )
     lines += component_table(result["weights"], result["means"])
     lines.append("recent files (largest move of a mean, of a weight):")
     for entry in result["recent"]:
         moved = "" if entry["mean_shift"] is None else f"  {entry['mean_shift']:.4g}, {entry['weight_shift']:.4g}"
-        lines.append(f"  {entry['sequence']:>6}  {entry['status']:<11} {entry['records_used']:>10,}  {entry['path']}{moved}")
+        lines.append(
+            f"  {entry['sequence']:>6}  {entry['status']:<11} {entry['records_used']:>10,}  {entry['path']}{moved}"
+        )
     if result["mean_displacement_since_oldest_kept"] is not None:
         shown = ", ".join(f"{v:.4g}" for v in result["mean_displacement_since_oldest_kept"])
         lines.append(f"means moved since {result['models'][0]} (oldest kept): [{shown}]")
@@ -519,8 +646,14 @@ def _one_or_many(sources: list[str]) -> str | list[str]:
     return sources[0] if len(sources) == 1 else sources
 
 
-COMMANDS = {"fit": run_fit, "assign": run_assign, "watch": run_watch, "info": run_info, "select": run_select,
-            "plot": run_plot}
+COMMANDS = {
+    "fit": run_fit,
+    "assign": run_assign,
+    "watch": run_watch,
+    "info": run_info,
+    "select": run_select,
+    "plot": run_plot,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -537,8 +670,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # Python's two-line source-location format.
                 for message in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
                     print(f"streamgmm: warning: {message}", file=sys.stderr)
-    except (CommandError, DataError, ModelFileError, StateDirectoryBusy, ValueError, TypeError, OSError,
-            ImportError) as exc:
+    except (
+        CommandError,
+        DataError,
+        ModelFileError,
+        StateDirectoryBusy,
+        ValueError,
+        TypeError,
+        OSError,
+        ImportError,
+    ) as exc:
         message = " ".join(str(exc).split())  # one line, whatever the exception carried
         print(f"streamgmm: error: {message}", file=sys.stderr)
         return 1

@@ -21,13 +21,23 @@ from .parquet_source import ParquetSource
 
 FILTER = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(==|!=|<=|>=|<|>|=)\s*(.*?)\s*$")
 COMPARISONS = {
-    "==": operator.eq, "=": operator.eq, "!=": operator.ne,
-    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+    "==": operator.eq,
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
 }
 INT64 = (-(2**63), 2**63 - 1)
 # Options naming where a command writes; object-store outputs come in a later version.
-OUTPUTS = {"fit": ("model",), "select": ("model",), "assign": ("out",), "watch": ("state", "assign_out"),
-           "plot": ("out",)}
+OUTPUTS = {
+    "fit": ("model",),
+    "select": ("model",),
+    "assign": ("out",),
+    "watch": ("state", "assign_out"),
+    "plot": ("out",),
+}
 
 
 class CommandError(Exception):
@@ -94,8 +104,10 @@ def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error(f"--columns and --passthrough both name {both[0]!r}; a column is a feature or passed through")
     for option in OUTPUTS.get(args.command, ()):
         if is_url(getattr(args, option, None)):
-            parser.error(f"--{option.replace('_', '-')} {getattr(args, option)}: writing to a URL is not "
-                         "supported yet; give a local or mounted path")
+            parser.error(
+                f"--{option.replace('_', '-')} {getattr(args, option)}: writing to a URL is not "
+                "supported yet; give a local or mounted path"
+            )
     if args.command == "select":
         from .selection import parse_candidates
 

@@ -17,10 +17,10 @@ Example:
 >>> reader = FeatureReader(names, nan_policy="skip")
 >>> reader.features(batch, "example").tolist(), reader.skipped
 ([[0.5], [2.0]], 1)
->>> FeatureReader(names).features(batch, "example.parquet: row group 0")
+>>> FeatureReader(names).features(batch, "example.parquet: row group 0")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-streamgmm.columns.DataError: example.parquet: row group 0, row 1, column 'x': null or NaN (nan_policy='raise'; use nan_policy='skip' to leave such rows out)
+streamgmm.columns.DataError: example.parquet: row group 0, row 1, column 'x': null or NaN (nan_policy='raise'; ...)
 """
 
 from __future__ import annotations
@@ -88,9 +88,7 @@ def check_column(schema: pa.Schema, name: str, where: str) -> pa.DataType:
         raise DataError(f"{where}: no column {name!r} (columns: {', '.join(schema.names)})")
     data_type = schema.field(index).type
     if not is_numeric(data_type):
-        raise DataError(
-            f"{where}: column {name!r} is {data_type}, not numeric (integer, floating-point or decimal)"
-        )
+        raise DataError(f"{where}: column {name!r} is {data_type}, not numeric (integer, floating-point or decimal)")
     return data_type
 
 
@@ -158,7 +156,9 @@ class FeatureReader:
         self.nan_policy = check_nan_policy(nan_policy)
         self.skipped = 0
 
-    def read(self, batch: pa.RecordBatch | pa.Table, where: str, first_row: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    def read(
+        self, batch: pa.RecordBatch | pa.Table, where: str, first_row: int = 0
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """All rows as a matrix, and the mask of rows to use (None: all of them). ``first_row``
         is the number of the batch's first row in ``where``, for messages."""
         X = to_matrix(batch, self.names)
@@ -185,7 +185,9 @@ class FeatureReader:
             huge = np.isfinite(X) & (np.abs(X) > MAX_MAGNITUDE)
         if huge.any():
             row, column = (int(i) for i in np.argwhere(huge)[0])
-            raise DataError(f"{where}, row {first_row + row}, column {self.names[column]!r}: {too_large(X[row, column])}")
+            raise DataError(
+                f"{where}, row {first_row + row}, column {self.names[column]!r}: {too_large(X[row, column])}"
+            )
 
     def features(self, batch: pa.RecordBatch | pa.Table, where: str, first_row: int = 0) -> np.ndarray:
         """The usable rows only."""

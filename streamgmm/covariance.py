@@ -30,8 +30,7 @@ LOG_2PI = float(np.log(2.0 * np.pi))
 def check_covariance_type(covariance_type: str) -> str:
     if covariance_type not in COVARIANCE_TYPES:
         raise ValueError(
-            f"Invalid value for 'covariance_type': {covariance_type!r}; "
-            f"expected one of {', '.join(COVARIANCE_TYPES)}"
+            f"Invalid value for 'covariance_type': {covariance_type!r}; expected one of {', '.join(COVARIANCE_TYPES)}"
         )
     return covariance_type
 
@@ -220,9 +219,7 @@ MAHALANOBIS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray
 }
 
 
-def log_gaussian_prob(
-    X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray, covariance_type: str
-) -> np.ndarray:
+def log_gaussian_prob(X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray, covariance_type: str) -> np.ndarray:
     """log N(x_i | mu_k, Sigma_k) for every record and component, shape (n, K)."""
     d = X.shape[1]
     maha = MAHALANOBIS[covariance_type](X, means, prec_chol)

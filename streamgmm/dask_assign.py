@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .assignment import PartWriter, _parts, _remove, _table_part, lake_for_model
 from .arrow_source import frame_table
+from .assignment import PartWriter, _parts, _remove, _table_part, lake_for_model
 from .dask_source import DaskSource, PartitionSpec, dask_source, open_partition
-from .parquet_source import ParquetSource
 from .inputs import is_path_like
+from .parquet_source import ParquetSource
 
 
 @dataclass(frozen=True)

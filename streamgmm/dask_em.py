@@ -24,9 +24,9 @@ as the data would make one pass a single batch-EM iteration.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-import os
 
 import numpy as np
 
@@ -59,7 +59,10 @@ class PartitionStatistics:
 
 
 def partition_statistics(
-    source: ChunkSource, params: MixtureParams, shift: np.ndarray, batch_size: int,
+    source: ChunkSource,
+    params: MixtureParams,
+    shift: np.ndarray,
+    batch_size: int,
     dtype: np.dtype | type = np.float64,
 ) -> PartitionStatistics:
     """The E-step of one partition, on the worker, in mini-batches of ``batch_size``."""
@@ -76,7 +79,11 @@ def _sum(parts: list[PartitionStatistics]) -> PartitionStatistics:
 
 
 def statistics_of(
-    source: DaskSource, params: MixtureParams, shift: np.ndarray, batch_size: int, indices: list[int] | None = None,
+    source: DaskSource,
+    params: MixtureParams,
+    shift: np.ndarray,
+    batch_size: int,
+    indices: list[int] | None = None,
     dtype: np.dtype | type = np.float64,
 ) -> PartitionStatistics:
     """Map the E-step over the partitions (all, or ``indices``) and tree-reduce the results."""
@@ -111,7 +118,12 @@ def run_dask_batch_em(
         return result.statistics, result.worst_records
 
     return em_iterations(
-        e_step, params, reg_covar=reg_covar, tol=tol, max_iter=max_iter, on_iteration=on_iteration,
+        e_step,
+        params,
+        reg_covar=reg_covar,
+        tol=tol,
+        max_iter=max_iter,
+        on_iteration=on_iteration,
         lower_bound=lower_bound,
     )
 
@@ -169,7 +181,11 @@ def run_dask_online_em(
         skipped = 0
         for start in range(0, len(order), partitions_per_step):
             wave = statistics_of(
-                source, state.params, state.statistics.shift, batch_size, order[start : start + partitions_per_step],
+                source,
+                state.params,
+                state.statistics.shift,
+                batch_size,
+                order[start : start + partitions_per_step],
                 dtype,
             )
             skipped += wave.skipped

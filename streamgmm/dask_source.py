@@ -30,10 +30,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
 import contextlib
-from dataclasses import dataclass
 import functools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -83,7 +83,10 @@ def open_partition(data: Any, spec: PartitionSpec, passthrough: Sequence[str] = 
     """One partition as a chunk source, on the worker: the records the local source would give."""
     if spec.kind == "lake":
         return ParquetSource(
-            data, columns=list(spec.feature_names or ()), passthrough=passthrough, filter=spec.filter,
+            data,
+            columns=list(spec.feature_names or ()),
+            passthrough=passthrough,
+            filter=spec.filter,
             nan_policy=spec.nan_policy,
         )
     if spec.kind == "frame":
@@ -106,7 +109,9 @@ class DaskSource:
     reiterable = True
     shuffle_modes = ("partitions",)
 
-    def __init__(self, partitions: list[Partition], n_features: int, feature_names: list[str] | None, client: Any = None):
+    def __init__(
+        self, partitions: list[Partition], n_features: int, feature_names: list[str] | None, client: Any = None
+    ):
         if not partitions:
             raise ValueError("the Dask collection has no partitions")
         self.partitions = partitions
@@ -270,7 +275,9 @@ def dask_source(
         ]
         return DaskSource(partitions, len(names), names, client)
     if getattr(data, "ndim", None) != 2:
-        raise ValueError(f"expected a 2-D Dask array of shape (n_records, n_features), got shape {getattr(data, 'shape', None)}")
+        raise ValueError(
+            f"expected a 2-D Dask array of shape (n_records, n_features), got shape {getattr(data, 'shape', None)}"
+        )
     d = data.shape[1]
     if not isinstance(d, (int, np.integer)) or np.isnan(d):
         raise ValueError("the Dask array's number of columns is unknown; call compute_chunk_sizes() first")
@@ -297,7 +304,12 @@ def _lake_source(
         Partition(
             one_file_dataset(lake, file.fragment),
             PartitionSpec(
-                "lake", file.path, tuple(lake.feature_names), lake.n_features, lake.nan_policy, lake.filter,
+                "lake",
+                file.path,
+                tuple(lake.feature_names),
+                lake.n_features,
+                lake.nan_policy,
+                lake.filter,
                 file.relative_path,
             ),
         )

@@ -60,7 +60,9 @@ def random_mixture(
     return MixtureParams.from_covariances(weights, means, covariances, covariance_type)
 
 
-def sample_mixture(params: MixtureParams, n_records: int, *, random_state: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def sample_mixture(
+    params: MixtureParams, n_records: int, *, random_state: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Records drawn from ``params`` in random order, and the component of each."""
     rng = np.random.default_rng(random_state)
     labels = rng.choice(params.n_components, size=n_records, p=params.weights / params.weights.sum())
@@ -93,8 +95,12 @@ def make_mixture(
     """``(X, labels, true_params)``: records from a random well-separated mixture."""
     seeds = np.random.SeedSequence(random_state).spawn(2)
     params = random_mixture(
-        n_components, n_features, covariance_type=covariance_type, separation=separation,
-        condition=condition, random_state=int(seeds[0].generate_state(1)[0]),
+        n_components,
+        n_features,
+        covariance_type=covariance_type,
+        separation=separation,
+        condition=condition,
+        random_state=int(seeds[0].generate_state(1)[0]),
     )
     X, labels = sample_mixture(params, n_records, random_state=int(seeds[1].generate_state(1)[0]))
     return X, labels, params

@@ -10,10 +10,10 @@ stepwise EM alone; ``"batch"`` is exact EM, one pass per iteration, identical to
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
-import functools
 import os
 import sys
 import warnings
@@ -28,12 +28,12 @@ from .dask_em import default_partitions_per_step, run_dask_batch_em, run_dask_on
 from .dask_source import DaskSource, dask_source, is_dask_collection
 from .fit_history import FitHistory
 from .initialization import check_init_params
+from .inputs import as_source
 from .model_check import check_mixture_arrays
 from .model_file import ModelFileError, read_model, write_model
 from .online_em import OnlineState, StepSchedule, run_online_em
 from .params import MixtureParams
 from .quadratic import check_compute_dtype, one_blas_thread
-from .inputs import as_source
 from .sources import ArraySource, ChunkSource
 from .start import Start, converged_start, draw_sample
 from .statistics import SufficientStatistics
@@ -242,7 +242,9 @@ class StreamingGaussianMixture:
         positive_int("max_iter", 0)
         cov.check_covariance_type(self.covariance_type)
         if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"Invalid value for 'algorithm': {self.algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
+            raise ValueError(
+                f"Invalid value for 'algorithm': {self.algorithm!r}; expected one of {', '.join(ALGORITHMS)}"
+            )
         check_init_params(self.init_params)
         for name in ("tol", "reg_covar", "step_exponent", "step_offset", "step_floor"):
             value = getattr(self, name)
@@ -253,7 +255,7 @@ class StreamingGaussianMixture:
                 raise ValueError(f"Invalid value for {name!r}: {getattr(self, name)!r}; expected a number >= 0")
         if self.shuffle not in SHUFFLE_MODES:
             raise ValueError(
-                f"Invalid value for 'shuffle': {self.shuffle!r}; expected True, False, \"records\" or \"row_groups\""
+                f'Invalid value for \'shuffle\': {self.shuffle!r}; expected True, False, "records" or "row_groups"'
             )
         self._schedule()
         check_compute_dtype(self.compute_dtype)
@@ -344,18 +346,32 @@ class StreamingGaussianMixture:
         return self._start_on_sample(sample, shuffle_rng, whole, rng, shift)
 
     def _start_on_sample(
-        self, sample: np.ndarray, shuffle_rng: np.random.Generator, whole: bool, rng: np.random.Generator,
+        self,
+        sample: np.ndarray,
+        shuffle_rng: np.random.Generator,
+        whole: bool,
+        rng: np.random.Generator,
         shift: np.ndarray | None = None,
     ) -> Start:
         """The start from a drawn sample (``select`` draws one for all its candidates)."""
         self._check_enough_records(sample.shape[0])
         given = self._user_init(sample.shape[1])
         return converged_start(
-            sample, shuffle_rng, whole, n_components=self.n_components, covariance_type=self.covariance_type,
-            reg_covar=self.reg_covar, n_init=self.n_init, rng=rng, init_params=self.init_params, tol=self.tol,
+            sample,
+            shuffle_rng,
+            whole,
+            n_components=self.n_components,
+            covariance_type=self.covariance_type,
+            reg_covar=self.reg_covar,
+            n_init=self.n_init,
+            rng=rng,
+            init_params=self.init_params,
+            tol=self.tol,
             # Batch EM refines a user's start on all the data itself, as scikit-learn does.
             max_iter=0 if self.algorithm == "batch" and given else self.max_iter,
-            batch_size=self.batch_size, given=given, shift=shift,
+            batch_size=self.batch_size,
+            given=given,
+            shift=shift,
         )
 
     def _initial_params(
@@ -376,7 +392,12 @@ class StreamingGaussianMixture:
         return "batch" if start is None else "online+batch"
 
     def fit(
-        self, X: Any, y: Any = None, *, client: Any = None, engine: str | None = None,
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        client: Any = None,
+        engine: str | None = None,
         partitions_per_step: int | None = None,
     ) -> StreamingGaussianMixture:
         """Fit to an array (n_records, n_features), an iterable of such chunks, an Arrow table
@@ -423,8 +444,13 @@ class StreamingGaussianMixture:
             if plan == "online+batch":
                 state = online.state
                 self._fit_batch(
-                    source, state.params, state.statistics.shift, runners[0], False,
-                    online.pass_log_likelihoods, online.n_passes,
+                    source,
+                    state.params,
+                    state.statistics.shift,
+                    runners[0],
+                    False,
+                    online.pass_log_likelihoods,
+                    online.n_passes,
                 )
         self._set_input_description(source)
         return self
@@ -442,19 +468,35 @@ class StreamingGaussianMixture:
         self._set_fitted(state, em.converged, em.n_iter, em.lower_bound, em.history, FitHistory())
 
     def _fit_batch(
-        self, source: ChunkSource, params: MixtureParams, shift: np.ndarray, run_batch: Any, warm: bool,
-        earlier: list[float] | None = None, earlier_passes: int = 0,
+        self,
+        source: ChunkSource,
+        params: MixtureParams,
+        shift: np.ndarray,
+        run_batch: Any,
+        warm: bool,
+        earlier: list[float] | None = None,
+        earlier_passes: int = 0,
     ) -> None:
         """Exact EM from ``params``; ``earlier`` are the pass means of online passes before it."""
         result = run_batch(
-            source, params, shift=shift, reg_covar=self.reg_covar, tol=self.tol,
-            max_iter=self.max_iter, batch_size=self.batch_size, dtype=np.dtype(self.compute_dtype),
+            source,
+            params,
+            shift=shift,
+            reg_covar=self.reg_covar,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            batch_size=self.batch_size,
+            dtype=np.dtype(self.compute_dtype),
             lower_bound=self.lower_bound_ if warm else -np.inf,
         )
         self._set_batch_result(result, shift, warm, earlier, earlier_passes)
 
     def _set_batch_result(
-        self, result: BatchEMResult, shift: np.ndarray, warm: bool, earlier: list[float] | None = None,
+        self,
+        result: BatchEMResult,
+        shift: np.ndarray,
+        warm: bool,
+        earlier: list[float] | None = None,
         earlier_passes: int = 0,
     ) -> None:
         """The fitted state after exact EM (``earlier``: online pass means before it)."""
@@ -474,20 +516,32 @@ class StreamingGaussianMixture:
         # Batch EM takes no online steps: its trace is the per-iteration history.
         self._set_fitted(state, result.converged, earlier_passes + result.n_iter, result.lower_bound, history, trace)
 
-    def _fit_online(self, source: ChunkSource, start: Start, runners: tuple[Any, Any, dict[str, Any]], warm: bool) -> Any:
+    def _fit_online(
+        self, source: ChunkSource, start: Start, runners: tuple[Any, Any, dict[str, Any]], warm: bool
+    ) -> Any:
         _, run_online, online_options = runners
         trace = self.fit_history_.copy() if warm else FitHistory()
         state = self._state if warm else OnlineState.start(start.params, start.shift)
         online = run_online(
-            source, state, schedule=self._schedule(), burn_in=self.burn_in,
-            reg_covar=self.reg_covar, batch_size=self.batch_size, max_passes=self.max_passes,
-            tol=self.tol, rng=self._shuffle_rng(source, start.shuffle_rng), dtype=np.dtype(self.compute_dtype),
-            **online_options, **_tracing(source, trace),
+            source,
+            state,
+            schedule=self._schedule(),
+            burn_in=self.burn_in,
+            reg_covar=self.reg_covar,
+            batch_size=self.batch_size,
+            max_passes=self.max_passes,
+            tol=self.tol,
+            rng=self._shuffle_rng(source, start.shuffle_rng),
+            dtype=np.dtype(self.compute_dtype),
+            **online_options,
+            **_tracing(source, trace),
         )
         self._set_online_result(online.state, online.converged, online.pass_log_likelihoods, trace)
         return online
 
-    def _set_online_result(self, state: OnlineState, converged: bool, pass_means: list[float], trace: FitHistory) -> None:
+    def _set_online_result(
+        self, state: OnlineState, converged: bool, pass_means: list[float], trace: FitHistory
+    ) -> None:
         """The fitted state after online passes with these pass means."""
         # As for batch EM; every pass reads the whole source, so one pass is the total over n.
         self._check_enough_records(state.records_seen // len(pass_means))
@@ -567,15 +621,19 @@ class StreamingGaussianMixture:
             history = list(self._history)
             trace = self.fit_history_.copy()
         online = run_online(
-            source, state, schedule=self._schedule(), burn_in=self.burn_in,
-            reg_covar=self.reg_covar, batch_size=self.batch_size, dtype=np.dtype(self.compute_dtype),
-            **online_options, **_tracing(source, trace),
+            source,
+            state,
+            schedule=self._schedule(),
+            burn_in=self.burn_in,
+            reg_covar=self.reg_covar,
+            batch_size=self.batch_size,
+            dtype=np.dtype(self.compute_dtype),
+            **online_options,
+            **_tracing(source, trace),
         )
         state, lower_bound = online.state, online.pass_log_likelihoods[-1]
         history.append(lower_bound)
-        self._set_fitted(
-            state, False, getattr(self, "n_iter_", 0) + 1 if fitted else 1, lower_bound, history, trace
-        )
+        self._set_fitted(state, False, getattr(self, "n_iter_", 0) + 1 if fitted else 1, lower_bound, history, trace)
         if not fitted:
             self._set_input_description(source)
         else:
@@ -583,7 +641,12 @@ class StreamingGaussianMixture:
         return self
 
     def _set_fitted(
-        self, state: OnlineState, converged: bool, n_iter: int, lower_bound: float, history: list[float],
+        self,
+        state: OnlineState,
+        converged: bool,
+        n_iter: int,
+        lower_bound: float,
+        history: list[float],
         fit_history: FitHistory | None = None,
     ) -> None:
         params = state.params
@@ -775,7 +838,7 @@ class StreamingGaussianMixture:
         params = dict(document["estimator_params"])
         for name in list(arrays):
             if name.startswith("param."):
-                params[name[len("param."):]] = arrays.pop(name)
+                params[name[len("param.") :]] = arrays.pop(name)
         model = cls(**params)
         model._check_params()
         for name, value in arrays.items():
@@ -799,16 +862,28 @@ class StreamingGaussianMixture:
             if arrays[name].shape != shape:
                 raise ModelFileError(f"array {name} has shape {arrays[name].shape}, expected {shape}")
         fitted, online = document["fitted"], document["online"]
-        mixture = MixtureParams(means=means, weights=arrays["weights"], covariances=arrays["covariances"],
-                                precisions_cholesky=arrays["precisions_cholesky"], covariance_type=t)
+        mixture = MixtureParams(
+            means=means,
+            weights=arrays["weights"],
+            covariances=arrays["covariances"],
+            precisions_cholesky=arrays["precisions_cholesky"],
+            covariance_type=t,
+        )
         stats = SufficientStatistics(
-            t, arrays["statistics.shift"], arrays["statistics.counts"], arrays["statistics.sums"],
-            arrays["statistics.second"], float(online["statistics_n_records"]),
+            t,
+            arrays["statistics.shift"],
+            arrays["statistics.counts"],
+            arrays["statistics.sums"],
+            arrays["statistics.second"],
+            float(online["statistics_n_records"]),
             float(online["statistics_log_likelihood"]),
         )
         state = OnlineState(mixture, stats, int(online["step"]), int(online["records_seen"]))
         model._set_fitted(
-            state, bool(fitted["converged"]), int(fitted["n_iter"]), float(fitted["lower_bound"]),
+            state,
+            bool(fitted["converged"]),
+            int(fitted["n_iter"]),
+            float(fitted["lower_bound"]),
             [float(v) for v in fitted.get("history", [])],
             # Files written before the trace existed have none: an empty one, continued from here.
             FitHistory.from_dict(document["fit_history"]) if "fit_history" in document else None,

@@ -145,8 +145,14 @@ class FitHistory:
         history._ll = [float(v) for v in document["mean_log_likelihood"]]
         history._step = [float(v) for v in document["step_size"]]
         history._reseeded = [[int(k) for k in r] for r in document["reseeded"]]
-        lengths = {len(history._records), len(history._n), len(history._batches), len(history._ll),
-                   len(history._step), len(history._reseeded)}
+        lengths = {
+            len(history._records),
+            len(history._n),
+            len(history._batches),
+            len(history._ll),
+            len(history._step),
+            len(history._reseeded),
+        }
         if len(lengths) != 1 or len(history) > history.capacity or history.stride < 1:
             raise ValueError("fit_history: columns of different lengths or more points than its capacity")
         return history

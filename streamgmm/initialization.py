@@ -1,11 +1,12 @@
 """Initial parameters from a sample of the stream, as scikit-learn's ``GaussianMixture`` does.
 
 Each of ``n_init`` candidates starts from responsibilities chosen by ``init_params`` (the four
-methods of scikit-learn, computed on the sample) and is refined by EM on the sample; the
-candidates race by successive halving (:func:`race`), and the one with the highest sample
-log-likelihood runs until its mean log-likelihood moves by less than ``tol``. When the sample is the whole data (a source no larger than
-``init_size``) this is exactly scikit-learn's fit, repeated ``n_init`` times; otherwise it is that
-fit on a uniform sample, a start that one pass over the data refines. Local optima are the main
+methods of scikit-learn, computed on the sample) and is refined by EM on the sample until its
+mean log-likelihood moves by less than ``tol``; the one with the highest sample log-likelihood is
+kept. Candidates may race by successive halving (:func:`race`), so that only the leader runs to
+the end. When the sample is the whole data (a source no larger than ``init_size``) this is
+scikit-learn's fit, repeated ``n_init`` times; otherwise it is that fit on a uniform sample, a
+start that passes over the data refine. Local optima are the main
 risk to a fit's quality, and candidates cost only work on the sample.
 
 Examples
@@ -239,7 +240,9 @@ def initialize(
         starts.append(with_given(params, given))
     starts = distinct(starts)
     if max_iter == 0:
-        scores = [float(SufficientStatistics.of_chunk(sample, p, shift)[0].log_likelihood) / sample.shape[0] for p in starts]
+        scores = [
+            float(SufficientStatistics.of_chunk(sample, p, shift)[0].log_likelihood) / sample.shape[0] for p in starts
+        ]
         best = int(np.argmax(scores))
         return Initialization(starts[best], scores[best], scores)
     runs = [EMIterations(p, reg_covar=reg_covar, tol=tol, max_iter=max_iter, lower_bound=-np.inf) for p in starts]

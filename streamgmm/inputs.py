@@ -20,10 +20,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
 import itertools
 import numbers
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,9 +42,7 @@ def is_path_like(data: Any) -> bool:
     if isinstance(data, (str, os.PathLike, ds.Dataset)):
         return True
     return (
-        isinstance(data, (list, tuple))
-        and len(data) > 0
-        and all(isinstance(item, (str, os.PathLike)) for item in data)
+        isinstance(data, (list, tuple)) and len(data) > 0 and all(isinstance(item, (str, os.PathLike)) for item in data)
     )
 
 
@@ -56,9 +54,7 @@ def is_arrow_stream(data: Any) -> bool:
     return hasattr(data, "__arrow_c_stream__") and module not in ("pandas", "numpy")
 
 
-def as_source(
-    data: Any, n_features: int | None = None, feature_names: Sequence[str] | None = None
-) -> ChunkSource:
+def as_source(data: Any, n_features: int | None = None, feature_names: Sequence[str] | None = None) -> ChunkSource:
     """A chunk source over ``data``. With ``feature_names``, tabular input is read by those
     names; arrays must then have as many columns."""
     names = list(feature_names) if feature_names is not None else None

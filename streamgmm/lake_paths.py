@@ -196,5 +196,7 @@ def check_not_input(target: str | os.PathLike[str], inputs: Iterable[str], what:
     """Refuse to write ``target`` over an input file or inside an input directory."""
     for path in inputs:
         if inside(target, path):
-            raise ValueError(f"{what} {target} is {'an input' if real(target) == real(path) else 'inside input'} "
-                             f"{path}; writing it would destroy or change the input")
+            raise ValueError(
+                f"{what} {target} is {'an input' if real(target) == real(path) else 'inside input'} "
+                f"{path}; writing it would destroy or change the input"
+            )

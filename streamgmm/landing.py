@@ -34,7 +34,9 @@ class LandingFile:
     mtime_ns: int
 
 
-def landing_files(landing: str | os.PathLike[str], avoid: Sequence[str | os.PathLike[str]] = ()) -> tuple[list[LandingFile], list[str]]:
+def landing_files(
+    landing: str | os.PathLike[str], avoid: Sequence[str | os.PathLike[str]] = ()
+) -> tuple[list[LandingFile], list[str]]:
     """Candidate files under ``landing`` (names starting with ``.`` or ``_`` left out, at any
     depth), in the order they are consumed: modification time, then relative path; and a message
     per entry that could not be read. Directories ``avoid`` are not entered."""
@@ -110,11 +112,14 @@ class Settling:
         same = seen is not None and (seen.size, seen.mtime_ns) == (file.size, file.mtime_ns)
         future = file.mtime_ns > now_ns
         if not same:
-            self._observed[file.relative] = _Observation(file.size, file.mtime_ns, time.monotonic(),
-                                                         self._content(file) if future else None)
+            self._observed[file.relative] = _Observation(
+                file.size, file.mtime_ns, time.monotonic(), self._content(file) if future else None
+            )
             if future:
-                self.log(f"{file.relative}: modified in the future by this machine's clock; taken once its "
-                         f"size and content stay the same for {self.settle:g} s")
+                self.log(
+                    f"{file.relative}: modified in the future by this machine's clock; taken once its "
+                    f"size and content stay the same for {self.settle:g} s"
+                )
         if future:
             return same and time.monotonic() - seen.since >= self.settle
         return (seen is None or same) and now_ns - file.mtime_ns >= self.settle * 1e9

@@ -47,10 +47,17 @@ def expected_shapes(means_shape: tuple[int, ...], covariance_type: str) -> dict[
     k, d = means_shape
     covariances = cov.covariance_shape(k, d, covariance_type)
     return {
-        "weights": (k,), "means": (k, d), "covariances": covariances, "precisions_cholesky": covariances,
-        "statistics.second": cov.second_moment_shape(k, d, covariance_type), "statistics.sums": (k, d),
-        "statistics.counts": (k,), "statistics.shift": (d,),
-        "param.weights_init": (k,), "param.means_init": (k, d), "param.precisions_init": covariances,
+        "weights": (k,),
+        "means": (k, d),
+        "covariances": covariances,
+        "precisions_cholesky": covariances,
+        "statistics.second": cov.second_moment_shape(k, d, covariance_type),
+        "statistics.sums": (k, d),
+        "statistics.counts": (k,),
+        "statistics.shift": (d,),
+        "param.weights_init": (k,),
+        "param.means_init": (k, d),
+        "param.precisions_init": covariances,
     }
 
 
@@ -76,8 +83,9 @@ def validate_model(document: dict[str, Any], arrays: dict[str, np.ndarray]) -> N
     for name, shape in expected_shapes(arrays["means"].shape, covariance_type).items():
         if name in arrays and arrays[name].shape != shape:
             raise ModelContentError(f"array {name} has shape {arrays[name].shape}, expected {shape}")
-    check_mixture_arrays(arrays["weights"], arrays["means"], arrays["covariances"], arrays["precisions_cholesky"],
-                         covariance_type)
+    check_mixture_arrays(
+        arrays["weights"], arrays["means"], arrays["covariances"], arrays["precisions_cholesky"], covariance_type
+    )
     fitted = document.get("fitted", {})
     if not isinstance(fitted, dict):
         raise ModelContentError("'fitted' is not a JSON object")
@@ -93,7 +101,12 @@ def check_mixture_arrays(
 ) -> None:
     """Raise ``ValueError`` naming the first way these parameters are not a usable mixture
     (see the module docstring); return None when they are."""
-    arrays = {"weights": weights, "means": means, "covariances": covariances, "precisions_cholesky": precisions_cholesky}
+    arrays = {
+        "weights": weights,
+        "means": means,
+        "covariances": covariances,
+        "precisions_cholesky": precisions_cholesky,
+    }
     arrays = {name: np.asarray(value) for name, value in arrays.items()}
     for name, value in arrays.items():
         check_finite(value, name)
@@ -103,8 +116,10 @@ def check_mixture_arrays(
             raise ModelContentError(f"array {name} has shape {np.shape(value)}, expected {shapes[name]}")
     weights = arrays["weights"]
     if np.any(weights < 0) or np.any(weights > 1) or abs(float(np.sum(weights)) - 1.0) > WEIGHT_SUM_TOLERANCE:
-        raise ModelContentError(f"weights must lie in [0, 1] and sum to 1; they sum to {float(np.sum(weights))!r} "
-                                f"(smallest {float(np.min(weights))!r}, largest {float(np.max(weights))!r})")
+        raise ModelContentError(
+            f"weights must lie in [0, 1] and sum to 1; they sum to {float(np.sum(weights))!r} "
+            f"(smallest {float(np.min(weights))!r}, largest {float(np.max(weights))!r})"
+        )
     _check_positive_definite(arrays["covariances"], arrays["precisions_cholesky"], covariance_type)
 
 
@@ -117,8 +132,10 @@ def _check_positive_definite(covariances: np.ndarray, factors: np.ndarray, covar
     covariances = covariances[None] if covariance_type == "tied" else covariances
     diagonals = np.diagonal(factors, axis1=1, axis2=2)
     if np.any(diagonals <= 0) or np.any(np.tril(factors, -1) != 0):
-        raise ModelContentError("precisions_cholesky must be upper triangular with a positive diagonal "
-                                "(the precisions are not positive definite)")
+        raise ModelContentError(
+            "precisions_cholesky must be upper triangular with a positive diagonal "
+            "(the precisions are not positive definite)"
+        )
     if np.any(np.diagonal(covariances, axis1=1, axis2=2) <= 0):
         raise ModelContentError("covariances must have a positive diagonal (they are not positive definite)")
 

@@ -105,8 +105,10 @@ def _read_document(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     except KeyError:
         raise ModelFileError(f"{path}: not a streamgmm model file (no {DOCUMENT} inside)") from None
     if info.file_size > MAX_DOCUMENT_BYTES:
-        raise ModelFileError(f"{path}: corrupt model file ({DOCUMENT} is {info.file_size:,} bytes, "
-                             f"more than the {MAX_DOCUMENT_BYTES:,} a model's document may hold)")
+        raise ModelFileError(
+            f"{path}: corrupt model file ({DOCUMENT} is {info.file_size:,} bytes, "
+            f"more than the {MAX_DOCUMENT_BYTES:,} a model's document may hold)"
+        )
     document = parse_json(archive.read(DOCUMENT), f"{path}: {DOCUMENT}")
     if not isinstance(document, dict):
         raise ModelFileError(f"{path}: not a streamgmm model file ({DOCUMENT} is not a JSON object)")
@@ -128,8 +130,9 @@ def parse_json(data: bytes, where: str) -> Any:
     """JSON of bounded nesting: deeper documents are refused before the parser (which recurses)
     sees them. Depth is counted on the text with its strings blanked out."""
     brackets = np.frombuffer(JSON_STRING.sub(b'""', data), dtype=np.uint8)
-    depth = np.cumsum(np.isin(brackets, (ord("["), ord("{"))).astype(np.int64)
-                      - np.isin(brackets, (ord("]"), ord("}"))))
+    depth = np.cumsum(
+        np.isin(brackets, (ord("["), ord("{"))).astype(np.int64) - np.isin(brackets, (ord("]"), ord("}")))
+    )
     if depth.size and depth.max() > MAX_JSON_DEPTH:
         raise ModelFileError(f"{where}: JSON nested {int(depth.max())} deep, more than {MAX_JSON_DEPTH}")
     return json.loads(data)
@@ -146,8 +149,9 @@ def _read_arrays(archive: zipfile.ZipFile, document: dict[str, Any], path: Path)
             raise ModelFileError(f"{path}: corrupt model file ({exc})") from None
         for name, (shape, _) in headers.items():
             if name in shapes and shape != shapes[name]:
-                raise ModelFileError(f"{path}: corrupt model file (array {name} has shape {shape}, "
-                                     f"expected {shapes[name]})")
+                raise ModelFileError(
+                    f"{path}: corrupt model file (array {name} has shape {shape}, expected {shapes[name]})"
+                )
     arrays = {}
     for name in headers:
         with archive.open(f"{ARRAY_DIR}{name}.npy") as member:
@@ -175,11 +179,15 @@ def _array_header(archive: zipfile.ZipFile, name: str, path: Path) -> tuple[tupl
         raise ModelFileError(f"{path}: corrupt model file (array {name} holds {dtype}, not floats)")
     needed = math.prod(shape) * dtype.itemsize
     if needed > MAX_ARRAY_BYTES:
-        raise ModelFileError(f"{path}: corrupt model file (array {name} declares shape {shape}, "
-                             f"{needed:,} bytes, more than the {MAX_ARRAY_BYTES:,} a model array may hold)")
+        raise ModelFileError(
+            f"{path}: corrupt model file (array {name} declares shape {shape}, "
+            f"{needed:,} bytes, more than the {MAX_ARRAY_BYTES:,} a model array may hold)"
+        )
     if info.file_size != header_bytes + needed:
-        raise ModelFileError(f"{path}: corrupt model file (array {name} is {info.file_size:,} bytes, "
-                             f"its declared shape {shape} needs {header_bytes + needed:,})")
+        raise ModelFileError(
+            f"{path}: corrupt model file (array {name} is {info.file_size:,} bytes, "
+            f"its declared shape {shape} needs {header_bytes + needed:,})"
+        )
     return shape, dtype
 
 

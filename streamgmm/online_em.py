@@ -172,10 +172,11 @@ def online_passes(
     reseeded: list[tuple[int, list[int]]] = []
     converged = False
     n_passes = 0
-    for n_passes in range(1, max_passes + 1):
+    for n_passes in range(1, max_passes + 1):  # noqa: B007 - the count is the result
         total_ll = 0.0
         total_n = 0
-        for state, update in one_pass(state):
+        # Each step's state replaces the one the pass started from, by design.
+        for state, update in one_pass(state):  # noqa: B020
             total_ll += update.mean_log_likelihood * update.n_records
             total_n += update.n_records
             if update.reseeded:

@@ -126,7 +126,10 @@ class ParquetSource:
         self.dataset, self.base_dir, self.empty_files = open_dataset(source, filesystem)
         self.partition_names = partition_names(self.dataset)
         self.feature_names = feature_columns(
-            self.dataset.schema, columns, self.passthrough, exclude=self.partition_names,
+            self.dataset.schema,
+            columns,
+            self.passthrough,
+            exclude=self.partition_names,
             where=self._first_file(),
         )
         self.n_features = len(self.feature_names)
@@ -186,7 +189,9 @@ class ParquetSource:
                     continue
                 expected, first = reference[name]
                 if data_type is None:
-                    raise DataError(f"schema drift: column {name!r} is missing from {path} (it is {expected} in {first})")
+                    raise DataError(
+                        f"schema drift: column {name!r} is missing from {path} (it is {expected} in {first})"
+                    )
                 if data_type != expected:
                     raise DataError(f"schema drift: column {name!r} is {data_type} in {path} but {expected} in {first}")
             groups, first_row = [], 0
@@ -207,8 +212,12 @@ class ParquetSource:
         the file (counted among the rows ``filter`` keeps, when there is one)."""
         row = group.first_row
         scan = group.fragment.subset(row_group_ids=[group.index]).to_batches(
-            schema=self.dataset.schema, columns=list(columns), filter=self.filter,
-            batch_size=batch_size, batch_readahead=BATCH_READAHEAD, fragment_readahead=1,
+            schema=self.dataset.schema,
+            columns=list(columns),
+            filter=self.filter,
+            batch_size=batch_size,
+            batch_readahead=BATCH_READAHEAD,
+            fragment_readahead=1,
         )
         while True:
             try:
@@ -290,19 +299,18 @@ class ParquetSource:
         if columns == self.feature_names and passthrough == self.passthrough:
             return self
         if self._explicit_columns and columns != self.feature_names:
-            raise DataError(
-                f"the model was fitted on columns {columns}, but this source selects {self.feature_names}"
-            )
+            raise DataError(f"the model was fitted on columns {columns}, but this source selects {self.feature_names}")
         return ParquetSource(
-            self.dataset, columns=columns, passthrough=passthrough, filter=self.filter,
+            self.dataset,
+            columns=columns,
+            passthrough=passthrough,
+            filter=self.filter,
             nan_policy=self.nan_policy,
         )._with_layout(self.base_dir, self.empty_files)
 
     def _with_layout(self, base_dir: str, empty_files: list[str]) -> ParquetSource:
         self.base_dir, self.empty_files = base_dir, empty_files
-        self.files = [
-            LakeFile(f.path, os.path.relpath(f.path, base_dir), f.fragment, f.row_groups) for f in self.files
-        ]
+        self.files = [LakeFile(f.path, os.path.relpath(f.path, base_dir), f.fragment, f.row_groups) for f in self.files]
         return self
 
     def __repr__(self) -> str:

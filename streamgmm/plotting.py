@@ -51,9 +51,7 @@ def _matplotlib() -> tuple[Any, Any, Any]:
         from matplotlib.figure import Figure
         from matplotlib.patches import Ellipse
     except ImportError:
-        raise ImportError(
-            "plotting needs matplotlib, an optional dependency: pip install 'streamgmm[plot]'"
-        ) from None
+        raise ImportError("plotting needs matplotlib, an optional dependency: pip install 'streamgmm[plot]'") from None
     return Figure, FigureCanvasAgg, Ellipse
 
 
@@ -158,8 +156,18 @@ def plot_model(
     else:
         labels = model.predict(X) if X is not None else None
         for column, (a, b) in enumerate(chosen):
-            _pair_panel(figure.add_subplot(grid[0, column]), model, covariances, X, labels, (a, b), names,
-                        colours, Ellipse, legend=column == 0)
+            _pair_panel(
+                figure.add_subplot(grid[0, column]),
+                model,
+                covariances,
+                X,
+                labels,
+                (a, b),
+                names,
+                colours,
+                Ellipse,
+                legend=column == 0,
+            )
     _trace_panel(figure.add_subplot(grid[1, :]), model)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
@@ -174,23 +182,39 @@ def _colours(k: int) -> list[Any]:
     return [cmap(i % cmap.N) for i in range(k)]
 
 
-def _density_panel(ax: Any, model: Any, covariances: np.ndarray, X: np.ndarray | None, name: str,
-                   colours: list[Any]) -> None:
+def _density_panel(
+    ax: Any, model: Any, covariances: np.ndarray, X: np.ndarray | None, name: str, colours: list[Any]
+) -> None:
     """1-D: histogram of the sample, each weighted component density, and their sum."""
     means = model.means_[:, 0]
     sds = np.sqrt(covariances[:, 0, 0])
     low, high = float((means - 4 * sds).min()), float((means + 4 * sds).max())
     if X is not None:
         low, high = min(low, float(X.min())), max(high, float(X.max()))
-        ax.hist(X[:, 0], bins=min(80, max(10, int(np.sqrt(X.shape[0])))), range=(low, high), density=True,
-                color="0.8", edgecolor="0.6", label=f"data ({X.shape[0]:,} records)")
+        ax.hist(
+            X[:, 0],
+            bins=min(80, max(10, int(np.sqrt(X.shape[0])))),
+            range=(low, high),
+            density=True,
+            color="0.8",
+            edgecolor="0.6",
+            label=f"data ({X.shape[0]:,} records)",
+        )
     grid = np.linspace(low, high, 600)
-    densities = model.weights_[:, None] * np.exp(-0.5 * ((grid - means[:, None]) / sds[:, None]) ** 2) / (
-        sds[:, None] * np.sqrt(2 * np.pi)
+    densities = (
+        model.weights_[:, None]
+        * np.exp(-0.5 * ((grid - means[:, None]) / sds[:, None]) ** 2)
+        / (sds[:, None] * np.sqrt(2 * np.pi))
     )
     for j in range(len(means)):
-        ax.plot(grid, densities[j], color=colours[j], lw=1.8, ls="--",
-                label=f"component {j}: w={model.weights_[j]:.2f}, mean={means[j]:.3g}, sd={sds[j]:.3g}")
+        ax.plot(
+            grid,
+            densities[j],
+            color=colours[j],
+            lw=1.8,
+            ls="--",
+            label=f"component {j}: w={model.weights_[j]:.2f}, mean={means[j]:.3g}, sd={sds[j]:.3g}",
+        )
     ax.plot(grid, densities.sum(axis=0), color="black", lw=2.2, label="mixture")
     ax.set_xlabel(name, fontsize=11)
     ax.set_ylabel("density", fontsize=11)
@@ -199,8 +223,18 @@ def _density_panel(ax: Any, model: Any, covariances: np.ndarray, X: np.ndarray |
     ax.legend(fontsize=9, loc="upper right")
 
 
-def _pair_panel(ax: Any, model: Any, covariances: np.ndarray, X: np.ndarray | None, labels: np.ndarray | None,
-                pair: tuple[int, int], names: list[str], colours: list[Any], Ellipse: Any, legend: bool) -> None:
+def _pair_panel(
+    ax: Any,
+    model: Any,
+    covariances: np.ndarray,
+    X: np.ndarray | None,
+    labels: np.ndarray | None,
+    pair: tuple[int, int],
+    names: list[str],
+    colours: list[Any],
+    Ellipse: Any,
+    legend: bool,
+) -> None:
     """2-D and more: a sample coloured by component, with 1- and 2-sigma ellipses of the pair's
     marginal covariances."""
     a, b = pair
@@ -232,8 +266,15 @@ def _trace_panel(ax: Any, model: Any) -> None:
     trace = model.fit_history_
     if len(trace):
         records = trace.records
-        ax.plot(records, trace.mean_log_likelihood, color="tab:blue", lw=1.6, marker="." if len(trace) < 60 else None,
-                alpha=0.6, label="mean log-likelihood of a mini-batch, before its update")
+        ax.plot(
+            records,
+            trace.mean_log_likelihood,
+            color="tab:blue",
+            lw=1.6,
+            marker="." if len(trace) < 60 else None,
+            alpha=0.6,
+            label="mean log-likelihood of a mini-batch, before its update",
+        )
         # The records-weighted running mean over the stream so far: the noise of single batches
         # hides the trend.
         weights = np.diff(np.concatenate([[0], records]))
@@ -257,8 +298,14 @@ def _trace_panel(ax: Any, model: Any) -> None:
         ax.legend(handles + more, labels + more_labels, fontsize=9, loc="best")
         ax.set_title("fit history", fontsize=11)
     elif model._history:
-        ax.plot(np.arange(1, len(model._history) + 1), model._history, color="tab:blue", marker="o", lw=1.6,
-                label="mean log-likelihood per record")
+        ax.plot(
+            np.arange(1, len(model._history) + 1),
+            model._history,
+            color="tab:blue",
+            marker="o",
+            lw=1.6,
+            label="mean log-likelihood per record",
+        )
         ax.set_xlabel("iteration", fontsize=11)
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.xaxis.get_major_locator().set_params(integer=True)

@@ -153,8 +153,10 @@ def normalising_constants(params: MixtureParams) -> np.ndarray:
     """log pi_k + log det U_k - d/2 log 2 pi: the weighted log-density at the mean."""
     with np.errstate(divide="ignore"):
         log_weights = np.log(params.weights)
-    return log_weights + cov.log_det_cholesky(params.precisions_cholesky, "full", params.n_features) - (
-        0.5 * params.n_features * cov.LOG_2PI
+    return (
+        log_weights
+        + cov.log_det_cholesky(params.precisions_cholesky, "full", params.n_features)
+        - (0.5 * params.n_features * cov.LOG_2PI)
     )
 
 
@@ -183,8 +185,11 @@ def expanded_log_density(params: MixtureParams, shift: np.ndarray) -> tuple[np.n
     # that. A component's own records are taken as those within two standard deviations of its
     # mean in every coordinate.
     reach = np.abs(centred) + 2.0 * np.sqrt(np.diagonal(params.covariances, axis1=1, axis2=2))
-    size = (np.abs(constant) + np.einsum("kd,kd->k", np.abs(linear), reach)
-            + 0.5 * np.einsum("kd,kde,ke->k", reach, np.abs(precision), reach))
+    size = (
+        np.abs(constant)
+        + np.einsum("kd,kd->k", np.abs(linear), reach)
+        + 0.5 * np.einsum("kd,kde,ke->k", reach, np.abs(precision), reach)
+    )
     return V, np.sqrt(V.shape[1]) * size
 
 
@@ -195,7 +200,9 @@ def direct_components(error_scale: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.flatnonzero(~(np.finfo(dtype).eps * error_scale <= EXPANSION_TOLERANCE[np.dtype(dtype)]))
 
 
-def direct_form(params: MixtureParams, shift: np.ndarray, direct: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+def direct_form(
+    params: MixtureParams, shift: np.ndarray, direct: np.ndarray, dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray]:
     """``(W (K d, d + 1), constants (K,))`` in ``dtype``: component k's weighted log-density as
     ``constants_k - ||W_k [1; u]||^2 / 2`` (``W_k`` its d rows), for the ``direct``
     components; zeros when there are none, which both kernels then leave unread."""
@@ -335,11 +342,24 @@ def _fused_statistics(
     flags[direct] = 1
     # Each feature's records contiguous: column-major chunks and their row slices (a source's
     # mini-batches) as they are; anything else copied.
-    columns = X if X.dtype == np.float64 and (X.strides[0] == X.itemsize or n <= 1) else np.asfortranarray(X, np.float64)
+    columns = (
+        X if X.dtype == np.float64 and (X.strides[0] == X.itemsize or n <= 1) else np.asfortranarray(X, np.float64)
+    )
     S = np.zeros((k, p))
     log_norm = np.empty(n)
     _fused.chunk_statistics(
-        n, d, k, dtype.itemsize, columns.T, np.ascontiguousarray(shift, dtype=np.float64), V_groups, flags,
-        W, direct_constant, S, log_norm, kernel,
+        n,
+        d,
+        k,
+        dtype.itemsize,
+        columns.T,
+        np.ascontiguousarray(shift, dtype=np.float64),
+        V_groups,
+        flags,
+        W,
+        direct_constant,
+        S,
+        log_norm,
+        kernel,
     )
     return S.T, log_norm

@@ -12,10 +12,11 @@ batch under every candidate: the total log-likelihood over all N records gives
     BIC = -2 log L + p log N,    AIC = -2 log L + 2 p
 
 with p free parameters (as ``StreamingGaussianMixture.bic``/``aic`` and scikit-learn). With
-``held_out=n`` the candidates are fitted by one online pass and there is no scoring pass: a uniform reservoir of n records is kept out of the
-training stream as it goes by (a record evicted from it returns to training then), and the
-criteria are computed on it, N = n. (The initialisation sample is drawn before, from all
-records, so it may share a few with the reservoir; the stream's updates soon outweigh it.)
+``held_out=n`` the candidates are fitted by one online pass and there is no scoring pass: a
+uniform reservoir of n records is kept out of the training stream as it goes by (a record
+evicted from it returns to training then), and the criteria are computed on it, N = n. (The
+initialisation sample is drawn before, from all records, so it may share a few with the
+reservoir; the stream's updates soon outweigh it.)
 
 Without ``held_out``, each candidate's model equals a ``StreamingGaussianMixture`` fitted alone
 with the same parameters and ``random_state`` on the same input.
@@ -42,12 +43,12 @@ from typing import Any
 
 import numpy as np
 
+from .batch_em import EMIterations, shared_pass_statistics
 from .covariance import check_covariance_type
 from .dask_source import is_dask_collection
 from .estimator import StreamingGaussianMixture
 from .fit_history import FitHistory
 from .inputs import as_source
-from .batch_em import EMIterations, shared_pass_statistics
 from .online_em import OnlineState, online_update
 from .quadratic import one_blas_thread
 from .reseeding import WorstRecords
@@ -58,8 +59,21 @@ from .validation import make_rng
 CRITERIA = ("bic", "aic")
 # Estimator parameters select passes to every candidate; the others are its own or make no sense here.
 _SHARED = (
-    "algorithm", "max_iter", "reg_covar", "tol", "n_init", "init_params", "batch_size", "max_passes", "step_exponent",
-    "step_offset", "step_floor", "burn_in", "init_size", "shuffle", "compute_dtype",
+    "algorithm",
+    "max_iter",
+    "reg_covar",
+    "tol",
+    "n_init",
+    "init_params",
+    "batch_size",
+    "max_passes",
+    "step_exponent",
+    "step_offset",
+    "step_floor",
+    "burn_in",
+    "init_size",
+    "shuffle",
+    "compute_dtype",
 )
 
 
@@ -88,9 +102,12 @@ class Candidate:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "n_components": self.n_components, "covariance_type": self.covariance_type,
-            "n_parameters": self.n_parameters, "mean_log_likelihood": self.mean_log_likelihood,
-            "bic": self.bic, "aic": self.aic,
+            "n_components": self.n_components,
+            "covariance_type": self.covariance_type,
+            "n_parameters": self.n_parameters,
+            "mean_log_likelihood": self.mean_log_likelihood,
+            "bic": self.bic,
+            "aic": self.aic,
         }
 
 
@@ -129,8 +146,11 @@ class SelectionResult:
     def to_dict(self) -> dict[str, Any]:
         best = self.best
         return {
-            "criterion": self.criterion, "scored_on": self.scored_on, "n_scored": self.n_scored,
-            "n_passes": self.n_passes, "records_per_pass": self.records_per_pass,
+            "criterion": self.criterion,
+            "scored_on": self.scored_on,
+            "n_scored": self.n_scored,
+            "n_passes": self.n_passes,
+            "records_per_pass": self.records_per_pass,
             "best": {"n_components": best.n_components, "covariance_type": best.covariance_type},
             "candidates": [c.to_dict() for c in self.candidates],
         }
@@ -218,12 +238,18 @@ def select(
         raise ValueError(f"Invalid value for 'criterion': {criterion!r}; expected 'bic' or 'aic'")
     unknown = set(estimator_params) - set(_SHARED)
     if unknown:
-        raise TypeError(f"select() got parameters it cannot share between candidates: {sorted(unknown)}; "
-                        f"it takes {', '.join(_SHARED)}")
-    if held_out is not None and (not isinstance(held_out, (int, np.integer)) or isinstance(held_out, bool) or held_out < 1):
+        raise TypeError(
+            f"select() got parameters it cannot share between candidates: {sorted(unknown)}; "
+            f"it takes {', '.join(_SHARED)}"
+        )
+    if held_out is not None and (
+        not isinstance(held_out, (int, np.integer)) or isinstance(held_out, bool) or held_out < 1
+    ):
         raise ValueError(f"Invalid value for 'held_out': {held_out!r}; expected an integer >= 1")
     if is_dask_collection(X):
-        raise TypeError("select runs in this process; pass a Parquet path or an in-process source, not a Dask collection")
+        raise TypeError(
+            "select runs in this process; pass a Parquet path or an in-process source, not a Dask collection"
+        )
     template = StreamingGaussianMixture(random_state=random_state, **estimator_params)
     template._check_params()
     source = as_source(X)
@@ -279,17 +305,27 @@ def select(
         totals, n_scored = _scoring_pass(fittings, source if plan != "start" else ArraySource(sample), template)
         scored_on = "full pass"
     candidates = [
-        Candidate(f.model.n_components, f.model.covariance_type, f.model.params_.n_parameters(), total, n_scored, f.model)
+        Candidate(
+            f.model.n_components, f.model.covariance_type, f.model.params_.n_parameters(), total, n_scored, f.model
+        )
         for f, total in zip(fittings, totals)
     ]
     return SelectionResult(
-        candidates, criterion, scored_on, n_scored, n_passes, records_per_pass,
+        candidates,
+        criterion,
+        scored_on,
+        n_scored,
+        n_passes,
+        records_per_pass,
         {"returned_from_reservoir": reservoir.evicted if reservoir is not None else 0},
     )
 
 
 def _online_passes(
-    fittings: list[_Fitting], source: Any, template: StreamingGaussianMixture, shuffle_rng: np.random.Generator,
+    fittings: list[_Fitting],
+    source: Any,
+    template: StreamingGaussianMixture,
+    shuffle_rng: np.random.Generator,
     reservoir: _Reservoir | None,
 ) -> tuple[int, int]:
     """Every candidate's online passes over shared reads; returns records per pass and passes."""
@@ -311,7 +347,9 @@ def _online_passes(
                 fitting.update(batch)
         if records_per_pass == 0:
             if reservoir is not None and reservoir.seen:
-                raise ValueError(f"held_out={reservoir.size} keeps every one of the {reservoir.seen} records out of training")
+                raise ValueError(
+                    f"held_out={reservoir.size} keeps every one of the {reservoir.seen} records out of training"
+                )
             raise ValueError("the source yielded no records")
         for fitting in active:
             fitting.end_pass(template.tol)
@@ -329,8 +367,18 @@ def _exact_passes(
     for fitting in fittings:
         params = fitting.state.params if after_online else fitting.start.params
         shift = fitting.state.statistics.shift if after_online else fitting.start.shift
-        runs.append((shift, EMIterations(params, reg_covar=template.reg_covar, tol=template.tol,
-                                         max_iter=template.max_iter, lower_bound=-np.inf)))
+        runs.append(
+            (
+                shift,
+                EMIterations(
+                    params,
+                    reg_covar=template.reg_covar,
+                    tol=template.tol,
+                    max_iter=template.max_iter,
+                    lower_bound=-np.inf,
+                ),
+            )
+        )
     dtype = np.dtype(template.compute_dtype)
     passes = 0
     while True:
@@ -340,7 +388,12 @@ def _exact_passes(
         worst = [WorstRecords(run.params.n_components, run.params.n_features) for _, run in active]
         with one_blas_thread():
             totals = shared_pass_statistics(
-                source, [run.params for _, run in active], [shift for shift, _ in active], template.batch_size, worst, dtype
+                source,
+                [run.params for _, run in active],
+                [shift for shift, _ in active],
+                template.batch_size,
+                worst,
+                dtype,
             )
         passes += 1
         for (_, run), stats, w in zip(active, totals, worst):
@@ -393,8 +446,11 @@ class _Reservoir:
             stays = np.zeros(len(taken), dtype=bool)
             stays[last] = True
             filled = taken[stays][taken[stays] < min(self.seen, self.size)]
-            back = [batch[np.setdiff1d(np.arange(n), enter, assume_unique=True)], batch[enter[~stays]],
-                    self.held[filled].copy()]
+            back = [
+                batch[np.setdiff1d(np.arange(n), enter, assume_unique=True)],
+                batch[enter[~stays]],
+                self.held[filled].copy(),
+            ]
             self.held[taken[stays]] = batch[enter[stays]]
             self.seen += n
             self.evicted += len(back[1]) + len(back[2])

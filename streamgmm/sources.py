@@ -160,7 +160,6 @@ class IterableSource:
             return np.empty((0, self.n_features or 0))
         return np.concatenate(self._head)[:size]
 
-
     def _exhausted(self) -> bool:
         """Whether the one-shot iterator has no chunk with records left (a peeked chunk is
         kept in the head, so nothing is lost)."""

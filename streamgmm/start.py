@@ -41,7 +41,9 @@ def spawn_rng(rng: np.random.Generator) -> np.random.Generator:
         return np.random.default_rng(int(rng.integers(2**63)))
 
 
-def draw_sample(source: ChunkSource, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.random.Generator, bool]:
+def draw_sample(
+    source: ChunkSource, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.random.Generator, bool]:
     """The initialisation sample, the visit-order generator, and whether the sample is every
     record of the source."""
     sample = source.sample(size, rng)
@@ -85,8 +87,18 @@ def converged_start(
     # another process made initialisation several times slower on 2 loaded cores.
     with one_blas_thread():
         init = initialize(
-            sample, n_components, covariance_type, reg_covar=reg_covar, n_init=n_init, rng=rng,
-            init_params=init_params, tol=tol, max_iter=max_iter, batch_size=batch_size, shift=shift, given=given,
+            sample,
+            n_components,
+            covariance_type,
+            reg_covar=reg_covar,
+            n_init=n_init,
+            rng=rng,
+            init_params=init_params,
+            tol=tol,
+            max_iter=max_iter,
+            batch_size=batch_size,
+            shift=shift,
+            given=given,
             # On the whole data the race keeps the start's cost near scikit-learn's one fit; on a
             # sample of larger data the passes dominate, and candidates that are all run to
             # convergence pick the better of close optima more often.

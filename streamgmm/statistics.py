@@ -93,9 +93,7 @@ class SufficientStatistics:
         always computed in float64."""
         if params.covariance_type in quadratic.SUPPORTED:
             counts, sums, second, log_norm = quadratic.chunk_statistics(X, params, shift, dtype)
-            stats = cls(
-                params.covariance_type, shift, counts, sums, second, float(X.shape[0]), float(log_norm.sum())
-            )
+            stats = cls(params.covariance_type, shift, counts, sums, second, float(X.shape[0]), float(log_norm.sum()))
             return stats, log_norm
         log_norm, resp = params.e_step(X)
         stats = cls.from_responsibilities(X, resp, shift, params.covariance_type, float(log_norm.sum()))

@@ -31,10 +31,10 @@ From the shell: ``scripts/make_lake --records 1000000 --files 8 --partitions 4 O
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 import json
 import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -132,8 +132,14 @@ def _write_parquet(
 
 
 def _tables(
-    sampler: _Sampler, schema: pa.Schema, start: int, stop: int, row_group_size: int,
-    key: tuple[int, ...], labels: bool, id_offset: int = 0,
+    sampler: _Sampler,
+    schema: pa.Schema,
+    start: int,
+    stop: int,
+    row_group_size: int,
+    key: tuple[int, ...],
+    labels: bool,
+    id_offset: int = 0,
 ) -> Iterator[pa.Table]:
     for index, lo in enumerate(range(start, stop, row_group_size)):
         hi = min(lo + row_group_size, stop)
@@ -190,8 +196,12 @@ def write_lake(
         raise ValueError(f"{root} exists and is not an empty directory")
     # Fail on bad arguments (covariance_type, ...) before creating anything on disk.
     params = random_mixture(
-        n_components, n_features, covariance_type=covariance_type, separation=separation,
-        condition=condition, random_state=_seed(seed, _PARAMS),
+        n_components,
+        n_features,
+        covariance_type=covariance_type,
+        separation=separation,
+        condition=condition,
+        random_state=_seed(seed, _PARAMS),
     )
     root.mkdir(parents=True, exist_ok=True)
     feature_names = [f"x{j}" for j in range(n_features)]
@@ -208,8 +218,11 @@ def write_lake(
         name = f"part-{f:05d}.parquet"
         rel = f"day={partition_of[f]}/{name}" if partition_of else name
         _write_parquet(
-            root / rel, schema, _tables(sampler, schema, start, start + size, row_group_size, (_CHUNK, f), labels),
-            row_group_size, compression,
+            root / rel,
+            schema,
+            _tables(sampler, schema, start, start + size, row_group_size, (_CHUNK, f), labels),
+            row_group_size,
+            compression,
         )
         files.append(rel)
         start += size
@@ -219,29 +232,34 @@ def write_lake(
         held_out_path = root / HELD_OUT_DIR / "part-00000.parquet"
         held_sampler = _Sampler(params, held_out, None, seed)
         _write_parquet(
-            held_out_path, schema,
+            held_out_path,
+            schema,
             _tables(held_sampler, schema, 0, held_out, row_group_size, (_HELD_OUT,), labels, id_offset=n_records),
-            row_group_size, compression,
+            row_group_size,
+            compression,
         )
 
-    _write_json(root / TRUTH_FILE, {
-        "format": FORMAT,
-        "version": VERSION,
-        "covariance_type": params.covariance_type,
-        "weights": params.weights.tolist(),
-        "means": params.means.tolist(),
-        "covariances": params.covariances.tolist(),
-        "feature_names": feature_names,
-        "n_records": n_records,
-        "n_files": n_files,
-        "partitions": partitions,
-        "sort_by": sort_by,
-        "seed": seed,
-        "held_out": held_out,
-        "files": files,
-        "row_group_size": row_group_size,
-        "labels": labels,
-    })
+    _write_json(
+        root / TRUTH_FILE,
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "covariance_type": params.covariance_type,
+            "weights": params.weights.tolist(),
+            "means": params.means.tolist(),
+            "covariances": params.covariances.tolist(),
+            "feature_names": feature_names,
+            "n_records": n_records,
+            "n_files": n_files,
+            "partitions": partitions,
+            "sort_by": sort_by,
+            "seed": seed,
+            "held_out": held_out,
+            "files": files,
+            "row_group_size": row_group_size,
+            "labels": labels,
+        },
+    )
     return LakeInfo(root, files, n_records, params, feature_names, held_out_path)
 
 
@@ -251,15 +269,18 @@ def read_truth(path: str | os.PathLike) -> tuple[MixtureParams, list[str]]:
     if truth.get("format") != FORMAT or truth.get("version") != VERSION:
         raise ValueError(f"{path} is not a {FORMAT} version {VERSION} lake")
     params = MixtureParams.from_covariances(
-        np.asarray(truth["weights"], dtype=float), np.asarray(truth["means"], dtype=float),
-        np.asarray(truth["covariances"], dtype=float), truth["covariance_type"],
+        np.asarray(truth["weights"], dtype=float),
+        np.asarray(truth["means"], dtype=float),
+        np.asarray(truth["covariances"], dtype=float),
+        truth["covariance_type"],
     )
     return params, list(truth["feature_names"])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m streamgmm.synthetic_lake", description=__doc__.split("\n\n")[0],
+        prog="python -m streamgmm.synthetic_lake",
+        description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("out", metavar="OUT", help="lake directory to create (must not exist or be empty)")
     parser.add_argument("--records", type=int, required=True, help="number of records in the lake")
@@ -279,11 +300,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         info = write_lake(
-            args.out, n_records=args.records, n_components=args.components, n_features=args.features,
-            n_files=args.files, row_group_size=args.row_group_size, partitions=args.partitions,
-            sort_by=None if args.sort_by == "none" else args.sort_by, covariance_type=args.covariance,
-            separation=args.separation, condition=args.condition, held_out=args.held_out,
-            labels=args.labels, seed=args.seed, compression=args.compression,
+            args.out,
+            n_records=args.records,
+            n_components=args.components,
+            n_features=args.features,
+            n_files=args.files,
+            row_group_size=args.row_group_size,
+            partitions=args.partitions,
+            sort_by=None if args.sort_by == "none" else args.sort_by,
+            covariance_type=args.covariance,
+            separation=args.separation,
+            condition=args.condition,
+            held_out=args.held_out,
+            labels=args.labels,
+            seed=args.seed,
+            compression=args.compression,
         )
     except ValueError as exc:
         parser.error(str(exc))

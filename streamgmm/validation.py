@@ -103,8 +103,10 @@ def first_too_large(arr: np.ndarray) -> tuple[int, int]:
 
 
 def too_large(value: float) -> str:
-    return (f"value {value:g} is too large in magnitude (above {MAX_MAGNITUDE:g}, its square overflows "
-            "float64); rescale that column")
+    return (
+        f"value {value:g} is too large in magnitude (above {MAX_MAGNITUDE:g}, its square overflows "
+        "float64); rescale that column"
+    )
 
 
 def check_finite(arr: np.ndarray, where: str) -> None:

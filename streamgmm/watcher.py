@@ -69,6 +69,7 @@ from .landing import HeldFile, LandingFile, Settling, landing_files
 from .model_check import check_mixture_arrays
 from .parquet_source import ParquetSource
 
+
 @dataclass
 class WatchSummary:
     """What one run of the watcher did."""
@@ -153,16 +154,19 @@ class Watcher:
         for name, path in (("state directory", self.state.path), ("--assign-out", self.assign_out)):
             # By real paths: a link must not lead the watcher into reading its own files.
             if path is not None and overlap(path, self.landing):
-                raise ValueError(f"{name} {path} and landing directory {self.landing} overlap; "
-                                 "the watcher would read its own files")
+                raise ValueError(
+                    f"{name} {path} and landing directory {self.landing} overlap; the watcher would read its own files"
+                )
         if interval <= 0 or settle < 0:
             raise ValueError(f"interval must be > 0 and settle >= 0, got {interval} and {settle}")
         for name, value in (("columns", columns), ("passthrough", passthrough), ("keep", keep)):
             if isinstance(value, str):
                 raise TypeError(f"{name} is a list of column names, not a single string")
         if set(columns or ()) & set(passthrough):
-            raise ValueError(f"columns {list(columns)} and passthrough {list(passthrough)} share a column; a column "
-                             "is a feature or passed through")
+            raise ValueError(
+                f"columns {list(columns)} and passthrough {list(passthrough)} share a column; a column "
+                "is a feature or passed through"
+            )
         self.n_components = n_components
         self.columns = list(columns) if columns is not None else None
         self.passthrough = list(passthrough)
@@ -227,16 +231,20 @@ class Watcher:
     def _start(self, checkpoint: Checkpoint | None) -> None:
         """The model and ledger to continue from: the last checkpoint, else a new start."""
         if checkpoint is not None and checkpoint.restored_from is not None:
-            self.log(f"{self.state.current} was missing: restored from {checkpoint.restored_from}, which "
-                     "commits the whole ledger")
+            self.log(
+                f"{self.state.current} was missing: restored from {checkpoint.restored_from}, which "
+                "commits the whole ledger"
+            )
         if checkpoint is not None:
             self.ledger = checkpoint.ledger
             self.log(f"resuming from checkpoint {checkpoint.sequence} ({len(self.ledger)} file(s) seen)")
         if checkpoint is not None and checkpoint.model is not None:
             model = checkpoint.model
             if self.n_components is not None and self.n_components != model.n_components:
-                raise ValueError(f"{self.state.path} holds a model of {model.n_components} components, "
-                                 f"not {self.n_components}; use another state directory to start again")
+                raise ValueError(
+                    f"{self.state.path} holds a model of {model.n_components} components, "
+                    f"not {self.n_components}; use another state directory to start again"
+                )
             names = model._feature_names()
             if self.columns is not None and names is not None and self.columns != names:
                 raise ValueError(f"{self.state.path} holds a model of columns {names}, not {self.columns}")
@@ -244,7 +252,9 @@ class Watcher:
         elif self.init_model is not None:
             self.model = StreamingGaussianMixture.load(self.init_model)
         elif self.n_components is None:
-            raise ValueError(f"{self.state.path} holds no model yet: give n_components (-k) or an initial model (--model)")
+            raise ValueError(
+                f"{self.state.path} holds no model yet: give n_components (-k) or an initial model (--model)"
+            )
         else:
             self.model = None
         self._handled = {(e["path"], e["size"], e["mtime_ns"]) for e in self.ledger}
@@ -261,13 +271,20 @@ class Watcher:
     def _new_model(self) -> StreamingGaussianMixture:
         extra = {"batch_size": self.batch_size} if self.batch_size else {}
         return StreamingGaussianMixture(
-            self.n_components, covariance_type=self.covariance_type, random_state=self.seed,
-            step_floor=self.step_floor or 0.0, shuffle=False, **extra,
+            self.n_components,
+            covariance_type=self.covariance_type,
+            random_state=self.seed,
+            step_floor=self.step_floor or 0.0,
+            shuffle=False,
+            **extra,
         )
 
     def _config(self) -> dict[str, Any]:
-        return {"landing": str(self.landing), "nan_policy": self.nan_policy,
-                "assign_out": str(self.assign_out) if self.assign_out else None}
+        return {
+            "landing": str(self.landing),
+            "nan_policy": self.nan_policy,
+            "assign_out": str(self.assign_out) if self.assign_out else None,
+        }
 
     # ------------------------------------------------------------------ one look
 
@@ -310,9 +327,20 @@ class Watcher:
         """Use one settled file and commit; None if it changed while being read."""
         sequence = len(self.ledger) + 1
         entry: dict[str, Any] = {
-            "sequence": sequence, "path": file.relative, "size": file.size, "mtime_ns": file.mtime_ns,
-            "sha256": None, "status": "consumed", "reason": None, "records_used": 0, "records_skipped": 0,
-            "step": None, "mean_shift": None, "weight_shift": None, "output": None, "at": None,
+            "sequence": sequence,
+            "path": file.relative,
+            "size": file.size,
+            "mtime_ns": file.mtime_ns,
+            "sha256": None,
+            "status": "consumed",
+            "reason": None,
+            "records_used": 0,
+            "records_skipped": 0,
+            "step": None,
+            "mean_shift": None,
+            "weight_shift": None,
+            "output": None,
+            "at": None,
         }
         try:
             held = HeldFile(file)
@@ -336,7 +364,9 @@ class Watcher:
             return None
         earlier = self._consumed.get(entry["sha256"])
         if earlier is not None:
-            entry.update(status="duplicate", reason=f"same content as {earlier['path']} (ledger entry {earlier['sequence']})")
+            entry.update(
+                status="duplicate", reason=f"same content as {earlier['path']} (ledger entry {earlier['sequence']})"
+            )
             return self._finish(entry, self.model)
         try:
             updated = self._update(file, entry)
@@ -366,8 +396,9 @@ class Watcher:
         records = model.records_seen_ if before is not None else 0
         model.partial_fit(_MidFileCrash(source, entry["sequence"]))
         try:  # a file that leaves no usable model is quarantined, not committed (nor retried forever)
-            check_mixture_arrays(model.weights_, model.means_, model.covariances_, model.precisions_cholesky_,
-                                 model.covariance_type)
+            check_mixture_arrays(
+                model.weights_, model.means_, model.covariances_, model.precisions_cholesky_, model.covariance_type
+            )
         except ValueError as exc:
             raise DataError(f"{file.path}: the model after this file is not usable ({exc})") from None
         entry["records_used"] = int(model.records_seen_ - records)
@@ -400,8 +431,17 @@ class Watcher:
 
     def _quarantined(self, entry: dict[str, Any], reason: str) -> dict[str, Any]:
         # Whatever the failed attempt filled in (e.g. an update whose output then failed) is void.
-        entry.update(status="quarantined", reason=reason, records_used=0, records_skipped=0, step=None,
-                     mean_shift=None, weight_shift=None, output=None, at=now_iso())
+        entry.update(
+            status="quarantined",
+            reason=reason,
+            records_used=0,
+            records_skipped=0,
+            step=None,
+            mean_shift=None,
+            weight_shift=None,
+            output=None,
+            at=now_iso(),
+        )
         self.state.record_quarantine(entry)
         return entry
 

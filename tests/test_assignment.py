@@ -98,14 +98,16 @@ def write_mixed_lake(root: Path, bad: dict[str, dict[int, float | None]] | None 
         b: list[float | None] = X[:, 1].tolist()
         for row, value in bad.get(rel, {}).items():
             b[row] = value
-        table = pa.table({
-            "id": pa.array(np.arange(start, start + rows), pa.int64()),
-            "name": pa.array([f"rec-{i}" for i in range(start, start + rows)], pa.string()),
-            "a": pa.array(X[:, 0]),
-            "flag": pa.array([i % 3 == 0 for i in range(rows)], pa.bool_()),
-            "b": pa.array(b, pa.float64()),
-            "ts": pa.array(np.arange(start, start + rows) * 1000, pa.timestamp("ms")),
-        })
+        table = pa.table(
+            {
+                "id": pa.array(np.arange(start, start + rows), pa.int64()),
+                "name": pa.array([f"rec-{i}" for i in range(start, start + rows)], pa.string()),
+                "a": pa.array(X[:, 0]),
+                "flag": pa.array([i % 3 == 0 for i in range(rows)], pa.bool_()),
+                "b": pa.array(b, pa.float64()),
+                "ts": pa.array(np.arange(start, start + rows) * 1000, pa.timestamp("ms")),
+            }
+        )
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, root / rel, row_group_size=40)
     return layout
@@ -117,8 +119,14 @@ def write_mixed_lake(root: Path, bad: dict[str, dict[int, float | None]] | None 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
     return write_lake(
-        tmp_path_factory.mktemp("lake") / "lake", n_records=6000, n_components=K, n_features=3, n_files=4,
-        partitions=2, row_group_size=700, seed=3,
+        tmp_path_factory.mktemp("lake") / "lake",
+        n_records=6000,
+        n_components=K,
+        n_features=3,
+        n_files=4,
+        partitions=2,
+        row_group_size=700,
+        seed=3,
     )
 
 
@@ -361,14 +369,29 @@ def test_killed_process_leaves_no_success_and_only_whole_files(tmp_path):
     Every non-hidden .parquet present is complete (atomic rename), there is no _SUCCESS, hidden
     ``.NAME.RANDOM.tmp`` files may remain; a re-run into that directory (an unfinished result:
     only files assign writes) replaces it, leftovers included, without needing --overwrite."""
-    info = write_lake(tmp_path / "lake", n_records=200_000, n_components=K, n_features=3, n_files=40,
-                      row_group_size=1000, seed=5)
+    info = write_lake(
+        tmp_path / "lake", n_records=200_000, n_components=K, n_features=3, n_files=40, row_group_size=1000, seed=5
+    )
     fitted = StreamingGaussianMixture(K, random_state=0).fit(ParquetSource(str(info.path), passthrough=["id"]))
     model_path = tmp_path / "model.sgmm"
     fitted.save(model_path)
     out = tmp_path / "scored"
-    command = [sys.executable, "-m", "streamgmm", "assign", str(info.path), "--model", str(model_path),
-               "--out", str(out), "--keep", "id", "--batch-size", "50", "-q"]
+    command = [
+        sys.executable,
+        "-m",
+        "streamgmm",
+        "assign",
+        str(info.path),
+        "--model",
+        str(model_path),
+        "--out",
+        str(out),
+        "--keep",
+        "id",
+        "--batch-size",
+        "50",
+        "-q",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
@@ -461,7 +484,8 @@ def test_zero_row_input_file_gets_an_empty_output(mixed, tmp_path):
     out = tmp_path / "scored"
     summary = assign(fitted, str(root), out, keep=["id", "name", "day"], dtype="float32")
     assert [(entry["output"], entry["rows"]) for entry in summary.files] == [
-        ("day=0/a.parquet", 100), ("day=1/b.parquet", 0),
+        ("day=0/a.parquet", 100),
+        ("day=1/b.parquet", 0),
     ]
     empty = pq.read_table(out / "day=1" / "b.parquet")
     whole = pq.read_table(out / "day=0" / "a.parquet")
@@ -502,10 +526,16 @@ def test_numpy_array(tmp_path):
 def test_arrow_table_read_by_name(lake, model, tmp_path):
     source = pq.read_table(lake.path / lake.files[1])
     n = source.num_rows
-    table = pa.table({
-        "tag": pa.array([f"t{i}" for i in range(n)]),
-        "x2": source["x2"], "id": source["id"], "x0": source["x0"], "extra": np.zeros(n), "x1": source["x1"],
-    })
+    table = pa.table(
+        {
+            "tag": pa.array([f"t{i}" for i in range(n)]),
+            "x2": source["x2"],
+            "id": source["id"],
+            "x0": source["x0"],
+            "extra": np.zeros(n),
+            "x1": source["x1"],
+        }
+    )
     out = tmp_path / "scored"
     summary = assign(model, table, out, keep=["tag", "id"], batch_size=333)
     result = pq.read_table(summary.outputs[0])
@@ -523,10 +553,15 @@ def test_dataframe_with_extra_columns_in_another_order(tmp_path):
     train = pd.DataFrame({"a": X[:, 0], "b": X[:, 1]})
     fitted = StreamingGaussianMixture(2, random_state=0).fit(train)
     assert list(fitted.feature_names_in_) == ["a", "b"]
-    frame = pd.DataFrame({
-        "c": rng.normal(size=n), "b": X[:, 1], "id": np.arange(n) + 10, "label": [f"L{i}" for i in range(n)],
-        "a": X[:, 0],
-    })
+    frame = pd.DataFrame(
+        {
+            "c": rng.normal(size=n),
+            "b": X[:, 1],
+            "id": np.arange(n) + 10,
+            "label": [f"L{i}" for i in range(n)],
+            "a": X[:, 0],
+        }
+    )
     out = tmp_path / "scored"
     summary = assign(fitted, frame, out, keep=["label", "id"], batch_size=128)
     result = pq.read_table(summary.outputs[0])

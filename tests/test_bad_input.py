@@ -68,7 +68,10 @@ def test_sparse_input_is_refused_by_name() -> None:
         (dict(precisions_init=-np.ones((3, 3, 3))), "precisions_init must be positive definite"),
         (dict(precisions_init=np.ones((3, 3)), covariance_type="diag"), None),
         (dict(precisions_init=-np.ones((3, 3)), covariance_type="diag"), "precisions_init must be positive"),
-        (dict(precisions_init=np.ones((2, 3, 3))), r"precisions_init for covariance_type='full' must have shape \(3, 3, 3\)"),
+        (
+            dict(precisions_init=np.ones((2, 3, 3))),
+            r"precisions_init for covariance_type='full' must have shape \(3, 3, 3\)",
+        ),
     ],
 )
 def test_bad_parameters(params: dict, message: str | None) -> None:

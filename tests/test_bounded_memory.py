@@ -57,8 +57,9 @@ def lakes(tmp_path_factory):
     """``{n_files: lake directory}``, every file the same 250k records (identical sizes, and one
     file to generate instead of 16)."""
     root = tmp_path_factory.mktemp("bounded_memory")
-    info = write_lake(root / "one", n_records=RECORDS_PER_FILE, n_components=4, n_features=N_FEATURES,
-                      n_files=1, seed=0)
+    info = write_lake(
+        root / "one", n_records=RECORDS_PER_FILE, n_components=4, n_features=N_FEATURES, n_files=1, seed=0
+    )
     original = info.path / info.files[0]
     lakes = {}
     for n_files in (2, 16):
@@ -89,9 +90,12 @@ def measured(lakes) -> dict[int, dict]:
         pytest.skip("VmHWM (/proc/self/status) is Linux only")
     reports = {n_files: measure(lake) for n_files, lake in lakes.items()}
     for n_files, r in reports.items():
-        print(f"\n{n_files} files: {r['records']} records, baseline RSS {r['baseline'] / MiB:.1f} MiB, peak "
-              f"{r['peak'] / MiB:.1f} MiB, growth {r['growth'] / MiB:.1f} MiB (ru_maxrss {r['ru_maxrss'] / MiB:.1f} "
-              f"MiB, inherited), fit {r['seconds']:.1f} s", end="")
+        print(
+            f"\n{n_files} files: {r['records']} records, baseline RSS {r['baseline'] / MiB:.1f} MiB, peak "
+            f"{r['peak'] / MiB:.1f} MiB, growth {r['growth'] / MiB:.1f} MiB (ru_maxrss {r['ru_maxrss'] / MiB:.1f} "
+            f"MiB, inherited), fit {r['seconds']:.1f} s",
+            end="",
+        )
     data_bytes = reports[16]["records"] * N_FEATURES * 8
     print(f"\n16-file lake as float64: {data_bytes / MiB:.1f} MiB; a third of it {data_bytes / 3 / MiB:.1f} MiB")
     return reports

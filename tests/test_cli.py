@@ -29,8 +29,12 @@ FEATURES = ["x0", "x1", "x2"]
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streamgmm", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-        stdin=subprocess.DEVNULL, timeout=120,
+        [sys.executable, "-m", "streamgmm", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
     )
 
 
@@ -59,8 +63,15 @@ def features_of(path: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
     return write_lake(
-        tmp_path_factory.mktemp("cli") / "lake", n_records=N_RECORDS, n_components=K, n_features=3, n_files=4,
-        partitions=2, row_group_size=2500, held_out=4000, seed=11,
+        tmp_path_factory.mktemp("cli") / "lake",
+        n_records=N_RECORDS,
+        n_components=K,
+        n_features=3,
+        n_files=4,
+        partitions=2,
+        row_group_size=2500,
+        held_out=4000,
+        seed=11,
     )
 
 
@@ -121,12 +132,17 @@ def test_assign_json_and_info(lake, fitted, assigned):
         assert table.column_names[:2] == ["id", "day"]
         np.testing.assert_array_equal(table["id"].to_numpy(), pq.read_table(lake.path / rel)["id"].to_numpy())
         np.testing.assert_allclose(
-            table["log_likelihood"].to_numpy(), model.score_samples(features_of(lake.path / rel)), rtol=1e-12, atol=1e-12
+            table["log_likelihood"].to_numpy(),
+            model.score_samples(features_of(lake.path / rel)),
+            rtol=1e-12,
+            atol=1e-12,
         )
 
     output_file = out / lake.files[-1]
     on_model, on_file, on_dir = run_all(
-        ["info", model_path, "--json"], ["info", output_file, "--json"], ["info", out, "--json"],
+        ["info", model_path, "--json"],
+        ["info", output_file, "--json"],
+        ["info", out, "--json"],
     )
     for result in (on_model, on_file, on_dir):
         assert result.returncode == 0, result.stderr
@@ -181,7 +197,9 @@ def test_errors(lake, fitted, tmp_path):
     first = pq.read_table(lake.path / lake.files[0])
     pq.write_table(first, drift / "a.parquet")
     second = pq.read_table(lake.path / lake.files[1])
-    second = second.set_column(second.schema.get_field_index("x1"), "x1", pa.array(second["x1"].to_numpy().astype(np.float32)))
+    second = second.set_column(
+        second.schema.get_field_index("x1"), "x1", pa.array(second["x1"].to_numpy().astype(np.float32))
+    )
     pq.write_table(second, drift / "b.parquet")
     nan_dir = tmp_path / "with_nan"
     nan_dir.mkdir()
@@ -200,8 +218,19 @@ def test_errors(lake, fitted, tmp_path):
         ["fit", not_parquet, "-k", 2, "--model", model],
         ["fit", drift / "a.parquet", drift / "b.parquet", "-k", 2, "--model", model, "--passthrough", "id"],
         ["assign", nan_dir, "--model", model_path, "--out", tmp_path / "raise", "--nan-policy", "raise"],
-        ["assign", nan_dir, "--model", model_path, "--out", tmp_path / "skip", "--nan-policy", "skip", "--json",
-         "--keep", "id"],
+        [
+            "assign",
+            nan_dir,
+            "--model",
+            model_path,
+            "--out",
+            tmp_path / "skip",
+            "--nan-policy",
+            "skip",
+            "--json",
+            "--keep",
+            "id",
+        ],
         ["fit", lake.path, "--model", model],
         ["fit", lake.path, "-k", 2, "--model", model, "--covariance", "round"],
     )
@@ -231,8 +260,9 @@ def test_errors(lake, fitted, tmp_path):
 
 def test_fit_with_filter(lake, tmp_path):
     model_path = tmp_path / "late.sgmm"
-    result = run("fit", lake.path, "-k", K, "--model", model_path, "--passthrough", "id", "--filter", "day>=1",
-                 "--json", "-q")
+    result = run(
+        "fit", lake.path, "-k", K, "--model", model_path, "--passthrough", "id", "--filter", "day>=1", "--json", "-q"
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     expected = ds.dataset(lake.path, format="parquet", partitioning="hive").count_rows(filter=ds.field("day") >= 1)
@@ -245,8 +275,9 @@ def test_fit_with_filter(lake, tmp_path):
 def test_fit_in_float32(lake, fitted, tmp_path):
     """``--compute-dtype float32`` (the fused kernel where it was built) fits as well."""
     model_path = tmp_path / "single.sgmm"
-    result = run("fit", lake.path, "-k", K, "--model", model_path, "--passthrough", "id", "--compute-dtype",
-                 "float32", "-q")
+    result = run(
+        "fit", lake.path, "-k", K, "--model", model_path, "--passthrough", "id", "--compute-dtype", "float32", "-q"
+    )
     assert result.returncode == 0, result.stderr
     single, double = StreamingGaussianMixture.load(model_path), StreamingGaussianMixture.load(fitted[1])
     assert single.compute_dtype == "float32" and double.compute_dtype == "float64"
@@ -277,8 +308,11 @@ def on_a_terminal(*args: str) -> tuple[int, str, str]:
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamgmm", *map(str, args)], stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=terminal, text=True,
+        [sys.executable, "-m", "streamgmm", *map(str, args)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        text=True,
     )
     os.close(terminal)
     shown = b""
@@ -300,8 +334,18 @@ def test_progress_bars_on_a_terminal_and_not_with_q(lake, tmp_path):
     # Small batches so the pass takes long enough for several redraws; online, because the
     # default fits a lake this small (the initialisation sample holds all of it) without a pass.
     code, stdout, shown = on_a_terminal(
-        "fit", lake.path, "-k", K, "--model", tmp_path / "m.sgmm", "--passthrough", "id", "--batch-size", "64",
-        "--algorithm", "online",
+        "fit",
+        lake.path,
+        "-k",
+        K,
+        "--model",
+        tmp_path / "m.sgmm",
+        "--passthrough",
+        "id",
+        "--batch-size",
+        "64",
+        "--algorithm",
+        "online",
     )
     assert code == 0, shown
     assert "fit pass 1" in shown and "records/s" in shown and f"/{N_RECORDS / 1000:.1f}k" in shown

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,9 +44,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         yield cluster
 
 
@@ -60,8 +58,15 @@ def client(cluster):
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
     return write_lake(
-        tmp_path_factory.mktemp("dask") / "lake", n_records=24_000, n_components=3, n_features=3, n_files=6,
-        partitions=2, row_group_size=2000, held_out=20_000, seed=7,
+        tmp_path_factory.mktemp("dask") / "lake",
+        n_records=24_000,
+        n_components=3,
+        n_features=3,
+        n_files=6,
+        partitions=2,
+        row_group_size=2000,
+        held_out=20_000,
+        seed=7,
     )
 
 
@@ -76,7 +81,10 @@ def start_of(X: np.ndarray, k: int, covariance_type: str = "full", seed: int = 0
     rng = np.random.default_rng(seed)
     d = X.shape[1]
     precisions = {
-        "full": np.stack([np.eye(d)] * k), "tied": np.eye(d), "diag": np.ones((k, d)), "spherical": np.ones(k),
+        "full": np.stack([np.eye(d)] * k),
+        "tied": np.eye(d),
+        "diag": np.ones((k, d)),
+        "spherical": np.ones(k),
     }[covariance_type]
     return {
         "weights_init": np.full(k, 1.0 / k),
@@ -105,8 +113,15 @@ def lake_frame(lake) -> dd.DataFrame:
 def test_batch_em_on_the_cluster_equals_single_process_batch_em(client, data, covariance_type) -> None:
     X, _ = data
     init = start_of(X, 3, covariance_type)
-    params = dict(n_components=3, covariance_type=covariance_type, algorithm="batch", tol=1e-7, max_iter=30,
-                  batch_size=1000, **init)
+    params = dict(
+        n_components=3,
+        covariance_type=covariance_type,
+        algorithm="batch",
+        tol=1e-7,
+        max_iter=30,
+        batch_size=1000,
+        **init,
+    )
     frame = dd.from_pandas(pd.DataFrame(X, columns=["a", "b"]), npartitions=7)
     on_cluster = StreamingGaussianMixture(**params).fit(frame, client=client)
     reference = StreamingGaussianMixture(**params).fit(X)
@@ -122,7 +137,9 @@ def test_batch_em_on_the_cluster_equals_single_process_batch_em(client, data, co
 
 def test_batch_em_on_dask_array_with_local_threads_equals_run_batch_em(data) -> None:
     X, _ = data
-    model = StreamingGaussianMixture(3, algorithm="batch", tol=1e-9, max_iter=30, batch_size=700, **start_of(X, 3, seed=2))
+    model = StreamingGaussianMixture(
+        3, algorithm="batch", tol=1e-9, max_iter=30, batch_size=700, **start_of(X, 3, seed=2)
+    )
     array = da.from_array(X, chunks=(2500, 1))  # columns in two blocks: re-chunked per row block
     model.fit(array)  # no client: Dask's local thread pool
     reference = StreamingGaussianMixture(**model.get_params()).fit(X)
@@ -150,11 +167,20 @@ def test_nan_policy_skip_on_the_workers_skips_what_the_local_lake_skips(client, 
     X = X.copy()
     X[[5, 700, 8000], [0, 1, 0]] = np.nan
     for i, rows in enumerate(np.array_split(np.arange(X.shape[0]), 3)):
-        pq.write_table(pa.table({"a": X[rows, 0], "b": X[rows, 1]}), tmp_path / f"part-{i}.parquet", row_group_size=1500)
+        pq.write_table(
+            pa.table({"a": X[rows, 0], "b": X[rows, 1]}), tmp_path / f"part-{i}.parquet", row_group_size=1500
+        )
     source = ParquetSource(tmp_path, nan_policy="skip")
     rough = StreamingGaussianMixture(3, random_state=0).fit(source)  # a start near the optimum
-    params = dict(n_components=3, algorithm="batch", tol=1e-8, max_iter=50, weights_init=rough.weights_,
-                  means_init=rough.means_ + 0.3, precisions_init=rough.precisions_)
+    params = dict(
+        n_components=3,
+        algorithm="batch",
+        tol=1e-8,
+        max_iter=50,
+        weights_init=rough.weights_,
+        means_init=rough.means_ + 0.3,
+        precisions_init=rough.precisions_,
+    )
     on_cluster = StreamingGaussianMixture(**params).fit(source, client=client)
     local = StreamingGaussianMixture(**params).fit(source)
     assert on_cluster.n_skipped_ == local.n_skipped_ == 3
@@ -290,8 +316,9 @@ def test_assign_a_dask_dataframe_writes_one_file_per_partition(client, lake, tmp
     np.testing.assert_allclose(
         np.column_stack([table[f"resp_{k}"].to_numpy() for k in range(3)]), model.predict_proba(X), atol=1e-6
     )
-    local = assign(model, pq.read_table(lake.path, columns=["id", *names]), tmp_path / "local", keep=["id"],
-                   dtype="float32")
+    local = assign(
+        model, pq.read_table(lake.path, columns=["id", *names]), tmp_path / "local", keep=["id"], dtype="float32"
+    )
     expected = read_sorted(local.outputs[0])
     assert table.equals(expected.select(table.column_names))
     assert table.schema.metadata == pq.read_schema(local.outputs[0]).metadata
@@ -325,17 +352,20 @@ def slow_block(seed: int, n: int, delay: float) -> np.ndarray:
 def test_a_worker_killed_mid_fit_does_not_change_the_result(client) -> None:
     blocks, n = 6, 1500
     X = np.concatenate([slow_block(i, n, 0.0) for i in range(blocks)])
-    array = da.concatenate([
-        da.from_delayed(dask.delayed(slow_block, pure=True)(i, n, 0.1), shape=(n, 2), dtype=float)
-        for i in range(blocks)
-    ])
+    array = da.concatenate(
+        [
+            da.from_delayed(dask.delayed(slow_block, pure=True)(i, n, 0.1), shape=(n, 2), dtype=float)
+            for i in range(blocks)
+        ]
+    )
     init = start_of(X, 3, seed=3)
     model = StreamingGaussianMixture(3, algorithm="batch", **init)
     rng = np.random.default_rng(0)
     start, shift = model._initial_params(ArraySource(X), 2, rng)
     iterations = 4
-    reference = run_batch_em(ArraySource(X), start, shift=shift, reg_covar=1e-6, tol=0.0, max_iter=iterations,
-                             batch_size=1000)
+    reference = run_batch_em(
+        ArraySource(X), start, shift=shift, reg_covar=1e-6, tol=0.0, max_iter=iterations, batch_size=1000
+    )
 
     done: list[int] = []
     killed: dict[str, object] = {}
@@ -359,7 +389,13 @@ def test_a_worker_killed_mid_fit_does_not_change_the_result(client) -> None:
     killer.start()
     source = dask_source(array, client=client)
     result = run_dask_batch_em(
-        source, start, shift=shift, reg_covar=1e-6, tol=0.0, max_iter=iterations, batch_size=1000,
+        source,
+        start,
+        shift=shift,
+        reg_covar=1e-6,
+        tol=0.0,
+        max_iter=iterations,
+        batch_size=1000,
         on_iteration=lambda i, _: done.append(i),
     )
     killer.join()
@@ -378,17 +414,55 @@ def test_a_worker_killed_mid_fit_does_not_change_the_result(client) -> None:
 def test_cli_fit_and_assign_on_a_scheduler_address(cluster, lake, tmp_path, capsys) -> None:
     address = cluster.scheduler_address
     model = tmp_path / "m.sgmm"
-    assert main(["fit", str(lake.path), "-k", "3", "--model", str(model), "--columns", "x0,x1,x2",
-                 "--algorithm", "batch", "--scheduler", address, "--json", "-q"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(lake.path),
+                "-k",
+                "3",
+                "--model",
+                str(model),
+                "--columns",
+                "x0,x1,x2",
+                "--algorithm",
+                "batch",
+                "--scheduler",
+                address,
+                "--json",
+                "-q",
+            ]
+        )
+        == 0
+    )
     fitted = json.loads(capsys.readouterr().out)
     assert fitted["records"] == 24_000 and fitted["files"] == 6
-    assert main(["assign", str(lake.path), "--model", str(model), "--out", str(tmp_path / "out"), "--keep", "id",
-                 "--scheduler", address, "--json", "-q"]) == 0
+    assert (
+        main(
+            [
+                "assign",
+                str(lake.path),
+                "--model",
+                str(model),
+                "--out",
+                str(tmp_path / "out"),
+                "--keep",
+                "id",
+                "--scheduler",
+                address,
+                "--json",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assigned = json.loads(capsys.readouterr().out)
     assert assigned["records"] == 24_000 and assigned["files"] == 6
     # The same model scores the same: the files equal a local pass's.
-    assert main(["assign", str(lake.path), "--model", str(model), "--out", str(tmp_path / "local"), "--keep", "id",
-                 "-q"]) == 0
+    assert (
+        main(["assign", str(lake.path), "--model", str(model), "--out", str(tmp_path / "local"), "--keep", "id", "-q"])
+        == 0
+    )
     assert read_sorted(tmp_path / "out").equals(read_sorted(tmp_path / "local"))
     with pytest.raises(SystemExit) as usage:
         main(["fit", str(lake.path), "-k", "3", "--model", str(model), "--workers", "2", "--scheduler", address])
@@ -439,9 +513,25 @@ def test_dask_cluster_job_fits_and_scores_a_lake_on_a_local_cluster(lake, tmp_pa
 
     script = Path(__file__).resolve().parents[1] / "pipelines" / "dask_cluster_job.py"
     result = subprocess.run(
-        [sys.executable, str(script), str(lake.path), "--out", "scored", "--workers", "2", "-k", "3",
-         "--passthrough", "id", "--keep", "id"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        [
+            sys.executable,
+            str(script),
+            str(lake.path),
+            "--out",
+            "scored",
+            "--workers",
+            "2",
+            "-k",
+            "3",
+            "--passthrough",
+            "id",
+            "--keep",
+            "id",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     fitted, scored = (json.loads(line) for line in result.stdout.splitlines())
@@ -451,6 +541,8 @@ def test_dask_cluster_job_fits_and_scores_a_lake_on_a_local_cluster(lake, tmp_pa
     truth, names = read_truth(lake.path)
     held_out = pq.read_table(lake.held_out_path, columns=names).to_pandas().to_numpy()
     assert truth.log_likelihood(held_out).mean() - model.score(held_out) < 0.01
-    assert sorted(p.relative_to(tmp_path / "scored").as_posix() for p in (tmp_path / "scored").rglob("*.parquet")) \
+    assert (
+        sorted(p.relative_to(tmp_path / "scored").as_posix() for p in (tmp_path / "scored").rglob("*.parquet"))
         == lake.files
+    )
     assert (tmp_path / "scored" / "_SUCCESS").exists()

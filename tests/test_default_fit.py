@@ -89,8 +89,16 @@ def test_larger_data_gets_an_online_pass_then_exact_em_until_tol() -> None:
 def test_select_candidates_equal_lone_fits_on_a_lake_larger_than_the_sample(tmp_path) -> None:
     """Cause 5: with the default settings (shuffled row groups, online pass, exact EM), each
     candidate is the model a lone fit gives, and its BIC the estimator's."""
-    info = write_lake(tmp_path / "lake", n_records=12_000, n_components=3, n_features=2, n_files=3,
-                      row_group_size=1000, sort_by="component", seed=4)
+    info = write_lake(
+        tmp_path / "lake",
+        n_records=12_000,
+        n_components=3,
+        n_features=2,
+        n_files=3,
+        row_group_size=1000,
+        sort_by="component",
+        seed=4,
+    )
     source = ParquetSource(info.path, columns=info.feature_names)
     options = dict(init_size=3000, batch_size=1000)
     result = select(source, n_components=[2, 3], covariance_types="full,diag", random_state=5, **options)
@@ -209,9 +217,9 @@ def test_max_iter_zero_leaves_the_model_at_its_start(covariance_type: str, algor
     init = dict(weights_init=start.weights_, means_init=start.means_, precisions_init=start.precisions_)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no ConvergenceWarning with max_iter=0, as scikit-learn
-        ours = StreamingGaussianMixture(
-            3, covariance_type=covariance_type, algorithm="batch", max_iter=0, **init
-        ).fit(X)
+        ours = StreamingGaussianMixture(3, covariance_type=covariance_type, algorithm="batch", max_iter=0, **init).fit(
+            X
+        )
         # scikit-learn cannot take precisions_init with max_iter=0 (it fails looking for
         # covariances_): its bookkeeping is compared from means and weights alone.
         sk = GaussianMixture(
@@ -249,5 +257,7 @@ def test_candidates_with_the_same_start_run_once() -> None:
     shuffled = streamgmm.MixtureParams(
         first.weights[order], first.means[order], first.covariances[order], first.precisions_cholesky[order], "full"
     )
-    other = streamgmm.MixtureParams(first.weights, first.means + 1.0, first.covariances, first.precisions_cholesky, "full")
+    other = streamgmm.MixtureParams(
+        first.weights, first.means + 1.0, first.covariances, first.precisions_cholesky, "full"
+    )
     assert distinct([first, shuffled, other]) == [first, other]

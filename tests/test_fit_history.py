@@ -20,8 +20,12 @@ from streamgmm.sources import ArraySource
 def random_updates(n: int, seed: int = 0) -> list[tuple[float, int, float, list[int]]]:
     rng = np.random.default_rng(seed)
     return [
-        (float(rng.normal(-3, 1)), int(rng.integers(1, 100)), 1.0 / (t + 2),
-         [int(k) for k in rng.choice(5, rng.integers(0, 2), replace=False)])
+        (
+            float(rng.normal(-3, 1)),
+            int(rng.integers(1, 100)),
+            1.0 / (t + 2),
+            [int(k) for k in rng.choice(5, rng.integers(0, 2), replace=False)],
+        )
         for t in range(n)
     ]
 
@@ -64,9 +68,16 @@ def test_the_estimator_records_what_online_em_reports():
     start = StreamingGaussianMixture(2, random_state=0, batch_size=400, tol=0)
     params, shift = start._initial_params(ArraySource(X), 2, np.random.default_rng(0))
     seen = []
-    run_online_em(ArraySource(X), OnlineState.start(params, shift), schedule=model._schedule(), burn_in=0,
-                  reg_covar=model.reg_covar, batch_size=400, max_passes=2,
-                  on_batch=lambda state, update: seen.append(update))
+    run_online_em(
+        ArraySource(X),
+        OnlineState.start(params, shift),
+        schedule=model._schedule(),
+        burn_in=0,
+        reg_covar=model.reg_covar,
+        batch_size=400,
+        max_passes=2,
+        on_batch=lambda state, update: seen.append(update),
+    )
     trace = model.fit_history_
     assert trace.n_batches == len(seen) == 26 and trace.stride == 1
     np.testing.assert_array_equal(trace.mean_log_likelihood, [u.mean_log_likelihood for u in seen])

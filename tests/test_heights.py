@@ -118,8 +118,14 @@ def test_first_em_iteration_through_the_estimator() -> None:
 def test_first_online_step_with_unit_step_is_the_same_iteration() -> None:
     # max_iter=0: the user's start as given, not first refined by EM on the sample.
     online = StreamingGaussianMixture(
-        2, algorithm="online", max_iter=0, batch_size=len(HEIGHTS), step_offset=0.0, shuffle=False, reg_covar=0.0,
-        **START
+        2,
+        algorithm="online",
+        max_iter=0,
+        batch_size=len(HEIGHTS),
+        step_offset=0.0,
+        shuffle=False,
+        reg_covar=0.0,
+        **START,
     ).fit(X)
     weights, means, variances = hand_m_step(hand_e_step(WEIGHTS, MEANS, [VARIANCE, VARIANCE])[1])
     assert online.n_steps_ == 1
@@ -155,8 +161,14 @@ def test_em_converges_to_a_fixed_point() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         again = StreamingGaussianMixture(
-            2, algorithm="batch", max_iter=1, tol=0, reg_covar=1e-6, weights_init=model.weights_,
-            means_init=model.means_, precisions_init=model.precisions_,
+            2,
+            algorithm="batch",
+            max_iter=1,
+            tol=0,
+            reg_covar=1e-6,
+            weights_init=model.weights_,
+            means_init=model.means_,
+            precisions_init=model.precisions_,
         ).fit(X)
     for name in ("weights_", "means_", "covariances_"):
         np.testing.assert_allclose(getattr(again, name), getattr(model, name), rtol=0, atol=1e-9, err_msg=name)

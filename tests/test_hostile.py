@@ -45,8 +45,9 @@ BASE_TIME = 1_700_000_000
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory) -> Path:
-    return write_lake(tmp_path_factory.mktemp("hostile") / "lake", n_records=3000, n_components=K, n_features=3,
-                      n_files=4, seed=0).path
+    return write_lake(
+        tmp_path_factory.mktemp("hostile") / "lake", n_records=3000, n_components=K, n_features=3, n_files=4, seed=0
+    ).path
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,10 @@ def npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def edited_model(good: Path, target: Path, arrays: dict[str, np.ndarray] = {}, fitted: dict = {}) -> Path:
+def edited_model(
+    good: Path, target: Path, arrays: dict[str, np.ndarray] | None = None, fitted: dict | None = None
+) -> Path:
+    arrays, fitted = arrays or {}, fitted or {}
     contents = members(good)
     for name, value in arrays.items():
         contents[f"arrays/{name}.npy"] = npy(value)
@@ -280,8 +284,10 @@ def test_lost_current_model_is_restored_from_the_kept_history(tmp_path) -> None:
     assert [e["sequence"] for e in entries] == [1, 2, 3, 4]
     assert sorted(p.name for p in (state / "models").iterdir())[-1] == "00000004.model"
     run_watch(landing, tmp_path / "uninterrupted")
-    assert_same_parameters(StreamingGaussianMixture.load(state / "current.model"),
-                           StreamingGaussianMixture.load(tmp_path / "uninterrupted" / "current.model"))
+    assert_same_parameters(
+        StreamingGaussianMixture.load(state / "current.model"),
+        StreamingGaussianMixture.load(tmp_path / "uninterrupted" / "current.model"),
+    )
 
 
 def test_lost_current_model_without_a_matching_history_is_refused_and_the_ledger_kept(tmp_path) -> None:
@@ -317,8 +323,10 @@ def test_two_loop_links_end_for_directories_and_globs(lake, tmp_path) -> None:
     (copy / "sub" / "part.parquet").write_bytes((lake / "part-00000.parquet").read_bytes())
     (copy / "sub" / "up").symlink_to("..", target_is_directory=True)
     (copy / "loop").symlink_to(".", target_is_directory=True)
-    code = ("from streamgmm.parquet_source import ParquetSource as P; import sys; "
-            "print(P(sys.argv[1]).n_records, P(sys.argv[1] + '/**/*.parquet').n_records)")
+    code = (
+        "from streamgmm.parquet_source import ParquetSource as P; import sys; "
+        "print(P(sys.argv[1]).n_records, P(sys.argv[1] + '/**/*.parquet').n_records)"
+    )
     # A subprocess bounds the old behaviour (a listing growing without end) by its timeout.
     result = subprocess.run([sys.executable, "-c", code, str(copy)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -379,8 +387,16 @@ def test_watch_once_ends_on_a_file_dated_in_the_future(tmp_path) -> None:
     landing = tmp_path / "landing"
     parquet(landing / "future.parquet", records(1), time.time() + 86_400)
     lines: list[str] = []
-    watcher = Watcher(landing, tmp_path / "state", n_components=K, columns=FEATURES, batch_size=200, settle=0,
-                      interval=0.05, log=lines.append)
+    watcher = Watcher(
+        landing,
+        tmp_path / "state",
+        n_components=K,
+        columns=FEATURES,
+        batch_size=200,
+        settle=0,
+        interval=0.05,
+        log=lines.append,
+    )
     result: list = []
     thread = threading.Thread(target=lambda: result.append(watcher.run(once=True)), daemon=True)
     thread.start()
@@ -413,8 +429,9 @@ def test_a_file_replaced_while_being_read_is_consumed_once_as_what_was_read(tmp_
     target = parquet(landing / "data.parquet", records(1), BASE_TIME)
     replacement = parquet(tmp_path / "new.parquet", records(2, n=PER_FILE + 100), BASE_TIME + 5)
     new_digest = hashlib.sha256(replacement.read_bytes()).hexdigest()
-    watcher = _ReplacedWhileRead(landing, state, n_components=K, columns=FEATURES, batch_size=200, settle=0,
-                                 interval=0.01)
+    watcher = _ReplacedWhileRead(
+        landing, state, n_components=K, columns=FEATURES, batch_size=200, settle=0, interval=0.01
+    )
     watcher.replacement = replacement
     watcher.run(once=True)
     consumed = [e for e in ledger(state) if e["status"] == "consumed"]
@@ -435,8 +452,20 @@ def test_unreadable_filters_are_usage_errors(lake, tmp_path, capsys, expression:
 
 
 def test_a_filter_matching_no_rows_says_so(lake, tmp_path, capsys) -> None:
-    code, _, err = cli(capsys, "fit", lake, "-k", K, "--columns", ",".join(FEATURES), "--model",
-                       tmp_path / "m.sgmm", "--filter", "x0 > 1e9", "-q")
+    code, _, err = cli(
+        capsys,
+        "fit",
+        lake,
+        "-k",
+        K,
+        "--columns",
+        ",".join(FEATURES),
+        "--model",
+        tmp_path / "m.sgmm",
+        "--filter",
+        "x0 > 1e9",
+        "-q",
+    )
     assert code == 1
     assert_one_error_line(err, "no records match the filter")
 
@@ -499,19 +528,22 @@ def test_quarantine_records_carry_the_time(tmp_path) -> None:
     landing = tmp_path / "landing"
     landing.mkdir()
     (landing / "bad.parquet").write_bytes(b"garbage")
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     run_watch(landing, tmp_path / "state")
     (record,) = (tmp_path / "state" / "quarantine").iterdir()
     at = json.loads(record.read_text())["at"]
     assert at is not None and datetime.datetime.fromisoformat(at) >= started - datetime.timedelta(seconds=1)
 
 
-@pytest.mark.parametrize("argv", [
-    ["fit", "LAKE", "-k", "3", "--model", "m.sgmm", "--columns", "id", "--passthrough", "id"],
-    ["select", "LAKE", "-k", "5..2"],
-    ["watch", "LAKE", "--state", "STATE", "-k", "3", "--interval", "0"],
-    ["watch", "LAKE", "--state", "STATE", "-k", "3", "--settle", "-1"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["fit", "LAKE", "-k", "3", "--model", "m.sgmm", "--columns", "id", "--passthrough", "id"],
+        ["select", "LAKE", "-k", "5..2"],
+        ["watch", "LAKE", "--state", "STATE", "-k", "3", "--interval", "0"],
+        ["watch", "LAKE", "--state", "STATE", "-k", "3", "--settle", "-1"],
+    ],
+)
 def test_conflicting_or_impossible_options_are_usage_errors(lake, tmp_path, capsys, argv: list[str]) -> None:
     argv = [str(lake) if a == "LAKE" else str(tmp_path / "state") if a == "STATE" else a for a in argv]
     code, _, err = cli(capsys, *argv)

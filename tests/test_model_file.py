@@ -39,7 +39,11 @@ def assert_same_model(a: StreamingGaussianMixture, b: StreamingGaussianMixture) 
     assert sa.arrays().keys() == sb.arrays().keys()
     for name, value in sa.arrays().items():
         assert np.array_equal(sb.arrays()[name], value), f"statistics.{name}"
-    assert (sa.n_records, sa.log_likelihood, sa.covariance_type) == (sb.n_records, sb.log_likelihood, sb.covariance_type)
+    assert (sa.n_records, sa.log_likelihood, sa.covariance_type) == (
+        sb.n_records,
+        sb.log_likelihood,
+        sb.covariance_type,
+    )
     assert (a._state.step, a._state.records_seen) == (b._state.step, b._state.records_seen)
     for name in FITTED_SCALARS:
         assert getattr(a, name) == getattr(b, name), name
@@ -96,7 +100,9 @@ def test_file_is_a_documented_zip_of_json_and_npy(tmp_path, data) -> None:
         assert document["online"]["step"] == model.n_steps_
         assert document["online"]["records_seen"] == model.records_seen_
         assert {f"arrays/{n}.npy" for n in document["arrays"]} | {"model.json"} == names
-        assert {"weights", "means", "covariances", "precisions_cholesky", "statistics.second"} <= set(document["arrays"])
+        assert {"weights", "means", "covariances", "precisions_cholesky", "statistics.second"} <= set(
+            document["arrays"]
+        )
         for name in names - {"model.json"}:
             body = archive.read(name)
             assert body.startswith(b"\x93NUMPY"), name  # the .npy magic, not a pickle stream
@@ -163,7 +169,10 @@ def corrupt_cases(good: Path, directory: Path) -> dict[str, tuple[Path, str]]:
         "other_format": (with_document("other_format", dict(document, format="other")), "format is 'other'"),
         "no_format": (with_document("no_format", {"version": 1}), "format is None"),
         "future": (with_document("future", dict(document, version=99)), "version 99 is not supported"),
-        "version_string": (with_document("version_string", dict(document, version="1")), "version '1' is not supported"),
+        "version_string": (
+            with_document("version_string", dict(document, version="1")),
+            "version '1' is not supported",
+        ),
         "arrays_not_a_list": (with_document("arrays_not_a_list", dict(document, arrays=5)), "'arrays' .* not a list"),
         "missing_array": (variant("missing_array", **{"arrays/means.npy": None}), "array 'means' is missing"),
         "unlisted_array": (
@@ -184,9 +193,23 @@ def corrupt_cases(good: Path, directory: Path) -> dict[str, tuple[Path, str]]:
 
 
 CASES = [
-    "truncated", "random", "empty", "no_json", "bad_json", "not_an_object", "other_format", "no_format", "future",
-    "version_string", "arrays_not_a_list", "missing_array", "unlisted_array", "garbage_npy", "pickled_array",
-    "wrong_shape", "no_online_section",
+    "truncated",
+    "random",
+    "empty",
+    "no_json",
+    "bad_json",
+    "not_an_object",
+    "other_format",
+    "no_format",
+    "future",
+    "version_string",
+    "arrays_not_a_list",
+    "missing_array",
+    "unlisted_array",
+    "garbage_npy",
+    "pickled_array",
+    "wrong_shape",
+    "no_online_section",
 ]
 
 

@@ -62,9 +62,7 @@ def test_collapsed_component_is_reseeded_not_nan(data) -> None:
     # One starting mean 1e4 standard deviations away: it gets no responsibility at all, its
     # weight collapses on the first M-step, and the rule must move it back onto the data.
     means = np.array([X[0], X[1], X[:, :].mean(axis=0) + 1e4])
-    model = StreamingGaussianMixture(
-        3, means_init=means, batch_size=2000, shuffle=False, random_state=0
-    ).fit(X)
+    model = StreamingGaussianMixture(3, means_init=means, batch_size=2000, shuffle=False, random_state=0).fit(X)
     assert np.all(np.isfinite(model.means_)) and np.all(np.isfinite(model.covariances_))
     assert model.weights_.min() > MIN_WEIGHT
     assert np.abs(model.means_).max() < 100

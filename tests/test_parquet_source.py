@@ -43,8 +43,11 @@ def columns_of(table: pa.Table, names: list[str]) -> np.ndarray:
         if pa.types.is_dictionary(column.type):  # hive partition keys read by pyarrow.parquet
             column = column.cast(column.type.value_type)
         values = column.to_numpy(zero_copy_only=False)
-        out.append(np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-                   if values.dtype == object else values.astype(np.float64))
+        out.append(
+            np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+            if values.dtype == object
+            else values.astype(np.float64)
+        )
     return np.column_stack(out)
 
 
@@ -70,8 +73,19 @@ def two_file_dir(root: Path, rows: tuple[int, int] = (200, 300), row_group_size:
 
 def fitted_state(gmm: StreamingGaussianMixture) -> dict:
     """Everything fit could change, copied."""
-    names = ("weights_", "means_", "covariances_", "precisions_cholesky_", "n_steps_", "records_seen_",
-             "n_iter_", "lower_bound_", "n_features_in_", "feature_names_in_", "n_skipped_")
+    names = (
+        "weights_",
+        "means_",
+        "covariances_",
+        "precisions_cholesky_",
+        "n_steps_",
+        "records_seen_",
+        "n_iter_",
+        "lower_bound_",
+        "n_features_in_",
+        "feature_names_in_",
+        "n_skipped_",
+    )
     return {name: np.copy(getattr(gmm, name)) for name in names if hasattr(gmm, name)}
 
 
@@ -94,8 +108,17 @@ def hive_lake(tmp_path_factory):
     """6 files over day=0..2, row groups of 700 (so files hold partial row groups), a held-out
     directory ``_held_out`` and ``_truth.json`` that must not be read as data."""
     root = tmp_path_factory.mktemp("hive") / "lake"
-    info = write_lake(root, n_records=6000, n_components=3, n_features=3, n_files=6, row_group_size=700,
-                      partitions=3, held_out=100, seed=1)
+    info = write_lake(
+        root,
+        n_records=6000,
+        n_components=3,
+        n_features=3,
+        n_files=6,
+        row_group_size=700,
+        partitions=3,
+        held_out=100,
+        seed=1,
+    )
     return info
 
 
@@ -197,8 +220,10 @@ def test_shuffle_modes_a_lake_cannot_do_are_refused(hive_lake) -> None:
 
 def test_a_dataset_whose_files_share_one_partition_directory(tmp_path) -> None:
     for month in (1, 2):
-        write(tmp_path / "lake" / "year=2024" / f"month={month}" / "part-0.parquet",
-              features_table(50, month, first_id=50 * (month - 1)))
+        write(
+            tmp_path / "lake" / "year=2024" / f"month={month}" / "part-0.parquet",
+            features_table(50, month, first_id=50 * (month - 1)),
+        )
     dataset = ds.dataset(str(tmp_path / "lake"), format="parquet", partitioning="hive")
     assert dataset.schema.names == ["id", *FEATURES, "year", "month"]
     # The same lake given as a directory works: both keys are partitions, not features.
@@ -226,20 +251,23 @@ def test_a_filter_on_a_missing_column_is_a_data_error(hive_lake) -> None:
 def typed_file(tmp_path) -> Path:
     n = 250
     rng = np.random.default_rng(3)
-    table = pa.table({
-        "id": pa.array(np.arange(n, dtype=np.int64)),
-        "i8": pa.array(rng.integers(-128, 128, n).astype(np.int8)),
-        "i32": pa.array(rng.integers(-2**31, 2**31, n).astype(np.int32)),
-        "name": pa.array([f"r{i}" for i in range(n)]),
-        "u16": pa.array(rng.integers(0, 2**16, n).astype(np.uint16)),
-        "i64": pa.array(rng.integers(-2**53, 2**53, n)),  # exactly representable as doubles
-        "flag": pa.array(rng.random(n) < 0.5),
-        "f32": pa.array(rng.normal(size=n).astype(np.float32)),
-        "f16": pa.array(rng.normal(size=n).astype(np.float16)),
-        "tags": pa.array([[i, i + 1] for i in range(n)], pa.list_(pa.int64())),
-        "dec": pa.array([Decimal(int(v)).scaleb(-4) for v in rng.integers(-10**11, 10**11, n)],
-                        pa.decimal128(16, 4)),
-    })
+    table = pa.table(
+        {
+            "id": pa.array(np.arange(n, dtype=np.int64)),
+            "i8": pa.array(rng.integers(-128, 128, n).astype(np.int8)),
+            "i32": pa.array(rng.integers(-(2**31), 2**31, n).astype(np.int32)),
+            "name": pa.array([f"r{i}" for i in range(n)]),
+            "u16": pa.array(rng.integers(0, 2**16, n).astype(np.uint16)),
+            "i64": pa.array(rng.integers(-(2**53), 2**53, n)),  # exactly representable as doubles
+            "flag": pa.array(rng.random(n) < 0.5),
+            "f32": pa.array(rng.normal(size=n).astype(np.float32)),
+            "f16": pa.array(rng.normal(size=n).astype(np.float16)),
+            "tags": pa.array([[i, i + 1] for i in range(n)], pa.list_(pa.int64())),
+            "dec": pa.array(
+                [Decimal(int(v)).scaleb(-4) for v in rng.integers(-(10**11), 10**11, n)], pa.decimal128(16, 4)
+            ),
+        }
+    )
     return write(tmp_path / "typed.parquet", table, row_group_size=100)
 
 
@@ -361,8 +389,7 @@ def test_skip_drops_exactly_the_bad_rows_and_counts_them(tmp_path) -> None:
         assert source.skipped_records == 3  # of the last pass, not cumulative
     shuffled = stream(source, 64, np.random.default_rng(1))
     with_ids = ParquetSource(tmp_path, columns=["id", *FEATURES], nan_policy="skip")
-    np.testing.assert_array_equal(np.unique(stream(with_ids, 64, np.random.default_rng(1))[:, 0]),
-                                  np.flatnonzero(keep))
+    np.testing.assert_array_equal(np.unique(stream(with_ids, 64, np.random.default_rng(1))[:, 0]), np.flatnonzero(keep))
     assert shuffled.shape == (497, 3) and source.skipped_records == 3
 
     gmm = StreamingGaussianMixture(2, random_state=0, batch_size=64).fit(source)
@@ -382,8 +409,9 @@ def drifted_dir(root: Path, kind: str) -> tuple[Path, Path]:
     elif kind == "string":
         b_table = b_table.set_column(2, "x1", pa.array([str(v) for v in b_table.column("x1").to_pylist()]))
     elif kind == "float_vs_int":
-        a = write(root / "a.parquet", features_table(100, 1).set_column(
-            2, "x1", pa.array(np.arange(100, dtype=np.int64))))
+        a = write(
+            root / "a.parquet", features_table(100, 1).set_column(2, "x1", pa.array(np.arange(100, dtype=np.int64)))
+        )
     b = write(root / "b.parquet", b_table)
     return a, b
 
@@ -408,12 +436,15 @@ def test_schema_drift_leaves_the_estimator_unchanged(tmp_path, kind: str) -> Non
     assert_unfitted(fresh)
 
     gmm = StreamingGaussianMixture(2, random_state=0, batch_size=50).fit(
-        ParquetSource(tmp_path / "good", passthrough=["id"]))
+        ParquetSource(tmp_path / "good", passthrough=["id"])
+    )
     before = fitted_state(gmm)
     assert list(before["feature_names_in_"]) == FEATURES
-    for step in (lambda: gmm.set_params(warm_start=True).fit(tmp_path / "drift"),
-                 lambda: gmm.partial_fit(tmp_path / "drift"),
-                 lambda: gmm.predict(tmp_path / "drift")):
+    for step in (
+        lambda: gmm.set_params(warm_start=True).fit(tmp_path / "drift"),
+        lambda: gmm.partial_fit(tmp_path / "drift"),
+        lambda: gmm.predict(tmp_path / "drift"),
+    ):
         with pytest.raises(DataError, match="'x1'"):
             step()
         assert_same_state(fitted_state(gmm), before)
@@ -443,11 +474,13 @@ def test_empty_files_and_row_groups_are_skipped(tmp_path) -> None:
     assert by_name["1-no-rows.parquet"].num_rows == 0
     assert [g.index for g in by_name["3-holes.parquet"].row_groups] == [0, 3]
     assert [g.first_row for g in by_name["3-holes.parquet"].row_groups] == [0, 2]
-    expected = columns_of(pa.concat_tables(
-        [pq.read_table(tmp_path / name) for name in ("2-data.parquet", "3-holes.parquet")]), FEATURES)
+    expected = columns_of(
+        pa.concat_tables([pq.read_table(tmp_path / name) for name in ("2-data.parquet", "3-holes.parquet")]), FEATURES
+    )
     np.testing.assert_array_equal(stream(source, 32), expected)
-    np.testing.assert_array_equal(np.sort(stream(source, 32, np.random.default_rng(0)), axis=0),
-                                  np.sort(expected, axis=0))
+    np.testing.assert_array_equal(
+        np.sort(stream(source, 32, np.random.default_rng(0)), axis=0), np.sort(expected, axis=0)
+    )
     gmm = StreamingGaussianMixture(2, random_state=0, batch_size=32).fit(source)
     assert gmm.records_seen_ == 126
 
@@ -508,8 +541,15 @@ def test_hidden_and_underscore_paths_are_not_data(tmp_path) -> None:
 @pytest.fixture(scope="module")
 def grouped_lake(tmp_path_factory):
     """4000 records in 4 files of 4 row groups of exactly 250 records each."""
-    return write_lake(tmp_path_factory.mktemp("grouped") / "lake", n_records=4000, n_components=3,
-                      n_features=2, n_files=4, row_group_size=250, seed=2)
+    return write_lake(
+        tmp_path_factory.mktemp("grouped") / "lake",
+        n_records=4000,
+        n_components=3,
+        n_features=2,
+        n_files=4,
+        row_group_size=250,
+        seed=2,
+    )
 
 
 def test_shuffled_batches_visit_every_record_once_row_group_by_row_group(grouped_lake) -> None:
@@ -542,8 +582,15 @@ def test_shuffled_batches_visit_every_record_once_row_group_by_row_group(grouped
 
 @pytest.mark.parametrize("row_group_size", [250, 40], ids=["16_groups", "100_groups"])
 def test_sample_draws_distinct_records_of_the_lake(tmp_path, row_group_size: int) -> None:
-    info = write_lake(tmp_path / "lake", n_records=4000, n_components=3, n_features=2, n_files=4,
-                      row_group_size=row_group_size, seed=3)
+    info = write_lake(
+        tmp_path / "lake",
+        n_records=4000,
+        n_components=3,
+        n_features=2,
+        n_files=4,
+        row_group_size=row_group_size,
+        seed=3,
+    )
     source = ParquetSource(info.path, columns=["id", "x0", "x1"])
     table = pq.read_table(str(info.path)).sort_by("id")
     everything = columns_of(table, ["id", "x0", "x1"])
@@ -555,8 +602,7 @@ def test_sample_draws_distinct_records_of_the_lake(tmp_path, row_group_size: int
     if source.n_row_groups > 64:
         # A bounded read: at most 64 row groups contribute.
         assert len(set(ids // row_group_size)) <= 64
-    np.testing.assert_array_equal(
-        source.sample(300, np.random.default_rng(0)), sample)  # reproducible
+    np.testing.assert_array_equal(source.sample(300, np.random.default_rng(0)), sample)  # reproducible
     whole = ParquetSource(info.path, columns=["id", "x0"]).sample(10**6, np.random.default_rng(0))
     if source.n_row_groups <= 64:
         np.testing.assert_array_equal(np.sort(whole[:, 0]), np.arange(4000))
@@ -567,9 +613,17 @@ def test_sample_draws_distinct_records_of_the_lake(tmp_path, row_group_size: int
 
 @pytest.fixture(scope="module")
 def sorted_lake(tmp_path_factory):
-    return write_lake(tmp_path_factory.mktemp("sorted") / "lake", n_records=200_000, n_components=4,
-                      n_features=4, n_files=8, row_group_size=5000, sort_by="component",
-                      held_out=20_000, seed=4)
+    return write_lake(
+        tmp_path_factory.mktemp("sorted") / "lake",
+        n_records=200_000,
+        n_components=4,
+        n_features=4,
+        n_files=8,
+        row_group_size=5000,
+        sort_by="component",
+        held_out=20_000,
+        seed=4,
+    )
 
 
 def test_fit_on_a_lake_sorted_by_component_matches_the_truth(sorted_lake) -> None:
@@ -605,8 +659,10 @@ def test_row_group_shuffling_is_what_saves_a_forgetting_schedule_on_a_sorted_lak
     in_order = np.mean([gap(lake, False, seed) for seed in range(3)])
     row_groups = np.mean([gap(lake, "row_groups", seed) for seed in range(3)])
     records = gap(np.concatenate(list(lake.batches(50_000))), "records", 0)
-    print(f"held-out gap to the truth, nats/record (mean of 3 seeds): in file order {in_order:.4f}, "
-          f"row groups shuffled {row_groups:.4f}; records shuffled in memory {records:.4f}")
+    print(
+        f"held-out gap to the truth, nats/record (mean of 3 seeds): in file order {in_order:.4f}, "
+        f"row groups shuffled {row_groups:.4f}; records shuffled in memory {records:.4f}"
+    )
     assert in_order > 0.3
     assert row_groups < in_order / 3
 
@@ -615,8 +671,16 @@ def test_numpy_and_parquet_fits_agree_when_the_init_sample_is_the_whole_data(tmp
     # ArraySource and ParquetSource sample differently (choice vs reservoir), so identical fits
     # need an init sample that is all of the data: then both hand the same records, in the same
     # order, to the same initialisation, and shuffle=False streams the same batches.
-    info = write_lake(tmp_path / "lake", n_records=20_000, n_components=3, n_features=3, n_files=4,
-                      row_group_size=1000, sort_by="component", seed=5)
+    info = write_lake(
+        tmp_path / "lake",
+        n_records=20_000,
+        n_components=3,
+        n_features=3,
+        n_files=4,
+        row_group_size=1000,
+        sort_by="component",
+        seed=5,
+    )
     X = columns_of(pq.read_table(str(info.path)).sort_by("id"), info.feature_names)
     settings = dict(random_state=7, batch_size=1000, init_size=20_000, shuffle=False)
     from_numpy = StreamingGaussianMixture(3, **settings).fit(X)
@@ -641,8 +705,15 @@ def frame_of(X: np.ndarray) -> pd.DataFrame:
 
 
 def shuffled_columns_frame(X: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame({"c": X[:, 2], "extra": np.arange(X.shape[0], dtype=float), "a": X[:, 0],
-                         "label": ["q"] * X.shape[0], "b": X[:, 1]})
+    return pd.DataFrame(
+        {
+            "c": X[:, 2],
+            "extra": np.arange(X.shape[0], dtype=float),
+            "a": X[:, 0],
+            "label": ["q"] * X.shape[0],
+            "b": X[:, 1],
+        }
+    )
 
 
 @pytest.mark.parametrize("form", ["table", "dataframe", "parquet"])
@@ -718,8 +789,9 @@ def test_record_batch_streams_fit(named_data) -> None:
         np.testing.assert_allclose(gmm.means_[np.argsort(gmm.means_[:, 0])], truth, atol=0.1)
 
     # passthrough and nan_policy through arrow_source directly, with a one-shot reader.
-    with_null = table.set_column(1, "b", pa.array([None if i in (5, 2999) else v
-                                                   for i, v in enumerate(table.column("b").to_pylist())]))
+    with_null = table.set_column(
+        1, "b", pa.array([None if i in (5, 2999) else v for i, v in enumerate(table.column("b").to_pylist())])
+    )
     reader = pa.RecordBatchReader.from_batches(with_null.schema, with_null.to_batches(max_chunksize=250))
     source = arrow_source(reader, passthrough=["id"], nan_policy="skip")
     assert source.feature_names == ["a", "b", "c"] and not source.reiterable
@@ -754,7 +826,9 @@ def test_an_arrow_c_stream_object_is_read_by_column_name(tmp_path) -> None:
     np.testing.assert_allclose(from_stream.means_, from_array.means_, rtol=1e-10)
     # Read by name, whatever else the stream holds and in whatever order.
     shuffled = table.select(["x2", "id", "x0", "x1"])
-    np.testing.assert_allclose(from_stream.predict_proba(ArrowStreamOnly(shuffled)), from_array.predict_proba(X), rtol=1e-12)
+    np.testing.assert_allclose(
+        from_stream.predict_proba(ArrowStreamOnly(shuffled)), from_array.predict_proba(X), rtol=1e-12
+    )
     summary = assign(from_stream, ArrowStreamOnly(shuffled), tmp_path / "scored", keep=["id"])
     scored = pq.read_table(summary.outputs[0])
     np.testing.assert_array_equal(scored["id"].to_numpy(), table["id"].to_numpy())

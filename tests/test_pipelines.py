@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.dataset as ds
@@ -25,12 +25,31 @@ def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_parquet_lake_job_fits_and_scores_a_lake(tmp_path: Path) -> None:
     info = write_lake(
-        tmp_path / "lake", n_records=60_000, n_components=3, n_features=3, n_files=6, partitions=3,
-        row_group_size=4000, sort_by="component", held_out=20_000, seed=3,
+        tmp_path / "lake",
+        n_records=60_000,
+        n_components=3,
+        n_features=3,
+        n_files=6,
+        partitions=3,
+        row_group_size=4000,
+        sort_by="component",
+        held_out=20_000,
+        seed=3,
     )
     result = run(
-        "parquet_lake_job.py", str(info.path), "-k", "3", "--model", "model.sgmm", "--out", "scored",
-        "--passthrough", "id", "--keep", "id", cwd=tmp_path,
+        "parquet_lake_job.py",
+        str(info.path),
+        "-k",
+        "3",
+        "--model",
+        "model.sgmm",
+        "--out",
+        "scored",
+        "--passthrough",
+        "id",
+        "--keep",
+        "id",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     fitted, scored = (json.loads(line) for line in result.stdout.splitlines())
@@ -48,7 +67,10 @@ def test_parquet_lake_job_fits_and_scores_a_lake(tmp_path: Path) -> None:
     np.testing.assert_array_equal(out["id"].to_numpy(), lake["id"].to_numpy())
     X = np.column_stack([lake[name].to_numpy() for name in info.feature_names])
     np.testing.assert_allclose(out["log_likelihood"].to_numpy(), model.score_samples(X), rtol=1e-12)
-    assert sorted(p.relative_to(tmp_path / "scored").as_posix() for p in (tmp_path / "scored").rglob("*.parquet")) == info.files
+    assert (
+        sorted(p.relative_to(tmp_path / "scored").as_posix() for p in (tmp_path / "scored").rglob("*.parquet"))
+        == info.files
+    )
 
 
 def test_parquet_lake_job_reports_bad_input_in_one_line(tmp_path: Path) -> None:
@@ -59,7 +81,9 @@ def test_parquet_lake_job_reports_bad_input_in_one_line(tmp_path: Path) -> None:
 
 
 def test_lake_demo_recovers_the_generating_mixture(tmp_path: Path) -> None:
-    result = run("lake_demo.py", "--records", "60000", "--files", "4", "--partitions", "2", "--out", "demo", cwd=tmp_path)
+    result = run(
+        "lake_demo.py", "--records", "60000", "--files", "4", "--partitions", "2", "--out", "demo", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     gap_line = next(line for line in result.stdout.splitlines() if line.startswith("held-out"))
     assert abs(float(gap_line.split("gap")[1].split()[0])) < 0.01
@@ -67,7 +91,9 @@ def test_lake_demo_recovers_the_generating_mixture(tmp_path: Path) -> None:
     assert float(agree_line.split("for")[1].split("%")[0]) > 99.0
     assert (tmp_path / "demo" / "scored" / "_SUCCESS").exists()
     # The demo ends with the picture of its fit: 8 features, three pairs of them.
-    assert result.stdout.rstrip().endswith(f"plot of the fit (5,000 sampled records, ellipses, fit history): {Path('demo') / 'fit.png'}")
+    assert result.stdout.rstrip().endswith(
+        f"plot of the fit (5,000 sampled records, ellipses, fit history): {Path('demo') / 'fit.png'}"
+    )
     from streamgmm.plotting import png_size
 
     assert png_size(tmp_path / "demo" / "fit.png") == (1500, 800)

@@ -41,8 +41,9 @@ def test_one_feature_draws_the_histogram_and_bell_curves(tmp_path):
 
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
 def test_several_features_draw_one_panel_per_pair(tmp_path, covariance_type):
-    X, _, _ = streamgmm.make_mixture(4000, n_components=3, n_features=4, covariance_type=covariance_type,
-                                     random_state=1)
+    X, _, _ = streamgmm.make_mixture(
+        4000, n_components=3, n_features=4, covariance_type=covariance_type, random_state=1
+    )
     model = StreamingGaussianMixture(3, covariance_type=covariance_type, random_state=0, batch_size=500).fit(X)
     path = plot_model(model, X, out=tmp_path / "pairs.png", pairs=[(0, 1), (2, 3), (0, 3)], sample=1000)
     assert png_size(path) == (1500, 800)
@@ -62,8 +63,13 @@ def test_pairs_by_index_or_name_and_their_errors():
     assert resolve_pairs(None, names[:2]) == [(0, 1)]
     assert resolve_pairs("0:1, c:e", names) == [(0, 1), (2, 4)]
     assert resolve_pairs([("b", 3)], names) == [(1, 3)]
-    for bad, message in (("0:9", "out of range"), ("a:z", "no feature 'z'"), ("a:a", "two different"),
-                         ("0:1:2", "cannot read"), ("0:1,0:2,0:3,0:4,1:2", "at most")):
+    for bad, message in (
+        ("0:9", "out of range"),
+        ("a:z", "no feature 'z'"),
+        ("a:a", "two different"),
+        ("0:1:2", "cannot read"),
+        ("0:1,0:2,0:3,0:4,1:2", "at most"),
+    ):
         with pytest.raises(ValueError, match=message):
             resolve_pairs(bad, names)
 
@@ -75,16 +81,35 @@ def test_png_size_refuses_other_files(tmp_path):
 
 
 def run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streamgmm", *map(str, args)], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "streamgmm", *map(str, args)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
 
 
 def test_cli_select_then_plot_then_info(tmp_path):
-    info = write_lake(tmp_path / "lake", n_records=9000, n_components=3, n_features=2, n_files=3,
-                      row_group_size=1500, seed=6)
+    info = write_lake(
+        tmp_path / "lake", n_records=9000, n_components=3, n_features=2, n_files=3, row_group_size=1500, seed=6
+    )
     best = tmp_path / "best.sgmm"
-    selected = run("select", info.path, "--passthrough", "id", "-k", "1..5", "--covariance", "full,diag",
-                   "--model", best, "--batch-size", "1000", "--json")
+    selected = run(
+        "select",
+        info.path,
+        "--passthrough",
+        "id",
+        "-k",
+        "1..5",
+        "--covariance",
+        "full,diag",
+        "--model",
+        best,
+        "--batch-size",
+        "1000",
+        "--json",
+    )
     assert selected.returncode == 0, selected.stderr
     summary = json.loads(selected.stdout)
     assert summary["best"] == {"n_components": 3, "covariance_type": "full"}
@@ -93,8 +118,9 @@ def test_cli_select_then_plot_then_info(tmp_path):
     assert model.n_components == 3 and list(model.feature_names_in_) == ["x0", "x1"]
     bics = {(c["n_components"], c["covariance_type"]): c["bic"] for c in summary["candidates"]}
     # The reported BIC is the estimator's own on the same data.
-    assert bics[(3, "full")] == pytest.approx(model.bic(streamgmm.ParquetSource(info.path, columns=["x0", "x1"])),
-                                             rel=1e-9)
+    assert bics[(3, "full")] == pytest.approx(
+        model.bic(streamgmm.ParquetSource(info.path, columns=["x0", "x1"])), rel=1e-9
+    )
 
     png = tmp_path / "fit.png"
     plotted = run("plot", best, "--data", info.path, "--out", png, "--sample", "2000")

@@ -153,8 +153,13 @@ def assert_valid_fit(model: StreamingGaussianMixture, X: np.ndarray) -> None:
 def test_fits_on_degenerate_data_are_finite_and_positive_definite(case, covariance_type, algorithm, batch_size) -> None:
     kind, X, k = case
     model = StreamingGaussianMixture(
-        k, covariance_type=covariance_type, algorithm=algorithm, batch_size=batch_size, max_iter=20,
-        n_init=2, random_state=0,
+        k,
+        covariance_type=covariance_type,
+        algorithm=algorithm,
+        batch_size=batch_size,
+        max_iter=20,
+        n_init=2,
+        random_state=0,
     )
     with warnings.catch_warnings():
         # Batch EM may stop at max_iter on such data; that is reported, not an error here.

@@ -24,17 +24,18 @@ from streamgmm.quadratic import (
     one_blas_thread,
 )
 
-
 # Every kernel this machine has: the BLAS one always, and the fused C kernel's builds.
 KERNELS = ["blas", *FUSED_KERNELS]
 
 
 def oracle(X: np.ndarray, params, shift: np.ndarray) -> tuple[np.ndarray, ...]:
     """scipy's densities, a log-sum-exp and the statistics written out with einsum."""
-    log_prob = np.column_stack([
-        np.log(w) + multivariate_normal(m, c).logpdf(X)
-        for w, m, c in zip(params.weights, params.means, params.covariances)
-    ])
+    log_prob = np.column_stack(
+        [
+            np.log(w) + multivariate_normal(m, c).logpdf(X)
+            for w, m, c in zip(params.weights, params.means, params.covariances)
+        ]
+    )
     log_norm = logsumexp(log_prob, axis=1)
     resp = np.exp(log_prob - log_norm[:, None])
     u = X - shift
@@ -68,8 +69,9 @@ def test_tiny_covariances_far_from_the_shift_stay_exact(kernel: str) -> None:
 
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize(("dtype", "far", "tight"), [(np.float64, 300.0, 1e-6), (np.float32, 50.0, 1e-2)])
-def test_components_the_expansion_would_round_away_are_computed_directly(dtype, far: float, tight: float,
-                                                                        kernel: str) -> None:
+def test_components_the_expansion_would_round_away_are_computed_directly(
+    dtype, far: float, tight: float, kernel: str
+) -> None:
     """A tight component far from the shift would lose its log-density to cancellation in the
     polynomial form: it alone takes the direct form, and both kinds stay accurate together.
     (float32 gets a milder case: its direct form itself only holds ~7 digits of U'(x - shift).)"""
@@ -80,8 +82,12 @@ def test_components_the_expansion_would_round_away_are_computed_directly(dtype, 
     shift = np.zeros(3)
     _, error_scale = expanded_log_density(params, shift)
     assert direct_components(error_scale, np.dtype(dtype)).tolist() == [0]
-    X = np.vstack([means[0] + np.sqrt(tight) * rng.normal(size=(40, 3)),
-                   means[1:][rng.integers(0, 2, 400)] + rng.normal(size=(400, 3))])
+    X = np.vstack(
+        [
+            means[0] + np.sqrt(tight) * rng.normal(size=(40, 3)),
+            means[1:][rng.integers(0, 2, 400)] + rng.normal(size=(400, 3)),
+        ]
+    )
     counts, sums, second, log_norm = chunk_statistics(X, params, shift, dtype, kernel=kernel)
     expected = oracle(X, params, shift)
     tolerance = {"rtol": 1e-11, "atol": 0} if dtype == np.float64 else {"rtol": 1e-5, "atol": 1e-3}
@@ -214,8 +220,10 @@ SHAPES = [(1, 1, 1), (5, 3, 17), (9, 7, 1024), (8, 16, 2 * 1024 + 5), (17, 20, 3
 
 
 # float32: float32's few digits; float64: the BLAS kernel's tolerances against scipy.
-PRECISIONS = {np.float32: {"log_norm": 1e-5, "moments": 1e-4, "blas": 1e-5},
-              np.float64: {"log_norm": 1e-10, "moments": 1e-10, "blas": 1e-12}}
+PRECISIONS = {
+    np.float32: {"log_norm": 1e-5, "moments": 1e-4, "blas": 1e-5},
+    np.float64: {"log_norm": 1e-10, "moments": 1e-10, "blas": 1e-12},
+}
 
 
 @needs_fused
@@ -242,10 +250,13 @@ def test_fused_kernel_equals_the_definitions(kernel: str, dtype, k: int, d: int,
 
 
 @needs_fused
-@pytest.mark.parametrize(("dtype", "far", "tight", "rtol"), [(np.float64, 300.0, 1e-6, 1e-11), (np.float32, 50.0, 1e-2, 1e-5)])
+@pytest.mark.parametrize(
+    ("dtype", "far", "tight", "rtol"), [(np.float64, 300.0, 1e-6, 1e-11), (np.float32, 50.0, 1e-2, 1e-5)]
+)
 @pytest.mark.parametrize("kernel", FUSED_KERNELS)
-def test_fused_kernel_computes_the_guarded_components_directly(kernel: str, dtype, far: float, tight: float,
-                                                              rtol: float) -> None:
+def test_fused_kernel_computes_the_guarded_components_directly(
+    kernel: str, dtype, far: float, tight: float, rtol: float
+) -> None:
     """A tight component far from the shift takes the direct form in the C kernel too."""
     rng = np.random.default_rng(6)
     means = np.array([[far, -far / 2, 0.0], [1.0, 2.0, 0.5], [-2.0, 0.0, 1.0]])
@@ -253,8 +264,12 @@ def test_fused_kernel_computes_the_guarded_components_directly(kernel: str, dtyp
     params = MixtureParams.from_covariances(np.array([0.2, 0.4, 0.4]), means, covariances, "full")
     shift = np.zeros(3)
     assert direct_components(expanded_log_density(params, shift)[1], np.dtype(dtype)).tolist() == [0]
-    X = np.vstack([means[0] + np.sqrt(tight) * rng.normal(size=(40, 3)),
-                   means[1:][rng.integers(0, 2, 400)] + rng.normal(size=(400, 3))])
+    X = np.vstack(
+        [
+            means[0] + np.sqrt(tight) * rng.normal(size=(40, 3)),
+            means[1:][rng.integers(0, 2, 400)] + rng.normal(size=(400, 3)),
+        ]
+    )
     counts, _, _, log_norm = chunk_statistics(X, params, shift, dtype, kernel=kernel)
     expected = oracle(X, params, shift)
     np.testing.assert_allclose(log_norm, expected[3], rtol=rtol, atol=0 if dtype == np.float64 else 1e-3)
@@ -310,8 +325,16 @@ def test_the_environment_switch_and_the_kernel_argument_choose_the_path(monkeypa
 def test_the_c_interface_checks_its_buffers() -> None:
     n, d, k = 10, 3, 2
     p = quadratic.n_quadratic_features(d)
-    args = [np.zeros((d, n)), np.zeros(d), np.zeros((8, p), np.float32), np.zeros(k, np.uint8),
-            np.zeros((k * d, d + 1), np.float32), np.zeros(k, np.float32), np.zeros((k, p)), np.zeros(n)]
+    args = [
+        np.zeros((d, n)),
+        np.zeros(d),
+        np.zeros((8, p), np.float32),
+        np.zeros(k, np.uint8),
+        np.zeros((k * d, d + 1), np.float32),
+        np.zeros(k, np.float32),
+        np.zeros((k, p)),
+        np.zeros(n),
+    ]
     quadratic._fused.chunk_statistics(n, d, k, 4, *args)
     with pytest.raises(ValueError, match="V has"):  # float32 buffers where float64 is announced
         quadratic._fused.chunk_statistics(n, d, k, 8, *args)

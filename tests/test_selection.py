@@ -50,13 +50,25 @@ class CountingSource:
 )
 def test_select_picks_the_generating_k_of_a_lake(tmp_path, true_k, covariance_type, seed):
     info = write_lake(
-        tmp_path / "lake", n_records=12_000, n_components=true_k, n_features=3, n_files=3,
-        row_group_size=2000, covariance_type=covariance_type, separation=7.0, seed=seed,
+        tmp_path / "lake",
+        n_records=12_000,
+        n_components=true_k,
+        n_features=3,
+        n_files=3,
+        row_group_size=2000,
+        covariance_type=covariance_type,
+        separation=7.0,
+        seed=seed,
     )
     source = CountingSource(ParquetSource(info.path, columns=info.feature_names))
     result = select(
-        source, n_components=range(max(1, true_k - 2), true_k + 3), covariance_types=[covariance_type],
-        random_state=0, batch_size=1000, init_size=4000, n_init=2,
+        source,
+        n_components=range(max(1, true_k - 2), true_k + 3),
+        covariance_types=[covariance_type],
+        random_state=0,
+        batch_size=1000,
+        init_size=4000,
+        n_init=2,
     )
     assert result.best.n_components == true_k
     assert result.best.covariance_type == covariance_type
@@ -78,7 +90,10 @@ def test_candidate_equals_a_lone_fit_and_its_criteria_equal_the_estimators(compu
     )
     result = select(X, n_components=[2, 3], covariance_types="full,diag", random_state=7, **options)
     assert [(c.n_components, c.covariance_type) for c in result.candidates] == [
-        (2, "full"), (3, "full"), (2, "diag"), (3, "diag")
+        (2, "full"),
+        (3, "full"),
+        (2, "diag"),
+        (3, "diag"),
     ]
     for candidate in result.candidates:
         lone = StreamingGaussianMixture(
@@ -88,7 +103,10 @@ def test_candidate_equals_a_lone_fit_and_its_criteria_equal_the_estimators(compu
         for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
             np.testing.assert_array_equal(getattr(model, name), getattr(lone, name))
         assert (model.n_iter_, model.converged_, model.n_steps_, model.records_seen_) == (
-            lone.n_iter_, lone.converged_, lone.n_steps_, lone.records_seen_
+            lone.n_iter_,
+            lone.converged_,
+            lone.n_steps_,
+            lone.records_seen_,
         )
         assert model._history == lone._history
         assert model.fit_history_.to_dict() == lone.fit_history_.to_dict()
@@ -100,8 +118,9 @@ def test_candidate_equals_a_lone_fit_and_its_criteria_equal_the_estimators(compu
 def test_shuffled_selection_reads_once_per_pass_and_fits_well():
     X, _, truth = streamgmm.make_mixture(8000, n_components=3, n_features=2, random_state=2)
     source = CountingSource(streamgmm.inputs.as_source(X))
-    result = select(source, n_components="1..5", random_state=0, batch_size=500, init_size=2000, n_init=2,
-                    criterion="aic")
+    result = select(
+        source, n_components="1..5", random_state=0, batch_size=500, init_size=2000, n_init=2, criterion="aic"
+    )
     assert source.passes == result.n_passes + 1 and source.samples == 1
     assert result.best.n_components == 3
     assert result.best is min(result.candidates, key=lambda c: c.aic)
@@ -113,8 +132,16 @@ def test_shuffled_selection_reads_once_per_pass_and_fits_well():
 def test_held_out_reservoir_scores_records_no_candidate_trained_on():
     X, _, _ = streamgmm.make_mixture(10_000, n_components=4, n_features=2, random_state=3)
     source = CountingSource(streamgmm.inputs.as_source(X))
-    result = select(source, n_components=[2, 3, 4, 5, 6], held_out=1500, random_state=1, batch_size=500,
-                    init_size=3000, n_init=2, shuffle=False)
+    result = select(
+        source,
+        n_components=[2, 3, 4, 5, 6],
+        held_out=1500,
+        random_state=1,
+        batch_size=500,
+        init_size=3000,
+        n_init=2,
+        shuffle=False,
+    )
     assert source.passes == 1 and source.records == 10_000  # no scoring pass
     assert result.scored_on == "held-out reservoir" and result.n_scored == 1500
     assert result.best.n_components == 4
@@ -182,11 +209,17 @@ def test_parse_candidates_and_bad_arguments():
 
 def test_a_one_shot_stream_is_scored_on_held_out_records():
     X, _, _ = streamgmm.make_mixture(6000, n_components=3, n_features=2, random_state=8)
-    result = select(iter(np.array_split(X, 12)), n_components=[2, 3, 4], held_out=1000, random_state=0,
-                    batch_size=500, init_size=1500, n_init=2)
+    result = select(
+        iter(np.array_split(X, 12)),
+        n_components=[2, 3, 4],
+        held_out=1000,
+        random_state=0,
+        batch_size=500,
+        init_size=1500,
+        n_init=2,
+    )
     assert result.best.n_components == 3 and result.n_scored == 1000
     assert all(c.model.records_seen_ == 5000 for c in result.candidates)
-
 
 
 def test_scoring_and_initialisation_run_on_one_blas_thread(monkeypatch):
@@ -200,6 +233,7 @@ def test_scoring_and_initialisation_run_on_one_blas_thread(monkeypatch):
         def call(*args, **kwargs):
             seen.setdefault(name, set()).update(info["num_threads"] for info in blas.info())
             return function(*args, **kwargs)
+
         return call
 
     # log_likelihood is the scoring pass's (training uses e_step or the fused kernel).
@@ -207,8 +241,15 @@ def test_scoring_and_initialisation_run_on_one_blas_thread(monkeypatch):
     monkeypatch.setattr(start_module, "initialize", watched("initialize", start_module.initialize))
     X, _, _ = streamgmm.make_mixture(3000, n_components=2, n_features=2, random_state=3)
     with threadpool_limits(limits=2, user_api="blas"):
-        result = select(X, n_components=[1, 2], covariance_types="full,diag", random_state=0, batch_size=500,
-                        init_size=1000, n_init=1)
+        result = select(
+            X,
+            n_components=[1, 2],
+            covariance_types="full,diag",
+            random_state=0,
+            batch_size=500,
+            init_size=1000,
+            n_init=1,
+        )
         held = select(X, n_components=[2], held_out=300, random_state=0, batch_size=500, init_size=1000, n_init=1)
         model = result.best_model_
         for name in ("e_step", "weighted_log_prob"):

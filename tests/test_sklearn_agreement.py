@@ -52,8 +52,14 @@ def fit_batch(data, init: dict, covariance_type: str, max_iter: int, batch_size:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return StreamingGaussianMixture(
-            K, covariance_type=covariance_type, algorithm="batch", tol=tol, max_iter=max_iter, reg_covar=1e-6,
-            batch_size=batch_size, **init,
+            K,
+            covariance_type=covariance_type,
+            algorithm="batch",
+            tol=tol,
+            max_iter=max_iter,
+            reg_covar=1e-6,
+            batch_size=batch_size,
+            **init,
         ).fit(data)
 
 
@@ -108,8 +114,17 @@ def test_one_online_batch_with_unit_step_is_one_em_iteration(covariance_type: st
     # step_offset=0 makes eta_1 = 1 ** -1 = 1, and a batch of exactly batch_size records is not
     # shortened (a batch_size above n would scale the step down to n / batch_size by design).
     online = StreamingGaussianMixture(
-        K, covariance_type=covariance_type, algorithm="online", batch_size=N_TRAIN, step_offset=0.0,
-        burn_in=0, shuffle=False, max_passes=1, reg_covar=1e-6, max_iter=0, **init,
+        K,
+        covariance_type=covariance_type,
+        algorithm="online",
+        batch_size=N_TRAIN,
+        step_offset=0.0,
+        burn_in=0,
+        shuffle=False,
+        max_passes=1,
+        reg_covar=1e-6,
+        max_iter=0,
+        **init,
     ).fit(train)
     assert online.n_steps_ == 1 and online.n_iter_ == 1
     # Online statistics are per record, batch statistics are sums, so the 10 eps added to each

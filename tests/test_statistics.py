@@ -19,7 +19,9 @@ def responsibilities(rng: np.random.Generator, n: int, k: int = K) -> np.ndarray
     return e / e.sum(axis=1, keepdims=True)
 
 
-def oracle_statistics(X: np.ndarray, resp: np.ndarray, shift: np.ndarray, covariance_type: str) -> dict[str, np.ndarray]:
+def oracle_statistics(
+    X: np.ndarray, resp: np.ndarray, shift: np.ndarray, covariance_type: str
+) -> dict[str, np.ndarray]:
     """The definitions, written out with einsum rather than the package's GEMM tricks."""
     c = X - shift
     second = {
@@ -139,7 +141,9 @@ def test_to_params_equals_direct_m_step(rng, covariance_type: str, reg: float) -
     # The precision factors belong to these covariances: P = U U^T is their inverse.
     precision = params.precisions
     if covariance_type in ("full", "tied"):
-        np.testing.assert_allclose(precision @ params.covariances, np.broadcast_to(np.eye(D), precision.shape), atol=1e-9)
+        np.testing.assert_allclose(
+            precision @ params.covariances, np.broadcast_to(np.eye(D), precision.shape), atol=1e-9
+        )
     else:
         np.testing.assert_allclose(precision * params.covariances, 1.0, rtol=1e-12)
 
@@ -192,8 +196,14 @@ def unit_precisions(covariance_type: str, k: int, d: int) -> np.ndarray:
 def batch_fit(X: np.ndarray, means_init: np.ndarray, covariance_type: str) -> StreamingGaussianMixture:
     k, d = means_init.shape
     model = StreamingGaussianMixture(
-        k, covariance_type=covariance_type, algorithm="batch", tol=0.0, max_iter=12, batch_size=700,
-        weights_init=np.full(k, 1.0 / k), means_init=means_init,
+        k,
+        covariance_type=covariance_type,
+        algorithm="batch",
+        tol=0.0,
+        max_iter=12,
+        batch_size=700,
+        weights_init=np.full(k, 1.0 / k),
+        means_init=means_init,
         precisions_init=unit_precisions(covariance_type, k, d),
     )
     # tol=0 runs exactly max_iter iterations on both data sets, so they stay comparable.

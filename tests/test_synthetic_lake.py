@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.dataset as ds
@@ -43,10 +43,16 @@ def test_files_rows_and_row_groups(tmp_path: Path) -> None:
 
 def test_hive_partitions_and_underscore_names_are_not_data(tmp_path: Path) -> None:
     root = tmp_path / "lake"
-    info = write_lake(root, n_records=5000, n_components=2, n_features=2, n_files=5, partitions=3,
-                      held_out=700, labels=True, seed=1)
-    assert info.files == ["day=0/part-00000.parquet", "day=0/part-00001.parquet", "day=1/part-00002.parquet",
-                          "day=1/part-00003.parquet", "day=2/part-00004.parquet"]
+    info = write_lake(
+        root, n_records=5000, n_components=2, n_features=2, n_files=5, partitions=3, held_out=700, labels=True, seed=1
+    )
+    assert info.files == [
+        "day=0/part-00000.parquet",
+        "day=0/part-00001.parquet",
+        "day=1/part-00002.parquet",
+        "day=1/part-00003.parquet",
+        "day=2/part-00004.parquet",
+    ]
     assert sorted(p.name for p in root.iterdir()) == ["_held_out", "_truth.json", "day=0", "day=1", "day=2"]
     dataset = ds.dataset(root, format="parquet", partitioning="hive")
     assert not any("_held_out" in f or "_truth" in f for f in dataset.files)
@@ -73,8 +79,17 @@ def test_partitions_need_enough_files(tmp_path: Path) -> None:
 
 def test_sorted_by_component(tmp_path: Path) -> None:
     root = tmp_path / "lake"
-    info = write_lake(root, n_records=20_000, n_components=4, n_features=3, n_files=4, row_group_size=1500,
-                      sort_by="component", labels=True, seed=5)
+    info = write_lake(
+        root,
+        n_records=20_000,
+        n_components=4,
+        n_features=3,
+        n_files=4,
+        row_group_size=1500,
+        sort_by="component",
+        labels=True,
+        seed=5,
+    )
     tables = read_files(root, info.files)
     labels = np.concatenate([t.column("label").to_numpy() for t in tables])
     assert labels.dtype == np.int32
@@ -93,8 +108,17 @@ def test_sorted_by_component(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("sort_by", [None, "component"])
 def test_per_component_means_match_truth(tmp_path: Path, sort_by: str | None) -> None:
-    info = write_lake(tmp_path / "lake", n_records=200_000, n_components=3, n_features=4, n_files=4,
-                      row_group_size=50_000, sort_by=sort_by, labels=True, seed=11)
+    info = write_lake(
+        tmp_path / "lake",
+        n_records=200_000,
+        n_components=3,
+        n_features=4,
+        n_files=4,
+        row_group_size=50_000,
+        sort_by=sort_by,
+        labels=True,
+        seed=11,
+    )
     table = ds.dataset(info.path, format="parquet").to_table()
     X = np.column_stack([table.column(c).to_numpy() for c in info.feature_names])
     labels = table.column("label").to_numpy()
@@ -111,8 +135,17 @@ def test_per_component_means_match_truth(tmp_path: Path, sort_by: str | None) ->
 
 
 def test_same_seed_same_bytes_different_seed_different_values(tmp_path: Path) -> None:
-    kwargs = dict(n_records=3000, n_components=3, n_features=2, n_files=2, row_group_size=700,
-                  partitions=2, held_out=50, labels=True, sort_by="component")
+    kwargs = dict(
+        n_records=3000,
+        n_components=3,
+        n_features=2,
+        n_files=2,
+        row_group_size=700,
+        partitions=2,
+        held_out=50,
+        labels=True,
+        sort_by="component",
+    )
     a = write_lake(tmp_path / "a", seed=7, **kwargs)
     b = write_lake(tmp_path / "b", seed=7, **kwargs)
     assert b.files == a.files
@@ -141,8 +174,17 @@ def test_non_empty_target_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
 def test_read_truth_round_trips(tmp_path: Path, covariance_type: str) -> None:
-    info = write_lake(tmp_path / "lake", n_records=400, n_components=3, n_features=3, n_files=2,
-                      covariance_type=covariance_type, sort_by="component", labels=True, seed=2)
+    info = write_lake(
+        tmp_path / "lake",
+        n_records=400,
+        n_components=3,
+        n_features=3,
+        n_files=2,
+        covariance_type=covariance_type,
+        sort_by="component",
+        labels=True,
+        seed=2,
+    )
     params, names = read_truth(info.path)
     assert names == info.feature_names == ["x0", "x1", "x2"]
     assert params.covariance_type == covariance_type
@@ -151,7 +193,13 @@ def test_read_truth_round_trips(tmp_path: Path, covariance_type: str) -> None:
     truth = json.loads((info.path / "_truth.json").read_text())
     assert truth["format"] == "streamgmm.synthetic_lake" and truth["version"] == 1
     assert {k: truth[k] for k in ("n_records", "n_files", "partitions", "sort_by", "seed", "held_out")} == {
-        "n_records": 400, "n_files": 2, "partitions": 0, "sort_by": "component", "seed": 2, "held_out": 0}
+        "n_records": 400,
+        "n_files": 2,
+        "partitions": 0,
+        "sort_by": "component",
+        "seed": 2,
+        "held_out": 0,
+    }
 
 
 def test_read_truth_rejects_other_json(tmp_path: Path) -> None:
@@ -182,11 +230,36 @@ def test_interrupted_write_leaves_no_finished_looking_files(tmp_path: Path, monk
 def test_main_via_subprocess(tmp_path: Path) -> None:
     out = tmp_path / "cli"
     result = subprocess.run(
-        [sys.executable, "-m", "streamgmm.synthetic_lake", "--records", "2500", "--components", "2",
-         "--features", "3", "--files", "3", "--row-group-size", "400", "--partitions", "2",
-         "--sort-by", "component", "--covariance", "diag", "--held-out", "100", "--labels", "--seed", "4",
-         str(out)],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "streamgmm.synthetic_lake",
+            "--records",
+            "2500",
+            "--components",
+            "2",
+            "--features",
+            "3",
+            "--files",
+            "3",
+            "--row-group-size",
+            "400",
+            "--partitions",
+            "2",
+            "--sort-by",
+            "component",
+            "--covariance",
+            "diag",
+            "--held-out",
+            "100",
+            "--labels",
+            "--seed",
+            "4",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert result.stdout.strip() == f"wrote 2500 records (+100 held out) in 3 files to {out}"
     params, names = read_truth(out)
@@ -195,6 +268,7 @@ def test_main_via_subprocess(tmp_path: Path) -> None:
     assert table.num_rows == 2500 and set(table.column("day").to_pylist()) == {0, 1}
     assert pq.ParquetFile(out / "day=0" / "part-00000.parquet").metadata.num_row_groups == 3  # 834 rows / 400
 
-    refused = subprocess.run([sys.executable, "-m", "streamgmm.synthetic_lake", "--records", "10", str(out)],
-                             capture_output=True, text=True)
+    refused = subprocess.run(
+        [sys.executable, "-m", "streamgmm.synthetic_lake", "--records", "10", str(out)], capture_output=True, text=True
+    )
     assert refused.returncode == 2 and "not an empty directory" in refused.stderr

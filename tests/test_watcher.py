@@ -72,7 +72,12 @@ def assert_same_model(a: StreamingGaussianMixture, b: StreamingGaussianMixture) 
     np.testing.assert_allclose(a._history, b._history, rtol=1e-12)
     # The fit history is continued across files, checkpoints and restarts as by partial_fit.
     ta, tb = a.fit_history_, b.fit_history_
-    assert (ta.n_batches, ta.stride, ta.records.tolist(), ta.reseeded) == (tb.n_batches, tb.stride, tb.records.tolist(), tb.reseeded)
+    assert (ta.n_batches, ta.stride, ta.records.tolist(), ta.reseeded) == (
+        tb.n_batches,
+        tb.stride,
+        tb.records.tolist(),
+        tb.reseeded,
+    )
     np.testing.assert_allclose(ta.mean_log_likelihood, tb.mean_log_likelihood, rtol=1e-12)
     np.testing.assert_allclose(ta.step_size, tb.step_size, rtol=1e-12)
 
@@ -81,10 +86,29 @@ def watch_cli(landing: Path, state: Path, *args: str, crash: str | None = None, 
     env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
     if crash:
         env[CRASH_ENV] = crash
-    argv = [sys.executable, "-m", "streamgmm", "watch", str(landing), "--state", str(state), "-k", str(K),
-            "--columns", ",".join(FEATURES), "--batch-size", str(BATCH), "--settle", "0", "--interval", "0.05", *args]
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, **popen)
+    argv = [
+        sys.executable,
+        "-m",
+        "streamgmm",
+        "watch",
+        str(landing),
+        "--state",
+        str(state),
+        "-k",
+        str(K),
+        "--columns",
+        ",".join(FEATURES),
+        "--batch-size",
+        str(BATCH),
+        "--settle",
+        "0",
+        "--interval",
+        "0.05",
+        *args,
+    ]
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, **popen
+    )
 
 
 def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
@@ -123,7 +147,11 @@ def reference(landing, tmp_path_factory) -> tuple[Path, Path]:
     code, out, err = finish(watch_cli(directory, work / "state", "--once", "--json", "--assign-out", str(work / "out")))
     assert code == 0, err
     summary = json.loads(out)
-    assert (summary["files_consumed"], summary["records_used"], summary["stopped_by"]) == (N_FILES, N_FILES * PER_FILE, None)
+    assert (summary["files_consumed"], summary["records_used"], summary["stopped_by"]) == (
+        N_FILES,
+        N_FILES * PER_FILE,
+        None,
+    )
     return work / "state", work / "out"
 
 
@@ -151,21 +179,28 @@ def test_killed_at_every_crash_point_then_restarted_ends_with_the_uninterrupted_
     # One run per crash point, each restart resuming the previous one's checkpoint.
     crashes = [("mid_file", 1), ("before_temp", 2), ("before_rename", 3), ("mid_file", 4), ("after_rename", 4)]
     for point, sequence in crashes:
-        code, _, err = finish(watch_cli(directory, state, "--once", "--assign-out", str(out), "--keep-models", "3",
-                                        crash=f"{point}:{sequence}"))
+        code, _, err = finish(
+            watch_cli(
+                directory, state, "--once", "--assign-out", str(out), "--keep-models", "3", crash=f"{point}:{sequence}"
+            )
+        )
         assert code == -signal.SIGKILL, err
         committed = len(ledger(state))
         assert committed == (sequence if point == "after_rename" else sequence - 1), (point, sequence)
         if point == "before_rename":
             # Killed between the fsynced temporary file and its rename: the temporary is there.
             assert len(temporaries(state)) == 1
-    code, out_text, err = finish(watch_cli(directory, state, "--once", "--json", "--assign-out", str(out), "--keep-models", "3"))
+    code, out_text, err = finish(
+        watch_cli(directory, state, "--once", "--json", "--assign-out", str(out), "--keep-models", "3")
+    )
     assert code == 0, err
     assert json.loads(out_text)["files_consumed"] == N_FILES - 4  # the rest, after the last crash
 
     ref_state, ref_out = reference
-    assert_same_model(StreamingGaussianMixture.load(state / "current.model"),
-                      StreamingGaussianMixture.load(ref_state / "current.model"))
+    assert_same_model(
+        StreamingGaussianMixture.load(state / "current.model"),
+        StreamingGaussianMixture.load(ref_state / "current.model"),
+    )
     entries = ledger(state)
     assert [e["path"] for e in entries] == [f.name for f in files]  # each exactly once, in order
     assert [e["sha256"] for e in entries] == [e["sha256"] for e in ledger(ref_state)]
@@ -176,11 +211,16 @@ def test_killed_at_every_crash_point_then_restarted_ends_with_the_uninterrupted_
     assert len((state / "ledger.jsonl").read_text().splitlines()) == N_FILES
     assert sorted(p.name for p in (state / "models").iterdir()) == [f"{n:08d}.model" for n in (4, 5, 6)]
 
-    info = subprocess.run([sys.executable, "-m", "streamgmm", "info", str(state), "--json"],
-                          capture_output=True, text=True, timeout=60)
+    info = subprocess.run(
+        [sys.executable, "-m", "streamgmm", "info", str(state), "--json"], capture_output=True, text=True, timeout=60
+    )
     summary = json.loads(info.stdout)
     assert summary["kind"] == "watch state"
-    assert (summary["files_consumed"], summary["records_used"], summary["records_skipped"]) == (N_FILES, N_FILES * PER_FILE, 0)
+    assert (summary["files_consumed"], summary["records_used"], summary["records_skipped"]) == (
+        N_FILES,
+        N_FILES * PER_FILE,
+        0,
+    )
     assert summary["last_update"] and len(summary["recent"]) == N_FILES and summary["means"]
 
 
@@ -208,8 +248,10 @@ def test_external_kill_at_random_times_loses_and_repeats_nothing(landing, refere
     code, _, err = finish(watch_cli(directory, state, "--once"))
     assert code == 0, err
     assert [e["path"] for e in ledger(state)] == [f.name for f in files]
-    assert_same_model(StreamingGaussianMixture.load(state / "current.model"),
-                      StreamingGaussianMixture.load(reference[0] / "current.model"))
+    assert_same_model(
+        StreamingGaussianMixture.load(state / "current.model"),
+        StreamingGaussianMixture.load(reference[0] / "current.model"),
+    )
 
 
 def test_polling_watcher_takes_new_files_refuses_a_second_watcher_and_stops_on_sigterm(truth, tmp_path) -> None:
@@ -225,7 +267,9 @@ def test_polling_watcher_takes_new_files_refuses_a_second_watcher_and_stops_on_s
 
     second = subprocess.run(
         [sys.executable, "-m", "streamgmm", "watch", str(directory), "--state", str(state), "-k", str(K), "--once"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert second.returncode == 1 and second.stdout == ""
     assert second.stderr.strip() == f"streamgmm: error: {state} is in use by another watcher (pid {process.pid})"
@@ -306,19 +350,23 @@ def test_step_floor_follows_drift(truth, tmp_path, step_floor: float, follows: b
     landing_of(directory, truth, n_files=5)
     shifted = type(truth).from_covariances(truth.weights, truth.means + 2.0, truth.covariances, truth.covariance_type)
     landing_of(directory, shifted, n_files=5, seed=1, start=5)
-    watch(directory, state, n_components=K, columns=FEATURES, batch_size=200, step_floor=step_floor,
-          settle=0, once=True)
+    watch(
+        directory, state, n_components=K, columns=FEATURES, batch_size=200, step_floor=step_floor, settle=0, once=True
+    )
     model = StreamingGaussianMixture.load(state / "current.model")
     order = match_components(shifted.means, model.means_)
     distance = np.linalg.norm(model.means_[order] - shifted.means, axis=1).max()
     assert bool(distance < 0.5) == follows, distance
 
 
-def test_init_model_is_continued_and_a_checkpoint_is_not_restarted_with_other_settings(landing, truth, tmp_path) -> None:
+def test_init_model_is_continued_and_a_checkpoint_is_not_restarted_with_other_settings(
+    landing, truth, tmp_path
+) -> None:
     _, files = landing
     X, _ = sample_mixture(truth, 3000, random_state=42)
     start = StreamingGaussianMixture(K, random_state=1, batch_size=BATCH, shuffle=False).fit(
-        pa.table({"x0": X[:, 0], "x1": X[:, 1]}))
+        pa.table({"x0": X[:, 0], "x1": X[:, 1]})
+    )
     start.save(tmp_path / "start.model")
     state = tmp_path / "state"
     watch(files[0].parent, state, init_model=tmp_path / "start.model", step_floor=0.02, settle=0, once=True)
@@ -341,8 +389,21 @@ def test_init_model_is_continued_and_a_checkpoint_is_not_restarted_with_other_se
 def test_continuous_update_pipeline_runs_a_watcher_while_feeding_it(tmp_path) -> None:
     script = Path(__file__).resolve().parents[1] / "pipelines" / "continuous_update.py"
     result = subprocess.run(
-        [sys.executable, str(script), "--files", "4", "--records", "2000", "--pause", "0.05", "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(script),
+            "--files",
+            "4",
+            "--records",
+            "2000",
+            "--pause",
+            "0.05",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.splitlines()[-1])
@@ -357,8 +418,9 @@ def test_files_quarantined_before_any_model_are_kept_in_the_ledger(truth, tmp_pa
     os.utime(directory / "garbage.parquet", (BASE_TIME - 1,) * 2)
     summary = watch(directory, state, n_components=K, columns=FEATURES, batch_size=BATCH, settle=0, once=True)
     assert (summary.files_quarantined, summary.sequence) == (1, 1) and not (state / "current.model").exists()
-    info = subprocess.run([sys.executable, "-m", "streamgmm", "info", str(state), "--json"],
-                          capture_output=True, text=True, timeout=60)
+    info = subprocess.run(
+        [sys.executable, "-m", "streamgmm", "info", str(state), "--json"], capture_output=True, text=True, timeout=60
+    )
     described = json.loads(info.stdout)
     assert (described["files_quarantined"], described["files_consumed"], described["model"]) == (1, 0, None)
     assert "not a Parquet file" in described["quarantined"][0]["reason"]
@@ -388,10 +450,32 @@ def test_passthrough_ids_are_not_features_and_keep_copies_them(tmp_path):
         files.append(write_file(tmp_path / "landing" / f"part-{i}.parquet", X, BASE_TIME + i, id=ids))
     out = tmp_path / "scored"
     run = subprocess.run(
-        [sys.executable, "-m", "streamgmm", "watch", str(tmp_path / "landing"), "--state", str(tmp_path / "state"),
-         "-k", str(K), "--passthrough", "id", "--batch-size", str(BATCH), "--settle", "0", "--once", "-q",
-         "--assign-out", str(out), "--keep", "id"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "streamgmm",
+            "watch",
+            str(tmp_path / "landing"),
+            "--state",
+            str(tmp_path / "state"),
+            "-k",
+            str(K),
+            "--passthrough",
+            "id",
+            "--batch-size",
+            str(BATCH),
+            "--settle",
+            "0",
+            "--once",
+            "-q",
+            "--assign-out",
+            str(out),
+            "--keep",
+            "id",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 0, run.stderr
     model = StreamingGaussianMixture.load(tmp_path / "state" / "current.model")
