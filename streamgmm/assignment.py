@@ -58,6 +58,7 @@ from .lake_paths import overlap, refuse_url
 from .params import MixtureParams
 from .parquet_source import READ_BATCH, LakeFile, ParquetSource
 from .quadratic import one_blas_thread
+from .validation import default_feature_names
 
 FORMAT_NAME = "streamgmm.assign"
 FORMAT_VERSION = 1
@@ -166,7 +167,7 @@ def assign(
         dask_input, inputs_base = dask_parts(source, names, params.n_features, keep, nan_policy, client)
     else:
         parts, inputs_base = _parts(source, names, params.n_features, keep, nan_policy)
-    features = names if names is not None else [f"x{j}" for j in range(params.n_features)]
+    features = names if names is not None else default_feature_names(params.n_features)
 
     refuse_url(out, "output directory")
     out = os.path.abspath(os.fspath(out))
@@ -414,7 +415,7 @@ def _table_part(
     for name in keep:
         if table.schema.get_field_index(name) < 0:
             raise DataError(f"{where}: no column {name!r} to keep (columns: {', '.join(table.schema.names)})")
-    features = names if names is not None else [f"x{j}" for j in range(n_features)]
+    features = names if names is not None else default_feature_names(n_features)
     for name in features:
         check_column(table.schema, name, where)
 
@@ -447,7 +448,7 @@ def _as_table(source: Any, names: list[str] | None, n_features: int) -> pa.Table
     X = np.asarray(source, dtype=np.float64)
     if X.ndim != 2 or X.shape[1] != n_features:
         raise ValueError(f"expected an array of shape (n_records, {n_features}), got shape {X.shape}")
-    columns = names if names is not None else [f"x{j}" for j in range(n_features)]
+    columns = names if names is not None else default_feature_names(n_features)
     return pa.table({name: X[:, j] for j, name in enumerate(columns)})
 
 

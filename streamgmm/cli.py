@@ -55,6 +55,7 @@ from .dask_source import connect
 from .estimator import StreamingGaussianMixture
 from .model_file import ModelFileError
 from .parquet_source import ParquetSource
+from .validation import default_feature_names
 
 # ---------------------------------------------------------------------- arguments
 
@@ -504,7 +505,7 @@ def model_summary(model: StreamingGaussianMixture) -> dict[str, Any]:
         "n_components": int(model.n_components),
         "covariance_type": model.covariance_type,
         "algorithm": model.algorithm,
-        "feature_names": model._feature_names() or [f"x{j}" for j in range(model.n_features_in_)],
+        "feature_names": model._feature_names() or default_feature_names(model.n_features_in_),
         "weights": model.weights_.tolist(),
         "means": model.means_.tolist(),
         "lower_bound": model.lower_bound_,

@@ -25,6 +25,7 @@ from .assignment import PartWriter, _parts, _remove, _table_part, lake_for_model
 from .dask_source import DaskSource, PartitionSpec, dask_source, open_partition
 from .inputs import is_path_like
 from .parquet_source import ParquetSource
+from .validation import default_feature_names
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def dask_parts(
         return DaskAssignInput(dask_source(lake, client=client), tuple(keep)), lake.base_dir
     if hasattr(source, "columns"):
         # As a local DataFrame: read by the model's names, else by the default names x0, x1, ...
-        features = names if names is not None else [f"x{j}" for j in range(n_features)]
+        features = names if names is not None else default_feature_names(n_features)
         dask = dask_source(source, client=client, feature_names=features, nan_policy=nan_policy, passthrough=keep)
     else:
         dask = dask_source(source, client=client, n_features=n_features)

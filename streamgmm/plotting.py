@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .atomic_write import write_bytes_atomically
-from .validation import make_rng
+from .validation import default_feature_names, make_rng
 
 DPI = 100
 HEIGHT = 8.0  # inches
@@ -130,7 +130,7 @@ def plot_model(
     history, to the PNG ``out``. Returns ``out``."""
     model._check_fitted()
     Figure, FigureCanvasAgg, Ellipse = _matplotlib()
-    names = model._feature_names() or [f"x{j}" for j in range(model.n_features_in_)]
+    names = model._feature_names() or default_feature_names(model.n_features_in_)
     k, d = model.means_.shape
     chosen = resolve_pairs(pairs, names) if d > 1 else []
     X = None

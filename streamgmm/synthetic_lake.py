@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 from .atomic_write import atomic_path, write_bytes_atomically
 from .datasets import random_mixture, sample_mixture
 from .params import MixtureParams
+from .validation import default_feature_names
 
 FORMAT = "streamgmm.synthetic_lake"
 VERSION = 1
@@ -204,7 +205,7 @@ def write_lake(
         random_state=_seed(seed, _PARAMS),
     )
     root.mkdir(parents=True, exist_ok=True)
-    feature_names = [f"x{j}" for j in range(n_features)]
+    feature_names = default_feature_names(n_features)
     schema = _schema(feature_names, labels)
     sampler = _Sampler(params, n_records, sort_by, seed)
 

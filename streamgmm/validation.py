@@ -125,6 +125,15 @@ def first_non_finite(arr: np.ndarray) -> tuple[int, int]:
     return int(rows[0]), int(columns[0])
 
 
+def default_feature_names(n_features: int) -> list[str]:
+    """The names of unnamed features: ``x0``, ``x1``, ... (also the synthetic lakes' columns).
+
+    >>> default_feature_names(3)
+    ['x0', 'x1', 'x2']
+    """
+    return [f"x{j}" for j in range(n_features)]
+
+
 def make_rng(random_state: Any) -> np.random.Generator:
     """A numpy Generator from None, an int, a Generator or a legacy RandomState."""
     if random_state is None or isinstance(random_state, (numbers.Integral, np.integer)):

@@ -17,10 +17,9 @@ from sklearn.preprocessing import StandardScaler
 
 import streamgmm
 from streamgmm import ConvergenceWarning, ParquetSource, StreamingGaussianMixture, make_mixture, select
+from streamgmm.covariance import COVARIANCE_TYPES
 from streamgmm.datasets import match_components
 from streamgmm.synthetic_lake import write_lake
-
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 
 
 def iris_standardised() -> np.ndarray:

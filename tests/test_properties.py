@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamgmm import ConvergenceWarning, MixtureParams, StreamingGaussianMixture
+from streamgmm.covariance import COVARIANCE_TYPES
 
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 ALGORITHMS = ["online", "batch"]
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FITS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

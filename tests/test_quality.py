@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from streamgmm import StreamingGaussianMixture, make_mixture
+from streamgmm.covariance import COVARIANCE_TYPES
 from streamgmm.datasets import match_components
-
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 
 
 @pytest.mark.parametrize("algorithm", ["online", "batch"])

@@ -16,9 +16,8 @@ from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from streamgmm import ConvergenceWarning, StreamingGaussianMixture, make_mixture
-from streamgmm.covariance import precisions_from_cholesky
+from streamgmm.covariance import COVARIANCE_TYPES, precisions_from_cholesky
 
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 PARAMETERS = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
 K = 3
 N_TRAIN = 3_000

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from streamgmm import ConvergenceWarning, MixtureParams, StreamingGaussianMixture, SufficientStatistics
+from streamgmm.covariance import COVARIANCE_TYPES
 from streamgmm.statistics import COUNT_EPSILON
 
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 K, D = 3, 4
 
 
