@@ -36,7 +36,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from tqdm import tqdm
 
-from .assignment import SUCCESS, assign, is_output_file, read_output_metadata
+from .assign_parts import SUCCESS, is_output_file, read_output_metadata
+from .assignment import assign
 from .checkpoint import StateDirectoryBusy, is_state_directory, state_summary
 from .cli_checks import (
     CommandError,

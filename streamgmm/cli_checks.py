@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from .assignment import SUCCESS, TEMPORARY, is_output_file
+from .assign_parts import SUCCESS, TEMPORARY, is_output_file
 from .lake_paths import check_not_input, describe_non_file, is_url, refuse_url
 from .parquet_source import ParquetSource
 

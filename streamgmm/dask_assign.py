@@ -1,5 +1,5 @@
 """The responsibilities pass on Dask: each partition's output file is written by the worker that
-reads the partition, with the local pass's writer (:class:`~streamgmm.assignment.PartWriter`:
+reads the partition, with the local pass's writer (:class:`~streamgmm.assign_parts.PartWriter`:
 same columns, metadata and atomic rename). The client only collects the per-file entries of the
 ``_SUCCESS`` manifest, which :func:`streamgmm.assignment.assign` writes last, as locally.
 
@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from .arrow_source import frame_table
-from .assignment import PartWriter, _parts, _remove, _table_part, lake_for_model
+from .assign_parts import PartWriter, input_parts, lake_for_model, remove_outputs, table_part
 from .dask_source import DaskSource, PartitionSpec, dask_source, open_partition
 from .inputs import is_path_like
 from .parquet_source import ParquetSource
@@ -80,7 +80,7 @@ def write_on_dask(
             outcomes = dask.compute(tasks)[0]
         except BaseException:
             # A partition failed before our task ran (e.g. in the collection's own graph).
-            _remove(writer.out, [_output_name(p.spec, i) for i, p in enumerate(source.partitions)])
+            remove_outputs(writer.out, [_output_name(p.spec, i) for i, p in enumerate(source.partitions)])
             raise
         if progress is not None:
             for outcome in outcomes:
@@ -89,7 +89,7 @@ def write_on_dask(
     entries = [outcome for outcome in outcomes if isinstance(outcome, dict)]
     errors = [outcome for outcome in outcomes if not isinstance(outcome, dict)]
     if errors:
-        _remove(writer.out, [entry["output"] for entry in entries])
+        remove_outputs(writer.out, [entry["output"] for entry in entries])
         raise errors[0]
     return entries
 
@@ -108,15 +108,15 @@ def _write_partition(
         names = list(spec.feature_names) if spec.feature_names is not None else None
         if spec.kind == "lake":
             lake = open_partition(data, spec, passthrough=keep)
-            [part], _ = _parts(lake, names, spec.n_features, keep, writer.nan_policy)
+            [part], _ = input_parts(lake, names, spec.n_features, keep, writer.nan_policy)
             part = replace(part, input=spec.where, output=output)
         elif spec.kind == "frame":
-            part = _table_part(frame_table(data), names, spec.n_features, keep, where=spec.where, output=output)
+            part = table_part(frame_table(data), names, spec.n_features, keep, where=spec.where, output=output)
         else:
             # As a local array: non-finite values are left to the writer's nan_policy.
             X = np.asarray(data, dtype=np.float64)
             table = pa.table({name: X[:, j] for j, name in enumerate(writer.features)})
-            part = _table_part(table, writer.features, spec.n_features, keep, where=spec.where, output=output)
+            part = table_part(table, writer.features, spec.n_features, keep, where=spec.where, output=output)
         return writer.write(part)
     except Exception as exc:  # noqa: BLE001 - handed to the client, which raises it
         return exc

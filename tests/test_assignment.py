@@ -24,7 +24,7 @@ import pytest
 from sklearn.mixture import GaussianMixture
 
 from streamgmm import DataError, ParquetSource, StreamingGaussianMixture, assign
-from streamgmm.assignment import SUCCESS, read_output_metadata
+from streamgmm.assign_parts import SUCCESS, read_output_metadata
 from streamgmm.synthetic_lake import write_lake
 
 K = 3
@@ -649,7 +649,7 @@ def test_zero_row_output_schema_equals_the_others_for_non_nullable_keep_columns(
 def test_large_covariances_stay_out_of_the_file_metadata(tmp_path):
     """Footers stay small: beyond MAX_METADATA_COVARIANCES numbers the covariances are left out
     of each file's metadata (the fingerprint still names the model); below it they are exact."""
-    from streamgmm.assignment import MAX_METADATA_COVARIANCES
+    from streamgmm.assign_parts import MAX_METADATA_COVARIANCES
 
     rng = np.random.default_rng(4)
     d = 120  # two full 120 x 120 covariances: 28,800 numbers
