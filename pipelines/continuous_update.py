@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streamgmm import StreamingGaussianMixture
-from streamgmm.checkpoint import StateDirectory
-from streamgmm.datasets import match_components, random_mixture, sample_mixture
+from streamgmm.datasets.mixtures import match_components, random_mixture, sample_mixture
+from streamgmm.watch.checkpoint import StateDirectory
 
 
 def drop_file(landing: Path, name: str, X: np.ndarray) -> None:

@@ -25,8 +25,8 @@ import time
 from typing import Any
 
 from streamgmm import DataError, ModelFileError, ParquetSource, StreamingGaussianMixture, assign
-from streamgmm.cli import column_list
-from streamgmm.dask_source import connect
+from streamgmm.cli.command import column_list
+from streamgmm.dask.source import connect
 
 
 def run(

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from streamgmm import StreamingGaussianMixture, make_mixture
-from streamgmm.datasets import match_components
+from streamgmm.datasets.mixtures import match_components
 
 
 def main() -> None:

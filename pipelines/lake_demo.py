@@ -21,8 +21,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from parquet_lake_job import run
 
-from streamgmm.datasets import match_components
-from streamgmm.synthetic_lake import write_lake
+from streamgmm.datasets.mixtures import match_components
+from streamgmm.datasets.synthetic_lake import write_lake
 
 
 def main() -> None:

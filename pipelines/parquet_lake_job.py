@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from streamgmm import DataError, ModelFileError, ParquetSource, StreamingGaussianMixture, assign
-from streamgmm.cli import column_list, combined_filter, parse_filter
+from streamgmm.cli.command import column_list, combined_filter, parse_filter
 
 
 def run(

@@ -19,10 +19,10 @@ fi
 spec="$ROOT"
 [ -n "${1:-}" ] && spec="$ROOT[$1]"
 # Reinstall only when the build's inputs changed since the last install into this venv: the
-# install is editable, so Python changes need none, but the C kernel (streamgmm/_fused*) is
+# install is editable, so Python changes need none, but the C kernel (streamgmm/kernels/_fused*) is
 # compiled by it.
 stamp="$VENV/.streamgmm-installed-${1:-base}"
-if [ ! -f "$stamp" ] || [ -n "$(find "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT"/streamgmm/_fused* \
+if [ ! -f "$stamp" ] || [ -n "$(find "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT"/streamgmm/kernels/_fused* \
       -newer "$stamp" ! -name '*.so' 2>/dev/null | head -1)" ]; then
   echo "installing streamgmm${1:+[$1]} into $VENV" >&2
   log="$VENV/install.log"

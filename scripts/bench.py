@@ -54,7 +54,7 @@ def data_files(lake: str) -> list[str]:
 def load(files: list[str], names: list[str]) -> np.ndarray:
     import pyarrow.parquet as pq
 
-    from streamgmm.columns import to_matrix
+    from streamgmm.io.columns import to_matrix
 
     return np.concatenate([to_matrix(pq.read_table(f, columns=names), names) for f in files])
 
@@ -77,7 +77,7 @@ def decode(lake: str, names: list[str]) -> dict:
 
 
 def worker(method: str, lake: str, k: int, covariance_type: str, seed: int) -> dict:
-    from streamgmm.synthetic_lake import read_truth
+    from streamgmm.datasets.synthetic_lake import read_truth
 
     truth, names = read_truth(lake)
     held_out = load(data_files(os.path.join(lake, HELD_OUT_DIR)), names)
@@ -200,7 +200,7 @@ def run_child(method: str, lake: str, args: argparse.Namespace) -> dict:
 
 
 def make_lake(path: str, n_records: int, args: argparse.Namespace, held_out: int) -> None:
-    from streamgmm.synthetic_lake import write_lake
+    from streamgmm.datasets.synthetic_lake import write_lake
 
     write_lake(
         path,
@@ -284,7 +284,7 @@ def comparison(args: argparse.Namespace, lake: str, n_records: int) -> dict:
             name = "float32" if "float32" in method else "float64"
             row["gemm_fraction"] = rate * flops_per_record / 1e9 / gemm[name]
         rows.append(row)
-    from streamgmm import quadratic
+    from streamgmm.kernels import quadratic
 
     # The children import streamgmm as this process does, so they take the same kernel.
     kernel = f"fused {quadratic.FUSED_KERNELS[0]}" if quadratic.fused_kernel_enabled() else "blas"

@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from streamgmm import ParquetSource, StreamingGaussianMixture
-from streamgmm.dask_source import connect
-from streamgmm.synthetic_lake import read_truth, write_lake
+from streamgmm.dask.source import connect
+from streamgmm.datasets.synthetic_lake import read_truth, write_lake
 
 
 def main() -> None:

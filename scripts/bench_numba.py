@@ -36,7 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench  # noqa: E402  (scripts/bench.py: the same lake as the benchmark)
 
-from streamgmm import ParquetSource, StreamingGaussianMixture, quadratic  # noqa: E402
+from streamgmm import ParquetSource, StreamingGaussianMixture  # noqa: E402
+from streamgmm.kernels import quadratic  # noqa: E402
 
 try:
     import numba

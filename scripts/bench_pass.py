@@ -38,8 +38,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench  # noqa: E402  (scripts/bench.py: the same decode and lake as the benchmark)
 
-from streamgmm import ParquetSource, StreamingGaussianMixture, quadratic  # noqa: E402
-from streamgmm.synthetic_lake import read_truth  # noqa: E402
+from streamgmm import ParquetSource, StreamingGaussianMixture  # noqa: E402
+from streamgmm.datasets.synthetic_lake import read_truth  # noqa: E402
+from streamgmm.kernels import quadratic  # noqa: E402
 
 BATCH = 8192
 

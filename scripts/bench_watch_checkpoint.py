@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from streamgmm import StreamingGaussianMixture
-from streamgmm.checkpoint import StateDirectory
+from streamgmm.watch.checkpoint import StateDirectory
 
 
 def main() -> None:

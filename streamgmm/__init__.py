@@ -1,15 +1,15 @@
 """streamgmm: Gaussian mixture models fitted by streaming EM over data larger than memory."""
 
-from .assignment import AssignSummary, assign
-from .columns import DataError
-from .datasets import make_mixture, random_mixture, sample_mixture
-from .estimator import ConvergenceWarning, StreamingGaussianMixture
-from .model_file import ModelFileError
-from .params import MixtureParams
-from .parquet_source import ParquetSource
-from .selection import SelectionResult, select
-from .statistics import SufficientStatistics
-from .validation import NotFittedError
+from streamgmm.assignment.local import AssignSummary, assign
+from streamgmm.datasets.mixtures import make_mixture, random_mixture, sample_mixture
+from streamgmm.estimator import ConvergenceWarning, StreamingGaussianMixture
+from streamgmm.io.columns import DataError
+from streamgmm.io.model_file import ModelFileError
+from streamgmm.io.parquet_source import ParquetSource
+from streamgmm.io.validation import NotFittedError
+from streamgmm.mixture.params import MixtureParams
+from streamgmm.mixture.statistics import SufficientStatistics
+from streamgmm.selection import SelectionResult, select
 
 __version__ = "0.1.0"
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from streamgmm.cli.command import main
 
 sys.exit(main())

@@ -22,22 +22,22 @@ from typing import Any
 
 import numpy as np
 
-from . import covariance as cov
-from .batch_em import BatchEMResult, run_batch_em
-from .dask_em import default_partitions_per_step, run_dask_batch_em, run_dask_online_em
-from .dask_source import DaskSource, dask_source, is_dask_collection
-from .fit_history import FitHistory
-from .initialization import check_init_params
-from .inputs import as_source
-from .model_check import check_mixture_arrays
-from .model_file import ModelFileError, read_model, write_model
-from .online_em import OnlineState, StepSchedule, run_online_em
-from .params import MixtureParams
-from .quadratic import check_compute_dtype, one_blas_thread
-from .sources import ArraySource, ChunkSource
-from .start import Start, converged_start, draw_sample
-from .statistics import SufficientStatistics
-from .validation import make_rng, not_fitted_error
+from streamgmm.dask.em import default_partitions_per_step, run_dask_batch_em, run_dask_online_em
+from streamgmm.dask.source import DaskSource, dask_source, is_dask_collection
+from streamgmm.em.batch import BatchEMResult, run_batch_em
+from streamgmm.em.fit_history import FitHistory
+from streamgmm.em.online import OnlineState, StepSchedule, run_online_em
+from streamgmm.em.start import Start, converged_start, draw_sample
+from streamgmm.inputs import as_source
+from streamgmm.io.model_check import check_mixture_arrays
+from streamgmm.io.model_file import ModelFileError, read_model, write_model
+from streamgmm.io.sources import ArraySource, ChunkSource
+from streamgmm.io.validation import make_rng, not_fitted_error
+from streamgmm.kernels.quadratic import check_compute_dtype, one_blas_thread
+from streamgmm.mixture import covariance as cov
+from streamgmm.mixture.initialization import check_init_params
+from streamgmm.mixture.params import MixtureParams
+from streamgmm.mixture.statistics import SufficientStatistics
 
 ALGORITHMS = ("auto", "online", "batch")
 SHUFFLE_MODES = (True, False, "records", "row_groups")
@@ -117,12 +117,12 @@ class StreamingGaussianMixture:
     or Parquet lake; later inputs with names are read by these names); plus ``n_steps_`` (online
     mini-batches so far), ``records_seen_`` and ``n_skipped_`` (records a source with
     ``nan_policy="skip"`` left out of the last pass), and ``fit_history_``, a bounded
-    :class:`~streamgmm.fit_history.FitHistory` of the online steps (saved with the model and
+    :class:`~streamgmm.em.fit_history.FitHistory` of the online steps (saved with the model and
     continued by ``partial_fit`` and ``warm_start``).
 
     ``X`` may be anything :func:`streamgmm.inputs.as_source` takes: arrays, iterables of chunks,
     Arrow tables and readers, DataFrames, Parquet paths, globs and datasets, or a
-    :class:`~streamgmm.parquet_source.ParquetSource` for column, filter and ``nan_policy`` options.
+    :class:`~streamgmm.io.parquet_source.ParquetSource` for column, filter and ``nan_policy`` options.
 
     Example:
 
@@ -402,7 +402,7 @@ class StreamingGaussianMixture:
     ) -> StreamingGaussianMixture:
         """Fit to an array (n_records, n_features), an iterable of such chunks, an Arrow table
         or reader, a DataFrame, or a Parquet lake (a path, glob, list of paths, dataset or
-        :class:`~streamgmm.parquet_source.ParquetSource`).
+        :class:`~streamgmm.io.parquet_source.ParquetSource`).
 
         With the default ``algorithm="auto"``: candidates are fitted to convergence on the
         initialisation sample; if that sample is the whole data, the best is the fit; otherwise
@@ -414,7 +414,7 @@ class StreamingGaussianMixture:
         collected here). ``client`` is a ``distributed.Client`` (default: Dask's current
         scheduler, local threads unless a Client is active). Online EM then steps once per wave
         of ``partitions_per_step`` partitions (default: the scheduler's thread count); see
-        :mod:`streamgmm.dask_em` and the README."""
+        :mod:`streamgmm.dask.em` and the README."""
         self._check_params()
         warm = self.warm_start and hasattr(self, "_state")
         if warm:
@@ -776,7 +776,7 @@ class StreamingGaussianMixture:
     # ------------------------------------------------------------------ persistence
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the model, its running statistics and step counter (see :mod:`streamgmm.model_file`)."""
+        """Write the model, its running statistics and step counter (see :mod:`streamgmm.io.model_file`)."""
         write_model(path, *self._model_document())
 
     def _model_document(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

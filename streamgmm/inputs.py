@@ -30,11 +30,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from .arrow_source import arrow_source, is_dataframe
-from .columns import DataError
-from .parquet_source import ParquetSource
-from .sources import ArraySource, ChunkSource, IterableSource
-from .validation import as_float_matrix
+from streamgmm.io.arrow_source import arrow_source, is_dataframe
+from streamgmm.io.columns import DataError
+from streamgmm.io.parquet_source import ParquetSource
+from streamgmm.io.sources import ArraySource, ChunkSource, IterableSource
+from streamgmm.io.validation import as_float_matrix
 
 
 def is_path_like(data: Any) -> bool:

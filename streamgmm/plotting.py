@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from .atomic_write import write_bytes_atomically
-from .validation import default_feature_names, make_rng
+from streamgmm.io.atomic_write import write_bytes_atomically
+from streamgmm.io.validation import default_feature_names, make_rng
 
 DPI = 100
 HEIGHT = 8.0  # inches

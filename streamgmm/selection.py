@@ -43,18 +43,18 @@ from typing import Any
 
 import numpy as np
 
-from .batch_em import EMIterations, shared_pass_statistics
-from .covariance import check_covariance_type
-from .dask_source import is_dask_collection
-from .estimator import StreamingGaussianMixture
-from .fit_history import FitHistory
-from .inputs import as_source
-from .online_em import OnlineState, online_update
-from .quadratic import one_blas_thread
-from .reseeding import WorstRecords
-from .sources import ArraySource, rebatch
-from .start import Start, draw_sample, spawn_rng
-from .validation import make_rng
+from streamgmm.dask.source import is_dask_collection
+from streamgmm.em.batch import EMIterations, shared_pass_statistics
+from streamgmm.em.fit_history import FitHistory
+from streamgmm.em.online import OnlineState, online_update
+from streamgmm.em.start import Start, draw_sample, spawn_rng
+from streamgmm.estimator import StreamingGaussianMixture
+from streamgmm.inputs import as_source
+from streamgmm.io.sources import ArraySource, rebatch
+from streamgmm.io.validation import make_rng
+from streamgmm.kernels.quadratic import one_blas_thread
+from streamgmm.mixture.covariance import check_covariance_type
+from streamgmm.mixture.reseeding import WorstRecords
 
 CRITERIA = ("bic", "aic")
 # Estimator parameters select passes to every candidate; the others are its own or make no sense here.

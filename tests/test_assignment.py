@@ -24,8 +24,8 @@ import pytest
 from sklearn.mixture import GaussianMixture
 
 from streamgmm import DataError, ParquetSource, StreamingGaussianMixture, assign
-from streamgmm.assign_parts import SUCCESS, read_output_metadata
-from streamgmm.synthetic_lake import write_lake
+from streamgmm.assignment.layout import SUCCESS, read_output_metadata
+from streamgmm.datasets.synthetic_lake import write_lake
 
 K = 3
 FEATURES = ["x0", "x1", "x2"]
@@ -649,7 +649,7 @@ def test_zero_row_output_schema_equals_the_others_for_non_nullable_keep_columns(
 def test_large_covariances_stay_out_of_the_file_metadata(tmp_path):
     """Footers stay small: beyond MAX_METADATA_COVARIANCES numbers the covariances are left out
     of each file's metadata (the fingerprint still names the model); below it they are exact."""
-    from streamgmm.assign_parts import MAX_METADATA_COVARIANCES
+    from streamgmm.assignment.layout import MAX_METADATA_COVARIANCES
 
     rng = np.random.default_rng(4)
     d = 120  # two full 120 x 120 covariances: 28,800 numbers
@@ -694,7 +694,7 @@ def test_the_e_step_runs_on_one_blas_thread(lake, model, tmp_path, monkeypatch):
     2.3-3.4 s against 1.3-1.4 s); its E-steps run on one thread and leave the count as found."""
     from threadpoolctl import ThreadpoolController, threadpool_limits
 
-    from streamgmm.params import MixtureParams
+    from streamgmm.mixture.params import MixtureParams
 
     blas = ThreadpoolController().select(user_api="blas")
     if not blas.lib_controllers:

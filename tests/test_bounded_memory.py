@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from streamgmm import ParquetSource
-from streamgmm.synthetic_lake import write_lake
+from streamgmm.datasets.synthetic_lake import write_lake
 
 RECORDS_PER_FILE = 250_000
 N_FEATURES = 8

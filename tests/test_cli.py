@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from streamgmm import StreamingGaussianMixture
-from streamgmm.synthetic_lake import write_lake
+from streamgmm.datasets.synthetic_lake import write_lake
 
 K = 3
 N_RECORDS = 20_000

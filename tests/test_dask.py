@@ -27,15 +27,15 @@ import pandas as pd  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from streamgmm import DataError, StreamingGaussianMixture, assign  # noqa: E402
-from streamgmm.batch_em import run_batch_em  # noqa: E402
-from streamgmm.cli import main  # noqa: E402
-from streamgmm.dask_em import run_dask_batch_em, wave_step_size  # noqa: E402
-from streamgmm.dask_source import dask_source, merge_samples  # noqa: E402
-from streamgmm.datasets import make_mixture  # noqa: E402
-from streamgmm.online_em import StepSchedule  # noqa: E402
-from streamgmm.parquet_source import ParquetSource  # noqa: E402
-from streamgmm.sources import ArraySource  # noqa: E402
-from streamgmm.synthetic_lake import read_truth, write_lake  # noqa: E402
+from streamgmm.cli.command import main  # noqa: E402
+from streamgmm.dask.em import run_dask_batch_em, wave_step_size  # noqa: E402
+from streamgmm.dask.source import dask_source, merge_samples  # noqa: E402
+from streamgmm.datasets.mixtures import make_mixture  # noqa: E402
+from streamgmm.datasets.synthetic_lake import read_truth, write_lake  # noqa: E402
+from streamgmm.em.batch import run_batch_em  # noqa: E402
+from streamgmm.em.online import StepSchedule  # noqa: E402
+from streamgmm.io.parquet_source import ParquetSource  # noqa: E402
+from streamgmm.io.sources import ArraySource  # noqa: E402
 
 # The test module is not importable on the workers (pytest imports it by path): its helper
 # functions travel by value.

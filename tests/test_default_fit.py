@@ -17,9 +17,9 @@ from sklearn.preprocessing import StandardScaler
 
 import streamgmm
 from streamgmm import ConvergenceWarning, ParquetSource, StreamingGaussianMixture, make_mixture, select
-from streamgmm.covariance import COVARIANCE_TYPES
-from streamgmm.datasets import match_components
-from streamgmm.synthetic_lake import write_lake
+from streamgmm.datasets.mixtures import match_components
+from streamgmm.datasets.synthetic_lake import write_lake
+from streamgmm.mixture.covariance import COVARIANCE_TYPES
 
 
 def iris_standardised() -> np.ndarray:
@@ -248,7 +248,7 @@ def test_warm_started_single_iterations_never_lower_the_bound(covariance_type: s
 def test_candidates_with_the_same_start_run_once() -> None:
     """Two partitions that are the same up to the order of their components give the same EM:
     the repeat is dropped, a different one kept."""
-    from streamgmm.initialization import distinct
+    from streamgmm.mixture.initialization import distinct
 
     X, _, _ = make_mixture(500, 3, 2, random_state=9)
     first = StreamingGaussianMixture(3, algorithm="batch", max_iter=0, n_init=1, random_state=0).fit(X).params_

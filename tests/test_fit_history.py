@@ -12,9 +12,9 @@ import pytest
 
 import streamgmm
 from streamgmm import StreamingGaussianMixture
-from streamgmm.fit_history import FitHistory
-from streamgmm.online_em import OnlineState, run_online_em
-from streamgmm.sources import ArraySource
+from streamgmm.em.fit_history import FitHistory
+from streamgmm.em.online import OnlineState, run_online_em
+from streamgmm.io.sources import ArraySource
 
 
 def random_updates(n: int, seed: int = 0) -> list[tuple[float, int, float, list[int]]]:

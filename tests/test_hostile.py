@@ -1,7 +1,7 @@
 """Hostile and careless input (issue 15): no data lost, no NaN result published, no hang.
 
 One test (or a few) per item of the issue, each failing without its fix. Files, links, FIFOs and
-processes are real; the command runs in this process (``streamgmm.cli.main``) except where a
+processes are real; the command runs in this process (``streamgmm.cli.command.main``) except where a
 hang must be bounded by a subprocess's timeout. Lakes are small so the module runs in seconds.
 """
 
@@ -28,11 +28,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from streamgmm import ModelFileError, ParquetSource, StreamingGaussianMixture, assign
-from streamgmm.checkpoint import StateDirectory
-from streamgmm.cli import main
-from streamgmm.model_file import write_model
-from streamgmm.synthetic_lake import write_lake
-from streamgmm.watcher import Watcher, watch
+from streamgmm.cli.command import main
+from streamgmm.datasets.synthetic_lake import write_lake
+from streamgmm.io.model_file import write_model
+from streamgmm.watch.checkpoint import StateDirectory
+from streamgmm.watch.watcher import Watcher, watch
 
 K = 3
 FEATURES = ["x0", "x1", "x2"]
@@ -324,7 +324,7 @@ def test_two_loop_links_end_for_directories_and_globs(lake, tmp_path) -> None:
     (copy / "sub" / "up").symlink_to("..", target_is_directory=True)
     (copy / "loop").symlink_to(".", target_is_directory=True)
     code = (
-        "from streamgmm.parquet_source import ParquetSource as P; import sys; "
+        "from streamgmm.io.parquet_source import ParquetSource as P; import sys; "
         "print(P(sys.argv[1]).n_records, P(sys.argv[1] + '/**/*.parquet').n_records)"
     )
     # A subprocess bounds the old behaviour (a listing growing without end) by its timeout.

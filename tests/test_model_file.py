@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from streamgmm import ModelFileError, NotFittedError, StreamingGaussianMixture, make_mixture
-from streamgmm.covariance import COVARIANCE_TYPES
+from streamgmm.mixture.covariance import COVARIANCE_TYPES
 
 FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
 FITTED_SCALARS = ("n_steps_", "records_seen_", "n_iter_", "converged_", "lower_bound_", "n_features_in_")

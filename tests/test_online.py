@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from streamgmm import StreamingGaussianMixture, make_mixture
-from streamgmm.online_em import lowest
-from streamgmm.reseeding import MIN_WEIGHT
+from streamgmm.em.online import lowest
+from streamgmm.mixture.reseeding import MIN_WEIGHT
 
 
 @pytest.fixture(scope="module")

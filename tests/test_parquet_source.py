@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from streamgmm import DataError, ParquetSource, StreamingGaussianMixture, assign
-from streamgmm.arrow_source import arrow_source
-from streamgmm.synthetic_lake import write_lake
+from streamgmm.datasets.synthetic_lake import write_lake
+from streamgmm.io.arrow_source import arrow_source
 
 FEATURES = ["x0", "x1", "x2"]
 
@@ -295,7 +295,7 @@ def test_explicit_columns_keep_their_order_and_cast_to_float64(typed_file) -> No
 
 
 def test_decoded_matrices_are_column_major_with_the_column_values(typed_file) -> None:
-    from streamgmm.columns import to_matrix
+    from streamgmm.io.columns import to_matrix
 
     table = pq.read_table(typed_file)
     X = to_matrix(table, NUMERIC)

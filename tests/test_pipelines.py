@@ -12,7 +12,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from streamgmm import StreamingGaussianMixture
-from streamgmm.synthetic_lake import write_lake
+from streamgmm.datasets.synthetic_lake import write_lake
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 

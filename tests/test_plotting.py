@@ -17,8 +17,8 @@ matplotlib = pytest.importorskip("matplotlib")
 
 import streamgmm  # noqa: E402
 from streamgmm import StreamingGaussianMixture  # noqa: E402
+from streamgmm.datasets.synthetic_lake import write_lake  # noqa: E402
 from streamgmm.plotting import figure_size, plot_model, png_size, resolve_pairs  # noqa: E402
-from streamgmm.synthetic_lake import write_lake  # noqa: E402
 
 
 def decoded(path) -> np.ndarray:

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamgmm import ConvergenceWarning, MixtureParams, StreamingGaussianMixture
-from streamgmm.covariance import COVARIANCE_TYPES
+from streamgmm.mixture.covariance import COVARIANCE_TYPES
 
 ALGORITHMS = ["online", "batch"]
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

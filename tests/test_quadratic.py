@@ -13,9 +13,10 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 from threadpoolctl import ThreadpoolController
 
-from streamgmm import MixtureParams, SufficientStatistics, quadratic
-from streamgmm.datasets import random_mixture
-from streamgmm.quadratic import (
+from streamgmm import MixtureParams, SufficientStatistics
+from streamgmm.datasets.mixtures import random_mixture
+from streamgmm.kernels import quadratic
+from streamgmm.kernels.quadratic import (
     FUSED_KERNELS,
     block_records,
     chunk_statistics,
@@ -201,7 +202,7 @@ def test_the_kernel_is_built_where_it_can_be() -> None:
     flags = cpu_flags()
     if not {"avx2", "fma"} <= flags:
         pytest.skip("this CPU has no AVX2 and FMA: the BLAS kernel serves")
-    assert quadratic._fused is not None, "streamgmm._fused was not built (see the install log)"
+    assert quadratic._fused is not None, "streamgmm.kernels._fused was not built (see the install log)"
     assert "avx2" in FUSED_KERNELS
     assert ("avx512" in FUSED_KERNELS) == ({"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags)
 

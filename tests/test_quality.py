@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from streamgmm import StreamingGaussianMixture, make_mixture
-from streamgmm.covariance import COVARIANCE_TYPES
-from streamgmm.datasets import match_components
+from streamgmm.datasets.mixtures import match_components
+from streamgmm.mixture.covariance import COVARIANCE_TYPES
 
 
 @pytest.mark.parametrize("algorithm", ["online", "batch"])
@@ -64,7 +64,7 @@ def test_burn_in_holds_parameters_for_the_first_batches() -> None:
 
 
 def test_step_sizes_follow_the_schedule() -> None:
-    from streamgmm.online_em import StepSchedule
+    from streamgmm.em.online import StepSchedule
 
     schedule = StepSchedule(exponent=0.7, offset=2.0, floor=0.05)
     assert schedule.step(1) == pytest.approx(3.0**-0.7)
@@ -75,7 +75,7 @@ def test_step_sizes_follow_the_schedule() -> None:
 
 
 def test_n_init_candidates_pick_the_best_sample_likelihood() -> None:
-    from streamgmm.initialization import initialize
+    from streamgmm.mixture.initialization import initialize
 
     X, _, truth = make_mixture(4_000, 6, 2, separation=5.0, random_state=8)
     rng = np.random.default_rng(0)

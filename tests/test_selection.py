@@ -14,11 +14,11 @@ from threadpoolctl import ThreadpoolController, threadpool_limits
 
 import streamgmm
 from streamgmm import StreamingGaussianMixture, select
-from streamgmm import start as start_module
-from streamgmm.params import MixtureParams
-from streamgmm.parquet_source import ParquetSource
+from streamgmm.datasets.synthetic_lake import write_lake
+from streamgmm.em import start as start_module
+from streamgmm.io.parquet_source import ParquetSource
+from streamgmm.mixture.params import MixtureParams
 from streamgmm.selection import _Reservoir, parse_candidates
-from streamgmm.synthetic_lake import write_lake
 
 
 class CountingSource:

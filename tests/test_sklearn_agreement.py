@@ -16,7 +16,7 @@ from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from streamgmm import ConvergenceWarning, StreamingGaussianMixture, make_mixture
-from streamgmm.covariance import COVARIANCE_TYPES, precisions_from_cholesky
+from streamgmm.mixture.covariance import COVARIANCE_TYPES, precisions_from_cholesky
 
 PARAMETERS = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
 K = 3

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from streamgmm import StreamingGaussianMixture
-from streamgmm.sources import ArraySource, IterableSource, prefetched, rebatch, reservoir_sample
+from streamgmm.io.sources import ArraySource, IterableSource, prefetched, rebatch, reservoir_sample
 
 
 def positions(n: int, d: int = 1) -> np.ndarray:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from streamgmm import ConvergenceWarning, MixtureParams, StreamingGaussianMixture, SufficientStatistics
-from streamgmm.covariance import COVARIANCE_TYPES
-from streamgmm.statistics import COUNT_EPSILON
+from streamgmm.mixture.covariance import COVARIANCE_TYPES
+from streamgmm.mixture.statistics import COUNT_EPSILON
 
 K, D = 3, 4
 

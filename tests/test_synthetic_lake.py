@@ -13,8 +13,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from streamgmm import synthetic_lake
-from streamgmm.synthetic_lake import read_truth, write_lake
+from streamgmm.datasets import synthetic_lake
+from streamgmm.datasets.synthetic_lake import read_truth, write_lake
 
 
 def read_files(root: Path, files: list[str]) -> list:
@@ -191,7 +191,7 @@ def test_read_truth_round_trips(tmp_path: Path, covariance_type: str) -> None:
     for attr in ("weights", "means", "covariances", "precisions_cholesky"):
         np.testing.assert_array_equal(getattr(params, attr), getattr(info.params, attr))
     truth = json.loads((info.path / "_truth.json").read_text())
-    assert truth["format"] == "streamgmm.synthetic_lake" and truth["version"] == 1
+    assert truth["format"] == "streamgmm.datasets.synthetic_lake" and truth["version"] == 1
     assert {k: truth[k] for k in ("n_records", "n_files", "partitions", "sort_by", "seed", "held_out")} == {
         "n_records": 400,
         "n_files": 2,
@@ -204,7 +204,7 @@ def test_read_truth_round_trips(tmp_path: Path, covariance_type: str) -> None:
 
 def test_read_truth_rejects_other_json(tmp_path: Path) -> None:
     (tmp_path / "_truth.json").write_text(json.dumps({"format": "something else"}))
-    with pytest.raises(ValueError, match="not a streamgmm.synthetic_lake"):
+    with pytest.raises(ValueError, match="not a streamgmm.datasets.synthetic_lake"):
         read_truth(tmp_path)
 
 
@@ -233,7 +233,7 @@ def test_main_via_subprocess(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "streamgmm.synthetic_lake",
+            "streamgmm.datasets.synthetic_lake",
             "--records",
             "2500",
             "--components",
@@ -269,6 +269,8 @@ def test_main_via_subprocess(tmp_path: Path) -> None:
     assert pq.ParquetFile(out / "day=0" / "part-00000.parquet").metadata.num_row_groups == 3  # 834 rows / 400
 
     refused = subprocess.run(
-        [sys.executable, "-m", "streamgmm.synthetic_lake", "--records", "10", str(out)], capture_output=True, text=True
+        [sys.executable, "-m", "streamgmm.datasets.synthetic_lake", "--records", "10", str(out)],
+        capture_output=True,
+        text=True,
     )
     assert refused.returncode == 2 and "not an empty directory" in refused.stderr

@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from streamgmm import ModelFileError, ParquetSource, StreamingGaussianMixture
-from streamgmm.checkpoint import CRASH_ENV, StateDirectory
-from streamgmm.datasets import match_components, random_mixture, sample_mixture
-from streamgmm.watcher import watch
+from streamgmm.datasets.mixtures import match_components, random_mixture, sample_mixture
+from streamgmm.watch.checkpoint import CRASH_ENV, StateDirectory
+from streamgmm.watch.watcher import watch
 
 K = 3
 FEATURES = ["x0", "x1"]

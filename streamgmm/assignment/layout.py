@@ -1,0 +1,342 @@
+"""The layout of ``assign``'s output, shared by the local pass and the Dask sink: which input
+becomes which output file (:func:`input_parts`, :func:`table_part`), the writer of one part
+(:class:`PartWriter`, small enough to travel to Dask workers), the output schema and metadata,
+the output directory's checks, and the removal of what a failed run wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from streamgmm.inputs import is_arrow_stream, is_path_like
+from streamgmm.io.arrow_source import frame_table, is_dataframe
+from streamgmm.io.atomic_write import atomic_path
+from streamgmm.io.columns import DataError, FeatureReader, check_column
+from streamgmm.io.lake_paths import overlap
+from streamgmm.io.parquet_source import READ_BATCH, LakeFile, ParquetSource
+from streamgmm.io.validation import default_feature_names
+from streamgmm.kernels.quadratic import one_blas_thread
+from streamgmm.mixture.params import MixtureParams
+
+FORMAT_NAME = "streamgmm.assign"
+FORMAT_VERSION = 1
+SUCCESS = "_SUCCESS"
+MODEL_KEY = b"streamgmm.model"  # Parquet key-value metadata of every output file
+VERSION_KEY = b"streamgmm.format_version"
+SINGLE_OUTPUT = "part-00000.parquet"
+TABLE_ROW_GROUP = 131072  # output row group size for in-memory input (lakes keep their own)
+# Covariance entries written into each output file's metadata at most (about 0.5 MB of JSON).
+MAX_METADATA_COVARIANCES = 25_000
+Batches = Iterator[tuple[pa.RecordBatch, str, int]]  # (record batch, place for messages, its first row there)
+RESULT_DTYPES = {"float64": pa.float64(), "float32": pa.float32()}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One output file's worth of input: where it came from, and its row groups, each read as
+    record batches. Each input row group becomes one output row group."""
+
+    input: str
+    output: str
+    row_groups: Callable[[], Iterator[Batches]]
+    keep_fields: tuple[pa.Field, ...]  # types of the kept columns, for an input without rows
+
+
+@dataclass(frozen=True)
+class PartWriter:
+    """Writes one part's output file (atomically) with the run's schema and metadata. Small and
+    picklable: on Dask it travels to the workers that write the partitions."""
+
+    out: str
+    params: MixtureParams
+    features: list[str]
+    nan_policy: str
+    metadata: dict[bytes, bytes]
+    result_type: pa.DataType
+    batch_size: int
+
+    def write(self, part: Part, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Write ``part`` to its output file; its ``_SUCCESS`` entry."""
+        reader = FeatureReader(self.features, self.nan_policy)
+        target = Path(self.out, part.output)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        schema = output_schema(part.keep_fields, self.params.n_components, self.result_type).with_metadata(
+            self.metadata
+        )
+        rows = _write_part(part, target, reader, self.params, schema, self.batch_size, progress)
+        return {"input": part.input, "output": part.output, "rows": rows, "skipped": reader.skipped}
+
+
+def result_columns(n_components: int) -> list[str]:
+    return [f"resp_{k}" for k in range(n_components)] + ["component", "log_likelihood"]
+
+
+def output_schema(keep_fields: Sequence[pa.Field], n_components: int, result_type: pa.DataType) -> pa.Schema:
+    """Kept columns (nullable, so every output file of a run has one schema, whatever the inputs
+    declared), then the results."""
+    fields = [field.with_nullable(True) for field in keep_fields]
+    fields += [pa.field(f"resp_{k}", result_type) for k in range(n_components)]
+    return pa.schema(fields + [pa.field("component", pa.int32()), pa.field("log_likelihood", pa.float64())])
+
+
+def _write_part(
+    part: Part,
+    target: Path,
+    reader: FeatureReader,
+    params: MixtureParams,
+    schema: pa.Schema,
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+) -> int:
+    rows = 0
+    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for group in part.row_groups():
+            tables = []
+            for batch, where, first_row in group:
+                for start in range(0, batch.num_rows, batch_size):
+                    piece = batch.slice(start, batch_size)
+                    tables.append(_results(piece, where, first_row + start, reader, params, schema))
+                    if progress is not None:
+                        progress(piece.num_rows)
+            if tables:
+                table = pa.concat_tables(tables)
+                writer.write_table(table, row_group_size=table.num_rows)
+                rows += table.num_rows
+    return rows
+
+
+def _results(
+    batch: pa.RecordBatch,
+    where: str,
+    first_row: int,
+    reader: FeatureReader,
+    params: MixtureParams,
+    schema: pa.Schema,
+) -> pa.Table:
+    X, mask = reader.read(batch, where, first_row)
+    # One BLAS thread, as every other E-step (quadratic.one_blas_thread): a second one only
+    # competes with the read-ahead and other work on shared cores.
+    with one_blas_thread():
+        log_likelihood, resp = params.e_step(X if mask is None else X[mask])
+    component = resp.argmax(axis=1).astype(np.int32)
+
+    def column(values: np.ndarray, data_type: pa.DataType) -> pa.Array:
+        if mask is None:
+            return pa.array(values, type=data_type)
+        # Skipped rows keep their place, as nulls.
+        full = np.zeros(mask.shape[0], dtype=values.dtype)
+        full[mask] = values
+        return pa.array(full, type=data_type, mask=~mask)
+
+    n_results = params.n_components + 2
+    kept = [batch.column(field.name) for field in list(schema)[:-n_results]]
+    result_types = [field.type for field in list(schema)[-n_results:]]
+    results = [resp[:, k] for k in range(params.n_components)] + [component, log_likelihood]
+    return pa.Table.from_arrays(
+        kept + [column(values, data_type) for values, data_type in zip(results, result_types)], schema=schema
+    )
+
+
+def file_metadata(
+    params: MixtureParams, features: list[str], keep: list[str], fingerprint: str, dtype: str
+) -> dict[bytes, bytes]:
+    model = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "fingerprint": fingerprint,
+        "covariance_type": params.covariance_type,
+        "n_components": params.n_components,
+        "feature_names": features,
+        "keep": keep,
+        "dtype": dtype,
+        "weights": params.weights.tolist(),
+        "means": params.means.tolist(),
+        "covariances": params.covariances.tolist(),
+    }
+    if params.covariances.size > MAX_METADATA_COVARIANCES:
+        # Every output file carries this in its footer: K=50 full covariances over 100 features
+        # would be ~10 MB of JSON per file. The fingerprint still names the model exactly.
+        model["covariances"] = None
+        model["covariances_omitted"] = f"{params.covariances.size} numbers; see the model file"
+    return {
+        VERSION_KEY: str(FORMAT_VERSION).encode(),
+        MODEL_KEY: json.dumps(model).encode(),
+    }
+
+
+def is_output_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a Parquet file written by assign (unreadable files are not)."""
+    try:
+        return MODEL_KEY in (pq.read_schema(path).metadata or {})
+    except (OSError, pa.ArrowException):
+        return False
+
+
+def read_output_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The model document an output file carries in its key-value metadata."""
+    metadata = pq.read_schema(path).metadata or {}
+    if MODEL_KEY not in metadata:
+        raise DataError(f"{path}: not a streamgmm output file (no streamgmm.model metadata)")
+    return json.loads(metadata[MODEL_KEY])
+
+
+# ---------------------------------------------------------------------- inputs and layout
+
+
+def lake_for_model(
+    source: Any, names: list[str] | None, n_features: int, keep: list[str], nan_policy: str
+) -> ParquetSource:
+    """A lake (path or :class:`ParquetSource`) read by the model's feature names, with ``keep``."""
+    if not isinstance(source, ParquetSource):
+        source = ParquetSource(source, columns=names, passthrough=keep, nan_policy=nan_policy)
+    lake = source.reselect(names if names is not None else source.feature_names, keep)
+    if len(lake.feature_names) != n_features:
+        raise DataError(f"the model has {n_features} features, but the source selects {lake.feature_names}")
+    return lake
+
+
+def input_parts(
+    source: Any, names: list[str] | None, n_features: int, keep: list[str], nan_policy: str
+) -> tuple[list[Part], str | None]:
+    """The output files to write, and the local directory the inputs live under (if any)."""
+    if isinstance(source, ParquetSource) or is_path_like(source):
+        lake = lake_for_model(source, names, n_features, keep, nan_policy)
+        columns = list(dict.fromkeys(lake.feature_names + keep))
+        keep_fields = tuple(lake.dataset.schema.field(name) for name in keep)
+        parts = []
+        for file in lake.files:
+
+            def row_groups(file: LakeFile = file) -> Iterator[Batches]:
+                for group in file.row_groups:
+                    where = f"{file.path}: row group {group.index}"
+                    yield (
+                        (batch, where, first_row)
+                        for batch, first_row in lake.record_batches(group, columns, READ_BATCH)
+                    )
+
+            parts.append(Part(file.path, file.relative_path, row_groups, keep_fields))
+        return parts, lake.base_dir
+    return [table_part(_as_table(source, names, n_features), names, n_features, keep)], None
+
+
+def table_part(
+    table: pa.Table,
+    names: list[str] | None,
+    n_features: int,
+    keep: list[str],
+    where: str = "table",
+    output: str = SINGLE_OUTPUT,
+) -> Part:
+    """An in-memory table as one output file, in row groups of ``TABLE_ROW_GROUP`` records."""
+    for name in keep:
+        if table.schema.get_field_index(name) < 0:
+            raise DataError(f"{where}: no column {name!r} to keep (columns: {', '.join(table.schema.names)})")
+    features = names if names is not None else default_feature_names(n_features)
+    for name in features:
+        check_column(table.schema, name, where)
+
+    def row_groups() -> Iterator[Batches]:
+        for start in range(0, table.num_rows, TABLE_ROW_GROUP):
+            group = table.slice(start, TABLE_ROW_GROUP)
+            yield ((batch, where, start + offset) for batch, offset in _with_offsets(group.to_batches()))
+
+    return Part(where, output, row_groups, tuple(table.schema.field(name) for name in keep))
+
+
+def _with_offsets(batches: list[pa.RecordBatch]) -> Iterator[tuple[pa.RecordBatch, int]]:
+    offset = 0
+    for batch in batches:
+        yield batch, offset
+        offset += batch.num_rows
+
+
+def _as_table(source: Any, names: list[str] | None, n_features: int) -> pa.Table:
+    if is_dataframe(source):
+        return frame_table(source)
+    if isinstance(source, pa.Table):
+        return source
+    if isinstance(source, pa.RecordBatch):
+        return pa.Table.from_batches([source])
+    if isinstance(source, pa.RecordBatchReader):
+        return source.read_all()
+    if is_arrow_stream(source):
+        return pa.RecordBatchReader.from_stream(source).read_all()
+    X = np.asarray(source, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] != n_features:
+        raise ValueError(f"expected an array of shape (n_records, {n_features}), got shape {X.shape}")
+    columns = names if names is not None else default_feature_names(n_features)
+    return pa.table({name: X[:, j] for j, name in enumerate(columns)})
+
+
+def check_output_directory(out: str, inputs_base: str | None, overwrite: bool) -> set[str]:
+    """Check that ``out`` may be written, and return the files of earlier runs found there
+    (relative paths), which this run replaces or removes.
+
+    An empty or new directory is fine. One holding only what assign writes (outputs, hidden
+    temporary files of a killed run, a manifest) is an earlier run's: a finished one (with
+    ``_SUCCESS``) is replaced only with ``overwrite``; an unfinished one is simply replaced,
+    as nothing finished is lost. Any other file means the directory is someone else's.
+    """
+    if inputs_base is not None and overlap(out, inputs_base):  # by real paths: links cannot hide it
+        raise ValueError(
+            f"output directory {out} and input directory {inputs_base} overlap; the outputs would be read as "
+            "input next time, or the inputs replaced"
+        )
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"output {out} exists and is not a directory")
+    os.makedirs(out, exist_ok=True)
+    earlier: set[str] = set()
+    foreign: list[str] = []
+    for directory, _, names in os.walk(out):
+        for name in names:
+            relative = os.path.relpath(os.path.join(directory, name), out)
+            if _written_by_assign(out, relative):
+                earlier.add(relative)
+            else:
+                foreign.append(relative)
+    if foreign:
+        raise ValueError(
+            f"output directory {out} holds files assign did not write ({', '.join(sorted(foreign)[:3])}); "
+            "choose an empty or new directory"
+        )
+    if SUCCESS in earlier and not overwrite:
+        raise ValueError(
+            f"output directory {out} holds an earlier result; pass overwrite=True (--overwrite) to replace it"
+        )
+    return earlier
+
+
+TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp$")  # atomic_write's names
+
+
+def _written_by_assign(out: str, relative: str) -> bool:
+    path = os.path.join(out, relative)
+    name = os.path.basename(relative)
+    if TEMPORARY.match(name):
+        return True
+    try:
+        if relative == SUCCESS:
+            with open(path) as handle:
+                return json.load(handle).get("format") == FORMAT_NAME
+    except (OSError, ValueError, AttributeError):
+        return False
+    return name.endswith(".parquet") and is_output_file(path)
+
+
+def remove_outputs(out: str, relatives: set[str] | list[str]) -> None:
+    """Remove files under ``out``, then the directories that left empty."""
+    for relative in relatives:
+        Path(out, relative).unlink(missing_ok=True)
+    for directory, _, _ in sorted(os.walk(out), key=lambda entry: -len(entry[0])):
+        if directory != out and not os.listdir(directory):
+            os.rmdir(directory)

@@ -1,0 +1,122 @@
+"""The responsibilities pass on Dask: each partition's output file is written by the worker that
+reads the partition, with the local pass's writer (:class:`~streamgmm.assignment.layout.PartWriter`:
+same columns, metadata and atomic rename). The client only collects the per-file entries of the
+``_SUCCESS`` manifest, which :func:`streamgmm.assignment.local.assign` writes last, as locally.
+
+Layout: a Dask DataFrame or Array gives ``part-00000.parquet``, ``part-00001.parquet``, ... (one
+per partition, in partition order); a Parquet lake one file per input file at the same relative
+path. If any partition fails, the files the others wrote are removed and the first error (in
+partition order) is raised: a directory holds a whole result or none.
+
+Call it through ``assign(model, source, out, client=...)``; an example is in the README.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from streamgmm.assignment.layout import PartWriter, input_parts, lake_for_model, remove_outputs, table_part
+from streamgmm.dask.source import DaskSource, PartitionSpec, dask_source, open_partition
+from streamgmm.inputs import is_path_like
+from streamgmm.io.arrow_source import frame_table
+from streamgmm.io.parquet_source import ParquetSource
+from streamgmm.io.validation import default_feature_names
+
+
+@dataclass(frozen=True)
+class DaskAssignInput:
+    source: DaskSource
+    keep: tuple[str, ...]
+
+
+def dask_parts(
+    source: Any, names: list[str] | None, n_features: int, keep: Sequence[str], nan_policy: str, client: Any
+) -> tuple[DaskAssignInput, str | None]:
+    """The partitions to write, and the local directory the inputs live under (for a lake)."""
+    keep = list(keep)
+    if isinstance(source, ParquetSource) or is_path_like(source):
+        lake = lake_for_model(source, names, n_features, keep, nan_policy)
+        return DaskAssignInput(dask_source(lake, client=client), tuple(keep)), lake.base_dir
+    if hasattr(source, "columns"):
+        # As a local DataFrame: read by the model's names, else by the default names x0, x1, ...
+        features = names if names is not None else default_feature_names(n_features)
+        dask = dask_source(source, client=client, feature_names=features, nan_policy=nan_policy, passthrough=keep)
+    else:
+        dask = dask_source(source, client=client, n_features=n_features)
+    return DaskAssignInput(dask, tuple(keep)), None
+
+
+def write_on_dask(
+    dask_input: DaskAssignInput, writer: PartWriter, progress: Callable[[int], None] | None = None
+) -> list[dict[str, Any]]:
+    """Write every partition on the workers; the manifest entries in partition order."""
+    import dask
+
+    source, keep = dask_input.source, list(dask_input.keep)
+    tasks = [
+        dask.delayed(_write_partition, pure=False)(p.data, p.spec, writer, keep, index)
+        for index, p in enumerate(source.partitions)
+    ]
+    outcomes: list[Any]
+    if source.client is not None:
+        from distributed import as_completed
+
+        futures = source.client.compute(tasks)
+        # Wait for every partition, failed or not, before cleaning up: a task still running
+        # would otherwise write its file after the others were removed.
+        for future in as_completed(futures, loop=source.client.loop):
+            if progress is not None and future.status == "finished":
+                outcome = future.result()
+                if isinstance(outcome, dict):
+                    progress(outcome["rows"])
+        outcomes = [f.result() if f.status == "finished" else f.exception() for f in futures]
+    else:
+        try:
+            outcomes = dask.compute(tasks)[0]
+        except BaseException:
+            # A partition failed before our task ran (e.g. in the collection's own graph).
+            remove_outputs(writer.out, [_output_name(p.spec, i) for i, p in enumerate(source.partitions)])
+            raise
+        if progress is not None:
+            for outcome in outcomes:
+                if isinstance(outcome, dict):
+                    progress(outcome["rows"])
+    entries = [outcome for outcome in outcomes if isinstance(outcome, dict)]
+    errors = [outcome for outcome in outcomes if not isinstance(outcome, dict)]
+    if errors:
+        remove_outputs(writer.out, [entry["output"] for entry in entries])
+        raise errors[0]
+    return entries
+
+
+def _output_name(spec: PartitionSpec, index: int) -> str:
+    return spec.relative_path if spec.relative_path is not None else f"part-{index:05d}.parquet"
+
+
+def _write_partition(
+    data: Any, spec: PartitionSpec, writer: PartWriter, keep: list[str], index: int
+) -> dict[str, Any] | BaseException:
+    """On the worker: one partition's output file. An error is returned, not raised, so that the
+    client sees every partition finish before it cleans up."""
+    try:
+        output = _output_name(spec, index)
+        names = list(spec.feature_names) if spec.feature_names is not None else None
+        if spec.kind == "lake":
+            lake = open_partition(data, spec, passthrough=keep)
+            [part], _ = input_parts(lake, names, spec.n_features, keep, writer.nan_policy)
+            part = replace(part, input=spec.where, output=output)
+        elif spec.kind == "frame":
+            part = table_part(frame_table(data), names, spec.n_features, keep, where=spec.where, output=output)
+        else:
+            # As a local array: non-finite values are left to the writer's nan_policy.
+            X = np.asarray(data, dtype=np.float64)
+            table = pa.table({name: X[:, j] for j, name in enumerate(writer.features)})
+            part = table_part(table, writer.features, spec.n_features, keep, where=spec.where, output=output)
+        return writer.write(part)
+    except Exception as exc:  # noqa: BLE001 - handed to the client, which raises it
+        return exc

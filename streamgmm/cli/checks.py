@@ -1,0 +1,180 @@
+"""Checks the ``streamgmm`` command makes before it works: filters read at parse time, usage
+conflicts refused with status 2, model paths that would destroy an input refused before a fit,
+and one-line explanations of what an empty or unfinished result means."""
+
+from __future__ import annotations
+
+import argparse
+import operator
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from streamgmm.assignment.layout import SUCCESS, TEMPORARY, is_output_file
+from streamgmm.io.lake_paths import check_not_input, describe_non_file, is_url, refuse_url
+from streamgmm.io.parquet_source import ParquetSource
+
+FILTER = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(==|!=|<=|>=|<|>|=)\s*(.*?)\s*$")
+COMPARISONS = {
+    "==": operator.eq,
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+INT64 = (-(2**63), 2**63 - 1)
+# Options naming where a command writes; object-store outputs come in a later version.
+OUTPUTS = {
+    "fit": ("model",),
+    "select": ("model",),
+    "assign": ("out",),
+    "watch": ("state", "assign_out"),
+    "plot": ("out",),
+}
+
+
+class CommandError(Exception):
+    """A problem with the command's input, reported in one line."""
+
+
+# ---------------------------------------------------------------------- at parse time
+
+
+def parse_filter(text: str) -> ds.Expression:
+    """``column OP value`` with OP one of == != < <= > >=; the value is a number if it reads
+    as one, else a string (quotes optional). Anything else is a usage error, found here."""
+    match = FILTER.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"cannot read filter {text!r}; expected e.g. 'day >= 3' or \"city == 'Oslo'\"")
+    name, op, raw = match.groups()
+    value = filter_value(text, raw)
+    try:
+        return COMPARISONS[op](ds.field(name), ds.scalar(value))
+    except (OverflowError, TypeError, pa.ArrowException) as exc:
+        raise argparse.ArgumentTypeError(f"filter {text!r}: cannot compare with {raw} ({exc})") from None
+
+
+def filter_value(text: str, raw: str) -> Any:
+    """The value of a filter: a quoted string, an integer that fits 64 bits, a float, or a
+    bare word (a value starting with an operator, e.g. from ``day => 3``, is a typo)."""
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
+        return raw[1:-1]
+    if not raw or raw[0] in "=<>!'\"":
+        raise argparse.ArgumentTypeError(
+            f"cannot read filter {text!r}: {'no value' if not raw else f'unexpected {raw!r}'}; "
+            "expected e.g. 'day >= 3' or \"city == 'Oslo'\""
+        )
+    try:
+        value = int(raw)
+    except ValueError:
+        try:
+            return float(raw)
+        except ValueError:
+            return raw
+    if not INT64[0] <= value <= INT64[1]:
+        raise argparse.ArgumentTypeError(f"filter {text!r}: {raw} is out of the range of 64-bit integers")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Conflicts between options, as usage errors (status 2) before any work."""
+    both = [name for name in getattr(args, "columns", None) or () if name in getattr(args, "passthrough", ())]
+    if both:
+        parser.error(f"--columns and --passthrough both name {both[0]!r}; a column is a feature or passed through")
+    for option in OUTPUTS.get(args.command, ()):
+        if is_url(getattr(args, option, None)):
+            parser.error(
+                f"--{option.replace('_', '-')} {getattr(args, option)}: writing to a URL is not "
+                "supported yet; give a local or mounted path"
+            )
+    if args.command == "select":
+        from streamgmm.selection import parse_candidates
+
+        try:
+            parse_candidates(args.components)
+        except ValueError as exc:
+            parser.error(f"-k/--components: {exc}")
+
+
+# ---------------------------------------------------------------------- before working
+
+
+def check_model_path(path: str, inputs: list[str] = ()) -> None:
+    """Before any record is read: a fit that cannot be saved, or whose saving would overwrite
+    an input file or write into an input directory (``inputs``), is refused."""
+    refuse_url(path, "--model")
+    model_dir = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(model_dir):
+        raise CommandError(f"--model {path}: directory {model_dir} does not exist")
+    if os.path.lexists(path):
+        problem = describe_non_file(path)
+        if problem is not None and "dangling" not in problem:
+            raise CommandError(f"--model {path}: {problem}")
+    try:
+        check_not_input(path, inputs, "--model")
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def input_paths(sources: list[str], source: ParquetSource) -> list[str]:
+    """What a model must not be written over or into: every input file, and every directory
+    given as an input (a file written there would be read as input next time)."""
+    return [file.path for file in source.files] + [path for path in sources if os.path.isdir(path)]
+
+
+@contextmanager
+def explained_empty(source: ParquetSource) -> Iterator[None]:
+    """A fit that fails for want of records says so when the filter matches none of them."""
+    try:
+        yield
+    except ValueError:
+        if source.filter is not None and source.dataset.count_rows(filter=source.filter) == 0:
+            raise CommandError(f"no records match the filter {source.filter} in {len(source.files)} file(s)") from None
+        raise
+
+
+# ---------------------------------------------------------------------- describing
+
+
+def unfinished_output(path: str) -> dict[str, Any] | None:
+    """A directory assign wrote into without finishing (no ``_SUCCESS``): what it holds."""
+    if not os.path.isdir(path) or os.path.exists(os.path.join(path, SUCCESS)):
+        return None
+    finished, partial = 0, 0
+    for directory, _, names in os.walk(path):
+        for name in names:
+            if TEMPORARY.match(name):
+                partial += 1
+            elif name.endswith(".parquet") and is_output_file(os.path.join(directory, name)):
+                finished += 1
+    if not finished and not partial:
+        return None
+    return {"kind": "unfinished output", "path": path, "finished_files": finished, "partial_files": partial}
+
+
+def describe_unfinished(result: dict[str, Any]) -> str:
+    return (
+        f"{result['path']}: an unfinished streamgmm assign output (no {SUCCESS}: the run was stopped or failed); "
+        f"{result['finished_files']} finished and {result['partial_files']} partial file(s); run assign again"
+    )

@@ -1,0 +1,329 @@
+"""Dask sources: a ``dask.dataframe.DataFrame``, a ``dask.array.Array`` or a Parquet lake read
+partition by partition on the workers of a Dask scheduler, never collected on the client.
+
+A :class:`DaskSource` is a list of partitions (DataFrame partitions, row blocks of an array, or
+the files of a lake) and the recipe that turns one partition into a chunk source *on the worker
+that holds it*: DataFrame partitions are read by column name through the same
+:class:`~streamgmm.io.columns.FeatureReader` (and ``nan_policy``) as local tables, array blocks are
+checked as local arrays, and a lake's file is opened as a one-file
+:class:`~streamgmm.io.parquet_source.ParquetSource` (same filter, nan policy, hive keys), so every
+partition yields exactly the records the local source would. The algorithms (``dask_em``) map a
+function over the partitions and tree-reduce the small results; only those results and the
+parameters travel.
+
+``client=None`` computes on Dask's current scheduler: the local thread pool, or the
+``distributed.Client`` made default in this process. The initialisation sample is drawn on the
+workers: a reservoir per partition, merged pairwise up a tree (:func:`merge_samples`), so only
+samples of at most ``size`` records travel.
+
+Example:
+
+>>> import numpy as np, dask.array as da
+>>> from streamgmm.dask.source import dask_source
+>>> X = da.from_array(np.arange(20.0).reshape(10, 2), chunks=(4, 1))
+>>> source = dask_source(X)
+>>> source.n_features, len(source.partitions)
+(2, 3)
+>>> source.sample(4, np.random.default_rng(0)).shape
+(4, 2)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from streamgmm.inputs import is_path_like
+from streamgmm.io.arrow_source import frame_table
+from streamgmm.io.columns import FeatureReader, check_nan_policy, feature_columns
+from streamgmm.io.parquet_source import READ_BATCH, ParquetSource
+from streamgmm.io.sources import ArraySource, ChunkSource, reservoir_sample
+from streamgmm.io.validation import as_float_matrix
+
+# Partial results merged per task of the reduction tree: few levels, small tasks.
+FANOUT = 8
+
+
+def is_dask_collection(data: Any) -> bool:
+    """A Dask DataFrame or Array (without importing dask when the input is anything else)."""
+    if not type(data).__module__.startswith("dask."):
+        return False
+    from dask.base import is_dask_collection as is_collection
+
+    return bool(is_collection(data))
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """How a worker reads a partition; small and picklable (it travels with every task)."""
+
+    kind: str  # "frame", "array" or "lake"
+    where: str  # for messages: "dask partition 3" or the file's path
+    feature_names: tuple[str, ...] | None
+    n_features: int
+    nan_policy: str = "raise"
+    filter: Any = None
+    relative_path: str | None = None  # a lake file's path under the lake's base directory
+
+
+@dataclass(frozen=True)
+class Partition:
+    data: Any  # a dask Delayed (a pandas DataFrame or numpy block on the worker), or a one-file dataset
+    spec: PartitionSpec
+
+
+def open_partition(data: Any, spec: PartitionSpec, passthrough: Sequence[str] = ()) -> ChunkSource:
+    """One partition as a chunk source, on the worker: the records the local source would give."""
+    if spec.kind == "lake":
+        return ParquetSource(
+            data,
+            columns=list(spec.feature_names or ()),
+            passthrough=passthrough,
+            filter=spec.filter,
+            nan_policy=spec.nan_policy,
+        )
+    if spec.kind == "frame":
+        table = frame_table(data)
+        reader = FeatureReader(list(spec.feature_names or ()), spec.nan_policy)
+        source = ArraySource(reader.features(table, spec.where), feature_names=list(spec.feature_names or ()))
+        source.skipped_records = reader.skipped
+        return source
+    return ArraySource(as_float_matrix(data, where=spec.where, n_features=spec.n_features, min_records=0))
+
+
+class DaskSource:
+    """The partitions of a Dask collection or Parquet lake, read on the workers.
+
+    ``client`` is a ``distributed.Client`` or None (Dask's current scheduler). ``batches`` is not
+    offered: partitions are never collected on the client; the algorithms in
+    :mod:`streamgmm.dask.em` map over ``partitions`` instead.
+    """
+
+    reiterable = True
+    shuffle_modes = ("partitions",)
+
+    def __init__(
+        self, partitions: list[Partition], n_features: int, feature_names: list[str] | None, client: Any = None
+    ):
+        if not partitions:
+            raise ValueError("the Dask collection has no partitions")
+        self.partitions = partitions
+        self.n_features = n_features
+        self.feature_names = feature_names
+        self.client = client
+        self.skipped_records = 0
+
+    def __len__(self) -> int:
+        return len(self.partitions)
+
+    def map(self, function: Callable[..., Any], *args: Any, each: Sequence[Any] | None = None) -> list[Any]:
+        """Lazy ``function(chunk_source, [each[i],] *args)`` for every partition i (dask Delayed
+        values). ``args`` are put in the graph once, so each worker fetches them once."""
+        import dask
+
+        shared = [arg if _is_plain(arg) else dask.delayed(arg, pure=True) for arg in args]
+        extra = [()] * len(self.partitions) if each is None else [(value,) for value in each]
+        return [
+            dask.delayed(_on_partition, pure=True)(p.data, p.spec, function, *own, *shared)
+            for p, own in zip(self.partitions, extra)
+        ]
+
+    def compute(self, value: Any) -> Any:
+        """Compute a Delayed (or a list of them) on this source's scheduler."""
+        if self.client is not None:
+            return self.client.compute(value, sync=True)
+        import dask
+
+        return dask.compute(value)[0]
+
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Any:
+        raise TypeError(
+            "a Dask source is read on the workers, never streamed to the client; fit it with "
+            "StreamingGaussianMixture.fit, or use .compute() to bring it into memory first"
+        )
+
+    def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        """Up to ``size`` records drawn uniformly from every partition, sampled on the workers."""
+        import dask
+
+        n = len(self.partitions)
+        # Each partition draws with its own seed, each merge with its own: reproducible.
+        seeds = np.random.SeedSequence(int(rng.integers(2**63))).spawn(2 * n)
+        samples = self.map(_draw, size, each=seeds[:n])
+        merge_seeds = iter(seeds[n:])
+        total = tree_reduce(samples, lambda parts: dask.delayed(_merge_list, pure=True)(parts, size, next(merge_seeds)))
+        records, _ = self.compute(total)
+        return records if records.shape[0] else np.empty((0, self.n_features))
+
+
+@contextlib.contextmanager
+def connect(address: str | None = None, workers: int | None = None) -> Iterator[Any]:
+    """A ``distributed.Client`` for the life of the block: to the scheduler at ``address``, or to
+    a ``LocalCluster`` of ``workers`` single-threaded processes started (and stopped) here; None
+    when neither is given (Dask's current scheduler)."""
+    if address is not None and workers is not None:
+        raise ValueError("give a scheduler address or a number of workers, not both")
+    if address is None and workers is None:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if address is not None:
+        with Client(address) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            yield client
+
+
+def tree_reduce(values: list[Any], combine: Callable[[list[Any]], Any]) -> Any:
+    """Combine Delayed values ``FANOUT`` at a time up a tree; ``combine`` builds one Delayed
+    from a list of them. The tree's shape depends only on the number of values, so a
+    reduction is repeatable to the last bit, whichever workers run it."""
+    while len(values) > 1:
+        values = [combine(values[i : i + FANOUT]) for i in range(0, len(values), FANOUT)]
+    return values[0]
+
+
+def _is_plain(arg: Any) -> bool:
+    return arg is None or isinstance(arg, (int, float, str, bool))
+
+
+def _on_partition(data: Any, spec: PartitionSpec, function: Callable[..., Any], *args: Any) -> Any:
+    return function(open_partition(data, spec), *args)
+
+
+# ---------------------------------------------------------------------- sampling
+
+
+def _draw(source: ChunkSource, seed: np.random.SeedSequence, size: int) -> tuple[np.ndarray, int]:
+    """A uniform reservoir sample of one partition, and the number of records it had."""
+    seen = 0
+
+    def counted() -> Any:
+        nonlocal seen
+        for batch in source.batches(READ_BATCH):
+            seen += batch.shape[0]
+            yield batch
+
+    records = reservoir_sample(counted(), size, np.random.default_rng(seed))
+    if records.shape[0] == 0:
+        records = np.empty((0, source.n_features or 0))
+    return records, seen
+
+
+def _merge_list(parts: list[tuple[np.ndarray, int]], size: int, seed: np.random.SeedSequence) -> tuple[np.ndarray, int]:
+    rng = np.random.default_rng(seed)
+    return functools.reduce(lambda a, b: merge_samples(a, b, size, rng), parts)
+
+
+def merge_samples(
+    a: tuple[np.ndarray, int], b: tuple[np.ndarray, int], size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
+    """Two uniform samples (of ``min(n, size)`` records from ``n`` each) as one uniform sample of
+    the union: how many come from each side is hypergeometric, and a uniform subset of a uniform
+    sample is a uniform sample."""
+    (xa, na), (xb, nb) = a, b
+    if xa.shape[0] == 0:
+        return xb, na + nb
+    if xb.shape[0] == 0:
+        return xa, na + nb
+    if na + nb <= size:
+        return np.concatenate([xa, xb]), na + nb
+    from_a = int(rng.hypergeometric(na, nb, size))
+    pick_a = np.sort(rng.choice(xa.shape[0], from_a, replace=False))
+    pick_b = np.sort(rng.choice(xb.shape[0], size - from_a, replace=False))
+    return np.concatenate([xa[pick_a], xb[pick_b]]), na + nb
+
+
+# ---------------------------------------------------------------------- building sources
+
+
+def dask_source(
+    data: Any,
+    *,
+    client: Any = None,
+    feature_names: Sequence[str] | None = None,
+    n_features: int | None = None,
+    nan_policy: str | None = None,
+    passthrough: Sequence[str] = (),
+) -> DaskSource:
+    """A :class:`DaskSource` over a Dask DataFrame (features by column name: ``feature_names``,
+    or every numeric column but ``passthrough``), a Dask Array (rows x features; columns are
+    re-chunked into one block per row block), or a Parquet lake (a path, glob, list, dataset or
+    :class:`~streamgmm.io.parquet_source.ParquetSource`; one partition per file)."""
+    names = list(feature_names) if feature_names is not None else None
+    if isinstance(data, ParquetSource) or is_path_like(data):
+        return _lake_source(data, client, names, nan_policy, passthrough)
+    if not is_dask_collection(data):
+        raise TypeError(f"expected a Dask DataFrame or Array, or Parquet paths, got {type(data).__name__}")
+    policy = check_nan_policy(nan_policy or "raise")
+    if hasattr(data, "_meta") and hasattr(data, "columns"):
+        schema = pa.Schema.from_pandas(data._meta, preserve_index=False)
+        names = feature_columns(schema, names, passthrough, where="dask DataFrame")
+        partitions = [
+            Partition(part, PartitionSpec("frame", f"dask partition {i}", tuple(names), len(names), policy))
+            for i, part in enumerate(data.to_delayed())
+        ]
+        return DaskSource(partitions, len(names), names, client)
+    if getattr(data, "ndim", None) != 2:
+        raise ValueError(
+            f"expected a 2-D Dask array of shape (n_records, n_features), got shape {getattr(data, 'shape', None)}"
+        )
+    d = data.shape[1]
+    if not isinstance(d, (int, np.integer)) or np.isnan(d):
+        raise ValueError("the Dask array's number of columns is unknown; call compute_chunk_sizes() first")
+    if n_features is not None and d != n_features:
+        raise ValueError(f"X has {d} features, but the model is expecting {n_features} features as input")
+    if data.dtype.kind not in "biuf":
+        raise ValueError(f"dask array of dtype {data.dtype}; expected numbers")
+    blocks = data.rechunk({1: -1}).to_delayed().ravel()
+    partitions = [
+        Partition(block, PartitionSpec("array", f"dask array block {i}", None, int(d)))
+        for i, block in enumerate(blocks)
+    ]
+    return DaskSource(partitions, int(d), None, client)
+
+
+def _lake_source(
+    data: Any, client: Any, names: list[str] | None, nan_policy: str | None, passthrough: Sequence[str]
+) -> DaskSource:
+    if isinstance(data, ParquetSource):
+        lake = data if names is None else data.with_features(names)
+    else:
+        lake = ParquetSource(data, columns=names, passthrough=passthrough, nan_policy=nan_policy or "raise")
+    partitions = [
+        Partition(
+            one_file_dataset(lake, file.fragment),
+            PartitionSpec(
+                "lake",
+                file.path,
+                tuple(lake.feature_names),
+                lake.n_features,
+                lake.nan_policy,
+                lake.filter,
+                file.relative_path,
+            ),
+        )
+        for file in lake.files
+    ]
+    if not partitions:
+        raise ValueError(f"no files to read in {lake.base_dir} (the filter selects none)")
+    return DaskSource(partitions, lake.n_features, list(lake.feature_names), client)
+
+
+def one_file_dataset(lake: ParquetSource, fragment: Any) -> ds.FileSystemDataset:
+    """A dataset of one file of the lake, with the lake's schema and the file's hive keys:
+    what a task needs to read that file, and no more (a whole lake's file list would travel
+    with every task)."""
+    return ds.FileSystemDataset(
+        [fragment], schema=lake.dataset.schema, format=lake.dataset.format, filesystem=lake.dataset.filesystem
+    )

@@ -1,0 +1,192 @@
+"""Online (stepwise) EM: one blend of the running statistics per mini-batch.
+
+For mini-batch t the E-step runs under the current parameters; the batch's per-record
+statistics are blended into the running ones, s <- (1 - eta_t) s + eta_t s_batch, with
+eta_t = max((t + step_offset) ** -step_exponent, step_floor), and the M-step turns s into new
+parameters (Cappe & Moulines 2009; Liang & Klein 2009). An exponent in (0.5, 1] makes the steps
+sum to infinity while their squares do not, which is what lets the recursion converge; a floor
+keeps it forgetting old data, for tracking drift. During the first ``burn_in`` batches the
+statistics are blended but the parameters are not yet moved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamgmm.io.sources import ChunkSource
+from streamgmm.mixture.params import MixtureParams
+from streamgmm.mixture.reseeding import reseed
+from streamgmm.mixture.statistics import SufficientStatistics
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    exponent: float = 1.0
+    offset: float = 2.0
+    floor: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.5 < self.exponent <= 1.0:
+            raise ValueError(f"step_exponent must be in (0.5, 1], got {self.exponent}")
+        if self.offset < 0:
+            raise ValueError(f"step_offset must be >= 0, got {self.offset}")
+        if not 0.0 <= self.floor <= 1.0:
+            raise ValueError(f"step_floor must be in [0, 1], got {self.floor}")
+
+    def step(self, t: int) -> float:
+        """The step size of mini-batch t (t = 1, 2, ...)."""
+        return max(min((t + self.offset) ** -self.exponent, 1.0), self.floor)
+
+
+@dataclass(frozen=True)
+class OnlineState:
+    """Everything the recursion needs to continue: persisted with a model to resume a stream."""
+
+    params: MixtureParams
+    statistics: SufficientStatistics
+    step: int = 0
+    records_seen: int = 0
+
+    @classmethod
+    def start(cls, params: MixtureParams, shift: np.ndarray) -> OnlineState:
+        # The running statistics start as those the initial parameters imply, so a step size
+        # below one on the first batch blends with the initialisation rather than with zeros.
+        return cls(params, SufficientStatistics.from_params(params, shift))
+
+
+@dataclass
+class BatchUpdate:
+    mean_log_likelihood: float
+    n_records: int
+    step_size: float
+    reseeded: list[int]
+
+
+def lowest(values: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` smallest values, smallest first, ties in index order: the head
+    of a stable argsort, at the cost of a partition (a full sort of every batch is slow)."""
+    if count >= values.shape[0]:
+        return np.argsort(values, kind="stable")
+    threshold = np.partition(values, count - 1)[count - 1]
+    candidates = np.flatnonzero(values <= threshold)
+    return candidates[np.argsort(values[candidates], kind="stable")[:count]]
+
+
+def online_update(
+    state: OnlineState,
+    batch: np.ndarray,
+    schedule: StepSchedule,
+    burn_in: int,
+    reg_covar: float,
+    batch_size: int,
+    dtype: np.dtype | type = np.float64,
+) -> tuple[OnlineState, BatchUpdate]:
+    """One stepwise-EM step on one mini-batch of (nominally) ``batch_size`` records; ``dtype``
+    is the E-step's compute precision (see :meth:`SufficientStatistics.of_chunk`)."""
+    # A short batch (the tail of a pass or of a chunk) gets a proportionally shorter step:
+    # on a sorted stream a full step would over-weight the last component seen.
+    eta = schedule.step(state.step + 1) * min(1.0, batch.shape[0] / batch_size)
+    batch_stats, log_norm = SufficientStatistics.of_chunk(batch, state.params, state.statistics.shift, dtype)
+    worst = batch[lowest(log_norm, state.params.n_components)]
+    return blend_step(state, batch_stats, worst, eta, 1, burn_in, reg_covar)
+
+
+def blend_step(
+    state: OnlineState,
+    batch_stats: SufficientStatistics,
+    worst_records: np.ndarray,
+    eta: float,
+    n_steps: int,
+    burn_in: int,
+    reg_covar: float,
+) -> tuple[OnlineState, BatchUpdate]:
+    """Blend the summed statistics of new records, computed under ``state.params``, with step
+    ``eta``, standing for ``n_steps`` mini-batches; then the M-step (after burn-in) and the
+    re-seeding of collapsed components from ``worst_records``. Shared by the single-process
+    recursion and the Dask waves."""
+    n = batch_stats.n_records
+    t = state.step + n_steps
+    stats = state.statistics.blend(batch_stats, eta)
+    params = state.params
+    moved: list[int] = []
+    if t > burn_in:
+        params = stats.to_params(reg_covar)
+        params, stats, moved = reseed(params, stats, worst_records, reg_covar)
+    update = BatchUpdate(batch_stats.log_likelihood / n, int(n), eta, moved)
+    return OnlineState(params, stats, t, state.records_seen + int(n)), update
+
+
+@dataclass
+class OnlineEMResult:
+    state: OnlineState
+    n_passes: int
+    converged: bool
+    pass_log_likelihoods: list[float] = field(default_factory=list)
+    reseeded: list[tuple[int, list[int]]] = field(default_factory=list)
+
+
+def run_online_em(
+    source: ChunkSource,
+    state: OnlineState,
+    *,
+    schedule: StepSchedule,
+    burn_in: int,
+    reg_covar: float,
+    batch_size: int,
+    max_passes: int = 1,
+    tol: float = 0.0,
+    rng: np.random.Generator | None = None,
+    on_batch: Callable[[OnlineState, BatchUpdate], None] | None = None,
+    dtype: np.dtype | type = np.float64,
+) -> OnlineEMResult:
+    """Stream ``max_passes`` passes (stopping early once a pass's mean log-likelihood moves by
+    less than ``tol``). ``rng`` shuffles the batches where the source supports it; ``dtype`` is
+    the E-step's compute precision."""
+    if max_passes > 1 and not source.reiterable:
+        raise ValueError("several passes need a source that can be read again (an array, a list, a callable)")
+
+    def one_pass(state: OnlineState) -> Iterator[tuple[OnlineState, BatchUpdate]]:
+        for batch in source.batches(batch_size, rng):
+            state, update = online_update(state, batch, schedule, burn_in, reg_covar, batch_size, dtype)
+            yield state, update
+
+    return online_passes(one_pass, state, max_passes=max_passes, tol=tol, on_batch=on_batch)
+
+
+def online_passes(
+    one_pass: Callable[[OnlineState], Iterator[tuple[OnlineState, BatchUpdate]]],
+    state: OnlineState,
+    *,
+    max_passes: int,
+    tol: float,
+    on_batch: Callable[[OnlineState, BatchUpdate], None] | None = None,
+) -> OnlineEMResult:
+    """The passes of online EM over any stepper (mini-batches here, waves of partitions on
+    Dask): ``one_pass(state)`` yields the state after each step of one pass. Stops after
+    ``max_passes``, or once a pass's mean log-likelihood (of each step's records before its
+    update) moves by less than ``tol``."""
+    pass_means: list[float] = []
+    reseeded: list[tuple[int, list[int]]] = []
+    converged = False
+    n_passes = 0
+    for n_passes in range(1, max_passes + 1):  # noqa: B007 - the count is the result
+        total_ll = 0.0
+        total_n = 0
+        # Each step's state replaces the one the pass started from, by design.
+        for state, update in one_pass(state):  # noqa: B020
+            total_ll += update.mean_log_likelihood * update.n_records
+            total_n += update.n_records
+            if update.reseeded:
+                reseeded.append((state.step, update.reseeded))
+            if on_batch is not None:
+                on_batch(state, update)
+        if total_n == 0:
+            raise ValueError("the source yielded no records")
+        pass_means.append(total_ll / total_n)
+        if len(pass_means) > 1 and abs(pass_means[-1] - pass_means[-2]) < tol:
+            converged = True
+            break
+    return OnlineEMResult(state, n_passes, converged, pass_means, reseeded)

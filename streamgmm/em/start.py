@@ -1,0 +1,107 @@
+"""The start of a fit: a sample of the source, whether it holds all the data, and the best
+candidate refined by EM on it.
+
+The sample is drawn first; the generator that later shuffles online EM's visit is spawned right
+after it, so the visit order does not depend on how much randomness the candidates used: every
+candidate of :func:`~streamgmm.selection.select` then sees the batches a lone fit would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamgmm.em.batch import BatchEMResult
+from streamgmm.io.parquet_source import SAMPLE_ROW_GROUPS
+from streamgmm.io.sources import ArraySource, ChunkSource
+from streamgmm.kernels.quadratic import one_blas_thread
+from streamgmm.mixture.initialization import initialize
+from streamgmm.mixture.params import MixtureParams
+
+
+@dataclass
+class Start:
+    """Where EM starts: parameters about ``shift``, the generator of online EM's visit order,
+    the sample EM behind the parameters (None when there was none) and whether the sample was
+    the whole source (then that EM was exact EM on all the data)."""
+
+    params: MixtureParams
+    shift: np.ndarray
+    shuffle_rng: np.random.Generator
+    em: BatchEMResult | None = None
+    whole: bool = False
+
+
+def spawn_rng(rng: np.random.Generator) -> np.random.Generator:
+    """An independent generator, leaving ``rng``'s stream where it is."""
+    try:
+        return rng.spawn(1)[0]
+    except (AttributeError, TypeError, ValueError):  # a bit generator without a seed sequence
+        return np.random.default_rng(int(rng.integers(2**63)))
+
+
+def draw_sample(
+    source: ChunkSource, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.random.Generator, bool]:
+    """The initialisation sample, the visit-order generator, and whether the sample is every
+    record of the source."""
+    sample = source.sample(size, rng)
+    return sample, spawn_rng(rng), sample_is_whole(source, sample, size)
+
+
+def sample_is_whole(source: ChunkSource, sample: np.ndarray, size: int) -> bool:
+    """True when ``sample`` holds every record: an array no longer than ``size``, or a source
+    whose sampling read everything and found fewer records than asked for (a large lake samples
+    only some row groups, so a short sample says nothing there)."""
+    if isinstance(source, ArraySource):
+        return len(source) <= size
+    if getattr(source, "sampled_every_record", False):
+        return True
+    if getattr(source, "n_row_groups", 0) > SAMPLE_ROW_GROUPS:
+        return False
+    return sample.shape[0] < size
+
+
+def converged_start(
+    sample: np.ndarray,
+    shuffle_rng: np.random.Generator,
+    whole: bool,
+    *,
+    n_components: int,
+    covariance_type: str,
+    reg_covar: float,
+    n_init: int,
+    rng: np.random.Generator,
+    init_params: str,
+    tol: float,
+    max_iter: int,
+    batch_size: int,
+    given: dict[str, np.ndarray],
+    shift: np.ndarray | None = None,
+) -> Start:
+    """The best of the candidates on ``sample``, each refined by EM to ``tol`` (see
+    :func:`~streamgmm.mixture.initialization.initialize`), about ``shift`` (default: the sample's mean)."""
+    shift = sample.mean(axis=0) if shift is None else shift
+    # One BLAS thread: the sample's products are small, and a second thread competing with
+    # another process made initialisation several times slower on 2 loaded cores.
+    with one_blas_thread():
+        init = initialize(
+            sample,
+            n_components,
+            covariance_type,
+            reg_covar=reg_covar,
+            n_init=n_init,
+            rng=rng,
+            init_params=init_params,
+            tol=tol,
+            max_iter=max_iter,
+            batch_size=batch_size,
+            shift=shift,
+            given=given,
+            # On the whole data the race keeps the start's cost near scikit-learn's one fit; on a
+            # sample of larger data the passes dominate, and candidates that are all run to
+            # convergence pick the better of close optima more often.
+            race_first=None if whole else max_iter,
+        )
+    return Start(init.params, shift, shuffle_rng, init.em, whole)

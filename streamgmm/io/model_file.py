@@ -1,0 +1,200 @@
+"""The model file: a versioned zip of one JSON document and numpy arrays, never pickle.
+
+Layout (format ``streamgmm.model``, version 1)::
+
+    model.json        {"format": "streamgmm.model", "version": 1, ...document...}
+    arrays/NAME.npy   one array per name, written and read with allow_pickle=False
+
+The document holds everything that is not an array (estimator parameters, scalars of the fit,
+the online step counter); arrays hold parameters and running statistics. Arrays round-trip
+bit for bit. Files are written under a temporary name in the target directory, flushed and
+renamed, so a crash never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from streamgmm.io.atomic_write import atomic_path, create_new
+from streamgmm.io.lake_paths import describe_non_file
+from streamgmm.io.model_check import ModelContentError, covariance_type_of, expected_shapes
+from streamgmm.io.model_check import validate_model as check_model_contents
+
+FORMAT_NAME = "streamgmm.model"
+FORMAT_VERSION = 1
+DOCUMENT = "model.json"
+ARRAY_DIR = "arrays/"
+
+
+# Bounds checked before anything is inflated (a small zip can declare gigabytes): the JSON
+# document, its nesting, and each array, whose size must be what its declared shape needs.
+MAX_DOCUMENT_BYTES = 8 << 20
+MAX_JSON_DEPTH = 64
+MAX_ARRAY_BYTES = 1 << 30
+JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+class ModelFileError(ValueError):
+    """A file that is not a readable streamgmm model."""
+
+
+def write_model(path: str | os.PathLike[str], document: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Write a model file atomically; a model :func:`validate_model` refuses is not written."""
+    _check_before_writing(path, document, arrays)
+    with atomic_path(path) as tmp, create_new(tmp) as raw:
+        write_model_to(raw, document, arrays)
+
+
+def write_model_to(raw: BinaryIO, document: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """The model file's bytes, to an open binary file (for callers that own the commit, such as
+    the watcher's checkpoint)."""
+    _check_before_writing(getattr(raw, "name", "model"), document, arrays)
+    body = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **document, "arrays": sorted(arrays)}
+    with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr(DOCUMENT, json.dumps(body, indent=1, sort_keys=True))
+        for name, value in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.asarray(value), allow_pickle=False)
+            archive.writestr(f"{ARRAY_DIR}{name}.npy", buffer.getvalue())
+
+
+def _check_before_writing(path: Any, document: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    try:
+        check_model_contents(document, {name: np.asarray(value) for name, value in arrays.items()})
+    except ModelContentError as exc:
+        raise ModelFileError(f"{path}: not written, the model is not usable ({exc})") from None
+
+
+def read_model(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The document and arrays of a model file, checked (:func:`validate_model`) before they
+    are returned; any problem is a :class:`ModelFileError` naming the file."""
+    path = Path(path)
+    problem = describe_non_file(path)
+    if problem == "no such file":
+        raise FileNotFoundError(f"{path}: no such model file")
+    if problem is not None:
+        raise ModelFileError(f"{path}: {problem}; expected a model file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            document = _read_document(archive, path)
+            arrays = _read_arrays(archive, document, path)
+        check_model_contents(document, arrays)
+    except zipfile.BadZipFile as exc:
+        raise ModelFileError(f"{path}: not a streamgmm model file or corrupt ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path}: corrupt model file (unreadable {DOCUMENT}: {exc})") from None
+    except (ValueError, OSError, EOFError) as exc:
+        if isinstance(exc, ModelFileError):
+            raise
+        raise ModelFileError(f"{path}: corrupt model file ({exc})") from None
+    return document, arrays
+
+
+def _read_document(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
+    try:
+        info = archive.getinfo(DOCUMENT)
+    except KeyError:
+        raise ModelFileError(f"{path}: not a streamgmm model file (no {DOCUMENT} inside)") from None
+    if info.file_size > MAX_DOCUMENT_BYTES:
+        raise ModelFileError(
+            f"{path}: corrupt model file ({DOCUMENT} is {info.file_size:,} bytes, "
+            f"more than the {MAX_DOCUMENT_BYTES:,} a model's document may hold)"
+        )
+    document = parse_json(archive.read(DOCUMENT), f"{path}: {DOCUMENT}")
+    if not isinstance(document, dict):
+        raise ModelFileError(f"{path}: not a streamgmm model file ({DOCUMENT} is not a JSON object)")
+    if document.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"{path}: not a streamgmm model file (format is {document.get('format')!r})")
+    version = document.get("version")
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise ModelFileError(
+            f"{path}: model format version {version!r} is not supported "
+            f"(this streamgmm reads versions 1 to {FORMAT_VERSION}); upgrade streamgmm"
+        )
+    names = document.get("arrays", [])
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ModelFileError(f"{path}: corrupt model file ('arrays' in {DOCUMENT} is not a list of names)")
+    return document
+
+
+def parse_json(data: bytes, where: str) -> Any:
+    """JSON of bounded nesting: deeper documents are refused before the parser (which recurses)
+    sees them. Depth is counted on the text with its strings blanked out."""
+    brackets = np.frombuffer(JSON_STRING.sub(b'""', data), dtype=np.uint8)
+    depth = np.cumsum(
+        np.isin(brackets, (ord("["), ord("{"))).astype(np.int64) - np.isin(brackets, (ord("]"), ord("}")))
+    )
+    if depth.size and depth.max() > MAX_JSON_DEPTH:
+        raise ModelFileError(f"{where}: JSON nested {int(depth.max())} deep, more than {MAX_JSON_DEPTH}")
+    return json.loads(data)
+
+
+def _read_arrays(archive: zipfile.ZipFile, document: dict[str, Any], path: Path) -> dict[str, np.ndarray]:
+    """Every array's .npy header first: declared dtypes and shapes checked against the means'
+    and against the members' sizes; then the data, only as much as those shapes need."""
+    headers = {name: _array_header(archive, name, path) for name in document.get("arrays", [])}
+    if "means" in headers:
+        try:
+            shapes = expected_shapes(headers["means"][0], covariance_type_of(document))
+        except ModelContentError as exc:
+            raise ModelFileError(f"{path}: corrupt model file ({exc})") from None
+        for name, (shape, _) in headers.items():
+            if name in shapes and shape != shapes[name]:
+                raise ModelFileError(
+                    f"{path}: corrupt model file (array {name} has shape {shape}, expected {shapes[name]})"
+                )
+    arrays = {}
+    for name in headers:
+        with archive.open(f"{ARRAY_DIR}{name}.npy") as member:
+            arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+    return arrays
+
+
+def _array_header(archive: zipfile.ZipFile, name: str, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """The declared shape and dtype of one array, read from its .npy header alone."""
+    member = f"{ARRAY_DIR}{name}.npy"
+    try:
+        info = archive.getinfo(member)
+    except KeyError:
+        raise ModelFileError(f"{path}: corrupt model file (array {name!r} is missing)") from None
+    with archive.open(info) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version not in ((1, 0), (2, 0)):
+            raise ModelFileError(f"{path}: corrupt model file (array {name}: .npy version {version} not supported)")
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = reader(stream)
+        header_bytes = stream.tell()
+    if dtype.hasobject:
+        raise ModelFileError(f"{path}: corrupt model file (array {name} holds pickled objects, never loaded)")
+    if dtype.kind != "f":
+        raise ModelFileError(f"{path}: corrupt model file (array {name} holds {dtype}, not floats)")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > MAX_ARRAY_BYTES:
+        raise ModelFileError(
+            f"{path}: corrupt model file (array {name} declares shape {shape}, "
+            f"{needed:,} bytes, more than the {MAX_ARRAY_BYTES:,} a model array may hold)"
+        )
+    if info.file_size != header_bytes + needed:
+        raise ModelFileError(
+            f"{path}: corrupt model file (array {name} is {info.file_size:,} bytes, "
+            f"its declared shape {shape} needs {header_bytes + needed:,})"
+        )
+    return shape, dtype
+
+
+def validate_model(document: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Raise :class:`ModelFileError` naming the first problem of a model's contents (see
+    :mod:`streamgmm.io.model_check`): the one check every model entering or leaving passes."""
+    try:
+        check_model_contents(document, arrays)
+    except ModelContentError as exc:
+        raise ModelFileError(str(exc)) from None

@@ -1,0 +1,289 @@
+"""Sources: anything the algorithms can stream as float64 mini-batches.
+
+A source yields 2-D float64 mini-batches of a fixed number of records and can draw a random
+sample of records for initialisation. This module covers in-memory arrays and iterables of
+chunks; file formats plug in by implementing the same two methods.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from streamgmm.io.validation import as_float_matrix
+
+
+class ChunkSource(Protocol):
+    reiterable: bool
+    n_features: int | None
+    feature_names: list[str] | None  # column names, for sources that have them
+    shuffle_modes: tuple[str, ...]  # what ``batches`` shuffles when given an rng
+    skipped_records: int  # records the last pass left out (nan_policy="skip")
+
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+        """Mini-batches of ``batch_size`` records (the last may be shorter); ``rng`` shuffles
+        where the source can."""
+        ...
+
+    def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        """Up to ``size`` records drawn uniformly at random."""
+        ...
+
+
+class ArraySource:
+    """An in-memory array; batches are views, or random rows when shuffled."""
+
+    reiterable = True
+    shuffle_modes = ("records",)
+
+    def __init__(self, X: np.ndarray, feature_names: list[str] | None = None):
+        self.X = X
+        self.n_features = X.shape[1]
+        self.feature_names = feature_names
+        self.skipped_records = 0
+
+    def __len__(self) -> int:
+        return self.X.shape[0]
+
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+        n = self.X.shape[0]
+        if rng is None:
+            for start in range(0, n, batch_size):
+                yield self.X[start : start + batch_size]
+            return
+        order = rng.permutation(n)
+        for start in range(0, n, batch_size):
+            yield self.X[np.sort(order[start : start + batch_size])]
+
+    def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        n = self.X.shape[0]
+        if size >= n:
+            return self.X
+        return self.X[np.sort(rng.choice(n, size, replace=False))]
+
+
+class IterableSource:
+    """An iterable of 2-D chunks (arrays, or anything ``np.asarray`` takes).
+
+    A list or tuple of chunks, or a callable returning a fresh iterable, can be streamed many
+    times (several passes, batch EM). A plain iterator or generator is one-shot: its head is
+    buffered for the initialisation sample and replayed, so every record is still used once.
+    """
+
+    shuffle_modes: tuple[str, ...] = ()
+    skipped_records = 0
+    # Whether the last sample saw every record of the stream (then it is the whole data).
+    sampled_every_record = False
+
+    def __init__(
+        self,
+        chunks: Iterable[Any] | Callable[[], Iterable[Any]],
+        n_features: int | None = None,
+        feature_names: list[str] | None = None,
+    ):
+        self.feature_names = feature_names
+        self._factory: Callable[[], Iterable[Any]] | None
+        if callable(chunks) and not hasattr(chunks, "__iter__"):
+            self._factory = chunks
+            self._iterator = None
+        elif isinstance(chunks, Sequence):
+            self._factory = lambda: chunks
+            self._iterator = None
+        else:
+            self._factory = None
+            self._iterator = iter(chunks)
+        self.reiterable = self._factory is not None
+        self.n_features = n_features
+        self._head: list[np.ndarray] = []
+        self._pulled = 0  # chunks taken from a one-shot iterator so far, empty ones included
+        self._consumed = False
+
+    def _checked(self, chunks: Iterable[Any], first_index: int = 0) -> Iterator[np.ndarray]:
+        for i, chunk in enumerate(chunks, start=first_index):
+            arr = as_float_matrix(chunk, where=f"chunk {i}", n_features=self.n_features, min_records=0)
+            if self.n_features is None:
+                self.n_features = arr.shape[1]
+            if arr.shape[0]:
+                yield arr
+
+    def _rest(self) -> Iterator[np.ndarray]:
+        """The one-shot iterator's remaining chunks, checked. They are numbered by their place in
+        the stream, not in the buffered head: empty chunks are never buffered but still count,
+        so an error names the chunk the caller yielded."""
+
+        def counted() -> Iterator[Any]:
+            for chunk in self._iterator:
+                self._pulled += 1
+                yield chunk
+
+        return self._checked(counted(), first_index=self._pulled)
+
+    def _chunks(self) -> Iterator[np.ndarray]:
+        if self._factory is not None:
+            yield from self._checked(self._factory())
+            return
+        if self._consumed:
+            raise ValueError(
+                "this iterator of chunks has already been streamed once; pass a list of chunks or "
+                "a callable returning a fresh iterator to stream it several times"
+            )
+        self._consumed = True
+        head, self._head = self._head, []
+        yield from head
+        yield from self._rest()
+
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+        return rebatch(self._chunks(), batch_size)
+
+    def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        if self._factory is not None:
+            sample, seen = reservoir_sample_counted(self._chunks(), size, rng)
+            self.sampled_every_record = seen <= size
+            return sample
+        if self._consumed:
+            raise ValueError("this iterator of chunks has already been streamed; it cannot be sampled")
+        # One-shot: the sample is the head of the stream (documented: a sorted stream biases it).
+        have = sum(c.shape[0] for c in self._head)
+        self.sampled_every_record = True
+        for chunk in self._rest():
+            self._head.append(chunk)
+            have += chunk.shape[0]
+            if have >= size:
+                # More may follow: only an exhausted stream was sampled whole.
+                self.sampled_every_record = have == size and self._exhausted()
+                break
+        if not self._head:
+            return np.empty((0, self.n_features or 0))
+        return np.concatenate(self._head)[:size]
+
+    def _exhausted(self) -> bool:
+        """Whether the one-shot iterator has no chunk with records left (a peeked chunk is
+        kept in the head, so nothing is lost)."""
+        for chunk in self._rest():
+            self._head.append(chunk)
+            return False
+        return True
+
+
+def rebatch(chunks: Iterable[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
+    """Regroup chunks of any sizes into batches of exactly ``batch_size`` records (last shorter).
+
+    Chunks that already have the right size pass through without a copy."""
+    pending: list[np.ndarray] = []
+    held = 0
+    for chunk in chunks:
+        start = 0
+        n = chunk.shape[0]
+        while start < n:
+            if held == 0 and n - start >= batch_size:
+                yield chunk[start : start + batch_size]
+                start += batch_size
+                continue
+            take = min(batch_size - held, n - start)
+            # A copy, not a view: a view would keep the whole chunk alive until the batch fills.
+            pending.append(chunk[start : start + take].copy())
+            held += take
+            start += take
+            if held == batch_size:
+                yield np.concatenate(pending)
+                pending, held = [], 0
+    if held:
+        yield np.concatenate(pending)
+
+
+_END = object()
+
+
+class _Failure:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """``items`` produced by a background thread up to ``depth`` ahead of their use.
+
+    Decoding (pyarrow, numpy copies) releases the GIL, so the next chunks are read while the
+    caller computes on this one. An exception in the producer is raised at the caller's next
+    item; closing the returned generator (or dropping it) stops the producer and closes
+    ``items``. Memory: at most ``depth`` items waiting, plus the one being produced.
+
+    >>> list(prefetched(iter(range(5))))
+    [0, 1, 2, 3, 4]
+    """
+    ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer(item):
+                    return
+            offer(_END)
+        except BaseException as exc:  # handed to the consumer, raised there
+            offer(_Failure(exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    def consume() -> Iterator[Any]:
+        worker = threading.Thread(target=produce, name="streamgmm-prefetch", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = ready.get()
+                if item is _END:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.error
+                yield item
+                del item  # not held while waiting for the next one
+        finally:
+            stop.set()
+            worker.join()
+
+    return consume()
+
+
+def reservoir_sample(chunks: Iterable[np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
+    """A uniform sample of ``size`` records from a stream of chunks, in one pass (Algorithm R,
+    vectorised per chunk); the whole stream if it is shorter."""
+    return reservoir_sample_counted(chunks, size, rng)[0]
+
+
+def reservoir_sample_counted(
+    chunks: Iterable[np.ndarray], size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
+    """:func:`reservoir_sample` and the number of records the stream had."""
+    reservoir: np.ndarray | None = None
+    seen = 0
+    for chunk in chunks:
+        if reservoir is None:
+            reservoir = np.empty((size, chunk.shape[1]))
+        n = chunk.shape[0]
+        fill = min(max(size - seen, 0), n)
+        if fill:
+            reservoir[seen : seen + fill] = chunk[:fill]
+        if fill < n:
+            positions = np.arange(seen + fill, seen + n)
+            slots = rng.integers(0, positions + 1)
+            keep = slots < size
+            # Later records overwrite earlier ones in the same slot, as in the sequential algorithm.
+            reservoir[slots[keep]] = chunk[fill:][keep]
+        seen += n
+    if reservoir is None:
+        return np.empty((0, 0)), 0
+    return reservoir[: min(seen, size)], seen
