@@ -1,0 +1,227 @@
+"""The estimator's parameters and checks (scikit-learn's protocol)."""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+from typing import Any, Self
+
+import numpy as np
+
+from streamgmm.em.online import StepSchedule
+from streamgmm.estimator.convergence import ALGORITHMS, SHUFFLE_MODES
+from streamgmm.io.sources import ChunkSource
+from streamgmm.io.validation import not_fitted_error
+from streamgmm.kernels.quadratic import check_compute_dtype
+from streamgmm.mixture import covariance as cov
+from streamgmm.mixture.initialization import check_init_params
+
+
+class EstimatorBase:
+    """The scikit-learn protocol of :class:`~streamgmm.StreamingGaussianMixture`: its parameters,
+    their checks, and the checks of its fitted state."""
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        covariance_type: str = "full",
+        algorithm: str = "auto",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 8,
+        init_params: str = "kmeans",
+        weights_init: Any = None,
+        means_init: Any = None,
+        precisions_init: Any = None,
+        random_state: Any = None,
+        warm_start: bool = False,
+        batch_size: int = 8192,
+        max_passes: int = 1,
+        step_exponent: float = 1.0,
+        step_offset: float = 2.0,
+        step_floor: float = 0.0,
+        burn_in: int = 0,
+        init_size: int = 20000,
+        shuffle: bool | str = True,
+        compute_dtype: str = "float64",
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.algorithm = algorithm
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.batch_size = batch_size
+        self.max_passes = max_passes
+        self.step_exponent = step_exponent
+        self.step_offset = step_offset
+        self.step_floor = step_floor
+        self.burn_in = burn_in
+        self.init_size = init_size
+        self.shuffle = shuffle
+        self.compute_dtype = compute_dtype
+
+    # ------------------------------------------------------------------ scikit-learn protocol
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [p.name for p in signature.parameters.values() if p.name != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> Self:
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"Invalid parameter {name!r} for estimator {type(self).__name__}; valid: {valid}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
+        changed = []
+        for name, value in self.get_params().items():
+            default = defaults.get(name)
+            same = value is default or (
+                not isinstance(value, np.ndarray) and not isinstance(default, np.ndarray) and value == default
+            )
+            if not same:
+                changed.append(f"{name}={'array' if isinstance(value, np.ndarray) else repr(value)}")
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __sklearn_tags__(self) -> Any:
+        # Imported here: scikit-learn is only needed by scikit-learn itself.
+        from sklearn.utils import InputTags, Tags, TargetTags
+
+        return Tags(
+            # As GaussianMixture (scikit-learn's DensityMixin): a density model with predict, not
+            # a clusterer, which would promise ``labels_``.
+            estimator_type="density_estimator",
+            target_tags=TargetTags(required=False),
+            input_tags=InputTags(two_d_array=True, allow_nan=False),
+        )
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_params(self) -> None:
+        def positive_int(name: str, minimum: int = 1) -> None:
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"Invalid value for {name!r}: {value!r}; expected an integer >= {minimum}")
+
+        for name in ("n_components", "n_init", "batch_size", "max_passes", "init_size"):
+            positive_int(name)
+        positive_int("burn_in", 0)
+        positive_int("max_iter", 0)
+        cov.check_covariance_type(self.covariance_type)
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(
+                f"Invalid value for 'algorithm': {self.algorithm!r}; expected one of {', '.join(ALGORITHMS)}"
+            )
+        check_init_params(self.init_params)
+        for name in ("tol", "reg_covar", "step_exponent", "step_offset", "step_floor"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value):
+                raise ValueError(f"Invalid value for {name!r}: {value!r}; expected a finite number")
+        for name in ("tol", "reg_covar"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"Invalid value for {name!r}: {getattr(self, name)!r}; expected a number >= 0")
+        if self.shuffle not in SHUFFLE_MODES:
+            raise ValueError(
+                f'Invalid value for \'shuffle\': {self.shuffle!r}; expected True, False, "records" or "row_groups"'
+            )
+        self._schedule()
+        check_compute_dtype(self.compute_dtype)
+
+    def _shuffle_rng(self, source: ChunkSource, rng: np.random.Generator) -> np.random.Generator | None:
+        """The generator that shuffles online EM's visit of ``source``, or None to keep its order."""
+        modes = getattr(source, "shuffle_modes", ())
+        if self.shuffle is False:
+            return None
+        if self.shuffle is True:
+            return rng if modes else None
+        if self.shuffle not in modes:
+            raise ValueError(
+                f"shuffle={self.shuffle!r} is not possible for this input ({type(source).__name__} can shuffle "
+                f"{' or '.join(map(repr, modes)) if modes else 'nothing'}); use shuffle=True or False"
+            )
+        return rng
+
+    def _schedule(self) -> StepSchedule:
+        return StepSchedule(float(self.step_exponent), float(self.step_offset), float(self.step_floor))
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "means_"):
+            raise not_fitted_error(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "
+                "arguments before using this estimator."
+            )
+
+    def _user_init(self, n_features: int) -> dict[str, np.ndarray]:
+        """The user's ``*_init`` arrays, checked against K and d."""
+        k, t = self.n_components, self.covariance_type
+        given: dict[str, np.ndarray] = {}
+        if self.weights_init is not None:
+            w = np.asarray(self.weights_init, dtype=np.float64)
+            if w.shape != (k,) or np.any(w < 0) or not np.isclose(w.sum(), 1.0):
+                raise ValueError(f"weights_init must be {k} non-negative numbers summing to 1, got {w!r}")
+            given["weights"] = w
+        if self.means_init is not None:
+            m = np.asarray(self.means_init, dtype=np.float64)
+            if m.shape != (k, n_features) or not np.all(np.isfinite(m)):
+                raise ValueError(f"means_init must be a finite array of shape {(k, n_features)}, got shape {m.shape}")
+            given["means"] = m
+        if self.precisions_init is not None:
+            p = np.asarray(self.precisions_init, dtype=np.float64)
+            shape = cov.covariance_shape(k, n_features, t)
+            if p.shape != shape:
+                raise ValueError(f"precisions_init for covariance_type={t!r} must have shape {shape}, got {p.shape}")
+            if t in ("full", "tied") and np.all(np.isfinite(p)):
+                if not np.allclose(p, np.swapaxes(p, -1, -2)):
+                    # A Cholesky factorisation reads one triangle and the covariance another, so an
+                    # asymmetric matrix would start from two different models (scikit-learn refuses it too).
+                    raise ValueError(f"precisions_init must be symmetric for covariance_type={t!r}")
+                # Symmetric to rounding: make it exactly so (a no-op on symmetric input).
+                p = 0.5 * (p + np.swapaxes(p, -1, -2))
+            if not cov.is_positive_definite(p, t):
+                raise ValueError(f"precisions_init must be positive definite (positive for {t!r}) and finite")
+            given["precisions"] = p
+        return given
+
+    def _user_init_n_features(self) -> int | None:
+        """The number of features the user's ``*_init`` implies, when all three are given (then
+        they are the whole start and no sample of the data is needed to find it)."""
+        if self.weights_init is None or self.means_init is None or self.precisions_init is None:
+            return None
+        shape = np.shape(self.means_init)
+        return int(shape[1]) if len(shape) == 2 and shape[1] > 0 else None
+
+    def _check_same_model(self) -> None:
+        """Continuing a fit (partial_fit, warm_start) needs the shape the running state has:
+        otherwise the new parameters would silently keep the old K and covariance type while
+        ``sample`` and ``save`` trust the estimator's parameters."""
+        fitted = self._state.params
+        if (fitted.n_components, fitted.covariance_type) != (self.n_components, self.covariance_type):
+            raise ValueError(
+                f"cannot continue a model fitted with n_components={fitted.n_components}, "
+                f"covariance_type={fitted.covariance_type!r} as n_components={self.n_components}, "
+                f"covariance_type={self.covariance_type!r}; call fit (without warm_start) to start again"
+            )
+
+    def _check_enough_records(self, n_records: int) -> None:
+        if n_records < self.n_components:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
+                f"n_samples = {n_records}: fewer records than components"
+            )

@@ -1,0 +1,27 @@
+"""Convergence of exact EM: scikit-learn's warning, and the algorithms' names."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+ALGORITHMS = ("auto", "online", "batch")
+SHUFFLE_MODES = (True, False, "records", "row_groups")
+
+
+class ConvergenceWarning(UserWarning):
+    """Exact EM stopped at ``max_iter`` before the log-likelihood settled within ``tol``."""
+
+
+def convergence_warning_class() -> type[UserWarning]:
+    """streamgmm's ``ConvergenceWarning``, and scikit-learn's too when scikit-learn is in use:
+    code that already imported it filters or catches ``sklearn.exceptions.ConvergenceWarning``."""
+    sklearn_exceptions = sys.modules.get("sklearn.exceptions")
+    if sklearn_exceptions is None:
+        return ConvergenceWarning
+    return _with_sklearn_warning(sklearn_exceptions.ConvergenceWarning)
+
+
+@functools.cache
+def _with_sklearn_warning(sklearn_warning: type) -> type[UserWarning]:
+    return type("ConvergenceWarning", (ConvergenceWarning, sklearn_warning), {"__module__": __name__})

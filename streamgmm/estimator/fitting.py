@@ -1,0 +1,381 @@
+"""Fitting: the start on a sample, the plan (auto, online, batch), and the fitted state."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Self
+
+import numpy as np
+
+from streamgmm.dask.em import default_partitions_per_step, run_dask_batch_em, run_dask_online_em
+from streamgmm.dask.source import DaskSource, dask_source, is_dask_collection
+from streamgmm.em.batch import BatchEMResult, run_batch_em
+from streamgmm.em.fit_history import FitHistory
+from streamgmm.em.online import OnlineState, run_online_em
+from streamgmm.em.start import Start, converged_start, draw_sample
+from streamgmm.estimator.convergence import convergence_warning_class
+from streamgmm.inputs import as_source
+from streamgmm.io.model_check import check_mixture_arrays
+from streamgmm.io.sources import ArraySource, ChunkSource
+from streamgmm.io.validation import make_rng
+from streamgmm.mixture.params import MixtureParams
+from streamgmm.mixture.statistics import SufficientStatistics
+
+
+class FittingMixin:
+    """``fit`` and ``partial_fit``: the start, the plan (auto, online, batch) and the fitted state."""
+
+    # ------------------------------------------------------------------ fitting
+
+    def _start(self, source: ChunkSource, rng: np.random.Generator) -> Start:
+        """Where a new fit starts: the best candidate, refined by EM on the initialisation
+        sample (the whole data, when it fits in ``init_size``)."""
+        n_features = source.n_features
+        given = self._user_init(n_features) if n_features is not None else {}
+        shift = None
+        if {"weights", "means", "precisions"} <= given.keys():
+            # A complete user start fixes the statistics' origin too, whatever data it meets:
+            # a fit and a stream of partial fits from it then sum the same numbers.
+            shift = given["weights"] @ given["means"]
+            if self.algorithm == "batch" or not source.reiterable:
+                # No sample needed: batch EM refines the start on all the data, and a one-shot
+                # stream would otherwise be read for a sample only to be replayed.
+                params = MixtureParams.from_precisions(
+                    given["weights"], given["means"], given["precisions"], self.covariance_type
+                )
+                return Start(params, shift, rng)
+        sample, shuffle_rng, whole = draw_sample(source, self.init_size, rng)
+        return self._start_on_sample(sample, shuffle_rng, whole, rng, shift)
+
+    def _start_on_sample(
+        self,
+        sample: np.ndarray,
+        shuffle_rng: np.random.Generator,
+        whole: bool,
+        rng: np.random.Generator,
+        shift: np.ndarray | None = None,
+    ) -> Start:
+        """The start from a drawn sample (``select`` draws one for all its candidates)."""
+        self._check_enough_records(sample.shape[0])
+        given = self._user_init(sample.shape[1])
+        return converged_start(
+            sample,
+            shuffle_rng,
+            whole,
+            n_components=self.n_components,
+            covariance_type=self.covariance_type,
+            reg_covar=self.reg_covar,
+            n_init=self.n_init,
+            rng=rng,
+            init_params=self.init_params,
+            tol=self.tol,
+            # Batch EM refines a user's start on all the data itself, as scikit-learn does.
+            max_iter=0 if self.algorithm == "batch" and given else self.max_iter,
+            batch_size=self.batch_size,
+            given=given,
+            shift=shift,
+        )
+
+    def _initial_params(
+        self, source: ChunkSource, n_features: int | None, rng: np.random.Generator
+    ) -> tuple[MixtureParams, np.ndarray]:
+        start = self._start(source, rng)
+        return start.params, start.shift
+
+    def _plan(self, source: ChunkSource, start: Start | None) -> str:
+        """What a fit runs: ``"start"`` (the sample was all the data, and its EM the fit),
+        ``"online"``, ``"batch"`` or ``"online+batch"``. ``start`` is None for a warm start."""
+        if self.algorithm != "auto":
+            return self.algorithm
+        if start is not None and start.whole:
+            return "start"
+        if not source.reiterable:
+            return "online"
+        return "batch" if start is None else "online+batch"
+
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        client: Any = None,
+        engine: str | None = None,
+        partitions_per_step: int | None = None,
+    ) -> Self:
+        """Fit to an array (n_records, n_features), an iterable of such chunks, an Arrow table
+        or reader, a DataFrame, or a Parquet lake (a path, glob, list of paths, dataset or
+        :class:`~streamgmm.io.parquet_source.ParquetSource`).
+
+        With the default ``algorithm="auto"``: candidates are fitted to convergence on the
+        initialisation sample; if that sample is the whole data, the best is the fit; otherwise
+        one online pass from it and exact EM passes until ``tol`` (at most ``max_iter``) follow,
+        or online EM alone on a stream that can be read only once.
+
+        On Dask: a ``dask.dataframe.DataFrame`` or ``dask.array.Array``, or a Parquet lake with
+        ``engine="dask"`` or a ``client``, is fitted on the workers (partitions are never
+        collected here). ``client`` is a ``distributed.Client`` (default: Dask's current
+        scheduler, local threads unless a Client is active). Online EM then steps once per wave
+        of ``partitions_per_step`` partitions (default: the scheduler's thread count); see
+        :mod:`streamgmm.dask.em` and the README."""
+        self._check_params()
+        warm = self.warm_start and hasattr(self, "_state")
+        if warm:
+            self._check_same_model()
+        if self._on_dask(X, client, engine):
+            source: ChunkSource = self._dask_source(X, client, warm)
+        else:
+            # A stream of chunks does not know its width until read. With every *_init given the
+            # start needs no sample, so the width comes from means_init (chunks are checked against
+            # it) rather than from a whole read of the stream for a sample that would be thrown away.
+            source = self._source(X) if warm else as_source(X, n_features=self._user_init_n_features())
+        if isinstance(source, ArraySource):
+            self._check_enough_records(len(source))
+        runners = self._runners(source, partitions_per_step)
+        rng = make_rng(self.random_state)
+        self._shuffle_rng(source, rng)  # a shuffle the source cannot do is refused before any work
+        start = None if warm else self._start(source, rng)
+        plan = self._plan(source, start)
+        if start is None:
+            start = Start(self._state.params, self._state.statistics.shift, rng)
+        if plan == "start":
+            self._fit_from_start(start)
+        elif plan == "batch":
+            self._fit_batch(source, start.params, start.shift, runners[0], warm)
+        else:
+            online = self._fit_online(source, start, runners, warm)
+            if plan == "online+batch":
+                state = online.state
+                self._fit_batch(
+                    source,
+                    state.params,
+                    state.statistics.shift,
+                    runners[0],
+                    False,
+                    online.pass_log_likelihoods,
+                    online.n_passes,
+                )
+        self._set_input_description(source)
+        return self
+
+    def _fit_from_start(self, start: Start) -> None:
+        """The sample was the whole data: its EM is exact EM on all of it."""
+        em = start.em
+        if em is None or em.statistics is None:  # max_iter=0: the model is its start
+            statistics = SufficientStatistics.from_params(start.params, start.shift)
+            self._set_fitted(OnlineState(start.params, statistics), False, 0, -np.inf, [], FitHistory())
+            return
+        self._warn_unconverged(em.converged)
+        n = em.statistics.n_records
+        state = OnlineState(em.params, em.statistics.per_record(), math.ceil(n / self.batch_size), int(n))
+        self._set_fitted(state, em.converged, em.n_iter, em.lower_bound, em.history, FitHistory())
+
+    def _fit_batch(
+        self,
+        source: ChunkSource,
+        params: MixtureParams,
+        shift: np.ndarray,
+        run_batch: Any,
+        warm: bool,
+        earlier: list[float] | None = None,
+        earlier_passes: int = 0,
+    ) -> None:
+        """Exact EM from ``params``; ``earlier`` are the pass means of online passes before it."""
+        result = run_batch(
+            source,
+            params,
+            shift=shift,
+            reg_covar=self.reg_covar,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            batch_size=self.batch_size,
+            dtype=np.dtype(self.compute_dtype),
+            lower_bound=self.lower_bound_ if warm else -np.inf,
+        )
+        self._set_batch_result(result, shift, warm, earlier, earlier_passes)
+
+    def _set_batch_result(
+        self,
+        result: BatchEMResult,
+        shift: np.ndarray,
+        warm: bool,
+        earlier: list[float] | None = None,
+        earlier_passes: int = 0,
+    ) -> None:
+        """The fitted state after exact EM (``earlier``: online pass means before it)."""
+        trace = self.fit_history_ if earlier else FitHistory()
+        history = list(earlier or []) + result.history
+        if result.statistics is None:  # max_iter=0: the model is its start
+            statistics = SufficientStatistics.from_params(result.params, shift)
+            state = OnlineState(result.params, statistics, getattr(self, "n_steps_", 0) if warm else 0)
+            lower_bound = self.lower_bound_ if warm else -np.inf
+            self._set_fitted(state, False, earlier_passes, lower_bound, history, trace)
+            return
+        # A stream given every *_init is counted only as it is read (nothing was sampled).
+        self._check_enough_records(int(result.statistics.n_records))
+        self._warn_unconverged(result.converged)
+        n = result.statistics.n_records
+        state = OnlineState(result.params, result.statistics.per_record(), math.ceil(n / self.batch_size), int(n))
+        # Batch EM takes no online steps: its trace is the per-iteration history.
+        self._set_fitted(state, result.converged, earlier_passes + result.n_iter, result.lower_bound, history, trace)
+
+    def _fit_online(
+        self, source: ChunkSource, start: Start, runners: tuple[Any, Any, dict[str, Any]], warm: bool
+    ) -> Any:
+        _, run_online, online_options = runners
+        trace = self.fit_history_.copy() if warm else FitHistory()
+        state = self._state if warm else OnlineState.start(start.params, start.shift)
+        online = run_online(
+            source,
+            state,
+            schedule=self._schedule(),
+            burn_in=self.burn_in,
+            reg_covar=self.reg_covar,
+            batch_size=self.batch_size,
+            max_passes=self.max_passes,
+            tol=self.tol,
+            rng=self._shuffle_rng(source, start.shuffle_rng),
+            dtype=np.dtype(self.compute_dtype),
+            **online_options,
+            **_tracing(source, trace),
+        )
+        self._set_online_result(online.state, online.converged, online.pass_log_likelihoods, trace)
+        return online
+
+    def _set_online_result(
+        self, state: OnlineState, converged: bool, pass_means: list[float], trace: FitHistory
+    ) -> None:
+        """The fitted state after online passes with these pass means."""
+        # As for batch EM; every pass reads the whole source, so one pass is the total over n.
+        self._check_enough_records(state.records_seen // len(pass_means))
+        self._set_fitted(state, converged, len(pass_means), pass_means[-1], pass_means, trace)
+
+    def _warn_unconverged(self, converged: bool) -> None:
+        # As scikit-learn: no warning with max_iter=0, where the start is all that was asked for.
+        if not converged and self.max_iter > 0:
+            warnings.warn(
+                f"Batch EM did not converge in {self.max_iter} iterations (tol={self.tol}); raise max_iter or tol",
+                convergence_warning_class(),
+                stacklevel=3,
+            )
+
+    @staticmethod
+    def _on_dask(X: Any, client: Any, engine: str | None) -> bool:
+        if engine not in (None, "dask"):
+            raise ValueError(f"Invalid value for 'engine': {engine!r}; expected None or 'dask'")
+        return client is not None or engine == "dask" or is_dask_collection(X)
+
+    def _dask_source(self, X: Any, client: Any, fitted: bool) -> DaskSource:
+        if fitted:
+            return dask_source(X, client=client, feature_names=self._feature_names(), n_features=self.n_features_in_)
+        return dask_source(X, client=client)
+
+    def _runners(self, source: ChunkSource, partitions_per_step: int | None) -> tuple[Any, Any, dict[str, Any]]:
+        """The batch and online EM loops for ``source``: on the workers for a Dask source."""
+        if not isinstance(source, DaskSource):
+            if partitions_per_step is not None:
+                raise ValueError("partitions_per_step applies to Dask inputs only")
+            return run_batch_em, run_online_em, {}
+        wave = default_partitions_per_step(source) if partitions_per_step is None else partitions_per_step
+        if not isinstance(wave, (int, np.integer)) or isinstance(wave, bool) or wave < 1:
+            raise ValueError(f"Invalid value for 'partitions_per_step': {wave!r}; expected an integer >= 1")
+        return run_dask_batch_em, run_dask_online_em, {"partitions_per_step": int(wave)}
+
+    def _feature_names(self) -> list[str] | None:
+        names = getattr(self, "feature_names_in_", None)
+        return None if names is None else [str(name) for name in names]
+
+    def _set_input_description(self, source: ChunkSource) -> None:
+        names = getattr(source, "feature_names", None)
+        if names is not None:
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.n_skipped_ = int(getattr(source, "skipped_records", 0))
+
+    def partial_fit(self, X: Any, y: Any = None, *, client: Any = None, partitions_per_step: int | None = None) -> Self:
+        """Continue the online recursion with one chunk, in mini-batches of ``batch_size``.
+
+        The step counter and running statistics persist between calls (and across save/load),
+        so a stream of calls equals one online ``fit`` over the concatenated chunks with the
+        same batching and no shuffling. The first call initialises from its own chunk. A chunk
+        is anything ``fit`` takes, e.g. an array, a DataFrame or a newly arrived Parquet file;
+        a Dask collection (or ``client=``) is processed on the workers in waves, as in ``fit``."""
+        self._check_params()
+        fitted = hasattr(self, "_state")
+        if fitted:
+            self._check_same_model()
+        if self._on_dask(X, client, None):
+            source: ChunkSource = self._dask_source(X, client, fitted)
+        else:
+            source = self._source(X) if fitted else as_source(X)
+        _, run_online, online_options = self._runners(source, partitions_per_step)
+        if not fitted:
+            if isinstance(source, ArraySource):
+                self._check_enough_records(len(source))
+            params, shift = self._initial_params(source, source.n_features, make_rng(self.random_state))
+            state = OnlineState.start(params, shift)
+            history: list[float] = []
+            trace = FitHistory()
+        else:
+            state = self._state
+            history = list(self._history)
+            trace = self.fit_history_.copy()
+        online = run_online(
+            source,
+            state,
+            schedule=self._schedule(),
+            burn_in=self.burn_in,
+            reg_covar=self.reg_covar,
+            batch_size=self.batch_size,
+            dtype=np.dtype(self.compute_dtype),
+            **online_options,
+            **_tracing(source, trace),
+        )
+        state, lower_bound = online.state, online.pass_log_likelihoods[-1]
+        history.append(lower_bound)
+        self._set_fitted(state, False, getattr(self, "n_iter_", 0) + 1 if fitted else 1, lower_bound, history, trace)
+        if not fitted:
+            self._set_input_description(source)
+        else:
+            self.n_skipped_ = int(getattr(source, "skipped_records", 0))
+        return self
+
+    def _set_fitted(
+        self,
+        state: OnlineState,
+        converged: bool,
+        n_iter: int,
+        lower_bound: float,
+        history: list[float],
+        fit_history: FitHistory | None = None,
+    ) -> None:
+        params = state.params
+        # Never a fitted model that could not be used or saved (non-finite, or not a density).
+        check_mixture_arrays(
+            params.weights, params.means, params.covariances, params.precisions_cholesky, params.covariance_type
+        )
+        self._state = state
+        self._history = list(history)
+        self.fit_history_ = fit_history if fit_history is not None else FitHistory()
+        self.weights_ = params.weights
+        self.means_ = params.means
+        self.covariances_ = params.covariances
+        self.precisions_cholesky_ = params.precisions_cholesky
+        self.precisions_ = params.precisions
+        self.converged_ = bool(converged)
+        self.n_iter_ = int(n_iter)
+        self.lower_bound_ = float(lower_bound)
+        self.n_features_in_ = params.n_features
+        self.n_steps_ = state.step
+        self.records_seen_ = state.records_seen
+
+
+def _tracing(source: ChunkSource, trace: FitHistory) -> dict[str, Any]:
+    """The online runner's per-step callback that records ``trace`` (a step is a mini-batch
+    here, a wave of partitions on Dask)."""
+
+    def record(state: OnlineState, update: Any) -> None:
+        trace.record(update.mean_log_likelihood, update.n_records, update.step_size, update.reseeded)
+
+    return {"on_wave" if isinstance(source, DaskSource) else "on_batch": record}

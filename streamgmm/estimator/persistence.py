@@ -1,0 +1,142 @@
+"""Persistence: the model file of a fitted estimator."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Self
+
+import numpy as np
+
+from streamgmm.em.fit_history import FitHistory
+from streamgmm.em.online import OnlineState
+from streamgmm.io.model_file import ModelFileError, read_model, write_model
+from streamgmm.mixture import covariance as cov
+from streamgmm.mixture.params import MixtureParams
+from streamgmm.mixture.statistics import SufficientStatistics
+
+
+class PersistenceMixin:
+    """``save`` and ``load``: the model file, with the running statistics that ``partial_fit`` resumes."""
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the model, its running statistics and step counter (see :mod:`streamgmm.io.model_file`)."""
+        write_model(path, *self._model_document())
+
+    def _model_document(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What :meth:`save` writes: the JSON document and the arrays."""
+        self._check_fitted()
+        state = self._state
+        arrays: dict[str, np.ndarray] = {
+            "weights": self.weights_,
+            "means": self.means_,
+            "covariances": self.covariances_,
+            "precisions_cholesky": self.precisions_cholesky_,
+        }
+        arrays.update({f"statistics.{name}": value for name, value in state.statistics.arrays().items()})
+        estimator_params: dict[str, Any] = {}
+        for name, value in self.get_params().items():
+            if value is None or isinstance(value, (bool, int, float, str)):
+                estimator_params[name] = value
+            elif isinstance(value, np.integer):
+                estimator_params[name] = int(value)
+            elif name.endswith("_init"):
+                arrays[f"param.{name}"] = np.asarray(value, dtype=np.float64)
+            else:
+                estimator_params[name] = None  # a generator object: not reproducible from a file
+        document = {
+            "estimator": type(self).__name__,
+            "estimator_params": estimator_params,
+            "fitted": {
+                "converged": self.converged_,
+                "n_iter": self.n_iter_,
+                "lower_bound": self.lower_bound_,
+                "n_features_in": self.n_features_in_,
+                "feature_names_in": self._feature_names(),
+                "n_skipped": getattr(self, "n_skipped_", 0),
+                "history": self._history,
+            },
+            "fit_history": self.fit_history_.to_dict(),
+            "online": {
+                "step": state.step,
+                "records_seen": state.records_seen,
+                "statistics_n_records": state.statistics.n_records,
+                "statistics_log_likelihood": state.statistics.log_likelihood,
+            },
+        }
+        return document, arrays
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Self:
+        """Read a model written by :meth:`save`; ``partial_fit`` then resumes the stream."""
+        document, arrays = read_model(path)
+        try:
+            return cls._from_document(document, arrays)
+        except ModelFileError as exc:
+            raise ModelFileError(f"{path}: corrupt model file ({exc})") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{path}: corrupt model file (missing or malformed {exc})") from None
+
+    @classmethod
+    def _from_document(cls, document: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
+        params = dict(document["estimator_params"])
+        for name in list(arrays):
+            if name.startswith("param."):
+                params[name[len("param.") :]] = arrays.pop(name)
+        model = cls(**params)
+        model._check_params()
+        for name, value in arrays.items():
+            if value.dtype.kind != "f":
+                raise ModelFileError(f"array {name} holds {value.dtype}, not floats")
+        means = arrays["means"]
+        if means.ndim != 2:
+            raise ModelFileError(f"array means has shape {means.shape}, expected (n_components, n_features)")
+        k, d = means.shape
+        t = model.covariance_type
+        expected = {
+            "weights": (k,),
+            "covariances": cov.covariance_shape(k, d, t),
+            "precisions_cholesky": cov.covariance_shape(k, d, t),
+            "statistics.second": cov.second_moment_shape(k, d, t),
+            "statistics.sums": (k, d),
+            "statistics.counts": (k,),
+            "statistics.shift": (d,),
+        }
+        for name, shape in expected.items():
+            if arrays[name].shape != shape:
+                raise ModelFileError(f"array {name} has shape {arrays[name].shape}, expected {shape}")
+        fitted, online = document["fitted"], document["online"]
+        mixture = MixtureParams(
+            means=means,
+            weights=arrays["weights"],
+            covariances=arrays["covariances"],
+            precisions_cholesky=arrays["precisions_cholesky"],
+            covariance_type=t,
+        )
+        stats = SufficientStatistics(
+            t,
+            arrays["statistics.shift"],
+            arrays["statistics.counts"],
+            arrays["statistics.sums"],
+            arrays["statistics.second"],
+            float(online["statistics_n_records"]),
+            float(online["statistics_log_likelihood"]),
+        )
+        state = OnlineState(mixture, stats, int(online["step"]), int(online["records_seen"]))
+        model._set_fitted(
+            state,
+            bool(fitted["converged"]),
+            int(fitted["n_iter"]),
+            float(fitted["lower_bound"]),
+            [float(v) for v in fitted.get("history", [])],
+            # Files written before the trace existed have none: an empty one, continued from here.
+            FitHistory.from_dict(document["fit_history"]) if "fit_history" in document else None,
+        )
+        names = fitted.get("feature_names_in")
+        if names is not None:
+            if len(names) != d or not all(isinstance(name, str) for name in names):
+                raise ModelFileError(f"feature_names_in must be {d} column names, got {names!r}")
+            model.feature_names_in_ = np.asarray(names, dtype=object)
+        model.n_skipped_ = int(fitted.get("n_skipped", 0))
+        return model
