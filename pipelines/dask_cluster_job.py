@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from streamgmm import DataError, ModelFileError, ParquetSource, StreamingGaussianMixture, assign
-from streamgmm.cli.command import column_list
+from streamgmm.cli.parser import column_list
 from streamgmm.dask.source import connect
 
 

@@ -21,7 +21,9 @@ import time
 from typing import Any
 
 from streamgmm import DataError, ModelFileError, ParquetSource, StreamingGaussianMixture, assign
-from streamgmm.cli.command import column_list, combined_filter, parse_filter
+from streamgmm.cli.checks import parse_filter
+from streamgmm.cli.command import combined_filter
+from streamgmm.cli.parser import column_list
 
 
 def run(

@@ -1,0 +1,132 @@
+"""What the ``streamgmm`` commands print: each summary as lines for a person (``--json`` prints
+the summary itself)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from streamgmm.assignment.layout import SUCCESS
+from streamgmm.cli.checks import (
+    describe_unfinished,
+)
+
+# ---------------------------------------------------------------------- progress
+
+
+def describe(result: dict[str, Any]) -> str:
+    """The human-readable form of a command's summary."""
+    kind = result.get("command") or result.get("kind")
+    if kind == "assign":
+        return (
+            f"wrote responsibilities of {result['records']:,} records to {result['files']} file(s) in {result['out']} "
+            f"in {result['seconds']:.1f} s"
+            + (
+                f"; {result['skipped']:,} with null, NaN or infinite features written as nulls"
+                if result["skipped"]
+                else ""
+            )
+        )
+    if kind == "watch":
+        return (
+            f"watch: {result['files_consumed']} file(s) consumed ({result['records_used']:,} records, "
+            f"{result['records_skipped']:,} skipped), {result['files_quarantined']} quarantined, "
+            f"{result['files_duplicate']} duplicate(s); model at {result['model'] or 'none yet'}"
+            + (f"; stopped by {result['stopped_by']}" if result["stopped_by"] else "")
+        )
+    if kind == "watch state":
+        return describe_state(result)
+    if kind == "unfinished output":
+        return describe_unfinished(result)
+    if kind == "select":
+        best = result["best"]
+        return (
+            f"{len(result['candidates'])} candidate(s) fitted in {result['n_passes']} shared pass(es) over "
+            f"{result['records_per_pass']:,} records, scored on {result['scored_on']} (N = {result['n_scored']:,}) "
+            f"in {result['seconds']:.1f} s\n{result['table']}\nbest by {result['criterion'].upper()}: "
+            f"K = {best['n_components']}, {best['covariance_type']}"
+            + (f"; model written to {result['model']}" if result["model"] else "")
+        )
+    if kind == "plot":
+        return f"wrote {result['out']} ({result['width']}x{result['height']} PNG)"
+
+    if kind == "parquet data":
+        lines = [
+            f"{result['path']}: Parquet data, {result['records']:,} records in {result['files']} file(s), "
+            f"{result['row_groups']} row group(s)"
+            + (f", {len(result['empty_files'])} empty file(s) skipped" if result["empty_files"] else ""),
+            f"numeric columns (features by default): {', '.join(result['numeric_columns'])}",
+        ]
+        if result["other_columns"]:
+            lines.append(f"other columns: {', '.join(result['other_columns'])}")
+        if result["partitions"]:
+            lines.append(f"hive partition keys: {', '.join(result['partitions'])}")
+        if result["unfinished_output"]:
+            lines.append(f"written by streamgmm assign but without {SUCCESS}: an unfinished output")
+        return "\n".join(lines)
+    components = f"{result['n_components']} {result['covariance_type']} components"
+    if kind == "output directory":
+        return (
+            f"{result['path']}: streamgmm output, {result['rows']:,} records in {len(result['files'])} file(s), "
+            f"{result['skipped']:,} skipped; model {result['model_fingerprint'][:12]}, "
+            f"{components} over {', '.join(result['feature_names'])}"
+        )
+    if kind == "fit":
+        lines = [
+            f"fitted {components} on {result['records']:,} records ({result['skipped']:,} skipped) from "
+            f"{result['files']} file(s) in {result['seconds']:.1f} s; {lower_bound_text(result)}; "
+            f"model written to {result['model']}"
+        ]
+    else:  # a model file or an output file
+        lines = [f"{result['path']}: {kind}, {components} over {', '.join(result['feature_names'])}"]
+        if kind == "model":
+            lines.append(
+                f"fitted by {result['algorithm']} EM: {result['records_seen']:,} records seen, "
+                f"{result['n_iter']} pass(es)/iteration(s), {lower_bound_text(result)}"
+            )
+            lines.append(result["fit_history_summary"])
+    return "\n".join(lines + component_table(result["weights"], result["means"]))
+
+
+def describe_state(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['path']}: watcher state, {result['files_consumed']} file(s) consumed, "
+        f"{result['files_quarantined']} quarantined, {result['files_duplicate']} duplicate(s); "
+        f"{result['records_used']:,} records used, {result['records_skipped']:,} skipped; "
+        f"last update {result['last_update'] or 'never'}"
+    ]
+    if result["model"] is None:
+        return lines[0] + " (no model yet)"
+    lines.append(
+        f"{result['n_components']} {result['covariance_type']} components over "
+        f"{', '.join(result['feature_names'])}, {result['n_steps']:,} online steps, step floor {result['step_floor']}"
+    )
+    lines += component_table(result["weights"], result["means"])
+    lines.append("recent files (largest move of a mean, of a weight):")
+    for entry in result["recent"]:
+        moved = "" if entry["mean_shift"] is None else f"  {entry['mean_shift']:.4g}, {entry['weight_shift']:.4g}"
+        lines.append(
+            f"  {entry['sequence']:>6}  {entry['status']:<11} {entry['records_used']:>10,}  {entry['path']}{moved}"
+        )
+    if result["mean_displacement_since_oldest_kept"] is not None:
+        shown = ", ".join(f"{v:.4g}" for v in result["mean_displacement_since_oldest_kept"])
+        lines.append(f"means moved since {result['models'][0]} (oldest kept): [{shown}]")
+    for entry in result["quarantined"][-5:]:
+        lines.append(f"quarantined {entry['path']}: {entry['reason']}")
+    return "\n".join(lines)
+
+
+def lower_bound_text(result: dict[str, Any]) -> str:
+    if result["algorithm"] != "online":  # the last stage was exact EM
+        return f"mean log-likelihood {result['lower_bound']:.4f}"
+    # Online EM scores each mini-batch before the update that learns from it: an average over
+    # the pass, lower than the final model would score.
+    return f"mean log-likelihood {result['lower_bound']:.4f} over the last pass (each batch before its update)"
+
+
+def component_table(weights: Sequence[float], means: Sequence[Sequence[float]]) -> list[str]:
+    lines = ["component  weight   mean"]
+    for k, (weight, mean) in enumerate(zip(weights, means)):
+        shown = ", ".join(f"{v:.4g}" for v in mean[:8]) + (", ..." if len(mean) > 8 else "")
+        lines.append(f"{k:>9}  {weight:.4f}   [{shown}]")
+    return lines
