@@ -222,25 +222,48 @@ class FittingMixin:
     def _fit_online(
         self, source: ChunkSource, start: Start, runners: tuple[Any, Any, dict[str, Any]], warm: bool
     ) -> Any:
-        _, run_online, online_options = runners
         trace = self.fit_history_.copy() if warm else FitHistory()
         state = self._state if warm else OnlineState.start(start.params, start.shift)
-        online = run_online(
+        online = self._run_online(
+            source,
+            state,
+            runners,
+            trace,
+            max_passes=self.max_passes,
+            tol=self.tol,
+            rng=self._shuffle_rng(source, start.shuffle_rng),
+        )
+        self._set_online_result(online.state, online.converged, online.pass_log_likelihoods, trace)
+        return online
+
+    def _run_online(
+        self,
+        source: ChunkSource,
+        state: OnlineState,
+        runners: tuple[Any, Any, dict[str, Any]],
+        trace: FitHistory,
+        *,
+        max_passes: int = 1,
+        tol: float = 0.0,
+        rng: np.random.Generator | None = None,
+    ) -> Any:
+        """Online EM from ``state`` with this estimator's schedule and batching (one process or
+        Dask waves, as ``runners`` say), recording every step in ``trace``."""
+        _, run_online, online_options = runners
+        return run_online(
             source,
             state,
             schedule=self._schedule(),
             burn_in=self.burn_in,
             reg_covar=self.reg_covar,
             batch_size=self.batch_size,
-            max_passes=self.max_passes,
-            tol=self.tol,
-            rng=self._shuffle_rng(source, start.shuffle_rng),
+            max_passes=max_passes,
+            tol=tol,
+            rng=rng,
             dtype=np.dtype(self.compute_dtype),
             **online_options,
             **_tracing(source, trace),
         )
-        self._set_online_result(online.state, online.converged, online.pass_log_likelihoods, trace)
-        return online
 
     def _set_online_result(
         self, state: OnlineState, converged: bool, pass_means: list[float], trace: FitHistory
@@ -309,7 +332,7 @@ class FittingMixin:
             source: ChunkSource = self._dask_source(X, client, fitted)
         else:
             source = self._source(X) if fitted else as_source(X)
-        _, run_online, online_options = self._runners(source, partitions_per_step)
+        runners = self._runners(source, partitions_per_step)
         if not fitted:
             if isinstance(source, ArraySource):
                 self._check_enough_records(len(source))
@@ -321,17 +344,7 @@ class FittingMixin:
             state = self._state
             history = list(self._history)
             trace = self.fit_history_.copy()
-        online = run_online(
-            source,
-            state,
-            schedule=self._schedule(),
-            burn_in=self.burn_in,
-            reg_covar=self.reg_covar,
-            batch_size=self.batch_size,
-            dtype=np.dtype(self.compute_dtype),
-            **online_options,
-            **_tracing(source, trace),
-        )
+        online = self._run_online(source, state, runners, trace)
         state, lower_bound = online.state, online.pass_log_likelihoods[-1]
         history.append(lower_bound)
         self._set_fitted(state, False, getattr(self, "n_iter_", 0) + 1 if fitted else 1, lower_bound, history, trace)
