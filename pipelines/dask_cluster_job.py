@@ -19,63 +19,23 @@ if the input is bad; a failed run leaves no ``_SUCCESS``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from typing import Any
 
-from streamgmm import DataError, ModelFileError, ParquetSource, StreamingGaussianMixture, assign
+from lake_job import main_of, run_job
+
+from streamgmm import StreamingGaussianMixture
 from streamgmm.cli.parser import column_list
 from streamgmm.dask.source import connect
 
 
 def run(
-    lake: str,
-    *,
-    client: Any,
-    out: str,
-    components: int = 5,
-    model_path: str | None = None,
-    algorithm: str = "online",
-    passthrough: list[str] | None = None,
-    keep: list[str] | None = None,
-    nan_policy: str = "raise",
-    seed: int = 0,
+    lake: str, *, client: Any, out: str, components: int = 5, model_path: str | None = None, **options: Any
 ) -> tuple[StreamingGaussianMixture, dict[str, Any], dict[str, Any]]:
-    """Fit and assign on ``client``'s cluster; returns the model and the two step summaries."""
-    source = ParquetSource(lake, passthrough=passthrough or [], nan_policy=nan_policy)
-    workers = len(client.nthreads())
-    started = time.perf_counter()
-    model = StreamingGaussianMixture(components, algorithm=algorithm, random_state=seed)
-    model.fit(source, client=client)
-    fit_seconds = time.perf_counter() - started
+    """Fit and assign on ``client``'s cluster; returns the model and the two step summaries
+    (:func:`lake_job.run_job`'s options)."""
     model_path = model_path or out.rstrip("/") + ".model.sgmm"
-    model.save(model_path)
-    records = model.records_seen_ // model.n_iter_ if algorithm == "online" else model.records_seen_
-    fitted = {
-        "step": "fit",
-        "scheduler": client.scheduler.address,
-        "workers": workers,
-        "files": len(source.files),
-        "records": int(records),
-        "skipped": model.n_skipped_,
-        "features": model._feature_names(),
-        "n_iter": model.n_iter_,
-        "lower_bound": model.lower_bound_,
-        "seconds": round(fit_seconds, 3),
-        "model": model_path,
-    }
-    summary = assign(model, source, out, keep=keep or [], overwrite=True, client=client)
-    scored = {
-        "step": "assign",
-        "files": len(summary.files),
-        "records": summary.rows,
-        "skipped": summary.skipped,
-        "seconds": round(summary.seconds, 3),
-        "out": summary.out,
-        "model_fingerprint": summary.fingerprint,
-    }
-    return model, fitted, scored
+    return run_job(lake, client=client, out=out, components=components, model_path=model_path, **options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,16 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--workers", type=int, metavar="N", help="start a LocalCluster of N processes (default 2)")
     parser.add_argument("--components", "-k", type=int, default=5)
     parser.add_argument("--model", help="model file to write (default: OUT.model.sgmm)")
-    parser.add_argument("--algorithm", choices=["online", "batch"], default="online")
+    parser.add_argument("--algorithm", choices=["auto", "online", "batch"], default="online")
     parser.add_argument("--passthrough", type=column_list, default=[], help="numeric non-feature columns, e.g. id")
     parser.add_argument("--keep", type=column_list, default=[], help="columns copied to the output, e.g. id")
     parser.add_argument("--nan-policy", choices=["raise", "skip"], default="raise")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     workers = None if args.scheduler else (args.workers or 2)
-    try:
+
+    def steps() -> tuple[Any, dict[str, Any], dict[str, Any]]:
         with connect(args.scheduler, workers) as client:
-            _, fitted, scored = run(
+            return run(
                 args.lake,
                 client=client,
                 out=args.out,
@@ -108,12 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                 nan_policy=args.nan_policy,
                 seed=args.seed,
             )
-    except (DataError, ModelFileError, ValueError, OSError) as exc:
-        print(f"dask_cluster_job: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
-    print(json.dumps(fitted))
-    print(json.dumps(scored))
-    return 0
+
+    return main_of("dask_cluster_job", steps)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """A scheduled batch job: fit a Gaussian mixture to a Parquet lake, then score every record.
 
-Step 1 streams the lake once (online EM, row groups in random order, bounded memory) and saves
-the model; step 2 streams it again and writes per-record responsibilities, the most likely
+Step 1 fits the lake by streaming (the default fit: a start on a sample, one online pass with
+row groups in random order, exact EM passes until tol; bounded memory) and saves the model;
+step 2 streams it again and writes per-record responsibilities, the most likely
 component and the log-likelihood as Parquet, one output file per input file, with a
 ``_SUCCESS`` manifest written last. Run it from cron, Airflow or a shell:
 
@@ -15,63 +16,20 @@ exits non-zero with a one-line message if the input is bad; a failed run leaves 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from typing import Any
 
-from streamgmm import DataError, ModelFileError, ParquetSource, StreamingGaussianMixture, assign
+from lake_job import main_of, run_job
+
+from streamgmm import StreamingGaussianMixture
 from streamgmm.cli.checks import parse_filter
-from streamgmm.cli.command import combined_filter
 from streamgmm.cli.parser import column_list
 
 
-def run(
-    lake: str,
-    *,
-    components: int,
-    model_path: str,
-    out: str,
-    covariance: str = "full",
-    passthrough: list[str] | None = None,
-    keep: list[str] | None = None,
-    nan_policy: str = "raise",
-    filters: list[Any] | None = None,
-    seed: int = 0,
-    overwrite: bool = True,
-) -> tuple[StreamingGaussianMixture, dict[str, Any], dict[str, Any]]:
-    """Fit and assign; returns the model and the two step summaries."""
-    source = ParquetSource(
-        lake, passthrough=passthrough or [], filter=combined_filter(filters or []), nan_policy=nan_policy
-    )
-    started = time.perf_counter()
-    model = StreamingGaussianMixture(components, covariance_type=covariance, random_state=seed).fit(source)
-    fit_seconds = time.perf_counter() - started
-    model.save(model_path)
-    fitted = {
-        "step": "fit",
-        "files": len(source.files),
-        "records": model.records_seen_,
-        # The default on a lake larger than its sample: one online pass, then exact EM until tol.
-        "passes": model.n_iter_,
-        "skipped": model.n_skipped_,
-        "features": model._feature_names(),
-        "seconds": round(fit_seconds, 3),
-        "records_per_second": round(model.records_seen_ / fit_seconds),
-        "model": model_path,
-    }
-    summary = assign(model, source, out, keep=keep or [], overwrite=overwrite)
-    scored = {
-        "step": "assign",
-        "files": len(summary.files),
-        "records": summary.rows,
-        "skipped": summary.skipped,
-        "seconds": round(summary.seconds, 3),
-        "records_per_second": round(summary.rows / summary.seconds) if summary.seconds else None,
-        "out": summary.out,
-        "model_fingerprint": summary.fingerprint,
-    }
-    return model, fitted, scored
+def run(lake: str, **options: Any) -> tuple[StreamingGaussianMixture, dict[str, Any], dict[str, Any]]:
+    """Fit and assign in this process; returns the model and the two step summaries
+    (:func:`lake_job.run_job`'s options)."""
+    return run_job(lake, **options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--filter", action="append", type=parse_filter, default=[], metavar="EXPR")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    try:
-        _, fitted, scored = run(
+    return main_of(
+        "parquet_lake_job",
+        lambda: run(
             args.lake,
             components=args.components,
             model_path=args.model,
@@ -99,13 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             nan_policy=args.nan_policy,
             filters=args.filter,
             seed=args.seed,
-        )
-    except (DataError, ModelFileError, ValueError, OSError) as exc:
-        print(f"parquet_lake_job: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
-    print(json.dumps(fitted))
-    print(json.dumps(scored))
-    return 0
+        ),
+    )
 
 
 if __name__ == "__main__":
