@@ -128,16 +128,16 @@ def plot_model(
     """Draw ``model`` (a fitted :class:`~streamgmm.StreamingGaussianMixture`) over a random
     sample of ``sample`` records of ``data`` (anything ``predict`` takes; optional), with its fit
     history, to the PNG ``out``. Returns ``out``."""
-    model._check_fitted()
+    model.check_fitted()
     Figure, FigureCanvasAgg, Ellipse = _matplotlib()
-    names = model._feature_names() or default_feature_names(model.n_features_in_)
+    names = model.feature_names() or default_feature_names(model.n_features_in_)
     k, d = model.means_.shape
     chosen = resolve_pairs(pairs, names) if d > 1 else []
     X = None
     if data is not None:
         if not isinstance(sample, (int, np.integer)) or sample < 1:
             raise ValueError(f"Invalid value for 'sample': {sample!r}; expected an integer >= 1")
-        X = model._source(data).sample(int(sample), make_rng(random_state))
+        X = model.input_source(data).sample(int(sample), make_rng(random_state))
         if X.shape[0] == 0:
             raise ValueError("the data hold no records to plot")
     width, height = figure_size(d, len(chosen))
@@ -297,10 +297,10 @@ def _trace_panel(ax: Any, model: Any) -> None:
         more, more_labels = steps.get_legend_handles_labels()
         ax.legend(handles + more, labels + more_labels, fontsize=9, loc="best")
         ax.set_title("fit history", fontsize=11)
-    elif model._history:
+    elif model.lower_bounds_:
         ax.plot(
-            np.arange(1, len(model._history) + 1),
-            model._history,
+            np.arange(1, len(model.lower_bounds_) + 1),
+            model.lower_bounds_,
             color="tab:blue",
             marker="o",
             lw=1.6,

@@ -164,7 +164,7 @@ class _Fitting:
         self.start = start
         self.state = OnlineState.start(start.params, start.shift)
         self.trace = FitHistory()
-        self.schedule = model._schedule()
+        self.schedule = model.step_schedule()
         self.pass_means: list[float] = []
         self.converged = False
         self.total_ll = 0.0
@@ -251,7 +251,7 @@ def select(
             "select runs in this process; pass a Parquet path or an in-process source, not a Dask collection"
         )
     template = StreamingGaussianMixture(random_state=random_state, **estimator_params)
-    template._check_params()
+    template.validate_params()
     source = as_source(X)
     if held_out is not None and template.algorithm == "batch":
         raise ValueError("held_out needs an online fit (algorithm='auto' or 'online'): batch EM trains on every record")
@@ -263,7 +263,7 @@ def select(
             "can be read again (an array, a list, a callable, files); or score on held_out=N records"
         )
     rng = make_rng(random_state)
-    template._shuffle_rng(source, rng)  # a shuffle the source cannot do is refused before any work
+    template.shuffle_generator(source, rng)  # a shuffle the source cannot do is refused before any work
     # One read for the initialisation sample, shared by all. Each candidate then starts from
     # the generator as a lone fit would have it after its own sample draw, so it is initialised
     # exactly as StreamingGaussianMixture(random_state=...) would be on this input, and visits
@@ -274,10 +274,10 @@ def select(
     for t in types:
         for k in ks:
             model = StreamingGaussianMixture(k, covariance_type=t, random_state=random_state, **estimator_params)
-            start = model._start_on_sample(sample, shuffle_rng, whole, copy.deepcopy(after_sample))
+            start = model.start_on_sample(sample, shuffle_rng, whole, copy.deepcopy(after_sample))
             fittings.append(_Fitting(model, start))
     # With held_out the candidates are fitted in one online pass: the held-out records are never trained on.
-    plan = "online" if held_out is not None else template._plan(source, fittings[0].start)
+    plan = "online" if held_out is not None else template.fit_plan(source, fittings[0].start)
     reservoir = _Reservoir(held_out, spawn_rng(rng)) if held_out is not None else None
     records_per_pass = 0
     n_passes = 0
@@ -288,10 +288,10 @@ def select(
         n_passes += exact
     if plan == "start":
         for fitting in fittings:
-            fitting.model._fit_from_start(fitting.start)
+            fitting.model.fit_from_start(fitting.start)
         records_per_pass = sample.shape[0]
     for fitting in fittings:
-        fitting.model._set_input_description(source)
+        fitting.model.describe_input(source)
 
     if reservoir is not None:
         scored = reservoir.records()
@@ -329,7 +329,7 @@ def _online_passes(
     reservoir: _Reservoir | None,
 ) -> tuple[int, int]:
     """Every candidate's online passes over shared reads; returns records per pass and passes."""
-    rng = template._shuffle_rng(source, shuffle_rng)
+    rng = template.shuffle_generator(source, shuffle_rng)
     records_per_pass = 0
     n_passes = 0
     for n_passes in range(1, template.max_passes + 1):
@@ -354,7 +354,7 @@ def _online_passes(
         for fitting in active:
             fitting.end_pass(template.tol)
     for fitting in fittings:
-        fitting.model._set_online_result(fitting.state, fitting.converged, fitting.pass_means, fitting.trace)
+        fitting.model.set_online_result(fitting.state, fitting.converged, fitting.pass_means, fitting.trace)
     return records_per_pass, n_passes
 
 
@@ -400,7 +400,7 @@ def _exact_passes(
             run.step(stats, w.records)
     for fitting, (shift, run) in zip(fittings, runs):
         earlier = fitting.pass_means if after_online else None
-        fitting.model._set_batch_result(run.result(), shift, False, earlier, len(fitting.pass_means))
+        fitting.model.set_exact_result(run.result(), shift, False, earlier, len(fitting.pass_means))
     statistics = runs[0][1].statistics
     return (0 if statistics is None else int(statistics.n_records)), passes
 

@@ -71,7 +71,7 @@ def test_the_estimator_records_what_online_em_reports():
     run_online_em(
         ArraySource(X),
         OnlineState.start(params, shift),
-        schedule=model._schedule(),
+        schedule=model.step_schedule(),
         burn_in=0,
         reg_covar=model.reg_covar,
         batch_size=400,
@@ -117,7 +117,7 @@ def test_fresh_fit_starts_a_new_trace_and_warm_start_continues_it():
 def test_model_files_without_a_trace_still_load(tmp_path):
     X, _, _ = streamgmm.make_mixture(1000, n_components=2, n_features=2, random_state=3)
     model = StreamingGaussianMixture(2, random_state=0, batch_size=500).fit(X)
-    document, arrays = model._model_document()
+    document, arrays = model.model_document()
     del document["fit_history"]
     old = StreamingGaussianMixture._from_document(document, arrays)
     assert len(old.fit_history_) == 0

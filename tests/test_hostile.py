@@ -233,7 +233,7 @@ def test_unusable_model_is_refused_wherever_it_enters(lake, model_path, tmp_path
 
 
 def test_write_model_refuses_non_finite_parameters(model_path, tmp_path) -> None:
-    document, arrays = StreamingGaussianMixture.load(model_path)._model_document()
+    document, arrays = StreamingGaussianMixture.load(model_path).model_document()
     arrays = {**arrays, "means": np.full_like(arrays["means"], np.nan)}
     with pytest.raises(ModelFileError, match="not written.*non-finite"):
         write_model(tmp_path / "nan.sgmm", document, arrays)

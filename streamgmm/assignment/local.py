@@ -135,7 +135,7 @@ def assign(
         raise ValueError(f"cannot keep {', '.join(map(repr, clashing))}: the output has result columns of that name")
     if len(set(keep)) != len(keep):
         raise ValueError(f"keep lists a column more than once: {keep}")
-    names = model._feature_names()
+    names = model.feature_names()
     if nan_policy is None:
         nan_policy = source.nan_policy if isinstance(source, ParquetSource) else "raise"
     check_nan_policy(nan_policy)

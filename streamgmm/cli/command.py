@@ -159,7 +159,7 @@ def run_assign(args: argparse.Namespace) -> dict[str, Any]:
     model = StreamingGaussianMixture.load(args.model)
     source = ParquetSource(
         _one_or_many(args.sources),
-        columns=model._feature_names(),
+        columns=model.feature_names(),
         passthrough=args.keep,
         filter=combined_filter(args.filter),
         nan_policy=args.nan_policy,
@@ -257,7 +257,7 @@ def run_plot(args: argparse.Namespace) -> dict[str, Any]:
     model = StreamingGaussianMixture.load(args.model)
     data = None
     if args.data:
-        data = ParquetSource(_one_or_many(args.data), columns=model._feature_names())
+        data = ParquetSource(_one_or_many(args.data), columns=model.feature_names())
     path = plot_model(model, data, out=args.out, pairs=args.pairs, sample=args.sample, random_state=args.seed)
     width, height = png_size(path)
     return {"command": "plot", "out": path, "width": width, "height": height, "data": args.data}
@@ -320,7 +320,7 @@ def model_summary(model: StreamingGaussianMixture) -> dict[str, Any]:
         "n_components": int(model.n_components),
         "covariance_type": model.covariance_type,
         "algorithm": model.algorithm,
-        "feature_names": model._feature_names() or default_feature_names(model.n_features_in_),
+        "feature_names": model.feature_names() or default_feature_names(model.n_features_in_),
         "weights": model.weights_.tolist(),
         "means": model.means_.tolist(),
         "lower_bound": model.lower_bound_,
@@ -334,7 +334,7 @@ def fit_summary(model: StreamingGaussianMixture) -> dict[str, Any]:
         "records_seen": int(model.records_seen_),
         "skipped_per_pass": int(getattr(model, "n_skipped_", 0)),
         "online_steps": int(model.n_steps_),
-        "history": list(model._history),
+        "history": list(model.lower_bounds_),
         "fit_history": model.fit_history_.to_dict(),
         "fit_history_summary": model.fit_history_.summary(),
     }

@@ -114,7 +114,9 @@ class EstimatorBase:
 
     # ------------------------------------------------------------------ checks
 
-    def _check_params(self) -> None:
+    def validate_params(self) -> None:
+        """Raise ``ValueError`` naming the first parameter that is out of range."""
+
         def positive_int(name: str, minimum: int = 1) -> None:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
@@ -141,10 +143,10 @@ class EstimatorBase:
             raise ValueError(
                 f'Invalid value for \'shuffle\': {self.shuffle!r}; expected True, False, "records" or "row_groups"'
             )
-        self._schedule()
+        self.step_schedule()
         check_compute_dtype(self.compute_dtype)
 
-    def _shuffle_rng(self, source: ChunkSource, rng: np.random.Generator) -> np.random.Generator | None:
+    def shuffle_generator(self, source: ChunkSource, rng: np.random.Generator) -> np.random.Generator | None:
         """The generator that shuffles online EM's visit of ``source``, or None to keep its order."""
         modes = getattr(source, "shuffle_modes", ())
         if self.shuffle is False:
@@ -158,10 +160,12 @@ class EstimatorBase:
             )
         return rng
 
-    def _schedule(self) -> StepSchedule:
+    def step_schedule(self) -> StepSchedule:
+        """Online EM's step sizes from ``step_exponent``, ``step_offset`` and ``step_floor``."""
         return StepSchedule(float(self.step_exponent), float(self.step_offset), float(self.step_floor))
 
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
+        """Raise scikit-learn's ``NotFittedError`` (with its wording) unless fitted."""
         if not hasattr(self, "means_"):
             raise not_fitted_error(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "

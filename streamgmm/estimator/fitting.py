@@ -46,9 +46,9 @@ class FittingMixin:
                 )
                 return Start(params, shift, rng)
         sample, shuffle_rng, whole = draw_sample(source, self.init_size, rng)
-        return self._start_on_sample(sample, shuffle_rng, whole, rng, shift)
+        return self.start_on_sample(sample, shuffle_rng, whole, rng, shift)
 
-    def _start_on_sample(
+    def start_on_sample(
         self,
         sample: np.ndarray,
         shuffle_rng: np.random.Generator,
@@ -83,7 +83,7 @@ class FittingMixin:
         start = self._start(source, rng)
         return start.params, start.shift
 
-    def _plan(self, source: ChunkSource, start: Start | None) -> str:
+    def fit_plan(self, source: ChunkSource, start: Start | None) -> str:
         """What a fit runs: ``"start"`` (the sample was all the data, and its EM the fit),
         ``"online"``, ``"batch"`` or ``"online+batch"``. ``start`` is None for a warm start."""
         if self.algorithm != "auto":
@@ -118,7 +118,7 @@ class FittingMixin:
         scheduler, local threads unless a Client is active). Online EM then steps once per wave
         of ``partitions_per_step`` partitions (default: the scheduler's thread count); see
         :mod:`streamgmm.dask.em` and the README."""
-        self._check_params()
+        self.validate_params()
         warm = self.warm_start and hasattr(self, "_state")
         if warm:
             self._check_same_model()
@@ -128,18 +128,18 @@ class FittingMixin:
             # A stream of chunks does not know its width until read. With every *_init given the
             # start needs no sample, so the width comes from means_init (chunks are checked against
             # it) rather than from a whole read of the stream for a sample that would be thrown away.
-            source = self._source(X) if warm else as_source(X, n_features=self._user_init_n_features())
+            source = self.input_source(X) if warm else as_source(X, n_features=self._user_init_n_features())
         if isinstance(source, ArraySource):
             self._check_enough_records(len(source))
         runners = self._runners(source, partitions_per_step)
         rng = make_rng(self.random_state)
-        self._shuffle_rng(source, rng)  # a shuffle the source cannot do is refused before any work
+        self.shuffle_generator(source, rng)  # a shuffle the source cannot do is refused before any work
         start = None if warm else self._start(source, rng)
-        plan = self._plan(source, start)
+        plan = self.fit_plan(source, start)
         if start is None:
             start = Start(self._state.params, self._state.statistics.shift, rng)
         if plan == "start":
-            self._fit_from_start(start)
+            self.fit_from_start(start)
         elif plan == "batch":
             self._fit_batch(source, start.params, start.shift, runners[0], warm)
         else:
@@ -155,10 +155,10 @@ class FittingMixin:
                     online.pass_log_likelihoods,
                     online.n_passes,
                 )
-        self._set_input_description(source)
+        self.describe_input(source)
         return self
 
-    def _fit_from_start(self, start: Start) -> None:
+    def fit_from_start(self, start: Start) -> None:
         """The sample was the whole data: its EM is exact EM on all of it."""
         em = start.em
         if em is None or em.statistics is None:  # max_iter=0: the model is its start
@@ -192,9 +192,9 @@ class FittingMixin:
             dtype=np.dtype(self.compute_dtype),
             lower_bound=self.lower_bound_ if warm else -np.inf,
         )
-        self._set_batch_result(result, shift, warm, earlier, earlier_passes)
+        self.set_exact_result(result, shift, warm, earlier, earlier_passes)
 
-    def _set_batch_result(
+    def set_exact_result(
         self,
         result: BatchEMResult,
         shift: np.ndarray,
@@ -231,9 +231,9 @@ class FittingMixin:
             trace,
             max_passes=self.max_passes,
             tol=self.tol,
-            rng=self._shuffle_rng(source, start.shuffle_rng),
+            rng=self.shuffle_generator(source, start.shuffle_rng),
         )
-        self._set_online_result(online.state, online.converged, online.pass_log_likelihoods, trace)
+        self.set_online_result(online.state, online.converged, online.pass_log_likelihoods, trace)
         return online
 
     def _run_online(
@@ -253,7 +253,7 @@ class FittingMixin:
         return run_online(
             source,
             state,
-            schedule=self._schedule(),
+            schedule=self.step_schedule(),
             burn_in=self.burn_in,
             reg_covar=self.reg_covar,
             batch_size=self.batch_size,
@@ -265,7 +265,7 @@ class FittingMixin:
             **_tracing(source, trace),
         )
 
-    def _set_online_result(
+    def set_online_result(
         self, state: OnlineState, converged: bool, pass_means: list[float], trace: FitHistory
     ) -> None:
         """The fitted state after online passes with these pass means."""
@@ -290,7 +290,7 @@ class FittingMixin:
 
     def _dask_source(self, X: Any, client: Any, fitted: bool) -> DaskSource:
         if fitted:
-            return dask_source(X, client=client, feature_names=self._feature_names(), n_features=self.n_features_in_)
+            return dask_source(X, client=client, feature_names=self.feature_names(), n_features=self.n_features_in_)
         return dask_source(X, client=client)
 
     def _runners(self, source: ChunkSource, partitions_per_step: int | None) -> tuple[Any, Any, dict[str, Any]]:
@@ -304,11 +304,15 @@ class FittingMixin:
             raise ValueError(f"Invalid value for 'partitions_per_step': {wave!r}; expected an integer >= 1")
         return run_dask_batch_em, run_dask_online_em, {"partitions_per_step": int(wave)}
 
-    def _feature_names(self) -> list[str] | None:
+    def feature_names(self) -> list[str] | None:
+        """The column names a fitted model reads its features by (``feature_names_in_`` as
+        strings), or None when it was fitted on unnamed data."""
         names = getattr(self, "feature_names_in_", None)
         return None if names is None else [str(name) for name in names]
 
-    def _set_input_description(self, source: ChunkSource) -> None:
+    def describe_input(self, source: ChunkSource) -> None:
+        """Record what was fitted on: ``feature_names_in_`` (when ``source`` has column names)
+        and ``n_skipped_`` (records its last pass left out)."""
         names = getattr(source, "feature_names", None)
         if names is not None:
             self.feature_names_in_ = np.asarray(names, dtype=object)
@@ -324,14 +328,14 @@ class FittingMixin:
         same batching and no shuffling. The first call initialises from its own chunk. A chunk
         is anything ``fit`` takes, e.g. an array, a DataFrame or a newly arrived Parquet file;
         a Dask collection (or ``client=``) is processed on the workers in waves, as in ``fit``."""
-        self._check_params()
+        self.validate_params()
         fitted = hasattr(self, "_state")
         if fitted:
             self._check_same_model()
         if self._on_dask(X, client, None):
             source: ChunkSource = self._dask_source(X, client, fitted)
         else:
-            source = self._source(X) if fitted else as_source(X)
+            source = self.input_source(X) if fitted else as_source(X)
         runners = self._runners(source, partitions_per_step)
         if not fitted:
             if isinstance(source, ArraySource):
@@ -349,7 +353,7 @@ class FittingMixin:
         history.append(lower_bound)
         self._set_fitted(state, False, getattr(self, "n_iter_", 0) + 1 if fitted else 1, lower_bound, history, trace)
         if not fitted:
-            self._set_input_description(source)
+            self.describe_input(source)
         else:
             self.n_skipped_ = int(getattr(source, "skipped_records", 0))
         return self
@@ -370,6 +374,7 @@ class FittingMixin:
         )
         self._state = state
         self._history = list(history)
+        self.lower_bounds_ = list(history)
         self.fit_history_ = fit_history if fit_history is not None else FitHistory()
         self.weights_ = params.weights
         self.means_ = params.means

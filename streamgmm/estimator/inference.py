@@ -23,14 +23,14 @@ class InferenceMixin:
 
     @property
     def params_(self) -> MixtureParams:
-        self._check_fitted()
+        self.check_fitted()
         return self._state.params
 
     def _batches(self, X: Any) -> Iterator[np.ndarray]:
-        self._check_fitted()
-        return self._source(X).batches(self.batch_size)
+        self.check_fitted()
+        return self.input_source(X).batches(self.batch_size)
 
-    def _source(self, X: Any) -> ChunkSource:
+    def input_source(self, X: Any) -> ChunkSource:
         """``X`` as a source for a fitted model: tabular input read by ``feature_names_in_``,
         anything else checked against ``n_features_in_``."""
         if is_dask_collection(X):
@@ -38,7 +38,7 @@ class InferenceMixin:
                 "predict, score and friends run in this process and would collect the Dask collection here; "
                 "use assign(model, X, out, client=...) to score it on the workers, or X.map_partitions(model.predict)"
             )
-        source = as_source(X, n_features=self.n_features_in_, feature_names=self._feature_names())
+        source = as_source(X, n_features=self.n_features_in_, feature_names=self.feature_names())
         if source.n_features is not None and source.n_features != self.n_features_in_:
             raise ValueError(
                 f"X has {source.n_features} features, but {type(self).__name__} is expecting "
@@ -88,7 +88,7 @@ class InferenceMixin:
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw records from the fitted mixture: (X, component labels), as scikit-learn."""
-        self._check_fitted()
+        self.check_fitted()
         if n_samples < 1:
             raise ValueError(f"Invalid value for 'n_samples': {n_samples}; expected an integer >= 1")
         rng = make_rng(self.random_state)

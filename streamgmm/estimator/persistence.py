@@ -22,11 +22,11 @@ class PersistenceMixin:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model, its running statistics and step counter (see :mod:`streamgmm.io.model_file`)."""
-        write_model(path, *self._model_document())
+        write_model(path, *self.model_document())
 
-    def _model_document(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def model_document(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """What :meth:`save` writes: the JSON document and the arrays."""
-        self._check_fitted()
+        self.check_fitted()
         state = self._state
         arrays: dict[str, np.ndarray] = {
             "weights": self.weights_,
@@ -53,7 +53,7 @@ class PersistenceMixin:
                 "n_iter": self.n_iter_,
                 "lower_bound": self.lower_bound_,
                 "n_features_in": self.n_features_in_,
-                "feature_names_in": self._feature_names(),
+                "feature_names_in": self.feature_names(),
                 "n_skipped": getattr(self, "n_skipped_", 0),
                 "history": self._history,
             },
@@ -85,7 +85,7 @@ class PersistenceMixin:
             if name.startswith("param."):
                 params[name[len("param.") :]] = arrays.pop(name)
         model = cls(**params)
-        model._check_params()
+        model.validate_params()
         for name, value in arrays.items():
             if value.dtype.kind != "f":
                 raise ModelFileError(f"array {name} holds {value.dtype}, not floats")

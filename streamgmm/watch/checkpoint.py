@@ -296,7 +296,7 @@ class StateDirectory:
         with atomic_path(target, before_rename=lambda: crash_point("before_rename", sequence)) as tmp:
             with create_new(tmp) as raw:
                 if model is not None:
-                    document, arrays = model._model_document()
+                    document, arrays = model.model_document()
                     write_model_to(raw, {**document, "watch": watch}, arrays)
                 else:
                     raw.write(json.dumps(watch, indent=1).encode())

@@ -190,7 +190,7 @@ class Watcher:
         # Settings are checked now: found while reading a file, they would quarantine every file.
         check_nan_policy(nan_policy)
         if n_components is not None:
-            self._new_model()._check_params()
+            self._new_model().validate_params()
 
     # ------------------------------------------------------------------ running
 
@@ -245,7 +245,7 @@ class Watcher:
                     f"{self.state.path} holds a model of {model.n_components} components, "
                     f"not {self.n_components}; use another state directory to start again"
                 )
-            names = model._feature_names()
+            names = model.feature_names()
             if self.columns is not None and names is not None and self.columns != names:
                 raise ValueError(f"{self.state.path} holds a model of columns {names}, not {self.columns}")
             self.model = model
@@ -262,7 +262,7 @@ class Watcher:
             if entry["status"] == "consumed":
                 self._consumed.setdefault(entry["sha256"], entry)
         if self.model is not None and self.step_floor is not None:
-            self.model.set_params(step_floor=self.step_floor)._check_params()
+            self.model.set_params(step_floor=self.step_floor).validate_params()
         if self.assign_out is not None:
             self.assign_out.mkdir(parents=True, exist_ok=True)
             for leftover in self.assign_out.glob(".watch-*.tmp"):
@@ -389,7 +389,7 @@ class Watcher:
             return self.model  # a valid file without records: seen, nothing learnt
         before = self.model
         model = copy.deepcopy(before) if before is not None else self._new_model()
-        names = before._feature_names() if before is not None else self.columns
+        names = before.feature_names() if before is not None else self.columns
         source = ParquetSource(file.path, columns=names, passthrough=self.passthrough, nan_policy=self.nan_policy)
         if before is not None and names is None and source.n_features != before.n_features_in_:
             raise DataError(f"{file.path}: {source.n_features} numeric columns, the model has {before.n_features_in_}")
@@ -418,7 +418,7 @@ class Watcher:
         work = self.assign_out / f".watch-{secrets.token_hex(8)}.tmp"
         try:
             source = ParquetSource(
-                file.path, columns=model._feature_names(), passthrough=self.keep, nan_policy=self.nan_policy
+                file.path, columns=model.feature_names(), passthrough=self.keep, nan_policy=self.nan_policy
             )
             summary = assign(model, source, work, keep=self.keep)
             target = self.assign_out / file.relative
