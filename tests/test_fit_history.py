@@ -119,7 +119,7 @@ def test_model_files_without_a_trace_still_load(tmp_path):
     model = StreamingGaussianMixture(2, random_state=0, batch_size=500).fit(X)
     document, arrays = model.model_document()
     del document["fit_history"]
-    old = StreamingGaussianMixture._from_document(document, arrays)
+    old = StreamingGaussianMixture.from_document(document, arrays)
     assert len(old.fit_history_) == 0
     old.partial_fit(X)
     assert old.fit_history_.n_batches == 2

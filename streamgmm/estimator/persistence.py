@@ -72,14 +72,16 @@ class PersistenceMixin:
         """Read a model written by :meth:`save`; ``partial_fit`` then resumes the stream."""
         document, arrays = read_model(path)
         try:
-            return cls._from_document(document, arrays)
+            return cls.from_document(document, arrays)
         except ModelFileError as exc:
             raise ModelFileError(f"{path}: corrupt model file ({exc})") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{path}: corrupt model file (missing or malformed {exc})") from None
 
     @classmethod
-    def _from_document(cls, document: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
+    def from_document(cls, document: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
+        """The model :meth:`model_document` describes (a file already read and validated by
+        :func:`~streamgmm.io.model_file.read_model`); ``ModelFileError`` if it does not fit."""
         params = dict(document["estimator_params"])
         for name in list(arrays):
             if name.startswith("param."):

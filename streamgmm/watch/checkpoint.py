@@ -201,7 +201,7 @@ class StateDirectory:
             else:
                 document, arrays = read_model(where)
                 watch = document.get("watch")
-                model = StreamingGaussianMixture._from_document(document, arrays)
+                model = StreamingGaussianMixture.from_document(document, arrays)
         except ModelFileError:
             raise
         except (KeyError, TypeError, ValueError) as exc:
