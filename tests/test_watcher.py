@@ -25,7 +25,7 @@ import pytest
 
 from streamgmm import ModelFileError, ParquetSource, StreamingGaussianMixture
 from streamgmm.datasets.mixtures import match_components, random_mixture, sample_mixture
-from streamgmm.watch.checkpoint import CRASH_ENV, StateDirectory
+from streamgmm.watch.checkpoint import StateDirectory
 from streamgmm.watch.watcher import watch
 
 K = 3
@@ -82,14 +82,29 @@ def assert_same_model(a: StreamingGaussianMixture, b: StreamingGaussianMixture) 
     np.testing.assert_allclose(ta.step_size, tb.step_size, rtol=1e-12)
 
 
+# ``streamgmm watch`` with the watcher's on_step hook killing the process (a real kill -9) at
+# POINT of the file whose ledger entry is number N: the crash points live here, not in the package.
+CRASHING_WATCH = """
+import os, signal, sys
+from streamgmm.cli.command import main
+from streamgmm.watch import watcher
+point, sequence = sys.argv[1].rsplit(":", 1)
+
+def kill_at(at, number):
+    if (at, number) == (point, int(sequence)):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+plain = watcher.Watcher.__init__
+watcher.Watcher.__init__ = lambda self, *args, **kwargs: plain(self, *args, on_step=kill_at, **kwargs)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def watch_cli(landing: Path, state: Path, *args: str, crash: str | None = None, **popen) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
-    if crash:
-        env[CRASH_ENV] = crash
+    """``streamgmm watch`` in a process of its own; ``crash="POINT:N"`` kills it there."""
+    command = [sys.executable, "-c", CRASHING_WATCH, crash] if crash else [sys.executable, "-m", "streamgmm"]
     argv = [
-        sys.executable,
-        "-m",
-        "streamgmm",
+        *command,
         "watch",
         str(landing),
         "--state",
@@ -107,7 +122,7 @@ def watch_cli(landing: Path, state: Path, *args: str, crash: str | None = None, 
         *args,
     ]
     return subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, **popen
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, **popen
     )
 
 

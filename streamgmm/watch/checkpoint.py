@@ -21,10 +21,10 @@ twice nor lost. Entries appended by a commit killed before its rename are cut on
 temporary files; history links are redone. The cost of a commit does not grow with the ledger
 (``scripts/bench_watch_checkpoint.py``).
 
-For the crash tests, ``STREAMGMM_WATCH_CRASH_AT="POINT:N"`` kills the process with SIGKILL (a
-real ``kill -9``) at POINT of the file whose ledger entry is number N: ``mid_file`` (after its
-first mini-batch was blended), ``before_temp`` (model updated and output written, nothing of the
-checkpoint on disk), ``before_rename`` (temporary file written and fsynced) or ``after_rename``.
+``StateDirectory(..., on_step=...)`` is called with ``(point, sequence)`` at each step of a
+commit: ``before_temp`` (model updated and output written, nothing of the checkpoint on disk),
+``before_rename`` (temporary file written and fsynced) and ``after_rename``; the watcher adds
+``mid_file`` (a file's first mini-batch blended). The crash tests kill the process there.
 
 Example:
 
@@ -50,8 +50,7 @@ import json
 import os
 import re
 import shutil
-import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +77,6 @@ LEDGER = "ledger.jsonl"
 MODELS = "models"
 QUARANTINE = "quarantine"
 LOCK = "lock"
-CRASH_ENV = "STREAMGMM_WATCH_CRASH_AT"
 CRASH_POINTS = ("mid_file", "before_temp", "before_rename", "after_rename")
 TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp$")
 
@@ -87,10 +85,8 @@ class StateDirectoryBusy(RuntimeError):
     """Another watcher holds the state directory's lock."""
 
 
-def crash_point(point: str, sequence: int) -> None:
-    """Kill this process with SIGKILL if ``STREAMGMM_WATCH_CRASH_AT`` names this point (tests only)."""
-    if os.environ.get(CRASH_ENV) == f"{point}:{sequence}":
-        os.kill(os.getpid(), signal.SIGKILL)
+def _no_step(point: str, sequence: int) -> None:
+    """The default ``on_step``: nothing."""
 
 
 def now_iso() -> str:
@@ -113,11 +109,17 @@ class Checkpoint:
 class StateDirectory:
     """A watcher's state directory (see the module docstring)."""
 
-    def __init__(self, path: str | os.PathLike[str], keep_models: int = 10):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        keep_models: int = 10,
+        on_step: Callable[[str, int], None] | None = None,
+    ):
         if keep_models < 1:
             raise ValueError(f"keep_models must be >= 1, got {keep_models}")
         self.path = Path(path)
         self.keep_models = keep_models
+        self.on_step = on_step if on_step is not None else _no_step
         # The committed part of ledger.jsonl: entries, bytes, and the running hash of those bytes.
         self._entries = 0
         self._bytes = 0
@@ -290,10 +292,10 @@ class StateDirectory:
             "ledger_bytes": self._bytes + len(data),
             "ledger_sha256": running.hexdigest(),
         }
-        crash_point("before_temp", sequence)
+        self.on_step("before_temp", sequence)
         target = self.current if model is not None else self.path / EARLY
         # The rename at the end of atomic_path is the commit point.
-        with atomic_path(target, before_rename=lambda: crash_point("before_rename", sequence)) as tmp:
+        with atomic_path(target, before_rename=lambda: self.on_step("before_rename", sequence)) as tmp:
             with create_new(tmp) as raw:
                 if model is not None:
                     document, arrays = model.model_document()
@@ -302,7 +304,7 @@ class StateDirectory:
                     raw.write(json.dumps(watch, indent=1).encode())
         fsync_directory(self.path)
         self._entries, self._bytes, self._hash = sequence, self._bytes + len(data), running
-        crash_point("after_rename", sequence)
+        self.on_step("after_rename", sequence)
         if model is not None:
             (self.path / EARLY).unlink(missing_ok=True)  # this checkpoint has taken it over
             self._keep_history(sequence)

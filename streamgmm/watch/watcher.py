@@ -66,7 +66,7 @@ from streamgmm.io.columns import DataError, check_nan_policy
 from streamgmm.io.lake_paths import overlap, refuse_url
 from streamgmm.io.model_check import check_mixture_arrays
 from streamgmm.io.parquet_source import ParquetSource
-from streamgmm.watch.checkpoint import Checkpoint, StateDirectory, crash_point, now_iso
+from streamgmm.watch.checkpoint import Checkpoint, StateDirectory, now_iso
 from streamgmm.watch.landing import HeldFile, LandingFile, Settling, landing_files
 
 
@@ -84,11 +84,12 @@ class WatchSummary:
     stopped_by: str | None = None  # the signal that stopped a polling run
 
 
-class _MidFileCrash:
-    """A source that kills the process after its first mini-batch (the ``mid_file`` crash point)."""
+class _AfterFirstBatch:
+    """A source that calls ``on_step("mid_file", sequence)`` once its first mini-batch has been
+    blended (the watcher's own commit steps are :class:`StateDirectory`'s)."""
 
-    def __init__(self, source: ParquetSource, sequence: int):
-        self.source, self.sequence = source, sequence
+    def __init__(self, source: ParquetSource, sequence: int, on_step: Callable[[str, int], None]):
+        self.source, self.sequence, self.on_step = source, sequence, on_step
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.source, name)
@@ -97,7 +98,7 @@ class _MidFileCrash:
         for i, batch in enumerate(self.source.batches(batch_size, rng)):
             yield batch
             if i == 0:  # resumed for the next batch: the first one has been blended by now
-                crash_point("mid_file", self.sequence)
+                self.on_step("mid_file", self.sequence)
 
 
 class Watcher:
@@ -121,6 +122,8 @@ class Watcher:
     keep : input columns copied into those outputs, row for row (ids).
     keep_models : checkpoints kept in ``state/models``.
     log : called with one line per event (default: nothing).
+    on_step : called with ``(point, sequence)`` at each step of consuming a file (see
+        :mod:`streamgmm.watch.checkpoint`); the crash tests kill the process there.
     """
 
     def __init__(
@@ -143,11 +146,12 @@ class Watcher:
         keep: Sequence[str] = (),
         keep_models: int = 10,
         log: Callable[[str], None] | None = None,
+        on_step: Callable[[str, int], None] | None = None,
     ):
         for name, path in (("state directory", state), ("--assign-out", assign_out), ("landing directory", landing)):
             refuse_url(path, name)
         self.landing = Path(landing).absolute()
-        self.state = StateDirectory(Path(state).absolute(), keep_models)
+        self.state = StateDirectory(Path(state).absolute(), keep_models, on_step)
         self.assign_out = Path(assign_out).absolute() if assign_out is not None else None
         if not self.landing.is_dir():
             raise FileNotFoundError(f"landing directory {landing} does not exist")
@@ -394,7 +398,7 @@ class Watcher:
         if before is not None and names is None and source.n_features != before.n_features_in_:
             raise DataError(f"{file.path}: {source.n_features} numeric columns, the model has {before.n_features_in_}")
         records = model.records_seen_ if before is not None else 0
-        model.partial_fit(_MidFileCrash(source, entry["sequence"]))
+        model.partial_fit(_AfterFirstBatch(source, entry["sequence"], self.state.on_step))
         try:  # a file that leaves no usable model is quarantined, not committed (nor retried forever)
             check_mixture_arrays(
                 model.weights_, model.means_, model.covariances_, model.precisions_cholesky_, model.covariance_type
