@@ -108,10 +108,9 @@ def assign(
     readers, DataFrames, arrays. Features are read by the model's ``feature_names_in_`` when it
     has them. ``nan_policy`` defaults to the ParquetSource's own, else ``"raise"``.
     ``overwrite`` replaces an earlier output of this function (never another directory).
-    ``batch_size`` records go through the E-step at a time (16384: faster than larger batches,
-    whose (records x K*d) intermediates fall out of cache, and ~100 MB less memory than 65536 for
-    K=8, d=16). ``progress`` is called with the number of records of each batch done (on Dask:
-    of each partition written).
+    ``batch_size`` records go through the E-step at a time (small enough that its intermediates
+    stay in cache; see ``docs/performance.md``, "Tuning constants"). ``progress`` is called with
+    the number of records of each batch done (on Dask: of each partition written).
 
     On Dask: a ``dask.dataframe.DataFrame`` or ``dask.array.Array`` is written one file per
     partition (``part-00000.parquet``, ...), a Parquet lake given with a ``client`` one file per

@@ -83,8 +83,8 @@ def converged_start(
     """The best of the candidates on ``sample``, each refined by EM to ``tol`` (see
     :func:`~streamgmm.mixture.initialization.initialize`), about ``shift`` (default: the sample's mean)."""
     shift = sample.mean(axis=0) if shift is None else shift
-    # One BLAS thread: the sample's products are small, and a second thread competing with
-    # another process made initialisation several times slower on 2 loaded cores.
+    # One BLAS thread: the sample's products are too small to gain from a second thread, which
+    # only competes with other work for the cores.
     with one_blas_thread():
         init = initialize(
             sample,

@@ -47,9 +47,8 @@ class InferenceMixin:
         return source
 
     def _per_batch(self, compute: Callable[[np.ndarray], np.ndarray], X: Any) -> np.ndarray:
-        # One BLAS thread, as fitting's E-steps (quadratic.one_blas_thread): a mini-batch's
-        # products are too small to gain from a second thread, and on cores shared with other
-        # work it made a scoring pass several times slower (README, "Choosing K").
+        # One BLAS thread, as fitting's E-steps: a mini-batch's products are too small to gain
+        # from a second thread, which only competes with other work for the cores.
         with one_blas_thread():
             return np.concatenate([compute(b) for b in self._batches(X)])
 

@@ -53,8 +53,8 @@ from streamgmm.io.sources import prefetched, rebatch, reservoir_sample_counted
 SAMPLE_ROW_GROUPS = 64
 # Record batches pyarrow decodes ahead of the one being used: a little overlap, little memory.
 BATCH_READAHEAD = 2
-# Records per decoded batch at least: pyarrow's cost per batch makes small ones slow (1M x 16
-# float64: 3.1 M records/s at 8192, 7.9 M at 65536); mini-batches are cut from them.
+# Records per decoded batch at least, because pyarrow's cost per batch makes small ones slow (see
+# docs/performance.md, "Tuning constants"); mini-batches are cut from them.
 READ_BATCH = 65536
 # Records of mini-batches read ahead by a background thread while the current one is used:
 # two decoded batches, so reading never waits on the consumer and memory stays a few MB.

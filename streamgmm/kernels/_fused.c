@@ -1,8 +1,8 @@
 /* The E-step of a full-covariance chunk, fused: features, log-densities, softmax and
  * statistics computed tile by tile without leaving the cache.
  *
- * It computes exactly what streamgmm/quadratic.py's chunk_statistics does with numpy and BLAS
- * (see that module for the algebra): with u = x - shift and the quadratic features
+ * It computes exactly what streamgmm/kernels/quadratic.py's chunk_statistics does with numpy and
+ * BLAS (see that module for the algebra): with u = x - shift and the quadratic features
  * z(u) = [1, u_1 .. u_d, u_i u_j for i <= j], the weighted log-densities are V z, the
  * responsibilities their softmax, and the statistics S = sum over records of r z'. The BLAS
  * kernel writes Z for a block to memory and reads it back twice; here z is rebuilt from u in
@@ -37,8 +37,8 @@ typedef struct {
     int (*run_double)(const Chunk *);
 } Variant;
 
-/* widest first; none on a CPU without AVX2 and FMA, where the BLAS kernel is faster (a build
- * with 4 records per vector took 0.24 s per million records against BLAS's 0.13) */
+/* widest first; none on a CPU without AVX2 and FMA, where the BLAS kernel is faster (see
+ * docs/performance.md, "Tuning constants") */
 static Variant variants[2];
 static int n_variants = 0;
 
@@ -160,7 +160,7 @@ static PyMethodDef methods[] = {
     {"chunk_statistics", chunk_statistics, METH_VARARGS,
      "chunk_statistics(n, d, k, itemsize, X, shift, V, direct, W, direct_constant, S, log_norm[, kernel]): the "
      "fused E-step in float32 (itemsize 4) or float64 (8), V, W and direct_constant in that precision; adds the "
-     "chunk's statistics to S and writes log_norm. Called by streamgmm.quadratic."},
+     "chunk's statistics to S and writes log_norm. Called by streamgmm.kernels.quadratic."},
     {"kernels", kernels, METH_NOARGS, "kernels(): the builds this CPU runs, widest (the default) first; may be empty."},
     {NULL, NULL, 0, NULL},
 };

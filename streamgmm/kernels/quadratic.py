@@ -22,12 +22,12 @@ operation. ``dtype=np.float32`` computes Z, the log-densities, R and each block'
 precision (half the memory traffic) while the chunk's statistics and log-likelihoods are summed
 in float64.
 
-By default the same quantities come from a fused C kernel (``streamgmm/_fused.c``, built when
-streamgmm is installed with a C compiler at hand; it runs on CPUs with AVX2 and FMA or
+By default the same quantities come from a fused C kernel (``streamgmm/kernels/_fused.c``, built
+when streamgmm is installed with a C compiler at hand; it runs on CPUs with AVX2 and FMA or
 AVX-512), in either precision: it keeps a tile of records' u in registers, rebuilds z from it
-wherever needed and never writes Z to memory, about twice as fast as the BLAS kernel in float32
-and in float64 (``scripts/bench_pass.py``). ``kernel="blas"`` or the environment variable
-``STREAMGMM_FUSED=0`` keeps the BLAS kernel.
+wherever needed and never writes Z to memory, which makes it faster than the BLAS kernel (see
+``docs/performance.md``). ``kernel="blas"`` or the environment variable ``STREAMGMM_FUSED=0``
+keeps the BLAS kernel.
 
 Example:
 
@@ -67,10 +67,8 @@ except ImportError:  # built without a C compiler: chunks take the BLAS kernel
 # The fused kernel's builds this CPU runs, widest first (empty without AVX2 and FMA).
 FUSED_KERNELS: list[str] = _fused.kernels() if _fused is not None else []
 
-# Z of a block stays in cache from one product to the next at about 2.5 MB: 2048 records in
-# float64 or 4096 in float32 for d = 16. Measured (1M x 16, K=8, one thread, 8192-record
-# chunks, median s per million records): float64 0.364 / 0.375 / 0.461 at 2048 / 4096 / 8192
-# records; float32 0.197 / 0.187 / 0.188.
+# Z of a block stays in cache from one product to the next at about this size (the measurements
+# behind it are in docs/performance.md, "Tuning constants").
 BLOCK_BYTES = 2_500_000
 # exp() of arguments below about -708 takes a slow path (subnormal results); such a
 # responsibility is below 1e-300 of the largest one in its row, i.e. zero to any use.
@@ -92,11 +90,9 @@ _blas_limiter: Any = None
 
 
 def _release_blas_control() -> None:
-    """threadpoolctl >= 3.8 lets only one thread change OpenBLAS's (process-wide) thread count,
-    the first to do so, until that thread clears it; others are silently ignored. The limit
-    below is set and restored from whichever thread comes first or leaves last, serialised by
-    its own lock, so it hands control back every time (without this, after the main thread had
-    used the limit once, a worker thread's limit did nothing and its products ran threaded)."""
+    """Hand back threadpoolctl's control of OpenBLAS, which (from threadpoolctl 3.8) only the
+    thread that took it may change, so that whichever thread sets or restores the limit next is
+    obeyed."""
     clear = getattr(getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None)
     if clear is not None:
         clear(force=True)
@@ -143,8 +139,8 @@ def n_quadratic_features(n_features: int) -> int:
 
 
 def block_records(n_features: int, dtype: np.dtype | type) -> int:
-    """Records per block: Z of about ``BLOCK_BYTES``, rounded to a multiple of 256 records, so
-    that d = 16 gets the block sizes measured above (2048 in float64, 4096 in float32)."""
+    """Records per block: Z of about ``BLOCK_BYTES``, rounded to a multiple of 256 records (for
+    d = 16: 2048 in float64, 4096 in float32)."""
     fits = BLOCK_BYTES // (n_quadratic_features(n_features) * np.dtype(dtype).itemsize)
     return max(256, round(fits / 256) * 256)
 

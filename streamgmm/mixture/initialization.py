@@ -40,7 +40,7 @@ KMEANS_MAX_ITER = 300
 KMEANS_TOL = 1e-4
 # With init_params="kmeans", the candidates that run Lloyd to convergence; the others start from
 # the partition of their k-means++ seeds, which EM refines: diversity for the race at a fraction of
-# k-means' cost (measured on scripts/bench_quality.py: as good a best-of-8, in 0.8x the time).
+# k-means' cost (see docs/performance.md, "Tuning constants").
 KMEANS_CANDIDATES = 2
 # EM iterations every candidate gets before the first halving of the race.
 RACE_FIRST_ITERATIONS = 2
