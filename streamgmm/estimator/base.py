@@ -78,9 +78,55 @@ class EstimatorBase:
         return [p.name for p in signature.parameters.values() if p.name != "self"]
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Get the parameters of this estimator.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Accepted for scikit-learn's protocol; no parameter is itself an estimator, so it
+            changes nothing.
+
+        Returns
+        -------
+        params : dict
+            Each constructor parameter's name mapped to its current value.
+
+        Examples
+        --------
+        >>> from streamgmm import StreamingGaussianMixture
+        >>> params = StreamingGaussianMixture(n_components=3).get_params()
+        >>> params["n_components"], params["covariance_type"]
+        (3, 'full')
+        """
         return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self, **params: Any) -> Self:
+        """Set the parameters of this estimator.
+
+        Values are stored as given; they are checked when the next ``fit`` or ``partial_fit``
+        starts.
+
+        Parameters
+        ----------
+        **params : dict
+            Constructor parameters by name.
+
+        Returns
+        -------
+        self : StreamingGaussianMixture
+            This estimator.
+
+        Raises
+        ------
+        ValueError
+            If a name is not a constructor parameter.
+
+        Examples
+        --------
+        >>> from streamgmm import StreamingGaussianMixture
+        >>> StreamingGaussianMixture().set_params(n_components=4, covariance_type="diag")
+        StreamingGaussianMixture(n_components=4, covariance_type='diag')
+        """
         valid = self._param_names()
         for name, value in params.items():
             if name not in valid:

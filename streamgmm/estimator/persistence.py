@@ -21,7 +21,35 @@ class PersistenceMixin:
     # ------------------------------------------------------------------ persistence
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the model, its running statistics and step counter (see :mod:`streamgmm.io.model_file`)."""
+        """Write the fitted model to a file.
+
+        The file holds the parameters, the fitted attributes, the running statistics and the
+        step counter, so a model read back by :meth:`load` predicts the same and ``partial_fit``
+        resumes the stream where it stopped (the format: :mod:`streamgmm.io.model_file`). It is
+        written atomically: a reader sees the old file or the new one, never half of one.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write.
+
+        Raises
+        ------
+        NotFittedError
+            If the model is not fitted.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from streamgmm import StreamingGaussianMixture
+        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+        >>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.sgmm")
+        >>> gmm.save(path)
+        >>> StreamingGaussianMixture.load(path).predict([[0, 1], [11, 3]])
+        array([1, 0])
+        """
         write_model(path, *self.model_document())
 
     def model_document(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -69,7 +97,36 @@ class PersistenceMixin:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Self:
-        """Read a model written by :meth:`save`; ``partial_fit`` then resumes the stream."""
+        """Read a model written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The model file.
+
+        Returns
+        -------
+        model : StreamingGaussianMixture
+            The fitted model, with the running statistics ``partial_fit`` resumes from.
+
+        Raises
+        ------
+        ModelFileError
+            If the file is not a readable streamgmm model.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from streamgmm import StreamingGaussianMixture
+        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+        >>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.sgmm")
+        >>> gmm.save(path)
+        >>> model = StreamingGaussianMixture.load(path)
+        >>> bool((model.means_ == gmm.means_).all()), model.n_features_in_
+        (True, 2)
+        """
         document, arrays = read_model(path)
         try:
             return cls.from_document(document, arrays)
