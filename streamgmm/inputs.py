@@ -22,36 +22,48 @@ from __future__ import annotations
 
 import itertools
 import numbers
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 
-from streamgmm.io.arrow_source import arrow_source, is_dataframe
+from streamgmm.io.arrow_source import arrow_source, is_arrow_stream, is_dataframe
 from streamgmm.io.columns import DataError
+from streamgmm.io.lake_paths import is_path_like
 from streamgmm.io.parquet_source import ParquetSource
-from streamgmm.io.sources import ArraySource, ChunkSource, IterableSource
+from streamgmm.io.sources import ArraySource, ChunkSource, IterableSource, is_dask_collection
 from streamgmm.io.validation import as_float_matrix
 
 
-def is_path_like(data: Any) -> bool:
-    """A path, URL or glob, a non-empty list of them, or a pyarrow dataset of files."""
-    if isinstance(data, (str, os.PathLike, ds.Dataset)):
-        return True
-    return (
-        isinstance(data, (list, tuple)) and len(data) > 0 and all(isinstance(item, (str, os.PathLike)) for item in data)
-    )
+def resolve_input(
+    data: Any,
+    *,
+    client: Any = None,
+    engine: str | None = None,
+    n_features: int | None = None,
+    feature_names: Sequence[str] | None = None,
+    local: bool = False,
+) -> ChunkSource:
+    """The one place a user's input becomes a source; engines and sinks take the result.
 
+    A Dask collection, or any input with a ``client`` or ``engine="dask"``, becomes a
+    :class:`~streamgmm.dask.source.DaskSource` (fitted on the workers); anything else goes to
+    :func:`as_source`. ``local=True`` (scoring in this process) refuses a Dask collection rather
+    than collect it here. ``n_features`` and ``feature_names`` are a fitted model's."""
+    if engine not in (None, "dask"):
+        raise ValueError(f"Invalid value for 'engine': {engine!r}; expected None or 'dask'")
+    on_dask = client is not None or engine == "dask" or is_dask_collection(data)
+    if on_dask and local:
+        raise TypeError(
+            "predict, score and friends run in this process and would collect the Dask collection here; "
+            "use assign(model, X, out, client=...) to score it on the workers, or X.map_partitions(model.predict)"
+        )
+    if on_dask:
+        from streamgmm.dask.source import dask_source  # the Dask extra, imported only when used
 
-def is_arrow_stream(data: Any) -> bool:
-    """An object exporting the Arrow C stream interface (a polars DataFrame, a DuckDB relation,
-    ...), read batch by batch with its column names. pandas and numpy objects are left to their
-    own paths (a DataFrame without string column names is an array, as for scikit-learn)."""
-    module = type(data).__module__.split(".")[0]
-    return hasattr(data, "__arrow_c_stream__") and module not in ("pandas", "numpy")
+        return dask_source(data, client=client, feature_names=feature_names, n_features=n_features)
+    return as_source(data, n_features=n_features, feature_names=feature_names)
 
 
 def as_source(data: Any, n_features: int | None = None, feature_names: Sequence[str] | None = None) -> ChunkSource:

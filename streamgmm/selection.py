@@ -43,14 +43,13 @@ from typing import Any
 
 import numpy as np
 
-from streamgmm.dask.source import is_dask_collection
 from streamgmm.em.batch import EMIterations, shared_pass_statistics
 from streamgmm.em.fit_history import FitHistory
 from streamgmm.em.online import OnlineState, online_update
 from streamgmm.em.start import Start, draw_sample, spawn_rng
 from streamgmm.estimator import StreamingGaussianMixture
-from streamgmm.inputs import as_source
-from streamgmm.io.sources import ArraySource, rebatch
+from streamgmm.inputs import resolve_input
+from streamgmm.io.sources import ArraySource, is_dask_collection, rebatch
 from streamgmm.io.validation import make_rng
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.mixture.covariance import check_covariance_type
@@ -252,7 +251,7 @@ def select(
         )
     template = StreamingGaussianMixture(random_state=random_state, **estimator_params)
     template.validate_params()
-    source = as_source(X)
+    source = resolve_input(X)
     if held_out is not None and template.algorithm == "batch":
         raise ValueError("held_out needs an online fit (algorithm='auto' or 'online'): batch EM trains on every record")
     if held_out is not None and template.max_passes > 1:

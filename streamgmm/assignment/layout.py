@@ -18,11 +18,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streamgmm.inputs import is_arrow_stream, is_path_like
-from streamgmm.io.arrow_source import frame_table, is_dataframe
+from streamgmm.io.arrow_source import frame_table, is_arrow_stream, is_dataframe
 from streamgmm.io.atomic_write import atomic_path
 from streamgmm.io.columns import DataError, FeatureReader, check_column
-from streamgmm.io.lake_paths import overlap
+from streamgmm.io.lake_paths import is_path_like, overlap
 from streamgmm.io.parquet_source import READ_BATCH, LakeFile, ParquetSource
 from streamgmm.io.validation import default_feature_names
 from streamgmm.kernels.quadratic import one_blas_thread

@@ -22,8 +22,8 @@ import pyarrow as pa
 
 from streamgmm.assignment.layout import PartWriter, input_parts, lake_for_model, remove_outputs, table_part
 from streamgmm.dask.source import DaskSource, PartitionSpec, dask_source, open_partition
-from streamgmm.inputs import is_path_like
 from streamgmm.io.arrow_source import frame_table
+from streamgmm.io.lake_paths import is_path_like
 from streamgmm.io.parquet_source import ParquetSource
 from streamgmm.io.validation import default_feature_names
 

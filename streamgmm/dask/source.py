@@ -40,24 +40,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from streamgmm.inputs import is_path_like
 from streamgmm.io.arrow_source import frame_table
 from streamgmm.io.columns import FeatureReader, check_nan_policy, feature_columns
+from streamgmm.io.lake_paths import is_path_like
 from streamgmm.io.parquet_source import READ_BATCH, ParquetSource
-from streamgmm.io.sources import ArraySource, ChunkSource, reservoir_sample
+from streamgmm.io.sources import ArraySource, ChunkSource, is_dask_collection, reservoir_sample
 from streamgmm.io.validation import as_float_matrix
 
 # Partial results merged per task of the reduction tree: few levels, small tasks.
 FANOUT = 8
-
-
-def is_dask_collection(data: Any) -> bool:
-    """A Dask DataFrame or Array (without importing dask when the input is anything else)."""
-    if not type(data).__module__.startswith("dask."):
-        return False
-    from dask.base import is_dask_collection as is_collection
-
-    return bool(is_collection(data))
 
 
 @dataclass(frozen=True)

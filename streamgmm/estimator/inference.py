@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from streamgmm.dask.source import is_dask_collection
-from streamgmm.inputs import as_source
+from streamgmm.inputs import resolve_input
 from streamgmm.io.sources import ChunkSource
 from streamgmm.io.validation import make_rng
 from streamgmm.kernels.quadratic import one_blas_thread
@@ -30,15 +29,18 @@ class InferenceMixin:
         self.check_fitted()
         return self.input_source(X).batches(self.batch_size)
 
-    def input_source(self, X: Any) -> ChunkSource:
-        """``X`` as a source for a fitted model: tabular input read by ``feature_names_in_``,
-        anything else checked against ``n_features_in_``."""
-        if is_dask_collection(X):
-            raise TypeError(
-                "predict, score and friends run in this process and would collect the Dask collection here; "
-                "use assign(model, X, out, client=...) to score it on the workers, or X.map_partitions(model.predict)"
-            )
-        source = as_source(X, n_features=self.n_features_in_, feature_names=self.feature_names())
+    def input_source(self, X: Any, *, client: Any = None, engine: str | None = None, local: bool = True) -> ChunkSource:
+        """``X`` as a source for a fitted model (see :func:`~streamgmm.inputs.resolve_input`):
+        tabular input read by ``feature_names_in_``, anything else checked against
+        ``n_features_in_``; with ``local`` (scoring here) a Dask collection is refused."""
+        source = resolve_input(
+            X,
+            client=client,
+            engine=engine,
+            n_features=self.n_features_in_,
+            feature_names=self.feature_names(),
+            local=local,
+        )
         if source.n_features is not None and source.n_features != self.n_features_in_:
             raise ValueError(
                 f"X has {source.n_features} features, but {type(self).__name__} is expecting "
@@ -53,136 +55,22 @@ class InferenceMixin:
             return np.concatenate([compute(b) for b in self._batches(X)])
 
     def score_samples(self, X: Any) -> np.ndarray:
-        """Compute the log-likelihood of each record under the model.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
-            Anything ``fit`` takes except a Dask collection; tabular input is read by
-            ``feature_names_in_``.
-
-        Returns
-        -------
-        log_prob : ndarray of shape (n_records,)
-            The log density of each record under the mixture.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from streamgmm import StreamingGaussianMixture
-        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
-        >>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
-        >>> gmm.score_samples([[1, 2], [1, 0]]).round(3)
-        array([3.886, 3.136])
-        """
+        """Log-likelihood of each record, shape (n,)."""
         return self._per_batch(self.params_.log_likelihood, X)
 
     def score(self, X: Any, y: Any = None) -> float:
-        """Compute the mean log-likelihood per record.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
-            Anything ``fit`` takes except a Dask collection; tabular input is read by
-            ``feature_names_in_``.
-
-        y : None
-            Ignored; present for scikit-learn's API.
-
-        Returns
-        -------
-        log_likelihood : float
-            The mean of :meth:`score_samples` over the records of ``X``.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from streamgmm import StreamingGaussianMixture
-        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
-        >>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
-        >>> round(gmm.score(X), 3)
-        3.386
-        """
+        """Mean log-likelihood per record."""
         return float(self.score_samples(X).mean())
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Compute each component's responsibility for each record.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
-            Anything ``fit`` takes except a Dask collection; tabular input is read by
-            ``feature_names_in_``.
-
-        Returns
-        -------
-        resp : ndarray of shape (n_records, n_components)
-            The posterior probability of each component given each record; rows sum to one.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from streamgmm import StreamingGaussianMixture
-        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
-        >>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
-        >>> gmm.predict_proba([[0, 1], [11, 3]]).round(3)
-        array([[0., 1.],
-               [1., 0.]])
-        """
+        """Responsibilities, shape (n, K); rows sum to one."""
         return self._per_batch(lambda b: self.params_.e_step(b)[1], X)
 
     def predict(self, X: Any) -> np.ndarray:
-        """Predict the most responsible component of each record.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
-            Anything ``fit`` takes except a Dask collection; tabular input is read by
-            ``feature_names_in_``.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_records,)
-            The index of each record's most responsible component.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from streamgmm import StreamingGaussianMixture
-        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
-        >>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
-        >>> gmm.predict([[0, 1], [11, 3]])
-        array([1, 0])
-        """
+        """The most responsible component of each record."""
         return self._per_batch(lambda b: self.params_.weighted_log_prob(b).argmax(axis=1), X)
 
     def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
-        """Fit the model to ``X``, then predict the component of each of its records.
-
-        The same as ``fit(X).predict(X)``: ``X`` is read again to predict, so it must be a
-        source that can be read more than once.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
-            Anything ``fit`` takes except a Dask collection.
-
-        y : None
-            Ignored; present for scikit-learn's API.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_records,)
-            The index of each record's most responsible component.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from streamgmm import StreamingGaussianMixture
-        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
-        >>> StreamingGaussianMixture(n_components=2, random_state=0).fit_predict(X)
-        array([1, 1, 1, 0, 0, 0])
-        """
         return self.fit(X).predict(X)
 
     def _information_criterion(self, X: Any, penalty_per_parameter: Callable[[int], float]) -> float:
@@ -192,90 +80,15 @@ class InferenceMixin:
         return -2 * scores.mean() * n + self.params_.n_parameters() * penalty_per_parameter(n)
 
     def bic(self, X: Any) -> float:
-        """Bayesian information criterion on ``X``, as scikit-learn's (lower is better).
-
-        ``-2 log L + p log N``, with L the likelihood of the N records of ``X`` and p the
-        model's free parameters.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
-            Anything ``fit`` takes except a Dask collection; tabular input is read by
-            ``feature_names_in_``.
-
-        Returns
-        -------
-        bic : float
-            The criterion.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from streamgmm import StreamingGaussianMixture
-        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
-        >>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
-        >>> print(round(gmm.bic(X), 3))
-        -20.926
-        """
+        """Bayesian information criterion on X (lower is better), as scikit-learn's."""
         return self._information_criterion(X, math.log)
 
     def aic(self, X: Any) -> float:
-        """Akaike information criterion on ``X``, as scikit-learn's (lower is better).
-
-        ``-2 log L + 2 p``, with L the likelihood of the records of ``X`` and p the model's free
-        parameters.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
-            Anything ``fit`` takes except a Dask collection; tabular input is read by
-            ``feature_names_in_``.
-
-        Returns
-        -------
-        aic : float
-            The criterion.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from streamgmm import StreamingGaussianMixture
-        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
-        >>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
-        >>> print(round(gmm.aic(X), 3))
-        -18.636
-        """
+        """Akaike information criterion on X (lower is better), as scikit-learn's."""
         return self._information_criterion(X, lambda n: 2.0)
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Draw random records from the fitted mixture, as scikit-learn's.
-
-        The draws are seeded by ``random_state``, so with an int seed every call returns the
-        same records.
-
-        Parameters
-        ----------
-        n_samples : int, default=1
-            The number of records to draw.
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, n_features)
-            The records, grouped by component.
-
-        y : ndarray of shape (n_samples,)
-            The component each record was drawn from.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from streamgmm import StreamingGaussianMixture
-        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
-        >>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
-        >>> X_new, y_new = gmm.sample(4)
-        >>> X_new.shape, y_new.shape
-        ((4, 2), (4,))
-        """
+        """Draw records from the fitted mixture: (X, component labels), as scikit-learn."""
         self.check_fitted()
         if n_samples < 1:
             raise ValueError(f"Invalid value for 'n_samples': {n_samples}; expected an integer >= 1")

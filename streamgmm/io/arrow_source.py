@@ -95,3 +95,11 @@ class _BatchStream(IterableSource):
     @property
     def skipped_records(self) -> int:
         return self._reader.skipped
+
+
+def is_arrow_stream(data: Any) -> bool:
+    """An object exporting the Arrow C stream interface (a polars DataFrame, a DuckDB relation,
+    ...), read batch by batch with its column names. pandas and numpy objects are left to their
+    own paths (a DataFrame without string column names is an array, as for scikit-learn)."""
+    module = type(data).__module__.split(".")[0]
+    return hasattr(data, "__arrow_c_stream__") and module not in ("pandas", "numpy")

@@ -27,6 +27,9 @@ import re
 import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow.dataset as ds
 
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -200,3 +203,12 @@ def check_not_input(target: str | os.PathLike[str], inputs: Iterable[str], what:
                 f"{what} {target} is {'an input' if real(target) == real(path) else 'inside input'} "
                 f"{path}; writing it would destroy or change the input"
             )
+
+
+def is_path_like(data: Any) -> bool:
+    """A path, URL or glob, a non-empty list of them, or a pyarrow dataset of files."""
+    if isinstance(data, (str, os.PathLike, ds.Dataset)):
+        return True
+    return (
+        isinstance(data, (list, tuple)) and len(data) > 0 and all(isinstance(item, (str, os.PathLike)) for item in data)
+    )

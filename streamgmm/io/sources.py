@@ -34,6 +34,15 @@ class ChunkSource(Protocol):
         ...
 
 
+def is_dask_collection(data: Any) -> bool:
+    """A Dask DataFrame or Array (without importing dask when the input is anything else)."""
+    if not type(data).__module__.startswith("dask."):
+        return False
+    from dask.base import is_dask_collection as is_collection
+
+    return bool(is_collection(data))
+
+
 class ArraySource:
     """An in-memory array; batches are views, or random rows when shuffled."""
 
