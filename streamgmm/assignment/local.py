@@ -56,11 +56,11 @@ from streamgmm.assignment.layout import (
     remove_outputs,
     result_columns,
 )
-from streamgmm.dask.source import is_dask_collection
 from streamgmm.io.atomic_write import write_bytes_atomically
 from streamgmm.io.columns import check_nan_policy
 from streamgmm.io.lake_paths import refuse_url
 from streamgmm.io.parquet_source import ParquetSource
+from streamgmm.io.sources import is_dask_collection
 from streamgmm.io.validation import default_feature_names
 from streamgmm.mixture.params import MixtureParams
 
