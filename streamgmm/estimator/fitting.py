@@ -103,21 +103,59 @@ class FittingMixin:
         engine: str | None = None,
         partitions_per_step: int | None = None,
     ) -> Self:
-        """Fit to an array (n_records, n_features), an iterable of such chunks, an Arrow table
-        or reader, a DataFrame, or a Parquet lake (a path, glob, list of paths, dataset or
-        :class:`~streamgmm.io.parquet_source.ParquetSource`).
+        """Fit the mixture to ``X``, streaming it.
 
-        With the default ``algorithm="auto"``: candidates are fitted to convergence on the
+        With the default ``algorithm='auto'``: candidates are fitted to convergence on the
         initialisation sample; if that sample is the whole data, the best is the fit; otherwise
         one online pass from it and exact EM passes until ``tol`` (at most ``max_iter``) follow,
-        or online EM alone on a stream that can be read only once.
+        or online EM alone on a stream that can be read only once. With ``warm_start=True``, a
+        fitted model continues from its current parameters.
 
-        On Dask: a ``dask.dataframe.DataFrame`` or ``dask.array.Array``, or a Parquet lake with
-        ``engine="dask"`` or a ``client``, is fitted on the workers (partitions are never
-        collected here). ``client`` is a ``distributed.Client`` (default: Dask's current
-        scheduler, local threads unless a Client is active). Online EM then steps once per wave
-        of ``partitions_per_step`` partitions (default: the scheduler's thread count); see
-        :mod:`streamgmm.dask.em` and the README."""
+        Parameters
+        ----------
+        X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
+            An array, an iterable of array chunks, an Arrow table or reader, a DataFrame, or a
+            Parquet lake (a path, glob, list of paths, ``pyarrow.dataset`` dataset or
+            :class:`~streamgmm.ParquetSource`). A ``dask.dataframe.DataFrame`` or
+            ``dask.array.Array`` is fitted on the workers; its partitions are never collected
+            here.
+
+        y : None
+            Ignored; present for scikit-learn's API.
+
+        client : distributed.Client, default=None
+            Fit on this Dask cluster; a Parquet lake is then read by the workers.
+
+        engine : {'dask'} or None, default=None
+            ``'dask'`` fits on Dask without a ``client``: on Dask's current scheduler, local
+            threads unless a Client is active.
+
+        partitions_per_step : int, default=None
+            Dask inputs only: online EM steps once per wave of this many partitions (default:
+            the scheduler's thread count); see :mod:`streamgmm.dask.em`.
+
+        Returns
+        -------
+        self : StreamingGaussianMixture
+            The fitted estimator.
+
+        Warns
+        -----
+        ConvergenceWarning
+            When exact EM stops at ``max_iter`` (> 0) before ``tol``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from streamgmm import StreamingGaussianMixture
+        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+        >>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> gmm.means_.round(2)
+        array([[10.,  2.],
+               [ 1.,  2.]])
+        >>> gmm.converged_
+        True
+        """
         self.validate_params()
         warm = self.warm_start and hasattr(self, "_state")
         if warm:
@@ -312,11 +350,45 @@ class FittingMixin:
     def partial_fit(self, X: Any, y: Any = None, *, client: Any = None, partitions_per_step: int | None = None) -> Self:
         """Continue the online recursion with one chunk, in mini-batches of ``batch_size``.
 
-        The step counter and running statistics persist between calls (and across save/load),
-        so a stream of calls equals one online ``fit`` over the concatenated chunks with the
-        same batching and no shuffling. The first call initialises from its own chunk. A chunk
-        is anything ``fit`` takes, e.g. an array, a DataFrame or a newly arrived Parquet file;
-        a Dask collection (or ``client=``) is processed on the workers in waves, as in ``fit``."""
+        The step counter and running statistics persist between calls (and across ``save`` and
+        ``load``), so a stream of calls equals one online ``fit`` over the concatenated chunks
+        with the same batching and no shuffling. The first call initialises from its own chunk.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
+            One chunk: anything ``fit`` takes, e.g. an array, a DataFrame or a newly arrived
+            Parquet file. A Dask collection is processed on the workers in waves, as in
+            ``fit``.
+
+        y : None
+            Ignored; present for scikit-learn's API.
+
+        client : distributed.Client, default=None
+            Process the chunk on this Dask cluster.
+
+        partitions_per_step : int, default=None
+            Dask inputs only: partitions per online step, as in ``fit``.
+
+        Returns
+        -------
+        self : StreamingGaussianMixture
+            The updated estimator.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from streamgmm import StreamingGaussianMixture
+        >>> rng = np.random.default_rng(0)
+        >>> gmm = StreamingGaussianMixture(n_components=2, random_state=0)
+        >>> for _ in range(3):
+        ...     chunk = np.concatenate([rng.normal(-5, 1, (500, 2)), rng.normal(5, 1, (500, 2))])
+        ...     gmm = gmm.partial_fit(chunk)
+        >>> gmm.n_iter_, gmm.records_seen_
+        (3, 3000)
+        >>> np.round(np.sort(gmm.means_[:, 0]))
+        array([-5.,  5.])
+        """
         self.validate_params()
         fitted = hasattr(self, "_state")
         if fitted:

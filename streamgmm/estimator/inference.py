@@ -55,22 +55,136 @@ class InferenceMixin:
             return np.concatenate([compute(b) for b in self._batches(X)])
 
     def score_samples(self, X: Any) -> np.ndarray:
-        """Log-likelihood of each record, shape (n,)."""
+        """Compute the log-likelihood of each record under the model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
+            Anything ``fit`` takes except a Dask collection; tabular input is read by
+            ``feature_names_in_``.
+
+        Returns
+        -------
+        log_prob : ndarray of shape (n_records,)
+            The log density of each record under the mixture.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from streamgmm import StreamingGaussianMixture
+        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+        >>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> gmm.score_samples([[1, 2], [1, 0]]).round(3)
+        array([3.886, 3.136])
+        """
         return self._per_batch(self.params_.log_likelihood, X)
 
     def score(self, X: Any, y: Any = None) -> float:
-        """Mean log-likelihood per record."""
+        """Compute the mean log-likelihood per record.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
+            Anything ``fit`` takes except a Dask collection; tabular input is read by
+            ``feature_names_in_``.
+
+        y : None
+            Ignored; present for scikit-learn's API.
+
+        Returns
+        -------
+        log_likelihood : float
+            The mean of :meth:`score_samples` over the records of ``X``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from streamgmm import StreamingGaussianMixture
+        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+        >>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> round(gmm.score(X), 3)
+        3.386
+        """
         return float(self.score_samples(X).mean())
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Responsibilities, shape (n, K); rows sum to one."""
+        """Compute each component's responsibility for each record.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
+            Anything ``fit`` takes except a Dask collection; tabular input is read by
+            ``feature_names_in_``.
+
+        Returns
+        -------
+        resp : ndarray of shape (n_records, n_components)
+            The posterior probability of each component given each record; rows sum to one.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from streamgmm import StreamingGaussianMixture
+        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+        >>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> gmm.predict_proba([[0, 1], [11, 3]]).round(3)
+        array([[0., 1.],
+               [1., 0.]])
+        """
         return self._per_batch(lambda b: self.params_.e_step(b)[1], X)
 
     def predict(self, X: Any) -> np.ndarray:
-        """The most responsible component of each record."""
+        """Predict the most responsible component of each record.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
+            Anything ``fit`` takes except a Dask collection; tabular input is read by
+            ``feature_names_in_``.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_records,)
+            The index of each record's most responsible component.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from streamgmm import StreamingGaussianMixture
+        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+        >>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> gmm.predict([[0, 1], [11, 3]])
+        array([1, 0])
+        """
         return self._per_batch(lambda b: self.params_.weighted_log_prob(b).argmax(axis=1), X)
 
     def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
+        """Fit the model to ``X``, then predict the component of each of its records.
+
+        The same as ``fit(X).predict(X)``: ``X`` is read again to predict, so it must be a
+        source that can be read more than once.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
+            Anything ``fit`` takes except a Dask collection.
+
+        y : None
+            Ignored; present for scikit-learn's API.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_records,)
+            The index of each record's most responsible component.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from streamgmm import StreamingGaussianMixture
+        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+        >>> StreamingGaussianMixture(n_components=2, random_state=0).fit_predict(X)
+        array([1, 1, 1, 0, 0, 0])
+        """
         return self.fit(X).predict(X)
 
     def _information_criterion(self, X: Any, penalty_per_parameter: Callable[[int], float]) -> float:
@@ -80,15 +194,90 @@ class InferenceMixin:
         return -2 * scores.mean() * n + self.params_.n_parameters() * penalty_per_parameter(n)
 
     def bic(self, X: Any) -> float:
-        """Bayesian information criterion on X (lower is better), as scikit-learn's."""
+        """Bayesian information criterion on ``X``, as scikit-learn's (lower is better).
+
+        ``-2 log L + p log N``, with L the likelihood of the N records of ``X`` and p the
+        model's free parameters.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
+            Anything ``fit`` takes except a Dask collection; tabular input is read by
+            ``feature_names_in_``.
+
+        Returns
+        -------
+        bic : float
+            The criterion.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from streamgmm import StreamingGaussianMixture
+        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+        >>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> print(round(gmm.bic(X), 3))
+        -20.926
+        """
         return self._information_criterion(X, math.log)
 
     def aic(self, X: Any) -> float:
-        """Akaike information criterion on X (lower is better), as scikit-learn's."""
+        """Akaike information criterion on ``X``, as scikit-learn's (lower is better).
+
+        ``-2 log L + 2 p``, with L the likelihood of the records of ``X`` and p the model's free
+        parameters.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
+            Anything ``fit`` takes except a Dask collection; tabular input is read by
+            ``feature_names_in_``.
+
+        Returns
+        -------
+        aic : float
+            The criterion.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from streamgmm import StreamingGaussianMixture
+        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+        >>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> print(round(gmm.aic(X), 3))
+        -18.636
+        """
         return self._information_criterion(X, lambda n: 2.0)
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Draw records from the fitted mixture: (X, component labels), as scikit-learn."""
+        """Draw random records from the fitted mixture, as scikit-learn's.
+
+        The draws are seeded by ``random_state``, so with an int seed every call returns the
+        same records.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            The number of records to draw.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+            The records, grouped by component.
+
+        y : ndarray of shape (n_samples,)
+            The component each record was drawn from.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from streamgmm import StreamingGaussianMixture
+        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+        >>> gmm = StreamingGaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> X_new, y_new = gmm.sample(4)
+        >>> X_new.shape, y_new.shape
+        ((4, 2), (4,))
+        """
         self.check_fitted()
         if n_samples < 1:
             raise ValueError(f"Invalid value for 'n_samples': {n_samples}; expected an integer >= 1")
