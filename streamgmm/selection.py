@@ -49,6 +49,7 @@ from streamgmm.em.online import OnlineState, online_update
 from streamgmm.em.start import Start, draw_sample, spawn_rng
 from streamgmm.estimator import StreamingGaussianMixture
 from streamgmm.inputs import resolve_input
+from streamgmm.io.held_out import HeldOutReservoir
 from streamgmm.io.sources import ArraySource, is_dask_collection, rebatch
 from streamgmm.io.validation import make_rng
 from streamgmm.kernels.quadratic import one_blas_thread
@@ -224,6 +225,43 @@ def select(
     all candidates (``batch_size``, ``max_passes``, ``init_size``, ``n_init``, ``shuffle``, step
     schedule, ``reg_covar``...). The result lists every candidate with its fitted model; the best
     (lowest ``criterion``) is ``result.best_model_``, a fitted, saveable estimator."""
+    ks, types = _candidate_shapes(n_components, covariance_types)
+    _check_options(criterion, held_out, estimator_params)
+    if is_dask_collection(X):
+        raise TypeError(
+            "select runs in this process; pass a Parquet path or an in-process source, not a Dask collection"
+        )
+    template = StreamingGaussianMixture(random_state=random_state, **estimator_params)
+    template.validate_params()
+    source = resolve_input(X)
+    _check_plan(template, source, held_out)
+    rng = make_rng(random_state)
+    template.shuffle_generator(source, rng)  # a shuffle the source cannot do is refused before any work
+    sample, shuffle_rng, whole = draw_sample(source, template.init_size, rng)
+    fittings = _candidates(ks, types, sample, shuffle_rng, whole, rng, random_state, estimator_params)
+    # With held_out the candidates are fitted in one online pass: the held-out records are never trained on.
+    plan = "online" if held_out is not None else template.fit_plan(source, fittings[0].start)
+    reservoir = HeldOutReservoir(held_out, spawn_rng(rng)) if held_out is not None else None
+    records_per_pass, n_passes = _train(fittings, source, template, plan, shuffle_rng, reservoir, sample)
+    if reservoir is not None:
+        totals, n_scored, scored_on = _score_held_out(fittings, reservoir)
+    else:
+        totals, n_scored = _scoring_pass(fittings, source if plan != "start" else ArraySource(sample), template)
+        scored_on = "full pass"
+    candidates = [
+        Candidate(
+            f.model.n_components, f.model.covariance_type, f.model.params_.n_parameters(), total, n_scored, f.model
+        )
+        for f, total in zip(fittings, totals)
+    ]
+    extra = {"returned_from_reservoir": reservoir.evicted if reservoir is not None else 0}
+    return SelectionResult(candidates, criterion, scored_on, n_scored, n_passes, records_per_pass, extra)
+
+
+def _candidate_shapes(
+    n_components: Iterable[int] | str, covariance_types: Sequence[str] | str
+) -> tuple[list[int], list[str]]:
+    """The candidates' K values and covariance types, checked."""
     ks = parse_candidates(n_components) if isinstance(n_components, str) else sorted({int(k) for k in n_components})
     types = covariance_types.split(",") if isinstance(covariance_types, str) else list(covariance_types)
     types = list(dict.fromkeys(t.strip() for t in types))
@@ -233,6 +271,10 @@ def select(
         raise ValueError("covariance_types is empty")
     for t in types:
         check_covariance_type(t)
+    return ks, types
+
+
+def _check_options(criterion: str, held_out: int | None, estimator_params: dict[str, Any]) -> None:
     if criterion not in CRITERIA:
         raise ValueError(f"Invalid value for 'criterion': {criterion!r}; expected 'bic' or 'aic'")
     unknown = set(estimator_params) - set(_SHARED)
@@ -245,13 +287,9 @@ def select(
         not isinstance(held_out, (int, np.integer)) or isinstance(held_out, bool) or held_out < 1
     ):
         raise ValueError(f"Invalid value for 'held_out': {held_out!r}; expected an integer >= 1")
-    if is_dask_collection(X):
-        raise TypeError(
-            "select runs in this process; pass a Parquet path or an in-process source, not a Dask collection"
-        )
-    template = StreamingGaussianMixture(random_state=random_state, **estimator_params)
-    template.validate_params()
-    source = resolve_input(X)
+
+
+def _check_plan(template: StreamingGaussianMixture, source: Any, held_out: int | None) -> None:
     if held_out is not None and template.algorithm == "batch":
         raise ValueError("held_out needs an online fit (algorithm='auto' or 'online'): batch EM trains on every record")
     if held_out is not None and template.max_passes > 1:
@@ -261,23 +299,42 @@ def select(
             "this stream can be read only once: scoring on a full pass (or several passes) needs a source that "
             "can be read again (an array, a list, a callable, files); or score on held_out=N records"
         )
-    rng = make_rng(random_state)
-    template.shuffle_generator(source, rng)  # a shuffle the source cannot do is refused before any work
-    # One read for the initialisation sample, shared by all. Each candidate then starts from
-    # the generator as a lone fit would have it after its own sample draw, so it is initialised
-    # exactly as StreamingGaussianMixture(random_state=...) would be on this input, and visits
-    # the batches in the same order.
-    sample, shuffle_rng, whole = draw_sample(source, template.init_size, rng)
+
+
+def _candidates(
+    ks: list[int],
+    types: list[str],
+    sample: np.ndarray,
+    shuffle_rng: np.random.Generator,
+    whole: bool,
+    rng: np.random.Generator,
+    random_state: Any,
+    estimator_params: dict[str, Any],
+) -> list[_Fitting]:
+    """Every candidate started on the one shared sample. Each starts from the generator as a
+    lone fit would have it after its own sample draw, so it is initialised exactly as
+    StreamingGaussianMixture(random_state=...) would be on this input, and visits the batches
+    in the same order."""
     after_sample = copy.deepcopy(rng)
-    fittings: list[_Fitting] = []
+    fittings = []
     for t in types:
         for k in ks:
             model = StreamingGaussianMixture(k, covariance_type=t, random_state=random_state, **estimator_params)
             start = model.start_on_sample(sample, shuffle_rng, whole, copy.deepcopy(after_sample))
             fittings.append(_Fitting(model, start))
-    # With held_out the candidates are fitted in one online pass: the held-out records are never trained on.
-    plan = "online" if held_out is not None else template.fit_plan(source, fittings[0].start)
-    reservoir = _Reservoir(held_out, spawn_rng(rng)) if held_out is not None else None
+    return fittings
+
+
+def _train(
+    fittings: list[_Fitting],
+    source: Any,
+    template: StreamingGaussianMixture,
+    plan: str,
+    shuffle_rng: np.random.Generator,
+    reservoir: HeldOutReservoir | None,
+    sample: np.ndarray,
+) -> tuple[int, int]:
+    """Every candidate fitted by ``plan`` on shared reads; records per pass and passes made."""
     records_per_pass = 0
     n_passes = 0
     if plan in ("online", "online+batch"):
@@ -291,33 +348,17 @@ def select(
         records_per_pass = sample.shape[0]
     for fitting in fittings:
         fitting.model.describe_input(source)
+    return records_per_pass, n_passes
 
-    if reservoir is not None:
-        scored = reservoir.records()
-        if scored.shape[0] == 0:
-            raise ValueError("the held-out reservoir is empty")
-        # One BLAS thread, as the training's E-steps: see StreamingGaussianMixture.score_samples.
-        with one_blas_thread():
-            totals = [float(f.model.params_.log_likelihood(scored).sum()) for f in fittings]
-        n_scored, scored_on = scored.shape[0], "held-out reservoir"
-    else:
-        totals, n_scored = _scoring_pass(fittings, source if plan != "start" else ArraySource(sample), template)
-        scored_on = "full pass"
-    candidates = [
-        Candidate(
-            f.model.n_components, f.model.covariance_type, f.model.params_.n_parameters(), total, n_scored, f.model
-        )
-        for f, total in zip(fittings, totals)
-    ]
-    return SelectionResult(
-        candidates,
-        criterion,
-        scored_on,
-        n_scored,
-        n_passes,
-        records_per_pass,
-        {"returned_from_reservoir": reservoir.evicted if reservoir is not None else 0},
-    )
+
+def _score_held_out(fittings: list[_Fitting], reservoir: HeldOutReservoir) -> tuple[list[float], int, str]:
+    scored = reservoir.records()
+    if scored.shape[0] == 0:
+        raise ValueError("the held-out reservoir is empty")
+    # One BLAS thread, as the training's E-steps: see StreamingGaussianMixture.score_samples.
+    with one_blas_thread():
+        totals = [float(f.model.params_.log_likelihood(scored).sum()) for f in fittings]
+    return totals, scored.shape[0], "held-out reservoir"
 
 
 def _online_passes(
@@ -325,7 +366,7 @@ def _online_passes(
     source: Any,
     template: StreamingGaussianMixture,
     shuffle_rng: np.random.Generator,
-    reservoir: _Reservoir | None,
+    reservoir: HeldOutReservoir | None,
 ) -> tuple[int, int]:
     """Every candidate's online passes over shared reads; returns records per pass and passes."""
     rng = template.shuffle_generator(source, shuffle_rng)
@@ -414,50 +455,3 @@ def _scoring_pass(fittings: list[_Fitting], source: Any, template: StreamingGaus
             for i, fitting in enumerate(fittings):
                 totals[i] += float(fitting.model.params_.log_likelihood(batch).sum())
     return totals, n_scored
-
-
-class _Reservoir:
-    """A uniform reservoir of ``size`` records of a stream, kept out of training (Algorithm R).
-
-    A record that enters the reservoir is withheld; one evicted later goes back into the
-    training stream at that moment, so every record is either held out at the end or trained
-    on (evicted ones later than their place in the stream: about size * ln(N / size) records)."""
-
-    def __init__(self, size: int, rng: np.random.Generator):
-        self.size = int(size)
-        self.rng = rng
-        self.held: np.ndarray | None = None
-        self.seen = 0
-        self.evicted = 0
-
-    def withhold(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        for batch in batches:
-            if self.held is None:
-                self.held = np.empty((self.size, batch.shape[1]))
-            n = batch.shape[0]
-            positions = np.arange(self.seen, self.seen + n)
-            slots = np.where(positions < self.size, positions, self.rng.integers(0, positions + 1))
-            enter = np.flatnonzero(slots < self.size)
-            taken = slots[enter]
-            # As the sequential algorithm: of several entrants to one slot in this batch the
-            # last stays; the others, and the records they displace, go back to training.
-            last = len(taken) - 1 - np.unique(taken[::-1], return_index=True)[1]
-            stays = np.zeros(len(taken), dtype=bool)
-            stays[last] = True
-            filled = taken[stays][taken[stays] < min(self.seen, self.size)]
-            back = [
-                batch[np.setdiff1d(np.arange(n), enter, assume_unique=True)],
-                batch[enter[~stays]],
-                self.held[filled].copy(),
-            ]
-            self.held[taken[stays]] = batch[enter[stays]]
-            self.seen += n
-            self.evicted += len(back[1]) + len(back[2])
-            rest = np.concatenate(back)
-            if rest.shape[0]:
-                yield rest
-
-    def records(self) -> np.ndarray:
-        if self.held is None:
-            return np.empty((0, 0))
-        return self.held[: min(self.seen, self.size)]

@@ -16,9 +16,10 @@ import streamgmm
 from streamgmm import StreamingGaussianMixture, select
 from streamgmm.datasets.synthetic_lake import write_lake
 from streamgmm.em import start as start_module
+from streamgmm.io.held_out import HeldOutReservoir
 from streamgmm.io.parquet_source import ParquetSource
 from streamgmm.mixture.params import MixtureParams
-from streamgmm.selection import _Reservoir, parse_candidates
+from streamgmm.selection import parse_candidates
 
 
 class CountingSource:
@@ -157,7 +158,7 @@ def test_reservoir_holds_a_uniform_sample_and_returns_every_other_record():
     ids = np.arange(1000, dtype=float)[:, None]
     inclusion = np.zeros(1000)
     for seed in range(200):
-        reservoir = _Reservoir(100, np.random.default_rng(seed))
+        reservoir = HeldOutReservoir(100, np.random.default_rng(seed))
         trained = np.concatenate(list(reservoir.withhold(ids[i : i + 64] for i in range(0, 1000, 64))))
         held = reservoir.records()
         # Each record exactly once: held out or trained on.
