@@ -19,10 +19,46 @@ def random_mixture(
     condition: float = 10.0,
     random_state: int | None = None,
 ) -> MixtureParams:
-    """Well-separated mixture parameters: no two means closer than ``separation``, packed as
-    tightly as that allows; each covariance with eigenvalues spread log-uniformly over
-    ``condition`` (largest / smallest) around a geometric mean of 1, so ``separation`` is in
-    units of the typical standard deviation."""
+    """Draw the parameters of a random, well-separated Gaussian mixture.
+
+    No two means are closer than ``separation``, packed as tightly as that allows; each
+    covariance has eigenvalues spread log-uniformly over ``condition`` (largest / smallest)
+    around a geometric mean of 1, so ``separation`` is in units of the typical standard
+    deviation. The weights are drawn from a Dirichlet distribution.
+
+    Parameters
+    ----------
+    n_components : int
+        The number of components K.
+
+    n_features : int
+        The number of features d.
+
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+        The form of the covariances.
+
+    separation : float, default=9.0
+        The smallest distance between two means.
+
+    condition : float, default=10.0
+        The ratio of each covariance's largest eigenvalue to its smallest.
+
+    random_state : int or None, default=None
+        Seed of the draw.
+
+    Returns
+    -------
+    params : MixtureParams
+        Weights of shape (n_components,), means of shape (n_components, n_features), and
+        covariances shaped as ``covariance_type`` says.
+
+    Examples
+    --------
+    >>> from streamgmm import random_mixture
+    >>> params = random_mixture(3, 2, random_state=0)
+    >>> params.means.shape, params.covariances.shape
+    ((3, 2), (3, 2, 2))
+    """
     cov.check_covariance_type(covariance_type)
     rng = np.random.default_rng(random_state)
     k, d = n_components, n_features
@@ -63,7 +99,34 @@ def random_mixture(
 def sample_mixture(
     params: MixtureParams, n_records: int, *, random_state: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Records drawn from ``params`` in random order, and the component of each."""
+    """Draw records from a mixture, in random order.
+
+    Parameters
+    ----------
+    params : MixtureParams
+        The mixture to draw from.
+
+    n_records : int
+        The number of records.
+
+    random_state : int or None, default=None
+        Seed of the draw.
+
+    Returns
+    -------
+    X : ndarray of shape (n_records, n_features)
+        The records.
+
+    labels : ndarray of shape (n_records,)
+        The component each record was drawn from.
+
+    Examples
+    --------
+    >>> from streamgmm import random_mixture, sample_mixture
+    >>> X, labels = sample_mixture(random_mixture(3, 2, random_state=0), 5, random_state=0)
+    >>> X.shape, labels.shape
+    ((5, 2), (5,))
+    """
     rng = np.random.default_rng(random_state)
     labels = rng.choice(params.n_components, size=n_records, p=params.weights / params.weights.sum())
     d = params.n_features
@@ -92,7 +155,51 @@ def make_mixture(
     condition: float = 10.0,
     random_state: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, MixtureParams]:
-    """``(X, labels, true_params)``: records from a random well-separated mixture."""
+    """Draw records from a random, well-separated mixture.
+
+    :func:`random_mixture` then :func:`sample_mixture`, each seeded from ``random_state``.
+
+    Parameters
+    ----------
+    n_records : int
+        The number of records.
+
+    n_components : int
+        The number of components K.
+
+    n_features : int
+        The number of features d.
+
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+        The form of the covariances.
+
+    separation : float, default=9.0
+        The smallest distance between two means (see :func:`random_mixture`).
+
+    condition : float, default=10.0
+        The ratio of each covariance's largest eigenvalue to its smallest.
+
+    random_state : int or None, default=None
+        Seed of the parameters and of the records.
+
+    Returns
+    -------
+    X : ndarray of shape (n_records, n_features)
+        The records, in random order.
+
+    labels : ndarray of shape (n_records,)
+        The component each record was drawn from.
+
+    true_params : MixtureParams
+        The generating parameters.
+
+    Examples
+    --------
+    >>> from streamgmm import make_mixture
+    >>> X, labels, true_params = make_mixture(100, n_components=3, n_features=2, random_state=0)
+    >>> X.shape, labels.shape, true_params.n_components
+    ((100, 2), (100,), 3)
+    """
     seeds = np.random.SeedSequence(random_state).spawn(2)
     params = random_mixture(
         n_components,

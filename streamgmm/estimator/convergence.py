@@ -10,7 +10,23 @@ SHUFFLE_MODES = (True, False, "records", "row_groups")
 
 
 class ConvergenceWarning(UserWarning):
-    """Exact EM stopped at ``max_iter`` before the log-likelihood settled within ``tol``."""
+    """Warning that exact EM stopped at ``max_iter`` before the log-likelihood settled within ``tol``.
+
+    When scikit-learn is imported, the warning issued also subclasses
+    ``sklearn.exceptions.ConvergenceWarning``, so filters written for scikit-learn apply.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> from streamgmm import ConvergenceWarning, StreamingGaussianMixture
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = StreamingGaussianMixture(3, max_iter=1, tol=0.0, random_state=0).fit(X)
+    >>> any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    True
+    """
 
 
 def convergence_warning_class() -> type[UserWarning]:

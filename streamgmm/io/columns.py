@@ -37,8 +37,24 @@ NAN_POLICIES = ("raise", "skip")
 
 
 class DataError(ValueError):
-    """The input data cannot be used as asked: a column missing or of the wrong type, a
-    non-finite value, a corrupt file. The message names the file, column and place."""
+    """Exception raised when the input data cannot be used as asked.
+
+    For example a column missing or of the wrong type, a non-finite value, or a corrupt file.
+    The message names the file, column and place. A subclass of ``ValueError``.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np, pyarrow as pa, pyarrow.parquet as pq
+    >>> from streamgmm import DataError, ParquetSource
+    >>> lake = tempfile.mkdtemp()
+    >>> pq.write_table(pa.table({"a": np.arange(3.0)}), os.path.join(lake, "part-0.parquet"))
+    >>> try:
+    ...     ParquetSource(lake, columns=["b"])
+    ... except DataError:
+    ...     print("no column b")
+    no column b
+    """
 
 
 def is_numeric(data_type: pa.DataType) -> bool:

@@ -44,7 +44,23 @@ JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
 class ModelFileError(ValueError):
-    """A file that is not a readable streamgmm model."""
+    """Exception raised for a file that is not a readable streamgmm model.
+
+    A subclass of ``ValueError``.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from streamgmm import ModelFileError, StreamingGaussianMixture
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.sgmm")
+    >>> with open(path, "w") as file:
+    ...     _ = file.write("not a model")
+    >>> try:
+    ...     StreamingGaussianMixture.load(path)
+    ... except ModelFileError:
+    ...     print("not a model file")
+    not a model file
+    """
 
 
 def write_model(path: str | os.PathLike[str], document: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:

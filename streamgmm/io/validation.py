@@ -11,7 +11,21 @@ import numpy as np
 
 
 class NotFittedError(ValueError, AttributeError):
-    """Raised when a method needs a fitted model (same bases as scikit-learn's)."""
+    """Exception raised when a method needs a fitted model.
+
+    It has the bases of scikit-learn's (``ValueError`` and ``AttributeError``), and, when
+    scikit-learn is imported, the error raised also subclasses
+    ``sklearn.exceptions.NotFittedError``.
+
+    Examples
+    --------
+    >>> from streamgmm import NotFittedError, StreamingGaussianMixture
+    >>> try:
+    ...     StreamingGaussianMixture().predict([[0.0, 0.0]])
+    ... except NotFittedError as error:
+    ...     print(type(error).__name__)
+    NotFittedError
+    """
 
 
 def not_fitted_error(message: str) -> NotFittedError:
