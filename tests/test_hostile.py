@@ -29,7 +29,6 @@ import pytest
 
 from streamgmm import ModelFileError, ParquetSource, StreamingGaussianMixture, assign
 from streamgmm.cli.command import main
-from streamgmm.datasets.synthetic_lake import write_lake
 from streamgmm.io.model_file import write_model
 from streamgmm.watch.checkpoint import StateDirectory
 from streamgmm.watch.watcher import Watcher, watch
@@ -44,10 +43,8 @@ BASE_TIME = 1_700_000_000
 
 
 @pytest.fixture(scope="module")
-def lake(tmp_path_factory) -> Path:
-    return write_lake(
-        tmp_path_factory.mktemp("hostile") / "lake", n_records=3000, n_components=K, n_features=3, n_files=4, seed=0
-    ).path
+def lake(make_lake) -> Path:
+    return make_lake("hostile", n_records=3000, n_components=K, n_features=3, n_files=4, seed=0).path
 
 
 @pytest.fixture(scope="module")

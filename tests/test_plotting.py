@@ -18,6 +18,7 @@ matplotlib = pytest.importorskip("matplotlib")
 import streamgmm  # noqa: E402
 from streamgmm import StreamingGaussianMixture  # noqa: E402
 from streamgmm.datasets.synthetic_lake import write_lake  # noqa: E402
+from streamgmm.mixture.covariance import COVARIANCE_TYPES  # noqa: E402
 from streamgmm.plotting import figure_size, plot_model, png_size, resolve_pairs  # noqa: E402
 
 
@@ -39,7 +40,7 @@ def test_one_feature_draws_the_histogram_and_bell_curves(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically: no temporary left over
 
 
-@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_several_features_draw_one_panel_per_pair(tmp_path, covariance_type):
     X, _, _ = streamgmm.make_mixture(
         4000, n_components=3, n_features=4, covariance_type=covariance_type, random_state=1

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from streamgmm import StreamingGaussianMixture, make_mixture
+from streamgmm.mixture.covariance import COVARIANCE_TYPES
 
 K = 3
 BATCH = 1000
@@ -35,7 +36,7 @@ def start(X: np.ndarray, covariance_type: str) -> dict[str, np.ndarray]:
     return dict(weights_init=np.full(K, 1 / K), means_init=means, precisions_init=precisions)
 
 
-@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_stream_of_partial_fits_equals_one_fit(stream: np.ndarray, covariance_type: str) -> None:
     X = stream
     init = start(X, covariance_type)

@@ -31,7 +31,7 @@ from streamgmm.cli.command import main  # noqa: E402
 from streamgmm.dask.em import run_dask_batch_em, wave_step_size  # noqa: E402
 from streamgmm.dask.source import dask_source, merge_samples  # noqa: E402
 from streamgmm.datasets.mixtures import make_mixture  # noqa: E402
-from streamgmm.datasets.synthetic_lake import read_truth, write_lake  # noqa: E402
+from streamgmm.datasets.synthetic_lake import read_truth  # noqa: E402
 from streamgmm.em.batch import run_batch_em  # noqa: E402
 from streamgmm.em.online import StepSchedule  # noqa: E402
 from streamgmm.io.parquet_source import ParquetSource  # noqa: E402
@@ -56,9 +56,9 @@ def client(cluster):
 
 
 @pytest.fixture(scope="module")
-def lake(tmp_path_factory):
-    return write_lake(
-        tmp_path_factory.mktemp("dask") / "lake",
+def lake(make_lake):
+    return make_lake(
+        "dask",
         n_records=24_000,
         n_components=3,
         n_features=3,
@@ -511,7 +511,7 @@ def test_dask_ml_incremental_uses_partial_fit(client, data) -> None:
 def test_dask_cluster_job_fits_and_scores_a_lake_on_a_local_cluster(lake, tmp_path) -> None:
     import subprocess
 
-    script = Path(__file__).resolve().parents[1] / "pipelines" / "dask_cluster_job.py"
+    script = Path(__file__).resolve().parents[2] / "pipelines" / "dask_cluster_job.py"
     result = subprocess.run(
         [
             sys.executable,

@@ -20,7 +20,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from streamgmm import StreamingGaussianMixture
-from streamgmm.datasets.synthetic_lake import write_lake
 
 K = 3
 N_RECORDS = 20_000
@@ -61,9 +60,9 @@ def features_of(path: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def lake(tmp_path_factory):
-    return write_lake(
-        tmp_path_factory.mktemp("cli") / "lake",
+def lake(make_lake):
+    return make_lake(
+        "cli",
         n_records=N_RECORDS,
         n_components=K,
         n_features=3,

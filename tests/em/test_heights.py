@@ -18,6 +18,7 @@ from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from streamgmm import ConvergenceWarning, MixtureParams, StreamingGaussianMixture
+from streamgmm.mixture.covariance import COVARIANCE_TYPES
 
 HEIGHTS = [5.2, 5.5, 5.8, 6.1, 5.7, 5.6, 6.3, 5.9, 5.6, 6.0]
 MEANS = (5.5, 6.0)
@@ -74,7 +75,7 @@ def test_the_formula_itself() -> None:
     assert normal_pdf(5.8, 6.0, 0.1) == pytest.approx(1.032883094934556640610, abs=1e-15)  # a density may exceed 1
 
 
-@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_first_e_step_matches_the_hand_computation(covariance_type: str) -> None:
     log_norm, resp = start_params(covariance_type).e_step(X)
     hand_ll, hand_resp = hand_e_step(WEIGHTS, MEANS, [VARIANCE, VARIANCE])

@@ -104,12 +104,11 @@ def assert_unfitted(gmm: StreamingGaussianMixture) -> None:
 
 
 @pytest.fixture(scope="module")
-def hive_lake(tmp_path_factory):
+def hive_lake(make_lake):
     """6 files over day=0..2, row groups of 700 (so files hold partial row groups), a held-out
     directory ``_held_out`` and ``_truth.json`` that must not be read as data."""
-    root = tmp_path_factory.mktemp("hive") / "lake"
-    info = write_lake(
-        root,
+    info = make_lake(
+        "hive",
         n_records=6000,
         n_components=3,
         n_features=3,
@@ -539,10 +538,10 @@ def test_hidden_and_underscore_paths_are_not_data(tmp_path) -> None:
 
 
 @pytest.fixture(scope="module")
-def grouped_lake(tmp_path_factory):
+def grouped_lake(make_lake):
     """4000 records in 4 files of 4 row groups of exactly 250 records each."""
-    return write_lake(
-        tmp_path_factory.mktemp("grouped") / "lake",
+    return make_lake(
+        "grouped",
         n_records=4000,
         n_components=3,
         n_features=2,
@@ -612,9 +611,9 @@ def test_sample_draws_distinct_records_of_the_lake(tmp_path, row_group_size: int
 
 
 @pytest.fixture(scope="module")
-def sorted_lake(tmp_path_factory):
-    return write_lake(
-        tmp_path_factory.mktemp("sorted") / "lake",
+def sorted_lake(make_lake):
+    return make_lake(
+        "sorted",
         n_records=200_000,
         n_components=4,
         n_features=4,

@@ -1,5 +1,5 @@
 """The full-covariance chunk kernels against the definitions: the BLAS kernel in float64 and
-float32, and the fused C kernel (streamgmm/_fused.c) in float32, also against the BLAS one."""
+float32, and the fused C kernel (streamgmm/kernels/_fused.c) in float32, also against the BLAS one."""
 
 from __future__ import annotations
 

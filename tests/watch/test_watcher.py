@@ -402,7 +402,7 @@ def test_init_model_is_continued_and_a_checkpoint_is_not_restarted_with_other_se
 
 
 def test_continuous_update_pipeline_runs_a_watcher_while_feeding_it(tmp_path) -> None:
-    script = Path(__file__).resolve().parents[1] / "pipelines" / "continuous_update.py"
+    script = Path(__file__).resolve().parents[2] / "pipelines" / "continuous_update.py"
     result = subprocess.run(
         [
             sys.executable,

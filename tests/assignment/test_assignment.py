@@ -117,9 +117,9 @@ def write_mixed_lake(root: Path, bad: dict[str, dict[int, float | None]] | None 
 
 
 @pytest.fixture(scope="module")
-def lake(tmp_path_factory):
-    return write_lake(
-        tmp_path_factory.mktemp("lake") / "lake",
+def lake(make_lake):
+    return make_lake(
+        "lake",
         n_records=6000,
         n_components=K,
         n_features=3,

@@ -15,6 +15,7 @@ import pytest
 
 from streamgmm.datasets import synthetic_lake
 from streamgmm.datasets.synthetic_lake import read_truth, write_lake
+from streamgmm.mixture.covariance import COVARIANCE_TYPES
 
 
 def read_files(root: Path, files: list[str]) -> list:
@@ -172,7 +173,7 @@ def test_non_empty_target_refused(tmp_path: Path) -> None:
     assert write_lake(tmp_path / "empty", n_records=100, n_files=1).files == ["part-00000.parquet"]
 
 
-@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_read_truth_round_trips(tmp_path: Path, covariance_type: str) -> None:
     info = write_lake(
         tmp_path / "lake",
