@@ -19,18 +19,7 @@ initialisation sample is drawn before, from all records, so it may share a few w
 reservoir; the stream's updates soon outweigh it.)
 
 Without ``held_out``, each candidate's model equals a ``StreamingGaussianMixture`` fitted alone
-with the same parameters and ``random_state`` on the same input.
-
-Example:
-
->>> import numpy as np
->>> import streamgmm
->>> X, _, _ = streamgmm.make_mixture(20000, n_components=3, n_features=2, random_state=0)
->>> result = streamgmm.select(X, n_components=[1, 2, 3, 4, 5], random_state=0, batch_size=2000)
->>> result.best.n_components
-3
->>> result.best_model_.predict(X[:3]).shape
-(3,)
+with the same parameters and ``random_state`` on the same input. :func:`select` has an example.
 """
 
 from __future__ import annotations
@@ -79,7 +68,50 @@ _SHARED = (
 
 @dataclass
 class Candidate:
-    """One fitted candidate and its scores (log_likelihood is the total over ``n_scored``)."""
+    """One fitted candidate of :func:`select` and its scores.
+
+    Parameters
+    ----------
+    n_components : int
+        The candidate's number of components K.
+
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+        The candidate's covariance type.
+
+    n_parameters : int
+        The model's free parameters p (see :meth:`MixtureParams.n_parameters
+        <streamgmm.mixture.params.MixtureParams.n_parameters>`).
+
+    log_likelihood : float
+        The total log-likelihood of the ``n_scored`` records scored.
+
+    n_scored : int
+        The number of records scored: every record on a full pass, or the held-out reservoir's.
+
+    model : StreamingGaussianMixture
+        The fitted candidate.
+
+    Attributes
+    ----------
+    mean_log_likelihood : float
+        ``log_likelihood / n_scored``.
+
+    bic : float
+        ``-2 log_likelihood + n_parameters log n_scored`` (lower is better).
+
+    aic : float
+        ``-2 log_likelihood + 2 n_parameters`` (lower is better).
+
+    Examples
+    --------
+    >>> import streamgmm
+    >>> X, _, _ = streamgmm.make_mixture(3000, n_components=3, n_features=2, random_state=0)
+    >>> candidate = streamgmm.select(X, n_components=[3], random_state=0).best
+    >>> candidate.n_components, candidate.n_parameters, candidate.n_scored
+    (3, 17, 3000)
+    >>> round(candidate.mean_log_likelihood, 3), round(candidate.bic, 2)
+    (-3.625, 21887.05)
+    """
 
     n_components: int
     covariance_type: str
@@ -101,6 +133,14 @@ class Candidate:
         return -2.0 * self.log_likelihood + 2.0 * self.n_parameters
 
     def to_dict(self) -> dict[str, Any]:
+        """The candidate's shape and scores as a JSON-ready dict (without the model).
+
+        Returns
+        -------
+        candidate : dict
+            ``n_components``, ``covariance_type``, ``n_parameters``, ``mean_log_likelihood``,
+            ``bic`` and ``aic``.
+        """
         return {
             "n_components": self.n_components,
             "covariance_type": self.covariance_type,
@@ -113,7 +153,58 @@ class Candidate:
 
 @dataclass
 class SelectionResult:
-    """Every candidate with its scores, and the best by ``criterion`` (lowest)."""
+    """What :func:`select` found: every candidate with its scores, and the best.
+
+    Parameters
+    ----------
+    candidates : list of Candidate
+        Every candidate, K ascending within each covariance type, the types in the order given.
+
+    criterion : {'bic', 'aic'}
+        The criterion ``best`` minimises.
+
+    scored_on : {'full pass', 'held-out reservoir'}
+        What the candidates were scored on.
+
+    n_scored : int
+        The number of records scored.
+
+    n_passes : int
+        Training passes over the data (online and exact); 0 when the initialisation sample was
+        all of it.
+
+    records_per_pass : int
+        The records of a training pass (of the sample, when it was all the data).
+
+    extra : dict, default={}
+        Further counts: ``returned_from_reservoir``, the records evicted from the held-out
+        reservoir that returned to training (0 without ``held_out``).
+
+    Attributes
+    ----------
+    best : Candidate
+        The candidate of lowest ``criterion`` (the first listed, on a tie).
+
+    best_model_ : StreamingGaussianMixture
+        The best candidate's fitted model.
+
+    Examples
+    --------
+    >>> import streamgmm
+    >>> X, _, _ = streamgmm.make_mixture(3000, n_components=3, n_features=2, random_state=0)
+    >>> result = streamgmm.select(X, n_components="1..5", random_state=0)
+    >>> print(result.table())
+       K  covariance   params  mean log-lik             BIC             AIC
+       1  full              5       -5.3769        32301.36        32271.33
+       2  full             11       -4.1126        24763.83        24697.76
+       3  full             17       -3.6252        21887.05        21784.95 *
+       4  full             23       -3.6245        21930.86        21792.71
+       5  full             29       -3.6252        21983.26        21809.07
+    >>> result.scored_on, result.n_scored, result.n_passes
+    ('full pass', 3000, 0)
+    >>> result.to_dict()["best"]
+    {'n_components': 3, 'covariance_type': 'full'}
+    """
 
     candidates: list[Candidate]
     criterion: str
@@ -125,14 +216,23 @@ class SelectionResult:
 
     @property
     def best(self) -> Candidate:
+        """The candidate of lowest ``criterion`` (the first listed, on a tie)."""
         return min(self.candidates, key=lambda c: getattr(c, self.criterion))
 
     @property
     def best_model_(self) -> StreamingGaussianMixture:
+        """The best candidate's fitted model: a saveable :class:`~streamgmm.StreamingGaussianMixture`."""
         return self.best.model
 
     def table(self) -> str:
-        """The candidates as a text table, the best marked with ``*``."""
+        """Format the candidates as a text table, the best marked with ``*``.
+
+        Returns
+        -------
+        table : str
+            One line per candidate: K, covariance type, parameters, mean log-likelihood, BIC
+            and AIC, under a header line.
+        """
         best = self.best
         lines = [f"{'K':>4}  {'covariance':<10}  {'params':>7}  {'mean log-lik':>12}  {'BIC':>14}  {'AIC':>14}"]
         for c in self.candidates:
@@ -144,6 +244,15 @@ class SelectionResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as a JSON-ready dict (without the models).
+
+        Returns
+        -------
+        result : dict
+            ``criterion``, ``scored_on``, ``n_scored``, ``n_passes``, ``records_per_pass``,
+            ``best`` (its ``n_components`` and ``covariance_type``) and ``candidates`` (each
+            :meth:`Candidate.to_dict`).
+        """
         best = self.best
         return {
             "criterion": self.criterion,
@@ -216,15 +325,93 @@ def select(
     random_state: Any = None,
     **estimator_params: Any,
 ) -> SelectionResult:
-    """Fit every candidate ``(K, covariance type)`` in the same streaming pass(es); score them by
-    BIC and AIC on a full pass (or on a held-out reservoir of ``held_out`` records).
+    """Fit and score candidate numbers of components and covariance types in one streaming job.
 
-    ``X`` is anything ``StreamingGaussianMixture.fit`` takes (except Dask collections).
-    ``n_components`` is an iterable of K or a string like ``"2..12"``; ``covariance_types`` a
-    list or a comma-separated string. Other keyword arguments are estimator parameters shared by
-    all candidates (``batch_size``, ``max_passes``, ``init_size``, ``n_init``, ``shuffle``, step
-    schedule, ``reg_covar``...). The result lists every candidate with its fitted model; the best
-    (lowest ``criterion``) is ``result.best_model_``, a fitted, saveable estimator."""
+    Every candidate ``(K, covariance type)`` is fitted on the same reads of the data, by the
+    plan a lone :class:`~streamgmm.StreamingGaussianMixture` fit would follow, then scored by
+    BIC and AIC on a full pass (or on a held-out reservoir of ``held_out`` records). Without
+    ``held_out``, each candidate's model equals a ``StreamingGaussianMixture`` fitted alone with
+    the same parameters and ``random_state`` on the same input.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
+        Anything ``StreamingGaussianMixture.fit`` takes except a Dask collection. Without
+        ``held_out`` it must be a source that can be read more than once.
+
+    n_components : iterable of int or str, default=range(1, 11)
+        The candidate numbers of components: an iterable of K, or a string such as
+        ``"2..12"`` (inclusive), ``"2,4,8"`` or ``"1,3..5"``. Duplicates are dropped and the
+        values sorted; each must be at least 1.
+
+    covariance_types : sequence of str or str, default=('full',)
+        The candidate covariance types, among 'full', 'tied', 'diag' and 'spherical', as a
+        sequence or a comma-separated string. Every K is tried with every type.
+
+    criterion : {'bic', 'aic'}, default='bic'
+        The criterion whose lowest value picks ``result.best``.
+
+    held_out : int, default=None
+        If given, the candidates are fitted by one online pass and scored on a uniform
+        reservoir of ``held_out`` records kept out of the training stream, with no scoring
+        pass; this also works on a stream that can be read only once. Needs ``algorithm``
+        'auto' or 'online' and ``max_passes=1``.
+
+    random_state : int, numpy.random.Generator, numpy.random.RandomState or None, default=None
+        Seed for the initialisation sample, the shuffles, every candidate's initialisation
+        (each as a lone fit with this ``random_state`` would have it) and the reservoir.
+
+    **estimator_params : dict
+        Estimator parameters shared by all candidates: ``algorithm``, ``max_iter``,
+        ``reg_covar``, ``tol``, ``n_init``, ``init_params``, ``batch_size``, ``max_passes``,
+        ``step_exponent``, ``step_offset``, ``step_floor``, ``burn_in``, ``init_size``,
+        ``shuffle`` and ``compute_dtype``, as for ``StreamingGaussianMixture``.
+
+    Returns
+    -------
+    result : SelectionResult
+        Every candidate with its fitted model and scores; the best is ``result.best`` and its
+        fitted, saveable estimator ``result.best_model_``.
+
+    Raises
+    ------
+    TypeError
+        If ``X`` is a Dask collection, or ``estimator_params`` holds a parameter that cannot be
+        shared between candidates.
+
+    ValueError
+        If a candidate, ``criterion`` or ``held_out`` is invalid; if ``held_out`` is given
+        with ``algorithm='batch'`` or ``max_passes > 1``; if ``X`` can be read only once and
+        ``held_out`` is not given.
+
+    See Also
+    --------
+    StreamingGaussianMixture.bic : The BIC of one fitted model.
+    StreamingGaussianMixture.aic : The AIC of one fitted model.
+
+    Notes
+    -----
+    With L the likelihood of the N records scored and p the model's free parameters,
+    ``BIC = -2 log L + p log N`` and ``AIC = -2 log L + 2 p``, as scikit-learn's.
+
+    Examples
+    --------
+    >>> import streamgmm
+    >>> X, _, _ = streamgmm.make_mixture(3000, n_components=3, n_features=2, random_state=0)
+    >>> result = streamgmm.select(X, n_components="1..5", random_state=0)
+    >>> result.best.n_components
+    3
+    >>> result.best_model_.predict(X[:3]).shape
+    (3,)
+
+    Several covariance types, scored by AIC on 500 held-out records:
+
+    >>> result = streamgmm.select(
+    ...     X, [2, 3, 4], "full,diag", criterion="aic", held_out=500, random_state=0, init_size=1000, batch_size=500
+    ... )
+    >>> result.best.n_components, result.best.covariance_type, result.scored_on
+    (3, 'full', 'held-out reservoir')
+    """
     ks, types = _candidate_shapes(n_components, covariance_types)
     _check_options(criterion, held_out, estimator_params)
     if is_dask_collection(X):

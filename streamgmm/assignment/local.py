@@ -15,22 +15,7 @@ written under a hidden temporary name and renamed when complete; ``_SUCCESS`` (J
 row counts, model fingerprint) is written last, so a directory without it is not a finished
 output. Each file's key-value metadata holds the model (``streamgmm.model``) and the format
 version (``streamgmm.format_version``); covariances are left out of it beyond
-``MAX_METADATA_COVARIANCES`` numbers, so footers stay small.
-
-Example:
-
->>> import tempfile, numpy as np, pyarrow.parquet as pq
->>> from streamgmm import StreamingGaussianMixture, assign
->>> rng = np.random.default_rng(0)
->>> X = np.concatenate([rng.normal(-5, 1, (500, 2)), rng.normal(5, 1, (500, 2))])
->>> model = StreamingGaussianMixture(2, random_state=0).fit(X)
->>> out = tempfile.mkdtemp() + "/scored"
->>> summary = assign(model, X, out)
->>> table = pq.read_table(summary.outputs[0])
->>> table.column_names
-['resp_0', 'resp_1', 'component', 'log_likelihood']
->>> bool(np.allclose(table["log_likelihood"].to_numpy(), model.score_samples(X)))
-True
+``MAX_METADATA_COVARIANCES`` numbers, so footers stay small. :func:`assign` has an example.
 """
 
 from __future__ import annotations
@@ -67,7 +52,50 @@ from streamgmm.mixture.params import MixtureParams
 
 @dataclass
 class AssignSummary:
-    """What the pass wrote: per input file its output, rows and rows skipped."""
+    """What :func:`assign` wrote: per output file its input, rows and rows skipped.
+
+    Parameters
+    ----------
+    out : str
+        The absolute path of the output directory.
+
+    fingerprint : str
+        The model's :meth:`MixtureParams.fingerprint
+        <streamgmm.mixture.params.MixtureParams.fingerprint>`, also written in ``_SUCCESS``.
+
+    files : list of dict, default=[]
+        One entry per output file, as in ``_SUCCESS``: ``input`` (the input file or
+        partition it was written from; ``'table'`` for an in-memory array, table or DataFrame),
+        ``output`` (its path relative to ``out``), ``rows``
+        (rows written, those left out by ``nan_policy='skip'`` included) and ``skipped`` (rows
+        left out).
+
+    seconds : float, default=0.0
+        The time spent writing the output files.
+
+    Attributes
+    ----------
+    rows : int
+        The rows written, over all files.
+
+    skipped : int
+        The rows left out by ``nan_policy='skip'``, over all files.
+
+    outputs : list of str
+        The full paths of the output files.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, pyarrow.parquet as pq
+    >>> from streamgmm import StreamingGaussianMixture, assign
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(-5, 1, (500, 2)), rng.normal(5, 1, (500, 2))])
+    >>> model = StreamingGaussianMixture(2, random_state=0).fit(X)
+    >>> out = tempfile.mkdtemp() + "/scored"
+    >>> summary = assign(model, X, out)
+    >>> summary.rows, summary.skipped, [entry["output"] for entry in summary.files]
+    (1000, 0, ['part-00000.parquet'])
+    """
 
     out: str
     fingerprint: str
@@ -76,14 +104,17 @@ class AssignSummary:
 
     @property
     def rows(self) -> int:
+        """The rows written, over all files."""
         return sum(entry["rows"] for entry in self.files)
 
     @property
     def skipped(self) -> int:
+        """The rows left out by ``nan_policy='skip'``, over all files."""
         return sum(entry["skipped"] for entry in self.files)
 
     @property
     def outputs(self) -> list[str]:
+        """The full paths of the output files."""
         return [os.path.join(self.out, entry["output"]) for entry in self.files]
 
 
@@ -102,21 +133,88 @@ def assign(
 ) -> AssignSummary:
     """Write the responsibilities of every record of ``source`` under the directory ``out``.
 
-    ``model`` is a fitted :class:`~streamgmm.StreamingGaussianMixture` or the path of a saved
-    one. ``source`` is anything ``fit`` accepts that has rows in a fixed order: Parquet paths,
-    globs, datasets or a :class:`~streamgmm.io.parquet_source.ParquetSource`, Arrow tables and
-    readers, DataFrames, arrays. Features are read by the model's ``feature_names_in_`` when it
-    has them. ``nan_policy`` defaults to the ParquetSource's own, else ``"raise"``.
-    ``overwrite`` replaces an earlier output of this function (never another directory).
-    ``batch_size`` records go through the E-step at a time (small enough that its intermediates
-    stay in cache; see ``docs/performance.md``, "Tuning constants"). ``progress`` is called with
-    the number of records of each batch done (on Dask: of each partition written).
+    Streams ``source`` once through the model's E-step. Each output row holds, for the input
+    row at the same place, the ``keep`` columns, ``resp_0 .. resp_{K-1}``, ``component`` (the
+    most responsible one) and ``log_likelihood``. A lake is written one output file per input
+    file at the same relative path, an array, table or DataFrame as one file. Files are
+    renamed into place when complete, and ``_SUCCESS`` is written last.
 
-    On Dask: a ``dask.dataframe.DataFrame`` or ``dask.array.Array`` is written one file per
-    partition (``part-00000.parquet``, ...), a Parquet lake given with a ``client`` one file per
-    input file as above, each by the worker that reads it; ``client`` is a ``distributed.Client``
-    (default: Dask's current scheduler). Columns, metadata, atomic renames and ``_SUCCESS`` are
-    as for the local pass; the workers must see ``out`` (a shared filesystem).
+    Parameters
+    ----------
+    model : StreamingGaussianMixture or path-like
+        A fitted model, or the path of a saved one. Features are read by its
+        ``feature_names_in_`` when it has them.
+
+    source : path, glob, list of paths, dataset, ParquetSource, table, DataFrame or array-like
+        Anything ``fit`` accepts that has rows in a fixed order: Parquet paths, globs,
+        ``pyarrow.dataset`` datasets or a :class:`~streamgmm.ParquetSource`, Arrow tables and
+        readers, DataFrames, arrays of shape (n_records, n_features); or a
+        ``dask.dataframe.DataFrame`` or ``dask.array.Array``.
+
+    out : str or os.PathLike
+        The output directory, on a local (or shared) filesystem, not a URL. It must be new,
+        empty or an earlier output of this function, and must not overlap the input
+        directory.
+
+    keep : sequence of str, default=()
+        Input columns copied unchanged into each output row (ids); none may be named as a
+        result column.
+
+    dtype : {'float64', 'float32'}, default='float64'
+        The type of the responsibility columns.
+
+    nan_policy : {'raise', 'skip'}, default=None
+        ``'raise'``: a null, NaN or infinite feature is an error; ``'skip'``: its row keeps
+        its place with null results. None means the ParquetSource's own, else ``'raise'``.
+
+    overwrite : bool, default=False
+        If True, a finished earlier output of this function in ``out`` is replaced; never
+        another directory's files.
+
+    batch_size : int, default=16384
+        Records that go through the E-step at a time, small enough that its intermediates
+        stay in cache (see ``docs/performance.md``, "Tuning constants").
+
+    progress : callable, default=None
+        Called with the number of records of each batch done (on Dask: of each partition
+        written).
+
+    client : distributed.Client, default=None
+        Write on Dask: a Parquet lake given with a ``client`` is written one file per input
+        file, each by the worker that reads it. A Dask collection is written one file per
+        partition (``part-00000.parquet``, ...) with this client or, by default, Dask's
+        current scheduler. The workers must see ``out`` (a shared filesystem).
+
+    Returns
+    -------
+    summary : AssignSummary
+        The output directory, the model's fingerprint, and per output file its input, rows
+        and rows skipped.
+
+    Raises
+    ------
+    ValueError
+        If ``dtype`` or ``nan_policy`` is invalid, a ``keep`` column is listed twice or named
+        as a result column, or ``out`` cannot be written (it overlaps the input, holds files
+        this function did not write, or holds a finished output and ``overwrite`` is False).
+
+    TypeError
+        If ``keep`` is a single string.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, pyarrow.parquet as pq
+    >>> from streamgmm import StreamingGaussianMixture, assign
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(-5, 1, (500, 2)), rng.normal(5, 1, (500, 2))])
+    >>> model = StreamingGaussianMixture(2, random_state=0).fit(X)
+    >>> out = tempfile.mkdtemp() + "/scored"
+    >>> summary = assign(model, X, out)
+    >>> table = pq.read_table(summary.outputs[0])
+    >>> table.column_names
+    ['resp_0', 'resp_1', 'component', 'log_likelihood']
+    >>> bool(np.allclose(table["log_likelihood"].to_numpy(), model.score_samples(X)))
+    True
     """
     from streamgmm.estimator import StreamingGaussianMixture  # the face this sink serves; imported late
 

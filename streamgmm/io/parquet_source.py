@@ -12,20 +12,7 @@ are not data, as for Spark and pyarrow.
 Online EM over a lake sorted by time or key sees one kind of record after another; with
 ``rng`` given, :meth:`ParquetSource.batches` visits the row groups of all files in a random
 order (and records within a row group in random order), which is what ``shuffle="row_groups"``
-means for the estimator.
-
-Example:
-
->>> import tempfile, numpy as np, pyarrow as pa, pyarrow.parquet as pq
->>> from streamgmm.io.parquet_source import ParquetSource
->>> lake = tempfile.mkdtemp()
->>> table = pa.table({"id": np.arange(6), "a": np.arange(6.0), "b": np.ones(6, dtype=np.int32)})
->>> pq.write_table(table, f"{lake}/part-0.parquet", row_group_size=4)
->>> source = ParquetSource(lake, passthrough=["id"])
->>> source.feature_names, source.n_records, source.n_row_groups
-(['a', 'b'], 6, 2)
->>> [batch.tolist() for batch in source.batches(4)]
-[[[0.0, 1.0], [1.0, 1.0], [2.0, 1.0], [3.0, 1.0]], [[4.0, 1.0], [5.0, 1.0]]]
+means for the estimator. :class:`ParquetSource` has an example.
 """
 
 from __future__ import annotations
@@ -90,20 +77,85 @@ class LakeFile:
 class ParquetSource:
     """Stream the feature columns of a Parquet lake as float64 mini-batches.
 
+    Memory is bounded by one row group's selected columns plus one mini-batch: only the
+    feature columns are read, and ``filter`` prunes hive partitions and row groups before any
+    data is read. Every file's footer is read when the source is made, so a missing column, a
+    column whose type differs between files or a corrupt file is an error before any model
+    state changes. Zero-byte files and zero-row row groups are skipped; paths whose name starts
+    with ``.`` or ``_`` (``_SUCCESS``, ``.crc`` files) are not data.
+
     Parameters
     ----------
-    source : a path, ``file://`` or other URL pyarrow understands, a glob (``lake/**/*.parquet``),
-        a list of those, or a ``pyarrow.dataset.Dataset``. Directories are read recursively with
-        hive partitioning (``day=3/part-0.parquet``).
-    columns : feature columns, in this order. Default: every integer, floating-point or decimal
-        column of the first file, except ``passthrough`` columns and hive partition keys.
-    passthrough : columns that are not features (ids), carried along by the responsibilities pass.
-    filter : a ``pyarrow.compute.Expression`` or DNF list of tuples (as ``pyarrow.parquet``'s
-        ``filters``); only matching rows are read.
-    nan_policy : ``"raise"`` (a null/NaN/inf feature is an error naming file, row group and row)
-        or ``"skip"`` (such rows are left out and counted in ``skipped_records``).
-    filesystem : a ``pyarrow.fs.FileSystem`` or an fsspec filesystem for plain paths (default:
-        local, or from the URL).
+    source : str, os.PathLike, list of those, or pyarrow.dataset.Dataset
+        A path, ``file://`` or other URL pyarrow understands, a glob (``lake/**/*.parquet``),
+        a list of those, or a ``pyarrow.dataset`` dataset of files. Directories are read
+        recursively with hive partitioning (``day=3/part-0.parquet``).
+
+    columns : sequence of str, default=None
+        The feature columns, in this order. None means every integer, floating-point or
+        decimal column of the first file, except ``passthrough`` columns and hive partition
+        keys.
+
+    passthrough : sequence of str, default=()
+        Columns that are not features (ids), carried along by the responsibilities pass.
+
+    filter : pyarrow.compute.Expression or list of tuples, default=None
+        Only matching rows are read; a list is a DNF filter as ``pyarrow.parquet``'s
+        ``filters``.
+
+    nan_policy : {'raise', 'skip'}, default='raise'
+        ``'raise'``: a null, NaN or infinite feature is an error naming file, row group and
+        row; ``'skip'``: such rows are left out and counted in ``skipped_records``.
+
+    filesystem : pyarrow.fs.FileSystem or fsspec filesystem, default=None
+        The filesystem of plain paths. None means local, or the one a URL names.
+
+    Attributes
+    ----------
+    feature_names : list of str
+        The feature columns, in the order of the mini-batches' columns.
+
+    n_features : int
+        The number of feature columns.
+
+    n_records : int
+        Records in the selected files before ``filter``, from the footers.
+
+    n_row_groups : int
+        Non-empty row groups in the selected files.
+
+    files : list of LakeFile
+        The selected files, each with its path relative to the lake's base directory and its
+        row groups.
+
+    skipped_records : int
+        Records left out by ``nan_policy='skip'`` in the last complete :meth:`batches` pass.
+
+    Raises
+    ------
+    DataError
+        If no data file is found, a column is missing or of a type that differs between files,
+        a file is not Parquet, or ``filter`` names no column.
+
+    FileNotFoundError
+        If a path does not exist.
+
+    See Also
+    --------
+    StreamingGaussianMixture.fit : Fits on a ParquetSource, or on a path that it opens as one.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, pyarrow as pa, pyarrow.parquet as pq
+    >>> from streamgmm import ParquetSource
+    >>> lake = tempfile.mkdtemp()
+    >>> table = pa.table({"id": np.arange(6), "a": np.arange(6.0), "b": np.ones(6, dtype=np.int32)})
+    >>> pq.write_table(table, f"{lake}/part-0.parquet", row_group_size=4)
+    >>> source = ParquetSource(lake, passthrough=["id"])
+    >>> source.feature_names, source.n_records, source.n_row_groups
+    (['a', 'b'], 6, 2)
+    >>> [batch.tolist() for batch in source.batches(4)]
+    [[[0.0, 1.0], [1.0, 1.0], [2.0, 1.0], [3.0, 1.0]], [[4.0, 1.0], [5.0, 1.0]]]
     """
 
     reiterable = True
@@ -149,6 +201,7 @@ class ParquetSource:
 
     @property
     def n_row_groups(self) -> int:
+        """Non-empty row groups in the selected files."""
         return len(self.row_groups)
 
     def _fragments(self) -> list[Any]:
@@ -208,8 +261,28 @@ class ParquetSource:
     def record_batches(
         self, group: RowGroup, columns: Sequence[str], batch_size: int
     ) -> Iterator[tuple[pa.RecordBatch, int]]:
-        """The row group's ``columns`` as record batches, each with its first row's number in
-        the file (counted among the rows ``filter`` keeps, when there is one)."""
+        """Read one row group's columns as Arrow record batches.
+
+        Parameters
+        ----------
+        group : RowGroup
+            The row group, one of ``row_groups``.
+
+        columns : sequence of str
+            The columns to read.
+
+        batch_size : int
+            The most rows per record batch.
+
+        Yields
+        ------
+        batch : pyarrow.RecordBatch
+            A non-empty record batch of the rows ``filter`` keeps.
+
+        first_row : int
+            The batch's first row's number in the file (counted among the rows ``filter``
+            keeps, when there is one).
+        """
         row = group.first_row
         scan = group.fragment.subset(row_group_ids=[group.index]).to_batches(
             schema=self.dataset.schema,
@@ -239,8 +312,36 @@ class ParquetSource:
             del X  # not held while the next batch is decoded
 
     def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
-        """Mini-batches of ``batch_size`` records: files and row groups in order, or with ``rng``
-        row groups of all files in a random order and each one's records permuted."""
+        """Read the lake as mini-batches of feature values.
+
+        The batches are read ahead by a background thread while the caller uses them.
+
+        Parameters
+        ----------
+        batch_size : int
+            Records per mini-batch; the last may be shorter.
+
+        rng : numpy.random.Generator, default=None
+            If given, the row groups of all files are visited in a random order and each one's
+            records permuted; if None, files and row groups in order.
+
+        Returns
+        -------
+        batches : iterator of ndarray of shape (batch_size, n_features)
+            The mini-batches, as float64.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, pyarrow as pa, pyarrow.parquet as pq
+        >>> from streamgmm import ParquetSource
+        >>> lake = tempfile.mkdtemp()
+        >>> table = pa.table({"id": np.arange(6), "a": np.arange(6.0), "b": np.ones(6, dtype=np.int32)})
+        >>> pq.write_table(table, f"{lake}/part-0.parquet", row_group_size=4)
+        >>> source = ParquetSource(lake, passthrough=["id"])
+        >>> batches = list(source.batches(4, np.random.default_rng(0)))
+        >>> sorted(row[0] for batch in batches for row in batch.tolist())
+        [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+        """
         reader = FeatureReader(self.feature_names, self.nan_policy)
         groups = self.row_groups if rng is None else [self.row_groups[i] for i in rng.permutation(len(self.row_groups))]
 
@@ -272,9 +373,37 @@ class ParquetSource:
         return rows[:filled]
 
     def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
-        """Up to ``size`` records drawn at random: uniformly from the whole lake when it has at
-        most ``SAMPLE_ROW_GROUPS`` row groups, else from that many row groups picked at random
-        (in proportion to their sizes), so starting costs a bounded read."""
+        """Draw up to ``size`` records at random, for the initialisation sample.
+
+        Uniformly from the whole lake when it has at most ``SAMPLE_ROW_GROUPS`` row groups,
+        else from that many row groups picked at random (in proportion to their sizes), so
+        starting costs a bounded read. Afterwards ``sampled_every_record`` says whether the
+        sample is the whole lake.
+
+        Parameters
+        ----------
+        size : int
+            The most records to draw.
+
+        rng : numpy.random.Generator
+            The random generator.
+
+        Returns
+        -------
+        sample : ndarray of shape (n_sampled, n_features)
+            The records drawn, at most ``size``.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np, pyarrow as pa, pyarrow.parquet as pq
+        >>> from streamgmm import ParquetSource
+        >>> lake = tempfile.mkdtemp()
+        >>> table = pa.table({"id": np.arange(6), "a": np.arange(6.0), "b": np.ones(6, dtype=np.int32)})
+        >>> pq.write_table(table, f"{lake}/part-0.parquet", row_group_size=4)
+        >>> source = ParquetSource(lake, passthrough=["id"])
+        >>> source.sample(10, np.random.default_rng(0)).shape, source.sampled_every_record
+        ((6, 2), True)
+        """
         groups = self.row_groups
         self.sampled_every_record = False
         if len(groups) > SAMPLE_ROW_GROUPS:
@@ -289,12 +418,44 @@ class ParquetSource:
         return sample if sample.shape[0] else np.empty((0, self.n_features))
 
     def with_features(self, names: Sequence[str]) -> ParquetSource:
-        """This lake read with the features ``names`` (a fitted model's ``feature_names_in_``)."""
+        """Read this lake with other feature columns, keeping the pass-through columns.
+
+        Parameters
+        ----------
+        names : sequence of str
+            The feature columns, e.g. a fitted model's ``feature_names_in_``.
+
+        Returns
+        -------
+        source : ParquetSource
+            This source when the columns are the same, else a new one (see :meth:`reselect`).
+        """
         return self.reselect(names, self.passthrough)
 
     def reselect(self, columns: Sequence[str], passthrough: Sequence[str]) -> ParquetSource:
-        """This lake (same files, filter and nan_policy) read with other feature and
-        pass-through columns; their presence and types are checked in every file."""
+        """Read this lake (same files, filter and ``nan_policy``) with other columns.
+
+        The presence and types of the columns are checked in every file.
+
+        Parameters
+        ----------
+        columns : sequence of str
+            The feature columns.
+
+        passthrough : sequence of str
+            The pass-through columns.
+
+        Returns
+        -------
+        source : ParquetSource
+            This source when both lists are the same, else a new one.
+
+        Raises
+        ------
+        DataError
+            If this source was given explicit ``columns`` and other feature columns are asked
+            for, or a column is missing from a file.
+        """
         columns, passthrough = list(columns), list(passthrough)
         if columns == self.feature_names and passthrough == self.passthrough:
             return self

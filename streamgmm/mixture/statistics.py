@@ -31,12 +31,64 @@ ILL_DEFINED_COVARIANCE = (
 
 @dataclass(frozen=True)
 class SufficientStatistics:
-    """Weighted counts, sums and second moments of the data about ``shift``.
+    """Weighted counts, sums and second moments of the data about a fixed shift.
 
-    ``counts`` (K,) = sum_i r_ik; ``sums`` (K, d) = sum_i r_ik (x_i - shift); ``second`` = the
-    second moments about the shift that the covariance type needs. ``n_records`` is the number
-    (or, once blended, the weight) of records summed and ``log_likelihood`` the sum of their
-    log-likelihoods under the parameters that produced the responsibilities.
+    An immutable value that adds (``a + b``), scales, blends with a step size (stepwise EM) and
+    turns into parameters (:meth:`to_params`, the M-step). With r_ik the responsibility of
+    component k for record x_i, the sums are taken about ``shift`` so that data far from the
+    origin lose no precision. Build one with :meth:`of_chunk`, :meth:`from_responsibilities`,
+    :meth:`from_params` or :meth:`zeros`.
+
+    Parameters
+    ----------
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+        The form of the covariances the statistics are for.
+
+    shift : ndarray of shape (n_features,)
+        The point the sums and second moments are taken about.
+
+    counts : ndarray of shape (n_components,)
+        ``sum_i r_ik``, the weight of records each component is responsible for.
+
+    sums : ndarray of shape (n_components, n_features)
+        ``sum_i r_ik (x_i - shift)``.
+
+    second : ndarray
+        The second moments about ``shift`` that the covariance type needs:
+        ``sum_i r_ik (x_i - shift)(x_i - shift)^T`` of shape (n_components, n_features,
+        n_features) for 'full'; ``sum_i (x_i - shift)(x_i - shift)^T`` of shape (n_features,
+        n_features) for 'tied'; ``sum_i r_ik (x_i - shift)**2`` of shape (n_components,
+        n_features) for 'diag' and 'spherical'.
+
+    n_records : float
+        The number of records summed (or, once scaled or blended, their weight).
+
+    log_likelihood : float
+        The sum of the records' log-likelihoods under the parameters that produced the
+        responsibilities (0 where none did).
+
+    Attributes
+    ----------
+    n_components : int
+        The number of components K.
+
+    n_features : int
+        The number of features d.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from streamgmm import MixtureParams, SufficientStatistics
+    >>> params = MixtureParams.from_covariances(
+    ...     np.array([0.5, 0.5]), np.array([[0.0, 0.0], [4.0, 4.0]]), np.array([1.0, 1.0]), "spherical"
+    ... )
+    >>> X = np.array([[-1.0, 0.0], [1.0, 0.0], [3.0, 4.0], [5.0, 4.0]])
+    >>> stats, log_likelihood = SufficientStatistics.of_chunk(X, params, shift=X.mean(axis=0))
+    >>> stats.counts.round(3), stats.n_records
+    (array([2., 2.]), 4.0)
+    >>> stats.to_params(reg_covar=1e-6).means.round(3)
+    array([[0., 0.],
+           [4., 4.]])
     """
 
     covariance_type: str
@@ -51,6 +103,35 @@ class SufficientStatistics:
 
     @classmethod
     def zeros(cls, n_components: int, n_features: int, covariance_type: str, shift: np.ndarray) -> SufficientStatistics:
+        """Build the statistics of no records.
+
+        Parameters
+        ----------
+        n_components : int
+            The number of components K.
+
+        n_features : int
+            The number of features d.
+
+        covariance_type : {'full', 'tied', 'diag', 'spherical'}
+            The form of the covariances.
+
+        shift : array-like of shape (n_features,)
+            The point the sums will be taken about.
+
+        Returns
+        -------
+        stats : SufficientStatistics
+            Zero counts, sums and second moments, with ``n_records`` and ``log_likelihood`` 0.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from streamgmm import SufficientStatistics
+        >>> stats = SufficientStatistics.zeros(2, 3, "full", np.zeros(3))
+        >>> stats.counts, stats.second.shape, stats.n_records
+        (array([0., 0.]), (2, 3, 3), 0.0)
+        """
         return cls(
             covariance_type,
             np.asarray(shift, dtype=np.float64),
@@ -70,6 +151,47 @@ class SufficientStatistics:
         covariance_type: str,
         log_likelihood: float = 0.0,
     ) -> SufficientStatistics:
+        """Sum the statistics of records from their responsibilities.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_records, n_features)
+            The records.
+
+        resp : ndarray of shape (n_records, n_components)
+            The responsibilities of each component for each record. For 'tied' each row must
+            sum to one: its second moment is computed without them.
+
+        shift : ndarray of shape (n_features,)
+            The point the sums are taken about.
+
+        covariance_type : {'full', 'tied', 'diag', 'spherical'}
+            The form of the covariances.
+
+        log_likelihood : float, default=0.0
+            The records' total log-likelihood, stored as given.
+
+        Returns
+        -------
+        stats : SufficientStatistics
+            The statistics of the records, with ``n_records`` the number of rows of ``X``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from streamgmm import MixtureParams, SufficientStatistics
+        >>> params = MixtureParams.from_covariances(
+        ...     np.array([0.5, 0.5]), np.array([[0.0, 0.0], [4.0, 4.0]]), np.array([1.0, 1.0]), "spherical"
+        ... )
+        >>> X = np.array([[-1.0, 0.0], [1.0, 0.0], [3.0, 4.0], [5.0, 4.0]])
+        >>> log_likelihood, resp = params.e_step(X)
+        >>> stats = SufficientStatistics.from_responsibilities(
+        ...     X, resp, X.mean(axis=0), "spherical", log_likelihood.sum()
+        ... )
+        >>> stats.sums.round(3)
+        array([[-4., -4.],
+               [ 4.,  4.]])
+        """
         centred = X - shift
         return cls(
             covariance_type,
@@ -85,12 +207,48 @@ class SufficientStatistics:
     def of_chunk(
         cls, X: np.ndarray, params: MixtureParams, shift: np.ndarray, dtype: np.dtype | type = np.float64
     ) -> tuple[SufficientStatistics, np.ndarray]:
-        """E-step on a chunk: its statistics and the per-record log-likelihoods.
+        """Run the E-step on a chunk: its statistics and each record's log-likelihood.
 
-        Full covariances take :mod:`streamgmm.kernels.quadratic`'s kernel (fused in C where it was
-        built, else two matrix products), where ``dtype=np.float32`` computes in single
-        precision (sums still in float64); the other types are cheap in the direct form and
-        always computed in float64."""
+        Full covariances take :mod:`streamgmm.kernels.quadratic`'s kernel (fused in C where it
+        was built, else two matrix products); the other types are cheap in the direct form,
+        through :meth:`MixtureParams.e_step` and :meth:`from_responsibilities`.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_records, n_features)
+            The records.
+
+        params : MixtureParams
+            The parameters whose responsibilities weigh the records.
+
+        shift : ndarray of shape (n_features,)
+            The point the sums are taken about.
+
+        dtype : numpy dtype, default=np.float64
+            The precision of the kernel for full covariances: ``np.float32`` computes in single
+            precision, with the sums still in float64. Other covariance types always compute in
+            float64.
+
+        Returns
+        -------
+        stats : SufficientStatistics
+            The chunk's statistics, with its total log-likelihood.
+
+        log_likelihood : ndarray of shape (n_records,)
+            The log density of each record under ``params``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from streamgmm import MixtureParams, SufficientStatistics
+        >>> params = MixtureParams.from_covariances(
+        ...     np.array([0.5, 0.5]), np.array([[0.0, 0.0], [4.0, 4.0]]), np.array([1.0, 1.0]), "spherical"
+        ... )
+        >>> X = np.array([[-1.0, 0.0], [1.0, 0.0], [3.0, 4.0], [5.0, 4.0]])
+        >>> stats, log_likelihood = SufficientStatistics.of_chunk(X, params, shift=X.mean(axis=0))
+        >>> stats.counts.round(3), log_likelihood.round(3)
+        (array([2., 2.]), array([-3.031, -3.031, -3.031, -3.031]))
+        """
         if params.covariance_type in quadratic.SUPPORTED:
             counts, sums, second, log_norm = quadratic.chunk_statistics(X, params, shift, dtype)
             stats = cls(params.covariance_type, shift, counts, sums, second, float(X.shape[0]), float(log_norm.sum()))
@@ -101,7 +259,41 @@ class SufficientStatistics:
 
     @classmethod
     def from_params(cls, params: MixtureParams, shift: np.ndarray, n_records: float = 1.0) -> SufficientStatistics:
-        """The statistics whose M-step (without regularisation) gives back ``params``."""
+        """Build the statistics whose M-step (without regularisation) gives back ``params``.
+
+        Used to start stepwise EM from parameters, as if they had been fitted to
+        ``n_records`` records.
+
+        Parameters
+        ----------
+        params : MixtureParams
+            The parameters to turn back into statistics.
+
+        shift : array-like of shape (n_features,)
+            The point the sums are taken about.
+
+        n_records : float, default=1.0
+            The weight of records the statistics stand for.
+
+        Returns
+        -------
+        stats : SufficientStatistics
+            Statistics with ``counts`` the normalised weights times ``n_records``, and
+            ``log_likelihood`` 0.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from streamgmm import MixtureParams, SufficientStatistics
+        >>> params = MixtureParams.from_covariances(
+        ...     np.array([0.5, 0.5]), np.array([[0.0, 0.0], [4.0, 4.0]]), np.array([1.0, 1.0]), "spherical"
+        ... )
+        >>> stats = SufficientStatistics.from_params(params, shift=np.array([1.0, 1.0]), n_records=100)
+        >>> stats.counts
+        array([50., 50.])
+        >>> bool(np.allclose(stats.to_params(reg_covar=0.0).covariances, params.covariances))
+        True
+        """
         weights = params.weights / params.weights.sum()
         centred = params.means - shift
         return cls(
@@ -118,14 +310,29 @@ class SufficientStatistics:
 
     @property
     def n_components(self) -> int:
+        """The number of components K."""
         return self.counts.shape[0]
 
     @property
     def n_features(self) -> int:
+        """The number of features d."""
         return self.sums.shape[1]
 
     def recentred(self, shift: np.ndarray) -> SufficientStatistics:
-        """The same statistics about another shift (exact algebra, no data needed)."""
+        """Express the same statistics about another shift.
+
+        Exact algebra on the sums and second moments; no data are needed.
+
+        Parameters
+        ----------
+        shift : array-like of shape (n_features,)
+            The new point to take the sums about.
+
+        Returns
+        -------
+        stats : SufficientStatistics
+            The statistics about ``shift`` (``self`` when the shift is the same).
+        """
         shift = np.asarray(shift, dtype=np.float64)
         if np.array_equal(shift, self.shift):
             return self
@@ -146,6 +353,15 @@ class SufficientStatistics:
         return replace(self, shift=shift, sums=s + n[:, None] * delta, second=second)
 
     def __add__(self, other: SufficientStatistics) -> SufficientStatistics:
+        """Add the statistics of two sets of records, about this one's shift.
+
+        Addition is associative, so partial statistics can be reduced in any grouping.
+
+        Raises
+        ------
+        ValueError
+            If the two differ in covariance type or number of components.
+        """
         if other.covariance_type != self.covariance_type or other.counts.shape != self.counts.shape:
             raise ValueError("cannot add statistics of different mixture shapes or covariance types")
         other = other.recentred(self.shift)
@@ -159,6 +375,18 @@ class SufficientStatistics:
         )
 
     def scaled(self, factor: float) -> SufficientStatistics:
+        """Multiply the counts, sums, second moments, ``n_records`` and ``log_likelihood``.
+
+        Parameters
+        ----------
+        factor : float
+            The factor.
+
+        Returns
+        -------
+        stats : SufficientStatistics
+            The scaled statistics, about the same shift.
+        """
         return replace(
             self,
             counts=self.counts * factor,
@@ -169,22 +397,98 @@ class SufficientStatistics:
         )
 
     def per_record(self) -> SufficientStatistics:
-        """Averages instead of sums: the scale at which stepwise EM blends."""
+        """Divide the statistics by ``n_records``: averages instead of sums.
+
+        The scale at which stepwise EM blends.
+
+        Returns
+        -------
+        stats : SufficientStatistics
+            The statistics per record, with ``n_records`` 1.
+
+        Raises
+        ------
+        ValueError
+            If ``n_records`` is not positive.
+        """
         if self.n_records <= 0:
             raise ValueError("statistics of zero records have no per-record form")
         return self.scaled(1.0 / self.n_records)
 
     def blend(self, batch: SufficientStatistics, step: float) -> SufficientStatistics:
-        """Stepwise EM: s <- (1 - step) s + step s_batch, both taken per record."""
+        """Blend a mini-batch's statistics in, as stepwise EM does.
+
+        ``s <- (1 - step) s + step s_batch``, both taken per record (see :meth:`per_record`),
+        about this one's shift.
+
+        Parameters
+        ----------
+        batch : SufficientStatistics
+            The mini-batch's statistics.
+
+        step : float
+            The step size, between 0 and 1: the weight of ``batch``.
+
+        Returns
+        -------
+        stats : SufficientStatistics
+            The blended statistics, per record (``n_records`` 1).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from streamgmm import MixtureParams, SufficientStatistics
+        >>> params = MixtureParams.from_covariances(
+        ...     np.array([0.5, 0.5]), np.array([[0.0, 0.0], [4.0, 4.0]]), np.array([1.0, 1.0]), "spherical"
+        ... )
+        >>> X = np.array([[-1.0, 0.0], [1.0, 0.0], [3.0, 4.0], [5.0, 4.0]])
+        >>> a, _ = SufficientStatistics.of_chunk(X[:2], params, np.zeros(2))
+        >>> b, _ = SufficientStatistics.of_chunk(X[2:], params, np.zeros(2))
+        >>> blended = a.blend(b, step=0.25)
+        >>> blended.counts.round(3), blended.n_records
+        (array([0.75, 0.25]), 1.0)
+        """
         return self.per_record().scaled(1.0 - step) + batch.per_record().scaled(step)
 
     # ------------------------------------------------------------------ M-step
 
     def to_params(self, reg_covar: float) -> MixtureParams:
-        """The M-step. With ``reg_covar > 0`` it never fails: a covariance that is not positive
-        definite after adding ``reg_covar`` (rounding on degenerate data) has its eigenvalues
-        clipped up to the floor. With ``reg_covar=0`` such a covariance raises scikit-learn's
-        ``ValueError``, as ``GaussianMixture`` does: the user asked for no regularisation."""
+        """Run the M-step: the parameters these statistics give.
+
+        As scikit-learn's ``GaussianMixture``, a small epsilon is added to every count before
+        dividing, and ``reg_covar`` to the covariance diagonals. With ``reg_covar > 0`` it
+        never fails: a covariance that is not positive definite after adding ``reg_covar``
+        (rounding on degenerate data) has its eigenvalues clipped up to a floor.
+
+        Parameters
+        ----------
+        reg_covar : float
+            Non-negative regularisation added to the covariance diagonals.
+
+        Returns
+        -------
+        params : MixtureParams
+            The weights, means and covariances.
+
+        Raises
+        ------
+        ValueError
+            With ``reg_covar=0``, if a covariance is not positive definite: scikit-learn's
+            error, as ``GaussianMixture`` raises it, since no regularisation was asked for.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from streamgmm import MixtureParams, SufficientStatistics
+        >>> params = MixtureParams.from_covariances(
+        ...     np.array([0.5, 0.5]), np.array([[0.0, 0.0], [4.0, 4.0]]), np.array([1.0, 1.0]), "spherical"
+        ... )
+        >>> X = np.array([[-1.0, 0.0], [1.0, 0.0], [3.0, 4.0], [5.0, 4.0]])
+        >>> stats, _ = SufficientStatistics.of_chunk(X, params, shift=X.mean(axis=0))
+        >>> fitted = stats.to_params(reg_covar=1e-6)
+        >>> fitted.weights.round(3), fitted.covariances.round(3)
+        (array([0.5, 0.5]), array([0.5, 0.5]))
+        """
         nk = self.counts + COUNT_EPSILON
         centred_means = self.sums / nk[:, None]
         covariances = cov.covariances_from_moments(nk, centred_means, self.second, reg_covar, self.covariance_type)
@@ -202,6 +506,7 @@ class SufficientStatistics:
             return MixtureParams.from_covariances(weights, means, repaired, self.covariance_type)
 
     def arrays(self) -> dict[str, np.ndarray]:
+        """The statistics' arrays by name: ``shift``, ``counts``, ``sums`` and ``second``."""
         return {"shift": self.shift, "counts": self.counts, "sums": self.sums, "second": self.second}
 
 
