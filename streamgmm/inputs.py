@@ -6,8 +6,8 @@ paths, globs, URLs, lists of paths and ``pyarrow.dataset`` datasets are all acce
 that already are sources pass through. Given the feature names a model was fitted on, tabular
 inputs are read by those names, whatever else they hold.
 
-Example:
-
+Examples
+--------
 >>> import numpy as np, pyarrow as pa
 >>> from streamgmm.inputs import as_source
 >>> type(as_source(np.zeros((4, 2)))).__name__

@@ -11,8 +11,8 @@ matplotlib is an optional dependency (``pip install streamgmm[plot]``), imported
 only when a plot is drawn; figures are drawn with the Agg canvas directly, so the caller's
 matplotlib backend is left alone. The file is written atomically.
 
-Example:
-
+Examples
+--------
 >>> import os, tempfile, numpy as np
 >>> from streamgmm import StreamingGaussianMixture
 >>> from streamgmm.plotting import plot_model, png_size

@@ -16,8 +16,8 @@ parameters travel.
 workers: a reservoir per partition, merged pairwise up a tree (:func:`merge_samples`), so only
 samples of at most ``size`` records travel.
 
-Example:
-
+Examples
+--------
 >>> import numpy as np, dask.array as da
 >>> from streamgmm.dask.source import dask_source
 >>> X = da.from_array(np.arange(20.0).reshape(10, 2), chunks=(4, 1))

@@ -7,8 +7,8 @@ the step size of the last of them, and the components re-seeded in them. A point
 stride doubles, so the trace always covers the whole stream, at a resolution that halves each
 time the stream doubles, in at most ``capacity`` points however long the stream runs.
 
-Example:
-
+Examples
+--------
 >>> from streamgmm.em.fit_history import FitHistory
 >>> history = FitHistory(capacity=4)
 >>> for t in range(1, 11):

@@ -6,8 +6,8 @@ In-memory tables become an :class:`~streamgmm.io.sources.ArraySource` of their f
 (a float64 copy, as scikit-learn makes); readers and iterables of record batches stream one
 batch at a time through an :class:`~streamgmm.io.sources.IterableSource`.
 
-Example:
-
+Examples
+--------
 >>> import pyarrow as pa
 >>> from streamgmm.io.arrow_source import arrow_source
 >>> table = pa.table({"id": [7, 8, 9], "a": [1.0, 2.0, None], "b": [1, 2, 3]})

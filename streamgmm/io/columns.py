@@ -6,8 +6,8 @@ else (strings, booleans, nested, binary) is refused when asked for by name, and 
 the features are chosen by default. Messages name the column and the place (file, row group,
 row) the caller passes in as ``where``.
 
-Example:
-
+Examples
+--------
 >>> import pyarrow as pa
 >>> from streamgmm.io.columns import FeatureReader, feature_columns
 >>> batch = pa.record_batch({"id": [1, 2, 3], "name": ["a", "b", "c"], "x": [0.5, None, 2.0]})

@@ -6,8 +6,8 @@ into its own input. Listing a local directory visits each real directory and eac
 once: a link back up the tree (``ln -s . lake/self``) or two links into each other are cycles,
 walked once, never again. Entries that cannot be read are reported, not skipped silently.
 
-Example:
-
+Examples
+--------
 >>> import os, tempfile
 >>> from streamgmm.io.lake_paths import walk_files
 >>> lake = tempfile.mkdtemp()

@@ -13,8 +13,8 @@ that hold them in memory (the end of a fit):
   (positive scales for ``diag`` and ``spherical``); covariances' diagonals positive;
 - ``feature_names_in`` absent or a list of d strings.
 
-Example:
-
+Examples
+--------
 >>> import numpy as np
 >>> from streamgmm.io.model_check import check_mixture_arrays
 >>> check_mixture_arrays(np.array([0.5, 0.5]), np.zeros((2, 1)), np.ones(2), np.ones(2), "spherical")

@@ -29,8 +29,8 @@ wherever needed and never writes Z to memory, which makes it faster than the BLA
 ``docs/performance.md``). ``kernel="blas"`` or the environment variable ``STREAMGMM_FUSED=0``
 keeps the BLAS kernel.
 
-Example:
-
+Examples
+--------
 >>> import numpy as np
 >>> from streamgmm.mixture.params import MixtureParams
 >>> from streamgmm.kernels.quadratic import chunk_statistics

@@ -26,8 +26,8 @@ commit: ``before_temp`` (model updated and output written, nothing of the checkp
 ``before_rename`` (temporary file written and fsynced) and ``after_rename``; the watcher adds
 ``mid_file`` (a file's first mini-batch blended). The crash tests kill the process there.
 
-Example:
-
+Examples
+--------
 >>> import tempfile, numpy as np
 >>> from streamgmm import StreamingGaussianMixture
 >>> from streamgmm.watch.checkpoint import StateDirectory

@@ -23,8 +23,8 @@ run killed at any instant and restarted ends with the model an uninterrupted run
 Before the first model exists (only quarantined or empty files so far) the ledger is committed
 alone; the first model's checkpoint takes it over.
 
-Example:
-
+Examples
+--------
 >>> import tempfile, numpy as np, pyarrow as pa, pyarrow.parquet as pq
 >>> from streamgmm import StreamingGaussianMixture
 >>> from streamgmm.watch.watcher import watch
