@@ -10,14 +10,16 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from streamgmm.assignment.layout import SUCCESS, TEMPORARY, is_output_file
 from streamgmm.io.lake_paths import check_not_input, describe_non_file, is_url, refuse_url
 from streamgmm.io.parquet_source import ParquetSource
+
+if TYPE_CHECKING:  # pyarrow.dataset imports pandas: loaded only where a dataset is used
+    import pyarrow.dataset as ds
 
 FILTER = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(==|!=|<=|>=|<|>|=)\s*(.*?)\s*$")
 COMPARISONS = {
@@ -53,6 +55,8 @@ def parse_filter(text: str) -> ds.Expression:
     match = FILTER.match(text)
     if not match:
         raise argparse.ArgumentTypeError(f"cannot read filter {text!r}; expected e.g. 'day >= 3' or \"city == 'Oslo'\"")
+    import pyarrow.dataset as ds
+
     name, op, raw = match.groups()
     value = filter_value(text, raw)
     try:

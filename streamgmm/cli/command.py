@@ -29,12 +29,10 @@ import time
 import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
-from tqdm import tqdm
 
 from streamgmm.assignment.layout import SUCCESS, is_output_file, read_output_metadata
 from streamgmm.assignment.local import assign
@@ -55,6 +53,9 @@ from streamgmm.io.model_file import ModelFileError
 from streamgmm.io.parquet_source import ParquetSource
 from streamgmm.io.validation import default_feature_names
 from streamgmm.watch.checkpoint import StateDirectoryBusy, is_state_directory, state_summary
+
+if TYPE_CHECKING:  # pyarrow.dataset imports pandas: loaded only where a dataset is used
+    import pyarrow.dataset as ds
 
 # ---------------------------------------------------------------------- progress
 
@@ -79,7 +80,10 @@ class ProgressSource:
                 yield batch
 
 
-def progress_bar(enabled: bool, total: int, description: str) -> tqdm:
+def progress_bar(enabled: bool, total: int, description: str) -> Any:
+    """A tqdm bar on stderr (tqdm is imported here: only commands that stream need it)."""
+    from tqdm import tqdm
+
     return tqdm(
         total=total,
         desc=description,

@@ -34,11 +34,10 @@ import contextlib
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from streamgmm.io.arrow_source import frame_table
 from streamgmm.io.columns import FeatureReader, check_nan_policy, feature_columns
@@ -46,6 +45,9 @@ from streamgmm.io.lake_paths import is_path_like
 from streamgmm.io.parquet_source import READ_BATCH, ParquetSource
 from streamgmm.io.sources import ArraySource, ChunkSource, is_dask_collection, reservoir_sample
 from streamgmm.io.validation import as_float_matrix
+
+if TYPE_CHECKING:  # pyarrow.dataset imports pandas: loaded only where a dataset is used
+    import pyarrow.dataset as ds
 
 # Partial results merged per task of the reduction tree: few levels, small tasks.
 FANOUT = 8
@@ -287,6 +289,7 @@ def dask_source(
 def _lake_source(
     data: Any, client: Any, names: list[str] | None, nan_policy: str | None, passthrough: Sequence[str]
 ) -> DaskSource:
+
     if isinstance(data, ParquetSource):
         lake = data if names is None else data.with_features(names)
     else:
@@ -315,6 +318,8 @@ def one_file_dataset(lake: ParquetSource, fragment: Any) -> ds.FileSystemDataset
     """A dataset of one file of the lake, with the lake's schema and the file's hive keys:
     what a task needs to read that file, and no more (a whole lake's file list would travel
     with every task)."""
+    import pyarrow.dataset as ds
+
     return ds.FileSystemDataset(
         [fragment], schema=lake.dataset.schema, format=lake.dataset.format, filesystem=lake.dataset.filesystem
     )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from scipy.stats import ortho_group
 
 from streamgmm.mixture import covariance as cov
 from streamgmm.mixture.params import MixtureParams
@@ -79,6 +77,8 @@ def random_mixture(
     def spectrum() -> np.ndarray:
         half = 0.5 * np.log(condition)
         return np.exp(rng.uniform(-half, half, size=d)) if d > 1 else np.ones(1)
+
+    from scipy.stats import ortho_group  # scipy.stats is slow to import: only when data is made
 
     def rotated(eigs: np.ndarray) -> np.ndarray:
         q = ortho_group.rvs(d, random_state=rng) if d > 1 else np.ones((1, 1))
@@ -216,5 +216,7 @@ def make_mixture(
 def match_components(true_means: np.ndarray, fitted_means: np.ndarray) -> np.ndarray:
     """For each true component, the fitted one that corresponds to it: the assignment with the
     smallest total squared distance between means (fitted components come in any order)."""
+    from scipy.optimize import linear_sum_assignment  # only here: slow to import
+
     cost = ((true_means[:, None, :] - fitted_means[None, :, :]) ** 2).sum(-1)
     return linear_sum_assignment(cost)[1]

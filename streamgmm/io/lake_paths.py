@@ -25,11 +25,14 @@ import glob
 import os
 import re
 import stat
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow.dataset as ds
+if TYPE_CHECKING:  # pyarrow.dataset imports pandas: loaded only where a dataset is used
+    pass
+
 
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -207,8 +210,14 @@ def check_not_input(target: str | os.PathLike[str], inputs: Iterable[str], what:
 
 def is_path_like(data: Any) -> bool:
     """A path, URL or glob, a non-empty list of them, or a pyarrow dataset of files."""
-    if isinstance(data, (str, os.PathLike, ds.Dataset)):
+    if isinstance(data, (str, os.PathLike)) or _is_dataset(data):
         return True
     return (
         isinstance(data, (list, tuple)) and len(data) > 0 and all(isinstance(item, (str, os.PathLike)) for item in data)
     )
+
+
+def _is_dataset(data: Any) -> bool:
+    """A ``pyarrow.dataset.Dataset``; without importing that module when no dataset was made."""
+    dataset = sys.modules.get("pyarrow.dataset")
+    return dataset is not None and isinstance(data, dataset.Dataset)

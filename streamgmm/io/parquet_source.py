@@ -23,17 +23,19 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from streamgmm.io.columns import DataError, FeatureReader, check_nan_policy, feature_columns
 from streamgmm.io.lake_paths import describe_non_file, glob_files, real, walk_files
 from streamgmm.io.sources import prefetched, rebatch, reservoir_sample_counted
+
+if TYPE_CHECKING:  # pyarrow.dataset imports pandas: loaded only where a dataset is used
+    import pyarrow.dataset as ds
 
 # Row groups read for the initialisation sample of a large lake: enough to see every kind of
 # record even in a lake sorted by key, few enough that starting costs little against a pass.
@@ -486,6 +488,8 @@ class ParquetSource:
 
 def open_dataset(source: Any, filesystem: pafs.FileSystem | None = None) -> tuple[ds.FileSystemDataset, str, list[str]]:
     """``(dataset, base directory, zero-byte files left out)`` for any accepted source."""
+    import pyarrow.dataset as ds
+
     if isinstance(source, ds.Dataset):
         if not isinstance(source, ds.FileSystemDataset):
             raise TypeError("a pyarrow dataset of files is needed; pass an in-memory table directly instead")
@@ -597,6 +601,8 @@ def is_hidden(name: str) -> bool:
 def partition_names(dataset: ds.FileSystemDataset) -> list[str]:
     """Names of the hive partition keys: fields whose values come from the files' directories
     (pyarrow's own partitioning schema lists every field when there is no partition)."""
+    import pyarrow.dataset as ds
+
     names: dict[str, None] = {}
     for fragment in dataset.get_fragments():
         names.update(dict.fromkeys(ds.get_partition_keys(fragment.partition_expression)))
