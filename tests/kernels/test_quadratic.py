@@ -349,3 +349,20 @@ def test_the_c_interface_checks_its_buffers() -> None:
         quadratic._fused.chunk_statistics(n, d, k, 4, *args, "sse")
     with pytest.raises((TypeError, BufferError)):
         quadratic._fused.chunk_statistics(n, d, k, 4, *args[:-1], np.zeros(2 * n)[::2])  # not contiguous
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_leaves_no_subnormal_responsibility(dtype) -> None:
+    """Subnormal operands slow the statistics' product by an order of magnitude (float32 BLAS):
+    responsibilities far below the largest of their record are floored at a normal number, and
+    the log-likelihoods stay those of the exact log-sum-exp."""
+    from scipy.special import logsumexp
+
+    gaps = np.array([0.0, -30.0, -90.0, -95.0, -200.0, -750.0])
+    L = np.stack([gaps + shift for shift in (0.0, 5.0, -3.0)], axis=1).astype(dtype)
+    exact = logsumexp(L.astype(np.float64), axis=0)
+    log_norm = quadratic.softmax_columns(L)
+    tiny = np.finfo(dtype).tiny
+    assert not np.any((L != 0) & (np.abs(L) < tiny)), L
+    np.testing.assert_allclose(L.sum(axis=0), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(log_norm, exact, rtol=1e-6, atol=1e-6)
