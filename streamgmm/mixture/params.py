@@ -260,17 +260,16 @@ class MixtureParams:
                [0.5, 0.5]])
         """
         weighted = self.weighted_log_prob(X)
-        log_norm = _logsumexp_rows(weighted)
-        # Components along the rows of a (K, n) array: the sums over a few components run as
-        # long vector operations across records (returned as its (n, K) transpose).
-        resp = np.array(weighted.T, order="C")
-        resp -= log_norm
-        with np.errstate(under="ignore"):
-            np.exp(resp, out=resp)
-        # Far from every component |log_norm| is huge and the subtraction keeps only
-        # ~|log_norm| * eps accuracy; renormalising makes each row sum to one to rounding.
-        resp /= resp.sum(axis=0)
-        return log_norm, resp.T
+        if weighted.size == 0:
+            return _logsumexp_rows(weighted), weighted
+        # One exponentiation serves both: exp(w - peak) per record, its total gives the
+        # log-likelihood and its share each responsibility (rows sum to one to rounding, however
+        # far the record is from every component).
+        shares, peak, total = _shifted_exp(weighted)
+        with np.errstate(divide="ignore"):
+            log_norm = np.log(total) + peak
+        shares /= total
+        return log_norm, shares.T
 
     def log_likelihood(self, X: np.ndarray) -> np.ndarray:
         """Compute the log density of each record under the mixture.
@@ -341,13 +340,20 @@ def _logsumexp_rows(a: np.ndarray) -> np.ndarray:
     max-shifted formula) without its generic-array overhead, which costs more than the sum."""
     if a.shape[0] == 0 or a.shape[1] == 0:
         return logsumexp(a, axis=1)
-    # Transposed, so that the max and sum over a few components are vector operations across
-    # records (reducing along short rows costs several times more).
+    _, peak, total = _shifted_exp(a)
+    with np.errstate(divide="ignore"):
+        return np.log(total) + peak
+
+
+def _shifted_exp(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``exp(a - peak)`` as a (K, n) array, each record's (finite) peak, and the totals over
+    components. Transposed, so that the max and sum over a few components are vector operations
+    across records (reducing along short rows costs several times more)."""
     t = np.array(a.T, order="C")  # a copy: the caller's array is not to be changed
     peak = t.max(axis=0)
     # A row of -inf (every weight zero) keeps -inf; a +inf entry makes the row +inf (nan below).
     finite_peak = np.where(np.isfinite(peak), peak, 0.0)
     t -= finite_peak
-    with np.errstate(under="ignore", divide="ignore"):
+    with np.errstate(under="ignore"):
         np.exp(t, out=t)
-        return np.log(t.sum(axis=0)) + finite_peak
+    return t, finite_peak, t.sum(axis=0)
