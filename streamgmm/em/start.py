@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamgmm.em.batch import BatchEMResult
-from streamgmm.io.parquet_source import SAMPLE_ROW_GROUPS
 from streamgmm.io.sources import ArraySource, ChunkSource
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.mixture.initialization import initialize
@@ -51,15 +50,14 @@ def draw_sample(
 
 
 def sample_is_whole(source: ChunkSource, sample: np.ndarray, size: int) -> bool:
-    """True when ``sample`` holds every record: an array no longer than ``size``, or a source
-    whose sampling read everything and found fewer records than asked for (a large lake samples
-    only some row groups, so a short sample says nothing there)."""
+    """True when ``sample`` holds every record: an array no longer than ``size``; a source that
+    says whether its sampling saw every record (streams, Parquet lakes: a large lake samples only
+    some row groups); else a sample shorter than asked for."""
     if isinstance(source, ArraySource):
         return len(source) <= size
-    if getattr(source, "sampled_every_record", False):
-        return True
-    if getattr(source, "n_row_groups", 0) > SAMPLE_ROW_GROUPS:
-        return False
+    seen_all = getattr(source, "sampled_every_record", None)
+    if seen_all is not None:
+        return bool(seen_all)
     return sample.shape[0] < size
 
 

@@ -77,12 +77,6 @@ class FittingMixin:
             shift=shift,
         )
 
-    def _initial_params(
-        self, source: ChunkSource, n_features: int | None, rng: np.random.Generator
-    ) -> tuple[MixtureParams, np.ndarray]:
-        start = self._start(source, rng)
-        return start.params, start.shift
-
     def fit_plan(self, source: ChunkSource, start: Start | None) -> str:
         """What a fit runs: ``"start"`` (the sample was all the data, and its EM the fit),
         ``"online"``, ``"batch"`` or ``"online+batch"``. ``start`` is None for a warm start."""
@@ -398,8 +392,8 @@ class FittingMixin:
         if not fitted:
             if isinstance(source, ArraySource):
                 self._check_enough_records(len(source))
-            params, shift = self._initial_params(source, source.n_features, make_rng(self.random_state))
-            state = OnlineState.start(params, shift)
+            start = self._start(source, make_rng(self.random_state))
+            state = OnlineState.start(start.params, start.shift)
             history: list[float] = []
             trace = FitHistory()
         else:

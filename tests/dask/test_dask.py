@@ -198,7 +198,7 @@ def test_reseeding_from_the_worst_records_matches_single_process(client, data) -
     params = dict(n_components=3, algorithm="batch", tol=1e-9, max_iter=30, batch_size=1000, **init)
     rng = np.random.default_rng(0)
     shift = X.mean(axis=0)
-    start = StreamingGaussianMixture(**params)._initial_params(ArraySource(X), 2, rng)[0]
+    start = StreamingGaussianMixture(**params)._start(ArraySource(X), rng).params
     reference = run_batch_em(ArraySource(X), start, shift=shift, reg_covar=1e-6, tol=1e-9, max_iter=30, batch_size=1000)
     source = dask_source(da.from_array(X, chunks=(1500, 2)), client=client)
     on_cluster = run_dask_batch_em(source, start, shift=shift, reg_covar=1e-6, tol=1e-9, max_iter=30, batch_size=1000)
@@ -361,7 +361,8 @@ def test_a_worker_killed_mid_fit_does_not_change_the_result(client) -> None:
     init = start_of(X, 3, seed=3)
     model = StreamingGaussianMixture(3, algorithm="batch", **init)
     rng = np.random.default_rng(0)
-    start, shift = model._initial_params(ArraySource(X), 2, rng)
+    begun = model._start(ArraySource(X), rng)
+    start, shift = begun.params, begun.shift
     iterations = 4
     reference = run_batch_em(
         ArraySource(X), start, shift=shift, reg_covar=1e-6, tol=0.0, max_iter=iterations, batch_size=1000

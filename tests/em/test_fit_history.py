@@ -66,7 +66,8 @@ def test_the_estimator_records_what_online_em_reports():
     ).fit(X)
     # Oracle: the same start and batches through run_online_em, with its own callback.
     start = StreamingGaussianMixture(2, random_state=0, batch_size=400, tol=0)
-    params, shift = start._initial_params(ArraySource(X), 2, np.random.default_rng(0))
+    begun = start._start(ArraySource(X), np.random.default_rng(0))
+    params, shift = begun.params, begun.shift
     seen = []
     run_online_em(
         ArraySource(X),
