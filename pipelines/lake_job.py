@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from streamgmm import DataError, ModelFileError, ParquetSource, StreamingGaussianMixture, assign
-from streamgmm.cli.command import combined_filter
+from streamgmm.cli.command import combined_filter, records_fitted
 
 
 def run_job(
@@ -42,8 +42,7 @@ def run_job(
     model.fit(source, client=client)
     fit_seconds = time.perf_counter() - started
     model.save(model_path)
-    # Online EM counts every pass's records; the other plans end in exact EM over n records.
-    records = model.records_seen_ // max(model.n_iter_, 1) if algorithm == "online" else model.records_seen_
+    records = records_fitted(model)
     fitted = {
         "step": "fit",
         **({"scheduler": client.scheduler.address, "workers": len(client.nthreads())} if client else {}),

@@ -121,6 +121,14 @@ def training_source(args: argparse.Namespace) -> ParquetSource:
     )
 
 
+def records_fitted(model: StreamingGaussianMixture) -> int:
+    """The records a fit learnt from: online EM counts every pass's records, the other plans end
+    in exact EM over the n records."""
+    if model.algorithm == "online":
+        return int(model.records_seen_ // max(model.n_iter_, 1))
+    return int(model.records_seen_)
+
+
 def run_fit(args: argparse.Namespace) -> dict[str, Any]:
     source = training_source(args)
     check_model_path(args.model, input_paths(args.sources, source))
@@ -146,7 +154,7 @@ def run_fit(args: argparse.Namespace) -> dict[str, Any]:
             model.fit(source, client=client)
     seconds = time.perf_counter() - started
     model.save(args.model)
-    records = model.records_seen_ // max(model.n_iter_, 1) if args.algorithm == "online" else model.records_seen_
+    records = records_fitted(model)
     return {
         "command": "fit",
         "model": args.model,
