@@ -46,6 +46,20 @@ def full_pass_statistics(
     return shared_pass_statistics(source, [params], [shift], batch_size, [worst], dtype)[0]
 
 
+def exact_e_step(
+    source: ChunkSource,
+    params: MixtureParams,
+    shift: np.ndarray,
+    batch_size: int,
+    dtype: np.dtype | type = np.float64,
+) -> tuple[SufficientStatistics, np.ndarray]:
+    """One iteration's E-step over ``source``: the summed statistics and the worst-explained
+    records (which re-seed collapsed components), what :meth:`EMIterations.step` takes."""
+    worst = WorstRecords(params.n_components, params.n_features)
+    stats = full_pass_statistics(source, params, shift, batch_size, worst, dtype)
+    return stats, worst.records
+
+
 def shared_pass_statistics(
     source: ChunkSource,
     models: list[MixtureParams],
@@ -91,9 +105,7 @@ def run_batch_em(
         )
 
     def e_step(params: MixtureParams) -> tuple[SufficientStatistics, np.ndarray]:
-        worst = WorstRecords(params.n_components, params.n_features)
-        stats = full_pass_statistics(source, params, shift, batch_size, worst, dtype)
-        return stats, worst.records
+        return exact_e_step(source, params, shift, batch_size, dtype)
 
     return em_iterations(
         e_step,
