@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamgmm.em.batch import BatchEMResult
+from streamgmm.em.candidates import initialize
 from streamgmm.io.sources import ArraySource, ChunkSource
 from streamgmm.kernels.quadratic import one_blas_thread
-from streamgmm.mixture.initialization import initialize
 from streamgmm.mixture.params import MixtureParams
 
 
@@ -79,7 +79,7 @@ def converged_start(
     shift: np.ndarray | None = None,
 ) -> Start:
     """The best of the candidates on ``sample``, each refined by EM to ``tol`` (see
-    :func:`~streamgmm.mixture.initialization.initialize`), about ``shift`` (default: the sample's mean)."""
+    :func:`~streamgmm.em.candidates.initialize`), about ``shift`` (default: the sample's mean)."""
     shift = sample.mean(axis=0) if shift is None else shift
     # One BLAS thread: the sample's products are too small to gain from a second thread, which
     # only competes with other work for the cores.

@@ -75,7 +75,7 @@ def test_step_sizes_follow_the_schedule() -> None:
 
 
 def test_n_init_candidates_pick_the_best_sample_likelihood() -> None:
-    from streamgmm.mixture.initialization import initialize
+    from streamgmm.em.candidates import initialize
 
     X, _, truth = make_mixture(4_000, 6, 2, separation=5.0, random_state=8)
     rng = np.random.default_rng(0)
