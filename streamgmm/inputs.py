@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from streamgmm.io.arrow_source import arrow_source, is_arrow_stream, is_dataframe
+from streamgmm.io.arrow_source import TableSource, arrow_source, is_arrow_stream, is_dataframe, is_polars_frame
 from streamgmm.io.columns import DataError
 from streamgmm.io.lake_paths import is_path_like
 from streamgmm.io.parquet_source import ParquetSource
@@ -76,8 +76,9 @@ def as_source(data: Any, n_features: int | None = None, feature_names: Sequence[
         return ParquetSource(data, columns=names)
     if isinstance(data, (pa.Table, pa.RecordBatch, pa.RecordBatchReader)) or is_dataframe(data):
         return arrow_source(data, columns=names)
-    if is_arrow_stream(data):
-        return arrow_source(pa.RecordBatchReader.from_stream(data), columns=names)
+    if is_arrow_stream(data) or is_polars_frame(data):
+        # Read once into memory so that sampling, shuffling and repeated passes work as for arrays.
+        return TableSource(data, columns=names)
     # Sparse matrices are iterable (rows, or a dict's keys): reject them before that is tried.
     if (
         isinstance(data, np.ndarray)

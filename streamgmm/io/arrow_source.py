@@ -14,6 +14,15 @@ Examples
 >>> source = arrow_source(table, passthrough=["id"], nan_policy="skip")
 >>> source.feature_names, source.X.tolist(), source.skipped_records
 (['a', 'b'], [[1.0, 1.0], [2.0, 2.0]], 1)
+
+Data frames (pandas, polars, a DuckDB relation, anything exporting the Arrow C stream) are read
+once into memory and can then be read again, sampled and shuffled like an array;
+:class:`TableSource` gives them the options a lake has:
+
+>>> from streamgmm.io.arrow_source import TableSource
+>>> source = TableSource(table, passthrough=["id"], nan_policy="skip")
+>>> source.feature_names, len(source), source.passthrough_table().column("id").to_pylist()
+(['a', 'b'], 2, [7, 8])
 """
 
 from __future__ import annotations
@@ -45,6 +54,106 @@ def is_dataframe(data: Any) -> bool:
 def frame_table(frame: Any) -> pa.Table:
     """A pandas DataFrame (or partition) as an Arrow table: its index is not data."""
     return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def is_polars_frame(data: Any) -> bool:
+    """A polars DataFrame or LazyFrame (polars is not imported: the object's type says)."""
+    return type(data).__module__.split(".")[0] == "polars" and type(data).__name__ in ("DataFrame", "LazyFrame")
+
+
+def as_arrow_table(data: Any) -> pa.Table:
+    """A table, record batch, pandas or polars frame, DuckDB relation or any object exporting the
+    Arrow C stream, as one in-memory Arrow table (zero-copy where the frame allows, as polars)."""
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if isinstance(data, pa.RecordBatchReader):
+        return data.read_all()
+    if is_dataframe(data):
+        return frame_table(data)
+    if is_polars_frame(data):
+        frame = data.collect() if type(data).__name__ == "LazyFrame" else data
+        return frame.to_arrow()
+    if is_arrow_stream(data):
+        return pa.table(data)
+    raise TypeError(
+        f"cannot read a table from {type(data).__name__}; pass a pyarrow Table, a pandas or polars DataFrame, "
+        "a DuckDB relation or an object exporting the Arrow C stream"
+    )
+
+
+class TableSource(ArraySource):
+    """A table or data frame as a source that can be read many times, with a lake's options.
+
+    The frame is read once into an Arrow table (zero-copy for polars and Arrow tables); the
+    feature columns become one float64 matrix, so sampling, shuffling and repeated passes work as
+    for an array. Pass-through columns are kept aside for :func:`~streamgmm.assign`.
+
+    Parameters
+    ----------
+    data : pyarrow.Table, RecordBatch or RecordBatchReader, pandas or polars DataFrame, DuckDB relation
+        The records; anything exporting the Arrow C stream interface (``__arrow_c_stream__``) too.
+    columns : sequence of str, optional
+        The feature columns, in order. Default: every numeric column but ``passthrough``.
+    passthrough : sequence of str, default=()
+        Columns that are not features (ids, keys), carried to ``assign``'s output.
+    nan_policy : {'raise', 'skip'}, default='raise'
+        A row with a null, NaN or infinite feature is an error naming its row and column
+        (``'raise'``), or left out and counted in ``skipped_records`` (``'skip'``).
+
+    Attributes
+    ----------
+    table : pyarrow.Table
+        The data as read.
+    X : ndarray of shape (n_records, n_features)
+        The usable rows' features.
+    feature_names : list of str
+        The feature columns.
+    skipped_records : int
+        Rows left out under ``nan_policy='skip'``.
+
+    Examples
+    --------
+    >>> import numpy as np, pyarrow as pa
+    >>> from streamgmm import StreamingGaussianMixture
+    >>> from streamgmm.io.arrow_source import TableSource
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.concatenate([rng.normal(0, 1, 500), rng.normal(8, 1, 500)])
+    >>> table = pa.table({"id": np.arange(1000), "x": x})
+    >>> model = StreamingGaussianMixture(2, random_state=0).fit(TableSource(table, passthrough=["id"]))
+    >>> np.sort(model.means_.ravel()).round(0).astype(int).tolist()
+    [0, 8]
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        *,
+        columns: Sequence[str] | None = None,
+        passthrough: Sequence[str] = (),
+        nan_policy: str = "raise",
+    ):
+        self.table = as_arrow_table(data)
+        self.passthrough = list(passthrough)
+        self.nan_policy = nan_policy
+        names = feature_columns(self.table.schema, columns, self.passthrough, where="table")
+        reader = FeatureReader(names, nan_policy, skip_hint="TableSource(data, nan_policy='skip')")
+        X, self._mask = reader.read(self.table, "table")
+        super().__init__(X if self._mask is None else X[self._mask], feature_names=names)
+        self.skipped_records = reader.skipped
+
+    def passthrough_table(self) -> pa.Table:
+        """The pass-through columns of the rows used, in order."""
+        kept = self.table.select(self.passthrough)
+        return kept if self._mask is None else kept.filter(pa.array(self._mask))
+
+    def with_features(self, names: Sequence[str]) -> TableSource:
+        """The same table read by other feature columns (a fitted model's)."""
+        return TableSource(self.table, columns=names, passthrough=self.passthrough, nan_policy=self.nan_policy)
+
+    def __repr__(self) -> str:
+        return f"TableSource({self.table.num_rows} rows, features={self.feature_names}, passthrough={self.passthrough})"
 
 
 def arrow_source(

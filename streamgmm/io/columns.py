@@ -167,10 +167,12 @@ class FeatureReader:
     and column. ``"skip"``: such rows are dropped from the features and counted in ``skipped``.
     """
 
-    def __init__(self, names: Sequence[str], nan_policy: str = "raise"):
+    def __init__(self, names: Sequence[str], nan_policy: str = "raise", skip_hint: str = "nan_policy='skip'"):
         self.names = list(names)
         self.nan_policy = check_nan_policy(nan_policy)
         self.skipped = 0
+        # How the caller sets the policy where the rows come from (a lake's option, TableSource's, ...).
+        self.skip_hint = skip_hint
 
     def read(
         self, batch: pa.RecordBatch | pa.Table, where: str, first_row: int = 0
@@ -190,7 +192,7 @@ class FeatureReader:
             raise DataError(
                 f"{where}, row {first_row + row}, column {self.names[column]!r}: "
                 f"{'null or NaN' if np.isnan(value) else value} (nan_policy='raise'; "
-                "use nan_policy='skip' to leave such rows out)"
+                f"use {self.skip_hint} to leave such rows out)"
             )
         self.skipped += int(mask.size - np.count_nonzero(mask))
         return X, mask
