@@ -3,6 +3,7 @@
 from streamgmm.assignment.local import AssignSummary, assign
 from streamgmm.datasets.mixtures import make_mixture, random_mixture, sample_mixture
 from streamgmm.estimator import ConvergenceWarning, StreamingGaussianMixture
+from streamgmm.io.arrow_source import TableSource
 from streamgmm.io.columns import DataError
 from streamgmm.io.model_file import ModelFileError
 from streamgmm.io.parquet_source import ParquetSource
@@ -25,6 +26,7 @@ __all__ = [
     "SelectionResult",
     "StreamingGaussianMixture",
     "SufficientStatistics",
+    "TableSource",
     "make_mixture",
     "random_mixture",
     "sample_mixture",

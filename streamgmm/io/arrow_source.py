@@ -41,14 +41,10 @@ from streamgmm.io.sources import ArraySource, IterableSource
 def is_dataframe(data: Any) -> bool:
     """A pandas DataFrame whose column names are all strings (as scikit-learn, only then are
     they feature names)."""
+    if type(data).__name__ != "DataFrame" or not hasattr(data, "iloc"):
+        return False  # before .columns, which a polars LazyFrame computes at a cost
     columns = getattr(data, "columns", None)
-    return (
-        type(data).__name__ == "DataFrame"
-        and hasattr(data, "iloc")
-        and columns is not None
-        and len(columns) > 0
-        and all(isinstance(name, str) for name in columns)
-    )
+    return columns is not None and len(columns) > 0 and all(isinstance(name, str) for name in columns)
 
 
 def frame_table(frame: Any) -> pa.Table:
