@@ -20,8 +20,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy import linalg
-from scipy.linalg import lapack
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 LOG_2PI = float(np.log(2.0 * np.pi))
@@ -40,9 +38,11 @@ def check_covariance_type(covariance_type: str) -> str:
 
 def _invert_lower(cov_chol: np.ndarray) -> np.ndarray:
     # LAPACK's triangular inverse: scipy's solve_triangular costs ~100x more on small matrices.
+    from scipy.linalg import lapack  # here, not at the top: scipy.linalg is slow to import
+
     inverse, info = lapack.dtrtri(cov_chol, lower=1)
     if info != 0:
-        raise linalg.LinAlgError("singular Cholesky factor")
+        raise np.linalg.LinAlgError("singular Cholesky factor")
     return inverse
 
 
@@ -57,7 +57,7 @@ def _precisions_cholesky_tied(covariance: np.ndarray) -> np.ndarray:
 
 def _precisions_cholesky_scaled(variances: np.ndarray) -> np.ndarray:
     if np.any(variances <= 0.0):
-        raise linalg.LinAlgError("a variance is not positive")
+        raise np.linalg.LinAlgError("a variance is not positive")
     return 1.0 / np.sqrt(variances)
 
 
@@ -77,6 +77,8 @@ def precisions_cholesky(covariances: np.ndarray, covariance_type: str) -> np.nda
 def _upper_cholesky_of_precision(precision: np.ndarray) -> np.ndarray:
     # Reversing rows and columns turns the lower Cholesky factor into an upper one U with
     # P = U U^T, the same convention as the factors computed from covariances.
+    from scipy import linalg
+
     flipped = linalg.cholesky(precision[::-1, ::-1], lower=True)
     return np.ascontiguousarray(flipped[::-1, ::-1])
 
@@ -98,6 +100,8 @@ def precisions_from_cholesky(prec_chol: np.ndarray, covariance_type: str) -> np.
 
 
 def covariances_from_precisions(precisions: np.ndarray, covariance_type: str) -> np.ndarray:
+    from scipy import linalg
+
     if covariance_type == "full":
         return np.stack([linalg.pinvh(p) for p in precisions])
     if covariance_type == "tied":

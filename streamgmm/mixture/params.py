@@ -6,7 +6,6 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import logsumexp
 
 from streamgmm.mixture import covariance as cov
 
@@ -339,6 +338,8 @@ def _logsumexp_rows(a: np.ndarray) -> np.ndarray:
     """log sum_k exp(a_ik) per row, as scipy's ``logsumexp(a, axis=1)`` computes it (the same
     max-shifted formula) without its generic-array overhead, which costs more than the sum."""
     if a.shape[0] == 0 or a.shape[1] == 0:
+        from scipy.special import logsumexp
+
         return logsumexp(a, axis=1)
     _, peak, total = _shifted_exp(a)
     with np.errstate(divide="ignore"):
