@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamgmm.io.sources import ChunkSource
+from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.reseeding import WorstRecords, reseed
 from streamgmm.mixture.statistics import SufficientStatistics
@@ -75,7 +76,7 @@ def shared_pass_statistics(
     ]
     for batch in source.batches(batch_size):
         for i, (params, shift) in enumerate(zip(models, shifts)):
-            stats, log_norm = SufficientStatistics.of_chunk(batch, params, shift, dtype)
+            stats, log_norm = chunk_statistics(batch, params, shift, dtype)
             totals[i] = totals[i] + stats
             if worst[i] is not None:
                 worst[i].offer(batch, log_norm)

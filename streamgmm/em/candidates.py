@@ -29,6 +29,7 @@ import numpy as np
 
 from streamgmm.em.batch import BatchEMResult, EMIterations, exact_e_step
 from streamgmm.io.sources import ArraySource
+from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.mixture.initialization import (
     KMEANS_CANDIDATES,
     check_init_params,
@@ -130,9 +131,7 @@ def initialize(
         starts.append(with_given(params, given))
     starts = distinct(starts)
     if max_iter == 0:
-        scores = [
-            float(SufficientStatistics.of_chunk(sample, p, shift)[0].log_likelihood) / sample.shape[0] for p in starts
-        ]
+        scores = [float(chunk_statistics(sample, p, shift)[0].log_likelihood) / sample.shape[0] for p in starts]
         best = int(np.argmax(scores))
         return Initialization(starts[best], scores[best], scores)
     runs = [EMIterations(p, reg_covar=reg_covar, tol=tol, max_iter=max_iter, lower_bound=-np.inf) for p in starts]

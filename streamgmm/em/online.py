@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamgmm.io.sources import ChunkSource
+from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.reseeding import reseed
 from streamgmm.mixture.statistics import SufficientStatistics
@@ -85,11 +86,11 @@ def online_update(
     dtype: np.dtype | type = np.float64,
 ) -> tuple[OnlineState, BatchUpdate]:
     """One stepwise-EM step on one mini-batch of (nominally) ``batch_size`` records; ``dtype``
-    is the E-step's compute precision (see :meth:`SufficientStatistics.of_chunk`)."""
+    is the E-step's compute precision (see :func:`streamgmm.kernels.chunk.chunk_statistics`)."""
     # A short batch (the tail of a pass or of a chunk) gets a proportionally shorter step:
     # on a sorted stream a full step would over-weight the last component seen.
     eta = schedule.step(state.step + 1) * min(1.0, batch.shape[0] / batch_size)
-    batch_stats, log_norm = SufficientStatistics.of_chunk(batch, state.params, state.statistics.shift, dtype)
+    batch_stats, log_norm = chunk_statistics(batch, state.params, state.statistics.shift, dtype)
     worst = batch[lowest(log_norm, state.params.n_components)]
     return blend_step(state, batch_stats, worst, eta, 1, burn_in, reg_covar)
 

@@ -62,16 +62,22 @@ static int check(Py_buffer *buffer, Py_ssize_t items, Py_ssize_t itemsize, const
     return 1;
 }
 
-static PyObject *chunk_statistics(PyObject *self, PyObject *args) {
+/* The number of features of a layout (see _fused.h), or 0 for an unknown name. */
+static Py_ssize_t n_features_of(const char *layout, Py_ssize_t d) {
+    if (strcmp(layout, "full") == 0) return 1 + d + d * (d + 1) / 2;
+    if (strcmp(layout, "diag") == 0) return 1 + 2 * d;
+    if (strcmp(layout, "linear") == 0) return 1 + d;
+    return 0;
+}
+
+/* The shared body of chunk_statistics and run: resp is NULL (sum the statistics into S) or
+ * the (n, k) buffer the responsibilities are written to. */
+static PyObject *fused(const char *caller, Py_ssize_t n, Py_ssize_t d, Py_ssize_t k, Py_ssize_t itemsize,
+                       const char *layout, PyObject *records, Py_buffer *shift, Py_buffer *V, Py_buffer *direct,
+                       Py_buffer *W, Py_buffer *constant, Py_buffer *S, Py_buffer *log_norm, Py_buffer *resp,
+                       const char *name) {
     Chunk c;
-    Py_ssize_t n, d, k, itemsize;
-    const char *name = NULL;
-    PyObject *records;
-    Py_buffer X = {0}, shift, V, direct, W, constant, S, log_norm;
-    if (!PyArg_ParseTuple(args, "nnnnOy*y*y*y*y*w*w*|s", &n, &d, &k, &itemsize, &records, &shift, &V, &direct, &W,
-                          &constant, &S, &log_norm, &name))
-        return NULL;
-    Py_buffer *all[] = {&X, &shift, &V, &direct, &W, &constant, &S, &log_norm};
+    Py_buffer X = {0};
     PyObject *result = NULL;
     int *left = NULL, *right = NULL;
     const Variant *variant = n_variants ? &variants[0] : NULL;
@@ -80,35 +86,39 @@ static PyObject *chunk_statistics(PyObject *self, PyObject *args) {
         for (int i = 0; i < n_variants; i++)
             if (strcmp(variants[i].name, name) == 0) variant = &variants[i];
         if (variant == NULL) {
-            PyErr_Format(PyExc_ValueError, "_fused.chunk_statistics: no %s kernel on this CPU", name);
+            PyErr_Format(PyExc_ValueError, "_fused.%s: no %s kernel on this CPU", caller, name);
             goto done;
         }
     }
     if (variant == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_fused.chunk_statistics: this CPU runs none of the kernels");
+        PyErr_Format(PyExc_RuntimeError, "_fused.%s: this CPU runs none of the kernels", caller);
         goto done;
     }
     if (n < 0 || d < 1 || k < 1) {
-        PyErr_SetString(PyExc_ValueError, "_fused.chunk_statistics: bad shape");
+        PyErr_Format(PyExc_ValueError, "_fused.%s: bad shape", caller);
         goto done;
     }
     if (itemsize != 4 && itemsize != 8) {
-        PyErr_SetString(PyExc_ValueError, "_fused.chunk_statistics: itemsize is 4 (float32) or 8 (float64)");
+        PyErr_Format(PyExc_ValueError, "_fused.%s: itemsize is 4 (float32) or 8 (float64)", caller);
         goto done;
     }
-    const Py_ssize_t p = 1 + d + d * (d + 1) / 2, padded = (k + GROUP - 1) / GROUP * GROUP;
+    const Py_ssize_t p = n_features_of(layout, d), padded = (k + GROUP - 1) / GROUP * GROUP;
+    if (p == 0) {
+        PyErr_Format(PyExc_ValueError, "_fused.%s: layout is 'full', 'diag' or 'linear', not %s", caller, layout);
+        goto done;
+    }
     /* X is (d, n) float64 with each feature's records contiguous; features may lie any whole
      * number of doubles apart (the rows of a column-major chunk's slice) */
     if (PyObject_GetBuffer(records, &X, PyBUF_STRIDES | PyBUF_FORMAT) < 0) goto done;
     if (X.ndim != 2 || X.shape[0] != d || X.shape[1] != n || X.itemsize != 8 || strcmp(X.format, "d") != 0 ||
         (n > 1 && X.strides[1] != 8) || X.strides[0] < 0 || X.strides[0] % 8 != 0) {
-        PyErr_SetString(PyExc_ValueError,
-                        "_fused.chunk_statistics: X must be (d, n) float64 with contiguous rows");
+        PyErr_Format(PyExc_ValueError, "_fused.%s: X must be (d, n) float64 with contiguous rows", caller);
         goto done;
     }
-    if (!(check(&shift, d, 8, "shift") && check(&V, padded * p, itemsize, "V") &&
-          check(&direct, k, 1, "direct") && check(&W, k * d * (d + 1), itemsize, "W") &&
-          check(&constant, k, itemsize, "direct_constant") && check(&S, k * p, 8, "S") && check(&log_norm, n, 8, "log_norm")))
+    if (!(check(shift, d, 8, "shift") && check(V, padded * p, itemsize, "V") && check(direct, k, 1, "direct") &&
+          check(W, k * d * (d + 1), itemsize, "W") && check(constant, k, itemsize, "direct_constant") &&
+          check(S, k * p, 8, "S") && check(log_norm, n, 8, "log_norm") &&
+          (resp == NULL || check(resp, n * k, itemsize, "resp"))))
         goto done;
     left = malloc(sizeof(int) * (p + PADDING));
     right = malloc(sizeof(int) * (p + PADDING));
@@ -116,15 +126,18 @@ static PyObject *chunk_statistics(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
-    /* the features in quadratic.py's order: 1, u_1 .. u_d, u_i u_m for i <= m */
+    /* the features in the Python side's order: 1, u_1 .. u_d, then the layout's squares */
     Py_ssize_t j = 0;
     left[j] = right[j] = (int)d, j++;
     for (Py_ssize_t i = 0; i < d; i++) left[j] = (int)i, right[j] = (int)d, j++;
-    for (Py_ssize_t i = 0; i < d; i++)
-        for (Py_ssize_t m = i; m < d; m++) left[j] = (int)i, right[j] = (int)m, j++;
+    if (layout[0] == 'f')
+        for (Py_ssize_t i = 0; i < d; i++)
+            for (Py_ssize_t m = i; m < d; m++) left[j] = (int)i, right[j] = (int)m, j++;
+    else if (layout[0] == 'd')
+        for (Py_ssize_t i = 0; i < d; i++) left[j] = right[j] = (int)i, j++;
     for (; j < p + PADDING; j++) left[j] = right[j] = (int)d;
-    c = (Chunk){n, d, k, p, X.buf, X.strides[0] / 8, shift.buf, V.buf, direct.buf, W.buf, constant.buf, left, right,
-                S.buf, log_norm.buf};
+    c = (Chunk){n, d, k, p, X.buf, X.strides[0] / 8, shift->buf, V->buf, direct->buf, W->buf, constant->buf, left,
+                right, S->buf, log_norm->buf, resp == NULL ? NULL : resp->buf};
     int status;
     Py_BEGIN_ALLOW_THREADS
     status = itemsize == 4 ? variant->run_float(&c) : variant->run_double(&c);
@@ -138,6 +151,38 @@ static PyObject *chunk_statistics(PyObject *self, PyObject *args) {
 done:
     free(left);
     free(right);
+    PyBuffer_Release(&X);
+    return result;
+}
+
+static PyObject *chunk_statistics(PyObject *self, PyObject *args) {
+    Py_ssize_t n, d, k, itemsize;
+    const char *name = NULL;
+    PyObject *records;
+    Py_buffer shift, V, direct, W, constant, S, log_norm;
+    if (!PyArg_ParseTuple(args, "nnnnOy*y*y*y*y*w*w*|s", &n, &d, &k, &itemsize, &records, &shift, &V, &direct, &W,
+                          &constant, &S, &log_norm, &name))
+        return NULL;
+    PyObject *result = fused("chunk_statistics", n, d, k, itemsize, "full", records, &shift, &V, &direct, &W,
+                             &constant, &S, &log_norm, NULL, name);
+    Py_buffer *all[] = {&shift, &V, &direct, &W, &constant, &S, &log_norm};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) PyBuffer_Release(all[i]);
+    return result;
+}
+
+static PyObject *run(PyObject *self, PyObject *args) {
+    Py_ssize_t n, d, k, itemsize;
+    const char *layout, *name = NULL;
+    PyObject *records, *resp_object;
+    Py_buffer shift, V, direct, W, constant, S, log_norm, resp = {0};
+    if (!PyArg_ParseTuple(args, "nnnnsOy*y*y*y*y*w*w*O|z", &n, &d, &k, &itemsize, &layout, &records, &shift, &V,
+                          &direct, &W, &constant, &S, &log_norm, &resp_object, &name))
+        return NULL;
+    PyObject *result = NULL;
+    if (resp_object == Py_None || PyObject_GetBuffer(resp_object, &resp, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) == 0)
+        result = fused("run", n, d, k, itemsize, layout, records, &shift, &V, &direct, &W, &constant, &S, &log_norm,
+                       resp_object == Py_None ? NULL : &resp, name);
+    Py_buffer *all[] = {&shift, &V, &direct, &W, &constant, &S, &log_norm, &resp};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) PyBuffer_Release(all[i]);
     return result;
 }
@@ -161,6 +206,11 @@ static PyMethodDef methods[] = {
      "chunk_statistics(n, d, k, itemsize, X, shift, V, direct, W, direct_constant, S, log_norm[, kernel]): the "
      "fused E-step in float32 (itemsize 4) or float64 (8), V, W and direct_constant in that precision; adds the "
      "chunk's statistics to S and writes log_norm. Called by streamgmm.kernels.quadratic."},
+    {"run", run, METH_VARARGS,
+     "run(n, d, k, itemsize, layout, X, shift, V, direct, W, direct_constant, S, log_norm, resp[, kernel]): the "
+     "fused E-step over the features of layout ('full', 'diag' or 'linear'); with resp None it adds the chunk's "
+     "statistics to S, else it writes the responsibilities (n, k) in the kernel's precision to resp. Both write "
+     "log_norm. Called by streamgmm.kernels.quadratic."},
     {"kernels", kernels, METH_NOARGS, "kernels(): the builds this CPU runs, widest (the default) first; may be empty."},
     {NULL, NULL, 0, NULL},
 };

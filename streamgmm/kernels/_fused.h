@@ -1,4 +1,4 @@
-/* The fused E-step of a full-covariance chunk (see _fused.c), shared by the builds of
+/* The fused E-step of a chunk (see _fused.c), shared by the builds of
  * its kernel for each instruction set (_fused_kernel.h). */
 #ifndef STREAMGMM_FUSED_H
 #define STREAMGMM_FUSED_H
@@ -20,7 +20,12 @@ typedef struct {
     const int *left, *right;        /* feature j is u[left[j]] * u[right[j]], u[d] being 1 */
     double *S;                      /* (k, p), added to */
     double *log_norm;               /* (n) */
+    void *resp;                     /* (n, k) in the kernel's precision, or NULL: when given, the
+                                     * responsibilities are written there and S is left alone */
 } Chunk;
+
+/* The features z(u), by the layout's name in _fused.run: "full" (1, u_i, u_i u_m for i <= m),
+ * "diag" (1, u_i, u_i^2) and "linear" (1, u_i). */
 
 /* Each returns 0, or -1 when it cannot allocate its buffers. The tables left and right hold
  * p + PADDING features, the padding pointing at u[d]: the statistics take FEATURES (at most

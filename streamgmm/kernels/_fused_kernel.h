@@ -165,7 +165,13 @@ static void run(const Chunk *c, vf *u, vf *L) {
             /* lanes past the chunk's end hold no record */
             for (ptrdiff_t r = count; r < LANES; r++)
                 for (ptrdiff_t k = 0; k < K; k++) Lt[k][r] = 0.0;
+            if (c->resp != NULL) {
+                real *out = (real *)c->resp + (block + t * LANES) * K;
+                for (ptrdiff_t r = 0; r < count; r++)
+                    for (ptrdiff_t k = 0; k < K; k++) out[r * K + k] = Lt[k][r];
+            }
         }
+        if (c->resp != NULL) continue; /* scoring: no statistics */
         /* 3. statistics: FEATURES features at a time over the block's tiles (the feature
          * tables are padded to whole steps; the padding's sums are dropped) */
         for (ptrdiff_t g = 0; g < groups; g++) {

@@ -252,17 +252,14 @@ def chunk_statistics(
     n, d = X.shape
     k = params.n_components
     dtype = np.dtype(dtype)
-    if kernel == "auto":
-        kernel = FUSED_KERNELS[0] if fused_kernel_enabled() else "blas"
-    elif kernel != "blas" and kernel not in FUSED_KERNELS:
-        raise ValueError(f"kernel {kernel!r}: this machine has 'blas' and {FUSED_KERNELS or 'no fused kernel'}")
+    kernel = resolve_kernel(kernel)
     V, error_scale = expanded_log_density(params, shift)
     direct = direct_components(error_scale, dtype)
     W, direct_constant = direct_form(params, shift, direct, dtype)
     if kernel == "blas":
         S, log_norm = _blas_statistics(X, shift, V, direct, W, direct_constant, dtype)
     else:
-        S, log_norm = _fused_statistics(X, shift, V, direct, W, direct_constant, kernel)
+        S, log_norm, _ = fused_run(X, shift, V, direct, W, direct_constant, kernel)
     counts, sums = S[0], S[1 : d + 1].T
     rows, cols = upper_triangle(d)
     second = np.empty((k, d, d))
@@ -322,7 +319,17 @@ def fused_kernel_enabled() -> bool:
     return bool(FUSED_KERNELS) and os.environ.get("STREAMGMM_FUSED", "1") != "0"
 
 
-def _fused_statistics(
+def resolve_kernel(kernel: str) -> str:
+    """The kernel ``"auto"`` stands for (the widest fused build when :func:`fused_kernel_enabled`,
+    else ``"blas"``), or ``kernel`` itself once checked against this machine's."""
+    if kernel == "auto":
+        return FUSED_KERNELS[0] if fused_kernel_enabled() else "blas"
+    if kernel != "blas" and kernel not in FUSED_KERNELS:
+        raise ValueError(f"kernel {kernel!r}: this machine has 'blas' and {FUSED_KERNELS or 'no fused kernel'}")
+    return kernel
+
+
+def fused_run(
     X: np.ndarray,
     shift: np.ndarray,
     V: np.ndarray,
@@ -330,9 +337,14 @@ def _fused_statistics(
     W: np.ndarray,
     direct_constant: np.ndarray,
     kernel: str,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(S (p, K), log_norm (n,))`` from the fused C kernel: the same quantities as
-    :func:`_blas_statistics` without Z ever written to memory."""
+    layout: str = "full",
+    scoring: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(S (p, K), log_norm (n,), resp)`` from the fused C kernel over the features of
+    ``layout`` (``"full"``, ``"diag"``: 1, u_i, u_i^2, or ``"linear"``: 1, u_i), in the precision
+    of ``W``: the same quantities as :func:`_blas_statistics` without Z ever written to memory.
+    With ``scoring`` the kernel writes the responsibilities ``resp`` (n, K) instead of summing S
+    (then zeros); else ``resp`` is None."""
     n, d = X.shape
     k, p = V.shape
     dtype = W.dtype
@@ -347,11 +359,13 @@ def _fused_statistics(
     )
     S = np.zeros((k, p))
     log_norm = np.empty(n)
-    _fused.chunk_statistics(
+    resp = np.empty((n, k), dtype=dtype) if scoring else None
+    _fused.run(
         n,
         d,
         k,
         dtype.itemsize,
+        layout,
         columns.T,
         np.ascontiguousarray(shift, dtype=np.float64),
         V_groups,
@@ -360,6 +374,7 @@ def _fused_statistics(
         direct_constant,
         S,
         log_norm,
+        resp,
         kernel,
     )
-    return S.T, log_norm
+    return S.T, log_norm, resp

@@ -1,7 +1,10 @@
 """Scoring a chunk: each record's log-likelihood and responsibilities under fixed parameters.
 
 The read-only half of the E-step, for ``predict_proba``, ``score_samples``, ``score`` and
-assignment: no statistics are summed.
+assignment: no statistics are summed. Every covariance type goes through the fused C kernel
+(:mod:`streamgmm.kernels.expansion`), which writes the responsibilities instead of summing
+statistics, with the records centred about the centroid of the means; without the kernel (or
+for tied parameters that need the direct form), through :meth:`MixtureParams.e_step`.
 
 Examples
 --------
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamgmm.kernels import quadratic
+from streamgmm.kernels.expansion import expansion, tied_quadratic
 from streamgmm.mixture.params import MixtureParams
 
 
@@ -56,5 +61,27 @@ def score_chunk(
     >>> log_norm.round(4), resp
     (array([-0.9189]), array([[1.]]))
     """
-    log_norm, resp = params.e_step(np.asarray(X, dtype=np.float64))
-    return np.asarray(log_norm, dtype=np.float64), np.asarray(resp, dtype=np.dtype(dtype))
+    X = np.asarray(X)
+    dtype = np.dtype(dtype)
+    inputs = None
+    if quadratic.fused_kernel_enabled() and X.shape[0] > 0:
+        # About the means' centroid: each component's expansion is then exact near its records.
+        shift = params.means.mean(axis=0)
+        inputs = expansion(params, shift, dtype)
+    if inputs is None:
+        log_norm, resp = params.e_step(np.asarray(X, dtype=np.float64))
+        return np.asarray(log_norm, dtype=np.float64), np.asarray(resp, dtype=dtype)
+    _, log_norm, resp = quadratic.fused_run(
+        X,
+        shift,
+        inputs.V,
+        inputs.direct,
+        inputs.W,
+        inputs.direct_constant,
+        quadratic.FUSED_KERNELS[0],
+        inputs.layout,
+        scoring=True,
+    )
+    if params.covariance_type == "tied":
+        log_norm -= tied_quadratic(X, shift, params.precisions_cholesky)[1]
+    return log_norm, resp

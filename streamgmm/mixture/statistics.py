@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from streamgmm.kernels import quadratic
 from streamgmm.mixture import covariance as cov
 from streamgmm.mixture.params import MixtureParams
 
@@ -35,8 +34,8 @@ class SufficientStatistics:
     An immutable value that adds (``a + b``), scales, blends with a step size (stepwise EM) and
     turns into parameters (:meth:`to_params`, the M-step). With r_ik the responsibility of
     component k for record x_i, the sums are taken about ``shift`` so that data far from the
-    origin lose no precision. Build one with :meth:`of_chunk`, :meth:`from_responsibilities`,
-    :meth:`from_params` or :meth:`zeros`.
+    origin lose no precision. Build one with :meth:`from_responsibilities`, :meth:`from_params`
+    or :meth:`zeros` (or :func:`streamgmm.kernels.chunk.chunk_statistics`, the E-step's kernels).
 
     Parameters
     ----------
@@ -82,7 +81,8 @@ class SufficientStatistics:
     ...     np.array([0.5, 0.5]), np.array([[0.0, 0.0], [4.0, 4.0]]), np.array([1.0, 1.0]), "spherical"
     ... )
     >>> X = np.array([[-1.0, 0.0], [1.0, 0.0], [3.0, 4.0], [5.0, 4.0]])
-    >>> stats, log_likelihood = SufficientStatistics.of_chunk(X, params, shift=X.mean(axis=0))
+    >>> log_likelihood, resp = params.e_step(X)
+    >>> stats = SufficientStatistics.from_responsibilities(X, resp, X.mean(axis=0), "spherical")
     >>> stats.counts.round(3), stats.n_records
     (array([2., 2.]), 4.0)
     >>> stats.to_params(reg_covar=1e-6).means.round(3)
@@ -201,60 +201,6 @@ class SufficientStatistics:
             float(X.shape[0]),
             float(log_likelihood),
         )
-
-    @classmethod
-    def of_chunk(
-        cls, X: np.ndarray, params: MixtureParams, shift: np.ndarray, dtype: np.dtype | type = np.float64
-    ) -> tuple[SufficientStatistics, np.ndarray]:
-        """Run the E-step on a chunk: its statistics and each record's log-likelihood.
-
-        Full covariances take :mod:`streamgmm.kernels.quadratic`'s kernel (fused in C where it
-        was built, else two matrix products); the other types are cheap in the direct form,
-        through :meth:`MixtureParams.e_step` and :meth:`from_responsibilities`.
-
-        Parameters
-        ----------
-        X : ndarray of shape (n_records, n_features)
-            The records.
-
-        params : MixtureParams
-            The parameters whose responsibilities weigh the records.
-
-        shift : ndarray of shape (n_features,)
-            The point the sums are taken about.
-
-        dtype : numpy dtype, default=np.float64
-            The precision of the kernel for full covariances: ``np.float32`` computes in single
-            precision, with the sums still in float64. Other covariance types always compute in
-            float64.
-
-        Returns
-        -------
-        stats : SufficientStatistics
-            The chunk's statistics, with its total log-likelihood.
-
-        log_likelihood : ndarray of shape (n_records,)
-            The log density of each record under ``params``.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from streamgmm import MixtureParams, SufficientStatistics
-        >>> params = MixtureParams.from_covariances(
-        ...     np.array([0.5, 0.5]), np.array([[0.0, 0.0], [4.0, 4.0]]), np.array([1.0, 1.0]), "spherical"
-        ... )
-        >>> X = np.array([[-1.0, 0.0], [1.0, 0.0], [3.0, 4.0], [5.0, 4.0]])
-        >>> stats, log_likelihood = SufficientStatistics.of_chunk(X, params, shift=X.mean(axis=0))
-        >>> stats.counts.round(3), log_likelihood.round(3)
-        (array([2., 2.]), array([-3.031, -3.031, -3.031, -3.031]))
-        """
-        if params.covariance_type in quadratic.SUPPORTED:
-            counts, sums, second, log_norm = quadratic.chunk_statistics(X, params, shift, dtype)
-            stats = cls(params.covariance_type, shift, counts, sums, second, float(X.shape[0]), float(log_norm.sum()))
-            return stats, log_norm
-        log_norm, resp = params.e_step(X)
-        stats = cls.from_responsibilities(X, resp, shift, params.covariance_type, float(log_norm.sum()))
-        return stats, log_norm
 
     @classmethod
     def from_params(cls, params: MixtureParams, shift: np.ndarray, n_records: float = 1.0) -> SufficientStatistics:
@@ -441,8 +387,8 @@ class SufficientStatistics:
         ...     np.array([0.5, 0.5]), np.array([[0.0, 0.0], [4.0, 4.0]]), np.array([1.0, 1.0]), "spherical"
         ... )
         >>> X = np.array([[-1.0, 0.0], [1.0, 0.0], [3.0, 4.0], [5.0, 4.0]])
-        >>> a, _ = SufficientStatistics.of_chunk(X[:2], params, np.zeros(2))
-        >>> b, _ = SufficientStatistics.of_chunk(X[2:], params, np.zeros(2))
+        >>> a = SufficientStatistics.from_responsibilities(X[:2], params.e_step(X[:2])[1], np.zeros(2), "spherical")
+        >>> b = SufficientStatistics.from_responsibilities(X[2:], params.e_step(X[2:])[1], np.zeros(2), "spherical")
         >>> blended = a.blend(b, step=0.25)
         >>> blended.counts.round(3), blended.n_records
         (array([0.75, 0.25]), 1.0)
@@ -483,7 +429,7 @@ class SufficientStatistics:
         ...     np.array([0.5, 0.5]), np.array([[0.0, 0.0], [4.0, 4.0]]), np.array([1.0, 1.0]), "spherical"
         ... )
         >>> X = np.array([[-1.0, 0.0], [1.0, 0.0], [3.0, 4.0], [5.0, 4.0]])
-        >>> stats, _ = SufficientStatistics.of_chunk(X, params, shift=X.mean(axis=0))
+        >>> stats = SufficientStatistics.from_responsibilities(X, params.e_step(X)[1], X.mean(axis=0), "spherical")
         >>> fitted = stats.to_params(reg_covar=1e-6)
         >>> fitted.weights.round(3), fitted.covariances.round(3)
         (array([0.5, 0.5]), array([0.5, 0.5]))

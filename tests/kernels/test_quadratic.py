@@ -16,6 +16,7 @@ from threadpoolctl import ThreadpoolController
 from streamgmm import MixtureParams, SufficientStatistics
 from streamgmm.datasets.mixtures import random_mixture
 from streamgmm.kernels import quadratic
+from streamgmm.kernels.chunk import chunk_statistics as dispatch
 from streamgmm.kernels.quadratic import (
     FUSED_KERNELS,
     block_records,
@@ -111,12 +112,12 @@ def test_float32_kernel_is_close_and_sums_in_float64(kernel: str) -> None:
     np.testing.assert_allclose(single[3], exact[3], rtol=1e-5)
 
 
-def test_of_chunk_uses_the_kernel_with_the_same_statistics_as_the_direct_path() -> None:
+def test_chunk_dispatch_uses_the_kernel_with_the_same_statistics_as_the_direct_path() -> None:
     rng = np.random.default_rng(3)
     params = random_mixture(3, 4, separation=4.0, random_state=3)
     X = params.means[rng.integers(0, 3, 500)] + rng.normal(size=(500, 4))
     shift = X[:50].mean(axis=0)
-    stats, log_norm = SufficientStatistics.of_chunk(X, params, shift)
+    stats, log_norm = dispatch(X, params, shift)
     direct_norm, resp = params.e_step(X)
     direct = SufficientStatistics.from_responsibilities(X, resp, shift, "full", float(direct_norm.sum()))
     for name in ("counts", "sums", "second"):
