@@ -8,6 +8,8 @@ stepwise EM alone; ``"batch"`` is exact EM, one pass per iteration, identical to
 ``GaussianMixture`` from the same starting point.
 """
 
+import numpy as np
+
 from streamgmm.estimator.base import EstimatorBase
 from streamgmm.estimator.fitting import FittingMixin
 from streamgmm.estimator.inference import InferenceMixin
@@ -171,6 +173,10 @@ class StreamingGaussianMixture(PersistenceMixin, InferenceMixin, FittingMixin, E
     n_skipped_ : int
         Records a source with ``nan_policy='skip'`` left out of the last pass.
 
+    classes_ : ndarray of shape (n_components,)
+        The component indices ``0 .. K-1``: the labels ``predict`` gives and the columns of
+        ``predict_proba``, as a classifier's ``classes_`` (dask-ml's wrappers need it).
+
     fit_history_ : FitHistory
         A bounded trace of the online steps (:class:`~streamgmm.em.fit_history.FitHistory`),
         saved with the model and continued by ``partial_fit`` and ``warm_start``.
@@ -193,3 +199,9 @@ class StreamingGaussianMixture(PersistenceMixin, InferenceMixin, FittingMixin, E
     >>> bool(labels[0] != labels[1])
     True
     """
+
+    @property
+    def classes_(self) -> np.ndarray:
+        """The component indices, ``np.arange(n_components)`` of the fitted model."""
+        self.check_fitted()
+        return np.arange(self.means_.shape[0])
