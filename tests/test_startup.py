@@ -9,7 +9,19 @@ import sys
 
 import pytest
 
-HEAVY = ["scipy.stats", "scipy.optimize", "pandas", "pyarrow.dataset", "dask", "distributed", "matplotlib", "tqdm"]
+HEAVY = [
+    "scipy",
+    "scipy.linalg",
+    "scipy.special",
+    "scipy.stats",
+    "scipy.optimize",
+    "pandas",
+    "pyarrow.dataset",
+    "dask",
+    "distributed",
+    "matplotlib",
+    "tqdm",
+]
 
 LOADED = """
 import json, sys

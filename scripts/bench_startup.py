@@ -1,0 +1,53 @@
+"""Start-up: ``streamgmm --help`` against importing numpy and pyarrow.parquet, fresh interpreters.
+
+Runs each command ``--repeats`` times (default 10), alternating the two so that a busy machine
+slows both alike, and prints the median wall time of each and their ratio (the target is at
+most 2: the CLI's own imports cost no more than the libraries every command needs).
+
+Usage: ``.venv/bin/python scripts/bench_startup.py [--repeats 10]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+COMMANDS = {
+    "streamgmm --help": [str(ROOT / ".venv" / "bin" / "streamgmm"), "--help"],
+    "import numpy, pyarrow.parquet": [PYTHON, "-c", "import numpy, pyarrow.parquet"],
+}
+
+
+def wall(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+    for command in COMMANDS.values():  # warm the file cache once
+        wall(command)
+    times: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    for _ in range(args.repeats):
+        for name, command in COMMANDS.items():
+            times[name].append(wall(command))
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    for name, median in medians.items():
+        print(f"{name:<32} median {median:.3f} s over {args.repeats}")
+    ratio = medians["streamgmm --help"] / medians["import numpy, pyarrow.parquet"]
+    print(f"ratio {ratio:.2f} (target <= 2)")
+    print(json.dumps({"medians_s": medians, "ratio": ratio}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
