@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamgmm.dask.on_workers import cluster_client, map_on_workers
 from streamgmm.dask.source import DaskSource, tree_reduce
 from streamgmm.em.batch import BatchEMResult, em_iterations, full_pass_statistics
 from streamgmm.em.online import BatchUpdate, OnlineEMResult, OnlineState, StepSchedule, blend_step, online_passes
@@ -86,9 +87,15 @@ def statistics_of(
     indices: list[int] | None = None,
     dtype: np.dtype | type = np.float64,
 ) -> PartitionStatistics:
-    """Map the E-step over the partitions (all, or ``indices``) and tree-reduce the results."""
+    """Map the E-step over the partitions (all, or ``indices``) and sum the results: on a
+    ``distributed`` cluster through :func:`~streamgmm.dask.on_workers.map_on_workers` (parameters
+    scattered once, one task per worker), elsewhere as a task per partition, tree-reduced."""
     import dask
 
+    client = cluster_client(source)
+    if client is not None:
+        args = (params, shift, batch_size, np.dtype(dtype))
+        return _sum(map_on_workers(source, client, partition_statistics, args, _sum, indices))
     tasks = source.map(partition_statistics, params, shift, batch_size, np.dtype(dtype))
     if indices is not None:
         tasks = [tasks[i] for i in indices]

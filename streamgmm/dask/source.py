@@ -70,6 +70,7 @@ class PartitionSpec:
 class Partition:
     data: Any  # a dask Delayed (a pandas DataFrame or numpy block on the worker), or a one-file dataset
     spec: PartitionSpec
+    n_records: int | None = None  # when known before reading (a lake's footers, an array's chunks)
 
 
 def open_partition(data: Any, spec: PartitionSpec, passthrough: Sequence[str] = ()) -> ChunkSource:
@@ -96,22 +97,40 @@ class DaskSource:
 
     ``client`` is a ``distributed.Client`` or None (Dask's current scheduler). ``batches`` is not
     offered: partitions are never collected on the client; the algorithms in
-    :mod:`streamgmm.dask.em` map over ``partitions`` instead.
+    :mod:`streamgmm.dask.em` map over ``partitions`` instead. ``persist`` is
+    :func:`dask_source`'s option; ``cache`` holds the decoded partitions it keeps on the workers
+    (:class:`~streamgmm.dask.on_workers.WorkerCache`), released with this object.
     """
 
     reiterable = True
     shuffle_modes = ("partitions",)
 
     def __init__(
-        self, partitions: list[Partition], n_features: int, feature_names: list[str] | None, client: Any = None
+        self,
+        partitions: list[Partition],
+        n_features: int,
+        feature_names: list[str] | None,
+        client: Any = None,
+        persist: bool | str = "auto",
     ):
         if not partitions:
             raise ValueError("the Dask collection has no partitions")
+        if persist not in (True, False, "auto"):
+            raise ValueError(f"Invalid value for 'persist': {persist!r}; expected True, False or 'auto'")
         self.partitions = partitions
         self.n_features = n_features
         self.feature_names = feature_names
         self.client = client
+        self.persist = persist
+        self.cache: Any = None
         self.skipped_records = 0
+
+    @property
+    def decoded_bytes(self) -> int | None:
+        """The float64 size of every partition's records, when known before reading."""
+        if any(p.n_records is None for p in self.partitions):
+            return None
+        return 8 * self.n_features * sum(int(p.n_records or 0) for p in self.partitions)
 
     def __len__(self) -> int:
         return len(self.partitions)
@@ -248,14 +267,27 @@ def dask_source(
     n_features: int | None = None,
     nan_policy: str | None = None,
     passthrough: Sequence[str] = (),
+    persist: bool | str = "auto",
 ) -> DaskSource:
     """A :class:`DaskSource` over a Dask DataFrame (features by column name: ``feature_names``,
     or every numeric column but ``passthrough``), a Dask Array (rows x features; columns are
     re-chunked into one block per row block), or a Parquet lake (a path, glob, list, dataset or
-    :class:`~streamgmm.io.parquet_source.ParquetSource`; one partition per file)."""
+    :class:`~streamgmm.io.parquet_source.ParquetSource`; one partition per file). A
+    :class:`DaskSource` is returned as it is (on ``client``, when given).
+
+    ``persist`` (on a ``distributed`` cluster): ``True`` keeps every partition's decoded records
+    in the workers' memory from the first pass that reads it until the source is dropped, so
+    batch EM's later iterations read no files; ``False`` reads the partitions again on every
+    pass; ``"auto"`` persists when the records' size is known before reading (a lake, an array)
+    and takes at most a quarter of the workers' memory limits
+    (:data:`~streamgmm.dask.on_workers.PERSIST_MEMORY_SHARE`)."""
+    if isinstance(data, DaskSource):
+        if client is None or client is data.client:
+            return data
+        return DaskSource(data.partitions, data.n_features, data.feature_names, client, data.persist)
     names = list(feature_names) if feature_names is not None else None
     if isinstance(data, ParquetSource) or is_path_like(data):
-        return _lake_source(data, client, names, nan_policy, passthrough)
+        return _lake_source(data, client, names, nan_policy, passthrough, persist)
     if not is_dask_collection(data):
         raise TypeError(f"expected a Dask DataFrame or Array, or Parquet paths, got {type(data).__name__}")
     policy = check_nan_policy(nan_policy or "raise")
@@ -266,7 +298,7 @@ def dask_source(
             Partition(part, PartitionSpec("frame", f"dask partition {i}", tuple(names), len(names), policy))
             for i, part in enumerate(data.to_delayed())
         ]
-        return DaskSource(partitions, len(names), names, client)
+        return DaskSource(partitions, len(names), names, client, persist)
     if getattr(data, "ndim", None) != 2:
         raise ValueError(
             f"expected a 2-D Dask array of shape (n_records, n_features), got shape {getattr(data, 'shape', None)}"
@@ -278,16 +310,22 @@ def dask_source(
         raise ValueError(f"X has {d} features, but the model is expecting {n_features} features as input")
     if data.dtype.kind not in "biuf":
         raise ValueError(f"dask array of dtype {data.dtype}; expected numbers")
-    blocks = data.rechunk({1: -1}).to_delayed().ravel()
+    data = data.rechunk({1: -1})
+    rows = [None if np.isnan(n) else int(n) for n in data.chunks[0]]
     partitions = [
-        Partition(block, PartitionSpec("array", f"dask array block {i}", None, int(d)))
-        for i, block in enumerate(blocks)
+        Partition(block, PartitionSpec("array", f"dask array block {i}", None, int(d)), n)
+        for i, (block, n) in enumerate(zip(data.to_delayed().ravel(), rows))
     ]
-    return DaskSource(partitions, int(d), None, client)
+    return DaskSource(partitions, int(d), None, client, persist)
 
 
 def _lake_source(
-    data: Any, client: Any, names: list[str] | None, nan_policy: str | None, passthrough: Sequence[str]
+    data: Any,
+    client: Any,
+    names: list[str] | None,
+    nan_policy: str | None,
+    passthrough: Sequence[str],
+    persist: bool | str,
 ) -> DaskSource:
 
     if isinstance(data, ParquetSource):
@@ -306,12 +344,13 @@ def _lake_source(
                 lake.filter,
                 file.relative_path,
             ),
+            file.num_rows,
         )
         for file in lake.files
     ]
     if not partitions:
         raise ValueError(f"no files to read in {lake.base_dir} (the filter selects none)")
-    return DaskSource(partitions, lake.n_features, list(lake.feature_names), client)
+    return DaskSource(partitions, lake.n_features, list(lake.feature_names), client, persist)
 
 
 def one_file_dataset(lake: ParquetSource, fragment: Any) -> ds.FileSystemDataset:
