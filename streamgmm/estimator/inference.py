@@ -12,6 +12,7 @@ from streamgmm.inputs import resolve_input
 from streamgmm.io.sources import ChunkSource
 from streamgmm.io.validation import make_rng
 from streamgmm.kernels.quadratic import one_blas_thread
+from streamgmm.kernels.scoring import score_chunk
 from streamgmm.mixture.params import MixtureParams
 
 
@@ -77,7 +78,7 @@ class InferenceMixin:
         >>> gmm.score_samples([[1, 2], [1, 0]]).round(3)
         array([3.886, 3.136])
         """
-        return self._per_batch(self.params_.log_likelihood, X)
+        return self._per_batch(lambda b: score_chunk(b, self.params_)[0], X)
 
     def score(self, X: Any, y: Any = None) -> float:
         """Compute the mean log-likelihood per record.
@@ -131,7 +132,7 @@ class InferenceMixin:
         array([[0., 1.],
                [1., 0.]])
         """
-        return self._per_batch(lambda b: self.params_.e_step(b)[1], X)
+        return self._per_batch(lambda b: score_chunk(b, self.params_)[1], X)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predict the most responsible component of each record.

@@ -91,9 +91,12 @@ def chunk_statistics(
         counts, sums = S[0], np.ascontiguousarray(S[1 : d + 1].T)
         if covariance_type == "tied":
             # Responsibilities of a record sum to one, so the components' moments add up to u'u.
-            u, q = tied_quadratic(X, shift, params.precisions_cholesky)
+            # One BLAS thread, as the full kernel's products: these are too small to gain from a
+            # second one and lose several times over when it competes with the read-ahead thread.
+            with quadratic.one_blas_thread():
+                u, q = tied_quadratic(X, shift, params.precisions_cholesky)
+                second = u.T @ u
             log_norm -= q
-            second = u.T @ u
         else:
             second = np.ascontiguousarray(S[d + 1 :].T)
     stats = SufficientStatistics(covariance_type, shift, counts, sums, second, float(n), float(log_norm.sum()))

@@ -189,5 +189,7 @@ def tied_quadratic(X: np.ndarray, shift: np.ndarray, factor: np.ndarray) -> tupl
     """``(u (n, d), q (n,))`` in float64: the centred records u = x - shift and the shared term
     q = u'Pu / 2 = ||U'u||^2 / 2 of a tied precision P = U U' (``factor`` U)."""
     u = X - shift
-    y = u @ factor
-    return u, 0.5 * np.einsum("nd,nd->n", y, y)
+    # (d, n) with records along the contiguous axis for column-major chunks (a source's): the
+    # squares' sum is then a vector operation across records.
+    y = factor.T @ u.T
+    return u, 0.5 * np.einsum("dn,dn->n", y, y)

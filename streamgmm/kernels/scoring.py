@@ -83,5 +83,6 @@ def score_chunk(
         scoring=True,
     )
     if params.covariance_type == "tied":
-        log_norm -= tied_quadratic(X, shift, params.precisions_cholesky)[1]
+        with quadratic.one_blas_thread():  # a product too small to gain from a second thread
+            log_norm -= tied_quadratic(X, shift, params.precisions_cholesky)[1]
     return log_norm, resp
