@@ -1,0 +1,211 @@
+"""A chunk's E-step (kernels.chunk) and scoring (kernels.scoring) for every covariance type,
+against scipy's densities and scikit-learn's GaussianMixture with the same parameters, in float64
+and float32, on edge shapes; and the cancellation guard (kernels.expansion)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+from sklearn.mixture import GaussianMixture
+
+from streamgmm import MixtureParams
+from streamgmm.kernels import quadratic
+from streamgmm.kernels.chunk import chunk_statistics
+from streamgmm.kernels.expansion import expansion
+from streamgmm.kernels.scoring import score_chunk
+
+TYPES = ["full", "tied", "diag", "spherical"]
+# (records, features, components): one record, one feature, one component, a part block and a
+# part tile of the C kernel (1024 records a block), no records, K = 64.
+SHAPES = [(1, 3, 2), (700, 1, 3), (500, 4, 1), (2 * 1024 + 37, 5, 6), (0, 3, 2), (3001, 16, 64)]
+TOLERANCE = {np.float64: 1e-10, np.float32: 2e-4}
+
+
+def make_params(covariance_type: str, k: int, d: int, rng: np.random.Generator, scale: float = 1.0) -> MixtureParams:
+    weights = rng.uniform(0.5, 1.5, k)
+    means = rng.normal(scale=4.0, size=(k, d)) + 10.0
+    if covariance_type == "full":
+        A = rng.normal(size=(k, d, d))
+        covariances = (A @ A.transpose(0, 2, 1) / d + np.eye(d)) * scale
+    elif covariance_type == "tied":
+        A = rng.normal(size=(d, d))
+        covariances = (A @ A.T / d + np.eye(d)) * scale
+    elif covariance_type == "diag":
+        covariances = rng.uniform(0.3, 3.0, (k, d)) * scale
+    else:
+        covariances = rng.uniform(0.3, 3.0, k) * scale
+    return MixtureParams.from_covariances(weights / weights.sum(), means, covariances, covariance_type)
+
+
+def full_covariances(params: MixtureParams) -> np.ndarray:
+    k, d = params.n_components, params.n_features
+    c = params.covariances
+    return {
+        "full": lambda: c,
+        "tied": lambda: np.broadcast_to(c, (k, d, d)),
+        "diag": lambda: np.stack([np.diag(v) for v in c]),
+        "spherical": lambda: c[:, None, None] * np.eye(d),
+    }[params.covariance_type]()
+
+
+def oracle(X: np.ndarray, params: MixtureParams, shift: np.ndarray) -> dict[str, np.ndarray]:
+    """scipy's densities, a log-sum-exp and the statistics each type keeps, written out."""
+    log_prob = np.column_stack(
+        [
+            np.log(w) + multivariate_normal(m, c).logpdf(X).reshape(-1)
+            for w, m, c in zip(params.weights, params.means, full_covariances(params))
+        ]
+    ).reshape(X.shape[0], params.n_components)
+    log_norm = logsumexp(log_prob, axis=1)
+    resp = np.exp(log_prob - log_norm[:, None])
+    u = X - shift
+    second = {
+        "full": lambda: np.einsum("nk,nd,ne->kde", resp, u, u),
+        "tied": lambda: u.T @ u,
+        "diag": lambda: resp.T @ (u * u),
+        "spherical": lambda: resp.T @ (u * u),
+    }[params.covariance_type]()
+    return {"counts": resp.sum(axis=0), "sums": resp.T @ u, "second": second, "log_norm": log_norm, "resp": resp}
+
+
+def records(params: MixtureParams, n: int, rng: np.random.Generator) -> np.ndarray:
+    labels = rng.integers(0, params.n_components, n)
+    return params.means[labels] + rng.normal(size=(n, params.n_features)) * 1.2
+
+
+def assert_close(got: np.ndarray, expected: np.ndarray, dtype) -> None:
+    """Within the precision's tolerance of each entry, or of the largest one (an entry that is
+    the difference of large ones, e.g. a sum near zero, keeps only their absolute accuracy)."""
+    tolerance = TOLERANCE[dtype]
+    largest = float(np.abs(expected).max()) if expected.size else 0.0
+    np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance * max(1.0, largest))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_statistics_equal_the_definitions(covariance_type: str, shape, dtype) -> None:
+    n, d, k = shape
+    rng = np.random.default_rng(n + 10 * d + 100 * k)
+    params = make_params(covariance_type, k, d, rng)
+    X = np.asfortranarray(records(params, n, rng))  # a source's mini-batches are column-major
+    shift = X.mean(axis=0) + 0.5 if n else np.zeros(d)
+    stats, log_norm = chunk_statistics(X, params, shift, dtype)
+    expected = oracle(X, params, shift)
+    assert stats.n_records == n and stats.covariance_type == covariance_type
+    assert stats.second.shape == expected["second"].shape
+    assert_close(log_norm, expected["log_norm"], dtype)
+    assert stats.log_likelihood == pytest.approx(expected["log_norm"].sum(), rel=TOLERANCE[dtype], abs=1e-12)
+    for name in ("counts", "sums", "second"):
+        assert_close(getattr(stats, name), expected[name], dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_scores_equal_scikit_learn(covariance_type: str, shape, dtype) -> None:
+    n, d, k = shape
+    rng = np.random.default_rng(7 + n + 10 * d + 100 * k)
+    params = make_params(covariance_type, k, d, rng)
+    X = records(params, n, rng)  # row-major, as a user's array
+    sk = GaussianMixture(k, covariance_type=covariance_type)
+    sk.weights_, sk.means_, sk.covariances_ = params.weights, params.means, params.covariances
+    sk.precisions_cholesky_ = params.precisions_cholesky
+    log_norm, resp = score_chunk(X, params, dtype)
+    assert log_norm.dtype == np.float64 and resp.dtype == dtype and resp.shape == (n, k)
+    if n == 0:
+        return
+    assert_close(log_norm, sk.score_samples(X), dtype)
+    assert_close(resp, sk.predict_proba(X), dtype)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_without_the_fused_kernel_the_direct_form_gives_the_same(
+    monkeypatch: pytest.MonkeyPatch, covariance_type
+) -> None:
+    rng = np.random.default_rng(5)
+    params = make_params(covariance_type, 4, 3, rng)
+    X = records(params, 1500, rng)
+    shift = X[:100].mean(axis=0)
+    fused = chunk_statistics(X, params, shift), score_chunk(X, params)
+    monkeypatch.setenv("STREAMGMM_FUSED", "0")
+    direct = chunk_statistics(X, params, shift), score_chunk(X, params)
+    for name in ("counts", "sums", "second"):
+        np.testing.assert_allclose(getattr(fused[0][0], name), getattr(direct[0][0], name), rtol=1e-10, atol=1e-9)
+    for got, expected in zip((fused[0][1], *fused[1]), (direct[0][1], *direct[1])):
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_tiny_covariances_far_from_the_shift_stay_exact(covariance_type: str, dtype) -> None:
+    """The guard against cancellation: one component of variance 1e-8 a thousand units from the
+    shift is computed in the direct form (tied: the whole chunk, its direct form not being of
+    the kernel's features), and the results stay those of scipy."""
+    rng = np.random.default_rng(11)
+    d, k = 3, 3
+    base = make_params(covariance_type, k, d, rng)
+    means = base.means.copy()
+    means[0] += 1000.0
+    if covariance_type == "tied":
+        covariances = base.covariances * 1e-8
+    else:
+        covariances = base.covariances.copy()
+        covariances[0] = covariances[0] * 1e-8
+    params = MixtureParams.from_covariances(base.weights, means, covariances, covariance_type)
+    labels = rng.integers(0, k, 3000)
+    spread = np.full(3000, 1e-4) if covariance_type == "tied" else np.where(labels == 0, 1e-4, 1.0)
+    X = means[labels] + rng.normal(size=(3000, d)) * spread[:, None]
+    shift = X.mean(axis=0)
+    inputs = expansion(params, shift, dtype)
+    if covariance_type == "tied":
+        assert inputs is None
+    else:
+        assert 0 in inputs.direct
+    stats, log_norm = chunk_statistics(X, params, shift, dtype)
+    expected = oracle(X, params, shift)
+    # float32 rounds the records' offsets (1000 + 1e-4) to about 1e-4: compare the records'
+    # log-likelihoods to the float32 tolerance of the expansion, a few nats on 1e-8 variances.
+    tolerance = 1e-6 if dtype == np.float64 else 1e-2
+    np.testing.assert_allclose(stats.counts, expected["counts"], rtol=tolerance, atol=tolerance)
+    scored_norm, resp = score_chunk(X, params, dtype)
+    np.testing.assert_allclose(resp, expected["resp"], atol=tolerance)
+    if dtype == np.float64:
+        np.testing.assert_allclose(log_norm, expected["log_norm"], rtol=1e-9)
+        np.testing.assert_allclose(scored_norm, expected["log_norm"], rtol=1e-9)
+        np.testing.assert_allclose(stats.sums, expected["sums"], rtol=1e-9, atol=1e-6)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_float32_responsibilities_have_no_subnormal(covariance_type: str) -> None:
+    """Responsibilities far below their record's largest are floored to zero, never subnormal
+    (which slows float32 arithmetic tenfold), and rows still sum to one."""
+    rng = np.random.default_rng(3)
+    params = make_params(covariance_type, 5, 2, rng, scale=0.05)
+    X = np.concatenate([records(params, 500, rng), params.means.mean(axis=0) + rng.normal(size=(500, 2)) * 8])
+    _, resp = score_chunk(X, params, np.float32)
+    assert not np.any((resp != 0) & (np.abs(resp) < np.finfo(np.float32).tiny))
+    assert np.any(resp == 0)  # the case is exercised
+    np.testing.assert_allclose(resp.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_the_c_interface_checks_the_layout_and_the_responsibilities_buffer() -> None:
+    if not quadratic.FUSED_KERNELS:
+        pytest.skip("streamgmm.kernels._fused was not built")
+    n, d, k = 10, 3, 2
+    p = 1 + 2 * d
+    X, shift = np.zeros((d, n)), np.zeros(d)
+    V, direct = np.zeros((8, p)), np.zeros(k, np.uint8)
+    W, constant = np.zeros((k * d, d + 1)), np.zeros(k)
+    S, log_norm = np.zeros((k, p)), np.zeros(n)
+    resp = np.zeros((n, k))
+    quadratic._fused.run(n, d, k, 8, "diag", X, shift, V, direct, W, constant, S, log_norm, resp)
+    np.testing.assert_allclose(resp, 0.5)  # equal log-densities
+    with pytest.raises(ValueError, match="layout"):
+        quadratic._fused.run(n, d, k, 8, "banded", X, shift, V, direct, W, constant, S, log_norm, resp)
+    with pytest.raises(ValueError, match="resp has"):
+        quadratic._fused.run(n, d, k, 8, "diag", X, shift, V, direct, W, constant, S, log_norm, resp[:5])
+    with pytest.raises(ValueError, match="V has"):  # a diag V is not a full one
+        quadratic._fused.run(n, d, k, 8, "full", X, shift, V, direct, W, constant, S, log_norm, None)
