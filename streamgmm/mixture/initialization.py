@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamgmm.mixture.params import MixtureParams
-from streamgmm.mixture.reseeding import reseed
+from streamgmm.mixture.reseeding import collapsed_components, reseed
 from streamgmm.mixture.statistics import SufficientStatistics
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -41,9 +41,24 @@ def check_init_params(init_params: str) -> None:
         raise ValueError(f"Invalid value for 'init_params': {init_params!r}; expected one of {', '.join(INIT_METHODS)}")
 
 
+# Records per block of the (records x centres) distance products: a block of K=64 float64
+# distances stays in cache, where the whole sample's would not.
+DISTANCE_BLOCK = 1024
+
+
 def _squared_distances(X: np.ndarray, centers: np.ndarray, x_sq: np.ndarray) -> np.ndarray:
     d2 = x_sq[:, None] - 2.0 * X @ centers.T + (centers**2).sum(axis=1)[None, :]
     return np.maximum(d2, 0.0)
+
+
+def _trial_distances(trials: np.ndarray, XT: np.ndarray, x_sq: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Squared distances from each trial centre to every record, shape (n_trials, n), in ``out``:
+    one product |x|^2 - 2 c.x + |c|^2 and in-place updates (no temporaries of the sample's size)."""
+    # Scaling by -2 (a power of two) before the product is exact: the same numbers, one pass less.
+    np.matmul(-2.0 * trials, XT, out=out)
+    out += x_sq
+    out += np.einsum("ij,ij->i", trials, trials)[:, None]
+    return np.maximum(out, 0.0, out=out)
 
 
 def kmeans_plusplus(
@@ -51,14 +66,42 @@ def kmeans_plusplus(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy k-means++ seeding: each new centre is the best of several D^2-sampled trials.
 
-    Returns the centres, shape (n_clusters, d), and the indices of the records chosen."""
+    Each of the ``n_clusters`` rounds costs one (trials x records) product over the sample:
+    O(n K log(K) d) in all, as scikit-learn's.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        The records.
+    n_clusters : int
+        The number of centres K.
+    rng : numpy.random.Generator
+    n_local_trials : int, optional
+        Trials per round (default ``2 + int(log(K))``, as scikit-learn).
+
+    Returns
+    -------
+    centers : ndarray of shape (n_clusters, d)
+    indices : ndarray of shape (n_clusters,)
+        The records chosen.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[0.0], [0.1], [10.0], [10.1]])
+    >>> centers, indices = kmeans_plusplus(X, 2, np.random.default_rng(0))
+    >>> sorted(centers[:, 0].round().tolist())
+    [0.0, 10.0]
+    """
     n = X.shape[0]
     if n_local_trials is None:
         n_local_trials = 2 + int(np.log(n_clusters))
-    x_sq = (X**2).sum(axis=1)
+    XT = np.ascontiguousarray(X.T)
+    x_sq = np.einsum("ij,ij->i", X, X)
     indices = np.empty(n_clusters, dtype=np.intp)
     indices[0] = rng.integers(n)
-    closest = _squared_distances(X, X[indices[:1]], x_sq)[:, 0]
+    closest = _trial_distances(X[indices[:1]], XT, x_sq, np.empty((1, n)))[0]
+    trial = np.empty((n_local_trials, n))
     for c in range(1, n_clusters):
         potential = closest.sum()
         if potential <= 0:  # every record coincides with a centre already chosen
@@ -67,10 +110,11 @@ def kmeans_plusplus(
             cumulative = np.cumsum(closest)
             candidates = np.searchsorted(cumulative, rng.uniform(size=n_local_trials) * potential)
             candidates = np.minimum(candidates, n - 1)
-        trial = np.minimum(closest[:, None], _squared_distances(X, X[candidates], x_sq))
-        best = int(np.argmin(trial.sum(axis=0)))
+        _trial_distances(X[candidates], XT, x_sq, trial)
+        np.minimum(trial, closest, out=trial)
+        best = int(np.argmin(trial.sum(axis=1)))
         indices[c] = candidates[best]
-        closest = trial[:, best]
+        closest = trial[best].copy()
     return X[indices].copy(), indices
 
 
@@ -79,16 +123,41 @@ def lloyd(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lloyd's k-means iterations until the labels settle, the centres move less than ``tol``
     times the mean feature variance, or ``max_iter``; an empty cluster keeps its centre.
-    Returns the centres and the label of each record (its nearest centre)."""
+
+    Each iteration is O(n K d): the nearest centres by blocked products, the cluster sums by
+    counting (``bincount`` per feature).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    centers : ndarray of shape (K, d)
+        The starting centres.
+    max_iter : int, default=300
+        0: only the labels of ``centers``.
+    tol : float, default=1e-4
+
+    Returns
+    -------
+    centers : ndarray of shape (K, d)
+    labels : ndarray of shape (n,)
+        Each record's nearest centre.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[0.0], [1.0], [10.0], [11.0]])
+    >>> centers, labels = lloyd(X, np.array([[0.0], [1.0]]))
+    >>> centers[:, 0], labels
+    (array([ 0.5, 10.5]), array([0, 0, 1, 1]))
+    """
     threshold = tol * float(X.var(axis=0).mean()) if X.shape[0] else 0.0
+    k = centers.shape[0]
+    columns = np.ascontiguousarray(X.T)
     labels = nearest(X, centers)
-    rows = np.arange(X.shape[0])
     for _ in range(max_iter):
-        counts = np.bincount(labels, minlength=centers.shape[0])
-        # The cluster sums as one product with the one-hot labels: a BLAS call, not a loop.
-        onehot = np.zeros((X.shape[0], centers.shape[0]))
-        onehot[rows, labels] = 1.0
-        new = np.where(counts[:, None] > 0, (onehot.T @ X) / np.maximum(counts, 1)[:, None], centers)
+        counts = np.bincount(labels, minlength=k)
+        sums = np.column_stack([np.bincount(labels, weights=column, minlength=k) for column in columns])
+        new = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centers)
         shift = float(((new - centers) ** 2).sum())
         centers = new
         new_labels = nearest(X, centers)
@@ -101,11 +170,26 @@ def lloyd(
 
 def nearest(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """The index of each record's nearest centre: argmin of |c|^2 - 2 x.c (|x|^2 is the same
-    for every centre)."""
-    scores = X @ centers.T
-    scores *= -2.0
-    scores += (centers**2).sum(axis=1)
-    return np.argmin(scores, axis=1)
+    for every centre), by blocks of records.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> nearest(np.array([[0.0], [4.0], [9.0]]), np.array([[10.0], [0.0]]))
+    array([1, 1, 0])
+    """
+    # |c|^2/2 - x.c is (|c|^2 - 2 x.c)/2 exactly (halving is exact): the same argmin, one pass less.
+    half_sq = 0.5 * np.einsum("ij,ij->i", centers, centers)
+    negated = np.ascontiguousarray(-centers.T)
+    labels = np.empty(X.shape[0], dtype=np.intp)
+    scores = np.empty((min(DISTANCE_BLOCK, X.shape[0]), centers.shape[0]))
+    for start in range(0, X.shape[0], DISTANCE_BLOCK):
+        block = X[start : start + DISTANCE_BLOCK]
+        part = scores[: block.shape[0]]
+        np.matmul(block, negated, out=part)
+        part += half_sq
+        labels[start : start + DISTANCE_BLOCK] = np.argmin(part, axis=1)
+    return labels
 
 
 def initial_responsibilities(
@@ -174,6 +258,8 @@ def place_empty_components(
     params: MixtureParams, stats: SufficientStatistics, centred: np.ndarray, shift: np.ndarray, reg_covar: float
 ) -> MixtureParams:
     """An empty cluster gets a real place before EM sees it: the records farthest from any centre."""
-    k = params.n_components
+    empty = collapsed_components(params).size
+    if empty == 0:
+        return params
     nearest = _squared_distances(centred, params.means - shift, (centred**2).sum(axis=1)).min(axis=1)
-    return reseed(params, stats, centred[np.argsort(nearest)[::-1][:k]] + shift, reg_covar)[0]
+    return reseed(params, stats, centred[np.argsort(nearest)[::-1][:empty]] + shift, reg_covar)[0]
