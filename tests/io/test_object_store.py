@@ -1,0 +1,71 @@
+"""Lakes in an S3-compatible object store (moto's server, a real process on loopback), reached
+with the standard credentials and endpoint variables (issue 18)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.fs as pafs
+import pytest
+
+from streamgmm import ParquetSource, StreamingGaussianMixture
+
+
+@pytest.fixture(scope="module")
+def lake(make_lake):
+    return make_lake(
+        "object_store", n_records=6_000, n_components=3, n_features=2, n_files=3, row_group_size=1_000, seed=5
+    )
+
+
+def upload(folder: Path, bucket: str, prefix: str) -> str:
+    """Copy a local lake's files to s3://bucket/prefix/, keeping their relative paths."""
+    s3, _ = pafs.FileSystem.from_uri(f"s3://{bucket}")  # from AWS_ENDPOINT_URL and the credential variables
+    local = pafs.LocalFileSystem()
+    for info in local.get_file_info(pafs.FileSelector(str(folder), recursive=True)):
+        if info.type == pafs.FileType.File:
+            relative = Path(info.path).relative_to(folder).as_posix()
+            pafs.copy_files(
+                info.path, f"{bucket}/{prefix}/{relative}", source_filesystem=local, destination_filesystem=s3
+            )
+    return f"s3://{bucket}/{prefix}/"
+
+
+def test_fit_of_an_s3_lake_equals_the_local_fit(lake, s3_bucket) -> None:
+    url = upload(lake.path, s3_bucket, "lake")
+    model = StreamingGaussianMixture(3, random_state=0).fit(url)
+    local = StreamingGaussianMixture(3, random_state=0).fit(str(lake.path))
+    np.testing.assert_array_equal(model.means_, local.means_)
+    np.testing.assert_array_equal(model.covariances_, local.covariances_)
+    assert ParquetSource(url).n_records == ParquetSource(str(lake.path)).n_records == 6_000
+
+
+def test_cli_fit_of_an_s3_lake_equals_the_local_fit(lake, s3_bucket, tmp_path) -> None:
+    url = upload(lake.path, s3_bucket, "lake")
+    outputs = {}
+    for name, where in (("s3", url), ("local", str(lake.path))):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "streamgmm",
+                "fit",
+                where,
+                "-k",
+                "3",
+                "--seed",
+                "0",
+                "--model",
+                str(tmp_path / f"{name}.json"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        outputs[name] = StreamingGaussianMixture.load(tmp_path / f"{name}.json")
+    np.testing.assert_array_equal(outputs["s3"].means_, outputs["local"].means_)
+    np.testing.assert_array_equal(outputs["s3"].covariances_, outputs["local"].covariances_)
