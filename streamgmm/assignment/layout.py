@@ -1,7 +1,7 @@
 """The layout of ``assign``'s output, shared by the local pass and the Dask sink: which input
-becomes which output file (:func:`input_parts`, :func:`table_part`), the writer of one part
-(:class:`PartWriter`, small enough to travel to Dask workers), the output schema and metadata,
-the output directory's checks, and the removal of what a failed run wrote.
+becomes which output file (:func:`input_parts`, :func:`table_part`), the output schema and
+metadata, the output directory's checks, and the removal of what a failed run wrote. The
+writer of the files is :class:`streamgmm.assignment.pipeline.PartWriter`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streamgmm.io.arrow_source import frame_table, is_arrow_stream, is_dataframe
-from streamgmm.io.atomic_write import atomic_path
-from streamgmm.io.columns import DataError, FeatureReader, check_column
+from streamgmm.io.columns import DataError, check_column
 from streamgmm.io.lake_paths import is_path_like, overlap
 from streamgmm.io.parquet_source import READ_BATCH, LakeFile, ParquetSource
 from streamgmm.io.validation import default_feature_names
-from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.mixture.params import MixtureParams
 
 FORMAT_NAME = "streamgmm.assign"
@@ -51,31 +49,6 @@ class Part:
     keep_fields: tuple[pa.Field, ...]  # types of the kept columns, for an input without rows
 
 
-@dataclass(frozen=True)
-class PartWriter:
-    """Writes one part's output file (atomically) with the run's schema and metadata. Small and
-    picklable: on Dask it travels to the workers that write the partitions."""
-
-    out: str
-    params: MixtureParams
-    features: list[str]
-    nan_policy: str
-    metadata: dict[bytes, bytes]
-    result_type: pa.DataType
-    batch_size: int
-
-    def write(self, part: Part, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-        """Write ``part`` to its output file; its ``_SUCCESS`` entry."""
-        reader = FeatureReader(self.features, self.nan_policy)
-        target = Path(self.out, part.output)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        schema = output_schema(part.keep_fields, self.params.n_components, self.result_type).with_metadata(
-            self.metadata
-        )
-        rows = _write_part(part, target, reader, self.params, schema, self.batch_size, progress)
-        return {"input": part.input, "output": part.output, "rows": rows, "skipped": reader.skipped}
-
-
 def result_columns(n_components: int) -> list[str]:
     return [f"resp_{k}" for k in range(n_components)] + ["component", "log_likelihood"]
 
@@ -86,64 +59,6 @@ def output_schema(keep_fields: Sequence[pa.Field], n_components: int, result_typ
     fields = [field.with_nullable(True) for field in keep_fields]
     fields += [pa.field(f"resp_{k}", result_type) for k in range(n_components)]
     return pa.schema(fields + [pa.field("component", pa.int32()), pa.field("log_likelihood", pa.float64())])
-
-
-def _write_part(
-    part: Part,
-    target: Path,
-    reader: FeatureReader,
-    params: MixtureParams,
-    schema: pa.Schema,
-    batch_size: int,
-    progress: Callable[[int], None] | None,
-) -> int:
-    rows = 0
-    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema) as writer:
-        for group in part.row_groups():
-            tables = []
-            for batch, where, first_row in group:
-                for start in range(0, batch.num_rows, batch_size):
-                    piece = batch.slice(start, batch_size)
-                    tables.append(_results(piece, where, first_row + start, reader, params, schema))
-                    if progress is not None:
-                        progress(piece.num_rows)
-            if tables:
-                table = pa.concat_tables(tables)
-                writer.write_table(table, row_group_size=table.num_rows)
-                rows += table.num_rows
-    return rows
-
-
-def _results(
-    batch: pa.RecordBatch,
-    where: str,
-    first_row: int,
-    reader: FeatureReader,
-    params: MixtureParams,
-    schema: pa.Schema,
-) -> pa.Table:
-    X, mask = reader.read(batch, where, first_row)
-    # One BLAS thread, as every other E-step (quadratic.one_blas_thread): a second one only
-    # competes with the read-ahead and other work on shared cores.
-    with one_blas_thread():
-        log_likelihood, resp = params.e_step(X if mask is None else X[mask])
-    component = resp.argmax(axis=1).astype(np.int32)
-
-    def column(values: np.ndarray, data_type: pa.DataType) -> pa.Array:
-        if mask is None:
-            return pa.array(values, type=data_type)
-        # Skipped rows keep their place, as nulls.
-        full = np.zeros(mask.shape[0], dtype=values.dtype)
-        full[mask] = values
-        return pa.array(full, type=data_type, mask=~mask)
-
-    n_results = params.n_components + 2
-    kept = [batch.column(field.name) for field in list(schema)[:-n_results]]
-    result_types = [field.type for field in list(schema)[-n_results:]]
-    results = [resp[:, k] for k in range(params.n_components)] + [component, log_likelihood]
-    return pa.Table.from_arrays(
-        kept + [column(values, data_type) for values, data_type in zip(results, result_types)], schema=schema
-    )
 
 
 def file_metadata(

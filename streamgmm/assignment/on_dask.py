@@ -1,5 +1,5 @@
 """The responsibilities pass on Dask: each partition's output file is written by the worker that
-reads the partition, with the local pass's writer (:class:`~streamgmm.assignment.layout.PartWriter`:
+reads the partition, with the local pass's writer (:class:`~streamgmm.assignment.pipeline.PartWriter`:
 same columns, metadata and atomic rename). The client only collects the per-file entries of the
 ``_SUCCESS`` manifest, which :func:`streamgmm.assignment.local.assign` writes last, as locally.
 
@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from streamgmm.assignment.layout import PartWriter, input_parts, lake_for_model, remove_outputs, table_part
+from streamgmm.assignment.layout import input_parts, lake_for_model, remove_outputs, table_part
+from streamgmm.assignment.pipeline import PartWriter
 from streamgmm.dask.source import DaskSource, PartitionSpec, dask_source, open_partition
 from streamgmm.io.arrow_source import frame_table
 from streamgmm.io.lake_paths import is_path_like

@@ -3,7 +3,7 @@
     streamgmm fit SOURCE... -k K --model PATH [--covariance full] [--columns a,b] [--passthrough id]
                   [--filter 'day>=3'] [--algorithm auto|online|batch] [--batch-size N] [--passes P]
                   [--nan-policy raise|skip] [--seed S] [--scheduler ADDRESS | --workers N] [--json] [-q]
-    streamgmm assign SOURCE... --model PATH --out DIR [--keep id,...] [--dtype float32]
+    streamgmm assign SOURCE... --model PATH --out DIR [--keep id,...] [--result-dtype float32] [--compression zstd]
                   [--nan-policy raise|skip] [--overwrite] [--scheduler ADDRESS | --workers N] [--json] [-q]
     streamgmm watch LANDING_DIR --state STATE_DIR [-k K --columns a,b --passthrough id --seed S | --model INIT_MODEL]
                   [--interval S] [--settle S] [--step-floor F] [--assign-out DIR [--keep id]] [--once] [--json] [-q]
@@ -185,7 +185,8 @@ def run_assign(args: argparse.Namespace) -> dict[str, Any]:
             source,
             args.out,
             keep=args.keep,
-            dtype=args.dtype,
+            dtype=args.result_dtype,
+            compression=args.compression,
             overwrite=args.overwrite,
             progress=bar.update,
             client=client,

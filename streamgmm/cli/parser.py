@@ -133,7 +133,18 @@ def _assign_command(commands: Any) -> None:
         "--keep", type=column_list, default=[], metavar="COLUMNS", help="columns copied through unchanged, e.g. id"
     )
     assign_.add_argument(
-        "--dtype", choices=["float64", "float32"], default="float64", help="type of the resp_* columns"
+        "--result-dtype",
+        "--dtype",
+        dest="result_dtype",
+        choices=["float64", "float32"],
+        default="float64",
+        help="type of the resp_* columns: float32 halves their size (default float64)",
+    )
+    assign_.add_argument(
+        "--compression",
+        choices=["snappy", "zstd", "lz4", "gzip", "none"],
+        default="snappy",
+        help="Parquet codec of the output files (default snappy; see docs/cli.md for sizes and times)",
     )
     assign_.add_argument("--overwrite", action="store_true", help="replace an earlier output in --out")
     _common(assign_)

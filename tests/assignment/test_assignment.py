@@ -694,19 +694,19 @@ def test_the_e_step_runs_on_one_blas_thread(lake, model, tmp_path, monkeypatch):
     2.3-3.4 s against 1.3-1.4 s); its E-steps run on one thread and leave the count as found."""
     from threadpoolctl import ThreadpoolController, threadpool_limits
 
-    from streamgmm.mixture.params import MixtureParams
+    import streamgmm.assignment.pipeline as pipeline
 
     blas = ThreadpoolController().select(user_api="blas")
     if not blas.lib_controllers:
         pytest.skip("no BLAS library with threads to limit")
     seen: set[int] = set()
-    e_step = MixtureParams.e_step
+    score_chunk = pipeline.score_chunk
 
-    def watched(self, X):
+    def watched(X, params, *args):
         seen.update(info["num_threads"] for info in blas.info())
-        return e_step(self, X)
+        return score_chunk(X, params, *args)
 
-    monkeypatch.setattr(MixtureParams, "e_step", watched)
+    monkeypatch.setattr(pipeline, "score_chunk", watched)
     with threadpool_limits(limits=2, user_api="blas"):
         summary = assign(model, lake.path, tmp_path / "out", keep=["id"])
         assert [info["num_threads"] for info in blas.info()] == [2] * len(blas.lib_controllers)
