@@ -359,6 +359,5 @@ def one_file_dataset(lake: ParquetSource, fragment: Any) -> ds.FileSystemDataset
     with every task)."""
     import pyarrow.dataset as ds
 
-    return ds.FileSystemDataset(
-        [fragment], schema=lake.dataset.schema, format=lake.dataset.format, filesystem=lake.dataset.filesystem
-    )
+    listing = lake.listing
+    return ds.FileSystemDataset([fragment], schema=lake.schema, format=listing.format, filesystem=listing.filesystem)
