@@ -75,7 +75,7 @@ static Py_ssize_t n_features_of(const char *layout, Py_ssize_t d) {
 static PyObject *fused(const char *caller, Py_ssize_t n, Py_ssize_t d, Py_ssize_t k, Py_ssize_t itemsize,
                        const char *layout, PyObject *records, Py_buffer *shift, Py_buffer *V, Py_buffer *direct,
                        Py_buffer *W, Py_buffer *constant, Py_buffer *S, Py_buffer *log_norm, Py_buffer *resp,
-                       const char *name) {
+                       const char *name, Py_buffer *shared, Py_buffer *shared_second) {
     Chunk c;
     Py_buffer X = {0};
     PyObject *result = NULL;
@@ -118,7 +118,9 @@ static PyObject *fused(const char *caller, Py_ssize_t n, Py_ssize_t d, Py_ssize_
     if (!(check(shift, d, 8, "shift") && check(V, padded * p, itemsize, "V") && check(direct, k, 1, "direct") &&
           check(W, k * d * (d + 1), itemsize, "W") && check(constant, k, itemsize, "direct_constant") &&
           check(S, k * p, 8, "S") && check(log_norm, n, 8, "log_norm") &&
-          (resp == NULL || check(resp, n * k, itemsize, "resp"))))
+          (resp == NULL || check(resp, n * k, itemsize, "resp")) &&
+          (shared == NULL || check(shared, d * (d + 1), itemsize, "shared")) &&
+          (shared_second == NULL || check(shared_second, d * d, 8, "shared_second"))))
         goto done;
     left = malloc(sizeof(int) * (p + PADDING));
     right = malloc(sizeof(int) * (p + PADDING));
@@ -137,7 +139,8 @@ static PyObject *fused(const char *caller, Py_ssize_t n, Py_ssize_t d, Py_ssize_
         for (Py_ssize_t i = 0; i < d; i++) left[j] = right[j] = (int)i, j++;
     for (; j < p + PADDING; j++) left[j] = right[j] = (int)d;
     c = (Chunk){n, d, k, p, X.buf, X.strides[0] / 8, shift->buf, V->buf, direct->buf, W->buf, constant->buf, left,
-                right, S->buf, log_norm->buf, resp == NULL ? NULL : resp->buf};
+                right, S->buf, log_norm->buf, resp == NULL ? NULL : resp->buf, shared == NULL ? NULL : shared->buf,
+                shared_second == NULL ? NULL : shared_second->buf};
     int status;
     Py_BEGIN_ALLOW_THREADS
     status = itemsize == 4 ? variant->run_float(&c) : variant->run_double(&c);
@@ -164,25 +167,36 @@ static PyObject *chunk_statistics(PyObject *self, PyObject *args) {
                           &constant, &S, &log_norm, &name))
         return NULL;
     PyObject *result = fused("chunk_statistics", n, d, k, itemsize, "full", records, &shift, &V, &direct, &W,
-                             &constant, &S, &log_norm, NULL, name);
+                             &constant, &S, &log_norm, NULL, name, NULL, NULL);
     Py_buffer *all[] = {&shift, &V, &direct, &W, &constant, &S, &log_norm};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) PyBuffer_Release(all[i]);
     return result;
 }
 
+/* A None argument, or a buffer of it (writable if asked); 0 on failure with the error set. */
+static int optional_buffer(PyObject *object, Py_buffer *buffer, Py_buffer **out, int writable) {
+    *out = NULL;
+    if (object == Py_None) return 1;
+    if (PyObject_GetBuffer(object, buffer, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) != 0) return 0;
+    *out = buffer;
+    return 1;
+}
+
 static PyObject *run(PyObject *self, PyObject *args) {
     Py_ssize_t n, d, k, itemsize;
     const char *layout, *name = NULL;
-    PyObject *records, *resp_object;
-    Py_buffer shift, V, direct, W, constant, S, log_norm, resp = {0};
-    if (!PyArg_ParseTuple(args, "nnnnsOy*y*y*y*y*w*w*O|z", &n, &d, &k, &itemsize, &layout, &records, &shift, &V,
-                          &direct, &W, &constant, &S, &log_norm, &resp_object, &name))
+    PyObject *records, *resp_object, *shared_object = Py_None, *second_object = Py_None;
+    Py_buffer shift, V, direct, W, constant, S, log_norm, resp = {0}, shared = {0}, shared_second = {0};
+    Py_buffer *resp_buffer, *shared_buffer, *second_buffer;
+    if (!PyArg_ParseTuple(args, "nnnnsOy*y*y*y*y*w*w*O|zOO", &n, &d, &k, &itemsize, &layout, &records, &shift, &V,
+                          &direct, &W, &constant, &S, &log_norm, &resp_object, &name, &shared_object, &second_object))
         return NULL;
     PyObject *result = NULL;
-    if (resp_object == Py_None || PyObject_GetBuffer(resp_object, &resp, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) == 0)
+    if (optional_buffer(resp_object, &resp, &resp_buffer, 1) && optional_buffer(shared_object, &shared, &shared_buffer, 0) &&
+        optional_buffer(second_object, &shared_second, &second_buffer, 1))
         result = fused("run", n, d, k, itemsize, layout, records, &shift, &V, &direct, &W, &constant, &S, &log_norm,
-                       resp_object == Py_None ? NULL : &resp, name);
-    Py_buffer *all[] = {&shift, &V, &direct, &W, &constant, &S, &log_norm, &resp};
+                       resp_buffer, name, shared_buffer, second_buffer);
+    Py_buffer *all[] = {&shift, &V, &direct, &W, &constant, &S, &log_norm, &resp, &shared, &shared_second};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) PyBuffer_Release(all[i]);
     return result;
 }
@@ -207,10 +221,11 @@ static PyMethodDef methods[] = {
      "fused E-step in float32 (itemsize 4) or float64 (8), V, W and direct_constant in that precision; adds the "
      "chunk's statistics to S and writes log_norm. Called by streamgmm.kernels.quadratic."},
     {"run", run, METH_VARARGS,
-     "run(n, d, k, itemsize, layout, X, shift, V, direct, W, direct_constant, S, log_norm, resp[, kernel]): the "
-     "fused E-step over the features of layout ('full', 'diag' or 'linear'); with resp None it adds the chunk's "
-     "statistics to S, else it writes the responsibilities (n, k) in the kernel's precision to resp. Both write "
-     "log_norm. Called by streamgmm.kernels.quadratic."},
+     "run(n, d, k, itemsize, layout, X, shift, V, direct, W, direct_constant, S, log_norm, resp[, kernel[, shared[, "
+     "shared_second]]]): the fused E-step over the features of layout ('full', 'diag' or 'linear'); with resp None "
+     "it adds the chunk's statistics to S, else it writes the responsibilities (n, k) in the kernel's precision to "
+     "resp. Both write log_norm, less ||shared [1; u]||^2 / 2 when shared (d, d + 1) is given; shared_second (d, d) "
+     "gets the upper triangle of sum u u' added. Called by streamgmm.kernels.quadratic."},
     {"kernels", kernels, METH_NOARGS, "kernels(): the builds this CPU runs, widest (the default) first; may be empty."},
     {NULL, NULL, 0, NULL},
 };

@@ -22,6 +22,10 @@ typedef struct {
     double *log_norm;               /* (n) */
     void *resp;                     /* (n, k) in the kernel's precision, or NULL: when given, the
                                      * responsibilities are written there and S is left alone */
+    /* a tied covariance's shared term, or NULL: log_norm takes away ||W0 [1; u]||^2 / 2 (W0 of
+     * shape (d, d + 1), in the kernel's precision), which the log-densities leave out */
+    const void *shared;
+    double *shared_second;          /* (d, d), or NULL: sum of u u' over the records, upper triangle added to */
 } Chunk;
 
 /* The features z(u), by the layout's name in _fused.run: "full" (1, u_i, u_i u_m for i <= m),

@@ -92,7 +92,7 @@ INLINE vf load_u(const double *column, ptrdiff_t start, ptrdiff_t count, double 
     return out;
 }
 
-static void run(const Chunk *c, vf *u, vf *L) {
+static void run(const Chunk *c, vf *u, vf *L, vf *Q) {
     const ptrdiff_t d = c->d, K = c->k, p = c->p;
     const real *V = c->V, *W = c->W, *direct_constant = c->direct_constant;
     const ptrdiff_t groups = (K + GROUP - 1) / GROUP, padded = groups * GROUP;
@@ -109,6 +109,16 @@ static void run(const Chunk *c, vf *u, vf *L) {
                 ut[i] = t < tiles ? load_u(c->X + i * c->ldx, block + t * LANES, b - t * LANES, c->shift[i]) : splat(0.0);
             ut[d] = splat(1.0);
         }
+        /* the unweighted second moment (tied), over whole tiles: lanes past the end hold zeros */
+        if (c->shared_second != NULL)
+            for (ptrdiff_t i = 0; i < d; i++)
+                for (ptrdiff_t m = i; m < d; m++) {
+                    vf acc = {0};
+                    for (ptrdiff_t t = 0; t < tiles; t++) acc += u[t * (d + 1) + i] * u[t * (d + 1) + m];
+                    double sum = 0.0;
+                    for (int r = 0; r < LANES; r++) sum += acc[r];
+                    c->shared_second[i * d + m] += sum;
+                }
         /* ... then the log-densities of FEATURES tiles at a time, sharing each coefficient's
          * load; L is (tiles, padded) */
         for (ptrdiff_t t0 = 0; t0 < steps; t0 += FEATURES) {
@@ -144,6 +154,16 @@ static void run(const Chunk *c, vf *u, vf *L) {
                 }
                 Lt[k] = splat(direct_constant[k]) - splat(0.5) * q;
             }
+            if (c->shared != NULL) {
+                const real *W0 = c->shared;
+                vf q = {0};
+                for (ptrdiff_t i = 0; i < d; i++) {
+                    vf a = splat(W0[i * (d + 1)]);
+                    for (ptrdiff_t m = 0; m < d; m++) a += splat(W0[i * (d + 1) + 1 + m]) * ut[m];
+                    q += a * a;
+                }
+                Q[t] = splat(0.5) * q;
+            }
         }
         /* 2. softmax, in place: L becomes the responsibilities */
         for (ptrdiff_t t = 0; t < tiles; t++) {
@@ -161,7 +181,8 @@ static void run(const Chunk *c, vf *u, vf *L) {
             for (ptrdiff_t k = K; k < padded; k++) Lt[k] = splat(0.0);
             const ptrdiff_t count = b - t * LANES < LANES ? b - t * LANES : LANES;
             for (ptrdiff_t r = 0; r < count; r++)
-                c->log_norm[block + t * LANES + r] = log((double)total[r]) + (double)peak[r];
+                c->log_norm[block + t * LANES + r] =
+                    log((double)total[r]) + (double)peak[r] - (c->shared != NULL ? (double)Q[t][r] : 0.0);
             /* lanes past the chunk's end hold no record */
             for (ptrdiff_t r = count; r < LANES; r++)
                 for (ptrdiff_t k = 0; k < K; k++) Lt[k][r] = 0.0;
@@ -206,12 +227,14 @@ int KERNEL_NAME(const Chunk *c) {
     const ptrdiff_t padded = (c->k + GROUP - 1) / GROUP * GROUP;
     vf *u = aligned_alloc(sizeof(vf), sizeof(vf) * tiles * (c->d + 1));
     vf *L = aligned_alloc(sizeof(vf), sizeof(vf) * tiles * padded);
+    vf *Q = aligned_alloc(sizeof(vf), sizeof(vf) * tiles);
     int status = -1;
-    if (u && L) {
-        run(c, u, L);
+    if (u && L && Q) {
+        run(c, u, L, Q);
         status = 0;
     }
     free(u);
     free(L);
+    free(Q);
     return status;
 }

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamgmm.kernels import quadratic
-from streamgmm.kernels.expansion import expansion, tied_quadratic
+from streamgmm.kernels.expansion import expansion
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.statistics import SufficientStatistics
 
@@ -78,7 +78,7 @@ def chunk_statistics(
             log_norm, resp = params.e_step(X)
             stats = SufficientStatistics.from_responsibilities(X, resp, shift, covariance_type, float(log_norm.sum()))
             return stats, log_norm
-        S, log_norm, _ = quadratic.fused_run(
+        S, log_norm, _, shared_second = quadratic.fused_run(
             X,
             shift,
             inputs.V,
@@ -87,16 +87,12 @@ def chunk_statistics(
             inputs.direct_constant,
             quadratic.FUSED_KERNELS[0],
             inputs.layout,
+            shared=inputs.shared,
         )
         counts, sums = S[0], np.ascontiguousarray(S[1 : d + 1].T)
         if covariance_type == "tied":
             # Responsibilities of a record sum to one, so the components' moments add up to u'u.
-            # One BLAS thread, as the full kernel's products: these are too small to gain from a
-            # second one and lose several times over when it competes with the read-ahead thread.
-            with quadratic.one_blas_thread():
-                u, q = tied_quadratic(X, shift, params.precisions_cholesky)
-                second = u.T @ u
-            log_norm -= q
+            second = shared_second
         else:
             second = np.ascontiguousarray(S[d + 1 :].T)
     stats = SufficientStatistics(covariance_type, shift, counts, sums, second, float(n), float(log_norm.sum()))

@@ -9,7 +9,7 @@ product V_k z(u) over the features of a layout (see ``quadratic.fused_run``):
   diagonal's;
 - ``tied``: z = [1, u_i], p = d + 1. The shared quadratic term -u'Pu/2 is the same for every
   component, so it cancels from the responsibilities: the kernel leaves it out and the caller
-  adds it to the log-likelihoods (:func:`tied_quadratic`).
+  adds it to the log-likelihoods (the kernel's ``shared`` term, :func:`shared_factor`).
 
 As for full covariances, a component whose expansion would lose more than
 ``quadratic.EXPANSION_TOLERANCE`` to cancellation (a covariance small next to its mean's
@@ -52,13 +52,15 @@ class Expansion:
 
     ``V`` (K, p): the log-densities' coefficients; ``direct``: the components computed in the
     direct form, constants_k - ||W_k [1; u]||^2 / 2 with ``W`` (K d, d + 1) and
-    ``direct_constant`` (K,) (zeros when there are none)."""
+    ``direct_constant`` (K,) (zeros when there are none); ``shared``: for tied, the term every
+    log-density leaves out (:func:`shared_factor`), else None."""
 
     layout: str
     V: np.ndarray
     direct: np.ndarray
     W: np.ndarray
     direct_constant: np.ndarray
+    shared: np.ndarray | None
 
 
 def _log_weights(params: MixtureParams) -> np.ndarray:
@@ -110,10 +112,8 @@ def _direct_diag(params: MixtureParams, shift: np.ndarray) -> tuple[np.ndarray, 
 
 
 def _expanded_tied(params: MixtureParams, shift: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """``(V (K, d + 1), error_scale (K,))`` for tied: the log-densities without -u'Pu/2.
-
-    The error scale counts the linear part in ``dtype`` and the quadratic term, which
-    :func:`tied_quadratic` computes in float64, at float64's precision."""
+    """``(V (K, d + 1), error_scale (K,))`` for tied: the log-densities without -u'Pu/2, whose
+    size the error scale counts too (the log-likelihoods add it back, :func:`shared_factor`)."""
     d = params.n_features
     factor = params.precisions_cholesky
     precision = factor @ factor.T
@@ -131,8 +131,7 @@ def _expanded_tied(params: MixtureParams, shift: np.ndarray, dtype: np.dtype) ->
     reach = np.abs(centred) + 2.0 * np.sqrt(np.diagonal(params.covariances))
     linear = np.abs(constant) + (np.abs(V[:, 1:]) * reach).sum(axis=1)
     quadratic_size = 0.5 * np.einsum("kd,de,ke->k", reach, np.abs(precision), reach)
-    relative = np.finfo(np.float64).eps / np.finfo(dtype).eps
-    return V, np.sqrt(1 + d) * linear + np.sqrt(d) * quadratic_size * relative
+    return V, np.sqrt(1 + d) * linear + np.sqrt(d) * quadratic_size
 
 
 def expansion(params: MixtureParams, shift: np.ndarray, dtype: np.dtype | type) -> Expansion | None:
@@ -182,14 +181,24 @@ def expansion(params: MixtureParams, shift: np.ndarray, dtype: np.dtype | type) 
         return None
     else:
         W, direct_constant = _direct_diag(params, shift)
-    return Expansion(LAYOUTS[covariance_type], V.astype(dtype), direct, W.astype(dtype), direct_constant.astype(dtype))
+    shared = shared_factor(params)
+    return Expansion(
+        LAYOUTS[covariance_type],
+        V.astype(dtype, copy=False),
+        direct,
+        W.astype(dtype, copy=False),
+        direct_constant.astype(dtype, copy=False),
+        None if shared is None else shared.astype(dtype),
+    )
 
 
-def tied_quadratic(X: np.ndarray, shift: np.ndarray, factor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(u (n, d), q (n,))`` in float64: the centred records u = x - shift and the shared term
-    q = u'Pu / 2 = ||U'u||^2 / 2 of a tied precision P = U U' (``factor`` U)."""
-    u = X - shift
-    # (d, n) with records along the contiguous axis for column-major chunks (a source's): the
-    # squares' sum is then a vector operation across records.
-    y = factor.T @ u.T
-    return u, 0.5 * np.einsum("dn,dn->n", y, y)
+def shared_factor(params: MixtureParams) -> np.ndarray | None:
+    """W0 (d, d + 1) with ``W0 [1; u] = U'u`` for a tied precision P = U U', so that
+    ``||W0 [1; u]||^2 / 2`` is the term u'Pu / 2 the tied log-densities leave out (the fused
+    kernel's ``shared``); None for the other types."""
+    if params.covariance_type != "tied":
+        return None
+    d = params.n_features
+    W0 = np.zeros((d, d + 1))
+    W0[:, 1:] = params.precisions_cholesky.T
+    return W0

@@ -259,7 +259,7 @@ def chunk_statistics(
     if kernel == "blas":
         S, log_norm = _blas_statistics(X, shift, V, direct, W, direct_constant, dtype)
     else:
-        S, log_norm, _ = fused_run(X, shift, V, direct, W, direct_constant, kernel)
+        S, log_norm, _, _ = fused_run(X, shift, V, direct, W, direct_constant, kernel)
     counts, sums = S[0], S[1 : d + 1].T
     rows, cols = upper_triangle(d)
     second = np.empty((k, d, d))
@@ -339,12 +339,15 @@ def fused_run(
     kernel: str,
     layout: str = "full",
     scoring: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    shared: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """``(S (p, K), log_norm (n,), resp)`` from the fused C kernel over the features of
     ``layout`` (``"full"``, ``"diag"``: 1, u_i, u_i^2, or ``"linear"``: 1, u_i), in the precision
     of ``W``: the same quantities as :func:`_blas_statistics` without Z ever written to memory.
     With ``scoring`` the kernel writes the responsibilities ``resp`` (n, K) instead of summing S
-    (then zeros); else ``resp`` is None."""
+    (then zeros); else ``resp`` is None. With ``shared`` (d, d + 1) the log-likelihoods take
+    away ``||shared [1; u]||^2 / 2`` (a tied covariance's term, left out of the log-densities),
+    and ``second`` is the unweighted sum of u u' (d, d) (when not scoring); else None."""
     n, d = X.shape
     k, p = V.shape
     dtype = W.dtype
@@ -360,6 +363,7 @@ def fused_run(
     S = np.zeros((k, p))
     log_norm = np.empty(n)
     resp = np.empty((n, k), dtype=dtype) if scoring else None
+    second = np.zeros((d, d)) if shared is not None and not scoring else None
     _fused.run(
         n,
         d,
@@ -376,5 +380,10 @@ def fused_run(
         log_norm,
         resp,
         kernel,
+        None if shared is None else np.ascontiguousarray(shared, dtype=dtype),
+        second,
     )
-    return S.T, log_norm, resp
+    if second is not None:
+        rows, cols = upper_triangle(d)
+        second[cols, rows] = second[rows, cols]
+    return S.T, log_norm, resp, second

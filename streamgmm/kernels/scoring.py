@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamgmm.kernels import quadratic
-from streamgmm.kernels.expansion import expansion, tied_quadratic
+from streamgmm.kernels.expansion import expansion
 from streamgmm.mixture.params import MixtureParams
 
 
@@ -71,7 +71,7 @@ def score_chunk(
     if inputs is None:
         log_norm, resp = params.e_step(np.asarray(X, dtype=np.float64))
         return np.asarray(log_norm, dtype=np.float64), np.asarray(resp, dtype=dtype)
-    _, log_norm, resp = quadratic.fused_run(
+    _, log_norm, resp, _ = quadratic.fused_run(
         X,
         shift,
         inputs.V,
@@ -81,8 +81,6 @@ def score_chunk(
         quadratic.FUSED_KERNELS[0],
         inputs.layout,
         scoring=True,
+        shared=inputs.shared,
     )
-    if params.covariance_type == "tied":
-        with quadratic.one_blas_thread():  # a product too small to gain from a second thread
-            log_norm -= tied_quadratic(X, shift, params.precisions_cholesky)[1]
     return log_norm, resp
