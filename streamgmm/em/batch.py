@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamgmm.io.read_ahead import batches_ahead
 from streamgmm.io.sources import ChunkSource
 from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.mixture.params import MixtureParams
@@ -74,7 +75,7 @@ def shared_pass_statistics(
         SufficientStatistics.zeros(p.n_components, p.n_features, p.covariance_type, shift)
         for p, shift in zip(models, shifts)
     ]
-    for batch in source.batches(batch_size):
+    for batch in batches_ahead(source, batch_size):  # the next batches decoded during this E-step
         for i, (params, shift) in enumerate(zip(models, shifts)):
             stats, log_norm = chunk_statistics(batch, params, shift, dtype)
             totals[i] = totals[i] + stats

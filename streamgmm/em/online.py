@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamgmm.io.read_ahead import batches_ahead
 from streamgmm.io.sources import ChunkSource
 from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.mixture.params import MixtureParams
@@ -150,7 +151,8 @@ def run_online_em(
         raise ValueError("several passes need a source that can be read again (an array, a list, a callable)")
 
     def one_pass(state: OnlineState) -> Iterator[tuple[OnlineState, BatchUpdate]]:
-        for batch in source.batches(batch_size, rng):
+        # The next mini-batches are decoded while this one is computed.
+        for batch in batches_ahead(source, batch_size, rng):
             state, update = online_update(state, batch, schedule, burn_in, reg_covar, batch_size, dtype)
             yield state, update
 

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from streamgmm.io.sources import ArraySource
+
 T = TypeVar("T")
 
 _END = object()
@@ -193,3 +195,47 @@ class WriteBehind:
             self.close()
         else:
             self.abort()
+
+
+# Mini-batches decoded ahead of the E-step: two keep the reading thread busy while memory stays
+# at a few batches.
+BATCHES_AHEAD = 2
+
+
+def batches_ahead(source: Any, batch_size: int, rng: Any = None, depth: int = BATCHES_AHEAD) -> Iterator[Any]:
+    """``source.batches(batch_size, rng)``, read by a background thread while the caller computes.
+
+    An in-memory array's batches are views or cheap gathers, so they are taken as they are; any
+    other source's reading (decoding Parquet or Arrow, a user's generator) overlaps the E-step.
+
+    Parameters
+    ----------
+    source : ChunkSource
+        Any source with a ``batches(batch_size, rng)`` method.
+
+    batch_size : int
+        Records per mini-batch.
+
+    rng : numpy.random.Generator, default=None
+        Passed on to ``source.batches`` (the visit order, where the source shuffles).
+
+    depth : int, default=BATCHES_AHEAD
+        Mini-batches read and not yet used at most.
+
+    Returns
+    -------
+    batches : iterator of ndarray
+        The source's mini-batches, in its order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from streamgmm.io.sources import IterableSource
+    >>> source = IterableSource([np.ones((3, 2)), np.zeros((2, 2))])
+    >>> [batch.shape for batch in batches_ahead(source, 2)]
+    [(2, 2), (2, 2), (1, 2)]
+    """
+    batches = source.batches(batch_size, rng)
+    if isinstance(source, ArraySource):
+        return batches
+    return read_ahead(batches, depth, "streamgmm-batches-ahead")
