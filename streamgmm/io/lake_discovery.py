@@ -7,19 +7,7 @@ each footer they ever read, tens of kilobytes per file. Paths whose name starts 
 ``_`` (``_SUCCESS``, ``.crc`` files) are not data, as for Spark and pyarrow; zero-byte files are
 set aside.
 
-Examples
---------
->>> import os, tempfile, numpy as np, pyarrow as pa, pyarrow.parquet as pq
->>> from streamgmm.io.lake_discovery import open_lake
->>> lake = tempfile.mkdtemp()
->>> for day in (1, 2):
-...     os.makedirs(f"{lake}/day={day}")
-...     pq.write_table(pa.table({"a": np.arange(3.0)}), f"{lake}/day={day}/part-0.parquet")
->>> listing = open_lake(lake)
->>> listing.relative_paths(), listing.partition_names
-(['day=1/part-0.parquet', 'day=2/part-0.parquet'], ['day'])
->>> listing.fragment(1).partition_expression
-<pyarrow.compute.Expression (day == 2)>
+:func:`open_lake` has an example.
 """
 
 from __future__ import annotations
@@ -98,6 +86,22 @@ def open_lake(source: Any, filesystem: pafs.FileSystem | None = None, filter: An
     -------
     listing : LakeListing
         The selected files.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, pyarrow as pa, pyarrow.parquet as pq
+    >>> from streamgmm.io.lake_discovery import open_lake
+    >>> lake = tempfile.mkdtemp()
+    >>> for day in (1, 2):
+    ...     os.makedirs(f"{lake}/day={day}")
+    ...     pq.write_table(pa.table({"a": np.arange(3.0)}), f"{lake}/day={day}/part-0.parquet")
+    >>> listing = open_lake(lake)
+    >>> listing.relative_paths(), listing.partition_names
+    (['day=1/part-0.parquet', 'day=2/part-0.parquet'], ['day'])
+    >>> listing.fragment(1).partition_expression
+    <pyarrow.compute.Expression (day == 2)>
+    >>> open_lake(lake, filter=pa.compute.field("day") > 1).relative_paths()
+    ['day=2/part-0.parquet']
     """
     dataset, base, empty = _open_dataset(source, filesystem)
     names: dict[str, None] = {}

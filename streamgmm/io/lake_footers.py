@@ -9,19 +9,7 @@ row group takes its file's footer from a :class:`FooterCache` of the last few fi
 it again on a miss and checking it against what was listed: a file removed, rewritten with
 other row groups or other column types since is an error naming it.
 
-Examples
---------
->>> import os, tempfile, numpy as np, pyarrow as pa, pyarrow.parquet as pq
->>> from streamgmm.io.lake_discovery import open_lake
->>> from streamgmm.io.lake_footers import FooterCache, read_row_groups
->>> lake = tempfile.mkdtemp()
->>> pq.write_table(pa.table({"a": np.arange(6.0)}), f"{lake}/part-0.parquet", row_group_size=4)
->>> listing = open_lake(lake)
->>> groups, columns = read_row_groups(listing, ["a"])
->>> [(group.index, group.num_rows, group.first_row) for group in groups]
-[(0, 4, 0), (1, 2, 4)]
->>> FooterCache(listing, groups, columns).fragment(0).metadata.num_rows
-6
+:func:`read_row_groups` has an example.
 """
 
 from __future__ import annotations
@@ -155,6 +143,22 @@ def read_row_groups(listing: LakeListing, needed: Sequence[str]) -> tuple[RowGro
     ------
     DataError
         If a file is not Parquet, lacks a needed column or has one of another type.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, pyarrow as pa, pyarrow.parquet as pq
+    >>> from streamgmm.io.lake_discovery import open_lake
+    >>> from streamgmm.io.lake_footers import FooterCache, read_row_groups, row_group_batches
+    >>> lake = tempfile.mkdtemp()
+    >>> pq.write_table(pa.table({"a": np.arange(6.0)}), f"{lake}/part-0.parquet", row_group_size=4)
+    >>> listing = open_lake(lake)
+    >>> groups, column_types = read_row_groups(listing, ["a"])
+    >>> [(group.index, group.num_rows, group.first_row) for group in groups], column_types
+    ([(0, 4, 0), (1, 2, 4)], {'a': DataType(double)})
+    >>> fragment = FooterCache(listing, groups, column_types).fragment(0)
+    >>> [(batch.num_rows, first_row) for batch, first_row in row_group_batches(
+    ...     fragment, groups[1], listing.schema, ["a"], None, batch_size=10, readahead=1)]
+    [(2, 4)]
     """
     columns = [name for name in needed if name not in set(listing.partition_names)]
     reference: dict[str, tuple[pa.DataType, str]] = {}
@@ -180,7 +184,19 @@ def check_types(
     schema: pa.Schema, columns: Sequence[str], reference: dict[str, tuple[pa.DataType, str]], path: str
 ) -> None:
     """Check that ``schema`` (of file ``path``) has ``columns`` with the types in ``reference``
-    (``{name: (type, first file)}``); a column not in ``reference`` yet is added to it."""
+    (``{name: (type, first file)}``); a column not in ``reference`` yet is added to it.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> from streamgmm.io.lake_footers import check_types
+    >>> reference = {}
+    >>> check_types(pa.schema({"a": pa.float64()}), ["a"], reference, "one.parquet")
+    >>> check_types(pa.schema({"a": pa.int64()}), ["a"], reference, "two.parquet")
+    Traceback (most recent call last):
+    ...
+    streamgmm.io.columns.DataError: schema drift: column 'a' is int64 in two.parquet but double in one.parquet
+    """
     for name in columns:
         field_index = schema.get_field_index(name)
         data_type = schema.field(field_index).type if field_index >= 0 else None
@@ -226,6 +242,13 @@ class FooterCache:
         self.first_path = listing.paths[0] if listing.paths else ""
         self.files: collections.OrderedDict[int, Any] = collections.OrderedDict()
         self.lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled (e.g. to a Dask worker) without the parsed footers and the lock.
+        return {key: value for key, value in self.__dict__.items() if key not in ("files", "lock")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, files=collections.OrderedDict(), lock=threading.Lock())
 
     def fragment(self, number: int) -> Any:
         """File ``number``'s fragment with its footer read and checked."""
@@ -274,7 +297,8 @@ def row_group_batches(
     readahead: int,
 ) -> Iterator[tuple[pa.RecordBatch, int]]:
     """Read one row group of a fragment (footer read) as non-empty record batches and the
-    file row number of each one's first row (counted among the rows ``filter`` keeps)."""
+    file row number of each one's first row (counted among the rows ``filter`` keeps);
+    :func:`read_row_groups` has an example."""
     row = group.first_row
     try:
         scan = fragment.subset(row_group_ids=[group.index]).to_batches(

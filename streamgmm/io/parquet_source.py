@@ -121,6 +121,9 @@ class ParquetSource:
     listing : LakeListing
         The selected files' paths and partitions.
 
+    footers : FooterCache
+        The parsed footers of the last few files read.
+
     skipped_records : int
         Records left out by ``nan_policy='skip'`` in the last complete :meth:`batches` pass.
 
@@ -183,7 +186,7 @@ class ParquetSource:
         self.n_features = len(self.feature_names)
         self.row_groups, column_types = read_row_groups(self.listing, self.feature_names + self.passthrough)
         self.files = LakeFiles(self.row_groups)
-        self._footers = FooterCache(self.listing, self.row_groups, column_types)
+        self.footers = FooterCache(self.listing, self.row_groups, column_types)
         self.skipped_records = 0
 
     # ------------------------------------------------------------------ layout
@@ -231,7 +234,7 @@ class ParquetSource:
             The batch's first row's number in the file (counted among the rows ``filter``
             keeps, when there is one).
         """
-        fragment = self._footers.fragment(group.file_number)
+        fragment = self.footers.fragment(group.file_number)
         yield from row_group_batches(fragment, group, self.schema, columns, self.filter, batch_size, BATCH_READAHEAD)
 
     def _group_matrices(self, group: RowGroup, reader: FeatureReader, batch_size: int) -> Iterator[np.ndarray]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -85,7 +86,11 @@ def test_a_lake_of_many_files_fits_as_one_file_of_the_same_records(tmp_path, ori
     for got, expected in zip(fitted(lake, **params), fitted(single, **params)):
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
     # Reading every file kept no more footers than the cache holds.
-    assert len(lake._footers.files) <= FOOTER_CACHE_FILES
+    assert len(lake.footers.files) <= FOOTER_CACHE_FILES
+    # A source travels (to Dask workers, copies) without its footers, and reads the same.
+    copy = pickle.loads(pickle.dumps(lake))
+    assert copy.footers.files == {} and copy.n_records == lake.n_records
+    np.testing.assert_array_equal(np.concatenate(list(copy.batches(500))), np.concatenate(list(single.batches(500))))
 
 
 MEASURE = r"""
