@@ -185,6 +185,32 @@ def test_plain_output_on_a_non_terminal(lake, fitted, tmp_path):
     assert table.schema.field("resp_0").type == pa.float32()
 
 
+def test_assign_codec_and_result_type(lake, fitted, tmp_path):
+    """--compression and --result-dtype reach the files; results against the model's own
+    float64 scoring (float32 within half an ulp of values <= 1)."""
+    _, model_path = fitted
+    model = StreamingGaussianMixture.load(model_path)
+    out = tmp_path / "zstd32"
+    result = run(
+        "assign", lake.path, "--model", model_path, "--out", out, "--compression", "zstd", "--result-dtype", "float32"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "_SUCCESS").read_text())["compression"] == "zstd"
+    for rel in lake.files:
+        written = pq.ParquetFile(out / rel)
+        assert {written.metadata.row_group(0).column(i).compression for i in range(written.metadata.num_columns)} == {
+            "ZSTD"
+        }
+        table = written.read()
+        assert table.schema.field("resp_0").type == pa.float32()
+        source = pq.read_table(lake.path / rel)
+        X = np.column_stack([source[name].to_numpy() for name in model.feature_names_in_])
+        resp = np.column_stack([table[f"resp_{k}"].to_numpy() for k in range(model.n_components)])
+        np.testing.assert_allclose(resp, model.predict_proba(X), rtol=0, atol=2.0**-24)
+    refused = run("assign", lake.path, "--model", model_path, "--out", tmp_path / "bad", "--compression", "brotli")
+    assert refused.returncode == 2 and "--compression" in refused.stderr
+
+
 def test_errors(lake, fitted, tmp_path):
     _, model_path = fitted
     missing = tmp_path / "does_not_exist"
