@@ -9,6 +9,9 @@ Settling: a file is ready once unchanged in size and mtime since the last look a
 is ``settle`` seconds old. A file dated in the future cannot age by the clock; it is ready once
 it has kept its size and mtime for ``settle`` seconds of this process's own (monotonic) clock
 over at least two looks, and its content is then what it was at the first look.
+
+A landing prefix on an object store (``s3://bucket/landing/``) is :mod:`.store_landing`'s; both
+kinds offer ``files``, ``hold`` and ``content_sha256``, which the watcher uses.
 """
 
 from __future__ import annotations
@@ -18,10 +21,14 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from streamgmm.io.columns import DataError
 from streamgmm.io.lake_paths import walk_files
-from streamgmm.io.parquet_source import is_hidden
+from streamgmm.io.parquet_source import ParquetSource, is_hidden
 
 HASH_BLOCK = 1 << 20
 
@@ -47,6 +54,32 @@ def landing_files(
         for path, info in listing.files
     ]
     return sorted(found, key=lambda f: (f.mtime_ns, f.relative)), listing.problems
+
+
+class LocalLanding:
+    """A landing directory on a local (or mounted) filesystem."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = os.path.abspath(os.fspath(path))
+        if not os.path.isdir(self.path):
+            raise FileNotFoundError(f"landing directory {path} does not exist")
+
+    def __str__(self) -> str:
+        return self.path
+
+    def files(self, avoid: Sequence[str | os.PathLike[str]] = ()) -> tuple[list[LandingFile], list[str]]:
+        return landing_files(self.path, avoid)
+
+    def hold(self, file: LandingFile) -> HeldFile:
+        return HeldFile(file)
+
+    @staticmethod
+    def content_sha256(file: LandingFile) -> str | None:
+        try:
+            with open(file.path, "rb") as handle:
+                return sha256_of(handle)
+        except OSError:
+            return None  # gone or unreadable: the next look or the read says so
 
 
 def sha256_of(handle: BinaryIO) -> str:
@@ -76,6 +109,15 @@ class HeldFile:
         self.handle.seek(0)
         return sha256_of(self.handle)
 
+    etag = None  # a local file has no entity tag
+
+    def parquet_rows(self) -> int:
+        """The file's record count, from its footer; a :class:`DataError` if it is not Parquet."""
+        return parquet_rows(self.file.path)
+
+    def parquet_source(self, **options: Any) -> ParquetSource:
+        return ParquetSource(self.file.path, **options)
+
     def unchanged(self) -> bool:
         """The listing's size and mtime, the open file's, and the path's file all the same."""
         try:
@@ -84,6 +126,14 @@ class HeldFile:
             return False
         listed = (self.file.size, self.file.mtime_ns)
         return self.identity[2:] == listed and now == self.identity == _identity(os.fstat(self.handle.fileno()))
+
+
+def parquet_rows(where: Any, name: str | None = None) -> int:
+    """Records in a Parquet file (a path, or a file object named ``name``), from its footer."""
+    try:
+        return pq.ParquetFile(where).metadata.num_rows
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{name or where}: not a Parquet file, or truncated ({exc})") from None
 
 
 def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
@@ -101,9 +151,15 @@ class _Observation:
 class Settling:
     """Which listed files are ready to be read (see the module docstring)."""
 
-    def __init__(self, settle: float, log: Callable[[str], None]):
+    def __init__(
+        self,
+        settle: float,
+        log: Callable[[str], None],
+        content: Callable[[LandingFile], str | None] = LocalLanding.content_sha256,
+    ):
         self.settle = settle
         self.log = log
+        self._content = content
         self._observed: dict[str, _Observation] = {}
 
     def ready(self, file: LandingFile, now_ns: int) -> bool:
@@ -132,11 +188,3 @@ class Settling:
     def forget(self, file: LandingFile) -> None:
         """Look at ``file`` afresh (its content changed from the first look)."""
         self._observed.pop(file.relative, None)
-
-    @staticmethod
-    def _content(file: LandingFile) -> str | None:
-        try:
-            with open(file.path, "rb") as handle:
-                return sha256_of(handle)
-        except OSError:
-            return None  # gone or unreadable: the next look or the read says so

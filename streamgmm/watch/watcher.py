@@ -57,17 +57,18 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from streamgmm.assignment.local import assign
 from streamgmm.estimator import StreamingGaussianMixture
 from streamgmm.io.atomic_write import fsync_directory
 from streamgmm.io.columns import DataError, check_nan_policy
-from streamgmm.io.lake_paths import overlap, refuse_url
+from streamgmm.io.lake_paths import is_url, overlap, refuse_url
 from streamgmm.io.model_check import check_mixture_arrays
 from streamgmm.io.parquet_source import ParquetSource
 from streamgmm.watch.checkpoint import Checkpoint, StateDirectory, now_iso
-from streamgmm.watch.landing import HeldFile, LandingFile, Settling, landing_files
+from streamgmm.watch.landing import HeldFile, LandingFile, LocalLanding, Settling
+from streamgmm.watch.store_landing import FetchedObject, StoreLanding, same_store_overlap
+from streamgmm.watch.store_state import StoreState
 
 
 @dataclass
@@ -106,8 +107,10 @@ class Watcher:
 
     Parameters
     ----------
-    landing : the directory files arrive in (read only).
-    state : the state directory (created if needed; see :mod:`streamgmm.watch.checkpoint`).
+    landing : the directory files arrive in (read only), or an object-store prefix
+        (``s3://bucket/landing/``, see :mod:`streamgmm.watch.store_landing`).
+    state : the state directory (created if needed; see :mod:`streamgmm.watch.checkpoint`), or an
+        object-store prefix (see :mod:`streamgmm.watch.store_state`).
     n_components, columns, covariance_type, seed, batch_size : a new model, when ``state`` holds
         none yet and no ``init_model`` is given (``columns``: default every numeric column).
     passthrough : numeric columns that are not features of a new model (ids), as for ``fit``.
@@ -120,7 +123,10 @@ class Watcher:
     assign_out : also write each consumed file's responsibilities to the same relative path
         under this directory (one atomic file per input, by the model after that file).
     keep : input columns copied into those outputs, row for row (ids).
-    keep_models : checkpoints kept in ``state/models``.
+    keep_models : checkpoints kept in ``state/models`` (``state/checkpoints/`` on an object store).
+    lease_seconds : a state on an object store: how long this watcher's lease lasts unrenewed
+        (see :mod:`streamgmm.watch.lease`); a watcher killed with its lease live keeps a second
+        one out that long.
     log : called with one line per event (default: nothing).
     on_step : called with ``(point, sequence)`` at each step of consuming a file (see
         :mod:`streamgmm.watch.checkpoint`); the crash tests kill the process there.
@@ -145,19 +151,23 @@ class Watcher:
         assign_out: str | os.PathLike[str] | None = None,
         keep: Sequence[str] = (),
         keep_models: int = 10,
+        lease_seconds: float = 60.0,
         log: Callable[[str], None] | None = None,
         on_step: Callable[[str, int], None] | None = None,
     ):
-        for name, path in (("state directory", state), ("--assign-out", assign_out), ("landing directory", landing)):
-            refuse_url(path, name)
-        self.landing = Path(landing).absolute()
-        self.state = StateDirectory(Path(state).absolute(), keep_models, on_step)
+        refuse_url(assign_out, "--assign-out")
+        self.landing = StoreLanding(landing) if is_url(landing) else LocalLanding(landing)
+        if is_url(state):
+            self.state: StateDirectory | StoreState = StoreState(state, keep_models, on_step, lease_seconds)
+            if is_url(landing) and same_store_overlap(state, landing):
+                raise ValueError(f"state {state} and landing {landing} overlap; the watcher would read its own files")
+        else:
+            self.state = StateDirectory(Path(state).absolute(), keep_models, on_step)
         self.assign_out = Path(assign_out).absolute() if assign_out is not None else None
-        if not self.landing.is_dir():
-            raise FileNotFoundError(f"landing directory {landing} does not exist")
         for name, path in (("state directory", self.state.path), ("--assign-out", self.assign_out)):
             # By real paths: a link must not lead the watcher into reading its own files.
-            if path is not None and overlap(path, self.landing):
+            local = isinstance(self.landing, LocalLanding) and isinstance(path, Path)
+            if local and overlap(path, self.landing.path):
                 raise ValueError(
                     f"{name} {path} and landing directory {self.landing} overlap; the watcher would read its own files"
                 )
@@ -187,10 +197,11 @@ class Watcher:
         self.model: StreamingGaussianMixture | None = None
         self.ledger: list[dict[str, Any]] = []
         self._stop = threading.Event()
-        self._settling = Settling(self.settle, self.log)
+        self._settling = Settling(self.settle, self.log, self.landing.content_sha256)
         self._reported: set[str] = set()  # unreadable entries of the landing directory, logged once
         self._consumed: dict[str, dict[str, Any]] = {}  # content hash -> first ledger entry consuming it
         self._handled: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) of every entry
+        self._held: HeldFile | FetchedObject | None = None  # the file being consumed
         # Settings are checked now: found while reading a file, they would quarantine every file.
         check_nan_policy(nan_policy)
         if n_components is not None:
@@ -297,8 +308,9 @@ class Watcher:
         handled = self._handled
         processed = settling = 0
         now = time.time_ns()
-        avoid = [path for path in (self.state.path, self.assign_out) if path is not None]
-        files, problems = landing_files(self.landing, avoid=avoid)
+        remote = isinstance(self.landing, StoreLanding)
+        avoid = [path for path in (self.state.path, self.assign_out) if path is not None and is_url(path) == remote]
+        files, problems = self.landing.files(avoid=avoid)
         for problem in problems:
             if problem not in self._reported:
                 self._reported.add(problem)
@@ -347,15 +359,17 @@ class Watcher:
             "at": None,
         }
         try:
-            held = HeldFile(file)
+            held = self.landing.hold(file)
         except FileNotFoundError:
             return None  # removed since the listing
-        except OSError as exc:
+        except (OSError, pa.ArrowException) as exc:
             return self._finish(self._quarantined(entry, f"{file.path}: unreadable ({exc})"), self.model)
+        if held.etag is not None:
+            entry["etag"] = held.etag
         with held:
             return self._use(file, held, entry)
 
-    def _use(self, file: LandingFile, held: HeldFile, entry: dict[str, Any]) -> dict[str, Any] | None:
+    def _use(self, file: LandingFile, held: HeldFile | FetchedObject, entry: dict[str, Any]) -> dict[str, Any] | None:
         """Hash the open file, then learn from it; None (nothing committed) if the path stops
         naming that unmodified file before the reading is done: what is hashed is what is read."""
         try:
@@ -373,6 +387,7 @@ class Watcher:
             )
             return self._finish(entry, self.model)
         try:
+            self._held = held
             updated = self._update(file, entry)
         except (DataError, ValueError, OSError, pa.ArrowException) as exc:
             if not held.unchanged():
@@ -383,18 +398,15 @@ class Watcher:
         return self._finish(entry, updated)
 
     def _update(self, file: LandingFile, entry: dict[str, Any]) -> StreamingGaussianMixture | None:
-        """The model after this file (a new object: the committed one is kept until the
-        checkpoint is written), and its output written when asked."""
-        try:
-            rows = pq.ParquetFile(file.path).metadata.num_rows
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{file.path}: not a Parquet file, or truncated ({exc})") from None
-        if rows == 0:
+        """The model after this file, read from ``self._held`` (a new object: the committed one
+        is kept until the checkpoint is written), and its output written when asked."""
+        held = self._held
+        if held.parquet_rows() == 0:
             return self.model  # a valid file without records: seen, nothing learnt
         before = self.model
         model = copy.deepcopy(before) if before is not None else self._new_model()
         names = before.feature_names() if before is not None else self.columns
-        source = ParquetSource(file.path, columns=names, passthrough=self.passthrough, nan_policy=self.nan_policy)
+        source = held.parquet_source(columns=names, passthrough=self.passthrough, nan_policy=self.nan_policy)
         if before is not None and names is None and source.n_features != before.n_features_in_:
             raise DataError(f"{file.path}: {source.n_features} numeric columns, the model has {before.n_features_in_}")
         records = model.records_seen_ if before is not None else 0
@@ -421,8 +433,8 @@ class Watcher:
         checkpoint; a restart that consumes the file again replaces it."""
         work = self.assign_out / f".watch-{secrets.token_hex(8)}.tmp"
         try:
-            source = ParquetSource(
-                file.path, columns=model.feature_names(), passthrough=self.keep, nan_policy=self.nan_policy
+            source = self._held.parquet_source(
+                columns=model.feature_names(), passthrough=self.keep, nan_policy=self.nan_policy
             )
             summary = assign(model, source, work, keep=self.keep)
             target = self.assign_out / file.relative

@@ -1,0 +1,222 @@
+"""Objects under a state prefix on an object store, written whole, some conditionally, and the
+lease that keeps a second watcher off that prefix.
+
+Conditional writes: on ``s3://`` with botocore importable (it comes with s3fs and boto3), a
+write can be made to succeed only if the object is absent (``If-None-Match: *``) or still the
+version read (``If-Match: ETag``), which S3 and S3-compatible servers check atomically. Elsewhere
+(``gs://``, ``abfs://``, other S3 setups) the same check is made by reading, comparing and then
+writing, which leaves a window in which two writers can both succeed; :attr:`ObjectStore.atomic`
+says which.
+
+The lease (``LEASE``) holds the watcher's id, host, pid and an expiry ``seconds`` ahead; it is
+created only if absent, renewed by a background thread every third of ``seconds`` (only if it is
+still the version this watcher wrote), taken over only once expired (again only if unchanged
+since read), and deleted on exit. A watcher killed with its lease live leaves the prefix busy
+until the expiry: the next watcher is refused until then. Expiries compare the clocks of the
+machines involved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+import urllib.parse
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from streamgmm.watch.checkpoint import StateDirectoryBusy
+
+LEASE = "LEASE"
+
+
+class Conflict(RuntimeError):
+    """A conditional write found the object other than expected."""
+
+
+class LeaseLost(StateDirectoryBusy):
+    """This watcher's lease was taken over or has expired: it must not commit."""
+
+
+class ObjectStore:
+    """The objects under one prefix (a URL ``pyarrow.fs.FileSystem.from_uri`` opens), by name
+    relative to it."""
+
+    def __init__(self, url: str):
+        self.url = url
+        base, _, query = url.partition("?")
+        self.base = base.rstrip("/")
+        try:
+            self.fs, root = pafs.FileSystem.from_uri(url)
+        except (pa.ArrowInvalid, OSError, ValueError) as exc:
+            raise ValueError(f"state {url}: cannot open ({exc})") from None
+        self.root = root.rstrip("/")
+        self.client = _s3_client(query) if self.base.startswith("s3://") else None
+
+    @property
+    def atomic(self) -> bool:
+        """Whether conditional writes are checked by the store itself."""
+        return self.client is not None
+
+    def name_url(self, name: str) -> str:
+        return f"{self.base}/{name}"
+
+    def _key(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def get(self, name: str) -> tuple[bytes, str] | None:
+        """The object's bytes and version tag (ETag, or the bytes' SHA-256 without a client);
+        None if it does not exist."""
+        if self.client is not None:
+            bucket, key = self._key(name).split("/", 1)
+            try:
+                answer = self.client.get_object(Bucket=bucket, Key=key)
+            except self.client.exceptions.NoSuchKey:
+                return None
+            return answer["Body"].read(), answer["ETag"].strip('"')
+        try:
+            with self.fs.open_input_file(self._key(name)) as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def put(self, name: str, data: bytes) -> None:
+        """Write a whole object (a new key: nothing reads it before it is complete)."""
+        with self.fs.open_output_stream(self._key(name)) as out:
+            out.write(data)
+
+    def put_if(self, name: str, data: bytes, expected: str | None) -> str:
+        """Write ``name`` only if it is absent (``expected`` None) or still at version
+        ``expected``; return the new version tag; :class:`Conflict` otherwise."""
+        if self.client is not None:
+            bucket, key = self._key(name).split("/", 1)
+            condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": f'"{expected}"'}
+            try:
+                answer = self.client.put_object(Bucket=bucket, Key=key, Body=data, **condition)
+            except self.client.exceptions.ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404", "412", "409"):
+                    raise Conflict(f"{self.name_url(name)} changed meanwhile ({code})") from None
+                raise
+            return answer["ETag"].strip('"')
+        now = self.get(name)  # read, compare, write: not atomic (see the module docstring)
+        if (now is None) != (expected is None) or (now is not None and now[1] != expected):
+            raise Conflict(f"{self.name_url(name)} changed meanwhile")
+        self.put(name, data)
+        return hashlib.sha256(data).hexdigest()
+
+    def delete(self, name: str) -> None:
+        try:
+            self.fs.delete_file(self._key(name))
+        except FileNotFoundError:
+            pass
+
+    def names(self, folder: str) -> list[str]:
+        """Names of the objects directly under ``folder`` (relative to the prefix), sorted."""
+        selector = pafs.FileSelector(self._key(folder), recursive=False, allow_not_found=True)
+        infos = self.fs.get_file_info(selector)
+        return sorted(f"{folder}/{i.base_name}" for i in infos if i.type == pafs.FileType.File)
+
+
+def _s3_client(query: str) -> Any:
+    """A botocore S3 client configured as pyarrow's (environment, or the URL's
+    ``endpoint_override``/``region``); None without botocore."""
+    try:
+        import botocore.session
+    except ImportError:
+        return None
+    options = dict(urllib.parse.parse_qsl(query))
+    kwargs: dict[str, Any] = {}
+    if "endpoint_override" in options:
+        endpoint = options["endpoint_override"]
+        kwargs["endpoint_url"] = endpoint if "://" in endpoint else f"{options.get('scheme', 'https')}://{endpoint}"
+    if "region" in options:
+        kwargs["region_name"] = options["region"]
+    session = botocore.session.get_session()
+    return session.create_client("s3", **kwargs)
+
+
+class Lease:
+    """One watcher's lease on a state prefix (see the module docstring)."""
+
+    def __init__(self, store: ObjectStore, seconds: float = 60.0):
+        if not seconds > 0:
+            raise ValueError(f"lease_seconds must be > 0, got {seconds}")
+        self.store, self.seconds = store, float(seconds)
+        self.owner = secrets.token_hex(8)
+        self.version: str | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lost: str | None = None
+
+    def _body(self) -> bytes:
+        holder = {"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid()}
+        return json.dumps({**holder, "expires": time.time() + self.seconds}).encode()
+
+    def acquire(self) -> None:
+        """Take the lease, or :class:`StateDirectoryBusy` naming the live holder."""
+        try:
+            self.version = self.store.put_if(LEASE, self._body(), None)
+        except Conflict:
+            held = self.store.get(LEASE)
+            expected = held[1] if held is not None else None
+            if held is not None:
+                holder = _parse(held[0])
+                if float(holder.get("expires", 0)) > time.time():
+                    until = time.strftime("%H:%M:%S", time.gmtime(float(holder["expires"])))
+                    raise StateDirectoryBusy(
+                        f"{self.store.base} is in use by another watcher (pid {holder.get('pid', '?')} on "
+                        f"{holder.get('host', '?')}, lease until {until} UTC)"
+                    ) from None
+            try:
+                self.version = self.store.put_if(LEASE, self._body(), expected)  # expired: taken over
+            except Conflict:
+                raise StateDirectoryBusy(f"{self.store.base} was just taken by another watcher") from None
+        self._thread = threading.Thread(target=self._renew_loop, name="streamgmm-lease", daemon=True)
+        self._thread.start()
+
+    def renew(self) -> None:
+        """Extend the lease; :class:`LeaseLost` if it is no longer this watcher's."""
+        with self._lock:
+            if self.lost is not None:
+                raise LeaseLost(self.lost)
+            try:
+                self.version = self.store.put_if(LEASE, self._body(), self.version)
+            except Conflict:
+                self.lost = f"{self.store.base}: this watcher's lease was taken over by another watcher; stopping"
+                raise LeaseLost(self.lost) from None
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.seconds / 3):
+            try:
+                self.renew()
+            except LeaseLost:
+                return
+            except Exception:  # a passing network error: the next renewal, or the commit, says so
+                continue
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            if self.lost is None and self.version is not None:
+                now = self.store.get(LEASE)
+                if now is not None and now[1] == self.version:
+                    self.store.delete(LEASE)
+
+
+def _parse(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
