@@ -44,13 +44,16 @@ def resolve_input(
     n_features: int | None = None,
     feature_names: Sequence[str] | None = None,
     local: bool = False,
+    persist: bool | str = "auto",
 ) -> ChunkSource:
     """The one place a user's input becomes a source; engines and sinks take the result.
 
     A Dask collection, or any input with a ``client`` or ``engine="dask"``, becomes a
     :class:`~streamgmm.dask.source.DaskSource` (fitted on the workers); anything else goes to
     :func:`as_source`. ``local=True`` (scoring in this process) refuses a Dask collection rather
-    than collect it here. ``n_features`` and ``feature_names`` are a fitted model's."""
+    than collect it here. ``n_features`` and ``feature_names`` are a fitted model's. ``persist``
+    (True, False or ``"auto"``) says whether a Dask source keeps its decoded partitions in the
+    workers' memory between passes; see :func:`~streamgmm.dask.source.dask_source`."""
     if engine not in (None, "dask"):
         raise ValueError(f"Invalid value for 'engine': {engine!r}; expected None or 'dask'")
     on_dask = client is not None or engine == "dask" or is_dask_collection(data)
@@ -62,7 +65,7 @@ def resolve_input(
     if on_dask:
         from streamgmm.dask.source import dask_source  # the Dask extra, imported only when used
 
-        return dask_source(data, client=client, feature_names=feature_names, n_features=n_features)
+        return dask_source(data, client=client, feature_names=feature_names, n_features=n_features, persist=persist)
     return as_source(data, n_features=n_features, feature_names=feature_names)
 
 

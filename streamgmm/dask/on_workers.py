@@ -7,7 +7,9 @@ between passes (``persist``) instead of being read again.
 Which partitions a task handles: cached partitions go with the worker that holds them (so
 nothing but the small results travel); a lake's files, which any worker can read, are spread
 over the workers by record count; Dask DataFrame and Array partitions that are not cached stay
-one task each, because a grouped task would hold all of its partitions in memory at once.
+one task each, because a grouped task would hold all of its partitions in memory at once. The
+plan (workers, persist or not, where cached partitions live) is made at a source's first pass
+and kept, so a pass costs two round trips to the scheduler: the scatter, and the tasks.
 
 Examples
 --------
@@ -27,8 +29,9 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,18 +59,6 @@ def cluster_client(source: DaskSource) -> Any:
         return None
 
 
-def should_persist(source: DaskSource, client: Any) -> bool:
-    """Whether to keep ``source``'s decoded partitions on the workers: its ``persist`` option, and
-    for ``"auto"``, whether their known size fits :data:`PERSIST_MEMORY_SHARE` of the workers'
-    memory limits (never when the size is unknown, as for a DataFrame's partitions)."""
-    if source.persist != "auto":
-        return bool(source.persist)
-    if source.decoded_bytes is None:
-        return False
-    limits = [info.get("memory_limit") or 0 for info in client.scheduler_info()["workers"].values()]
-    return 0 < source.decoded_bytes <= PERSIST_MEMORY_SHARE * sum(limits)
-
-
 def map_on_workers(
     source: DaskSource,
     client: Any,
@@ -82,76 +73,72 @@ def map_on_workers(
     import dask
 
     chosen = list(range(len(source))) if indices is None else list(indices)
+    if source.plan is None or source.plan.client is not client:
+        source.plan = WorkerPlan(source, client)
+    plan = source.plan
     shared = client.scatter({f"streamgmm-shared-{uuid.uuid4().hex}": tuple(args)}, broadcast=True, hash=False)
     shared = next(iter(shared.values()))
-    cache = source.cache if source.cache is not None and source.cache.client is client else None
-    if cache is None and should_persist(source, client):
-        cache = source.cache = WorkerCache(source, client)
-    if cache is not None:
-        groups = _by_holder(client, cache.ready(chosen), chosen)
-        futures = [
-            client.submit(
-                _run_group,
-                function,
-                combine,
-                shared,
-                [(source.partitions[i].spec, cache.future(i), True) for i in members],
-                workers=[worker] if worker else None,
-                allow_other_workers=True,
-                pure=False,
-            )
-            for worker, members in groups
-        ]
+
+    def group(members: list[int], cached: bool, **where: Any) -> Any:
+        parts = source.partitions
+        items = [(parts[i].spec, plan.cached(i) if cached else parts[i].data, cached) for i in members]
+        return client.submit(_run_group, function, combine, shared, items, pure=False, **where)
+
+    if plan.persist:
+        # No restriction: the scheduler runs each group where its cached partitions are.
+        futures = [group(members, True) for members in plan.cached_groups(chosen)]
     elif all(_is_plain_partition(source.partitions[i]) for i in chosen):
-        groups = _balanced(client, [source.partitions[i].n_records for i in chosen], chosen)
+        sizes = [source.partitions[i].n_records for i in chosen]
         futures = [
-            client.submit(
-                _run_group,
-                function,
-                combine,
-                shared,
-                [(source.partitions[i].spec, source.partitions[i].data, False) for i in members],
-                workers=[worker],
-                allow_other_workers=True,
-                pure=False,
-            )
-            for worker, members in groups
+            group(members, False, workers=[worker], allow_other_workers=True)
+            for worker, members in _balanced(plan.workers, sizes, chosen)
         ]
     else:
-        tasks = [
-            dask.delayed(_run_group, pure=False)(
-                function, combine, shared, [(source.partitions[i].spec, source.partitions[i].data, False)]
-            )
-            for i in chosen
-        ]
-        futures = client.compute(tasks)
+        # A DataFrame's or Array's partitions are Dask tasks: one each, so that a worker holds
+        # one at a time.
+        run = dask.delayed(_run_group, pure=False)
+        p = source.partitions
+        futures = client.compute([run(function, combine, shared, [(p[i].spec, p[i].data, False)]) for i in chosen])
     return client.gather(futures)
 
 
-class WorkerCache:
-    """Futures of a source's decoded partitions (a float matrix and the records the nan policy
-    skipped), made on first use and held on the workers until this object is dropped."""
+class WorkerPlan:
+    """How a source's passes run on one client's workers, decided at its first pass and kept
+    for the next (no more questions to the scheduler per pass): whether to persist (the
+    source's ``persist`` option; ``"auto"`` persists when the records' known size fits
+    :data:`PERSIST_MEMORY_SHARE` of the workers' memory limits, never when it is unknown, as for
+    a DataFrame), and with persist, the futures of the decoded partitions, held on the workers
+    until this plan (or its source) is dropped."""
 
     def __init__(self, source: DaskSource, client: Any):
         self.source = source
         self.client = client
+        workers = client.scheduler_info()["workers"]
+        self.workers = sorted(workers)
+        self.persist = bool(source.persist)
+        if source.persist == "auto":
+            limit = sum(info.get("memory_limit") or 0 for info in workers.values())
+            size = source.decoded_bytes
+            self.persist = size is not None and 0 < size <= PERSIST_MEMORY_SHARE * limit
         self.futures: dict[int, Any] = {}
-        groups = _balanced(client, [p.n_records for p in source.partitions], range(len(source)))
-        # Where each lake file is first decoded (the scheduler places the other kinds).
-        self.placement = {index: worker for worker, members in groups for index in members}
+        # Where each cached partition lives: a lake's file where it is first decoded (spread by
+        # record count), other partitions where the scheduler put them (learned once ready).
+        lake = [i for i, p in enumerate(source.partitions) if _is_plain_partition(p)]
+        sizes = [source.partitions[i].n_records for i in lake]
+        self.home: dict[int, str] = {i: w for w, members in _balanced(self.workers, sizes, lake) for i in members}
 
-    def future(self, index: int) -> Any:
+    def cached(self, index: int) -> Any:
         """The future of partition ``index``'s decoded records, submitted on first use."""
         if index not in self.futures:
             import dask
 
             partition = self.source.partitions[index]
-            if _is_plain_partition(partition):
+            if index in self.home:
                 self.futures[index] = self.client.submit(
                     decode_partition,
                     partition.data,
                     partition.spec,
-                    workers=[self.placement[index]],
+                    workers=[self.home[index]],
                     allow_other_workers=True,
                     pure=False,
                 )
@@ -160,27 +147,29 @@ class WorkerCache:
                 self.futures[index] = self.client.compute(decode(partition.data, partition.spec))
         return self.futures[index]
 
-    def ready(self, indices: Sequence[int]) -> list[Any]:
-        """The futures of ``indices``, once decoded (in parallel, the first time), so that they
-        can be grouped by the worker that holds them; a decoding error is raised here."""
-        from distributed import wait
+    def cached_groups(self, indices: list[int]) -> list[list[int]]:
+        """``indices`` grouped by the worker that holds (or will hold) their decoded records."""
+        unknown = [i for i in indices if i not in self.home]
+        if unknown:
+            from distributed import wait
 
-        futures = [self.future(i) for i in indices]
-        with self.client.as_current():  # wait() uses the current client, not necessarily this one
-            wait(futures)
-        for future in futures:
-            if future.status == "error":
-                future.result()  # raises the worker's exception, naming the partition
-        return futures
+            futures = [self.cached(i) for i in unknown]
+            with self.client.as_current():  # wait() uses the current client, not necessarily this one
+                wait(futures)
+            holders = self.client.who_has(futures)
+            for i, future in zip(unknown, futures):
+                self.home[i] = min(holders.get(future.key) or ("",))
+        groups: dict[str, list[int]] = {}
+        for i in indices:
+            groups.setdefault(self.home[i], []).append(i)
+        return sorted(groups.values())
 
 
 def decode_partition(data: Any, spec: PartitionSpec) -> tuple[np.ndarray, int]:
     """A partition's records as one float matrix, and the records its nan policy skipped."""
-    try:
+    with naming(spec.where):
         source = open_partition(data, spec)
         batches = list(source.batches(READ_BATCH))
-    except Exception as error:
-        raise _named(error, spec.where) from error
     matrix = np.concatenate(batches) if batches else np.empty((0, spec.n_features))
     return matrix, int(getattr(source, "skipped_records", 0))
 
@@ -193,10 +182,8 @@ def _run_group(
 ) -> Any:
     results = []
     for spec, data, decoded in items:
-        try:
+        with naming(spec.where):
             results.append(function(_cached_source(*data) if decoded else open_partition(data, spec), *shared))
-        except Exception as error:
-            raise _named(error, spec.where) from error
     return combine(results)
 
 
@@ -206,12 +193,20 @@ def _cached_source(matrix: np.ndarray, skipped: int) -> ChunkSource:
     return source
 
 
-def _named(error: Exception, where: str) -> Exception:
-    """The error as raised on the worker, or a DataError naming the partition when its message
-    does not already (an OSError from the file system, a MemoryError, ...)."""
-    if where in str(error):
-        return error
-    return DataError(f"{where}: {type(error).__name__}: {error}")
+@contextlib.contextmanager
+def naming(where: str) -> Iterator[None]:
+    """Errors raised in the block name the partition ``where`` (a worker's traceback reaches the
+    client without the task that raised it): as they are when their message does already, as
+    a DataError for a file system's error, otherwise with a note."""
+    try:
+        yield
+    except Exception as error:
+        if where in str(error):
+            raise
+        if isinstance(error, OSError):
+            raise DataError(f"{where}: cannot read ({type(error).__name__}: {error})") from error
+        error.add_note(f"while reading {where} on a Dask worker")
+        raise
 
 
 def _is_plain_partition(partition: Partition) -> bool:
@@ -219,14 +214,9 @@ def _is_plain_partition(partition: Partition) -> bool:
     return partition.spec.kind == "lake"
 
 
-def _workers(client: Any) -> list[str]:
-    return sorted(client.scheduler_info()["workers"])
-
-
-def _balanced(client: Any, sizes: Sequence[int | None], members: Sequence[int]) -> list[tuple[str, list[int]]]:
+def _balanced(workers: list[str], sizes: Sequence[int | None], members: Sequence[int]) -> list[tuple[str, list[int]]]:
     """``members`` spread over the workers, largest first onto the least loaded (by records):
     one group per worker that gets any, each in partition order."""
-    workers = _workers(client)
     load = [0] * len(workers)
     groups: list[list[int]] = [[] for _ in workers]
     for size, index in sorted(zip(sizes, members), key=lambda pair: (-(pair[0] or 0), pair[1])):
@@ -234,14 +224,3 @@ def _balanced(client: Any, sizes: Sequence[int | None], members: Sequence[int]) 
         load[target] += max(int(size or 0), 1)
         groups[target].append(index)
     return [(worker, sorted(group)) for worker, group in zip(workers, groups) if group]
-
-
-def _by_holder(client: Any, futures: list[Any], members: list[int]) -> list[tuple[str | None, list[int]]]:
-    """``members`` grouped by the worker holding their cached partition; partitions not (or no
-    longer) in memory go in a group of their own, computed wherever the scheduler decides."""
-    holders = client.who_has(futures)
-    groups: dict[str | None, list[int]] = {}
-    for future, index in zip(futures, members):
-        where = holders.get(future.key) or [None]
-        groups.setdefault(sorted(where)[0], []).append(index)
-    return sorted(groups.items(), key=lambda pair: pair[1][0])

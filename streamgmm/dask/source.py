@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 
 from streamgmm.io.arrow_source import frame_table
-from streamgmm.io.columns import FeatureReader, check_nan_policy, feature_columns
+from streamgmm.io.columns import DataError, FeatureReader, check_nan_policy, feature_columns
 from streamgmm.io.lake_paths import is_path_like
 from streamgmm.io.parquet_source import READ_BATCH, ParquetSource
 from streamgmm.io.sources import ArraySource, ChunkSource, is_dask_collection, reservoir_sample
@@ -98,8 +98,9 @@ class DaskSource:
     ``client`` is a ``distributed.Client`` or None (Dask's current scheduler). ``batches`` is not
     offered: partitions are never collected on the client; the algorithms in
     :mod:`streamgmm.dask.em` map over ``partitions`` instead. ``persist`` is
-    :func:`dask_source`'s option; ``cache`` holds the decoded partitions it keeps on the workers
-    (:class:`~streamgmm.dask.on_workers.WorkerCache`), released with this object.
+    :func:`dask_source`'s option; ``plan`` is how passes run on a cluster's workers, with the
+    decoded partitions kept there (:class:`~streamgmm.dask.on_workers.WorkerPlan`), set by the
+    first pass and released with this object.
     """
 
     reiterable = True
@@ -122,7 +123,7 @@ class DaskSource:
         self.feature_names = feature_names
         self.client = client
         self.persist = persist
-        self.cache: Any = None
+        self.plan: Any = None
         self.skipped_records = 0
 
     @property
@@ -281,11 +282,13 @@ def dask_source(
     pass; ``"auto"`` persists when the records' size is known before reading (a lake, an array)
     and takes at most a quarter of the workers' memory limits
     (:data:`~streamgmm.dask.on_workers.PERSIST_MEMORY_SHARE`)."""
+    names = list(feature_names) if feature_names is not None else None
     if isinstance(data, DaskSource):
+        if names is not None and data.feature_names is not None and list(data.feature_names) != names:
+            raise DataError(f"the model was fitted on columns {names}, but this source reads {data.feature_names}")
         if client is None or client is data.client:
             return data
         return DaskSource(data.partitions, data.n_features, data.feature_names, client, data.persist)
-    names = list(feature_names) if feature_names is not None else None
     if isinstance(data, ParquetSource) or is_path_like(data):
         return _lake_source(data, client, names, nan_policy, passthrough, persist)
     if not is_dask_collection(data):

@@ -1,7 +1,8 @@
 """Fitting and assigning on Dask: a real ``distributed.LocalCluster`` of two worker processes
-(one for the module), and Dask's local thread pool. Oracles: the single-process batch EM from
-the same start (to 1e-10), the single-process online fit and the generating parameters (held-out
-log-likelihood), and the local responsibilities pass (same files, values, metadata)."""
+(``cluster`` and ``client``, in conftest.py), and Dask's local thread pool. Oracles: the
+single-process batch EM from the same start (to 1e-10), the single-process online fit and the
+generating parameters (held-out log-likelihood), and the local responsibilities pass (same
+files, values, metadata)."""
 
 from __future__ import annotations
 
@@ -40,19 +41,6 @@ from streamgmm.io.sources import ArraySource  # noqa: E402
 # The test module is not importable on the workers (pytest imports it by path): its helper
 # functions travel by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="module")
-def client(cluster):
-    # Not the default client: calls without client= must still use the local thread pool.
-    with distributed.Client(cluster, set_as_default=False) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
