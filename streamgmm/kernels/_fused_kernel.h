@@ -15,7 +15,9 @@
 
 #include "_fused.h"
 
+#ifndef BLOCK
 #define BLOCK 1024 /* records: u and R of a block stay in L1/L2 between the three steps */
+#endif
 
 typedef REAL real;
 typedef real vf __attribute__((vector_size(LANES * sizeof(real))));
@@ -26,9 +28,10 @@ typedef double vd __attribute__((vector_size(LANES * sizeof(double))));
 /* x - 0 is x for every x (x + 0 is not, for -0): a plain broadcast */
 INLINE vf splat(real x) { return x - (vf){0}; }
 
-/* Cephes' exp for x <= 0 (about 1 ulp), and 0 below FLOOR, where the result would leave the
- * normal range: a responsibility below 1e-38 (float) or 1e-304 (double) of its record's
- * largest. n = round(x / ln 2) by adding and taking away 1.5 * 2^(mantissa bits). */
+/* Cephes' exp for x <= 0 (about 1 ulp), and 0 below FLOOR, where the result, or its share
+ * after the division by the record's total (at most K), would leave the normal range: a
+ * responsibility below 1e-35 (float; quadratic.EXP_FLOOR_FLOAT32, normal for K up to 1000) or
+ * 1e-304 (double) of its record's largest. n = round(x / ln 2) by adding and taking away 1.5 * 2^(mantissa bits). */
 #if REAL_IS_DOUBLE
 typedef int64_t vi __attribute__((vector_size(LANES * sizeof(int64_t))));
 #define FLOOR (-700.0)
@@ -39,7 +42,7 @@ typedef int64_t vi __attribute__((vector_size(LANES * sizeof(int64_t))));
 #define MANTISSA_BITS 52
 #else
 typedef int32_t vi __attribute__((vector_size(LANES * sizeof(int32_t))));
-#define FLOOR (-87.0f)
+#define FLOOR (-80.0f)
 #define SHIFTER 12582912.0f
 #define LN2_HIGH 0.693359375f
 #define LN2_LOW (-2.12194440e-4f)

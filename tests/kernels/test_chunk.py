@@ -209,3 +209,24 @@ def test_the_c_interface_checks_the_layout_and_the_responsibilities_buffer() -> 
         quadratic._fused.run(n, d, k, 8, "diag", X, shift, V, direct, W, constant, S, log_norm, resp[:5])
     with pytest.raises(ValueError, match="V has"):  # a diag V is not a full one
         quadratic._fused.run(n, d, k, 8, "full", X, shift, V, direct, W, constant, S, log_norm, None)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_float32_division_by_many_equal_components_leaves_no_subnormal(covariance_type: str) -> None:
+    """63 equal components and one 85 nats below them at the record: exp(-85) is a normal float32
+    but a share of 1/63 of it is not; the kernel floors such responsibilities to zero."""
+    k, d = 64, 2
+    means = np.zeros((k, d))
+    means[-1, 0] = np.sqrt(2 * 85.0)
+    covariances = {
+        "full": np.stack([np.eye(d)] * k),
+        "tied": np.eye(d),
+        "diag": np.ones((k, d)),
+        "spherical": np.ones(k),
+    }[covariance_type]
+    params = MixtureParams.from_covariances(np.full(k, 1 / k), means, covariances, covariance_type)
+    X = np.zeros((40, d)) + np.linspace(0.0, 0.3, 40)[:, None] * np.array([-1.0, 1.0])
+    _, resp = score_chunk(X, params, np.float32)
+    assert not np.any((resp != 0) & (np.abs(resp) < np.finfo(np.float32).tiny))
+    stats, _ = chunk_statistics(X, params, np.zeros(d), np.float32)
+    np.testing.assert_allclose(stats.counts[:-1], 40 / 63, rtol=1e-5)
