@@ -85,8 +85,11 @@ def map_on_workers(
         return client.submit(_run_group, function, combine, shared, items, pure=False, **where)
 
     if plan.persist:
-        # No restriction: the scheduler runs each group where its cached partitions are.
-        futures = [group(members, True) for members in plan.cached_groups(chosen)]
+        # No restriction: the scheduler runs each group where its cached partitions are. A wave
+        # of online EM (a few partitions) goes one task per partition, which the scheduler can
+        # spread even when they are cached on one worker.
+        groups = plan.cached_groups(chosen) if indices is None else [[i] for i in chosen]
+        futures = [group(members, True) for members in groups]
     elif all(_is_plain_partition(source.partitions[i]) for i in chosen):
         sizes = [source.partitions[i].n_records for i in chosen]
         futures = [
