@@ -377,28 +377,43 @@ def state_summary(
     not at all): counts of the ledger, the last update, the last updates and how far each
     moved the parameters, the kept history, quarantined files with their reasons."""
     state = StateDirectory(path)
-    checkpoint = state.load()
+    kept = history_files(path)
+
+    def oldest() -> StreamingGaussianMixture | None:
+        try:
+            return StreamingGaussianMixture.load(kept[0]) if kept else None
+        except (ModelFileError, OSError):
+            return None  # pruned between listing and reading
+
+    return summary_of(str(path), state.load(), str(state.current), [p.name for p in kept], oldest, recent)
+
+
+def summary_of(
+    path: str,
+    checkpoint: Checkpoint | None,
+    current: str,
+    kept: list[str],
+    oldest: Callable[[], StreamingGaussianMixture | None],
+    recent: int = 10,
+) -> tuple[dict[str, Any], StreamingGaussianMixture | None]:
+    """:func:`state_summary`'s report from a loaded checkpoint, wherever the state lives:
+    ``current`` names the checkpoint, ``kept`` the kept checkpoints, ``oldest`` reads the first."""
     if checkpoint is None:
         ledger, sequence, updated, model = [], 0, None, None
     else:
         ledger, sequence, updated, model = checkpoint.ledger, checkpoint.sequence, checkpoint.updated, checkpoint.model
-    kept = history_files(path)
 
     def count(status: str) -> int:
         return sum(entry["status"] == status for entry in ledger)
 
     displacement = None
-    if kept and model is not None:
-        try:
-            oldest = StreamingGaussianMixture.load(kept[0])
-            if oldest.means_.shape == model.means_.shape:
-                displacement = np.linalg.norm(model.means_ - oldest.means_, axis=1).tolist()
-        except (ModelFileError, OSError):
-            pass  # pruned between listing and reading
+    first = oldest() if kept and model is not None else None
+    if first is not None and first.means_.shape == model.means_.shape:
+        displacement = np.linalg.norm(model.means_ - first.means_, axis=1).tolist()
     return {
         "kind": "watch state",
-        "path": str(path),
-        "model": str(state.current) if model is not None else None,
+        "path": path,
+        "model": current if model is not None else None,
         "sequence": sequence,
         "files_seen": len(ledger),
         "files_consumed": count("consumed"),
@@ -417,6 +432,6 @@ def state_summary(
             for entry in ledger[-recent:]
         ],
         "quarantined": [{"path": e["path"], "reason": e.get("reason")} for e in ledger if e["status"] == "quarantined"],
-        "models": [p.name for p in kept],
+        "models": kept,
         "mean_displacement_since_oldest_kept": displacement,
     }, model

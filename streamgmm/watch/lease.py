@@ -89,6 +89,8 @@ class ObjectStore:
 
     def put(self, name: str, data: bytes) -> None:
         """Write a whole object (a new key: nothing reads it before it is complete)."""
+        if isinstance(self.fs, pafs.LocalFileSystem):  # object stores have no folders to make
+            self.fs.create_dir(self._key(name).rsplit("/", 1)[0], recursive=True)
         with self.fs.open_output_stream(self._key(name)) as out:
             out.write(data)
 

@@ -24,6 +24,22 @@ Each commit writes the whole ledger (about 400 bytes per file seen): an object s
 append. ``on_step`` points are those of :class:`~streamgmm.watch.checkpoint.StateDirectory`:
 ``before_temp`` (nothing written yet), ``before_rename`` (checkpoint and ledger objects written,
 pointer not) and ``after_rename`` (pointer written).
+
+Examples
+--------
+>>> import tempfile, numpy as np
+>>> from streamgmm import StreamingGaussianMixture
+>>> from streamgmm.watch.store_state import StoreState
+>>> model = StreamingGaussianMixture(1, random_state=0).partial_fit(np.random.default_rng(0).normal(size=(50, 2)))
+>>> state = StoreState(f"file://{tempfile.mkdtemp()}/state")  # s3://bucket/state/ alike
+>>> with state.locked() as checkpoint:
+...     state.commit(model, [{"sequence": 1, "path": "a.parquet", "status": "consumed"}], {})
+1
+>>> checkpoint = state.load()
+>>> checkpoint.sequence, checkpoint.ledger[0]["path"], np.array_equal(checkpoint.model.means_, model.means_)
+(1, 'a.parquet', True)
+>>> sorted(name.split("/")[0] for name in state.store.names("checkpoints") + state.store.names("ledgers"))
+['checkpoints', 'ledgers']
 """
 
 from __future__ import annotations
@@ -42,8 +58,8 @@ from typing import Any
 from streamgmm.estimator import StreamingGaussianMixture
 from streamgmm.io.atomic_write import MAX_NAME_BYTES, bounded_name
 from streamgmm.io.model_file import ModelFileError, parse_json, read_model, write_model_to
-from streamgmm.watch.checkpoint import WATCH_FORMAT, WATCH_VERSION, Checkpoint, now_iso
-from streamgmm.watch.lease import Lease, ObjectStore
+from streamgmm.watch.checkpoint import WATCH_FORMAT, WATCH_VERSION, Checkpoint, now_iso, summary_of
+from streamgmm.watch.lease import Conflict, Lease, LeaseLost, ObjectStore
 
 POINTER = "CURRENT"
 POINTER_FORMAT = "streamgmm.watch.pointer"
@@ -81,6 +97,11 @@ class StoreState:
     @property
     def current(self) -> str:
         return self.store.name_url(POINTER)
+
+    @property
+    def pointer_name(self) -> str | None:
+        """The checkpoint the pointer named when last read or written."""
+        return self._pointer_name
 
     @contextmanager
     def locked(self) -> Iterator[Checkpoint | None]:
@@ -221,7 +242,13 @@ class StoreState:
             "checkpoint": name,
             "sha256": hashlib.sha256(body).hexdigest(),
         }
-        self._pointer_version = self.store.put_if(POINTER, json.dumps(pointer).encode(), self._pointer_version)
+        try:
+            self._pointer_version = self.store.put_if(POINTER, json.dumps(pointer).encode(), self._pointer_version)
+        except Conflict:
+            raise LeaseLost(
+                f"{self.current} was changed by another watcher since this one read it; stopping ({name} is not "
+                "committed)"
+            ) from None
         self._pointer_name, self._sequence = name, sequence
         self.on_step("after_rename", sequence)
         self._tidy()
@@ -272,3 +299,30 @@ def _read_model_bytes(data: bytes, where: str) -> tuple[dict[str, Any], dict[str
             return read_model(path)
         except ModelFileError as exc:
             raise ModelFileError(str(exc).replace(path, where)) from None
+
+
+def is_store_state(url: str) -> bool:
+    """Whether ``url`` is a watcher's state prefix (it holds a pointer or a lease)."""
+    store = ObjectStore(url)
+    return any(store.get(name) is not None for name in (POINTER, "LEASE"))
+
+
+def store_state_summary(url: str, recent: int = 10) -> tuple[dict[str, Any], StreamingGaussianMixture | None]:
+    """:func:`~streamgmm.watch.checkpoint.state_summary` for a state prefix (no lease taken: the
+    pointer names whole objects)."""
+    state = StoreState(url)
+    checkpoint = state.load()
+    names = state.store.names(CHECKPOINTS)
+    kept = [n for n in names if n.endswith(".model") and _sequence_of(n) <= (checkpoint.sequence if checkpoint else 0)]
+
+    def oldest() -> StreamingGaussianMixture | None:
+        got = state.store.get(kept[0])
+        if got is None:
+            return None  # pruned between listing and reading
+        try:
+            return StreamingGaussianMixture.from_document(*_read_model_bytes(got[0], state.store.name_url(kept[0])))
+        except (ModelFileError, KeyError, TypeError, ValueError):
+            return None
+
+    current = state.store.name_url(state.pointer_name) if state.pointer_name else state.current
+    return summary_of(state.path, checkpoint, current, [n.split("/", 1)[1] for n in kept], oldest, recent)

@@ -10,6 +10,7 @@ the order (modification time, relative path). A file is consumed once: the ledge
 relative path, size, mtime and SHA-256 of its content. A file whose content was consumed before
 (a copy, or the same file touched) is recorded as a duplicate and not used again; a file replaced
 in place by different content is new data and is consumed as such (the ledger keeps both).
+Landing and state can be object-store prefixes (:mod:`.store_landing`, :mod:`.store_state`).
 
 A file that cannot be used (no valid Parquet footer once settled, unreadable, a feature column
 missing or not numeric, non-finite values under ``nan_policy="raise"``, no usable record) is
@@ -156,6 +157,8 @@ class Watcher:
         on_step: Callable[[str, int], None] | None = None,
     ):
         refuse_url(assign_out, "--assign-out")
+        # file:// URLs are local paths: walked link-aware, and the state renamed into place.
+        landing, state = (p.removeprefix("file://") if isinstance(p, str) else p for p in (landing, state))
         self.landing = StoreLanding(landing) if is_url(landing) else LocalLanding(landing)
         if is_url(state):
             self.state: StateDirectory | StoreState = StoreState(state, keep_models, on_step, lease_seconds)

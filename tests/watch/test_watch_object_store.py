@@ -25,7 +25,7 @@ from streamgmm import ModelFileError, ParquetSource, StreamingGaussianMixture
 from streamgmm.datasets.mixtures import random_mixture, sample_mixture
 from streamgmm.watch.checkpoint import StateDirectory, StateDirectoryBusy
 from streamgmm.watch.lease import Conflict, ObjectStore
-from streamgmm.watch.store_state import StoreState
+from streamgmm.watch.store_state import StoreState, is_store_state, store_state_summary
 from streamgmm.watch.watcher import watch
 
 K = 2
@@ -175,6 +175,14 @@ def test_s3_state_commits_a_pointer_to_new_objects_and_equals_a_local_state(trut
     pointer = json.loads(s3().open_input_file(f"{s3_bucket}/state/CURRENT").read())
     assert pointer["sequence"] == 4 and pointer["checkpoint"] in names
     assert "LEASE" not in names  # released on exit
+    summary, model = store_state_summary(state)
+    assert (summary["files_consumed"], summary["records_used"], summary["model"]) == (
+        4,
+        4 * PER_FILE,
+        f"s3://{s3_bucket}/state/{pointer['checkpoint']}",
+    )
+    assert summary["models"] == [n.split("/")[1] for n in names if n.startswith("checkpoints/")]
+    assert is_store_state(state) and not is_store_state(f"s3://{s3_bucket}/landing/")
     # keep_models=2: the last two checkpoints and their ledgers, nothing else
     assert [n.split("/")[0] + "/" + n.split("/")[1][:8] for n in names if "/" in n] == [
         "checkpoints/00000003",
@@ -307,3 +315,39 @@ def test_cli_watch_of_an_s3_landing(truth, s3_bucket, tmp_path) -> None:
     assert json.loads(result.stdout)["files_consumed"] == 2
     model = StreamingGaussianMixture.load(tmp_path / "state" / "current.model")
     assert_same_model(model, oracle(write_local(tmp_path / "landing", files)))
+
+
+def test_a_commit_after_another_watcher_moved_the_pointer_is_refused(truth, s3_bucket) -> None:
+    url = upload(s3_bucket, "landing", files_of(truth, 1))
+    state = f"s3://{s3_bucket}/state/"
+    watch(url, state, **OPTIONS)
+    stale, other = StoreState(state), StoreState(state)
+    checkpoint, _ = stale.load(), other.load()
+    # Both past their lease checks, as two watchers could be where writes are not conditional.
+    stale.lease.renew = other.lease.renew = lambda: None
+    other.commit(checkpoint.model, checkpoint.ledger + [{"path": "x", "status": "duplicate"}], {})
+    with pytest.raises(StateDirectoryBusy, match=r"CURRENT was changed by another watcher since this one read it"):
+        stale.commit(checkpoint.model, checkpoint.ledger + [{"path": "y", "status": "duplicate"}], {})
+    assert [e["path"] for e in StoreState(state).load().ledger] == ["part-000.parquet", "x"]
+
+
+def test_a_lost_pointer_is_refused_not_taken_for_a_new_start(truth, s3_bucket) -> None:
+    url = upload(s3_bucket, "landing", files_of(truth, 2))
+    state = f"s3://{s3_bucket}/state/"
+    watch(url, state, **OPTIONS)
+    s3().delete_file(f"{s3_bucket}/state/CURRENT")
+    with pytest.raises(
+        ModelFileError,
+        match=rf"^s3://{s3_bucket}/state/CURRENT is missing but s3://{s3_bucket}/state/checkpoints/00000002-",
+    ):
+        watch(url, state, **OPTIONS)
+
+
+def test_endpoint_and_scheme_on_the_url_instead_of_the_environment(truth, s3_bucket, s3_server, monkeypatch) -> None:
+    url = upload(s3_bucket, "landing", files_of(truth, 1))
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    query = f"?endpoint_override={s3_server.endpoint.removeprefix('http://')}&scheme=http"
+    summary = watch(url + query, f"s3://{s3_bucket}/state/{query}", **OPTIONS)
+    assert summary.files_consumed == 1 and summary.state == f"s3://{s3_bucket}/state"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
+    assert StoreState(f"s3://{s3_bucket}/state/").load().ledger[0]["etag"]
