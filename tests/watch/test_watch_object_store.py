@@ -8,6 +8,7 @@ watcher runs in a subprocess killed with SIGKILL by its ``on_step`` hook.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -25,8 +26,9 @@ from streamgmm import ModelFileError, ParquetSource, StreamingGaussianMixture
 from streamgmm.datasets.mixtures import random_mixture, sample_mixture
 from streamgmm.watch.checkpoint import StateDirectory, StateDirectoryBusy
 from streamgmm.watch.lease import Conflict, ObjectStore
+from streamgmm.watch.store_landing import StoreLanding
 from streamgmm.watch.store_state import StoreState, is_store_state, store_state_summary
-from streamgmm.watch.watcher import watch
+from streamgmm.watch.watcher import Watcher, watch
 
 K = 2
 FEATURES = ["x0", "x1"]
@@ -196,7 +198,7 @@ def test_s3_state_commits_a_pointer_to_new_objects_and_equals_a_local_state(trut
 # ledger entry N; lease of LEASE seconds.
 CRASHING = """
 import os, signal, sys
-from streamgmm.watch.watcher import watch
+from streamgmm.watch.watcher import Watcher, watch
 point, number = sys.argv[1].rsplit(":", 1)
 
 def kill_at(at, sequence):
@@ -351,3 +353,48 @@ def test_endpoint_and_scheme_on_the_url_instead_of_the_environment(truth, s3_buc
     assert summary.files_consumed == 1 and summary.state == f"s3://{s3_bucket}/state"
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
     assert StoreState(f"s3://{s3_bucket}/state/").load().ledger[0]["etag"]
+
+
+class ReplacedWhileRead(Watcher):
+    """A producer's upload under the same key between the watcher's hashing and its learning."""
+
+    replacement: tuple[str, dict[str, bytes]] | None = None
+
+    def _update(self, file, entry):
+        if self.replacement is not None:
+            upload(*self.replacement)
+            self.replacement = None
+        return super()._update(file, entry)
+
+
+def test_an_object_replaced_while_read_is_learnt_once_as_the_new_bytes(truth, s3_bucket, tmp_path) -> None:
+    first, second = files_of(truth, 1, seed=0), files_of(truth, 1, seed=70)
+    url = upload(s3_bucket, "landing", first)
+    watcher = ReplacedWhileRead(url, tmp_path / "state", **{k: v for k, v in OPTIONS.items() if k != "once"})
+    watcher.replacement = (s3_bucket, "landing", second)
+    watcher.run(once=True)
+    ledger = StateDirectory(tmp_path / "state").load().ledger
+    assert [(e["status"], e["sha256"]) for e in ledger] == [
+        ("consumed", hashlib.sha256(second["part-000.parquet"]).hexdigest())
+    ]
+    assert_same_model(
+        StreamingGaussianMixture.load(tmp_path / "state" / "current.model"),
+        oracle(write_local(tmp_path / "new", second)),
+    )
+
+
+def test_a_replacement_of_the_same_size_within_the_same_second_is_told_by_its_etag(truth, s3_bucket) -> None:
+    first, second = files_of(truth, 1, seed=0), files_of(truth, 1, seed=70)
+    assert [len(v) for v in first.values()] == [len(v) for v in second.values()]
+    landing = StoreLanding(f"s3://{s3_bucket}/landing/")
+    for _ in range(20):  # until both uploads fall within one second (S3 times are whole seconds)
+        upload(s3_bucket, "landing", first)
+        [file] = landing.files()[0]
+        held = landing.hold(file)
+        upload(s3_bucket, "landing", second)
+        now = landing.look(file)
+        if now[:2] == held.before[:2]:
+            break
+    assert now[:2] == held.before[:2], "never two uploads within one second"
+    assert now[2] != held.before[2] and not held.unchanged()
+    assert held.sha256() == hashlib.sha256(first["part-000.parquet"]).hexdigest()
