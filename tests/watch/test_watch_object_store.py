@@ -398,3 +398,21 @@ def test_a_replacement_of_the_same_size_within_the_same_second_is_told_by_its_et
     assert now[:2] == held.before[:2], "never two uploads within one second"
     assert now[2] != held.before[2] and not held.unchanged()
     assert held.sha256() == hashlib.sha256(first["part-000.parquet"]).hexdigest()
+
+
+def test_a_running_watcher_renews_its_lease_and_a_dead_ones_expires(truth, s3_bucket) -> None:
+    url = upload(s3_bucket, "landing", files_of(truth, 1))
+    state = f"s3://{s3_bucket}/state/"
+    holder = StoreState(state, lease_seconds=1.5)
+    with holder.locked():
+        time.sleep(2.0)  # past the first expiry: renewed meanwhile by the holder's thread
+        with pytest.raises(StateDirectoryBusy, match="is in use by another watcher"):
+            watch(url, state, **OPTIONS)
+    # A watcher that died holding a lease: refused until its expiry, by the clock.
+    dead = {"owner": "dead", "host": "elsewhere", "pid": 1, "expires": time.time() + 3.0}
+    with s3().open_output_stream(f"{s3_bucket}/state/LEASE") as out:
+        out.write(json.dumps(dead).encode())
+    with pytest.raises(StateDirectoryBusy, match=r"\(pid 1 on elsewhere, lease until"):
+        watch(url, state, **OPTIONS)
+    time.sleep(max(0.0, dead["expires"] - time.time()) + 0.1)
+    assert watch(url, state, **OPTIONS).files_consumed == 1
