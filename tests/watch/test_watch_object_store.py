@@ -416,3 +416,29 @@ def test_a_running_watcher_renews_its_lease_and_a_dead_ones_expires(truth, s3_bu
         watch(url, state, **OPTIONS)
     time.sleep(max(0.0, dead["expires"] - time.time()) + 0.1)
     assert watch(url, state, **OPTIONS).files_consumed == 1
+
+
+def test_without_s3fs_objects_are_keyed_by_size_and_time(truth, s3_bucket, tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "s3fs", None)  # import s3fs fails
+    files = files_of(truth, 2)
+    url = upload(s3_bucket, "landing", files)
+    assert not StoreLanding(url).keys_etags
+    assert watch(url, tmp_path / "state", **OPTIONS).files_consumed == 2
+    ledger = StateDirectory(tmp_path / "state").load().ledger
+    assert ["etag" in e for e in ledger] == [False, False]
+    assert_same_model(
+        StreamingGaussianMixture.load(tmp_path / "state" / "current.model"),
+        oracle(write_local(tmp_path / "landing", files)),
+    )
+
+
+def test_conditional_writes_without_the_store_checking_them(tmp_path) -> None:
+    store = ObjectStore(f"file://{tmp_path}/state")  # no botocore client: read, compare, write
+    assert not store.atomic
+    version = store.put_if("x", b"1", None)
+    with pytest.raises(Conflict):
+        store.put_if("x", b"2", None)
+    with pytest.raises(Conflict):
+        store.put_if("x", b"2", "0" * 64)
+    assert store.put_if("x", b"3", version) == hashlib.sha256(b"3").hexdigest()
+    assert store.get("x") == (b"3", hashlib.sha256(b"3").hexdigest())
