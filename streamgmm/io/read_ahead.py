@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+import numpy as np
+
 from streamgmm.io.sources import ArraySource
 
 T = TypeVar("T")
@@ -206,7 +208,9 @@ def batches_ahead(source: Any, batch_size: int, rng: Any = None, depth: int = BA
     """``source.batches(batch_size, rng)``, read by a background thread while the caller computes.
 
     An in-memory array's batches are views or cheap gathers, so they are taken as they are; any
-    other source's reading (decoding Parquet or Arrow, a user's generator) overlaps the E-step.
+    other source's reading (decoding Parquet or Arrow, a user's generator) overlaps the E-step,
+    and its batches are handed over column-major (each feature's records contiguous), the
+    layout the E-step kernels read.
 
     Parameters
     ----------
@@ -238,4 +242,14 @@ def batches_ahead(source: Any, batch_size: int, rng: Any = None, depth: int = BA
     batches = source.batches(batch_size, rng)
     if isinstance(source, ArraySource):
         return batches
-    return read_ahead(batches, depth, "streamgmm-batches-ahead")
+    return read_ahead(_column_major(batches), depth, "streamgmm-batches-ahead")
+
+
+def _column_major(batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """Each batch with every feature's records contiguous, as the E-step kernels read them: the
+    transposing copy is made here, in the reading thread, rather than by the kernel in the
+    computing one (a shuffled lake's batches are gathered row by row)."""
+    for batch in batches:
+        if batch.ndim == 2 and batch.shape[0] > 1 and batch.strides[0] != batch.itemsize:
+            batch = np.asfortranarray(batch)
+        yield batch

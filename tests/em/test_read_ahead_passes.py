@@ -109,3 +109,12 @@ def test_a_failing_e_step_stops_the_reading_thread(data, monkeypatch):
     with pytest.raises(FloatingPointError):
         run_online_em(endless, start, schedule=StepSchedule(), burn_in=0, reg_covar=1e-6, batch_size=500)
     assert reading_threads() == []
+
+
+def test_batches_are_handed_over_column_major(data):
+    """The layout the E-step kernels read (each feature's records contiguous), same values."""
+    X, _ = data
+    rows = np.ascontiguousarray(X)
+    batches = list(batches_ahead(IterableSource([rows[:2500], rows[2500:]]), 1000))
+    assert all(batch.strides[0] == batch.itemsize for batch in batches)
+    np.testing.assert_array_equal(np.concatenate(batches), X)
