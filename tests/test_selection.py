@@ -257,6 +257,7 @@ def test_scoring_and_initialisation_run_on_one_blas_thread(monkeypatch):
             monkeypatch.setattr(MixtureParams, name, watched(name, getattr(MixtureParams, name)))
         model.score_samples(X), model.predict_proba(X), model.predict(X)
         assert [info["num_threads"] for info in blas.info()] == [2] * len(blas.lib_controllers)
-    assert held.n_scored == 300 and set(seen) == {"initialize", "log_likelihood", "e_step", "weighted_log_prob"}
+    # predict_proba scores in the fused kernel (no BLAS) where it was built, else through e_step.
+    assert held.n_scored == 300 and {"initialize", "log_likelihood", "weighted_log_prob"} <= set(seen)
     if blas.lib_controllers:  # else there is no BLAS threading to limit
         assert all(threads == {1} for threads in seen.values()), seen
