@@ -69,7 +69,8 @@ def map_on_workers(
 ) -> list[Any]:
     """``combine([function(partition_source, *args) for each partition of a group])`` for every
     group of the partitions (all, or ``indices``), computed on the workers; ``args`` are
-    scattered once. The groups' results come back in a fixed order (by their first partition)."""
+    scattered once. The groups, and the order of their results, depend only on the source's
+    plan (its workers and where its cached partitions live), so repeated passes sum alike."""
     import dask
 
     chosen = list(range(len(source))) if indices is None else list(indices)
