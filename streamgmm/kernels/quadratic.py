@@ -27,7 +27,8 @@ when streamgmm is installed with a C compiler at hand; it runs on CPUs with AVX2
 AVX-512), in either precision: it keeps a tile of records' u in registers, rebuilds z from it
 wherever needed and never writes Z to memory, which makes it faster than the BLAS kernel (see
 ``docs/performance.md``). ``kernel="blas"`` or the environment variable ``STREAMGMM_FUSED=0``
-keeps the BLAS kernel.
+keeps the BLAS kernel. The same C kernel serves the other covariance types over their own
+features (:func:`fused_run`'s layouts; :mod:`streamgmm.kernels.expansion`).
 
 Examples
 --------
@@ -78,9 +79,6 @@ EXP_FLOOR = -700.0
 # subnormal float32 operands slow BLAS down about tenfold.
 EXP_FLOOR_FLOAT32 = -80.0
 COMPUTE_DTYPES = ("float64", "float32")
-# The other types have no (b, K, d) products to fuse (tied: one factor for all components, and
-# its second moment is X'X, needing no responsibilities; diag and spherical: elementwise).
-SUPPORTED = ("full",)
 
 
 @cache
