@@ -403,13 +403,13 @@ def test_a_replacement_of_the_same_size_within_the_same_second_is_told_by_its_et
 def test_a_running_watcher_renews_its_lease_and_a_dead_ones_expires(truth, s3_bucket) -> None:
     url = upload(s3_bucket, "landing", files_of(truth, 1))
     state = f"s3://{s3_bucket}/state/"
-    holder = StoreState(state, lease_seconds=1.5)
+    holder = StoreState(state, lease_seconds=3.0)  # seconds, not less: the machine may be busy
     with holder.locked():
-        time.sleep(2.0)  # past the first expiry: renewed meanwhile by the holder's thread
+        time.sleep(4.0)  # past the first expiry: renewed meanwhile by the holder's thread
         with pytest.raises(StateDirectoryBusy, match="is in use by another watcher"):
             watch(url, state, **OPTIONS)
     # A watcher that died holding a lease: refused until its expiry, by the clock.
-    dead = {"owner": "dead", "host": "elsewhere", "pid": 1, "expires": time.time() + 3.0}
+    dead = {"owner": "dead", "host": "elsewhere", "pid": 1, "expires": time.time() + 6.0}
     with s3().open_output_stream(f"{s3_bucket}/state/LEASE") as out:
         out.write(json.dumps(dead).encode())
     with pytest.raises(StateDirectoryBusy, match=r"\(pid 1 on elsewhere, lease until"):
