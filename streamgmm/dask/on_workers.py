@@ -115,7 +115,9 @@ class WorkerPlan:
     until this plan (or its source) is dropped."""
 
     def __init__(self, source: DaskSource, client: Any):
-        self.source = source
+        # The partitions, not the source: the source holds this plan, and without a cycle the
+        # cached partitions are released as soon as the source is dropped.
+        self.partitions = source.partitions
         self.client = client
         workers = client.scheduler_info()["workers"]
         self.workers = sorted(workers)
@@ -136,7 +138,7 @@ class WorkerPlan:
         if index not in self.futures:
             import dask
 
-            partition = self.source.partitions[index]
+            partition = self.partitions[index]
             if index in self.home:
                 self.futures[index] = self.client.submit(
                     decode_partition,

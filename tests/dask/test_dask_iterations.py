@@ -5,9 +5,12 @@ start over the same lake (to 1e-10), on 1 and 2 worker processes, with and witho
 
 from __future__ import annotations
 
+import gc
 import re
 import shutil
 import sys
+import time
+import weakref
 
 import numpy as np
 import pytest
@@ -84,13 +87,12 @@ def assert_same_result(a, b) -> None:
 
 
 class TaskLog(SchedulerPlugin):
-    """Every task the scheduler starts: its key and, for each dependency, on how many workers
-    that dependency's data sat at the time."""
+    """Every task the scheduler starts: its key and its dependencies' keys."""
 
     name = "streamgmm-task-log"
 
     def __init__(self):
-        self.started: list[tuple[str, dict[str, int]]] = []
+        self.started: list[tuple[str, list[str]]] = []
 
     async def start(self, scheduler) -> None:
         self.scheduler = scheduler
@@ -98,10 +100,10 @@ class TaskLog(SchedulerPlugin):
     def transition(self, key, start, finish, *args, **kwargs) -> None:
         if finish == "processing":
             task = self.scheduler.tasks[key]
-            self.started.append((str(key), {str(dep.key): len(dep.who_has or ()) for dep in task.dependencies}))
+            self.started.append((str(key), sorted(str(dep.key) for dep in task.dependencies)))
 
 
-def started_tasks(client) -> list[tuple[str, dict[str, int]]]:
+def started_tasks(client) -> list[tuple[str, list[str]]]:
     return client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.plugins[TaskLog.name].started))
 
 
@@ -119,30 +121,61 @@ def test_batch_em_on_the_workers_equals_local_batch_em(request, lake, workers, p
     if persist:
         held = client.who_has(list(source.plan.futures.values()))
         assert len(held) == len(lake.files) and all(held.values())
+        # Dropping the source frees it, and so its futures, at once (no reference cycle waits
+        # for the collector), and the workers then release the records.
+        keys, dropped = list(held), weakref.ref(source)
+        gc.disable()
+        try:
+            del source
+            assert dropped() is None
+        finally:
+            gc.enable()
+        deadline = time.monotonic() + 10
+        while any(client.who_has(keys).values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(client.who_has(keys).values())
+
+
+def events(client, topic, action: str) -> list[dict]:
+    """The scheduler's log of ``action`` under ``topic``, with the fields used here (read on the
+    scheduler: some events hold worker objects that do not serialize)."""
+
+    def read(dask_scheduler) -> list[dict]:
+        found = [message for _, message in dask_scheduler.get_events(topic) if message.get("action") == action]
+        return [
+            {"count": m.get("count"), "key-count": m.get("key-count"), "workers": len(m.get("workers", ()))}
+            for m in found
+        ]
+
+    return client.run_on_scheduler(read)
 
 
 @pytest.mark.parametrize("persist", [True, False])
 def test_parameters_travel_once_per_iteration_to_one_task_per_worker(client, lake, persist) -> None:
     client.wait_for_workers(2)  # a worker killed by another test is back
+    scattered, replicated = len(events(client, client.id, "scatter")), len(events(client, "all", "replicate"))
     client.register_plugin(TaskLog(), name=TaskLog.name)
     try:
         batch_em(run_dask_batch_em, dask_source(lake_source(lake), client=client, persist=persist), lake)
         started = started_tasks(client)
     finally:
         client.unregister_scheduler_plugin(TaskLog.name)
-    groups = [(key, deps) for key, deps in started if key.startswith("_run_group-")]
-    decodes = [key for key, _ in started if key.startswith("decode_partition-")]
     n_workers = len(client.scheduler_info()["workers"])
     assert n_workers == 2
+    # One scatter of one value per iteration, replicated to every worker (broadcast).
+    assert [event["count"] for event in events(client, client.id, "scatter")[scattered:]] == [1] * ITERATIONS
+    copies = events(client, "all", "replicate")[replicated:]
+    assert [(event["key-count"], event["workers"]) for event in copies] == [(1, n_workers)] * ITERATIONS
+    groups = [(key, deps) for key, deps in started if key.startswith("_run_group-")]
+    decodes = [key for key, _ in started if key.startswith("decode_partition-")]
     assert len(groups) == ITERATIONS * n_workers  # one task per worker and iteration, not one per file
     assert len(decodes) == (len(lake.files) if persist else 0)  # each file decoded once, when persisted
+    # Each task reads the parameters from the iteration's scattered value; none carries its own.
     shared = [[dep for dep in deps if dep.startswith("streamgmm-shared-")] for _, deps in groups]
-    assert all(len(keys) == 1 for keys in shared)  # the parameters are a scattered value, not in the task
-    per_iteration = [shared[i : i + n_workers] for i in range(0, len(shared), n_workers)]
-    assert len({keys[0] for keys in sum(per_iteration, [])}) == ITERATIONS  # one scatter per iteration
-    assert all(len({keys[0] for keys in group}) == 1 for group in per_iteration)
-    # ... broadcast: every worker held it before its task started.
-    assert [deps[keys[0]] for (_, deps), keys in zip(groups, shared)] == [n_workers] * len(groups)
+    assert all(len(keys) == 1 for keys in shared)
+    per_iteration = [{keys[0] for keys in shared[i : i + n_workers]} for i in range(0, len(shared), n_workers)]
+    assert [len(keys) for keys in per_iteration] == [1] * ITERATIONS
+    assert len(set.union(*per_iteration)) == ITERATIONS
 
 
 @pytest.mark.parametrize("persist", [True, False])
