@@ -37,7 +37,7 @@ OUTPUTS = {
     "fit": ("model",),
     "select": ("model",),
     "assign": ("out",),
-    "watch": ("state", "assign_out"),
+    "watch": ("assign_out",),  # the watcher's state may be an object-store prefix
     "plot": ("out",),
 }
 

@@ -49,6 +49,7 @@ from streamgmm.cli.report import describe
 from streamgmm.dask.source import connect
 from streamgmm.estimator import StreamingGaussianMixture
 from streamgmm.io.columns import DataError
+from streamgmm.io.lake_paths import is_url
 from streamgmm.io.model_file import ModelFileError
 from streamgmm.io.parquet_source import ParquetSource
 from streamgmm.io.validation import default_feature_names
@@ -227,8 +228,15 @@ def run_watch(args: argparse.Namespace) -> dict[str, Any]:
         settle=args.settle,
         assign_out=args.assign_out,
         keep_models=args.keep_models,
+        lease_seconds=args.lease_seconds,
         log=None if args.quiet else log,
     )
+    if is_url(args.state):
+        from streamgmm.watch.store_state import StoreState
+
+        state = StoreState(args.state)
+        model = state.store.name_url(state.pointer_name) if state.load() is not None and state.pointer_name else None
+        return {"command": "watch", **vars(summary), "model": model}
     model = os.path.join(summary.state, "current.model")
     return {"command": "watch", **vars(summary), "model": model if os.path.isfile(model) else None}
 
@@ -283,6 +291,12 @@ def run_info(args: argparse.Namespace) -> dict[str, Any]:
     if is_state_directory(path):
         summary, model = state_summary(path)
         return {**summary, **(model_summary(model) if model is not None else {})}
+    if is_url(path):
+        from streamgmm.watch.store_state import is_store_state, store_state_summary
+
+        if is_store_state(path):
+            summary, model = store_state_summary(path)
+            return {**summary, **(model_summary(model) if model is not None else {})}
     if (unfinished := unfinished_output(path)) is not None:
         return unfinished
     if os.path.isdir(path) and os.path.exists(os.path.join(path, SUCCESS)):

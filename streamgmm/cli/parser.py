@@ -152,8 +152,12 @@ def _assign_command(commands: Any) -> None:
 
 def _watch_command(commands: Any) -> None:
     watch = commands.add_parser("watch", help="keep a model current as Parquet files arrive in a directory")
-    watch.add_argument("landing", metavar="LANDING_DIR", help="directory new Parquet files arrive in")
-    watch.add_argument("--state", required=True, metavar="STATE_DIR", help="checkpoint, ledger and history")
+    watch.add_argument(
+        "landing", metavar="LANDING_DIR", help="directory (or s3://... prefix) new Parquet files arrive in"
+    )
+    watch.add_argument(
+        "--state", required=True, metavar="STATE_DIR", help="checkpoint, ledger and history (a directory or s3://...)"
+    )
     watch.add_argument("-k", "--components", type=positive_int, help="number of components of a new model")
     watch.add_argument("--columns", type=column_list, help="feature columns of a new model (default: numeric)")
     watch.add_argument(
@@ -178,6 +182,12 @@ def _watch_command(commands: Any) -> None:
     watch.add_argument("--keep", type=column_list, default=[], help="input columns copied into those outputs")
     watch.add_argument("--keep-models", type=positive_int, default=10, help="checkpoints kept in STATE_DIR/models")
     watch.add_argument("--once", action="store_true", help="consume the files there, then exit")
+    watch.add_argument(
+        "--lease-seconds",
+        type=positive_float,
+        default=60.0,
+        help="a state on an object store: how long this watcher's lease lasts unrenewed (default 60)",
+    )
     _common(watch)
 
 

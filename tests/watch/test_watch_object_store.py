@@ -319,6 +319,25 @@ def test_cli_watch_of_an_s3_landing(truth, s3_bucket, tmp_path) -> None:
     assert_same_model(model, oracle(write_local(tmp_path / "landing", files)))
 
 
+def test_cli_watch_with_its_state_on_s3_and_info_of_that_state(truth, s3_bucket, tmp_path) -> None:
+    files = files_of(truth, 2)
+    url, state = upload(s3_bucket, "landing", files), f"s3://{s3_bucket}/state/"
+    command = [sys.executable, "-m", "streamgmm", "watch", url, "--state", state, "-k", str(K), "--lease-seconds", "30"]
+    options = ["--columns", ",".join(FEATURES), "--batch-size", str(BATCH), "--settle", "0", "--once", "--json"]
+    result = subprocess.run(command + options, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["files_consumed"] == 2 and summary["model"].startswith(f"{state}checkpoints/")
+    assert_same_model(StoreState(state).load().model, oracle(write_local(tmp_path / "landing", files)))
+    info = subprocess.run(
+        [sys.executable, "-m", "streamgmm", "info", state, "--json"], capture_output=True, text=True, timeout=120
+    )
+    assert info.returncode == 0, info.stderr
+    described = json.loads(info.stdout)
+    assert described["kind"] == "watch state" and described["files_consumed"] == 2
+    assert described["model"] == summary["model"]
+
+
 def test_a_commit_after_another_watcher_moved_the_pointer_is_refused(truth, s3_bucket) -> None:
     url = upload(s3_bucket, "landing", files_of(truth, 1))
     state = f"s3://{s3_bucket}/state/"
