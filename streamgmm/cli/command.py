@@ -152,7 +152,9 @@ def run_fit(args: argparse.Namespace) -> dict[str, Any]:
             # On the cluster the visit is shuffled by partition (file), not by row group; progress
             # is the dashboard's.
             model.set_params(shuffle=args.shuffle == "row_groups")
-            model.fit(source, client=client)
+            if not args.quiet and getattr(client, "dashboard_link", None):
+                print(f"streamgmm: fit: Dask dashboard at {client.dashboard_link}", file=sys.stderr, flush=True)
+            model.fit(source, client=client, persist={"yes": True, "no": False}.get(args.persist, "auto"))
     seconds = time.perf_counter() - started
     model.save(args.model)
     records = records_fitted(model)

@@ -88,6 +88,13 @@ def _fit_command(commands: Any) -> None:
     fit = commands.add_parser("fit", help="fit a mixture to Parquet data and save the model")
     _reading(fit)
     _cluster(fit)
+    fit.add_argument(
+        "--persist",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="on a cluster, keep decoded partitions in the workers' memory between passes "
+        "(auto: when they take at most a quarter of it)",
+    )
     fit.add_argument("-k", "--components", type=positive_int, required=True, help="number of components K")
     fit.add_argument("--model", required=True, help="where to write the model file")
     fit.add_argument("--covariance", choices=["full", "tied", "diag", "spherical"], default="full")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -192,7 +193,9 @@ def connect(address: str | None = None, workers: int | None = None) -> Iterator[
         with Client(address) as client:
             yield client
         return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    # The dashboard needs bokeh; on loopback only, where a local user's browser can reach it.
+    dashboard = "127.0.0.1:0" if importlib.util.find_spec("bokeh") is not None else None
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=dashboard) as cluster:
         with Client(cluster) as client:
             yield client
 

@@ -96,6 +96,7 @@ class FittingMixin:
         client: Any = None,
         engine: str | None = None,
         partitions_per_step: int | None = None,
+        persist: bool | str = "auto",
     ) -> Self:
         """Fit the mixture to ``X``, streaming it.
 
@@ -128,6 +129,12 @@ class FittingMixin:
             Dask inputs only: online EM steps once per wave of this many partitions (default:
             the scheduler's thread count); see :mod:`streamgmm.dask.em`.
 
+        persist : bool or 'auto', default='auto'
+            On a ``distributed`` cluster: keep the decoded partitions in the workers' memory
+            between passes (True), read them again each pass (False), or keep them when their
+            size is known and at most a quarter of the workers' memory limits ('auto'); see
+            :mod:`streamgmm.dask.on_workers`.
+
         Returns
         -------
         self : StreamingGaussianMixture
@@ -155,14 +162,18 @@ class FittingMixin:
         if warm:
             self._check_same_model()
         if warm:
-            source = self.input_source(X, client=client, engine=engine, local=False)
+            source = self.input_source(X, client=client, engine=engine, local=False, persist=persist)
         else:
             # A stream of chunks does not know its width until read. With every *_init given the
             # start needs no sample, so the width comes from means_init (chunks are checked against
             # it) rather than from a whole read of the stream for a sample that would be thrown away.
-            source = resolve_input(X, client=client, engine=engine, n_features=self._user_init_n_features())
+            source = resolve_input(
+                X, client=client, engine=engine, n_features=self._user_init_n_features(), persist=persist
+            )
         if isinstance(source, ArraySource):
             self._check_enough_records(len(source))
+        if persist != "auto" and not isinstance(source, DaskSource):
+            raise ValueError("persist applies to Dask inputs only (a client, engine='dask' or a Dask collection)")
         runners = self._runners(source, partitions_per_step)
         rng = make_rng(self.random_state)
         self.shuffle_generator(source, rng)  # a shuffle the source cannot do is refused before any work

@@ -30,7 +30,9 @@ class InferenceMixin:
         self.check_fitted()
         return self.input_source(X).batches(self.batch_size)
 
-    def input_source(self, X: Any, *, client: Any = None, engine: str | None = None, local: bool = True) -> ChunkSource:
+    def input_source(
+        self, X: Any, *, client: Any = None, engine: str | None = None, local: bool = True, persist: bool | str = "auto"
+    ) -> ChunkSource:
         """``X`` as a source for a fitted model (see :func:`~streamgmm.inputs.resolve_input`):
         tabular input read by ``feature_names_in_``, anything else checked against
         ``n_features_in_``; with ``local`` (scoring here) a Dask collection is refused."""
@@ -41,6 +43,7 @@ class InferenceMixin:
             n_features=self.n_features_in_,
             feature_names=self.feature_names(),
             local=local,
+            persist=persist,
         )
         if source.n_features is not None and source.n_features != self.n_features_in_:
             raise ValueError(

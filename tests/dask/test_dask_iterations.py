@@ -223,6 +223,21 @@ def test_a_dask_source_with_persist_is_fitted_as_given(client, lake) -> None:
     np.testing.assert_allclose(on_cluster.means_, local.means_, rtol=0, atol=1e-10)
 
 
+def test_fit_takes_persist_for_a_lake_on_a_cluster_and_refuses_it_elsewhere(client, lake) -> None:
+    start, _ = start_near(lake)
+    options = dict(algorithm="batch", tol=0.0, max_iter=2, batch_size=1000)
+    init = dict(weights_init=start.weights, means_init=start.means, precisions_init=start.precisions)
+    fitted = {}
+    for persist in (True, False):
+        with pytest.warns(Warning):  # max_iter stops it, as asked
+            fitted[persist] = StreamingGaussianMixture(3, **options, **init).fit(
+                lake_source(lake), client=client, persist=persist
+            )
+    np.testing.assert_allclose(fitted[True].means_, fitted[False].means_, rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match="persist applies to Dask inputs only"):
+        StreamingGaussianMixture(3).fit(lake_source(lake), persist=True)
+
+
 def test_errors_on_a_worker_name_the_partition() -> None:
     with pytest.raises(DataError, match=r"^day=1/part-2\.parquet: cannot read \(FileNotFoundError: gone\)$"):
         with naming("day=1/part-2.parquet"):

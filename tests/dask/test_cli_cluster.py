@@ -1,0 +1,43 @@
+"""The CLI on a local Dask cluster: the dashboard's link is printed, and --persist reaches the
+fit (issue 18 and 17)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from streamgmm import StreamingGaussianMixture
+
+pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def lake(make_lake):
+    return make_lake(
+        "cli_cluster", n_records=6_000, n_components=2, n_features=2, n_files=3, row_group_size=1000, seed=2
+    )
+
+
+def fit(lake, model, *options: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "streamgmm", "fit", str(lake.path), "-k", "2", "--model", str(model)]
+    return subprocess.run(command + list(options), capture_output=True, text=True, timeout=300)
+
+
+def test_cli_fit_on_workers_prints_the_dashboard_and_persists_to_the_same_model(lake, tmp_path) -> None:
+    pytest.importorskip("bokeh", reason="the dashboard needs bokeh")
+    kept = fit(lake, tmp_path / "kept.model", "--workers", "2", "--persist", "yes", "--algorithm", "batch")
+    assert kept.returncode == 0, kept.stderr
+    assert "streamgmm: fit: Dask dashboard at http://127.0.0.1:" in kept.stderr
+    again = fit(lake, tmp_path / "read.model", "--workers", "2", "--persist", "no", "--algorithm", "batch", "-q")
+    assert again.returncode == 0, again.stderr
+    assert "dashboard" not in again.stderr  # -q: nothing on stderr
+    one, other = (StreamingGaussianMixture.load(tmp_path / name) for name in ("kept.model", "read.model"))
+    np.testing.assert_allclose(one.means_, other.means_, rtol=0, atol=1e-10)
+
+
+def test_persist_is_a_cluster_option(lake, tmp_path) -> None:
+    result = fit(lake, tmp_path / "m.model", "--persist", "maybe")
+    assert result.returncode == 2 and "--persist: invalid choice: 'maybe'" in result.stderr
