@@ -212,6 +212,10 @@ def _discover(path: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileS
             filesystem, path = pafs.FileSystem.from_uri(path)
         else:
             filesystem, path = pafs.LocalFileSystem(), os.path.abspath(path)
+    elif "://" in path:
+        # A given filesystem (s3fs, ...) lists keys without the scheme: "s3://b/lake/" is "b/lake"
+        # to it, and relative paths from the URL would all start with "..", as if hidden.
+        path = path.split("://", 1)[1].rstrip("/")
     local = isinstance(filesystem, pafs.LocalFileSystem)
     if local:
         return (filesystem, *_discover_local(path))

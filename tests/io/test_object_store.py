@@ -69,3 +69,13 @@ def test_cli_fit_of_an_s3_lake_equals_the_local_fit(lake, s3_bucket, tmp_path) -
         outputs[name] = StreamingGaussianMixture.load(tmp_path / f"{name}.json")
     np.testing.assert_array_equal(outputs["s3"].means_, outputs["local"].means_)
     np.testing.assert_array_equal(outputs["s3"].covariances_, outputs["local"].covariances_)
+
+
+def test_an_fsspec_filesystem_with_an_s3_url_finds_the_files(lake, s3_bucket) -> None:
+    s3fs = pytest.importorskip("s3fs")
+    url = upload(lake.path, s3_bucket, "lake")
+    source = ParquetSource(url, filesystem=s3fs.S3FileSystem())  # endpoint and keys from AWS_*
+    assert source.n_records == 6_000 and len(source.files) == 3
+    model = StreamingGaussianMixture(3, random_state=0).fit(source)
+    local = StreamingGaussianMixture(3, random_state=0).fit(str(lake.path))
+    np.testing.assert_array_equal(model.means_, local.means_)
