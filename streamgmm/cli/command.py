@@ -119,6 +119,8 @@ def training_source(args: argparse.Namespace) -> ParquetSource:
         passthrough=args.passthrough,
         filter=combined_filter(args.filter),
         nan_policy=args.nan_policy,
+        version=args.version,
+        as_of=args.as_of,
     )
 
 
@@ -178,6 +180,8 @@ def run_assign(args: argparse.Namespace) -> dict[str, Any]:
         passthrough=args.keep,
         filter=combined_filter(args.filter),
         nan_policy=args.nan_policy,
+        version=args.version,
+        as_of=args.as_of,
     )
     with (
         progress_bar(show_progress(args), source.n_records, "assign") as bar,

@@ -59,6 +59,13 @@ def _reading(sub: argparse.ArgumentParser) -> None:
         help="null/NaN/inf features: an error (default), or skip those rows",
     )
     sub.add_argument("--batch-size", type=positive_int, default=None, help="records per mini-batch")
+    table = sub.add_mutually_exclusive_group()
+    table.add_argument(
+        "--version", type=int, metavar="N", help="a Delta table's version, or an Iceberg snapshot id (default: current)"
+    )
+    table.add_argument(
+        "--as-of", metavar="TIME", help="a Delta or Iceberg table as it was at TIME (ISO 8601, e.g. 2026-11-01T12:00Z)"
+    )
 
 
 def _features(sub: argparse.ArgumentParser) -> None:

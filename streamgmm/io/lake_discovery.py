@@ -25,6 +25,7 @@ import pyarrow.fs as pafs
 
 from streamgmm.io.columns import DataError
 from streamgmm.io.lake_paths import describe_non_file, glob_files, real, walk_files
+from streamgmm.io.table_formats import table_format, table_snapshot
 
 if TYPE_CHECKING:  # pyarrow.dataset imports pandas: loaded only where a dataset is used
     import pyarrow.dataset as ds
@@ -68,7 +69,13 @@ class LakeListing:
         return ds.FileSystemDataset(fragments, schema=self.schema, format=self.format, filesystem=self.filesystem)
 
 
-def open_lake(source: Any, filesystem: pafs.FileSystem | None = None, filter: Any = None) -> LakeListing:
+def open_lake(
+    source: Any,
+    filesystem: pafs.FileSystem | None = None,
+    filter: Any = None,
+    version: int | None = None,
+    as_of: Any = None,
+) -> LakeListing:
     """List any accepted source, keeping the files whose partition keys ``filter`` selects.
 
     Parameters
@@ -81,6 +88,10 @@ def open_lake(source: Any, filesystem: pafs.FileSystem | None = None, filter: An
 
     filter : pyarrow.compute.Expression, default=None
         Files whose hive partition keys cannot match it are left out.
+
+    version, as_of : int, datetime or str, default=None
+        A Delta or Iceberg table's snapshot (see :func:`~streamgmm.io.table_formats.table_snapshot`);
+        a table folder is otherwise read at its current snapshot.
 
     Returns
     -------
@@ -103,7 +114,7 @@ def open_lake(source: Any, filesystem: pafs.FileSystem | None = None, filter: An
     >>> open_lake(lake, filter=pa.compute.field("day") > 1).relative_paths()
     ['day=2/part-0.parquet']
     """
-    dataset, base, empty = _open_dataset(source, filesystem)
+    dataset, base, empty = _open_dataset(source, filesystem, version, as_of)
     names: dict[str, None] = {}
     for fragment in dataset.get_fragments():
         names.update(dict.fromkeys(_partition_keys(fragment.partition_expression)))
@@ -153,9 +164,23 @@ def _selected(dataset: ds.FileSystemDataset, filter: Any) -> Any:
         raise DataError(f"filter {filter}: {exc}") from None
 
 
-def _open_dataset(source: Any, filesystem: pafs.FileSystem | None) -> tuple[ds.FileSystemDataset, str, list[str]]:
+def _open_dataset(
+    source: Any, filesystem: pafs.FileSystem | None, version: int | None = None, as_of: Any = None
+) -> tuple[ds.FileSystemDataset, str, list[str]]:
     """``(dataset, base directory, zero-byte files left out)`` for any accepted source."""
     import pyarrow.dataset as ds
+
+    table = _table_folder(source, filesystem)
+    if table is None and (version is not None or as_of is not None):
+        raise ValueError(f"version and as_of apply to a Delta or Iceberg table, not to {source}")
+    if table is not None:
+        # The snapshot's files only: the folder also holds files the table no longer has.
+        snapshot = table_snapshot(table, version=version, as_of=as_of)
+        if not snapshot.files:
+            raise DataError(f"{table}: the {snapshot.format} table's snapshot {snapshot.version} has no data files")
+        base = os.path.abspath(table)
+        dataset = ds.dataset(snapshot.files, format="parquet", partitioning="hive", partition_base_dir=base)
+        return dataset, base, []
 
     if isinstance(source, ds.Dataset):
         if not isinstance(source, ds.FileSystemDataset):
@@ -203,6 +228,17 @@ def _open_dataset(source: Any, filesystem: pafs.FileSystem | None) -> tuple[ds.F
         # Discovery reads the first file's footer to learn the schema.
         raise DataError(f"{found[0]}: not a Parquet file, or truncated ({exc})") from None
     return dataset, base, empty
+
+
+def _table_folder(source: Any, filesystem: pafs.FileSystem | None) -> str | None:
+    """The local Delta or Iceberg table folder ``source`` names, if it names one."""
+    if filesystem is not None or not isinstance(source, (str, os.PathLike)):
+        return None
+    path = os.fspath(source)
+    path = path[len("file://") :] if path.startswith("file://") else path
+    if "://" in path or glob.has_magic(path):
+        return None
+    return path if table_format(path) is not None else None
 
 
 def _discover(path: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSystem, list[str], str, list[str]]:

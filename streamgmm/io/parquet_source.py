@@ -91,6 +91,14 @@ class ParquetSource:
     filesystem : pyarrow.fs.FileSystem or fsspec filesystem, default=None
         The filesystem of plain paths. None means local, or the one a URL names.
 
+    version : int, default=None
+        A Delta or Iceberg table folder is read at its current snapshot (never with the stale
+        files its folder also holds); ``version`` reads a Delta version or Iceberg snapshot id.
+
+    as_of : datetime or str, default=None
+        Or the table's last snapshot committed at or before this time (ISO 8601 text; naive
+        means UTC). Both need the ``delta`` or ``iceberg`` extra.
+
     Attributes
     ----------
     feature_names : list of str
@@ -166,13 +174,17 @@ class ParquetSource:
         filter: Any = None,
         nan_policy: str = "raise",
         filesystem: pafs.FileSystem | None = None,
+        version: int | None = None,
+        as_of: Any = None,
     ):
         self.nan_policy = check_nan_policy(nan_policy)
         self.passthrough = list(passthrough)
         self._explicit_columns = columns is not None
         self.filter = pq.filters_to_expression(filter) if isinstance(filter, list) else filter
         # A listing made with this filter (by reselect) is reused: the files are not listed again.
-        self.listing = source if isinstance(source, LakeListing) else open_lake(source, filesystem, self.filter)
+        self.listing = (
+            source if isinstance(source, LakeListing) else open_lake(source, filesystem, self.filter, version, as_of)
+        )
         self.schema = self.listing.schema
         self.base_dir, self.empty_files = self.listing.base_dir, self.listing.empty_files
         self.partition_names = self.listing.partition_names

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -117,3 +118,36 @@ def test_an_iceberg_table_is_read_at_its_current_snapshot(iceberg_table) -> None
     assert table_snapshot(path, version=snapshots[0]).n_records == 1000
     with pytest.raises(DataError, match="has no snapshot 7"):
         table_snapshot(path, version=7)
+
+
+def test_a_delta_table_folder_is_fitted_at_its_snapshot(delta_table, tmp_path) -> None:
+    from streamgmm import ParquetSource, StreamingGaussianMixture
+
+    path, between = delta_table
+    source = ParquetSource(path, passthrough=["id"])
+    assert source.n_records == 1200 and source.feature_names == ["x", "y"]
+    files = table_snapshot(path).files
+    model = StreamingGaussianMixture(2, random_state=0).fit(source)
+    oracle = StreamingGaussianMixture(2, random_state=0).fit(ParquetSource(files, passthrough=["id"]))
+    np.testing.assert_array_equal(model.means_, oracle.means_)
+    assert ParquetSource(path, version=1).n_records == ParquetSource(path, as_of=between).n_records == 1500
+    with pytest.raises(ValueError, match="version and as_of apply to a Delta or Iceberg table"):
+        ParquetSource(str(tmp_path), version=1)
+
+
+def test_cli_fit_of_a_delta_table_at_a_version(delta_table, tmp_path) -> None:
+    path, _ = delta_table
+    for options, records in (([], 1200), (["--version", "0"], 1000)):
+        command = [sys.executable, "-m", "streamgmm", "fit", path, "-k", "2", "--passthrough", "id", "--json"]
+        command += ["--model", str(tmp_path / f"m{records}.model"), *options]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["records"] == records
+
+
+def test_an_iceberg_table_folder_is_read_at_its_snapshot(iceberg_table) -> None:
+    from streamgmm import ParquetSource
+
+    path, snapshots = iceberg_table
+    assert ParquetSource(path, passthrough=["id"]).n_records == 1200
+    assert ParquetSource(path, passthrough=["id"], version=snapshots[1]).n_records == 1500
