@@ -1,5 +1,9 @@
-/* The E-step of a full-covariance chunk, fused: features, log-densities, softmax and
- * statistics computed tile by tile without leaving the cache.
+/* The E-step of a chunk, fused: features, log-densities, softmax and statistics (or, for
+ * scoring, the responsibilities) computed tile by tile without leaving the cache.
+ *
+ * The features' layout is the caller's: "full" below; "diag" (1, u_i, u_i^2) for diagonal and
+ * spherical covariances, "linear" (1, u_i) for tied ones, whose shared term u'Pu/2 and
+ * unweighted second moment the kernel adds on the side (streamgmm/kernels/expansion.py).
  *
  * It computes exactly what streamgmm/kernels/quadratic.py's chunk_statistics does with numpy and
  * BLAS (see that module for the algebra): with u = x - shift and the quadratic features
