@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ import pyarrow.parquet as pq
 
 from streamgmm.io.arrow_source import frame_table, is_arrow_stream, is_dataframe
 from streamgmm.io.columns import DataError, check_column
-from streamgmm.io.lake_paths import is_path_like, overlap
+from streamgmm.io.lake_paths import is_path_like, is_url, overlap
 from streamgmm.io.parquet_source import READ_BATCH, LakeFile, ParquetSource
+from streamgmm.io.store_output import OutputStore
 from streamgmm.io.validation import default_feature_names
 from streamgmm.mixture.params import MixtureParams
 
@@ -201,6 +203,8 @@ def check_output_directory(out: str, inputs_base: str | None, overwrite: bool) -
     ``_SUCCESS``) is replaced only with ``overwrite``; an unfinished one is simply replaced,
     as nothing finished is lost. Any other file means the directory is someone else's.
     """
+    if is_url(out):
+        return _check_output_store(OutputStore(out), inputs_base, overwrite)
     if inputs_base is not None and overlap(out, inputs_base):  # by real paths: links cannot hide it
         raise ValueError(
             f"output directory {out} and input directory {inputs_base} overlap; the outputs would be read as "
@@ -230,6 +234,46 @@ def check_output_directory(out: str, inputs_base: str | None, overwrite: bool) -
     return earlier
 
 
+def _check_output_store(store: OutputStore, inputs_base: str | None, overwrite: bool) -> set[str]:
+    """:func:`check_output_directory` for a URL: the same rules, by listing the prefix."""
+    if store.kind() == "file":
+        raise ValueError(f"output {store.url} exists and is not a directory")
+    where = store.path("").rstrip("/")
+    if inputs_base is not None and not os.path.isabs(inputs_base):
+        base = inputs_base.split("://", 1)[-1].rstrip("/")  # a store's input, as a path in the store
+        if base == where or base.startswith(where + "/") or where.startswith(base + "/"):
+            raise ValueError(
+                f"output {store.url} and input {inputs_base} overlap; the outputs would be read as input next "
+                "time, or the inputs replaced"
+            )
+    earlier, foreign = set(), []
+    for relative in store.list_files():
+        (earlier.add(relative) if _store_written_by_assign(store, relative) else foreign.append(relative))
+    if foreign:
+        raise ValueError(
+            f"output {store.url} holds objects assign did not write ({', '.join(sorted(foreign)[:3])}); "
+            "choose an empty or new prefix"
+        )
+    if SUCCESS in earlier and not overwrite:
+        raise ValueError(f"output {store.url} holds an earlier result; pass overwrite=True (--overwrite) to replace it")
+    return earlier
+
+
+def _store_written_by_assign(store: OutputStore, relative: str) -> bool:
+    name = posixpath.basename(relative)
+    if TEMPORARY.match(name):
+        return True
+    try:
+        if relative == SUCCESS:
+            return json.loads(store.read_bytes(relative)).get("format") == FORMAT_NAME
+        if name.endswith(".parquet"):
+            with store.open_input_file(relative) as handle:
+                return MODEL_KEY in (pq.read_schema(handle).metadata or {})
+    except (OSError, ValueError, AttributeError, pa.ArrowException):
+        return False
+    return False
+
+
 TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp$")  # atomic_write's names
 
 
@@ -249,6 +293,9 @@ def _written_by_assign(out: str, relative: str) -> bool:
 
 def remove_outputs(out: str, relatives: set[str] | list[str]) -> None:
     """Remove files under ``out``, then the directories that left empty."""
+    if is_url(out):
+        OutputStore(out).remove(relatives)
+        return
     for relative in relatives:
         Path(out, relative).unlink(missing_ok=True)
     for directory, _, _ in sorted(os.walk(out), key=lambda entry: -len(entry[0])):

@@ -43,9 +43,10 @@ from streamgmm.assignment.layout import (
 from streamgmm.assignment.pipeline import PartWriter, check_compression
 from streamgmm.io.atomic_write import write_bytes_atomically
 from streamgmm.io.columns import check_nan_policy
-from streamgmm.io.lake_paths import refuse_url
+from streamgmm.io.lake_paths import is_url
 from streamgmm.io.parquet_source import ParquetSource
 from streamgmm.io.sources import is_dask_collection
+from streamgmm.io.store_output import OutputStore
 from streamgmm.io.validation import default_feature_names
 from streamgmm.mixture.params import MixtureParams
 
@@ -251,12 +252,12 @@ def assign(
         parts, inputs_base = input_parts(source, names, params.n_features, keep, nan_policy)
     features = names if names is not None else default_feature_names(params.n_features)
 
-    refuse_url(out, "output directory")
-    out = os.path.abspath(os.fspath(out))
+    # A local directory, or an object-store prefix (s3://, gs://, abfs://) with the same promises.
+    out = str(out).rstrip("/") if is_url(out) else os.path.abspath(os.fspath(out))
     earlier = check_output_directory(out, inputs_base, overwrite)
     # The old marker goes first: from here until the new one is written, the directory is not
     # a finished output.
-    Path(out, SUCCESS).unlink(missing_ok=True)
+    remove_outputs(out, [SUCCESS])
 
     summary = AssignSummary(out, params.fingerprint())
     writer = PartWriter(
@@ -281,7 +282,11 @@ def assign(
     remove_outputs(out, earlier - {entry["output"] for entry in summary.files} - {SUCCESS})
     manifest = _manifest(summary, params, features, keep, dtype, nan_policy)
     manifest["compression"] = compression
-    write_bytes_atomically(Path(out, SUCCESS), json.dumps(manifest, indent=1).encode())
+    document = json.dumps(manifest, indent=1).encode()
+    if is_url(out):
+        OutputStore(out).write_bytes(SUCCESS, document)
+    else:
+        write_bytes_atomically(Path(out, SUCCESS), document)
     return summary
 
 

@@ -21,7 +21,9 @@ import pyarrow.parquet as pq
 from streamgmm.assignment.layout import Part, output_schema, remove_outputs
 from streamgmm.io.atomic_write import atomic_path
 from streamgmm.io.columns import FeatureReader
+from streamgmm.io.lake_paths import is_url
 from streamgmm.io.read_ahead import WriteBehind, read_ahead
+from streamgmm.io.store_output import OutputStore
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.kernels.scoring import score_chunk
 from streamgmm.mixture.params import MixtureParams
@@ -157,12 +159,16 @@ class _Sink:
         self.rows = 0
 
     def open(self, output: str, schema: pa.Schema) -> None:
-        target = Path(self.writer.out, output)
-        target.parent.mkdir(parents=True, exist_ok=True)
         self.output, self.rows = output, 0
         self.stack = ExitStack()
         try:
-            tmp = self.stack.enter_context(atomic_path(target))
+            if is_url(self.writer.out):
+                # An object store: written to a hidden key, moved to its final key when closed.
+                tmp = self.stack.enter_context(OutputStore(self.writer.out).atomic_output(output))
+            else:
+                target = Path(self.writer.out, output)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.stack.enter_context(atomic_path(target))
             self.file = pq.ParquetWriter(tmp, schema, compression=self.writer.compression)
         except BaseException:
             self.abort_open()
@@ -172,7 +178,7 @@ class _Sink:
         try:
             self.file.write_table(table, row_group_size=table.num_rows)
         except Exception as exc:
-            exc.add_note(f"while writing {Path(self.writer.out, self.output)}")
+            exc.add_note(f"while writing {self.writer.out}/{self.output}")
             raise
         self.rows += table.num_rows
 

@@ -32,12 +32,12 @@ COMPARISONS = {
     ">=": operator.ge,
 }
 INT64 = (-(2**63), 2**63 - 1)
-# Options naming where a command writes; object-store outputs come in a later version.
+# Options naming where a command writes that take local (or mounted) paths only; assign's --out and
+# watch's --state may also be object-store prefixes.
 OUTPUTS = {
     "fit": ("model",),
     "select": ("model",),
-    "assign": ("out",),
-    "watch": ("assign_out",),  # the watcher's state may be an object-store prefix
+    "watch": ("assign_out",),
     "plot": ("out",),
 }
 
