@@ -52,6 +52,7 @@ from streamgmm.io.columns import DataError
 from streamgmm.io.lake_paths import is_url
 from streamgmm.io.model_file import ModelFileError
 from streamgmm.io.parquet_source import ParquetSource
+from streamgmm.io.storage_options import storage_environment
 from streamgmm.io.validation import default_feature_names
 from streamgmm.watch.checkpoint import StateDirectoryBusy, is_state_directory, state_summary
 
@@ -392,6 +393,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_usage(parser, args)
     try:
+        storage = storage_environment(args.storage_option)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        # Before any filesystem or cluster is opened, so that every client (and worker) sees them.
+        os.environ.update(storage)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:

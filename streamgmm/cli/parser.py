@@ -68,6 +68,17 @@ def _reading(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def _storage(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="object-store setting, e.g. endpoint_url=http://host:9000, region=..., profile=... "
+        "(repeatable; sets the standard AWS_*/GOOGLE_*/AZURE_* variables)",
+    )
+
+
 def _features(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--columns", type=column_list, help="feature columns (default: every numeric column)")
     sub.add_argument(
@@ -93,6 +104,7 @@ def _cluster(sub: argparse.ArgumentParser) -> None:
 
 def _fit_command(commands: Any) -> None:
     fit = commands.add_parser("fit", help="fit a mixture to Parquet data and save the model")
+    _storage(fit)
     _reading(fit)
     _cluster(fit)
     fit.add_argument(
@@ -139,6 +151,7 @@ def _fit_command(commands: Any) -> None:
 
 def _assign_command(commands: Any) -> None:
     assign_ = commands.add_parser("assign", help="write per-record responsibilities as Parquet")
+    _storage(assign_)
     _reading(assign_)
     _cluster(assign_)
     assign_.add_argument("--model", required=True, help="a model file written by 'streamgmm fit'")
@@ -166,6 +179,7 @@ def _assign_command(commands: Any) -> None:
 
 def _watch_command(commands: Any) -> None:
     watch = commands.add_parser("watch", help="keep a model current as Parquet files arrive in a directory")
+    _storage(watch)
     watch.add_argument(
         "landing", metavar="LANDING_DIR", help="directory (or s3://... prefix) new Parquet files arrive in"
     )
@@ -207,6 +221,7 @@ def _watch_command(commands: Any) -> None:
 
 def _select_command(commands: Any) -> None:
     select = commands.add_parser("select", help="fit candidate K (and covariance types) in one stream, pick by BIC/AIC")
+    _storage(select)
     _reading(select)
     select.add_argument("-k", "--components", required=True, metavar="KS", help="candidates, e.g. 2..12 or 2,4,8")
     select.add_argument(
@@ -232,6 +247,7 @@ def _select_command(commands: Any) -> None:
 
 def _plot_command(commands: Any) -> None:
     plot = commands.add_parser("plot", help="draw a model (over a sample of data) and its fit history as PNG")
+    _storage(plot)
     plot.add_argument("model", metavar="MODEL")
     plot.add_argument("--out", required=True, metavar="FILE.png")
     plot.add_argument("--data", nargs="+", metavar="SOURCE", help="Parquet data to sample records from")
@@ -243,5 +259,6 @@ def _plot_command(commands: Any) -> None:
 
 def _info_command(commands: Any) -> None:
     info = commands.add_parser("info", help="describe a model, an output, a watcher's state directory, or Parquet data")
+    _storage(info)
     info.add_argument("path")
     info.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")

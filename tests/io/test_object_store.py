@@ -3,6 +3,7 @@ with the standard credentials and endpoint variables (issue 18)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,24 @@ def test_an_fsspec_filesystem_with_an_s3_url_finds_the_files(lake, s3_bucket) ->
     model = StreamingGaussianMixture(3, random_state=0).fit(source)
     local = StreamingGaussianMixture(3, random_state=0).fit(str(lake.path))
     np.testing.assert_array_equal(model.means_, local.means_)
+
+
+def test_cli_takes_endpoint_and_credentials_as_storage_options(lake, s3_bucket, s3_server, tmp_path) -> None:
+    """No AWS_* variable in the command's environment: --storage-option gives them all."""
+    url = upload(lake.path, s3_bucket, "lake")
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    options = []
+    for key, name in (
+        ("endpoint_url", "AWS_ENDPOINT_URL"),
+        ("access_key", "AWS_ACCESS_KEY_ID"),
+        ("region", "AWS_REGION"),
+    ):
+        options += ["--storage-option", f"{key}={s3_server.env[name]}"]
+    options += ["--storage-option", f"AWS_SECRET_ACCESS_KEY={s3_server.env['AWS_SECRET_ACCESS_KEY']}"]
+    command = [sys.executable, "-m", "streamgmm", "fit", url, "-k", "3", "--seed", "0", "--model", str(tmp_path / "m")]
+    result = subprocess.run(command + options, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    local = StreamingGaussianMixture(3, random_state=0).fit(str(lake.path))
+    np.testing.assert_array_equal(StreamingGaussianMixture.load(tmp_path / "m").means_, local.means_)
+    bad = subprocess.run(command + ["--storage-option", "colour=blue"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "--storage-option 'colour': unknown key" in bad.stderr
