@@ -68,6 +68,12 @@ def _log_weights(params: MixtureParams) -> np.ndarray:
         return np.log(params.weights)
 
 
+def _size(constant: np.ndarray) -> np.ndarray:
+    """|constant|, 0 for a component of weight zero (-inf): its log-density is -inf in either
+    form, so it needs no direct form (which tied parameters would pay for with the exact path)."""
+    return np.where(np.isfinite(constant), np.abs(constant), 0.0)
+
+
 def _diagonal_factors(params: MixtureParams) -> np.ndarray:
     """1 / sqrt(variance) per component and feature, (K, d), for diag and spherical."""
     prec_chol = params.precisions_cholesky
@@ -96,7 +102,7 @@ def _expanded_diag(params: MixtureParams, shift: np.ndarray) -> tuple[np.ndarray
     V[:, d + 1 :] = -0.5 * precision
     # The terms' sizes on a component's own records (within two standard deviations of its mean).
     reach = np.abs(centred) + 2.0 / factors
-    size = np.abs(constant) + (np.abs(V[:, 1 : d + 1]) * reach).sum(axis=1) + 0.5 * (precision * reach**2).sum(axis=1)
+    size = _size(constant) + (np.abs(V[:, 1 : d + 1]) * reach).sum(axis=1) + 0.5 * (precision * reach**2).sum(axis=1)
     return V, np.sqrt(V.shape[1]) * size
 
 
@@ -129,7 +135,7 @@ def _expanded_tied(params: MixtureParams, shift: np.ndarray, dtype: np.dtype) ->
     V[:, 0] = constant
     V[:, 1:] = centred @ precision
     reach = np.abs(centred) + 2.0 * np.sqrt(np.diagonal(params.covariances))
-    linear = np.abs(constant) + (np.abs(V[:, 1:]) * reach).sum(axis=1)
+    linear = _size(constant) + (np.abs(V[:, 1:]) * reach).sum(axis=1)
     # A product, not a three-operand einsum (which takes longer than the chunk's kernel call).
     quadratic_size = 0.5 * ((reach @ np.abs(precision)) * reach).sum(axis=1)
     return V, np.sqrt(1 + d) * linear + np.sqrt(d) * quadratic_size

@@ -52,10 +52,12 @@ def full_covariances(params: MixtureParams) -> np.ndarray:
 
 def oracle(X: np.ndarray, params: MixtureParams, shift: np.ndarray) -> dict[str, np.ndarray]:
     """scipy's densities, a log-sum-exp and the statistics each type keeps, written out."""
+    with np.errstate(divide="ignore"):  # a weight of zero: log 0 = -inf
+        log_weights = np.log(params.weights)
     log_prob = np.column_stack(
         [
-            np.log(w) + multivariate_normal(m, c).logpdf(X).reshape(-1)
-            for w, m, c in zip(params.weights, params.means, full_covariances(params))
+            w + multivariate_normal(m, c).logpdf(X).reshape(-1)
+            for w, m, c in zip(log_weights, params.means, full_covariances(params))
         ]
     ).reshape(X.shape[0], params.n_components)
     log_norm = logsumexp(log_prob, axis=1)
@@ -230,3 +232,21 @@ def test_float32_division_by_many_equal_components_leaves_no_subnormal(covarianc
     assert not np.any((resp != 0) & (np.abs(resp) < np.finfo(np.float32).tiny))
     stats, _ = chunk_statistics(X, params, np.zeros(d), np.float32)
     np.testing.assert_allclose(stats.counts[:-1], 40 / 63, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_a_component_of_weight_zero_takes_no_record(covariance_type: str, dtype) -> None:
+    """Its log-density is -inf: no responsibility, and the others' as without it."""
+    rng = np.random.default_rng(8)
+    params = make_params(covariance_type, 3, 4, rng)
+    weights = np.array([0.6, 0.4, 0.0])
+    zero = MixtureParams(weights, params.means, params.covariances, params.precisions_cholesky, covariance_type)
+    X = records(params, 2000, rng)
+    expected = oracle(X, zero, X.mean(axis=0))
+    stats, log_norm = chunk_statistics(X, zero, X.mean(axis=0), dtype)
+    scored_norm, resp = score_chunk(X, zero, dtype)
+    assert stats.counts[2] == 0 and np.all(resp[:, 2] == 0)
+    assert_close(log_norm, expected["log_norm"], dtype)
+    assert_close(scored_norm, expected["log_norm"], dtype)
+    assert_close(resp, expected["resp"], dtype)
