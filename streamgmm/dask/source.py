@@ -78,7 +78,7 @@ def open_partition(data: Any, spec: PartitionSpec, passthrough: Sequence[str] = 
     """One partition as a chunk source, on the worker: the records the local source would give."""
     if spec.kind == "lake":
         return ParquetSource(
-            data,
+            data.dataset() if isinstance(data, LakeFileRef) else data,
             columns=list(spec.feature_names or ()),
             passthrough=passthrough,
             filter=spec.filter,
@@ -359,11 +359,50 @@ def _lake_source(
     return DaskSource(partitions, lake.n_features, list(lake.feature_names), client, persist)
 
 
-def one_file_dataset(lake: ParquetSource, fragment: Any) -> ds.FileSystemDataset:
-    """A dataset of one file of the lake, with the lake's schema and the file's hive keys:
-    what a task needs to read that file, and no more (a whole lake's file list would travel
-    with every task)."""
+@dataclass(frozen=True)
+class LakeFileRef:
+    """One file of a lake as plain data for a task: its URL (or local path), the lake's base in
+    the same form (for the file's hive keys) and the lake's schema. No filesystem object travels,
+    so the scheduler, which unpickles tasks, needs no credentials and never opens a store; each
+    worker opens the file with its own (from the standard variables, or a mounted disk)."""
+
+    url: str
+    base: str
+    schema: pa.Schema
+
+    def dataset(self) -> ds.FileSystemDataset:
+        """The one-file dataset, opened where this runs (a worker)."""
+        import pyarrow.dataset as ds
+        import pyarrow.fs as pafs
+
+        if "://" in self.url:
+            filesystem, path = pafs.FileSystem.from_uri(self.url)
+            base = pafs.FileSystem.from_uri(self.base)[1] if "://" in self.base else self.base
+        else:
+            filesystem, path, base = pafs.LocalFileSystem(), self.url, self.base
+        return ds.dataset(
+            [path],
+            schema=self.schema,
+            filesystem=filesystem,
+            format="parquet",
+            partitioning="hive",
+            partition_base_dir=base,
+        )
+
+
+def one_file_dataset(lake: ParquetSource, fragment: Any) -> LakeFileRef | ds.FileSystemDataset:
+    """What a task needs to read one file of the lake, and no more (a whole lake's file list
+    would travel with every task): a :class:`LakeFileRef` for local disks and stores pyarrow
+    opens by URL; for a filesystem object given by the user (fsspec's, say), which no URL
+    names, a one-file dataset holding it."""
     import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
 
     listing = lake.listing
-    return ds.FileSystemDataset([fragment], schema=lake.schema, format=listing.format, filesystem=listing.filesystem)
+    filesystem = listing.filesystem
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        return LakeFileRef(fragment.path, listing.base_dir, lake.schema)
+    scheme = {"s3": "s3", "gcs": "gs", "abfs": "abfs", "hdfs": "hdfs"}.get(filesystem.type_name)
+    if scheme is not None:
+        return LakeFileRef(f"{scheme}://{fragment.path}", f"{scheme}://{listing.base_dir}", lake.schema)
+    return ds.FileSystemDataset([fragment], schema=lake.schema, format=listing.format, filesystem=filesystem)

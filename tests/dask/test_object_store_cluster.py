@@ -1,0 +1,126 @@
+"""A Dask cluster over an object-store lake: the scheduler, a real process started without any
+credentials, never opens the store; the workers, started with them, read it (issue 18). The
+store is moto's S3 server on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow.fs as pafs
+import pytest
+
+from streamgmm import DataError, ParquetSource, StreamingGaussianMixture
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def lake(make_lake):
+    return make_lake(
+        "store_cluster", n_records=6_000, n_components=3, n_features=2, n_files=3, row_group_size=1000, seed=4
+    )
+
+
+def upload(folder: Path, bucket: str, prefix: str) -> str:
+    fs, _ = pafs.FileSystem.from_uri(f"s3://{bucket}")
+    local = pafs.LocalFileSystem()
+    for info in local.get_file_info(pafs.FileSelector(str(folder), recursive=True)):
+        if info.type == pafs.FileType.File:
+            relative = Path(info.path).relative_to(folder).as_posix()
+            pafs.copy_files(
+                info.path, f"{bucket}/{prefix}/{relative}", source_filesystem=local, destination_filesystem=fs
+            )
+    return f"s3://{bucket}/{prefix}/"
+
+
+def start(module: str, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", module, *args], env=env, stdout=out, stderr=out)
+
+
+def wait_for(path: Path, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{process.args} did not start: {log.read_text()}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def cluster(s3_server, tmp_path) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
+    """A scheduler process without AWS_* variables; yields its scheduler file and the
+    environments with and without credentials (workers are started by the tests)."""
+    bare = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    # Nothing to find either: no ~/.aws files, no instance metadata to wait for.
+    bare |= {
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    with_keys = bare | s3_server.env
+    scheduler_file = tmp_path / "scheduler.json"
+    args = ["--scheduler-file", str(scheduler_file), "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
+    scheduler = start("distributed.cli.dask_scheduler", args, bare, tmp_path / "scheduler.log")
+    processes = [scheduler]
+    try:
+        wait_for(scheduler_file, scheduler, tmp_path / "scheduler.log")
+        yield str(scheduler_file), with_keys, bare, processes
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def add_workers(cluster, env: dict[str, str], n: int, tmp_path: Path) -> None:
+    scheduler_file, _, _, processes = cluster
+    for i in range(n):
+        args = ["--scheduler-file", scheduler_file, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"]
+        processes.append(start("distributed.cli.dask_worker", args, env, tmp_path / f"worker-{i}.log"))
+
+
+def test_a_scheduler_without_credentials_fits_an_s3_lake_through_workers_that_have_them(
+    lake, s3_bucket, cluster, tmp_path
+) -> None:
+    url = upload(lake.path, s3_bucket, "lake")
+    scheduler_file, with_keys, _, _ = cluster
+    add_workers(cluster, with_keys, 2, tmp_path)
+    start = StreamingGaussianMixture(3, random_state=0).fit(ParquetSource(url, columns=lake.feature_names))
+    init = dict(weights_init=start.weights_, means_init=start.means_, precisions_init=start.precisions_)
+
+    def exact(**fit_options) -> StreamingGaussianMixture:
+        model = StreamingGaussianMixture(3, algorithm="batch", tol=0.0, max_iter=3, **init)
+        with pytest.warns(Warning):  # max_iter stops it, as asked
+            return model.fit(ParquetSource(url, columns=lake.feature_names), **fit_options)
+
+    with distributed.Client(scheduler_file=scheduler_file, timeout=60) as client:
+        client.wait_for_workers(2, timeout=60)
+        on_cluster = exact(client=client)
+    np.testing.assert_allclose(on_cluster.means_, exact().means_, rtol=0, atol=1e-10)
+    assert "s3" not in (tmp_path / "scheduler.log").read_text().lower()  # it never touched the store
+
+
+def test_workers_that_cannot_reach_the_store_fail_the_fit_naming_the_file(lake, s3_bucket, cluster, tmp_path) -> None:
+    """moto takes any request, signed or not, so a worker that cannot read is one pointed at a
+    closed port: the client's error names the file, and comes without a hang."""
+    url = upload(lake.path, s3_bucket, "lake")
+    scheduler_file, with_keys, _, _ = cluster
+    add_workers(cluster, with_keys | {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, 1, tmp_path)
+    started = time.monotonic()
+    with distributed.Client(scheduler_file=scheduler_file, timeout=60) as client:
+        client.wait_for_workers(1, timeout=60)
+        with pytest.raises((DataError, OSError)) as failed:
+            StreamingGaussianMixture(3, algorithm="batch", max_iter=2).fit(
+                ParquetSource(url, columns=lake.feature_names), client=client
+            )
+    assert f"{s3_bucket}/lake/" in str(failed.value)
+    assert time.monotonic() - started < 120  # an error, never a hang
