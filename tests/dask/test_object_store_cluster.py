@@ -5,6 +5,7 @@ store is moto's S3 server on loopback."""
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from streamgmm import DataError, ParquetSource, StreamingGaussianMixture
+from streamgmm.dask.source import LakeFileRef, dask_source
 
 distributed = pytest.importorskip("distributed")
 
@@ -106,6 +108,10 @@ def test_a_scheduler_without_credentials_fits_an_s3_lake_through_workers_that_ha
         client.wait_for_workers(2, timeout=60)
         on_cluster = exact(client=client)
     np.testing.assert_allclose(on_cluster.means_, exact().means_, rtol=0, atol=1e-10)
+    # What the tasks carry: plain references, no filesystem object for the scheduler to unpickle.
+    partitions = dask_source(ParquetSource(url, columns=lake.feature_names)).partitions
+    assert all(isinstance(p.data, LakeFileRef) and p.data.url.startswith(f"s3://{s3_bucket}/") for p in partitions)
+    assert b"S3FileSystem" not in pickle.dumps([p.data for p in partitions])
     assert "s3" not in (tmp_path / "scheduler.log").read_text().lower()  # it never touched the store
 
 
