@@ -101,3 +101,11 @@ def test_cli_takes_endpoint_and_credentials_as_storage_options(lake, s3_bucket, 
     np.testing.assert_array_equal(StreamingGaussianMixture.load(tmp_path / "m").means_, local.means_)
     bad = subprocess.run(command + ["--storage-option", "colour=blue"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "--storage-option 'colour': unknown key" in bad.stderr
+
+
+def test_the_endpoint_can_ride_on_the_url(lake, s3_bucket, s3_server, monkeypatch) -> None:
+    url = upload(lake.path, s3_bucket, "lake")
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    host = s3_server.endpoint.split("://", 1)[1]
+    source = ParquetSource(f"{url}?endpoint_override={host}&scheme=http")
+    assert source.n_records == 6_000 and len(source.files) == 3
