@@ -95,7 +95,7 @@ INLINE vf load_u(const double *column, ptrdiff_t start, ptrdiff_t count, double 
     return out;
 }
 
-static void run(const Chunk *c, vf *u, vf *L, vf *Q) {
+static void run(const Chunk *c, vf *u, vf *L, vf *Q, const ptrdiff_t *width) {
     const ptrdiff_t d = c->d, K = c->k, p = c->p;
     const real *V = c->V, *W = c->W, *direct_constant = c->direct_constant;
     const ptrdiff_t groups = (K + GROUP - 1) / GROUP, padded = groups * GROUP;
@@ -162,7 +162,7 @@ static void run(const Chunk *c, vf *u, vf *L, vf *Q) {
                 vf q = {0};
                 for (ptrdiff_t i = 0; i < d; i++) {
                     vf a = splat(W0[i * (d + 1)]);
-                    for (ptrdiff_t m = 0; m < d; m++) a += splat(W0[i * (d + 1) + 1 + m]) * ut[m];
+                    for (ptrdiff_t m = 0; m < width[i]; m++) a += splat(W0[i * (d + 1) + 1 + m]) * ut[m];
                     q += a * a;
                 }
                 Q[t] = splat(0.5) * q;
@@ -231,13 +231,23 @@ int KERNEL_NAME(const Chunk *c) {
     vf *u = aligned_alloc(sizeof(vf), sizeof(vf) * tiles * (c->d + 1));
     vf *L = aligned_alloc(sizeof(vf), sizeof(vf) * tiles * padded);
     vf *Q = aligned_alloc(sizeof(vf), sizeof(vf) * tiles);
+    /* the shared factor's rows up to their last nonzero: a triangular U' (tied) costs half */
+    ptrdiff_t *width = malloc(sizeof(ptrdiff_t) * c->d);
     int status = -1;
-    if (u && L && Q) {
-        run(c, u, L, Q);
+    if (u && L && Q && width) {
+        const real *W0 = c->shared;
+        for (ptrdiff_t i = 0; i < c->d; i++) {
+            width[i] = 0;
+            if (W0 != NULL)
+                for (ptrdiff_t m = 0; m < c->d; m++)
+                    if (W0[i * (c->d + 1) + 1 + m] != 0) width[i] = m + 1;
+        }
+        run(c, u, L, Q, width);
         status = 0;
     }
     free(u);
     free(L);
     free(Q);
+    free(width);
     return status;
 }
