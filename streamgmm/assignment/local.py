@@ -50,6 +50,8 @@ from streamgmm.io.store_output import OutputStore
 from streamgmm.io.validation import default_feature_names
 from streamgmm.mixture.params import MixtureParams
 
+OUT_FORMATS = ("parquet", "delta")  # delta: one commit of a Delta table (the delta extra)
+
 
 @dataclass
 class AssignSummary:
@@ -132,6 +134,7 @@ def assign(
     batch_size: int = 16384,
     progress: Callable[[int], None] | None = None,
     client: Any = None,
+    out_format: str = "parquet",
 ) -> AssignSummary:
     """Write the responsibilities of every record of ``source`` under the directory ``out``.
 
@@ -189,7 +192,13 @@ def assign(
         Write on Dask: a Parquet lake given with a ``client`` is written one file per input
         file, each by the worker that reads it. A Dask collection is written one file per
         partition (``part-00000.parquet``, ...) with this client or, by default, Dask's
-        current scheduler. The workers must see ``out`` (a shared filesystem).
+        current scheduler. The workers must see ``out`` (a shared filesystem or an object store).
+
+    out_format : {'parquet', 'delta'}, default='parquet'
+        ``'delta'`` commits every row as one version of a Delta table at ``out`` (the
+        ``delta`` extra; a new table, or with ``overwrite`` a new version of one), written from
+        this process: readers see all of it or none, with no ``_SUCCESS``. ``files`` then
+        lists each input with its rows.
 
     Returns
     -------
@@ -243,7 +252,13 @@ def assign(
     if nan_policy is None:
         nan_policy = source.nan_policy if isinstance(source, ParquetSource) else "raise"
     check_nan_policy(nan_policy)
+    if out_format not in OUT_FORMATS:
+        raise ValueError(f"Invalid value for 'out_format': {out_format!r}; expected one of {', '.join(OUT_FORMATS)}")
     on_dask = client is not None or is_dask_collection(source)
+    if out_format == "delta":
+        if on_dask:
+            raise ValueError("out_format='delta' writes from this process; on Dask, write Parquet and commit it")
+        return _assign_to_delta(source, out, params, names, keep, nan_policy, dtype, overwrite, batch_size, progress)
     if on_dask:
         from streamgmm.assignment.on_dask import dask_parts, write_on_dask  # the Dask sink, only when asked for
 
@@ -287,6 +302,31 @@ def assign(
         OutputStore(out).write_bytes(SUCCESS, document)
     else:
         write_bytes_atomically(Path(out, SUCCESS), document)
+    return summary
+
+
+def _assign_to_delta(
+    source: Any,
+    out: Any,
+    params: MixtureParams,
+    names: list[str] | None,
+    keep: list[str],
+    nan_policy: str,
+    dtype: str,
+    overwrite: bool,
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+) -> AssignSummary:
+    """The responsibilities as one commit of a Delta table (see :mod:`streamgmm.assignment.delta_output`)."""
+    from streamgmm.assignment.delta_output import write_delta  # the delta extra, only when asked for
+
+    parts, inputs_base = input_parts(source, names, params.n_features, keep, nan_policy)
+    features = names if names is not None else default_feature_names(params.n_features)
+    out = str(out).rstrip("/") if is_url(out) else os.path.abspath(os.fspath(out))
+    summary = AssignSummary(out, params.fingerprint())
+    summary.files, summary.seconds = write_delta(
+        parts, inputs_base, out, params, features, nan_policy, RESULT_DTYPES[dtype], batch_size, overwrite, progress
+    )
     return summary
 
 

@@ -195,6 +195,7 @@ def run_assign(args: argparse.Namespace) -> dict[str, Any]:
             keep=args.keep,
             dtype=args.result_dtype,
             compression=args.compression,
+            out_format=args.out_format,
             overwrite=args.overwrite,
             progress=bar.update,
             client=client,

@@ -173,6 +173,12 @@ def _assign_command(commands: Any) -> None:
         default="snappy",
         help="Parquet codec of the output files (default snappy; see docs/cli.md for sizes and times)",
     )
+    assign_.add_argument(
+        "--out-format",
+        choices=["parquet", "delta"],
+        default="parquet",
+        help="parquet (default): one file per input file and _SUCCESS; delta: one commit of a Delta table",
+    )
     assign_.add_argument("--overwrite", action="store_true", help="replace an earlier output in --out")
     _common(assign_)
 
