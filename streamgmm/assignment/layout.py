@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streamgmm.io.arrow_source import frame_table, is_arrow_stream, is_dataframe
+from streamgmm.io.arrow_source import TableSource, as_arrow_table, is_arrow_stream, is_dataframe, is_polars_frame
 from streamgmm.io.columns import DataError, check_column
 from streamgmm.io.lake_paths import is_path_like, is_url, overlap
 from streamgmm.io.parquet_source import READ_BATCH, LakeFile, ParquetSource
@@ -177,16 +177,12 @@ def _with_offsets(batches: list[pa.RecordBatch]) -> Iterator[tuple[pa.RecordBatc
 
 
 def _as_table(source: Any, names: list[str] | None, n_features: int) -> pa.Table:
-    if is_dataframe(source):
-        return frame_table(source)
-    if isinstance(source, pa.Table):
-        return source
-    if isinstance(source, pa.RecordBatch):
-        return pa.Table.from_batches([source])
-    if isinstance(source, pa.RecordBatchReader):
-        return source.read_all()
-    if is_arrow_stream(source):
-        return pa.RecordBatchReader.from_stream(source).read_all()
+    if isinstance(source, TableSource):
+        return source.table  # every row: the pass keeps the place of those nan_policy leaves out
+    if isinstance(source, (pa.Table, pa.RecordBatch, pa.RecordBatchReader)) or is_dataframe(source):
+        return as_arrow_table(source)
+    if is_arrow_stream(source) or is_polars_frame(source):
+        return as_arrow_table(source)
     X = np.asarray(source, dtype=np.float64)
     if X.ndim != 2 or X.shape[1] != n_features:
         raise ValueError(f"expected an array of shape (n_records, {n_features}), got shape {X.shape}")

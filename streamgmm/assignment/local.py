@@ -41,6 +41,7 @@ from streamgmm.assignment.layout import (
     result_columns,
 )
 from streamgmm.assignment.pipeline import PartWriter, check_compression
+from streamgmm.io.arrow_source import TableSource
 from streamgmm.io.atomic_write import write_bytes_atomically
 from streamgmm.io.columns import check_nan_policy
 from streamgmm.io.lake_paths import is_url
@@ -250,7 +251,7 @@ def assign(
         raise ValueError(f"keep lists a column more than once: {keep}")
     names = model.feature_names()
     if nan_policy is None:
-        nan_policy = source.nan_policy if isinstance(source, ParquetSource) else "raise"
+        nan_policy = source.nan_policy if isinstance(source, (ParquetSource, TableSource)) else "raise"
     check_nan_policy(nan_policy)
     if out_format not in OUT_FORMATS:
         raise ValueError(f"Invalid value for 'out_format': {out_format!r}; expected one of {', '.join(OUT_FORMATS)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from streamgmm import StreamingGaussianMixture
@@ -74,3 +75,18 @@ def test_table_source_takes_columns_passthrough_and_nan_policy(sorted_table) -> 
 def test_a_table_source_refuses_what_is_not_a_table() -> None:
     with pytest.raises(TypeError, match="cannot read a table from int"):
         TableSource(3)
+
+
+def test_assign_writes_a_frames_passthrough_columns_and_keeps_skipped_rows_in_place(sorted_table, tmp_path) -> None:
+    from streamgmm import assign
+
+    table, X = sorted_table
+    with_gap = table.set_column(1, "f0", pa.array([None] + X[1:, 0].tolist(), pa.float64()))
+    source = TableSource(polars.from_arrow(with_gap), passthrough=["id"], nan_policy="skip")
+    model = StreamingGaussianMixture(4, random_state=0).fit(source)
+    summary = assign(model, source, tmp_path / "out", keep=["id"])
+    assert summary.rows == len(X) and summary.skipped == 1
+    written = pq.read_table(summary.outputs[0])
+    assert written.column("id").to_pylist() == list(range(len(X)))
+    assert written.column("log_likelihood")[0].as_py() is None
+    np.testing.assert_allclose(written.column("log_likelihood").to_numpy()[1:], model.score_samples(X[1:]), rtol=1e-12)
