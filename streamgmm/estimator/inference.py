@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from streamgmm.inputs import resolve_input
-from streamgmm.io.sources import ChunkSource
+from streamgmm.io.sources import ChunkSource, is_dask_collection
 from streamgmm.io.validation import make_rng
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.kernels.scoring import score_chunk
@@ -89,8 +89,9 @@ class InferenceMixin:
         Parameters
         ----------
         X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
-            Anything ``fit`` takes except a Dask collection; tabular input is read by
-            ``feature_names_in_``.
+            Anything ``fit`` takes; tabular input is read by ``feature_names_in_``. A Dask
+            collection is scored on its workers (only the partitions' sums travel), as dask-ml's
+            wrappers ask.
 
         y : None
             Ignored; present for scikit-learn's API.
@@ -109,6 +110,11 @@ class InferenceMixin:
         >>> round(gmm.score(X), 3)
         3.386
         """
+        if is_dask_collection(X):
+            source = self.input_source(X, local=False)
+            totals = source.compute(source.map(_partition_log_likelihood, self.params_))
+            total, count = (sum(values) for values in zip(*totals))
+            return float(total / count)
         return float(self.score_samples(X).mean())
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -297,3 +303,12 @@ class InferenceMixin:
         X = np.vstack([rng.multivariate_normal(self.means_[j], covariances(j), int(c)) for j, c in enumerate(counts)])
         y = np.concatenate([np.full(int(c), j, dtype=int) for j, c in enumerate(counts)])
         return X, y
+
+
+def _partition_log_likelihood(source: ChunkSource, params: MixtureParams) -> tuple[float, int]:
+    """On a worker: one partition's total log-likelihood and record count."""
+    total, count = 0.0, 0
+    for X in source.batches(65536):
+        total += float(score_chunk(X, params)[0].sum())
+        count += X.shape[0]
+    return total, count

@@ -22,7 +22,7 @@ def test_classes_are_the_component_indices() -> None:
     np.testing.assert_array_equal(model.fit(X).classes_, [0, 1, 2])
 
 
-def test_incremental_predict_proba_matches_the_same_partial_fits() -> None:
+def test_incremental_predict_proba_and_score_match_the_same_partial_fits() -> None:
     X, _, _ = make_mixture(12_000, 3, 2, random_state=4)
     array = da.from_array(X, chunks=(3000, 2))
     incremental = wrappers.Incremental(
@@ -33,3 +33,5 @@ def test_incremental_predict_proba_matches_the_same_partial_fits() -> None:
     for start in range(0, X.shape[0], 3000):
         local.partial_fit(X[start : start + 3000])
     np.testing.assert_allclose(incremental.predict_proba(array).compute(), local.predict_proba(X), rtol=0, atol=1e-12)
+    # A mixture's score is its mean log-likelihood (scikit-learn's GaussianMixture.score).
+    assert incremental.score(array, None) == pytest.approx(local.score(X), rel=1e-12)
