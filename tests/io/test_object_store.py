@@ -3,6 +3,7 @@ with the standard credentials and endpoint variables (issue 18)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -109,3 +110,30 @@ def test_the_endpoint_can_ride_on_the_url(lake, s3_bucket, s3_server, monkeypatc
     host = s3_server.endpoint.split("://", 1)[1]
     source = ParquetSource(f"{url}?endpoint_override={host}&scheme=http")
     assert source.n_records == 6_000 and len(source.files) == 3
+
+
+def test_cli_select_and_info_of_an_s3_lake(lake, s3_bucket, tmp_path) -> None:
+    url = upload(lake.path, s3_bucket, "lake")
+    info = subprocess.run([sys.executable, "-m", "streamgmm", "info", url, "--json"], capture_output=True, text=True)
+    assert info.returncode == 0, info.stderr
+    described = json.loads(info.stdout)
+    assert described["kind"] == "parquet data" and described["records"] == 6_000 and described["files"] == 3
+    select = [sys.executable, "-m", "streamgmm", "select", url, "-k", "2..4", "--passthrough", "id", "--json"]
+    result = subprocess.run(select + ["--model", str(tmp_path / "best")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["best"]["n_components"] == 3
+    pytest.importorskip("matplotlib")
+    plot = [
+        sys.executable,
+        "-m",
+        "streamgmm",
+        "plot",
+        str(tmp_path / "best"),
+        "--data",
+        url,
+        "--out",
+        str(tmp_path / "fit.png"),
+    ]
+    drawn = subprocess.run(plot, capture_output=True, text=True, timeout=300)
+    assert drawn.returncode == 0, drawn.stderr
+    assert (tmp_path / "fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
