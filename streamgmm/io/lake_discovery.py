@@ -192,10 +192,13 @@ def _open_dataset(
         while "=" in os.path.basename(base):
             base = os.path.dirname(base)
         return source, base, []
-    if filesystem is not None and not isinstance(filesystem, pafs.FileSystem):
-        # An fsspec filesystem (s3fs, gcsfs, adlfs, ...): pyarrow reads through it.
-        filesystem = pafs.PyFileSystem(pafs.FSSpecHandler(filesystem))
     paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    if filesystem is not None and not isinstance(filesystem, pafs.FileSystem):
+        # An fsspec filesystem (s3fs, gcsfs, adlfs, ...): pyarrow reads through it. It lists keys
+        # without the scheme ("s3://b/lake/" is "b/lake" to it), so relative paths from the URL
+        # would all start with "..", as if hidden.
+        filesystem = pafs.PyFileSystem(pafs.FSSpecHandler(filesystem))
+        paths = [_without_scheme(os.fspath(p)) if isinstance(p, (str, os.PathLike)) else p for p in paths]
     if not paths:
         raise ValueError("no input paths given")
     found: list[str] = []
@@ -248,10 +251,6 @@ def _discover(path: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileS
             filesystem, path = pafs.FileSystem.from_uri(path)
         else:
             filesystem, path = pafs.LocalFileSystem(), os.path.abspath(path)
-    elif "://" in path:
-        # A given filesystem (s3fs, ...) lists keys without the scheme: "s3://b/lake/" is "b/lake"
-        # to it, and relative paths from the URL would all start with "..", as if hidden.
-        path = path.split("://", 1)[1].rstrip("/")
     local = isinstance(filesystem, pafs.LocalFileSystem)
     if local:
         return (filesystem, *_discover_local(path))
@@ -303,3 +302,7 @@ def is_hidden(name: str) -> bool:
     """Names starting with ``.`` or ``_`` are not data (``_SUCCESS``, ``.crc``, files being
     written under a temporary name), by the convention of Spark, Hive and pyarrow."""
     return name.startswith((".", "_"))
+
+
+def _without_scheme(path: str) -> str:
+    return path.split("://", 1)[1].rstrip("/") if "://" in path else path
