@@ -111,8 +111,10 @@ def test_peak_memory_of_a_fit_does_not_grow_with_the_number_of_files(measured) -
 
 
 def test_peak_memory_growth_is_below_a_third_of_the_data(measured) -> None:
+    """A third of the records as float64, plus two row groups' features (131072 x 8 float64,
+    8 MiB each) that the read-ahead thread decodes while the pass computes on the one before."""
     large = measured[16]
-    assert large["growth"] < large["records"] * N_FEATURES * 8 / 3
+    assert large["growth"] < large["records"] * N_FEATURES * 8 / 3 + 2 * 131072 * N_FEATURES * 8
 
 
 @pytest.mark.parametrize(
