@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
 from streamgmm import DataError, ParquetSource, StreamingGaussianMixture
@@ -130,3 +131,28 @@ def test_workers_that_cannot_reach_the_store_fail_the_fit_naming_the_file(lake, 
             )
     assert f"{s3_bucket}/lake/" in str(failed.value)
     assert time.monotonic() - started < 120  # an error, never a hang
+
+
+def test_assign_on_workers_writes_to_s3_what_the_local_pass_writes(lake, s3_bucket, cluster, tmp_path) -> None:
+    """Each worker writes its files straight to the store (hidden key, then the final one); the
+    client writes _SUCCESS last."""
+    from streamgmm import assign
+
+    url = upload(lake.path, s3_bucket, "lake")
+    scheduler_file, with_keys, _, _ = cluster
+    add_workers(cluster, with_keys, 2, tmp_path)
+    model = StreamingGaussianMixture(3, random_state=0).fit(ParquetSource(url, columns=lake.feature_names))
+    local = assign(model, str(lake.path), tmp_path / "local", keep=["id"])
+    with distributed.Client(scheduler_file=scheduler_file, timeout=60) as client:
+        client.wait_for_workers(2, timeout=60)
+        remote = assign(model, url, f"s3://{s3_bucket}/scored", keep=["id"], client=client)
+    assert sorted((f["output"], f["rows"]) for f in remote.files) == sorted(
+        (f["output"], f["rows"]) for f in local.files
+    )
+    fs, _ = pafs.FileSystem.from_uri(f"s3://{s3_bucket}")
+    infos = fs.get_file_info(pafs.FileSelector(f"{s3_bucket}/scored", recursive=True))
+    keys = sorted(i.path.split("/scored/", 1)[1] for i in infos if i.type == pafs.FileType.File)
+    assert keys == sorted([f["output"] for f in local.files] + ["_SUCCESS"])
+    for entry in local.files:
+        written = pq.read_table(f"{s3_bucket}/scored/{entry['output']}", filesystem=fs)
+        assert written.equals(pq.read_table(tmp_path / "local" / entry["output"]))
