@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from streamgmm.io.sources import ArraySource
+from streamgmm.io.sources import ArraySource, prefetched
 
 T = TypeVar("T")
 
@@ -69,41 +69,7 @@ def read_ahead(items: Iterable[T], depth: int = 2, name: str = "streamgmm-read-a
     """
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
-    ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        iterator = iter(items)
-        try:
-            for item in iterator:
-                if not _offer(ready, item, stop):
-                    return
-                del item  # not held while the next one is produced
-            _offer(ready, _END, stop)
-        except BaseException as exc:  # handed to the consumer, raised there
-            _offer(ready, _Failure(exc), stop)
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
-
-    def consume() -> Iterator[T]:
-        worker = threading.Thread(target=produce, name=name, daemon=True)
-        worker.start()
-        try:
-            while True:
-                item = ready.get()
-                if item is _END:
-                    return
-                if isinstance(item, _Failure):
-                    raise item.error
-                yield item
-                del item
-        finally:
-            stop.set()
-            worker.join()
-
-    return consume()
+    return prefetched(iter(items), depth, name)
 
 
 class WriteBehind:

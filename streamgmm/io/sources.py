@@ -212,7 +212,7 @@ class _Failure:
         self.error = error
 
 
-def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+def prefetched(items: Iterator[Any], depth: int = 2, name: str = "streamgmm-prefetch") -> Iterator[Any]:
     """``items`` produced by a background thread up to ``depth`` ahead of their use.
 
     Decoding (pyarrow, numpy copies) releases the GIL, so the next chunks are read while the
@@ -240,6 +240,7 @@ def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
             for item in items:
                 if not offer(item):
                     return
+                del item  # not held while the next one is produced
             offer(_END)
         except BaseException as exc:  # handed to the consumer, raised there
             offer(_Failure(exc))
@@ -249,7 +250,7 @@ def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
                 close()
 
     def consume() -> Iterator[Any]:
-        worker = threading.Thread(target=produce, name="streamgmm-prefetch", daemon=True)
+        worker = threading.Thread(target=produce, name=name, daemon=True)
         worker.start()
         try:
             while True:
