@@ -196,23 +196,9 @@ class StateDirectory:
 
     def _read_checkpoint(self, where: Path) -> tuple[StreamingGaussianMixture | None, dict[str, Any]]:
         """The model (None before the first one) and the "watch" section of a checkpoint file."""
-        model = None
-        try:
-            if where.name == EARLY:
-                watch = parse_json(where.read_bytes(), str(where))
-            else:
-                document, arrays = read_model(where)
-                watch = document.get("watch")
-                model = StreamingGaussianMixture.from_document(document, arrays)
-        except ModelFileError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"{where}: corrupt watcher checkpoint ({exc})") from None
-        if not isinstance(watch, dict) or watch.get("format") != WATCH_FORMAT:
-            raise ModelFileError(f"{where}: not a watcher checkpoint (no ledger)")
-        if watch.get("version") != WATCH_VERSION:
-            raise ModelFileError(f"{where}: watcher checkpoint version {watch.get('version')!r} is not supported")
-        return model, watch
+        if where.name == EARLY:
+            return checked_checkpoint(lambda: (None, parse_json(where.read_bytes(), str(where))), str(where))
+        return checked_checkpoint(lambda: checkpoint_of_document(*read_model(where)), str(where))
 
     def _lost_checkpoint(self) -> Path | None:
         """Without current.model: None for a new state directory; else the newest valid kept
@@ -356,6 +342,31 @@ def _sha256_of_file(path: Path, size: int) -> str:
         with open(path, "rb") as handle:
             digest.update(handle.read(size))
     return digest.hexdigest()
+
+
+def checkpoint_of_document(
+    document: dict[str, Any], arrays: dict[str, Any]
+) -> tuple[StreamingGaussianMixture | None, Any]:
+    """A checkpoint's model and its "watch" section, from a model document."""
+    return StreamingGaussianMixture.from_document(document, arrays), document.get("watch")
+
+
+def checked_checkpoint(
+    load: Callable[[], tuple[StreamingGaussianMixture | None, Any]], where: str
+) -> tuple[StreamingGaussianMixture | None, dict[str, Any]]:
+    """``load()``'s model and "watch" section, checked: a damaged or foreign checkpoint, or one
+    of another version, is a ``ModelFileError`` naming ``where`` (a file or an object's URL)."""
+    try:
+        model, watch = load()
+    except ModelFileError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{where}: corrupt watcher checkpoint ({exc})") from None
+    if not isinstance(watch, dict) or watch.get("format") != WATCH_FORMAT:
+        raise ModelFileError(f"{where}: not a watcher checkpoint (no ledger)")
+    if watch.get("version") != WATCH_VERSION:
+        raise ModelFileError(f"{where}: watcher checkpoint version {watch.get('version')!r} is not supported")
+    return model, watch
 
 
 def history_files(path: str | os.PathLike[str]) -> list[Path]:

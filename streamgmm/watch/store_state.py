@@ -58,7 +58,15 @@ from typing import Any
 from streamgmm.estimator import StreamingGaussianMixture
 from streamgmm.io.atomic_write import MAX_NAME_BYTES, bounded_name
 from streamgmm.io.model_file import ModelFileError, parse_json, read_model, write_model_to
-from streamgmm.watch.checkpoint import WATCH_FORMAT, WATCH_VERSION, Checkpoint, now_iso, summary_of
+from streamgmm.watch.checkpoint import (
+    WATCH_FORMAT,
+    WATCH_VERSION,
+    Checkpoint,
+    checked_checkpoint,
+    checkpoint_of_document,
+    now_iso,
+    summary_of,
+)
 from streamgmm.watch.lease import Conflict, Lease, LeaseLost, ObjectStore
 
 POINTER = "CURRENT"
@@ -158,23 +166,9 @@ class StoreState:
 
     def _read_checkpoint(self, name: str, data: bytes) -> tuple[StreamingGaussianMixture | None, dict[str, Any]]:
         where = self.store.name_url(name)
-        model = None
-        try:
-            if name.endswith(".json"):
-                watch = parse_json(data, where)
-            else:
-                document, arrays = _read_model_bytes(data, where)
-                watch = document.get("watch")
-                model = StreamingGaussianMixture.from_document(document, arrays)
-        except ModelFileError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"{where}: corrupt watcher checkpoint ({exc})") from None
-        if not isinstance(watch, dict) or watch.get("format") != WATCH_FORMAT:
-            raise ModelFileError(f"{where}: not a watcher checkpoint (no ledger)")
-        if watch.get("version") != WATCH_VERSION:
-            raise ModelFileError(f"{where}: watcher checkpoint version {watch.get('version')!r} is not supported")
-        return model, watch
+        if name.endswith(".json"):
+            return checked_checkpoint(lambda: (None, parse_json(data, where)), where)
+        return checked_checkpoint(lambda: checkpoint_of_document(*_read_model_bytes(data, where)), where)
 
     def _read_ledger(self, name: str, size: int, digest: str, entries: int) -> list[dict[str, Any]]:
         where = self.store.name_url(name)
