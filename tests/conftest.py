@@ -10,6 +10,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +95,22 @@ def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     )
     s3.create_dir(bucket)
     yield bucket
+
+
+@pytest.fixture
+def upload_to_s3(s3_bucket: str) -> Callable[[Path, str], str]:
+    """``upload(folder, prefix)`` copies a local folder (a lake) to ``s3://<bucket>/<prefix>/``,
+    keeping relative paths, and returns that URL."""
+    import pyarrow.fs as pafs
+
+    def upload(folder: Path, prefix: str) -> str:
+        s3, _ = pafs.FileSystem.from_uri(f"s3://{s3_bucket}")  # from AWS_ENDPOINT_URL and the keys
+        local = pafs.LocalFileSystem()
+        for info in local.get_file_info(pafs.FileSelector(str(folder), recursive=True)):
+            if info.type == pafs.FileType.File:
+                relative = Path(info.path).relative_to(folder).as_posix()
+                target = f"{s3_bucket}/{prefix}/{relative}"
+                pafs.copy_files(info.path, target, source_filesystem=local, destination_filesystem=s3)
+        return f"s3://{s3_bucket}/{prefix}/"
+
+    return upload

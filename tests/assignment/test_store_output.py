@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -40,18 +39,6 @@ def s3(bucket: str) -> tuple[pafs.FileSystem, str]:
     return pafs.FileSystem.from_uri(f"s3://{bucket}")
 
 
-def upload(folder: Path, bucket: str, prefix: str) -> str:
-    fs, _ = s3(bucket)
-    local = pafs.LocalFileSystem()
-    for info in local.get_file_info(pafs.FileSelector(str(folder), recursive=True)):
-        if info.type == pafs.FileType.File:
-            relative = Path(info.path).relative_to(folder).as_posix()
-            pafs.copy_files(
-                info.path, f"{bucket}/{prefix}/{relative}", source_filesystem=local, destination_filesystem=fs
-            )
-    return f"s3://{bucket}/{prefix}/"
-
-
 def objects(bucket: str, prefix: str) -> dict[str, int]:
     fs, _ = s3(bucket)
     infos = fs.get_file_info(pafs.FileSelector(f"{bucket}/{prefix}", recursive=True, allow_not_found=True))
@@ -63,8 +50,8 @@ def read_object(bucket: str, key: str):
     return pq.read_table(f"{bucket}/{key}", filesystem=fs)
 
 
-def test_assign_from_s3_to_s3_writes_what_the_local_pass_writes(lake, model, s3_bucket, tmp_path) -> None:
-    url = upload(lake.path, s3_bucket, "lake")
+def test_assign_from_s3_to_s3_writes_what_the_local_pass_writes(upload_to_s3, lake, model, s3_bucket, tmp_path) -> None:
+    url = upload_to_s3(lake.path, "lake")
     local = assign(model, str(lake.path), tmp_path / "local", keep=["id"])
     remote = assign(model, url, f"s3://{s3_bucket}/scored/", keep=["id"])
     assert [(f["output"], f["rows"]) for f in remote.files] == [(f["output"], f["rows"]) for f in local.files]
@@ -80,9 +67,9 @@ def test_assign_from_s3_to_s3_writes_what_the_local_pass_writes(lake, model, s3_
         assert manifest.get(key) == expected.get(key), key
 
 
-def test_cli_assign_to_s3_and_its_overwrite_rules(lake, model, s3_bucket, tmp_path) -> None:
+def test_cli_assign_to_s3_and_its_overwrite_rules(upload_to_s3, lake, model, s3_bucket, tmp_path) -> None:
     model.save(tmp_path / "m.model")
-    url, out = upload(lake.path, s3_bucket, "lake"), f"s3://{s3_bucket}/scored"
+    url, out = upload_to_s3(lake.path, "lake"), f"s3://{s3_bucket}/scored"
     command = [sys.executable, "-m", "streamgmm", "assign", url, "--model", str(tmp_path / "m.model"), "--out", out]
     first = subprocess.run(command + ["--keep", "id"], capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
@@ -95,8 +82,8 @@ def test_cli_assign_to_s3_and_its_overwrite_rules(lake, model, s3_bucket, tmp_pa
     assert inside.returncode == 1 and "overlap" in inside.stderr.strip().splitlines()[-1]
 
 
-def test_a_failed_assign_leaves_nothing_under_the_prefix(lake, model, s3_bucket, tmp_path) -> None:
-    url = upload(lake.path, s3_bucket, "lake")
+def test_a_failed_assign_leaves_nothing_under_the_prefix(upload_to_s3, lake, model, s3_bucket, tmp_path) -> None:
+    url = upload_to_s3(lake.path, "lake")
     fs, _ = s3(s3_bucket)
     last = sorted(objects(s3_bucket, "lake"))[-1]
     data = fs.open_input_stream(f"{s3_bucket}/lake/{last}").read()

@@ -30,18 +30,6 @@ def lake(make_lake):
     )
 
 
-def upload(folder: Path, bucket: str, prefix: str) -> str:
-    fs, _ = pafs.FileSystem.from_uri(f"s3://{bucket}")
-    local = pafs.LocalFileSystem()
-    for info in local.get_file_info(pafs.FileSelector(str(folder), recursive=True)):
-        if info.type == pafs.FileType.File:
-            relative = Path(info.path).relative_to(folder).as_posix()
-            pafs.copy_files(
-                info.path, f"{bucket}/{prefix}/{relative}", source_filesystem=local, destination_filesystem=fs
-            )
-    return f"s3://{bucket}/{prefix}/"
-
-
 def start(module: str, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with open(log, "w") as out:
         return subprocess.Popen([sys.executable, "-m", module, *args], env=env, stdout=out, stderr=out)
@@ -92,9 +80,9 @@ def add_workers(cluster, env: dict[str, str], n: int, tmp_path: Path) -> None:
 
 
 def test_a_scheduler_without_credentials_fits_an_s3_lake_through_workers_that_have_them(
-    lake, s3_bucket, cluster, tmp_path
+    upload_to_s3, lake, s3_bucket, cluster, tmp_path
 ) -> None:
-    url = upload(lake.path, s3_bucket, "lake")
+    url = upload_to_s3(lake.path, "lake")
     scheduler_file, with_keys, _, _ = cluster
     add_workers(cluster, with_keys, 2, tmp_path)
     start = StreamingGaussianMixture(3, random_state=0).fit(ParquetSource(url, columns=lake.feature_names))
@@ -116,10 +104,12 @@ def test_a_scheduler_without_credentials_fits_an_s3_lake_through_workers_that_ha
     assert "s3" not in (tmp_path / "scheduler.log").read_text().lower()  # it never touched the store
 
 
-def test_workers_that_cannot_reach_the_store_fail_the_fit_naming_the_file(lake, s3_bucket, cluster, tmp_path) -> None:
+def test_workers_that_cannot_reach_the_store_fail_the_fit_naming_the_file(
+    upload_to_s3, lake, s3_bucket, cluster, tmp_path
+) -> None:
     """moto takes any request, signed or not, so a worker that cannot read is one pointed at a
     closed port: the client's error names the file, and comes without a hang."""
-    url = upload(lake.path, s3_bucket, "lake")
+    url = upload_to_s3(lake.path, "lake")
     scheduler_file, with_keys, _, _ = cluster
     add_workers(cluster, with_keys | {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, 1, tmp_path)
     started = time.monotonic()
@@ -133,12 +123,14 @@ def test_workers_that_cannot_reach_the_store_fail_the_fit_naming_the_file(lake, 
     assert time.monotonic() - started < 120  # an error, never a hang
 
 
-def test_assign_on_workers_writes_to_s3_what_the_local_pass_writes(lake, s3_bucket, cluster, tmp_path) -> None:
+def test_assign_on_workers_writes_to_s3_what_the_local_pass_writes(
+    upload_to_s3, lake, s3_bucket, cluster, tmp_path
+) -> None:
     """Each worker writes its files straight to the store (hidden key, then the final one); the
     client writes _SUCCESS last."""
     from streamgmm import assign
 
-    url = upload(lake.path, s3_bucket, "lake")
+    url = upload_to_s3(lake.path, "lake")
     scheduler_file, with_keys, _, _ = cluster
     add_workers(cluster, with_keys, 2, tmp_path)
     model = StreamingGaussianMixture(3, random_state=0).fit(ParquetSource(url, columns=lake.feature_names))

@@ -7,10 +7,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
-import pyarrow.fs as pafs
 import pytest
 
 from streamgmm import ParquetSource, StreamingGaussianMixture
@@ -23,21 +21,8 @@ def lake(make_lake):
     )
 
 
-def upload(folder: Path, bucket: str, prefix: str) -> str:
-    """Copy a local lake's files to s3://bucket/prefix/, keeping their relative paths."""
-    s3, _ = pafs.FileSystem.from_uri(f"s3://{bucket}")  # from AWS_ENDPOINT_URL and the credential variables
-    local = pafs.LocalFileSystem()
-    for info in local.get_file_info(pafs.FileSelector(str(folder), recursive=True)):
-        if info.type == pafs.FileType.File:
-            relative = Path(info.path).relative_to(folder).as_posix()
-            pafs.copy_files(
-                info.path, f"{bucket}/{prefix}/{relative}", source_filesystem=local, destination_filesystem=s3
-            )
-    return f"s3://{bucket}/{prefix}/"
-
-
-def test_fit_of_an_s3_lake_equals_the_local_fit(lake, s3_bucket) -> None:
-    url = upload(lake.path, s3_bucket, "lake")
+def test_fit_of_an_s3_lake_equals_the_local_fit(upload_to_s3, lake, s3_bucket) -> None:
+    url = upload_to_s3(lake.path, "lake")
     model = StreamingGaussianMixture(3, random_state=0).fit(url)
     local = StreamingGaussianMixture(3, random_state=0).fit(str(lake.path))
     np.testing.assert_array_equal(model.means_, local.means_)
@@ -45,8 +30,8 @@ def test_fit_of_an_s3_lake_equals_the_local_fit(lake, s3_bucket) -> None:
     assert ParquetSource(url).n_records == ParquetSource(str(lake.path)).n_records == 6_000
 
 
-def test_cli_fit_of_an_s3_lake_equals_the_local_fit(lake, s3_bucket, tmp_path) -> None:
-    url = upload(lake.path, s3_bucket, "lake")
+def test_cli_fit_of_an_s3_lake_equals_the_local_fit(upload_to_s3, lake, s3_bucket, tmp_path) -> None:
+    url = upload_to_s3(lake.path, "lake")
     outputs = {}
     for name, where in (("s3", url), ("local", str(lake.path))):
         result = subprocess.run(
@@ -73,9 +58,9 @@ def test_cli_fit_of_an_s3_lake_equals_the_local_fit(lake, s3_bucket, tmp_path) -
     np.testing.assert_array_equal(outputs["s3"].covariances_, outputs["local"].covariances_)
 
 
-def test_an_fsspec_filesystem_with_an_s3_url_finds_the_files(lake, s3_bucket) -> None:
+def test_an_fsspec_filesystem_with_an_s3_url_finds_the_files(upload_to_s3, lake, s3_bucket) -> None:
     s3fs = pytest.importorskip("s3fs")
-    url = upload(lake.path, s3_bucket, "lake")
+    url = upload_to_s3(lake.path, "lake")
     source = ParquetSource(url, filesystem=s3fs.S3FileSystem())  # endpoint and keys from AWS_*
     assert source.n_records == 6_000 and len(source.files) == 3
     model = StreamingGaussianMixture(3, random_state=0).fit(source)
@@ -83,9 +68,11 @@ def test_an_fsspec_filesystem_with_an_s3_url_finds_the_files(lake, s3_bucket) ->
     np.testing.assert_array_equal(model.means_, local.means_)
 
 
-def test_cli_takes_endpoint_and_credentials_as_storage_options(lake, s3_bucket, s3_server, tmp_path) -> None:
+def test_cli_takes_endpoint_and_credentials_as_storage_options(
+    upload_to_s3, lake, s3_bucket, s3_server, tmp_path
+) -> None:
     """No AWS_* variable in the command's environment: --storage-option gives them all."""
-    url = upload(lake.path, s3_bucket, "lake")
+    url = upload_to_s3(lake.path, "lake")
     env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
     options = []
     for key, name in (
@@ -104,16 +91,16 @@ def test_cli_takes_endpoint_and_credentials_as_storage_options(lake, s3_bucket, 
     assert bad.returncode == 2 and "--storage-option 'colour': unknown key" in bad.stderr
 
 
-def test_the_endpoint_can_ride_on_the_url(lake, s3_bucket, s3_server, monkeypatch) -> None:
-    url = upload(lake.path, s3_bucket, "lake")
+def test_the_endpoint_can_ride_on_the_url(upload_to_s3, lake, s3_bucket, s3_server, monkeypatch) -> None:
+    url = upload_to_s3(lake.path, "lake")
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     host = s3_server.endpoint.split("://", 1)[1]
     source = ParquetSource(f"{url}?endpoint_override={host}&scheme=http")
     assert source.n_records == 6_000 and len(source.files) == 3
 
 
-def test_cli_select_and_info_of_an_s3_lake(lake, s3_bucket, tmp_path) -> None:
-    url = upload(lake.path, s3_bucket, "lake")
+def test_cli_select_and_info_of_an_s3_lake(upload_to_s3, lake, s3_bucket, tmp_path) -> None:
+    url = upload_to_s3(lake.path, "lake")
     info = subprocess.run([sys.executable, "-m", "streamgmm", "info", url, "--json"], capture_output=True, text=True)
     assert info.returncode == 0, info.stderr
     described = json.loads(info.stdout)
