@@ -178,8 +178,13 @@ def _open_dataset(
         snapshot = table_snapshot(table, version=version, as_of=as_of)
         if not snapshot.files:
             raise DataError(f"{table}: the {snapshot.format} table's snapshot {snapshot.version} has no data files")
-        base = os.path.abspath(table)
-        dataset = ds.dataset(snapshot.files, format="parquet", partitioning="hive", partition_base_dir=base)
+        if "://" in table:  # an object store: the files are URIs in it
+            store, base = pafs.FileSystem.from_uri(table)
+            base = base.rstrip("/")
+            files = [_without_scheme(f) for f in snapshot.files]
+        else:
+            store, base, files = pafs.LocalFileSystem(), os.path.abspath(table), snapshot.files
+        dataset = ds.dataset(files, filesystem=store, format="parquet", partitioning="hive", partition_base_dir=base)
         return dataset, base, []
 
     if isinstance(source, ds.Dataset):
@@ -239,7 +244,7 @@ def _table_folder(source: Any, filesystem: pafs.FileSystem | None) -> str | None
         return None
     path = os.fspath(source)
     path = path[len("file://") :] if path.startswith("file://") else path
-    if "://" in path or glob.has_magic(path):
+    if glob.has_magic(path) or ("://" not in path and not os.path.exists(path)):
         return None
     return path if table_format(path) is not None else None
 

@@ -74,12 +74,30 @@ def table_format(path: str) -> str | None:
     """``'delta'`` for a folder with ``_delta_log/``, ``'iceberg'`` for one with
     ``metadata/*.metadata.json`` (or an Iceberg metadata file itself); None otherwise."""
     path = os.fspath(path)
+    if "://" in path and not path.startswith("file://"):
+        return _store_table_format(path)
+    path = path[len("file://") :] if path.startswith("file://") else path
     if os.path.isfile(path):
         return "iceberg" if _ICEBERG_METADATA.match(os.path.basename(path)) else None
     if os.path.isdir(os.path.join(path, "_delta_log")):
         return "delta"
     metadata = os.path.join(path, "metadata")
     if os.path.isdir(metadata) and any(_ICEBERG_METADATA.match(name) for name in os.listdir(metadata)):
+        return "iceberg"
+    return None
+
+
+def _store_table_format(url: str) -> str | None:
+    """:func:`table_format` for an object-store prefix (a prefix with objects under it is a
+    directory there)."""
+    import pyarrow.fs as pafs
+
+    filesystem, root = pafs.FileSystem.from_uri(url)
+    root = root.rstrip("/")
+    if filesystem.get_file_info(f"{root}/_delta_log").type == pafs.FileType.Directory:
+        return "delta"
+    selector = pafs.FileSelector(f"{root}/metadata", allow_not_found=True)
+    if any(_ICEBERG_METADATA.match(info.base_name) for info in filesystem.get_file_info(selector)):
         return "iceberg"
     return None
 
@@ -117,8 +135,11 @@ def _as_datetime(value: datetime | str) -> datetime:
 def _delta(path: str, version: int | None, when: datetime | None) -> TableSnapshot:
     from deltalake import DeltaTable
 
+    # delta-rs reads the standard AWS_* variables itself; a plain-http endpoint (a local S3
+    # server) must also be allowed by name.
+    options = {"AWS_ALLOW_HTTP": "true"} if os.environ.get("AWS_ENDPOINT_URL", "").startswith("http://") else {}
     try:
-        table = DeltaTable(path) if version is None else DeltaTable(path, version=version)
+        table = DeltaTable(path, version=version, storage_options=options or None)
         if when is not None:
             # load_as_version(datetime) falls back to version 0 for a time before the first commit.
             times = {entry["version"]: entry["timestamp"] for entry in table.history() if "timestamp" in entry}
@@ -156,6 +177,12 @@ def _has_deletion_vectors(table: object) -> bool:
 def _iceberg(path: str, version: int | None, when: datetime | None) -> TableSnapshot:
     from pyiceberg.table import StaticTable
 
+    if "://" in path and not path.startswith("file://"):
+        raise DataError(
+            f"{path}: Iceberg tables in object stores are not read yet (pyiceberg needs the store's settings as "
+            "table properties); read a local or mounted copy, or the files of a snapshot listed with pyiceberg"
+        )
+    path = path[len("file://") :] if path.startswith("file://") else path
     metadata = path if os.path.isfile(path) else _iceberg_metadata_file(path)
     try:
         table = StaticTable.from_metadata(metadata)
