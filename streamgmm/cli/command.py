@@ -82,7 +82,7 @@ class ProgressSource:
                 yield batch
 
 
-def progress_bar(enabled: bool, total: int, description: str) -> Any:
+def progress_bar(enabled: bool, total: int | None, description: str) -> Any:
     """A tqdm bar on stderr (tqdm is imported here: only commands that stream need it)."""
     from tqdm import tqdm
 
@@ -157,7 +157,14 @@ def run_fit(args: argparse.Namespace) -> dict[str, Any]:
             model.set_params(shuffle=args.shuffle == "row_groups")
             if not args.quiet and getattr(client, "dashboard_link", None):
                 print(f"streamgmm: fit: Dask dashboard at {client.dashboard_link}", file=sys.stderr, flush=True)
-            model.fit(source, client=client, persist={"yes": True, "no": False}.get(args.persist, "auto"))
+            from streamgmm.dask.source import dask_source  # the Dask extra, for cluster fits only
+
+            persist = {"yes": True, "no": False}.get(args.persist, "auto")
+            on_cluster = dask_source(source, client=client, persist=persist)
+            # Records as the workers finish their share of each pass (the sample is not counted).
+            with progress_bar(show_progress(args), None, "fit on the cluster") as bar:
+                on_cluster.progress = bar.update
+                model.fit(on_cluster)
     seconds = time.perf_counter() - started
     model.save(args.model)
     records = records_fitted(model)

@@ -93,17 +93,29 @@ def map_on_workers(
         futures = [group(members, True) for members in groups]
     elif all(_is_plain_partition(source.partitions[i]) for i in chosen):
         sizes = [source.partitions[i].n_records for i in chosen]
-        futures = [
-            group(members, False, workers=[worker], allow_other_workers=True)
-            for worker, members in _balanced(plan.workers, sizes, chosen)
-        ]
+        spread = _balanced(plan.workers, sizes, chosen)
+        groups = [members for _, members in spread]
+        futures = [group(members, False, workers=[worker], allow_other_workers=True) for worker, members in spread]
     else:
         # A DataFrame's or Array's partitions are Dask tasks: one each, so that a worker holds
         # one at a time.
         run = dask.delayed(_run_group, pure=False)
         p = source.partitions
         futures = client.compute([run(function, combine, shared, [(p[i].spec, p[i].data, False)]) for i in chosen])
+        groups = [[i] for i in chosen]
+    if source.progress is not None:
+        _report(futures, groups, source)
     return client.gather(futures)
+
+
+def _report(futures: list[Any], groups: list[list[int]], source: DaskSource) -> None:
+    """Call ``source.progress`` with each group's records once its task has finished (in the
+    tasks' order; an error is left for the gather that follows)."""
+    parts = source.partitions
+    for future, members in zip(futures, groups):
+        if future.exception() is not None:
+            return
+        source.progress(sum(parts[i].n_records or 0 for i in members))
 
 
 class WorkerPlan:

@@ -126,6 +126,9 @@ class DaskSource:
         self.persist = persist
         self.plan: Any = None
         self.skipped_records = 0
+        # Called with the records of each group of partitions a pass on a cluster has finished
+        # (the CLI's progress bar); None: nothing is reported.
+        self.progress: Callable[[int], None] | None = None
 
     @property
     def decoded_bytes(self) -> int | None:

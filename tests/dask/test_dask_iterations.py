@@ -238,6 +238,20 @@ def test_fit_takes_persist_for_a_lake_on_a_cluster_and_refuses_it_elsewhere(clie
         StreamingGaussianMixture(3).fit(lake_source(lake), persist=True)
 
 
+def test_a_cluster_pass_reports_its_records_as_workers_finish(client, lake) -> None:
+    """What the CLI's progress bar counts: every pass reports each worker's share, so the
+    reports add up to the lake's records once per pass."""
+    start, _ = start_near(lake)
+    init = dict(weights_init=start.weights, means_init=start.means, precisions_init=start.precisions)
+    for persist in (True, False):
+        source = dask_source(lake_source(lake), client=client, persist=persist)
+        reports: list[int] = []
+        source.progress = reports.append
+        with pytest.warns(Warning):  # max_iter stops it, as asked
+            model = StreamingGaussianMixture(3, algorithm="batch", tol=0.0, max_iter=2, **init).fit(source)
+        assert sum(reports) == model.n_iter_ * lake.n_records and len(reports) >= model.n_iter_
+
+
 def test_errors_on_a_worker_name_the_partition() -> None:
     with pytest.raises(DataError, match=r"^day=1/part-2\.parquet: cannot read \(FileNotFoundError: gone\)$"):
         with naming("day=1/part-2.parquet"):
