@@ -78,17 +78,7 @@ def chunk_statistics(
             log_norm, resp = params.e_step(X)
             stats = SufficientStatistics.from_responsibilities(X, resp, shift, covariance_type, float(log_norm.sum()))
             return stats, log_norm
-        S, log_norm, _, shared_second = quadratic.fused_run(
-            X,
-            shift,
-            inputs.V,
-            inputs.direct,
-            inputs.W,
-            inputs.direct_constant,
-            quadratic.FUSED_KERNELS[0],
-            inputs.layout,
-            shared=inputs.shared,
-        )
+        S, log_norm, _, shared_second = inputs.run(X, shift)
         counts, sums = S[0], np.ascontiguousarray(S[1 : d + 1].T)
         if covariance_type == "tied":
             # Responsibilities of a record sum to one, so the components' moments add up to u'u.

@@ -62,6 +62,24 @@ class Expansion:
     direct_constant: np.ndarray
     shared: np.ndarray | None
 
+    def run(
+        self, X: np.ndarray, shift: np.ndarray, scoring: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """:func:`~streamgmm.kernels.quadratic.fused_run` of ``X`` about ``shift`` with these
+        coefficients, on this machine's widest fused build."""
+        return quadratic.fused_run(
+            X,
+            shift,
+            self.V,
+            self.direct,
+            self.W,
+            self.direct_constant,
+            quadratic.FUSED_KERNELS[0],
+            self.layout,
+            scoring=scoring,
+            shared=self.shared,
+        )
+
 
 def _log_weights(params: MixtureParams) -> np.ndarray:
     with np.errstate(divide="ignore"):

@@ -71,16 +71,5 @@ def score_chunk(
     if inputs is None:
         log_norm, resp = params.e_step(np.asarray(X, dtype=np.float64))
         return np.asarray(log_norm, dtype=np.float64), np.asarray(resp, dtype=dtype)
-    _, log_norm, resp, _ = quadratic.fused_run(
-        X,
-        shift,
-        inputs.V,
-        inputs.direct,
-        inputs.W,
-        inputs.direct_constant,
-        quadratic.FUSED_KERNELS[0],
-        inputs.layout,
-        scoring=True,
-        shared=inputs.shared,
-    )
+    _, log_norm, resp, _ = inputs.run(X, shift, scoring=True)
     return log_norm, resp
