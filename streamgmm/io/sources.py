@@ -3,6 +3,11 @@
 A source yields 2-D float64 mini-batches of a fixed number of records and can draw a random
 sample of records for initialisation. This module covers in-memory arrays and iterables of
 chunks; file formats plug in by implementing the same two methods.
+
+A source with record weights says so with ``weighted = True``: each of its batches and samples
+then carries the weight of every record as its last column, so shuffling, re-batching, read-ahead
+and sampling move a record and its weight together. :func:`split_weights` takes them apart where
+the E-step needs them. Under ``nan_policy="marginalize"`` a batch's missing features are NaN.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ class ChunkSource(Protocol):
     feature_names: list[str] | None  # column names, for sources that have them
     shuffle_modes: tuple[str, ...]  # what ``batches`` shuffles when given an rng
     skipped_records: int  # records the last pass left out (nan_policy="skip")
+    # Optional (read with getattr, default False): batches end with a column of record weights.
+    weighted: bool
 
     def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
         """Mini-batches of ``batch_size`` records (the last may be shorter); ``rng`` shuffles
@@ -32,6 +39,25 @@ class ChunkSource(Protocol):
     def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
         """Up to ``size`` records drawn uniformly at random."""
         ...
+
+
+def is_weighted(source: object) -> bool:
+    """Whether ``source``'s batches and samples end with a column of record weights."""
+    return bool(getattr(source, "weighted", False))
+
+
+def split_weights(batch: np.ndarray, weighted: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The features of a batch and its record weights (None when the source has none).
+
+    >>> X, w = split_weights(np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 0.5]]), weighted=True)
+    >>> X.tolist(), w.tolist()
+    ([[1.0, 2.0], [4.0, 5.0]], [3.0, 0.5])
+    >>> split_weights(np.ones((2, 2)), weighted=False)[1] is None
+    True
+    """
+    if not weighted:
+        return batch, None
+    return batch[:, :-1], batch[:, -1]
 
 
 def is_dask_collection(data: Any) -> bool:
