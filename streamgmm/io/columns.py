@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from streamgmm.io.validation import MAX_MAGNITUDE, first_non_finite, in_range, too_large
 
-NAN_POLICIES = ("raise", "skip")
+NAN_POLICIES = ("raise", "skip", "marginalize")
 
 
 class DataError(ValueError):
@@ -165,30 +165,65 @@ class FeatureReader:
 
     ``"raise"``: a null, NaN or infinite feature is a :class:`DataError` naming the place, row
     and column. ``"skip"``: such rows are dropped from the features and counted in ``skipped``.
+    ``"marginalize"``: a missing feature (null or NaN) stays NaN for the E-step to marginalize;
+    only rows with no feature observed are dropped (and counted); an infinity is an error, as it
+    is not missing.
+
+    With a ``weight_column``, each matrix gets the record weights as its last column. A weight
+    must be finite and >= 0 whatever the ``nan_policy`` (also on a row the policy drops, so that
+    a bad weight column is found whichever rows happen to be complete).
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> batch = pa.record_batch({"x": [1.0, None, None], "y": [2.0, 3.0, None], "w": [1, 2, 3]})
+    >>> reader = FeatureReader(["x", "y"], "marginalize", weight_column="w")
+    >>> reader.features(batch, "example").tolist(), reader.skipped
+    ([[1.0, 2.0, 1.0], [nan, 3.0, 2.0]], 1)
     """
 
-    def __init__(self, names: Sequence[str], nan_policy: str = "raise", skip_hint: str = "nan_policy='skip'"):
+    def __init__(
+        self,
+        names: Sequence[str],
+        nan_policy: str = "raise",
+        skip_hint: str = "nan_policy='skip'",
+        weight_column: str | None = None,
+    ):
         self.names = list(names)
         self.nan_policy = check_nan_policy(nan_policy)
         self.skipped = 0
         # How the caller sets the policy where the rows come from (a lake's option, TableSource's, ...).
         self.skip_hint = skip_hint
+        self.weight_column = weight_column
+        if weight_column is not None and weight_column in self.names:
+            raise ValueError(f"the weight column {weight_column!r} cannot also be a feature column")
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns read: the features, then the weight column if any."""
+        return self.names if self.weight_column is None else [*self.names, self.weight_column]
 
     def read(
         self, batch: pa.RecordBatch | pa.Table, where: str, first_row: int = 0
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """All rows as a matrix, and the mask of rows to use (None: all of them). ``first_row``
-        is the number of the batch's first row in ``where``, for messages."""
-        X = to_matrix(batch, self.names)
-        if in_range(X):
-            return X, None  # the common case, checked in two reductions
-        self._check_magnitude(X, where, first_row)
-        mask = finite_rows(X)
+        """All rows as a matrix (the weights last, with a weight column), and the mask of rows
+        to use (None: all of them). ``first_row`` is the number of the batch's first row in
+        ``where``, for messages."""
+        X = to_matrix(batch, self.columns)
+        if in_range(X) and (self.weight_column is None or X.shape[0] == 0 or X[:, -1].min() >= 0):
+            return X, None  # the common case, checked in two reductions (three with weights)
+        features = X if self.weight_column is None else X[:, : len(self.names)]
+        if self.weight_column is not None:
+            self._check_weights(X[:, -1], where, first_row)
+        self._check_magnitude(features, where, first_row)
+        mask = finite_rows(features)
         if mask is None:
             return X, None
+        if self.nan_policy == "marginalize":
+            return X, self._observed_rows(features, where, first_row)
         if self.nan_policy == "raise":
-            row, column = first_non_finite(X)
-            value = X[row, column]
+            row, column = first_non_finite(features)
+            value = features[row, column]
             raise DataError(
                 f"{where}, row {first_row + row}, column {self.names[column]!r}: "
                 f"{'null or NaN' if np.isnan(value) else value} (nan_policy='raise'; "
@@ -196,6 +231,33 @@ class FeatureReader:
             )
         self.skipped += int(mask.size - np.count_nonzero(mask))
         return X, mask
+
+    def _observed_rows(self, features: np.ndarray, where: str, first_row: int) -> np.ndarray | None:
+        """Under marginalize: an infinity is an error; rows with no feature observed are left out."""
+        infinite = np.isinf(features)
+        if infinite.any():
+            row, column = (int(i) for i in np.argwhere(infinite)[0])
+            raise DataError(
+                f"{where}, row {first_row + row}, column {self.names[column]!r}: {features[row, column]} "
+                "(nan_policy='marginalize' takes null or NaN as missing; an infinity is not missing)"
+            )
+        observed = ~np.isnan(features).all(axis=1)
+        empty = int(observed.size - np.count_nonzero(observed))
+        self.skipped += empty
+        return None if empty == 0 else observed
+
+    def _check_weights(self, weights: np.ndarray, where: str, first_row: int) -> None:
+        """A record weight must be finite and >= 0, whatever the nan_policy."""
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.isfinite(weights) & (weights >= 0))
+        if bad.any():
+            row = int(np.argmax(bad))
+            value = weights[row]
+            shown = "null or NaN" if np.isnan(value) else f"{value:g}"
+            raise DataError(
+                f"{where}, row {first_row + row}, column {self.weight_column!r}: weight {shown} "
+                "(record weights must be finite and >= 0)"
+            )
 
     def _check_magnitude(self, X: np.ndarray, where: str, first_row: int) -> None:
         """Huge finite values are an error whatever the nan_policy: they are not missing."""

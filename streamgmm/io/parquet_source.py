@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from streamgmm.io.columns import DataError, FeatureReader, check_nan_policy, feature_columns
+from streamgmm.io.columns import DataError, FeatureReader, check_column, check_nan_policy, feature_columns
 from streamgmm.io.lake_discovery import LakeListing, is_hidden, open_lake
 from streamgmm.io.lake_footers import FooterCache, LakeFile, LakeFiles, RowGroup, read_row_groups, row_group_batches
 from streamgmm.io.sources import prefetched, rebatch, reservoir_sample_counted
@@ -84,9 +84,17 @@ class ParquetSource:
         Only matching rows are read; a list is a DNF filter as ``pyarrow.parquet``'s
         ``filters``.
 
-    nan_policy : {'raise', 'skip'}, default='raise'
+    nan_policy : {'raise', 'skip', 'marginalize'}, default='raise'
         ``'raise'``: a null, NaN or infinite feature is an error naming file, row group and
-        row; ``'skip'``: such rows are left out and counted in ``skipped_records``.
+        row; ``'skip'``: such rows are left out and counted in ``skipped_records``;
+        ``'marginalize'``: missing features (null or NaN) are NaN in the batches, for the
+        E-step to marginalize, and only rows with no feature observed are left out and counted.
+
+    weight_column : str, default=None
+        A numeric column of record weights (a count per aggregated row): a record of weight w
+        counts as w records. Each batch and sample then ends with the weights as one more
+        column (``weighted`` is True); ``feature_names`` stay the features only. A null, NaN,
+        negative or infinite weight is an error naming file, row group and row.
 
     filesystem : pyarrow.fs.FileSystem or fsspec filesystem, default=None
         The filesystem of plain paths. None means local, or the one a URL names.
@@ -135,6 +143,9 @@ class ParquetSource:
     skipped_records : int
         Records left out by ``nan_policy='skip'`` in the last complete :meth:`batches` pass.
 
+    weighted : bool
+        Whether the batches end with a column of record weights (``weight_column`` given).
+
     Raises
     ------
     DataError
@@ -176,9 +187,12 @@ class ParquetSource:
         filesystem: pafs.FileSystem | None = None,
         version: int | None = None,
         as_of: Any = None,
+        weight_column: str | None = None,
     ):
         self.nan_policy = check_nan_policy(nan_policy)
         self.passthrough = list(passthrough)
+        self.weight_column = weight_column
+        self.weighted = weight_column is not None
         self._explicit_columns = columns is not None
         self.filter = pq.filters_to_expression(filter) if isinstance(filter, list) else filter
         # A listing made with this filter (by reselect) is reused: the files are not listed again.
@@ -188,15 +202,17 @@ class ParquetSource:
         self.schema = self.listing.schema
         self.base_dir, self.empty_files = self.listing.base_dir, self.listing.empty_files
         self.partition_names = self.listing.partition_names
+        where = self.listing.paths[0] if self.listing.paths else "dataset"
+        weights = [] if weight_column is None else [weight_column]
+        if weight_column is not None:
+            check_column(self.schema, weight_column, where)
+            if columns is not None and weight_column in columns:
+                raise ValueError(f"the weight column {weight_column!r} cannot also be a feature column")
         self.feature_names = feature_columns(
-            self.schema,
-            columns,
-            self.passthrough,
-            exclude=self.partition_names,
-            where=self.listing.paths[0] if self.listing.paths else "dataset",
+            self.schema, columns, self.passthrough, exclude=[*self.partition_names, *weights], where=where
         )
         self.n_features = len(self.feature_names)
-        self.row_groups, column_types = read_row_groups(self.listing, self.feature_names + self.passthrough)
+        self.row_groups, column_types = read_row_groups(self.listing, self.feature_names + weights + self.passthrough)
         self.files = LakeFiles(self.row_groups)
         self.footers = FooterCache(self.listing, self.row_groups, column_types)
         self.skipped_records = 0
@@ -251,7 +267,7 @@ class ParquetSource:
 
     def _group_matrices(self, group: RowGroup, reader: FeatureReader, batch_size: int) -> Iterator[np.ndarray]:
         where = f"{group.file}: row group {group.index}"
-        for batch, first_row in self.record_batches(group, reader.names, batch_size):
+        for batch, first_row in self.record_batches(group, reader.columns, batch_size):
             X = reader.features(batch, where, first_row)
             if X.shape[0]:
                 yield X
@@ -288,7 +304,7 @@ class ParquetSource:
         >>> sorted(row[0] for batch in batches for row in batch.tolist())
         [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
         """
-        reader = FeatureReader(self.feature_names, self.nan_policy)
+        reader = self.reader()
         visits = range(len(self.row_groups)) if rng is None else rng.permutation(len(self.row_groups))
 
         def chunks() -> Iterator[np.ndarray]:
@@ -309,9 +325,18 @@ class ParquetSource:
         # Cut into mini-batches in the reading thread too: the caller only computes.
         return prefetched(rebatch(chunks(), batch_size), depth=max(2, PREFETCH_RECORDS // batch_size))
 
+    def reader(self) -> FeatureReader:
+        """A reader of this lake's feature columns (and weight column) under its ``nan_policy``."""
+        return FeatureReader(self.feature_names, self.nan_policy, weight_column=self.weight_column)
+
+    @property
+    def n_columns(self) -> int:
+        """Columns of the batches: the features, and the weights of a weighted source."""
+        return self.n_features + self.weighted
+
     def _group_rows(self, group: RowGroup, reader: FeatureReader) -> np.ndarray:
         """A row group's usable records, decoded straight into one array."""
-        rows = np.empty((group.num_rows, self.n_features))
+        rows = np.empty((group.num_rows, self.n_columns))
         filled = 0
         for X in self._group_matrices(group, reader, READ_BATCH):
             rows[filled : filled + X.shape[0]] = X
@@ -357,12 +382,12 @@ class ParquetSource:
             sizes = self.row_groups.num_rows.astype(float)
             picked = np.sort(rng.choice(len(sizes), SAMPLE_ROW_GROUPS, replace=False, p=sizes / sizes.sum()))
         groups = [self.row_groups[i] for i in picked]
-        reader = FeatureReader(self.feature_names, self.nan_policy)
+        reader = self.reader()
         chunks = (X for group in groups for X in self._group_matrices(group, reader, READ_BATCH))
         sample, seen = reservoir_sample_counted(chunks, size, rng)
         # Whether the sample is the whole lake: every row group read, and no more records than asked.
         self.sampled_every_record = len(groups) == len(self.row_groups) and seen <= size
-        return sample if sample.shape[0] else np.empty((0, self.n_features))
+        return sample if sample.shape[0] else np.empty((0, self.n_columns))
 
     def with_features(self, names: Sequence[str]) -> ParquetSource:
         """Read this lake with other feature columns, keeping the pass-through columns.
@@ -380,7 +405,7 @@ class ParquetSource:
         return self.reselect(names, self.passthrough)
 
     def reselect(self, columns: Sequence[str], passthrough: Sequence[str]) -> ParquetSource:
-        """Read this lake (same files, filter and ``nan_policy``) with other columns.
+        """Read this lake (same files, filter, ``nan_policy`` and weights) with other columns.
 
         The presence and types of the columns are checked in every file.
 
@@ -414,6 +439,7 @@ class ParquetSource:
             passthrough=passthrough,
             filter=self.filter,
             nan_policy=self.nan_policy,
+            weight_column=self.weight_column,
         )
 
     def __repr__(self) -> str:
