@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from streamgmm.io.validation import as_float_matrix
+from streamgmm.io.validation import as_float_matrix, check_weights
 
 
 class ChunkSource(Protocol):
@@ -70,35 +70,65 @@ def is_dask_collection(data: Any) -> bool:
 
 
 class ArraySource:
-    """An in-memory array; batches are views, or random rows when shuffled."""
+    """An in-memory array; batches are views, or random rows when shuffled.
+
+    With ``weights`` (one per record) the source is weighted: the weights are stored as a last
+    column next to the features (one copy), so batches and samples carry them as the contract
+    above says; ``X`` stays the features.
+
+    >>> source = ArraySource(np.array([[1.0], [2.0]]), weights=np.array([3.0, 0.5]))
+    >>> source.weighted, source.n_features, next(source.batches(2)).tolist()
+    (True, 1, [[1.0, 3.0], [2.0, 0.5]])
+    """
 
     reiterable = True
     shuffle_modes = ("records",)
 
-    def __init__(self, X: np.ndarray, feature_names: list[str] | None = None):
-        self.X = X
+    def __init__(self, X: np.ndarray, feature_names: list[str] | None = None, weights: np.ndarray | None = None):
+        if weights is None:
+            self.data = X
+        else:
+            self.data = np.column_stack([X, np.asarray(weights, dtype=np.float64)])
+        self.weighted = weights is not None
         self.n_features = X.shape[1]
         self.feature_names = feature_names
         self.skipped_records = 0
 
+    @classmethod
+    def with_weight_column(cls, matrix: np.ndarray, feature_names: list[str] | None = None) -> ArraySource:
+        """A weighted source over a matrix whose last column already holds the weights (no copy)."""
+        source = cls(matrix[:, :-1], feature_names)
+        source.data, source.weighted = matrix, True
+        return source
+
+    @property
+    def X(self) -> np.ndarray:
+        """The features (without the weight column of a weighted source)."""
+        return self.data[:, :-1] if self.weighted else self.data
+
+    @property
+    def weights(self) -> np.ndarray | None:
+        """The record weights, or None when the source has none."""
+        return self.data[:, -1] if self.weighted else None
+
     def __len__(self) -> int:
-        return self.X.shape[0]
+        return self.data.shape[0]
 
     def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
-        n = self.X.shape[0]
+        n = self.data.shape[0]
         if rng is None:
             for start in range(0, n, batch_size):
-                yield self.X[start : start + batch_size]
+                yield self.data[start : start + batch_size]
             return
         order = rng.permutation(n)
         for start in range(0, n, batch_size):
-            yield self.X[np.sort(order[start : start + batch_size])]
+            yield self.data[np.sort(order[start : start + batch_size])]
 
     def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
-        n = self.X.shape[0]
+        n = self.data.shape[0]
         if size >= n:
-            return self.X
-        return self.X[np.sort(rng.choice(n, size, replace=False))]
+            return self.data
+        return self.data[np.sort(rng.choice(n, size, replace=False))]
 
 
 class IterableSource:
@@ -119,8 +149,15 @@ class IterableSource:
         chunks: Iterable[Any] | Callable[[], Iterable[Any]],
         n_features: int | None = None,
         feature_names: list[str] | None = None,
+        *,
+        weighted: bool = False,
+        allow_nan: bool = False,
     ):
         self.feature_names = feature_names
+        # weighted: each chunk's last column is the record weights (n_features counts features only).
+        self.weighted = weighted
+        # allow_nan: missing features (NaN) pass the checks, for nan_policy="marginalize".
+        self.allow_nan = allow_nan
         self._factory: Callable[[], Iterable[Any]] | None
         if callable(chunks) and not hasattr(chunks, "__iter__"):
             self._factory = chunks
@@ -138,10 +175,15 @@ class IterableSource:
         self._consumed = False
 
     def _checked(self, chunks: Iterable[Any], first_index: int = 0) -> Iterator[np.ndarray]:
+        extra = int(self.weighted)
         for i, chunk in enumerate(chunks, start=first_index):
-            arr = as_float_matrix(chunk, where=f"chunk {i}", n_features=self.n_features, min_records=0)
+            where = f"chunk {i}"
+            width = None if self.n_features is None else self.n_features + extra
+            arr = as_float_matrix(chunk, where=where, n_features=width, min_records=0, allow_nan=self.allow_nan)
+            if self.weighted:
+                check_weights(arr[:, -1], where)
             if self.n_features is None:
-                self.n_features = arr.shape[1]
+                self.n_features = arr.shape[1] - extra
             if arr.shape[0]:
                 yield arr
 
@@ -192,7 +234,7 @@ class IterableSource:
                 self.sampled_every_record = have == size and self._exhausted()
                 break
         if not self._head:
-            return np.empty((0, self.n_features or 0))
+            return np.empty((0, (self.n_features or 0) + int(self.weighted)))
         return np.concatenate(self._head)[:size]
 
     def _exhausted(self) -> bool:

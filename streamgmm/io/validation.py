@@ -52,10 +52,12 @@ def as_float_matrix(
     n_features: int | None = None,
     min_records: int = 1,
     estimator_name: str = "StreamingGaussianMixture",
+    allow_nan: bool = False,
 ) -> np.ndarray:
     """A 2-D float64 array of finite numbers, or a ``ValueError`` naming the problem.
 
-    float32 and integer input are accepted and converted; nothing is silently dropped.
+    float32 and integer input are accepted and converted; nothing is silently dropped. With
+    ``allow_nan`` NaN (a missing value) passes; infinity is still an error.
     """
     if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
         raise TypeError(f"{where}: sparse data is not supported; pass a dense array (e.g. X.toarray())")
@@ -92,10 +94,58 @@ def as_float_matrix(
             f"{where}: X has {arr.shape[1]} features, but {estimator_name} is expecting {n_features} features as input"
         )
     if not in_range(arr):
-        check_finite(arr, where)
+        if allow_nan:
+            present = arr[~np.isnan(arr)]
+            if in_range(present):
+                return arr
+            check_finite(np.where(np.isnan(arr), 0.0, arr), where)
+        else:
+            check_finite(arr, where)
         row, column = first_too_large(arr)
         raise ValueError(f"{where}: row {row}, column {column}: {too_large(arr[row, column])}")
     return arr
+
+
+def check_weights(weights: np.ndarray, where: str) -> None:
+    """Raise ``ValueError`` naming the first record weight that is NaN, infinite or negative.
+
+    >>> check_weights(np.array([1.0, 0.0, 2.5]), "sample_weight")
+    >>> check_weights(np.array([1.0, -2.0]), "sample_weight")
+    Traceback (most recent call last):
+    ...
+    ValueError: sample_weight: row 1: weight -2 is negative; record weights must be finite and >= 0
+    """
+    if weights.size == 0 or (bool(weights.min() >= 0) and bool(weights.max() < np.inf)):
+        return
+    row = int(np.flatnonzero(~(np.isfinite(weights) & (weights >= 0)))[0])
+    value = weights[row]
+    kind = "NaN" if np.isnan(value) else "infinite" if np.isinf(value) else "negative"
+    raise ValueError(f"{where}: row {row}: weight {value:g} is {kind}; record weights must be finite and >= 0")
+
+
+def as_sample_weight(sample_weight: Any, n_records: int) -> np.ndarray:
+    """``sample_weight`` as n_records finite non-negative float64 weights (scikit-learn's
+    argument), or a ``ValueError`` naming the first bad one.
+
+    >>> as_sample_weight([1, 2], 2).tolist()
+    [1.0, 2.0]
+    >>> as_sample_weight([1, 2], 3)
+    Traceback (most recent call last):
+    ...
+    ValueError: sample_weight has 2 weights, but X has 3 records
+    """
+    try:
+        w = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"sample_weight: cannot be read as numbers ({exc})") from exc
+    if w.ndim == 0:
+        w = np.full(n_records, float(w))
+    if w.ndim != 1:
+        raise ValueError(f"sample_weight must be 1-D (one weight per record), got shape {w.shape}")
+    if w.shape[0] != n_records:
+        raise ValueError(f"sample_weight has {w.shape[0]} weights, but X has {n_records} records")
+    check_weights(w, "sample_weight")
+    return w
 
 
 # Values whose squares overflow float64 (above ~1.3e154) leave the moments of a fit no room: the
