@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from streamgmm.io.columns import FeatureReader, feature_columns
+from streamgmm.io.columns import FeatureReader, check_weight_column, feature_columns
 from streamgmm.io.sources import ArraySource, IterableSource
 
 
@@ -94,9 +94,14 @@ class TableSource(ArraySource):
         The feature columns, in order. Default: every numeric column but ``passthrough``.
     passthrough : sequence of str, default=()
         Columns that are not features (ids, keys), carried to ``assign``'s output.
-    nan_policy : {'raise', 'skip'}, default='raise'
+    nan_policy : {'raise', 'skip', 'marginalize'}, default='raise'
         A row with a null, NaN or infinite feature is an error naming its row and column
-        (``'raise'``), or left out and counted in ``skipped_records`` (``'skip'``).
+        (``'raise'``), or left out and counted in ``skipped_records`` (``'skip'``);
+        ``'marginalize'`` keeps missing features as NaN and leaves out only rows with nothing
+        observed.
+    weight_column : str, optional
+        A numeric column of record weights (finite, >= 0): the batches and samples end with it
+        (``weighted`` is True); it is never a feature.
 
     Attributes
     ----------
@@ -129,14 +134,23 @@ class TableSource(ArraySource):
         columns: Sequence[str] | None = None,
         passthrough: Sequence[str] = (),
         nan_policy: str = "raise",
+        weight_column: str | None = None,
     ):
         self.table = as_arrow_table(data)
         self.passthrough = list(passthrough)
         self.nan_policy = nan_policy
-        names = feature_columns(self.table.schema, columns, self.passthrough, where="table")
-        reader = FeatureReader(names, nan_policy, skip_hint="TableSource(data, nan_policy='skip')")
+        self.weight_column = weight_column
+        weights = check_weight_column(self.table.schema, weight_column, columns, "table")
+        names = feature_columns(self.table.schema, columns, self.passthrough, exclude=weights, where="table")
+        reader = FeatureReader(
+            names, nan_policy, skip_hint="TableSource(data, nan_policy='skip')", weight_column=weight_column
+        )
         X, self._mask = reader.read(self.table, "table")
-        super().__init__(X if self._mask is None else X[self._mask], feature_names=names)
+        matrix = X if self._mask is None else X[self._mask]
+        super().__init__(matrix[:, : len(names)], feature_names=names)
+        if weight_column is not None:
+            # The weights stay the matrix's last column, as ArraySource.with_weight_column keeps them.
+            self.data, self.weighted = matrix, True
         self.skipped_records = reader.skipped
 
     def passthrough_table(self) -> pa.Table:
@@ -146,7 +160,13 @@ class TableSource(ArraySource):
 
     def with_features(self, names: Sequence[str]) -> TableSource:
         """The same table read by other feature columns (a fitted model's)."""
-        return TableSource(self.table, columns=names, passthrough=self.passthrough, nan_policy=self.nan_policy)
+        return TableSource(
+            self.table,
+            columns=names,
+            passthrough=self.passthrough,
+            nan_policy=self.nan_policy,
+            weight_column=self.weight_column,
+        )
 
     def __repr__(self) -> str:
         return f"TableSource({self.table.num_rows} rows, features={self.feature_names}, passthrough={self.passthrough})"
@@ -158,15 +178,22 @@ def arrow_source(
     columns: Sequence[str] | None = None,
     passthrough: Sequence[str] = (),
     nan_policy: str = "raise",
+    weight_column: str | None = None,
 ) -> ArraySource | IterableSource:
     """A source over Arrow data or a DataFrame, reading the feature ``columns`` (default: every
-    numeric column but ``passthrough``)."""
+    numeric column but ``passthrough`` and ``weight_column``); with a ``weight_column`` the
+    source is weighted (its batches end with the weights)."""
     if is_dataframe(data):
         data = frame_table(data)
     if isinstance(data, (pa.Table, pa.RecordBatch)):
-        names = feature_columns(data.schema, columns, passthrough, where="table")
-        reader = FeatureReader(names, nan_policy)
-        source = ArraySource(reader.features(data, "table"), feature_names=names)
+        weights = check_weight_column(data.schema, weight_column, columns, "table")
+        names = feature_columns(data.schema, columns, passthrough, exclude=weights, where="table")
+        reader = FeatureReader(names, nan_policy, weight_column=weight_column)
+        matrix = reader.features(data, "table")
+        if weight_column is None:
+            source = ArraySource(matrix, feature_names=names)
+        else:
+            source = ArraySource.with_weight_column(matrix, names)
         source.skipped_records = reader.skipped
         return source
     if isinstance(data, pa.RecordBatchReader):
@@ -182,16 +209,23 @@ def arrow_source(
             raise TypeError(f"expected record batches, got {type(first).__name__}")
         schema = first.schema
         batches = itertools.chain([first], batches)
-    names = feature_columns(schema, columns, passthrough, where="record batches")
-    return _BatchStream(batches, names, nan_policy)
+    weights = check_weight_column(schema, weight_column, columns, "record batches")
+    names = feature_columns(schema, columns, passthrough, exclude=weights, where="record batches")
+    return _BatchStream(batches, FeatureReader(names, nan_policy, weight_column=weight_column))
 
 
 class _BatchStream(IterableSource):
     """A one-shot stream of record batches, converted as they come."""
 
-    def __init__(self, batches: Iterable[pa.RecordBatch], names: list[str], nan_policy: str):
-        self._reader = FeatureReader(names, nan_policy)
-        super().__init__(self._matrices(batches), n_features=len(names), feature_names=names)
+    def __init__(self, batches: Iterable[pa.RecordBatch], reader: FeatureReader):
+        self._reader = reader
+        super().__init__(
+            self._matrices(batches),
+            n_features=len(reader.names),
+            feature_names=reader.names,
+            weighted=reader.weight_column is not None,
+            allow_nan=reader.nan_policy == "marginalize",
+        )
 
     def _matrices(self, batches: Iterable[pa.RecordBatch]) -> Iterator[np.ndarray]:
         for i, batch in enumerate(batches):

@@ -108,6 +108,19 @@ def check_column(schema: pa.Schema, name: str, where: str) -> pa.DataType:
     return data_type
 
 
+def check_weight_column(
+    schema: pa.Schema, weight_column: str | None, columns: Sequence[str] | None, where: str
+) -> list[str]:
+    """The weight column as a list (empty when there is none), checked: it must exist, be numeric
+    and not be one of the feature ``columns``. The list is what :func:`feature_columns` excludes."""
+    if weight_column is None:
+        return []
+    check_column(schema, weight_column, where)
+    if columns is not None and weight_column in columns:
+        raise ValueError(f"the weight column {weight_column!r} cannot also be a feature column")
+    return [weight_column]
+
+
 def schema_summary(schema: pa.Schema) -> str:
     return ", ".join(f"{field.name}: {field.type}" for field in schema) or "no columns"
 

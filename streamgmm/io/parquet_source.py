@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from streamgmm.io.columns import DataError, FeatureReader, check_column, check_nan_policy, feature_columns
+from streamgmm.io.columns import DataError, FeatureReader, check_nan_policy, check_weight_column, feature_columns
 from streamgmm.io.lake_discovery import LakeListing, is_hidden, open_lake
 from streamgmm.io.lake_footers import FooterCache, LakeFile, LakeFiles, RowGroup, read_row_groups, row_group_batches
 from streamgmm.io.sources import prefetched, rebatch, reservoir_sample_counted
@@ -203,11 +203,7 @@ class ParquetSource:
         self.base_dir, self.empty_files = self.listing.base_dir, self.listing.empty_files
         self.partition_names = self.listing.partition_names
         where = self.listing.paths[0] if self.listing.paths else "dataset"
-        weights = [] if weight_column is None else [weight_column]
-        if weight_column is not None:
-            check_column(self.schema, weight_column, where)
-            if columns is not None and weight_column in columns:
-                raise ValueError(f"the weight column {weight_column!r} cannot also be a feature column")
+        weights = check_weight_column(self.schema, weight_column, columns, where)
         self.feature_names = feature_columns(
             self.schema, columns, self.passthrough, exclude=[*self.partition_names, *weights], where=where
         )
