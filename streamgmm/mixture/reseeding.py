@@ -39,6 +39,79 @@ def _pooled_covariance(params: MixtureParams, healthy: np.ndarray) -> np.ndarray
     return np.tensordot(w, params.covariances[healthy], axes=1)
 
 
+def complete_rows(X: np.ndarray) -> np.ndarray:
+    """Find the records with no missing (NaN) feature.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_records, n_features)
+        The records.
+
+    Returns
+    -------
+    complete : ndarray of bool, shape (n_records,)
+        True for a record whose features are all observed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> complete_rows(np.array([[1.0, 2.0], [np.nan, 0.0]]))
+    array([ True, False])
+    """
+    # One sum first: NaN propagates, so a complete chunk costs a single pass and no mask.
+    if X.dtype.kind != "f" or not np.isnan(X.sum()):
+        return np.ones(X.shape[0], dtype=bool)
+    return ~np.isnan(X).any(axis=1)
+
+
+def _lowest(values: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` smallest values, smallest first, ties in index order: the head
+    of a stable argsort, at the cost of a partition (a full sort of every batch is slow)."""
+    if count <= 0:
+        return np.empty(0, dtype=np.intp)
+    if count >= values.shape[0]:
+        return np.argsort(values, kind="stable")
+    threshold = np.partition(values, count - 1)[count - 1]
+    candidates = np.flatnonzero(values <= threshold)
+    return candidates[np.argsort(values[candidates], kind="stable")[:count]]
+
+
+def worst_rows(X: np.ndarray, log_norm: np.ndarray, count: int) -> np.ndarray:
+    """Find the complete records with the lowest log-likelihood: the candidates for re-seeding.
+
+    A record with a missing feature is never a candidate: a component is moved onto a point.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_records, n_features)
+        The records, NaN where a feature is missing.
+
+    log_norm : ndarray of shape (n_records,)
+        Each record's log-likelihood.
+
+    count : int
+        How many records to return at most.
+
+    Returns
+    -------
+    indices : ndarray of int, shape (min(count, n_complete),)
+        The rows of the ``count`` lowest log-likelihoods among the complete records, lowest
+        first, ties in row order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[0.0], [np.nan], [1.0], [2.0]])
+    >>> worst_rows(X, np.array([-3.0, -9.0, -5.0, -3.0]), 2)
+    array([2, 0])
+    """
+    complete = complete_rows(X)
+    if complete.all():
+        return _lowest(log_norm, count)
+    rows = np.flatnonzero(complete)
+    return rows[_lowest(log_norm[rows], count)]
+
+
 class WorstRecords:
     """Keeps the ``size`` records with the lowest log-likelihood seen so far, worst first."""
 
@@ -48,6 +121,10 @@ class WorstRecords:
         self.scores = np.empty(0)
 
     def offer(self, X: np.ndarray, log_likelihood: np.ndarray) -> None:
+        """Keep the worst of ``X``'s complete records (an incomplete one is no place for a mean)."""
+        complete = complete_rows(X)
+        if not complete.all():
+            X, log_likelihood = X[complete], log_likelihood[complete]
         take = min(self.size, X.shape[0])
         idx = np.argpartition(log_likelihood, take - 1)[:take] if take < X.shape[0] else np.arange(X.shape[0])
         scores = np.concatenate([self.scores, log_likelihood[idx]])
