@@ -41,7 +41,7 @@ import numpy as np
 import pyarrow as pa
 
 from streamgmm.io.arrow_source import frame_table
-from streamgmm.io.columns import DataError, FeatureReader, check_nan_policy, feature_columns
+from streamgmm.io.columns import DataError, FeatureReader, check_nan_policy, check_weight_column, feature_columns
 from streamgmm.io.lake_paths import is_path_like
 from streamgmm.io.parquet_source import READ_BATCH, ParquetSource
 from streamgmm.io.sources import ArraySource, ChunkSource, is_dask_collection, reservoir_sample
@@ -65,6 +65,7 @@ class PartitionSpec:
     nan_policy: str = "raise"
     filter: Any = None
     relative_path: str | None = None  # a lake file's path under the lake's base directory
+    weight_column: str | None = None  # the record weights' column: batches end with it
 
 
 @dataclass(frozen=True)
@@ -83,14 +84,23 @@ def open_partition(data: Any, spec: PartitionSpec, passthrough: Sequence[str] = 
             passthrough=passthrough,
             filter=spec.filter,
             nan_policy=spec.nan_policy,
+            weight_column=spec.weight_column,
         )
     if spec.kind == "frame":
         table = frame_table(data)
-        reader = FeatureReader(list(spec.feature_names or ()), spec.nan_policy)
-        source = ArraySource(reader.features(table, spec.where), feature_names=list(spec.feature_names or ()))
+        names = list(spec.feature_names or ())
+        reader = FeatureReader(names, spec.nan_policy, weight_column=spec.weight_column)
+        matrix = reader.features(table, spec.where)
+        if spec.weight_column is None:
+            source = ArraySource(matrix, feature_names=names)
+        else:
+            source = ArraySource.with_weight_column(matrix, names)
         source.skipped_records = reader.skipped
         return source
-    return ArraySource(as_float_matrix(data, where=spec.where, n_features=spec.n_features, min_records=0))
+    allow_nan = spec.nan_policy == "marginalize"
+    return ArraySource(
+        as_float_matrix(data, where=spec.where, n_features=spec.n_features, min_records=0, allow_nan=allow_nan)
+    )
 
 
 class DaskSource:
@@ -101,7 +111,8 @@ class DaskSource:
     :mod:`streamgmm.dask.em` map over ``partitions`` instead. ``persist`` is
     :func:`dask_source`'s option; ``plan`` is how passes run on a cluster's workers, with the
     decoded partitions kept there (:class:`~streamgmm.dask.on_workers.WorkerPlan`), set by the
-    first pass and released with this object.
+    first pass and released with this object. With a ``weight_column`` the source is weighted:
+    every partition's batches and samples end with the record weights.
     """
 
     reiterable = True
@@ -114,6 +125,7 @@ class DaskSource:
         feature_names: list[str] | None,
         client: Any = None,
         persist: bool | str = "auto",
+        weight_column: str | None = None,
     ):
         if not partitions:
             raise ValueError("the Dask collection has no partitions")
@@ -122,6 +134,8 @@ class DaskSource:
         self.partitions = partitions
         self.n_features = n_features
         self.feature_names = feature_names
+        self.weight_column = weight_column
+        self.weighted = weight_column is not None
         self.client = client
         self.persist = persist
         self.plan: Any = None
@@ -135,7 +149,7 @@ class DaskSource:
         """The float64 size of every partition's records, when known before reading."""
         if any(p.n_records is None for p in self.partitions):
             return None
-        return 8 * self.n_features * sum(int(p.n_records or 0) for p in self.partitions)
+        return 8 * (self.n_features + self.weighted) * sum(int(p.n_records or 0) for p in self.partitions)
 
     def __len__(self) -> int:
         return len(self.partitions)
@@ -177,7 +191,7 @@ class DaskSource:
         merge_seeds = iter(seeds[n:])
         total = tree_reduce(samples, lambda parts: dask.delayed(_merge_list, pure=True)(parts, size, next(merge_seeds)))
         records, _ = self.compute(total)
-        return records if records.shape[0] else np.empty((0, self.n_features))
+        return records if records.shape[0] else np.empty((0, self.n_features + self.weighted))
 
 
 @contextlib.contextmanager
@@ -235,7 +249,7 @@ def _draw(source: ChunkSource, seed: np.random.SeedSequence, size: int) -> tuple
 
     records = reservoir_sample(counted(), size, np.random.default_rng(seed))
     if records.shape[0] == 0:
-        records = np.empty((0, source.n_features or 0))
+        records = np.empty((0, (source.n_features or 0) + bool(getattr(source, "weighted", False))))
     return records, seen
 
 
@@ -275,6 +289,7 @@ def dask_source(
     nan_policy: str | None = None,
     passthrough: Sequence[str] = (),
     persist: bool | str = "auto",
+    weight_column: str | None = None,
 ) -> DaskSource:
     """A :class:`DaskSource` over a Dask DataFrame (features by column name: ``feature_names``,
     or every numeric column but ``passthrough``), a Dask Array (rows x features; columns are
@@ -287,27 +302,38 @@ def dask_source(
     batch EM's later iterations read no files; ``False`` reads the partitions again on every
     pass; ``"auto"`` persists when the records' size is known before reading (a lake, an array)
     and takes at most a quarter of the workers' memory limits
-    (:data:`~streamgmm.dask.on_workers.PERSIST_MEMORY_SHARE`)."""
+    (:data:`~streamgmm.dask.on_workers.PERSIST_MEMORY_SHARE`). ``weight_column`` names a
+    DataFrame's or lake's column of record weights (the source is then weighted)."""
     names = list(feature_names) if feature_names is not None else None
     if isinstance(data, DaskSource):
         if names is not None and data.feature_names is not None and list(data.feature_names) != names:
             raise DataError(f"the model was fitted on columns {names}, but this source reads {data.feature_names}")
         if client is None or client is data.client:
             return data
-        return DaskSource(data.partitions, data.n_features, data.feature_names, client, data.persist)
+        return DaskSource(
+            data.partitions, data.n_features, data.feature_names, client, data.persist, data.weight_column
+        )
     if isinstance(data, ParquetSource) or is_path_like(data):
-        return _lake_source(data, client, names, nan_policy, passthrough, persist)
+        return _lake_source(data, client, names, nan_policy, passthrough, persist, weight_column)
     if not is_dask_collection(data):
         raise TypeError(f"expected a Dask DataFrame or Array, or Parquet paths, got {type(data).__name__}")
     policy = check_nan_policy(nan_policy or "raise")
     if hasattr(data, "_meta") and hasattr(data, "columns"):
         schema = pa.Schema.from_pandas(data._meta, preserve_index=False)
-        names = feature_columns(schema, names, passthrough, where="dask DataFrame")
+        weights = check_weight_column(schema, weight_column, names, "dask DataFrame")
+        names = feature_columns(schema, names, passthrough, exclude=weights, where="dask DataFrame")
         partitions = [
-            Partition(part, PartitionSpec("frame", f"dask partition {i}", tuple(names), len(names), policy))
+            Partition(
+                part,
+                PartitionSpec(
+                    "frame", f"dask partition {i}", tuple(names), len(names), policy, weight_column=weight_column
+                ),
+            )
             for i, part in enumerate(data.to_delayed())
         ]
-        return DaskSource(partitions, len(names), names, client, persist)
+        return DaskSource(partitions, len(names), names, client, persist, weight_column)
+    if weight_column is not None:
+        raise TypeError("weight_column names a column: give a Dask DataFrame or a lake, not a Dask array")
     if getattr(data, "ndim", None) != 2:
         raise ValueError(
             f"expected a 2-D Dask array of shape (n_records, n_features), got shape {getattr(data, 'shape', None)}"
@@ -322,7 +348,7 @@ def dask_source(
     data = data.rechunk({1: -1})
     rows = [None if np.isnan(n) else int(n) for n in data.chunks[0]]
     partitions = [
-        Partition(block, PartitionSpec("array", f"dask array block {i}", None, int(d)), n)
+        Partition(block, PartitionSpec("array", f"dask array block {i}", None, int(d), policy), n)
         for i, (block, n) in enumerate(zip(data.to_delayed().ravel(), rows))
     ]
     return DaskSource(partitions, int(d), None, client, persist)
@@ -335,12 +361,16 @@ def _lake_source(
     nan_policy: str | None,
     passthrough: Sequence[str],
     persist: bool | str,
+    weight_column: str | None = None,
 ) -> DaskSource:
-
     if isinstance(data, ParquetSource):
+        if weight_column is not None and weight_column != data.weight_column:
+            raise ValueError(f"weight_column={weight_column!r}, but the ParquetSource reads {data.weight_column!r}")
         lake = data if names is None else data.with_features(names)
     else:
-        lake = ParquetSource(data, columns=names, passthrough=passthrough, nan_policy=nan_policy or "raise")
+        lake = ParquetSource(
+            data, columns=names, passthrough=passthrough, nan_policy=nan_policy or "raise", weight_column=weight_column
+        )
     partitions = [
         Partition(
             one_file_dataset(lake, file.fragment),
@@ -352,6 +382,7 @@ def _lake_source(
                 lake.nan_policy,
                 lake.filter,
                 file.relative_path,
+                lake.weight_column,
             ),
             file.num_rows,
         )
@@ -359,7 +390,7 @@ def _lake_source(
     ]
     if not partitions:
         raise ValueError(f"no files to read in {lake.base_dir} (the filter selects none)")
-    return DaskSource(partitions, lake.n_features, list(lake.feature_names), client, persist)
+    return DaskSource(partitions, lake.n_features, list(lake.feature_names), client, persist, lake.weight_column)
 
 
 @dataclass(frozen=True)
