@@ -32,8 +32,8 @@ from streamgmm.io.arrow_source import TableSource, arrow_source, is_arrow_stream
 from streamgmm.io.columns import DataError
 from streamgmm.io.lake_paths import is_path_like
 from streamgmm.io.parquet_source import ParquetSource
-from streamgmm.io.sources import ArraySource, ChunkSource, IterableSource, is_dask_collection
-from streamgmm.io.validation import as_float_matrix
+from streamgmm.io.sources import ArraySource, ChunkSource, IterableSource, drop_missing, is_dask_collection, is_weighted
+from streamgmm.io.validation import as_float_matrix, as_sample_weight
 
 
 def resolve_input(
@@ -45,6 +45,9 @@ def resolve_input(
     feature_names: Sequence[str] | None = None,
     local: bool = False,
     persist: bool | str = "auto",
+    nan_policy: str = "raise",
+    sample_weight: Any = None,
+    fitting: bool = True,
 ) -> ChunkSource:
     """The one place a user's input becomes a source; engines and sinks take the result.
 
@@ -53,7 +56,9 @@ def resolve_input(
     :func:`as_source`. ``local=True`` (scoring in this process) refuses a Dask collection rather
     than collect it here. ``n_features`` and ``feature_names`` are a fitted model's. ``persist``
     (True, False or ``"auto"``) says whether a Dask source keeps its decoded partitions in the
-    workers' memory between passes; see :func:`~streamgmm.dask.source.dask_source`."""
+    workers' memory between passes; see :func:`~streamgmm.dask.source.dask_source`.
+    ``nan_policy``, ``sample_weight`` and ``fitting``: see :func:`as_source` (a Dask input gets
+    the policy too, unless it is ``"raise"``, so that a lake source keeps its own)."""
     if engine not in (None, "dask"):
         raise ValueError(f"Invalid value for 'engine': {engine!r}; expected None or 'dask'")
     on_dask = client is not None or engine == "dask" or is_dask_collection(data)
@@ -65,23 +70,66 @@ def resolve_input(
     if on_dask:
         from streamgmm.dask.source import dask_source  # the Dask extra, imported only when used
 
-        return dask_source(data, client=client, feature_names=feature_names, n_features=n_features, persist=persist)
-    return as_source(data, n_features=n_features, feature_names=feature_names)
+        if sample_weight is not None:
+            raise ValueError(_NO_SAMPLE_WEIGHT.format(kind="a Dask input"))
+        source = dask_source(
+            data,
+            client=client,
+            feature_names=feature_names,
+            n_features=n_features,
+            persist=persist,
+            nan_policy=None if nan_policy == "raise" else nan_policy,
+        )
+        return source
+    return as_source(
+        data,
+        n_features=n_features,
+        feature_names=feature_names,
+        nan_policy=nan_policy,
+        sample_weight=sample_weight,
+        fitting=fitting,
+    )
 
 
-def as_source(data: Any, n_features: int | None = None, feature_names: Sequence[str] | None = None) -> ChunkSource:
+_NO_SAMPLE_WEIGHT = (
+    "sample_weight is for an array or in-memory table X; {kind} brings its own weights: give the "
+    "source a weight_column (ParquetSource, TableSource, dask_source(..., weight_column=...))"
+)
+
+
+def as_source(
+    data: Any,
+    n_features: int | None = None,
+    feature_names: Sequence[str] | None = None,
+    *,
+    nan_policy: str = "raise",
+    sample_weight: Any = None,
+    fitting: bool = True,
+) -> ChunkSource:
     """A chunk source over ``data``. With ``feature_names``, tabular input is read by those
-    names; arrays must then have as many columns."""
+    names; arrays must then have as many columns.
+
+    ``nan_policy`` applies to the sources made here (a source object keeps its own): for an
+    array, NaN is an error (``"raise"``) or a missing value. When ``fitting``, an array's rows
+    with a missing value (``"skip"``) or with nothing observed (``"marginalize"``) are left out
+    and counted in ``skipped_records``; for scoring every row stays, and under ``"skip"`` the
+    incomplete ones become rows with nothing observed (their results are NaN).
+    ``sample_weight`` (one weight per record, for an array or in-memory table) makes a weighted
+    source."""
     names = list(feature_names) if feature_names is not None else None
     if hasattr(data, "batches") and hasattr(data, "sample"):
+        if sample_weight is not None:
+            raise ValueError(_NO_SAMPLE_WEIGHT.format(kind=f"a {type(data).__name__}"))
         return _select(data, names)
     if is_path_like(data):
-        return ParquetSource(data, columns=names)
+        if sample_weight is not None:
+            raise ValueError(_NO_SAMPLE_WEIGHT.format(kind="a Parquet lake"))
+        return ParquetSource(data, columns=names, nan_policy=nan_policy)
     if isinstance(data, (pa.Table, pa.RecordBatch, pa.RecordBatchReader)) or is_dataframe(data):
-        return arrow_source(data, columns=names)
+        return _weighed(arrow_source(data, columns=names, nan_policy=nan_policy), sample_weight)
     if is_arrow_stream(data) or is_polars_frame(data):
         # Read once into memory so that sampling, shuffling and repeated passes work as for arrays.
-        return TableSource(data, columns=names)
+        return _weighed(TableSource(data, columns=names, nan_policy=nan_policy), sample_weight)
     # Sparse matrices are iterable (rows, or a dict's keys): reject them before that is tried.
     if (
         isinstance(data, np.ndarray)
@@ -89,22 +137,68 @@ def as_source(data: Any, n_features: int | None = None, feature_names: Sequence[
         or hasattr(data, "__array__")
         or _is_nested_sequence_of_numbers(data)
     ):
-        return ArraySource(as_float_matrix(data, n_features=n_features))
+        return array_source(data, n_features, nan_policy, sample_weight, fitting)
+    if sample_weight is not None:
+        raise ValueError(_NO_SAMPLE_WEIGHT.format(kind="a stream of chunks"))
     if isinstance(data, Sequence) and data and isinstance(data[0], pa.RecordBatch):
-        return arrow_source(pa.Table.from_batches(data), columns=names)
+        return arrow_source(pa.Table.from_batches(data), columns=names, nan_policy=nan_policy)
     if isinstance(data, Iterator):
         # Look at the first chunk to tell a stream of record batches from one of arrays; a
         # one-shot stream is buffered from its head anyway, so nothing is lost.
         try:
             first = next(data)
         except StopIteration:
-            return IterableSource(iter(()), n_features=n_features)
+            return IterableSource(iter(()), n_features=n_features, nan_policy=nan_policy)
         data = itertools.chain([first], data)
         if isinstance(first, pa.RecordBatch):
-            return arrow_source(data, columns=names)
+            return arrow_source(data, columns=names, nan_policy=nan_policy)
     if callable(data) or isinstance(data, Iterable):
-        return IterableSource(data, n_features=n_features)
+        return IterableSource(data, n_features=n_features, nan_policy=nan_policy)
     raise TypeError(f"cannot stream records from {type(data).__name__}; pass an array or an iterable of arrays")
+
+
+def array_source(data: Any, n_features: int | None, nan_policy: str, sample_weight: Any, fitting: bool) -> ArraySource:
+    """An array (or list of rows) as a source under ``nan_policy``, weighted by ``sample_weight``
+    (see :func:`as_source`).
+
+    >>> X = np.array([[1.0, np.nan], [np.nan, np.nan], [3.0, 4.0]])
+    >>> source = array_source(X, None, "marginalize", [1, 2, 3], fitting=True)
+    >>> source.X.shape, source.weights.tolist(), source.skipped_records
+    ((2, 2), [1.0, 3.0], 1)
+    >>> array_source(X, None, "skip", None, fitting=False).X[0].tolist()
+    [nan, nan]
+    """
+    X = as_float_matrix(data, n_features=n_features, allow_nan=nan_policy != "raise")
+    weights = None if sample_weight is None else as_sample_weight(sample_weight, X.shape[0])
+    if not fitting:
+        if nan_policy == "skip":
+            incomplete = np.isnan(X).any(axis=1)
+            if incomplete.any():
+                X = X.copy()
+                X[incomplete] = np.nan
+        return ArraySource(X, weights=weights)
+    source = ArraySource(X, weights=weights)
+    matrix, skipped = drop_missing(source.data, nan_policy, source.weighted)
+    if skipped:
+        source = ArraySource.with_weight_column(matrix) if source.weighted else ArraySource(matrix)
+    source.skipped_records = skipped
+    return source
+
+
+def _weighed(source: ChunkSource, sample_weight: Any) -> ChunkSource:
+    """An in-memory table's source with the user's ``sample_weight`` (one per row)."""
+    if sample_weight is None:
+        return source
+    if is_weighted(source) or not isinstance(source, ArraySource):
+        raise ValueError("sample_weight and a weight_column both give record weights; give only one")
+    if source.skipped_records:
+        raise ValueError(
+            f"sample_weight cannot be matched to the table's rows: nan_policy left {source.skipped_records} "
+            "of them out; give the weights as a column of the table (weight_column=...) instead"
+        )
+    weights = as_sample_weight(sample_weight, len(source))
+    weighted = ArraySource(source.X, source.feature_names, weights=weights)
+    return weighted
 
 
 def _select(source: ChunkSource, names: list[str] | None) -> ChunkSource:

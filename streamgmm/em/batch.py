@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamgmm.io.read_ahead import batches_ahead
-from streamgmm.io.sources import ChunkSource
+from streamgmm.io.sources import ChunkSource, is_weighted, split_weights
 from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.reseeding import WorstRecords, reseed
@@ -75,12 +75,14 @@ def shared_pass_statistics(
         SufficientStatistics.zeros(p.n_components, p.n_features, p.covariance_type, shift)
         for p, shift in zip(models, shifts)
     ]
+    weighted = is_weighted(source)
     for batch in batches_ahead(source, batch_size):  # the next batches decoded during this E-step
+        X, weights = split_weights(batch, weighted)
         for i, (params, shift) in enumerate(zip(models, shifts)):
-            stats, log_norm = chunk_statistics(batch, params, shift, dtype)
+            stats, log_norm = chunk_statistics(X, params, shift, dtype, weights=weights)
             totals[i] = totals[i] + stats
             if worst[i] is not None:
-                worst[i].offer(batch, log_norm)
+                worst[i].offer(X, log_norm)
     return totals
 
 
@@ -163,7 +165,7 @@ class EMIterations:
 
     def step(self, stats: SufficientStatistics, worst_records: np.ndarray) -> None:
         if stats.n_records == 0:
-            raise ValueError("the source yielded no records")
+            raise ValueError("the source yielded no records (or only records of weight 0)")
         self.n_iter += 1
         previous, self.lower_bound = self.lower_bound, stats.log_likelihood / stats.n_records
         self.history.append(self.lower_bound)

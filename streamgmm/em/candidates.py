@@ -73,8 +73,14 @@ def initialize(
     shift: np.ndarray | None = None,
     given: dict[str, np.ndarray] | None = None,
     race_first: int | None = None,
+    weights: np.ndarray | None = None,
 ) -> Initialization:
     """The best of ``n_init`` candidates raced by EM on ``sample``; the winner runs until ``tol``.
+
+    Record weights and missing values (NaN) are handled as EM handles them: EM on the sample
+    weighs each record and marginalises its missing features. The candidates' first
+    responsibilities (k-means and friends know neither) come from :func:`seed_rows`: the
+    sample resampled in proportion to the weights, and its complete rows.
 
     Parameters
     ----------
@@ -104,16 +110,19 @@ def initialize(
     race_first : int, optional
         EM iterations every candidate gets before the race's first halving (default
         ``RACE_FIRST_ITERATIONS``; ``max_iter``: every candidate runs to convergence).
+    weights : ndarray of shape (n,), optional
+        Record weights (finite, >= 0, with a positive total).
 
     Returns
     -------
     Initialization
     """
     check_init_params(init_params)
+    seeds = seed_rows(sample, weights, n_components, rng)
     if shift is None:
-        shift = sample.mean(axis=0)
+        shift = sample_mean(sample, weights)
     # Centring the sample keeps the squared distances of k-means exact far from the origin.
-    centred = sample - shift
+    centred = seeds - shift
     given = given or {}
     starts = []
     for candidate in range(1 if "means" in given else n_init):
@@ -121,26 +130,81 @@ def initialize(
             # The user's means stay where they are, even one no record is closest to: its weight
             # starts near zero and the re-seeding rule deals with it like any collapse.
             _, labels = lloyd(centred, given["means"] - shift, 0)
-            params, _ = params_from_labels(sample, labels, n_components, covariance_type, reg_covar, shift)
+            params, _ = params_from_labels(seeds, labels, n_components, covariance_type, reg_covar, shift)
         else:
             resp = initial_responsibilities(
                 centred, n_components, init_params, rng, lloyd_iterations=candidate < KMEANS_CANDIDATES
             )
-            stats = SufficientStatistics.from_responsibilities(sample, resp, shift, covariance_type)
+            stats = SufficientStatistics.from_responsibilities(seeds, resp, shift, covariance_type)
             params = place_empty_components(stats.to_params(reg_covar), stats, centred, shift, reg_covar)
         starts.append(with_given(params, given))
     starts = distinct(starts)
     if max_iter == 0:
-        scores = [float(chunk_statistics(sample, p, shift)[0].log_likelihood) / sample.shape[0] for p in starts]
+        scores = []
+        for p in starts:
+            stats = chunk_statistics(sample, p, shift, weights=weights)[0]
+            scores.append(float(stats.log_likelihood) / stats.n_records)
         best = int(np.argmax(scores))
         return Initialization(starts[best], scores[best], scores)
     runs = [EMIterations(p, reg_covar=reg_covar, tol=tol, max_iter=max_iter, lower_bound=-np.inf) for p in starts]
-    winner = race(runs, lambda run, n: _iterate(run, ArraySource(sample), shift, batch_size, n), race_first)
+    source = ArraySource(sample, weights=weights)
+    winner = race(runs, lambda run, n: _iterate(run, source, shift, batch_size, n), race_first)
     em = runs[winner].result()
     # As scikit-learn: a candidate's score is the mean log-likelihood of its last E-step (the
     # winner's is within tol of its end).
     scores = [run.lower_bound for run in runs]
     return Initialization(em.params, em.lower_bound, scores, em)
+
+
+def seed_rows(
+    sample: np.ndarray, weights: np.ndarray | None, n_components: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The rows the candidates' first responsibilities are computed on (k-means and the other
+    ``init_params`` know neither weights nor missing values).
+
+    A weighted sample is first resampled with probability proportional to the weights (with
+    replacement, as many rows, drawn from ``rng``), so that a record of weight w seeds like w
+    records. Then rows with missing features (NaN) are left out; if fewer than
+    ``n_components`` complete rows remain, every row is kept with its gaps filled by the column
+    means instead. An unweighted complete sample is returned as it is (``rng`` untouched).
+
+    >>> X = np.array([[0.0, 1.0], [np.nan, 2.0], [4.0, 3.0]])
+    >>> seed_rows(X, None, 2, np.random.default_rng(0)).tolist()
+    [[0.0, 1.0], [4.0, 3.0]]
+    >>> seed_rows(X, None, 3, np.random.default_rng(0)).tolist()
+    [[0.0, 1.0], [2.0, 2.0], [4.0, 3.0]]
+    >>> seed_rows(X[[0, 2]], np.array([0.0, 1.0]), 1, np.random.default_rng(0)).tolist()
+    [[4.0, 3.0], [4.0, 3.0]]
+    """
+    if weights is not None:
+        total = float(weights.sum())
+        if not total > 0:
+            raise ValueError("the records' weights sum to 0: there is nothing to fit (every record has weight 0)")
+        n = sample.shape[0]
+        sample = sample[np.sort(rng.choice(n, n, replace=True, p=weights / total))]
+    missing = np.isnan(sample)
+    if not missing.any():
+        return sample
+    complete = ~missing.any(axis=1)
+    if np.count_nonzero(complete) >= n_components:
+        return sample[complete]
+    return np.where(missing, np.nanmean(sample, axis=0), sample)
+
+
+def sample_mean(sample: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The (weighted) mean of each feature over the records where it is observed: the origin
+    of the statistics (any point near the data will do; this one keeps the sums small).
+
+    >>> sample_mean(np.array([[0.0, np.nan], [2.0, 4.0]]), np.array([1.0, 3.0])).tolist()
+    [1.5, 4.0]
+    """
+    observed = ~np.isnan(sample)
+    w = np.ones(sample.shape[0]) if weights is None else weights
+    if weights is None and observed.all():
+        return sample.mean(axis=0)
+    totals = w @ observed
+    sums = w @ np.where(observed, sample, 0.0)
+    return np.divide(sums, totals, out=np.zeros(sample.shape[1]), where=totals > 0)
 
 
 def race(runs: list[EMIterations], advance: Callable[[EMIterations, int], None], first: int | None = None) -> int:

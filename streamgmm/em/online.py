@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamgmm.io.read_ahead import batches_ahead
-from streamgmm.io.sources import ChunkSource
+from streamgmm.io.sources import ChunkSource, is_weighted, split_weights
 from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.mixture.params import MixtureParams
-from streamgmm.mixture.reseeding import reseed
+from streamgmm.mixture.reseeding import reseed, worst_rows
 from streamgmm.mixture.statistics import SufficientStatistics
 
 
@@ -50,7 +50,7 @@ class OnlineState:
     params: MixtureParams
     statistics: SufficientStatistics
     step: int = 0
-    records_seen: int = 0
+    records_seen: int | float = 0  # the records' total weight, for a weighted source
 
     @classmethod
     def start(cls, params: MixtureParams, shift: np.ndarray) -> OnlineState:
@@ -62,7 +62,7 @@ class OnlineState:
 @dataclass
 class BatchUpdate:
     mean_log_likelihood: float
-    n_records: int
+    n_records: int | float  # total weight, for a weighted source
     step_size: float
     reseeded: list[int]
 
@@ -85,14 +85,22 @@ def online_update(
     reg_covar: float,
     batch_size: int,
     dtype: np.dtype | type = np.float64,
+    weights: np.ndarray | None = None,
 ) -> tuple[OnlineState, BatchUpdate]:
     """One stepwise-EM step on one mini-batch of (nominally) ``batch_size`` records; ``dtype``
-    is the E-step's compute precision (see :func:`streamgmm.kernels.chunk.chunk_statistics`)."""
+    is the E-step's compute precision (see :func:`streamgmm.kernels.chunk.chunk_statistics`).
+
+    With record ``weights`` the batch counts as its total weight of records, so a batch whose
+    rows are duplicated takes the same step; a batch of total weight 0 changes nothing (the
+    state is returned as it was, and the update reports no records)."""
+    size = batch.shape[0] if weights is None else float(weights.sum())
+    if size <= 0:
+        return state, BatchUpdate(0.0, 0, 0.0, [])
     # A short batch (the tail of a pass or of a chunk) gets a proportionally shorter step:
     # on a sorted stream a full step would over-weight the last component seen.
-    eta = schedule.step(state.step + 1) * min(1.0, batch.shape[0] / batch_size)
-    batch_stats, log_norm = chunk_statistics(batch, state.params, state.statistics.shift, dtype)
-    worst = batch[lowest(log_norm, state.params.n_components)]
+    eta = schedule.step(state.step + 1) * min(1.0, size / batch_size)
+    batch_stats, log_norm = chunk_statistics(batch, state.params, state.statistics.shift, dtype, weights=weights)
+    worst = batch[worst_rows(batch, log_norm, state.params.n_components)]
     return blend_step(state, batch_stats, worst, eta, 1, burn_in, reg_covar)
 
 
@@ -117,8 +125,17 @@ def blend_step(
     if t > burn_in:
         params = stats.to_params(reg_covar)
         params, stats, moved = reseed(params, stats, worst_records, reg_covar)
-    update = BatchUpdate(batch_stats.log_likelihood / n, int(n), eta, moved)
-    return OnlineState(params, stats, t, state.records_seen + int(n)), update
+    update = BatchUpdate(batch_stats.log_likelihood / n, record_count(n), eta, moved)
+    return OnlineState(params, stats, t, record_count(state.records_seen + n)), update
+
+
+def record_count(n: float) -> int | float:
+    """A count of records: an int, unless fractional record weights made it a fraction.
+
+    >>> record_count(3.0), record_count(2.5)
+    (3, 2.5)
+    """
+    return int(n) if float(n).is_integer() else float(n)
 
 
 @dataclass
@@ -152,9 +169,12 @@ def run_online_em(
 
     def one_pass(state: OnlineState) -> Iterator[tuple[OnlineState, BatchUpdate]]:
         # The next mini-batches are decoded while this one is computed.
+        weighted = is_weighted(source)
         for batch in batches_ahead(source, batch_size, rng):
-            state, update = online_update(state, batch, schedule, burn_in, reg_covar, batch_size, dtype)
-            yield state, update
+            X, weights = split_weights(batch, weighted)
+            state, update = online_update(state, X, schedule, burn_in, reg_covar, batch_size, dtype, weights)
+            if update.n_records:
+                yield state, update
 
     return online_passes(one_pass, state, max_passes=max_passes, tol=tol, on_batch=on_batch)
 
@@ -187,7 +207,7 @@ def online_passes(
             if on_batch is not None:
                 on_batch(state, update)
         if total_n == 0:
-            raise ValueError("the source yielded no records")
+            raise ValueError("the source yielded no records (or only records of weight 0)")
         pass_means.append(total_ll / total_n)
         if len(pass_means) > 1 and abs(pass_means[-1] - pass_means[-2]) < tol:
             converged = True

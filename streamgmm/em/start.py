@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamgmm.em.batch import BatchEMResult
-from streamgmm.em.candidates import initialize
-from streamgmm.io.sources import ArraySource, ChunkSource
+from streamgmm.em.candidates import initialize, sample_mean
+from streamgmm.io.sources import ArraySource, ChunkSource, split_weights
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.mixture.params import MixtureParams
 
@@ -77,10 +77,17 @@ def converged_start(
     batch_size: int,
     given: dict[str, np.ndarray],
     shift: np.ndarray | None = None,
+    weighted: bool = False,
 ) -> Start:
     """The best of the candidates on ``sample``, each refined by EM to ``tol`` (see
-    :func:`~streamgmm.em.candidates.initialize`), about ``shift`` (default: the sample's mean)."""
-    shift = sample.mean(axis=0) if shift is None else shift
+    :func:`~streamgmm.em.candidates.initialize`), about ``shift`` (default: the sample's mean).
+
+    ``weighted``: the sample's last column is the record weights (a weighted source's sample).
+    EM on the sample weighs the records; the candidates' seeding resamples them in proportion
+    to their weights (:func:`~streamgmm.em.candidates.seed_rows`). Missing features (NaN) are
+    marginalised by EM, and seeding uses the complete rows."""
+    sample, weights = split_weights(sample, weighted)
+    shift = sample_mean(sample, weights) if shift is None else shift
     # One BLAS thread: the sample's products are too small to gain from a second thread, which
     # only competes with other work for the cores.
     with one_blas_thread():
@@ -101,5 +108,6 @@ def converged_start(
             # sample of larger data the passes dominate, and candidates that are all run to
             # convergence pick the better of close optima more often.
             race_first=None if whole else max_iter,
+            weights=weights,
         )
     return Start(init.params, shift, shuffle_rng, init.em, whole)

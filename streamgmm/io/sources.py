@@ -140,7 +140,6 @@ class IterableSource:
     """
 
     shuffle_modes: tuple[str, ...] = ()
-    skipped_records = 0
     # Whether the last sample saw every record of the stream (then it is the whole data).
     sampled_every_record = False
 
@@ -152,12 +151,17 @@ class IterableSource:
         *,
         weighted: bool = False,
         allow_nan: bool = False,
+        nan_policy: str | None = None,
     ):
         self.feature_names = feature_names
         # weighted: each chunk's last column is the record weights (n_features counts features only).
         self.weighted = weighted
-        # allow_nan: missing features (NaN) pass the checks, for nan_policy="marginalize".
-        self.allow_nan = allow_nan
+        # allow_nan: chunks may hold NaN (missing features), passed on as they are (a reader
+        # upstream applied the policy). nan_policy: this source applies it, leaving out the rows
+        # with a missing value ("skip") or with nothing observed ("marginalize").
+        self.allow_nan = allow_nan or nan_policy not in (None, "raise")
+        self.nan_policy = nan_policy
+        self._dropped = 0
         self._factory: Callable[[], Iterable[Any]] | None
         if callable(chunks) and not hasattr(chunks, "__iter__"):
             self._factory = chunks
@@ -184,6 +188,9 @@ class IterableSource:
                 check_weights(arr[:, -1], where)
             if self.n_features is None:
                 self.n_features = arr.shape[1] - extra
+            if self.nan_policy is not None:
+                arr, skipped = drop_missing(arr, self.nan_policy, self.weighted)
+                self._dropped += skipped
             if arr.shape[0]:
                 yield arr
 
@@ -213,7 +220,13 @@ class IterableSource:
         yield from head
         yield from self._rest()
 
+    @property
+    def skipped_records(self) -> int:
+        """Rows the last pass left out under ``nan_policy``."""
+        return self._dropped
+
     def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+        self._dropped = 0
         return rebatch(self._chunks(), batch_size)
 
     def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -244,6 +257,24 @@ class IterableSource:
             self._head.append(chunk)
             return False
         return True
+
+
+def drop_missing(matrix: np.ndarray, nan_policy: str, weighted: bool = False) -> tuple[np.ndarray, int]:
+    """The rows a fit uses under ``nan_policy``, and how many were left out: under ``"skip"``
+    every row with a missing feature (NaN) goes, under ``"marginalize"`` only the rows with
+    every feature missing (EM has nothing to learn from them); ``weighted``: the last column is
+    the record weights, never a feature.
+
+    >>> X = np.array([[1.0, np.nan], [np.nan, np.nan], [3.0, 4.0]])
+    >>> drop_missing(X, "skip")[0].tolist(), drop_missing(X, "marginalize")[1]
+    ([[3.0, 4.0]], 1)
+    """
+    features = matrix[:, :-1] if weighted else matrix
+    missing = np.isnan(features)
+    if nan_policy == "raise" or not missing.any():
+        return matrix, 0
+    drop = missing.any(axis=1) if nan_policy == "skip" else missing.all(axis=1)
+    return matrix[~drop], int(np.count_nonzero(drop))
 
 
 def rebatch(chunks: Iterable[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
