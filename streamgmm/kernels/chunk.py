@@ -7,6 +7,11 @@ matrix products); diag, spherical and tied to the same fused C kernel over their
 the direct form) they take the direct form, :meth:`MixtureParams.e_step` and
 :meth:`SufficientStatistics.from_responsibilities`.
 
+Records with missing (NaN) features take the exact E-step of :mod:`streamgmm.mixture.incomplete`
+and the complete ones the kernels above; with record weights, the complete records are scored
+(:func:`streamgmm.kernels.scoring.score_chunk`) and their weighted statistics summed here, the
+fused kernel having no weights.
+
 Examples
 --------
 >>> import numpy as np
@@ -26,19 +31,28 @@ import numpy as np
 
 from streamgmm.kernels import quadratic
 from streamgmm.kernels.expansion import expansion
+from streamgmm.kernels.scoring import score_chunk
+from streamgmm.mixture import covariance as cov
+from streamgmm.mixture.incomplete import complete_rows, incomplete_statistics
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.statistics import SufficientStatistics
 
 
 def chunk_statistics(
-    X: np.ndarray, params: MixtureParams, shift: np.ndarray, dtype: np.dtype | type = np.float64
+    X: np.ndarray,
+    params: MixtureParams,
+    shift: np.ndarray,
+    dtype: np.dtype | type = np.float64,
+    weights: np.ndarray | None = None,
 ) -> tuple[SufficientStatistics, np.ndarray]:
     """Run the E-step on a chunk: its statistics and each record's log-likelihood.
 
     Parameters
     ----------
     X : ndarray of shape (n_records, n_features)
-        The records.
+        The records, NaN where a feature is missing: such a record's responsibilities come
+        from its observed features and its statistics from the conditional expectations of
+        the missing ones (:mod:`streamgmm.mixture.incomplete`, computed in float64).
 
     params : MixtureParams
         The parameters whose responsibilities weigh the records.
@@ -50,13 +64,20 @@ def chunk_statistics(
         The kernels' precision: ``np.float32`` computes in single precision, with the sums
         still in float64. The direct form (no fused kernel) always computes in float64.
 
+    weights : ndarray of shape (n_records,), optional
+        Non-negative record weights, each scaling its record's responsibilities: a record of
+        weight w counts as w records. None counts each record once.
+
     Returns
     -------
     stats : SufficientStatistics
-        The chunk's statistics, with its total log-likelihood.
+        The chunk's statistics, with ``n_records`` the records' total weight and
+        ``log_likelihood`` their weighted total log-likelihood. A record with nothing
+        observed adds nothing to either.
 
     log_likelihood : ndarray of shape (n_records,)
-        The log density of each record under ``params``.
+        The log density of each record (of its observed features) under ``params``,
+        unweighted; NaN for a record with nothing observed.
 
     Examples
     --------
@@ -66,7 +87,56 @@ def chunk_statistics(
     >>> stats, log_likelihood = chunk_statistics(np.array([[1.0], [-1.0]]), params, np.zeros(1))
     >>> stats.counts, stats.second, log_likelihood.round(4)
     (array([2.]), array([[2.]]), array([-1.4189, -1.4189]))
+    >>> stats, _ = chunk_statistics(np.array([[1.0], [-1.0]]), params, np.zeros(1), weights=np.array([3.0, 0.0]))
+    >>> stats.counts, stats.sums, stats.n_records
+    (array([3.]), array([[3.]]), 3.0)
     """
+    if weights is None and X.dtype.kind == "f" and not np.isnan(X.sum()):
+        return _complete_statistics(X, params, shift, dtype)
+    complete = complete_rows(X)
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    if complete.all():
+        return _weighted_statistics(X, params, shift, dtype, w)
+    stats, log_norm = incomplete_statistics(X[~complete], params, shift, None if w is None else w[~complete])
+    if complete.any():
+        rows = X[complete]
+        if w is None:
+            complete_stats, complete_norm = _complete_statistics(rows, params, shift, dtype)
+        else:
+            complete_stats, complete_norm = _weighted_statistics(rows, params, shift, dtype, w[complete])
+        stats = complete_stats + stats
+    every = np.empty(X.shape[0])
+    every[~complete] = log_norm
+    if complete.any():
+        every[complete] = complete_norm
+    return stats, every
+
+
+def _weighted_statistics(
+    X: np.ndarray, params: MixtureParams, shift: np.ndarray, dtype: np.dtype | type, w: np.ndarray | None
+) -> tuple[SufficientStatistics, np.ndarray]:
+    """Complete records with weights: scored by the kernel, the weighted sums taken here."""
+    if w is None:
+        return _complete_statistics(X, params, shift, dtype)
+    log_norm, resp = score_chunk(X, params, dtype)
+    weighted = np.asarray(resp, dtype=np.float64) * w[:, None]
+    u = X - shift
+    if params.covariance_type == "tied":
+        # The tied moment sums u u' once per record, its responsibilities summing to one.
+        second = (u * w[:, None]).T @ u
+    else:
+        second = cov.second_moments(u, weighted, params.covariance_type)
+    # A record of weight zero adds nothing, even where its log-likelihood is -inf.
+    total = float(np.where(w > 0, w * log_norm, 0.0).sum())
+    stats = SufficientStatistics(
+        params.covariance_type, shift, weighted.sum(axis=0), weighted.T @ u, second, float(w.sum()), total
+    )
+    return stats, log_norm
+
+
+def _complete_statistics(
+    X: np.ndarray, params: MixtureParams, shift: np.ndarray, dtype: np.dtype | type
+) -> tuple[SufficientStatistics, np.ndarray]:
     covariance_type = params.covariance_type
     n, d = X.shape
     if covariance_type == "full":

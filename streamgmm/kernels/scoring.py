@@ -4,7 +4,9 @@ The read-only half of the E-step, for ``predict_proba``, ``score_samples``, ``sc
 assignment: no statistics are summed. Every covariance type goes through the fused C kernel
 (:mod:`streamgmm.kernels.expansion`), which writes the responsibilities instead of summing
 statistics, with the records centred about the centroid of the means; without the kernel (or
-for tied parameters that need the direct form), through :meth:`MixtureParams.e_step`.
+for tied parameters that need the direct form), through :meth:`MixtureParams.e_step`. Records
+with missing (NaN) features are scored from their observed features
+(:func:`streamgmm.mixture.incomplete.marginal_e_step`).
 
 Examples
 --------
@@ -25,6 +27,7 @@ import numpy as np
 
 from streamgmm.kernels import quadratic
 from streamgmm.kernels.expansion import expansion
+from streamgmm.mixture.incomplete import complete_rows, marginal_e_step
 from streamgmm.mixture.params import MixtureParams
 
 
@@ -36,7 +39,7 @@ def score_chunk(
     Parameters
     ----------
     X : ndarray of shape (n_records, n_features)
-        The records.
+        The records, NaN where a feature is missing.
 
     params : MixtureParams
         The mixture, of any covariance type.
@@ -47,10 +50,12 @@ def score_chunk(
     Returns
     -------
     log_norm : ndarray of shape (n_records,)
-        The log density of each record under the mixture, in float64.
+        The log density of each record (of its observed features) under the mixture, in
+        float64; NaN for a record with nothing observed.
 
     resp : ndarray of shape (n_records, n_components)
-        The posterior probability of each component given each record, in ``dtype``.
+        The posterior probability of each component given each record (its observed
+        features), in ``dtype``; NaN for a record with nothing observed.
 
     Examples
     --------
@@ -60,9 +65,22 @@ def score_chunk(
     >>> log_norm, resp = score_chunk(np.array([[0.0]]), params)
     >>> log_norm.round(4), resp
     (array([-0.9189]), array([[1.]]))
+    >>> score_chunk(np.array([[np.nan]]), params)
+    (array([nan]), array([[nan]]))
     """
     X = np.asarray(X)
     dtype = np.dtype(dtype)
+    complete = complete_rows(X)
+    if not complete.all():
+        log_norm, resp = np.empty(X.shape[0]), np.empty((X.shape[0], params.n_components), dtype=dtype)
+        log_norm[~complete], resp[~complete] = marginal_e_step(X[~complete], params)
+        if complete.any():
+            log_norm[complete], resp[complete] = _score_complete(X[complete], params, dtype)
+        return log_norm, resp
+    return _score_complete(X, params, dtype)
+
+
+def _score_complete(X: np.ndarray, params: MixtureParams, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     inputs = None
     if quadratic.fused_kernel_enabled() and X.shape[0] > 0:
         # About the means' centroid: each component's expansion is then exact near its records.

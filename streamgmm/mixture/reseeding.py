@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from streamgmm.mixture import covariance as cov
+from streamgmm.mixture.incomplete import complete_rows
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.statistics import SufficientStatistics
 
@@ -37,31 +38,6 @@ def _pooled_covariance(params: MixtureParams, healthy: np.ndarray) -> np.ndarray
         w = np.ones_like(w)
     w = w / w.sum()
     return np.tensordot(w, params.covariances[healthy], axes=1)
-
-
-def complete_rows(X: np.ndarray) -> np.ndarray:
-    """Find the records with no missing (NaN) feature.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_records, n_features)
-        The records.
-
-    Returns
-    -------
-    complete : ndarray of bool, shape (n_records,)
-        True for a record whose features are all observed.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> complete_rows(np.array([[1.0, 2.0], [np.nan, 0.0]]))
-    array([ True, False])
-    """
-    # One sum first: NaN propagates, so a complete chunk costs a single pass and no mask.
-    if X.dtype.kind != "f" or not np.isnan(X.sum()):
-        return np.ones(X.shape[0], dtype=bool)
-    return ~np.isnan(X).any(axis=1)
 
 
 def _lowest(values: np.ndarray, count: int) -> np.ndarray:

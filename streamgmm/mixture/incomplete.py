@@ -1,0 +1,380 @@
+"""EM for records with missing features (Ghahramani and Jordan, 1994): the exact E-step.
+
+A missing feature is NaN. Under component k with mean mu and covariance S, a record's observed
+features o have the marginal density N(x_o | mu_o, S_oo), which gives its log-likelihood and
+responsibilities; its missing features m have the conditional mean
+``mu_m + S_mo S_oo^-1 (x_o - mu_o)`` and covariance ``S_mm - S_mo S_oo^-1 S_om``. The
+statistics add, for each record and component, its responsibility times the completed record
+(the conditional mean in place of the missing features) and, in the second moments, the
+conditional covariance on the missing block: the expectations the M-step needs.
+
+Full and tied covariances group the records by missingness pattern, so that each (pattern,
+component) costs one small Cholesky factorisation, not one per record. For diag and spherical
+covariances the features are independent given the component: the marginal is the product over
+the observed features and the conditional is the component's own mean and variance, so no
+grouping or solve is needed.
+
+A record with no observed feature has no density: its log-likelihood and responsibilities are
+NaN, and it adds nothing to the statistics (nor to their ``n_records``).
+
+Examples
+--------
+>>> import numpy as np
+>>> from streamgmm import MixtureParams
+>>> params = MixtureParams.from_covariances(
+...     np.array([1.0]), np.zeros((1, 2)), np.array([[[1.0, 0.5], [0.5, 1.0]]]), "full"
+... )
+>>> stats, log_norm = incomplete_statistics(np.array([[2.0, np.nan]]), params, np.zeros(2))
+>>> stats.sums, stats.second[0, 1, 1], log_norm.round(4)
+(array([[2., 1.]]), np.float64(1.75), array([-2.9189]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from scipy.special import logsumexp
+
+from streamgmm.mixture import covariance as cov
+from streamgmm.mixture.params import MixtureParams
+from streamgmm.mixture.statistics import SufficientStatistics
+
+# Records per block of a pattern's work arrays: K * block * d floats stay a few megabytes.
+_BLOCK_ELEMENTS = 1 << 19
+
+
+def observed_rows(X: np.ndarray) -> np.ndarray:
+    """Find the records with at least one observed (non-NaN) feature.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_records, n_features)
+        The records, NaN where a feature is missing.
+
+    Returns
+    -------
+    observed : ndarray of shape (n_records,)
+        True for a record with something observed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> observed_rows(np.array([[1.0, np.nan], [np.nan, np.nan], [0.0, 2.0]]))
+    array([ True, False,  True])
+    """
+    return ~np.isnan(X).all(axis=1) if X.shape[1] else np.zeros(X.shape[0], dtype=bool)
+
+
+def complete_rows(X: np.ndarray) -> np.ndarray:
+    """Find the records with no missing (NaN) feature.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_records, n_features)
+        The records.
+
+    Returns
+    -------
+    complete : ndarray of bool, shape (n_records,)
+        True for a record whose features are all observed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> complete_rows(np.array([[1.0, 2.0], [np.nan, 0.0]]))
+    array([ True, False])
+    """
+    # One sum first: NaN propagates, so a complete chunk costs a single pass and no mask.
+    if X.dtype.kind != "f" or not np.isnan(X.sum()):
+        return np.ones(X.shape[0], dtype=bool)
+    return ~np.isnan(X).any(axis=1)
+
+
+def missingness_patterns(observed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group records by which of their features are observed.
+
+    Parameters
+    ----------
+    observed : ndarray of bool, shape (n_records, n_features)
+        True where a feature is observed.
+
+    Returns
+    -------
+    patterns : ndarray of bool, shape (n_patterns, n_features)
+        The distinct rows of ``observed``.
+
+    inverse : ndarray of int, shape (n_records,)
+        The pattern of each record: ``patterns[inverse]`` equals ``observed``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> patterns, inverse = missingness_patterns(np.array([[True, False], [True, True], [True, False]]))
+    >>> patterns.astype(int).tolist(), inverse.tolist()
+    ([[1, 0], [1, 1]], [0, 1, 0])
+    """
+    observed = np.asarray(observed, dtype=bool)
+    if observed.shape[0] == 0:
+        return np.empty((0, observed.shape[1]), dtype=bool), np.empty(0, dtype=np.intp)
+    # Eight features a byte: np.unique then compares a few bytes per record, not d booleans.
+    packed = np.packbits(observed, axis=1)
+    _, first, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
+    return observed[first], inverse.reshape(-1)
+
+
+def _blocks(observed: np.ndarray, k: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield (rows, observed features, missing features) per pattern, in blocks of records."""
+    patterns, inverse = missingness_patterns(observed)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=patterns.shape[0]))])
+    d = observed.shape[1]
+    block = max(1, _BLOCK_ELEMENTS // max(1, k * d))
+    for p, pattern in enumerate(patterns):
+        o, m = np.flatnonzero(pattern), np.flatnonzero(~pattern)
+        for start in range(bounds[p], bounds[p + 1], block):
+            yield order[start : min(start + block, bounds[p + 1])], o, m
+
+
+def _covariance_stack(params: MixtureParams) -> np.ndarray:
+    """Full covariances (K, d, d), or (1, d, d) for tied: one factorisation serves every component."""
+    c = params.covariances
+    return c[None] if params.covariance_type == "tied" else c
+
+
+def _log_weights(params: MixtureParams) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log(params.weights)
+
+
+def _pattern_terms(
+    Xo: np.ndarray, params: MixtureParams, S: np.ndarray, o: np.ndarray, m: np.ndarray, conditionals: bool
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """For one block of records sharing a pattern (full or tied): the weighted log-densities of
+    the observed features (n, K) and, with ``conditionals``, the conditional means of the
+    missing ones (K, n, |m|) and their conditional covariances (K or 1, |m|, |m|)."""
+    L = np.linalg.cholesky(S[:, o[:, None], o])
+    L_inv = np.linalg.inv(L)
+    log_det = np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+    diff = Xo[None] - params.means[:, None, o]
+    z = diff @ L_inv.transpose(0, 2, 1)
+    log_prob = (_log_weights(params) - 0.5 * o.size * cov.LOG_2PI - log_det)[:, None] - 0.5 * np.einsum(
+        "kni,kni->kn", z, z
+    )
+    if not conditionals or m.size == 0:
+        return log_prob.T, None, None
+    # G = L^-1 S_om: the conditional mean is mu_m + G^T z and the conditional covariance
+    # S_mm - G^T G, symmetric by construction.
+    G = L_inv @ S[:, o[:, None], m]
+    conditional_means = params.means[:, None, m] + z @ G
+    conditional_covariances = S[:, m[:, None], m] - G.transpose(0, 2, 1) @ G
+    return log_prob.T, conditional_means, conditional_covariances
+
+
+def _diagonal_variances(params: MixtureParams) -> np.ndarray:
+    c = params.covariances
+    return np.repeat(c[:, None], params.n_features, axis=1) if params.covariance_type == "spherical" else c
+
+
+def _diagonal_log_prob(X: np.ndarray, observed: np.ndarray, params: MixtureParams) -> np.ndarray:
+    """Weighted log-densities of the observed features (n, K) for diag and spherical."""
+    variances = _diagonal_variances(params)
+    filled = np.where(observed, X, 0.0)
+    weight = observed.astype(np.float64)
+    log_prob = np.empty((X.shape[0], params.n_components))
+    for k in range(params.n_components):
+        # Unobserved entries are multiplied by a weight of 0 (their filled value is finite).
+        diff = filled - params.means[k]
+        log_prob[:, k] = -0.5 * (weight * (diff * diff / variances[k] + np.log(variances[k]) + cov.LOG_2PI)).sum(axis=1)
+    return log_prob + _log_weights(params)
+
+
+def _normalise(log_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log-sum-exp over components and the responsibilities."""
+    if log_prob.shape[0] == 0:
+        return np.empty(0), log_prob
+    log_norm = logsumexp(log_prob, axis=1)
+    with np.errstate(invalid="ignore"):
+        resp = np.exp(log_prob - log_norm[:, None])
+    return log_norm, resp
+
+
+def marginal_e_step(X: np.ndarray, params: MixtureParams) -> tuple[np.ndarray, np.ndarray]:
+    """Run the E-step on records with missing features, from their observed features.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_records, n_features)
+        The records, NaN where a feature is missing.
+
+    params : MixtureParams
+        The mixture, of any covariance type.
+
+    Returns
+    -------
+    log_norm : ndarray of shape (n_records,)
+        The log marginal density of each record's observed features under the mixture; NaN
+        for a record with nothing observed.
+
+    resp : ndarray of shape (n_records, n_components)
+        The posterior probability of each component given the observed features; NaN for a
+        record with nothing observed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from streamgmm import MixtureParams
+    >>> params = MixtureParams.from_covariances(
+    ...     np.array([0.5, 0.5]), np.array([[0.0, 0.0], [4.0, 4.0]]), np.array([1.0, 1.0]), "spherical"
+    ... )
+    >>> log_norm, resp = marginal_e_step(np.array([[0.0, np.nan], [np.nan, np.nan]]), params)
+    >>> log_norm.round(4), resp[0].round(4).tolist(), bool(np.isnan(resp[1]).all())
+    (array([-1.6118,     nan]), [0.9997, 0.0003], True)
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n, k = X.shape[0], params.n_components
+    observed = ~np.isnan(X)
+    log_prob = np.full((n, k), np.nan)
+    some = observed.any(axis=1)
+    if params.covariance_type in ("diag", "spherical"):
+        log_prob[some] = _diagonal_log_prob(X[some], observed[some], params)
+    else:
+        rows_with = np.flatnonzero(some)
+        S = _covariance_stack(params)
+        for rows, o, m in _blocks(observed[rows_with], k):
+            rows = rows_with[rows]
+            log_prob[rows] = _pattern_terms(X[rows][:, o], params, S, o, m, conditionals=False)[0]
+    return _normalise(log_prob)
+
+
+def incomplete_statistics(
+    X: np.ndarray, params: MixtureParams, shift: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[SufficientStatistics, np.ndarray]:
+    """Run the exact E-step on records with missing features: statistics and log-likelihoods.
+
+    Each record's responsibilities come from the marginal density of its observed features;
+    its missing features enter the sums as their conditional means given the observed ones
+    and the component, and the second moments also take the conditional covariance on the
+    missing block. Complete records are handled too (their conditional terms are empty), but
+    :func:`streamgmm.kernels.chunk.chunk_statistics` sends them to the faster kernels.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_records, n_features)
+        The records, NaN where a feature is missing.
+
+    params : MixtureParams
+        The parameters whose responsibilities weigh the records.
+
+    shift : ndarray of shape (n_features,)
+        The point the sums are taken about.
+
+    weights : ndarray of shape (n_records,), optional
+        Non-negative record weights: each scales its record's responsibilities. None counts
+        every record once.
+
+    Returns
+    -------
+    stats : SufficientStatistics
+        The statistics, in float64, with ``n_records`` the weight of the records that have an
+        observed feature and ``log_likelihood`` the weighted sum of their log-likelihoods.
+
+    log_norm : ndarray of shape (n_records,)
+        The log marginal density of each record's observed features (unweighted); NaN for a
+        record with nothing observed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from streamgmm import MixtureParams
+    >>> params = MixtureParams.from_covariances(
+    ...     np.array([1.0]), np.zeros((1, 2)), np.array([[1.0, 4.0]]), "diag"
+    ... )
+    >>> X = np.array([[1.0, np.nan], [np.nan, 2.0]])
+    >>> stats, log_norm = incomplete_statistics(X, params, np.zeros(2), weights=np.array([2.0, 1.0]))
+    >>> stats.counts, stats.sums, stats.second, stats.n_records
+    (array([3.]), array([[2., 2.]]), array([[ 3., 12.]]), 3.0)
+    """
+    X = np.asarray(X, dtype=np.float64)
+    shift = np.asarray(shift, dtype=np.float64)
+    covariance_type = params.covariance_type
+    n, d = X.shape
+    k = params.n_components
+    observed = ~np.isnan(X)
+    some = observed.any(axis=1) if d else np.zeros(n, dtype=bool)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    log_norm = np.full(n, np.nan)
+    stats = SufficientStatistics.zeros(k, d, covariance_type, shift)
+    if not some.any():
+        return stats, log_norm
+    if covariance_type in ("diag", "spherical"):
+        counts, sums, second = _diagonal_statistics(X[some], observed[some], w[some], params, shift, log_norm, some)
+    else:
+        counts, sums, second = _pattern_statistics(X, observed, w, params, shift, log_norm, some)
+    present = w[some]
+    # A record of weight zero adds nothing, even where its log-likelihood is -inf.
+    total = float(np.where(present > 0, present * log_norm[some], 0.0).sum())
+    return SufficientStatistics(covariance_type, shift, counts, sums, second, float(present.sum()), total), log_norm
+
+
+def _diagonal_statistics(
+    X: np.ndarray,
+    observed: np.ndarray,
+    w: np.ndarray,
+    params: MixtureParams,
+    shift: np.ndarray,
+    log_norm: np.ndarray,
+    some: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Diag and spherical: a missing feature's conditional mean and variance are the component's."""
+    row_norm, resp = _normalise(_diagonal_log_prob(X, observed, params))
+    log_norm[some] = row_norm
+    rw = resp * w[:, None]
+    u = np.where(observed, X - shift, 0.0)
+    missing = rw.T @ (~observed).astype(np.float64)  # (K, d): the weight of records missing each feature
+    centred_means = params.means - shift
+    sums = rw.T @ u + missing * centred_means
+    second = rw.T @ (u * u) + missing * (centred_means**2 + _diagonal_variances(params))
+    return rw.sum(axis=0), sums, second
+
+
+def _pattern_statistics(
+    X: np.ndarray,
+    observed: np.ndarray,
+    w: np.ndarray,
+    params: MixtureParams,
+    shift: np.ndarray,
+    log_norm: np.ndarray,
+    some: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Full and tied: per pattern, the completed records (K, n, d) and conditional covariances."""
+    k, d = params.n_components, params.n_features
+    tied = params.covariance_type == "tied"
+    counts, sums = np.zeros(k), np.zeros((k, d))
+    second = np.zeros((d, d)) if tied else np.zeros((k, d, d))
+    S = _covariance_stack(params)
+    rows_with = np.flatnonzero(some)
+    for rows, o, m in _blocks(observed[rows_with], k):
+        rows = rows_with[rows]
+        Xo = X[rows][:, o]
+        log_prob, conditional_means, conditional_covariances = _pattern_terms(Xo, params, S, o, m, conditionals=True)
+        row_norm, resp = _normalise(log_prob)
+        log_norm[rows] = row_norm
+        rw = (resp * w[rows, None]).T  # (K, n)
+        block_counts = rw.sum(axis=1)
+        U = np.empty((k, rows.size, d))
+        U[:, :, o] = Xo - shift[o]
+        if m.size:
+            U[:, :, m] = conditional_means - shift[m]
+        counts += block_counts
+        sums += (rw[:, None, :] @ U)[:, 0, :]
+        moments = (U * rw[:, :, None]).transpose(0, 2, 1) @ U
+        if tied:
+            second += moments.sum(axis=0)
+            if m.size:
+                second[np.ix_(m, m)] += block_counts.sum() * conditional_covariances[0]
+        else:
+            second += moments
+            if m.size:
+                second[:, m[:, None], m] += block_counts[:, None, None] * conditional_covariances
+    return counts, sums, second
