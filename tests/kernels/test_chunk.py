@@ -15,6 +15,7 @@ from streamgmm.kernels import quadratic
 from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.kernels.expansion import expansion
 from streamgmm.kernels.scoring import score_chunk
+from streamgmm.mixture.incomplete import incomplete_statistics
 
 TYPES = ["full", "tied", "diag", "spherical"]
 # (records, features, components): one record, one feature, one component, a part block and a
@@ -250,3 +251,118 @@ def test_a_component_of_weight_zero_takes_no_record(covariance_type: str, dtype)
     assert_close(log_norm, expected["log_norm"], dtype)
     assert_close(scored_norm, expected["log_norm"], dtype)
     assert_close(resp, expected["resp"], dtype)
+
+
+# ------------------------------------------------------------------ missing features and weights
+
+
+def with_gaps(X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """About half the records lose each feature with probability 0.4; one row loses every one."""
+    X = X.copy()
+    gaps = (rng.random(X.shape) < 0.4) & (rng.random(X.shape[0]) < 0.5)[:, None]
+    X[gaps] = np.nan
+    X[0] = np.nan
+    return X
+
+
+def marginal_oracle(X: np.ndarray, params: MixtureParams) -> tuple[np.ndarray, np.ndarray]:
+    """scipy's density of each record's observed sub-vector, one record at a time."""
+    n, k = X.shape[0], params.n_components
+    covariances = full_covariances(params)
+    log_norm, resp = np.full(n, np.nan), np.full((n, k), np.nan)
+    for i, x in enumerate(X):
+        o = np.flatnonzero(~np.isnan(x))
+        if o.size:
+            log_prob = [
+                np.log(params.weights[j])
+                + multivariate_normal(params.means[j, o], covariances[j][np.ix_(o, o)]).logpdf(x[o])
+                for j in range(k)
+            ]
+            log_norm[i] = logsumexp(log_prob)
+            resp[i] = np.exp(log_prob - log_norm[i])
+    return log_norm, resp
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_incomplete_rows_are_marginalised_and_complete_rows_keep_the_kernel(covariance_type: str, dtype) -> None:
+    """log_norm and responsibilities in row order against scipy on the observed features; the
+    statistics are the complete rows' (the definitions, as above) plus the incomplete rows'
+    exact E-step (mixture.incomplete, tested against a per-record oracle)."""
+    rng = np.random.default_rng(31)
+    params = make_params(covariance_type, 3, 4, rng)
+    X = np.asfortranarray(with_gaps(records(params, 1500, rng), rng))
+    shift = np.nanmean(X, axis=0)
+    stats, log_norm = chunk_statistics(X, params, shift, dtype)
+    expected_norm, expected_resp = marginal_oracle(X, params)
+    complete = ~np.isnan(X).any(axis=1)
+    assert np.isnan(log_norm[0]) and 0.1 < (~complete).mean() < 0.5
+    assert_close(log_norm[1:], expected_norm[1:], dtype)
+    scored_norm, resp = score_chunk(X, params, dtype)
+    assert resp.dtype == dtype and np.isnan(scored_norm[0]) and np.isnan(resp[0]).all()
+    assert_close(scored_norm[1:], expected_norm[1:], dtype)
+    assert_close(resp[1:], expected_resp[1:], dtype)
+    some = ~np.isnan(X).all(axis=1)
+    incomplete, _ = incomplete_statistics(X[~complete], params, shift)
+    ordinary = oracle(X[complete], params, shift)
+    assert stats.n_records == some.sum()
+    assert stats.log_likelihood == pytest.approx(expected_norm[some].sum(), rel=TOLERANCE[dtype])
+    for name in ("counts", "sums", "second"):
+        assert_close(getattr(stats, name), ordinary[name] + getattr(incomplete, name), dtype)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_only_incomplete_rows_and_one_feature(covariance_type: str) -> None:
+    rng = np.random.default_rng(12)
+    params = make_params(covariance_type, 2, 3, rng)
+    X = records(params, 50, rng)
+    X[np.arange(50), np.arange(50) % 3] = np.nan  # every row incomplete
+    stats, log_norm = chunk_statistics(X, params, np.zeros(3))
+    np.testing.assert_allclose(log_norm, marginal_oracle(X, params)[0], rtol=1e-10)
+    assert stats.n_records == 50
+    one = make_params(covariance_type, 2, 1, rng)
+    X = np.array([[np.nan], [10.0], [np.nan], [12.0]])
+    stats, log_norm = chunk_statistics(X, one, np.zeros(1))
+    reference, reference_norm = chunk_statistics(X[[1, 3]], one, np.zeros(1))
+    np.testing.assert_array_equal(log_norm[[1, 3]], reference_norm)
+    assert np.isnan(log_norm[[0, 2]]).all() and stats.n_records == 2
+    np.testing.assert_array_equal(stats.second, reference.second)
+
+
+@pytest.mark.parametrize("gaps", [False, True], ids=["complete", "gaps"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_weights_count_as_duplicated_records(covariance_type: str, dtype, gaps: bool) -> None:
+    """Integer weights equal duplicated rows, zero weights equal dropped rows, all-ones weights
+    equal no weights."""
+    rng = np.random.default_rng(40)
+    params = make_params(covariance_type, 3, 4, rng)
+    X = records(params, 2000, rng)
+    if gaps:
+        X = with_gaps(X, rng)
+    shift = np.nanmean(X, axis=0)
+    w = rng.integers(0, 4, X.shape[0]).astype(np.float64)
+    some = ~np.isnan(X).all(axis=1)
+    tolerance = 1e-10 if dtype == np.float64 else TOLERANCE[dtype]
+    weighted, log_norm = chunk_statistics(X, params, shift, dtype, weights=w)
+    duplicated, _ = chunk_statistics(np.repeat(X, w.astype(int), axis=0), params, shift, dtype)
+    dropped, dropped_norm = chunk_statistics(X[w > 0], params, shift, dtype, weights=w[w > 0])
+    unweighted, unweighted_norm = chunk_statistics(X, params, shift, dtype)
+    ones, ones_norm = chunk_statistics(X, params, shift, dtype, weights=np.ones(X.shape[0]))
+    assert weighted.n_records == duplicated.n_records == w[some].sum() == dropped.n_records
+    assert ones.n_records == unweighted.n_records == some.sum()
+    assert weighted.log_likelihood == pytest.approx(duplicated.log_likelihood, rel=tolerance)
+    assert weighted.log_likelihood == pytest.approx(np.nansum(w * unweighted_norm), rel=tolerance)
+    np.testing.assert_array_equal(log_norm[w > 0], dropped_norm)
+    assert_close(ones_norm, unweighted_norm, dtype)
+    for name in ("counts", "sums", "second"):
+        got = getattr(weighted, name)
+        np.testing.assert_allclose(got, getattr(duplicated, name), rtol=tolerance, atol=tolerance * np.abs(got).max())
+        if not gaps:  # the complete path scores and sums the same rows in the same order
+            np.testing.assert_array_equal(got, getattr(dropped, name))
+        expected = getattr(unweighted, name)
+        if dtype == np.float64:
+            scale = np.abs(expected).max()
+            np.testing.assert_allclose(getattr(ones, name), expected, rtol=1e-12, atol=1e-12 * scale)
+        else:
+            assert_close(getattr(ones, name), expected, dtype)

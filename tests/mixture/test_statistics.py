@@ -7,6 +7,7 @@ import pytest
 
 from streamgmm import ConvergenceWarning, MixtureParams, StreamingGaussianMixture, SufficientStatistics
 from streamgmm.mixture.covariance import COVARIANCE_TYPES
+from streamgmm.mixture.reseeding import WorstRecords, worst_rows
 from streamgmm.mixture.statistics import COUNT_EPSILON
 
 K, D = 3, 4
@@ -237,3 +238,28 @@ def test_data_far_from_origin_fit_as_well_as_centred_data(covariance_type: str) 
     exact = oracle_m_step(Y - OFFSET, resp, 0.0, "full")[2]
     naive_error = np.abs(np.diagonal(naive - exact, axis1=1, axis2=2)).max()
     assert naive_error > 1e-4, naive_error  # ~1000x the tolerance the package meets above
+
+
+# ------------------------------------------------------------------ re-seeding candidates
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 7, 50])
+@pytest.mark.parametrize("gaps", [False, True], ids=["complete", "gaps"])
+def test_worst_rows_are_the_lowest_complete_rows_ties_in_row_order(count: int, gaps: bool) -> None:
+    rng = np.random.default_rng(count)
+    X = rng.normal(size=(30, 3))
+    log_norm = rng.integers(-5, 0, 30).astype(float)  # many ties
+    if gaps:
+        X[rng.random((30, 3)) < 0.2] = np.nan
+    complete = ~np.isnan(X).any(axis=1)
+    expected = [i for i in np.argsort(log_norm, kind="stable") if complete[i]][:count]
+    assert worst_rows(X, log_norm, count).tolist() == expected
+
+
+def test_worst_records_keep_only_complete_rows() -> None:
+    worst = WorstRecords(2, 2)
+    X = np.array([[0.0, np.nan], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    worst.offer(X, np.array([-100.0, -3.0, -1.0, -2.0]))
+    worst.offer(np.array([[np.nan, 5.0]]), np.array([-50.0]))
+    np.testing.assert_array_equal(worst.records, [[1.0, 1.0], [3.0, 3.0]])
+    np.testing.assert_array_equal(worst.scores, [-3.0, -2.0])
