@@ -68,6 +68,7 @@ from streamgmm.io.model_check import check_mixture_arrays
 from streamgmm.io.parquet_source import ParquetSource
 from streamgmm.watch.checkpoint import Checkpoint, StateDirectory, now_iso
 from streamgmm.watch.landing import HeldFile, LandingFile, LocalLanding, Settling
+from streamgmm.watch.settings import check_model_matches, check_resumed
 from streamgmm.watch.store_landing import FetchedObject, StoreLanding, same_store_overlap
 from streamgmm.watch.store_state import StoreState
 
@@ -118,7 +119,10 @@ class Watcher:
     init_model : path of a saved model to continue (its running statistics and step counter).
     step_floor : keep each step size above this, so old data is forgotten and drift followed;
         None keeps the model's own (0 for a new one).
-    nan_policy : ``"raise"`` (a file with a null/NaN feature is quarantined) or ``"skip"``.
+    nan_policy : ``"raise"`` (a file with a null/NaN feature is quarantined), ``"skip"`` or
+        ``"marginalize"`` (missing features marginalized; rows with none observed skipped).
+    weight_column : a numeric column of record weights, never a feature (a bad weight quarantines
+        its file); a checkpoint of another weight column or nan handling is refused.
     interval : seconds between looks at the landing directory.
     settle : seconds a file must be left unmodified before it is read.
     assign_out : also write each consumed file's responsibilities to the same relative path
@@ -147,6 +151,7 @@ class Watcher:
         init_model: str | os.PathLike[str] | None = None,
         step_floor: float | None = None,
         nan_policy: str = "raise",
+        weight_column: str | None = None,
         interval: float = 1.0,
         settle: float = 1.0,
         assign_out: str | os.PathLike[str] | None = None,
@@ -179,6 +184,8 @@ class Watcher:
         for name, value in (("columns", columns), ("passthrough", passthrough), ("keep", keep)):
             if isinstance(value, str):
                 raise TypeError(f"{name} is a list of column names, not a single string")
+        if weight_column is not None and weight_column in [*(columns or ()), *passthrough]:
+            raise ValueError(f"the weight column {weight_column!r} is also named in columns or passthrough")
         if set(columns or ()) & set(passthrough):
             raise ValueError(
                 f"columns {list(columns)} and passthrough {list(passthrough)} share a column; a column "
@@ -194,6 +201,7 @@ class Watcher:
         self.init_model = init_model
         self.step_floor = step_floor
         self.nan_policy = nan_policy
+        self.weight_column = weight_column
         self.interval = float(interval)
         self.settle = float(settle)
         self.log = log or (lambda line: None)
@@ -257,16 +265,9 @@ class Watcher:
             self.ledger = checkpoint.ledger
             self.log(f"resuming from checkpoint {checkpoint.sequence} ({len(self.ledger)} file(s) seen)")
         if checkpoint is not None and checkpoint.model is not None:
-            model = checkpoint.model
-            if self.n_components is not None and self.n_components != model.n_components:
-                raise ValueError(
-                    f"{self.state.path} holds a model of {model.n_components} components, "
-                    f"not {self.n_components}; use another state directory to start again"
-                )
-            names = model.feature_names()
-            if self.columns is not None and names is not None and self.columns != names:
-                raise ValueError(f"{self.state.path} holds a model of columns {names}, not {self.columns}")
-            self.model = model
+            check_model_matches(self.state.path, checkpoint.model, self.n_components, self.columns)
+            check_resumed(self.state.path, checkpoint.config, self._config())
+            self.model = checkpoint.model
         elif self.init_model is not None:
             self.model = StreamingGaussianMixture.load(self.init_model)
         elif self.n_components is None:
@@ -301,6 +302,7 @@ class Watcher:
         return {
             "landing": str(self.landing),
             "nan_policy": self.nan_policy,
+            "weight_column": self.weight_column,
             "assign_out": str(self.assign_out) if self.assign_out else None,
         }
 
@@ -409,7 +411,8 @@ class Watcher:
         before = self.model
         model = copy.deepcopy(before) if before is not None else self._new_model()
         names = before.feature_names() if before is not None else self.columns
-        source = held.parquet_source(columns=names, passthrough=self.passthrough, nan_policy=self.nan_policy)
+        reading = {"nan_policy": self.nan_policy, "weight_column": self.weight_column}
+        source = held.parquet_source(columns=names, passthrough=self.passthrough, **reading)
         if before is not None and names is None and source.n_features != before.n_features_in_:
             raise DataError(f"{file.path}: {source.n_features} numeric columns, the model has {before.n_features_in_}")
         records = model.records_seen_ if before is not None else 0

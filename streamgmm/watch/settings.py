@@ -1,0 +1,51 @@
+"""What a watcher resuming from a checkpoint must share with the run that wrote it: the model's
+number of components and feature columns, and the settings that decide what the model's
+statistics mean (the record-weight column, and whether incomplete records are marginalized).
+
+Examples
+--------
+>>> check_resumed("state", {"nan_policy": "raise"}, {"nan_policy": "skip"})  # both fit complete records
+>>> check_resumed("state", {"weight_column": "count"}, {"weight_column": None})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+ValueError: state holds a model fitted with weight column 'count', not without one; use another state ...
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def check_resumed(path: Any, saved: dict[str, Any], config: dict[str, Any]) -> None:
+    """Refuse to continue a model whose checkpoint ``saved`` (its configuration) was written
+    with another weight column, or with ``nan_policy='marginalize'`` on one side only (raise and
+    skip both fit complete records, so switching between them is allowed)."""
+    before, now = saved.get("weight_column"), config.get("weight_column")
+    if before != now:
+        raise ValueError(
+            f"{path} holds a model fitted {_weights(before)}, not {_weights(now)}; "
+            "use another state directory to start again"
+        )
+    before, now = saved.get("nan_policy", "raise"), config.get("nan_policy", "raise")
+    if (before == "marginalize") != (now == "marginalize"):
+        raise ValueError(
+            f"{path} holds a model fitted with nan_policy={before!r}, not {now!r}; "
+            "use another state directory to start again"
+        )
+
+
+def check_model_matches(path: Any, model: Any, n_components: int | None, columns: list[str] | None) -> None:
+    """Refuse a checkpointed ``model`` of another number of components or other feature columns
+    than the ones asked for (None: not asked)."""
+    if n_components is not None and n_components != model.n_components:
+        raise ValueError(
+            f"{path} holds a model of {model.n_components} components, "
+            f"not {n_components}; use another state directory to start again"
+        )
+    names = model.feature_names()
+    if columns is not None and names is not None and columns != names:
+        raise ValueError(f"{path} holds a model of columns {names}, not {columns}")
+
+
+def _weights(column: str | None) -> str:
+    return "without one" if column is None else f"with weight column {column!r}"
