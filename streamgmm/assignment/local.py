@@ -5,7 +5,8 @@ Each output row holds, for the input row at the same place, the ``keep`` columns
 ``resp_0 .. resp_{K-1}`` (the responsibilities, float64 or float32), ``component`` (int32, the
 most responsible component) and ``log_likelihood`` (float64, the record's log density under the
 model: low values are anomalies). Rows left out by ``nan_policy="skip"`` keep their place with
-nulls.
+nulls; under ``nan_policy="marginalize"`` a row with missing features gets the results of its
+observed ones, and only a row with no feature observed has nulls.
 
 Layout: for a lake, one output file per input file at the same relative path (hive partition
 folders preserved), each input row group written as one output row group (so row group i of an
@@ -173,9 +174,10 @@ def assign(
     compression : {'snappy', 'zstd', 'lz4', 'gzip', 'none'}, default='snappy'
         The output files' Parquet codec; ``docs/cli.md`` lists each one's size and time.
 
-    nan_policy : {'raise', 'skip'}, default=None
+    nan_policy : {'raise', 'skip', 'marginalize'}, default=None
         ``'raise'``: a null, NaN or infinite feature is an error; ``'skip'``: its row keeps
-        its place with null results. None means the ParquetSource's own, else ``'raise'``.
+        its place with null results; ``'marginalize'``: its row is scored on its observed
+        features (nulls only when none is). None means the source's own, else ``'raise'``.
 
     overwrite : bool, default=False
         If True, a finished earlier output of this function in ``out`` is replaced; never

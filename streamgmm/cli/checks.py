@@ -106,6 +106,10 @@ def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     both = [name for name in getattr(args, "columns", None) or () if name in getattr(args, "passthrough", ())]
     if both:
         parser.error(f"--columns and --passthrough both name {both[0]!r}; a column is a feature or passed through")
+    weight = getattr(args, "weight_column", None)
+    for option in ("columns", "passthrough"):
+        if weight is not None and weight in (getattr(args, option, None) or ()):
+            parser.error(f"--weight-column {weight} is also in --{option}; the weight column is neither")
     for option in OUTPUTS.get(args.command, ()):
         if is_url(getattr(args, option, None)):
             parser.error(

@@ -1,14 +1,16 @@
 """The ``streamgmm`` command: fit a mixture to a Parquet lake, write responsibilities, inspect.
 
     streamgmm fit SOURCE... -k K --model PATH [--covariance full] [--columns a,b] [--passthrough id]
-                  [--filter 'day>=3'] [--algorithm auto|online|batch] [--batch-size N] [--passes P]
-                  [--nan-policy raise|skip] [--seed S] [--scheduler ADDRESS | --workers N] [--json] [-q]
+                  [--weight-column count] [--filter 'day>=3'] [--algorithm auto|online|batch] [--batch-size N]
+                  [--passes P] [--nan-policy raise|skip|marginalize] [--seed S] [--scheduler ADDRESS | --workers N]
+                  [--json] [-q]
     streamgmm assign SOURCE... --model PATH --out DIR [--keep id,...] [--result-dtype float32] [--compression zstd]
-                  [--nan-policy raise|skip] [--overwrite] [--scheduler ADDRESS | --workers N] [--json] [-q]
+                  [--nan-policy raise|skip|marginalize] [--overwrite] [--scheduler ADDRESS | --workers N] [--json] [-q]
     streamgmm watch LANDING_DIR --state STATE_DIR [-k K --columns a,b --passthrough id --seed S | --model INIT_MODEL]
-                  [--interval S] [--settle S] [--step-floor F] [--assign-out DIR [--keep id]] [--once] [--json] [-q]
+                  [--weight-column count] [--nan-policy raise|skip|marginalize] [--interval S] [--settle S]
+                  [--step-floor F] [--assign-out DIR [--keep id]] [--once] [--json] [-q]
     streamgmm select SOURCE... -k 2..12 [--covariance full,diag] [--held-out N] [--criterion bic|aic]
-                  [--model BEST] [--columns a,b] [--passes P] [--seed S] [--json] [-q]
+                  [--model BEST] [--columns a,b] [--weight-column count] [--passes P] [--seed S] [--json] [-q]
     streamgmm plot MODEL --out FILE.png [--data SOURCE...] [--pairs 0:1,2:3] [--sample N] [--json]
     streamgmm info PATH [--json]        (a model file, an output file or directory, a watcher's state
                                          directory, or any Parquet data)
@@ -122,6 +124,7 @@ def training_source(args: argparse.Namespace) -> ParquetSource:
         nan_policy=args.nan_policy,
         version=args.version,
         as_of=args.as_of,
+        weight_column=args.weight_column,
     )
 
 
@@ -175,6 +178,8 @@ def run_fit(args: argparse.Namespace) -> dict[str, Any]:
         "empty_files": source.empty_files,
         "records": int(records),
         "skipped": model.n_skipped_,
+        "weight_column": args.weight_column,
+        "nan_policy": args.nan_policy,
         "seconds": round(seconds, 3),
         **model_summary(model),
     }
@@ -214,6 +219,7 @@ def run_assign(args: argparse.Namespace) -> dict[str, Any]:
         "files": len(summary.files),
         "records": summary.rows,
         "skipped": summary.skipped,
+        "nan_policy": args.nan_policy,
         "seconds": round(summary.seconds, 3),
         "model_fingerprint": summary.fingerprint,
     }
@@ -239,6 +245,7 @@ def run_watch(args: argparse.Namespace) -> dict[str, Any]:
         step_floor=args.step_floor,
         batch_size=args.batch_size,
         nan_policy=args.nan_policy,
+        weight_column=args.weight_column,
         interval=args.interval,
         settle=args.settle,
         assign_out=args.assign_out,

@@ -54,9 +54,10 @@ def _reading(sub: argparse.ArgumentParser) -> None:
     )
     sub.add_argument(
         "--nan-policy",
-        choices=["raise", "skip"],
+        choices=["raise", "skip", "marginalize"],
         default="raise",
-        help="null/NaN/inf features: an error (default), or skip those rows",
+        help="null/NaN/inf features: an error (default), skip those rows, or marginalize missing "
+        "(null/NaN) features in EM (rows with none observed are skipped)",
     )
     sub.add_argument("--batch-size", type=positive_int, default=None, help="records per mini-batch")
     table = sub.add_mutually_exclusive_group()
@@ -90,6 +91,14 @@ def _features(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def _weights(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--weight-column",
+        metavar="NAME",
+        help="numeric column of record weights, e.g. a count per row (a row of weight w counts as w rows)",
+    )
+
+
 def _cluster(sub: argparse.ArgumentParser) -> None:
     where = sub.add_mutually_exclusive_group()
     where.add_argument(
@@ -118,6 +127,7 @@ def _fit_command(commands: Any) -> None:
     fit.add_argument("--model", required=True, help="where to write the model file")
     fit.add_argument("--covariance", choices=["full", "tied", "diag", "spherical"], default="full")
     _features(fit)
+    _weights(fit)
     fit.add_argument(
         "--algorithm",
         choices=["auto", "online", "batch"],
@@ -204,10 +214,12 @@ def _watch_command(commands: Any) -> None:
     watch.add_argument("--batch-size", type=positive_int, default=None, help="records per mini-batch")
     watch.add_argument(
         "--nan-policy",
-        choices=["raise", "skip"],
+        choices=["raise", "skip", "marginalize"],
         default="raise",
-        help="null/NaN/inf features: quarantine the file (default), or skip those rows",
+        help="null/NaN/inf features: quarantine the file (default), skip those rows, or marginalize "
+        "missing (null/NaN) features",
     )
+    _weights(watch)
     watch.add_argument("--interval", type=positive_float, default=1.0, help="seconds between looks (default 1)")
     watch.add_argument(
         "--settle", type=non_negative_float, default=1.0, help="seconds a file must be unmodified (default 1)"
@@ -238,6 +250,7 @@ def _select_command(commands: Any) -> None:
         help="covariance types to try, e.g. full,diag (default full)",
     )
     _features(select)
+    _weights(select)
     select.add_argument(
         "--held-out",
         type=positive_int,

@@ -21,11 +21,7 @@ def describe(result: dict[str, Any]) -> str:
         return (
             f"wrote responsibilities of {result['records']:,} records to {result['files']} file(s) in {result['out']} "
             f"in {result['seconds']:.1f} s"
-            + (
-                f"; {result['skipped']:,} with null, NaN or infinite features written as nulls"
-                if result["skipped"]
-                else ""
-            )
+            + (f"; {result['skipped']:,} {skipped_rows(result)} written as nulls" if result["skipped"] else "")
         )
     if kind == "watch":
         return (
@@ -72,8 +68,9 @@ def describe(result: dict[str, Any]) -> str:
             f"{components} over {', '.join(result['feature_names'])}"
         )
     if kind == "fit":
+        weighted = f", weighted by {result['weight_column']}" if result.get("weight_column") else ""
         lines = [
-            f"fitted {components} on {result['records']:,} records ({result['skipped']:,} skipped) from "
+            f"fitted {components} on {result['records']:,} records{weighted} ({result['skipped']:,} skipped) from "
             f"{result['files']} file(s) in {result['seconds']:.1f} s; {lower_bound_text(result)}; "
             f"model written to {result['model']}"
         ]
@@ -114,6 +111,13 @@ def describe_state(result: dict[str, Any]) -> str:
     for entry in result["quarantined"][-5:]:
         lines.append(f"quarantined {entry['path']}: {entry['reason']}")
     return "\n".join(lines)
+
+
+def skipped_rows(result: dict[str, Any]) -> str:
+    """What the rows an assign left out lacked, under its nan_policy."""
+    if result.get("nan_policy") == "marginalize":
+        return "with no feature observed"
+    return "with null, NaN or infinite features"
 
 
 def lower_bound_text(result: dict[str, Any]) -> str:
