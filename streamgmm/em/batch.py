@@ -165,7 +165,7 @@ class EMIterations:
 
     def step(self, stats: SufficientStatistics, worst_records: np.ndarray) -> None:
         if stats.n_records == 0:
-            raise ValueError("the source yielded no records (or only records of weight 0)")
+            raise ValueError("the source yielded no records (or only records of weight zero)")
         self.n_iter += 1
         previous, self.lower_bound = self.lower_bound, stats.log_likelihood / stats.n_records
         self.history.append(self.lower_bound)

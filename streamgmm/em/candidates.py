@@ -179,7 +179,7 @@ def seed_rows(
     if weights is not None:
         total = float(weights.sum())
         if not total > 0:
-            raise ValueError("the records' weights sum to 0: there is nothing to fit (every record has weight 0)")
+            raise ValueError("every record has weight zero (the weights sum to 0): there is nothing to fit")
         n = sample.shape[0]
         sample = sample[np.sort(rng.choice(n, n, replace=True, p=weights / total))]
     missing = np.isnan(sample)

@@ -207,7 +207,7 @@ def online_passes(
             if on_batch is not None:
                 on_batch(state, update)
         if total_n == 0:
-            raise ValueError("the source yielded no records (or only records of weight 0)")
+            raise ValueError("the source yielded no records (or only records of weight zero)")
         pass_means.append(total_ll / total_n)
         if len(pass_means) > 1 and abs(pass_means[-1] - pass_means[-2]) < tol:
             converged = True

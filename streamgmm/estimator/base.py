@@ -10,6 +10,7 @@ import numpy as np
 
 from streamgmm.em.online import StepSchedule
 from streamgmm.estimator.convergence import ALGORITHMS, SHUFFLE_MODES
+from streamgmm.io.columns import check_nan_policy
 from streamgmm.io.sources import ChunkSource
 from streamgmm.io.validation import not_fitted_error
 from streamgmm.kernels.quadratic import check_compute_dtype
@@ -46,6 +47,7 @@ class EstimatorBase:
         init_size: int = 20000,
         shuffle: bool | str = True,
         compute_dtype: str = "float64",
+        nan_policy: str = "raise",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -69,6 +71,7 @@ class EstimatorBase:
         self.init_size = init_size
         self.shuffle = shuffle
         self.compute_dtype = compute_dtype
+        self.nan_policy = nan_policy
 
     # ------------------------------------------------------------------ scikit-learn protocol
 
@@ -155,7 +158,7 @@ class EstimatorBase:
             # a clusterer, which would promise ``labels_``.
             estimator_type="density_estimator",
             target_tags=TargetTags(required=False),
-            input_tags=InputTags(two_d_array=True, allow_nan=False),
+            input_tags=InputTags(two_d_array=True, allow_nan=self.nan_policy != "raise"),
         )
 
     # ------------------------------------------------------------------ checks
@@ -191,6 +194,7 @@ class EstimatorBase:
             )
         self.step_schedule()
         check_compute_dtype(self.compute_dtype)
+        check_nan_policy(self.nan_policy)
 
     def shuffle_generator(self, source: ChunkSource, rng: np.random.Generator) -> np.random.Generator | None:
         """The generator that shuffles online EM's visit of ``source``, or None to keep its order."""
@@ -275,3 +279,10 @@ class EstimatorBase:
                 f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
                 f"n_samples = {n_records}: fewer records than components"
             )
+
+    def _check_enough_weight(self, n_records: float) -> None:
+        """:meth:`_check_enough_records` on a pass's count of records; with record weights the
+        count is their total weight, which says nothing about the number of records (weights
+        may well sum to 1), so it is not checked."""
+        if not getattr(self, "_weighted_input", False):
+            self._check_enough_records(int(n_records))

@@ -12,12 +12,12 @@ from streamgmm.dask.em import default_partitions_per_step, run_dask_batch_em, ru
 from streamgmm.dask.source import DaskSource
 from streamgmm.em.batch import BatchEMResult, run_batch_em
 from streamgmm.em.fit_history import FitHistory
-from streamgmm.em.online import OnlineState, run_online_em
+from streamgmm.em.online import OnlineState, record_count, run_online_em
 from streamgmm.em.start import Start, converged_start, draw_sample
 from streamgmm.estimator.convergence import convergence_warning_class
 from streamgmm.inputs import resolve_input
 from streamgmm.io.model_check import check_mixture_arrays
-from streamgmm.io.sources import ArraySource, ChunkSource
+from streamgmm.io.sources import ArraySource, ChunkSource, is_weighted
 from streamgmm.io.validation import make_rng
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.statistics import SufficientStatistics
@@ -46,7 +46,7 @@ class FittingMixin:
                 )
                 return Start(params, shift, rng)
         sample, shuffle_rng, whole = draw_sample(source, self.init_size, rng)
-        return self.start_on_sample(sample, shuffle_rng, whole, rng, shift)
+        return self.start_on_sample(sample, shuffle_rng, whole, rng, shift, weighted=is_weighted(source))
 
     def start_on_sample(
         self,
@@ -55,10 +55,12 @@ class FittingMixin:
         whole: bool,
         rng: np.random.Generator,
         shift: np.ndarray | None = None,
+        weighted: bool = False,
     ) -> Start:
-        """The start from a drawn sample (``select`` draws one for all its candidates)."""
+        """The start from a drawn sample (``select`` draws one for all its candidates);
+        ``weighted``: its last column is the record weights."""
         self._check_enough_records(sample.shape[0])
-        given = self._user_init(sample.shape[1])
+        given = self._user_init(sample.shape[1] - int(weighted))
         return converged_start(
             sample,
             shuffle_rng,
@@ -75,6 +77,7 @@ class FittingMixin:
             batch_size=self.batch_size,
             given=given,
             shift=shift,
+            weighted=weighted,
         )
 
     def fit_plan(self, source: ChunkSource, start: Start | None) -> str:
@@ -92,6 +95,7 @@ class FittingMixin:
         self,
         X: Any,
         y: Any = None,
+        sample_weight: Any = None,
         *,
         client: Any = None,
         engine: str | None = None,
@@ -117,6 +121,11 @@ class FittingMixin:
 
         y : None
             Ignored; present for scikit-learn's API.
+
+        sample_weight : array-like of shape (n_records,), default=None
+            Record weights for an array or in-memory table ``X``: a record of weight w counts
+            as w records (integer weights fit exactly as duplicated rows). Finite and >= 0;
+            zero removes a record. Other inputs give theirs as a ``weight_column``.
 
         client : distributed.Client, default=None
             Fit on this Dask cluster; a Parquet lake is then read by the workers.
@@ -162,14 +171,23 @@ class FittingMixin:
         if warm:
             self._check_same_model()
         if warm:
-            source = self.input_source(X, client=client, engine=engine, local=False, persist=persist)
+            source = self.input_source(
+                X, client=client, engine=engine, local=False, persist=persist, sample_weight=sample_weight, fitting=True
+            )
         else:
             # A stream of chunks does not know its width until read. With every *_init given the
             # start needs no sample, so the width comes from means_init (chunks are checked against
             # it) rather than from a whole read of the stream for a sample that would be thrown away.
             source = resolve_input(
-                X, client=client, engine=engine, n_features=self._user_init_n_features(), persist=persist
+                X,
+                client=client,
+                engine=engine,
+                n_features=self._user_init_n_features(),
+                persist=persist,
+                nan_policy=self.nan_policy,
+                sample_weight=sample_weight,
             )
+        self._weighted_input = is_weighted(source)
         if isinstance(source, ArraySource):
             self._check_enough_records(len(source))
         if persist != "auto" and not isinstance(source, DaskSource):
@@ -210,7 +228,7 @@ class FittingMixin:
             return
         self._warn_unconverged(em.converged)
         n = em.statistics.n_records
-        state = OnlineState(em.params, em.statistics.per_record(), math.ceil(n / self.batch_size), int(n))
+        state = OnlineState(em.params, em.statistics.per_record(), math.ceil(n / self.batch_size), record_count(n))
         self._set_fitted(state, em.converged, em.n_iter, em.lower_bound, em.history, FitHistory())
 
     def _fit_batch(
@@ -255,10 +273,12 @@ class FittingMixin:
             self._set_fitted(state, False, earlier_passes, lower_bound, history, trace)
             return
         # A stream given every *_init is counted only as it is read (nothing was sampled).
-        self._check_enough_records(int(result.statistics.n_records))
+        self._check_enough_weight(result.statistics.n_records)
         self._warn_unconverged(result.converged)
         n = result.statistics.n_records
-        state = OnlineState(result.params, result.statistics.per_record(), math.ceil(n / self.batch_size), int(n))
+        state = OnlineState(
+            result.params, result.statistics.per_record(), math.ceil(n / self.batch_size), record_count(n)
+        )
         # Batch EM takes no online steps: its trace is the per-iteration history.
         self._set_fitted(state, result.converged, earlier_passes + result.n_iter, result.lower_bound, history, trace)
 
@@ -313,7 +333,7 @@ class FittingMixin:
     ) -> None:
         """The fitted state after online passes with these pass means."""
         # As for batch EM; every pass reads the whole source, so one pass is the total over n.
-        self._check_enough_records(state.records_seen // len(pass_means))
+        self._check_enough_weight(state.records_seen / len(pass_means))
         self._set_fitted(state, converged, len(pass_means), pass_means[-1], pass_means, trace)
 
     def _warn_unconverged(self, converged: bool) -> None:
@@ -352,7 +372,15 @@ class FittingMixin:
             del self.feature_names_in_
         self.n_skipped_ = int(getattr(source, "skipped_records", 0))
 
-    def partial_fit(self, X: Any, y: Any = None, *, client: Any = None, partitions_per_step: int | None = None) -> Self:
+    def partial_fit(
+        self,
+        X: Any,
+        y: Any = None,
+        sample_weight: Any = None,
+        *,
+        client: Any = None,
+        partitions_per_step: int | None = None,
+    ) -> Self:
         """Continue the online recursion with one chunk, in mini-batches of ``batch_size``.
 
         The step counter and running statistics persist between calls (and across ``save`` and
@@ -368,6 +396,10 @@ class FittingMixin:
 
         y : None
             Ignored; present for scikit-learn's API.
+
+        sample_weight : array-like of shape (n_records,), default=None
+            Record weights for an array or in-memory table ``X``, as in ``fit``; the online
+            step counts weight, not rows.
 
         client : distributed.Client, default=None
             Process the chunk on this Dask cluster.
@@ -398,7 +430,11 @@ class FittingMixin:
         fitted = hasattr(self, "_state")
         if fitted:
             self._check_same_model()
-        source = self.input_source(X, client=client, local=False) if fitted else resolve_input(X, client=client)
+        if fitted:
+            source = self.input_source(X, client=client, local=False, sample_weight=sample_weight, fitting=True)
+        else:
+            source = resolve_input(X, client=client, nan_policy=self.nan_policy, sample_weight=sample_weight)
+        self._weighted_input = is_weighted(source)
         runners = self._runners(source, partitions_per_step)
         if not fitted:
             if isinstance(source, ArraySource):

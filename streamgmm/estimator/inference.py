@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from streamgmm.inputs import resolve_input
-from streamgmm.io.sources import ChunkSource, is_dask_collection
+from streamgmm.io.sources import ChunkSource, is_dask_collection, is_weighted, split_weights
 from streamgmm.io.validation import make_rng
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.kernels.scoring import score_chunk
@@ -27,15 +27,33 @@ class InferenceMixin:
         return self._state.params
 
     def _batches(self, X: Any) -> Iterator[np.ndarray]:
+        """The features of ``X``'s mini-batches (without a weighted source's weight column)."""
+        return (X for X, _ in self._weighted_batches(X))
+
+    def _weighted_batches(self, X: Any, sample_weight: Any = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """``X``'s mini-batches and their record weights (``sample_weight``, or a weighted
+        source's own; None when there are none)."""
         self.check_fitted()
-        return self.input_source(X).batches(self.batch_size)
+        source = self.input_source(X, sample_weight=sample_weight)
+        weighted = is_weighted(source)
+        return (split_weights(batch, weighted) for batch in source.batches(self.batch_size))
 
     def input_source(
-        self, X: Any, *, client: Any = None, engine: str | None = None, local: bool = True, persist: bool | str = "auto"
+        self,
+        X: Any,
+        *,
+        client: Any = None,
+        engine: str | None = None,
+        local: bool = True,
+        persist: bool | str = "auto",
+        sample_weight: Any = None,
+        fitting: bool = False,
     ) -> ChunkSource:
         """``X`` as a source for a fitted model (see :func:`~streamgmm.inputs.resolve_input`):
         tabular input read by ``feature_names_in_``, anything else checked against
-        ``n_features_in_``; with ``local`` (scoring here) a Dask collection is refused."""
+        ``n_features_in_``; with ``local`` (scoring here) a Dask collection is refused. Arrays
+        and tables are read under ``nan_policy`` (``fitting``: for a fit, see
+        :func:`~streamgmm.inputs.as_source`), weighted by ``sample_weight``."""
         source = resolve_input(
             X,
             client=client,
@@ -44,6 +62,9 @@ class InferenceMixin:
             feature_names=self.feature_names(),
             local=local,
             persist=persist,
+            nan_policy=self.nan_policy,
+            sample_weight=sample_weight,
+            fitting=fitting,
         )
         if source.n_features is not None and source.n_features != self.n_features_in_:
             raise ValueError(
@@ -70,7 +91,10 @@ class InferenceMixin:
         Returns
         -------
         log_prob : ndarray of shape (n_records,)
-            The log density of each record under the mixture.
+            The log density of each record under the mixture; of an incomplete record
+            (``nan_policy='marginalize'``), the marginal density of its observed features. NaN
+            for a record with nothing observed (or, under ``nan_policy='skip'``, with a
+            missing value).
 
         Examples
         --------
@@ -83,7 +107,7 @@ class InferenceMixin:
         """
         return self._per_batch(lambda b: score_chunk(b, self.params_)[0], X)
 
-    def score(self, X: Any, y: Any = None) -> float:
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Compute the mean log-likelihood per record.
 
         Parameters
@@ -96,10 +120,15 @@ class InferenceMixin:
         y : None
             Ignored; present for scikit-learn's API.
 
+        sample_weight : array-like of shape (n_records,), default=None
+            Record weights (for an array or in-memory table ``X``; a weighted source brings
+            its own): the mean is weighted by them.
+
         Returns
         -------
         log_likelihood : float
-            The mean of :meth:`score_samples` over the records of ``X``.
+            The (weighted) mean of :meth:`score_samples` over the records of ``X`` that have a
+            score (records with nothing observed have none).
 
         Examples
         --------
@@ -110,12 +139,26 @@ class InferenceMixin:
         >>> round(gmm.score(X), 3)
         3.386
         """
+        total, count = self._total_log_likelihood(X, sample_weight)
+        return float(total / count)
+
+    def _total_log_likelihood(self, X: Any, sample_weight: Any = None) -> tuple[float, float]:
+        """The (weighted) sum of the records' log-likelihoods and the records' (weighted) count,
+        over the records that have a score; a Dask collection is scored on its workers."""
         if is_dask_collection(X):
-            source = self.input_source(X, local=False)
+            source = self.input_source(X, local=False, sample_weight=sample_weight)
             totals = source.compute(source.map(_partition_log_likelihood, self.params_))
             total, count = (sum(values) for values in zip(*totals))
-            return float(total / count)
-        return float(self.score_samples(X).mean())
+            return float(total), float(count)
+        total, count = 0.0, 0.0
+        with one_blas_thread():
+            for batch, weights in self._weighted_batches(X, sample_weight):
+                batch_total, batch_count = weighted_log_likelihood(score_chunk(batch, self.params_)[0], weights)
+                total += batch_total
+                count += batch_count
+        if count <= 0:
+            raise ValueError("X has no record to score (none with an observed feature and a positive weight)")
+        return total, count
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Compute each component's responsibility for each record.
@@ -130,6 +173,8 @@ class InferenceMixin:
         -------
         resp : ndarray of shape (n_records, n_components)
             The posterior probability of each component given each record; rows sum to one.
+            Given only the observed features for an incomplete record; NaN for a record with
+            nothing observed (or, under ``nan_policy='skip'``, with a missing value).
 
         Examples
         --------
@@ -155,7 +200,9 @@ class InferenceMixin:
         Returns
         -------
         labels : ndarray of shape (n_records,)
-            The index of each record's most responsible component.
+            The index of each record's most responsible component (given its observed
+            features); -1 for a record with nothing observed (or, under
+            ``nan_policy='skip'``, with a missing value).
 
         Examples
         --------
@@ -166,7 +213,16 @@ class InferenceMixin:
         >>> gmm.predict([[0, 1], [11, 3]])
         array([1, 0])
         """
-        return self._per_batch(lambda b: self.params_.weighted_log_prob(b).argmax(axis=1), X)
+        return self._per_batch(self._labels, X)
+
+    def _labels(self, batch: np.ndarray) -> np.ndarray:
+        if not np.isnan(batch).any():
+            return self.params_.weighted_log_prob(batch).argmax(axis=1)
+        resp = score_chunk(batch, self.params_)[1]
+        unscored = np.isnan(resp).any(axis=1)
+        labels = np.where(unscored, 0.0, resp).argmax(axis=1)
+        labels[unscored] = -1
+        return labels
 
     def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
         """Fit the model to ``X``, then predict the component of each of its records.
@@ -197,23 +253,28 @@ class InferenceMixin:
         """
         return self.fit(X).predict(X)
 
-    def _information_criterion(self, X: Any, penalty_per_parameter: Callable[[int], float]) -> float:
-        # One E-step pass gives both the likelihood and the number of records.
-        scores = self.score_samples(X)
-        n = scores.shape[0]
-        return -2 * scores.mean() * n + self.params_.n_parameters() * penalty_per_parameter(n)
+    def _information_criterion(
+        self, X: Any, sample_weight: Any, penalty_per_parameter: Callable[[float], float]
+    ) -> float:
+        # One E-step pass gives both the likelihood and the number (weight) of records.
+        total, n = self._total_log_likelihood(X, sample_weight)
+        return -2 * total + self.params_.n_parameters() * penalty_per_parameter(n)
 
-    def bic(self, X: Any) -> float:
+    def bic(self, X: Any, sample_weight: Any = None) -> float:
         """Bayesian information criterion on ``X``, as scikit-learn's (lower is better).
 
         ``-2 log L + p log N``, with L the likelihood of the N records of ``X`` and p the
-        model's free parameters.
+        model's free parameters. With record weights, log L is the weighted sum of the
+        records' log-likelihoods and N their total weight (a record of weight w counts as w
+        records); records with nothing observed are not counted.
 
         Parameters
         ----------
         X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
-            Anything ``fit`` takes except a Dask collection; tabular input is read by
-            ``feature_names_in_``.
+            Anything ``fit`` takes; tabular input is read by ``feature_names_in_``.
+
+        sample_weight : array-like of shape (n_records,), default=None
+            Record weights (for an array or in-memory table ``X``).
 
         Returns
         -------
@@ -229,19 +290,21 @@ class InferenceMixin:
         >>> print(round(gmm.bic(X), 3))
         -20.926
         """
-        return self._information_criterion(X, math.log)
+        return self._information_criterion(X, sample_weight, math.log)
 
-    def aic(self, X: Any) -> float:
+    def aic(self, X: Any, sample_weight: Any = None) -> float:
         """Akaike information criterion on ``X``, as scikit-learn's (lower is better).
 
         ``-2 log L + 2 p``, with L the likelihood of the records of ``X`` and p the model's free
-        parameters.
+        parameters; with record weights, log L is weighted as in :meth:`bic`.
 
         Parameters
         ----------
         X : array-like of shape (n_records, n_features), iterable of such chunks, table or path
-            Anything ``fit`` takes except a Dask collection; tabular input is read by
-            ``feature_names_in_``.
+            Anything ``fit`` takes; tabular input is read by ``feature_names_in_``.
+
+        sample_weight : array-like of shape (n_records,), default=None
+            Record weights (for an array or in-memory table ``X``).
 
         Returns
         -------
@@ -257,7 +320,7 @@ class InferenceMixin:
         >>> print(round(gmm.aic(X), 3))
         -18.636
         """
-        return self._information_criterion(X, lambda n: 2.0)
+        return self._information_criterion(X, sample_weight, lambda n: 2.0)
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw random records from the fitted mixture, as scikit-learn's.
@@ -305,10 +368,29 @@ class InferenceMixin:
         return X, y
 
 
-def _partition_log_likelihood(source: ChunkSource, params: MixtureParams) -> tuple[float, int]:
-    """On a worker: one partition's total log-likelihood and record count."""
-    total, count = 0.0, 0
-    for X in source.batches(65536):
-        total += float(score_chunk(X, params)[0].sum())
-        count += X.shape[0]
+def _partition_log_likelihood(source: ChunkSource, params: MixtureParams) -> tuple[float, float]:
+    """On a worker: one partition's (weighted) total log-likelihood and record count."""
+    total, count = 0.0, 0.0
+    weighted = is_weighted(source)
+    for batch in source.batches(65536):
+        X, weights = split_weights(batch, weighted)
+        batch_total, batch_count = weighted_log_likelihood(score_chunk(X, params)[0], weights)
+        total += batch_total
+        count += batch_count
     return total, count
+
+
+def weighted_log_likelihood(log_norm: np.ndarray, weights: np.ndarray | None) -> tuple[float, float]:
+    """The (weighted) sum of the records' log-likelihoods and their (weighted) count, leaving
+    out the records without a score (NaN: nothing observed).
+
+    >>> weighted_log_likelihood(np.array([-1.0, np.nan, -3.0]), np.array([2.0, 5.0, 1.0]))
+    (-5.0, 3.0)
+    """
+    scored = ~np.isnan(log_norm)
+    if weights is None:
+        if scored.all():
+            return float(log_norm.sum()), float(log_norm.shape[0])
+        return float(log_norm[scored].sum()), float(np.count_nonzero(scored))
+    w = weights[scored]
+    return float(w @ log_norm[scored]), float(w.sum())

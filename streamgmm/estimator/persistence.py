@@ -8,7 +8,7 @@ from typing import Any, Self
 import numpy as np
 
 from streamgmm.em.fit_history import FitHistory
-from streamgmm.em.online import OnlineState
+from streamgmm.em.online import OnlineState, record_count
 from streamgmm.io.model_file import ModelFileError, read_model, write_model
 from streamgmm.mixture import covariance as cov
 from streamgmm.mixture.params import MixtureParams
@@ -182,7 +182,7 @@ class PersistenceMixin:
             float(online["statistics_n_records"]),
             float(online["statistics_log_likelihood"]),
         )
-        state = OnlineState(mixture, stats, int(online["step"]), int(online["records_seen"]))
+        state = OnlineState(mixture, stats, int(online["step"]), record_count(float(online["records_seen"])))
         model._set_fitted(
             state,
             bool(fitted["converged"]),

@@ -123,6 +123,18 @@ class StreamingGaussianMixture(PersistenceMixin, InferenceMixin, FittingMixin, E
         The precision of the E-step of full covariances (other types always use float64).
         float32 is faster and fits as well; the statistics are summed in float64 either way.
 
+    nan_policy : {'raise', 'skip', 'marginalize'}, default='raise'
+        What a missing value (NaN, or a null in a table) of an array or table passed to
+        ``fit``, ``partial_fit``, ``predict`` and friends means (a
+        :class:`~streamgmm.ParquetSource` or other source object keeps its own policy).
+        ``'raise'``: an error. ``'skip'``: fitting leaves out the records with a missing value
+        (counted in ``n_skipped_``); their scores are NaN and their prediction -1.
+        ``'marginalize'``: exact EM for incomplete records (Ghahramani & Jordan, 1994): a
+        record's E-step uses the marginal density of its observed features, and the M-step the
+        conditional expectations of the missing ones; ``predict_proba``, ``score_samples`` and
+        ``predict`` of an incomplete record come from its observed features. Records with
+        nothing observed are left out of fitting, and score NaN (``predict``: -1).
+
     Attributes
     ----------
     weights_ : ndarray of shape (n_components,)
@@ -166,12 +178,14 @@ class StreamingGaussianMixture(PersistenceMixin, InferenceMixin, FittingMixin, E
     n_steps_ : int
         Online mini-batches so far (for exact EM, the mini-batches of one pass).
 
-    records_seen_ : int
+    records_seen_ : int or float
         Records the running statistics account for: every record of every online pass and
-        ``partial_fit`` call, or the records of one pass after exact EM.
+        ``partial_fit`` call, or the records of one pass after exact EM. With record weights,
+        their total weight (a float when the weights are fractional).
 
     n_skipped_ : int
-        Records a source with ``nan_policy='skip'`` left out of the last pass.
+        Records the last pass left out: those with a missing value under
+        ``nan_policy='skip'``, those with nothing observed under ``'marginalize'``.
 
     classes_ : ndarray of shape (n_components,)
         The component indices ``0 .. K-1``: the labels ``predict`` gives and the columns of

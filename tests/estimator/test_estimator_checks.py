@@ -1,4 +1,9 @@
-"""scikit-learn's own estimator checks, run against StreamingGaussianMixture (no expected failures)."""
+"""scikit-learn's own estimator checks, run against StreamingGaussianMixture.
+
+One expected failure, the one scikit-learn's own KMeans has: with several components the fit's
+random seeding draws a weighted sample's candidates differently from those of its repeated
+rows (shuffled, in the check), so EM may end in another local optimum. Equivalence from the
+same start is tested exactly in tests/estimator/test_weights.py."""
 
 from __future__ import annotations
 
@@ -24,7 +29,17 @@ ESTIMATORS = [
 ]
 
 
-@parametrize_with_checks(ESTIMATORS)
+def expected_failures(estimator: StreamingGaussianMixture) -> dict[str, str]:
+    if estimator.n_components == 1:
+        return {}  # one component has one optimum: weights and repeats agree
+    return {
+        "check_sample_weight_equivalence_on_dense_data": (
+            "random seeding: weighted and repeated data draw different candidates (as KMeans)"
+        )
+    }
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failures)
 def test_sklearn_estimator_checks(estimator, check) -> None:
     check(estimator)
 
