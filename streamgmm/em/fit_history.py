@@ -51,9 +51,10 @@ class FitHistory:
     def __len__(self) -> int:
         return len(self._records)
 
-    def record(self, mean_log_likelihood: float, n_records: int, step_size: float, reseeded: Iterable[int]) -> None:
+    def record(self, mean_log_likelihood: float, n_records: float, step_size: float, reseeded: Iterable[int]) -> None:
         """Add one mini-batch (what online EM reports after each update)."""
-        n_records = int(n_records)
+        # A weighted source's count is its records' weight: a fraction stays one.
+        n_records = int(n_records) if float(n_records).is_integer() else float(n_records)
         total = (self._records[-1] if self._records else 0) + n_records
         self.n_batches += 1
         if self._batches and self._batches[-1] < self.stride:
