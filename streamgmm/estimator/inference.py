@@ -220,7 +220,7 @@ class InferenceMixin:
             return self.params_.weighted_log_prob(batch).argmax(axis=1)
         resp = score_chunk(batch, self.params_)[1]
         unscored = np.isnan(resp).any(axis=1)
-        labels = np.where(unscored, 0.0, resp).argmax(axis=1)
+        labels = np.where(unscored[:, None], 0.0, resp).argmax(axis=1)
         labels[unscored] = -1
         return labels
 
