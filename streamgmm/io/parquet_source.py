@@ -383,6 +383,10 @@ class ParquetSource:
         sample, seen = reservoir_sample_counted(chunks, size, rng)
         # Whether the sample is the whole lake: every row group read, and no more records than asked.
         self.sampled_every_record = len(groups) == len(self.row_groups) and seen <= size
+        if len(groups) == len(self.row_groups):
+            # Every record was read: what the policy left out is known, as after a pass (a fit
+            # whose sample is the whole lake makes no pass).
+            self.skipped_records = reader.skipped
         return sample if sample.shape[0] else np.empty((0, self.n_columns))
 
     def with_features(self, names: Sequence[str]) -> ParquetSource:

@@ -92,6 +92,7 @@ def test_parquet_source_marginalize_counts_rows_with_nothing_observed(tmp_path):
     assert source.skipped_records == 2
     skip = ParquetSource(tmp_path, columns=["x", "y"], nan_policy="skip")
     assert skip.sample(10, np.random.default_rng(0)).shape == (2, 2)
+    assert skip.skipped_records == 4  # a sample of the whole lake counts what it left out
 
 
 @pytest.mark.parametrize(
