@@ -20,6 +20,7 @@ from streamgmm.io.held_out import HeldOutReservoir
 from streamgmm.io.parquet_source import ParquetSource
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.selection import parse_candidates
+from streamgmm.selection import search as search_module
 
 
 class CountingSource:
@@ -237,8 +238,8 @@ def test_scoring_and_initialisation_run_on_one_blas_thread(monkeypatch):
 
         return call
 
-    # log_likelihood is the scoring pass's (training uses e_step or the fused kernel).
-    monkeypatch.setattr(MixtureParams, "log_likelihood", watched("log_likelihood", MixtureParams.log_likelihood))
+    # score_chunk is the scoring pass's (training uses chunk_statistics).
+    monkeypatch.setattr(search_module, "score_chunk", watched("score_chunk", search_module.score_chunk))
     monkeypatch.setattr(start_module, "initialize", watched("initialize", start_module.initialize))
     X, _, _ = streamgmm.make_mixture(3000, n_components=2, n_features=2, random_state=3)
     with threadpool_limits(limits=2, user_api="blas"):
@@ -258,6 +259,36 @@ def test_scoring_and_initialisation_run_on_one_blas_thread(monkeypatch):
         model.score_samples(X), model.predict_proba(X), model.predict(X)
         assert [info["num_threads"] for info in blas.info()] == [2] * len(blas.lib_controllers)
     # predict_proba scores in the fused kernel (no BLAS) where it was built, else through e_step.
-    assert held.n_scored == 300 and {"initialize", "log_likelihood", "weighted_log_prob"} <= set(seen)
+    assert held.n_scored == 300 and {"initialize", "score_chunk", "weighted_log_prob"} <= set(seen)
     if blas.lib_controllers:  # else there is no BLAS threading to limit
         assert all(threads == {1} for threads in seen.values()), seen
+
+
+@pytest.mark.parametrize("case", ["weights", "marginalize"])
+def test_weighted_and_incomplete_candidates_equal_lone_fits(case):
+    """Record weights and nan_policy='marginalize' reach every candidate as a lone fit, and the
+    criteria are the estimator's (weighted: N is the total weight) (issue 19)."""
+    X, _, _ = streamgmm.make_mixture(3000, n_components=3, n_features=3, random_state=5)
+    rng = np.random.default_rng(0)
+    weights = None
+    options = dict(batch_size=500, init_size=1000, n_init=2, shuffle=False, max_passes=2, tol=1e-3)
+    if case == "weights":
+        weights = rng.integers(0, 4, X.shape[0]).astype(float)
+    else:
+        X[rng.random(X.shape) < 0.15] = np.nan
+        options["nan_policy"] = "marginalize"
+    result = select(
+        X, n_components=[2, 3], covariance_types="full,spherical", random_state=7, sample_weight=weights, **options
+    )
+    for candidate in result.candidates:
+        lone = StreamingGaussianMixture(
+            candidate.n_components, covariance_type=candidate.covariance_type, random_state=7, **options
+        ).fit(X, sample_weight=weights)
+        for name in ("weights_", "means_", "covariances_"):
+            np.testing.assert_array_equal(getattr(candidate.model, name), getattr(lone, name))
+        assert candidate.model.records_seen_ == lone.records_seen_
+        assert candidate.bic == pytest.approx(lone.bic(X, sample_weight=weights), rel=1e-12)
+        assert candidate.aic == pytest.approx(lone.aic(X, sample_weight=weights), rel=1e-12)
+    if case == "weights":
+        assert result.n_scored == weights.sum()
+    assert result.best.n_components == 3

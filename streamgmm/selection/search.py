@@ -32,14 +32,16 @@ import numpy as np
 
 from streamgmm.em.batch import EMIterations, shared_pass_statistics
 from streamgmm.em.fit_history import FitHistory
-from streamgmm.em.online import OnlineState, online_update
+from streamgmm.em.online import OnlineState, online_update, record_count
 from streamgmm.em.start import Start, draw_sample, spawn_rng
 from streamgmm.estimator import StreamingGaussianMixture
+from streamgmm.estimator.inference import weighted_log_likelihood
 from streamgmm.inputs import resolve_input
 from streamgmm.io.held_out import HeldOutReservoir
-from streamgmm.io.sources import ArraySource, is_dask_collection, rebatch
+from streamgmm.io.sources import ArraySource, is_dask_collection, is_weighted, rebatch, split_weights
 from streamgmm.io.validation import make_rng
 from streamgmm.kernels.quadratic import one_blas_thread
+from streamgmm.kernels.scoring import score_chunk
 from streamgmm.mixture.covariance import check_covariance_type
 from streamgmm.mixture.reseeding import WorstRecords
 from streamgmm.selection.result import CRITERIA, Candidate, SelectionResult, parse_candidates
@@ -61,6 +63,7 @@ _SHARED = (
     "init_size",
     "shuffle",
     "compute_dtype",
+    "nan_policy",
 )
 
 
@@ -78,11 +81,13 @@ class _Fitting:
         self.total_ll = 0.0
         self.total_n = 0
 
-    def update(self, batch: np.ndarray) -> None:
+    def update(self, batch: np.ndarray, weights: np.ndarray | None = None) -> None:
         m = self.model
         self.state, update = online_update(
-            self.state, batch, self.schedule, m.burn_in, m.reg_covar, m.batch_size, np.dtype(m.compute_dtype)
+            self.state, batch, self.schedule, m.burn_in, m.reg_covar, m.batch_size, np.dtype(m.compute_dtype), weights
         )
+        if not update.n_records:
+            return  # a batch of weight zero: no step
         self.total_ll += update.mean_log_likelihood * update.n_records
         self.total_n += update.n_records
         self.trace.record(update.mean_log_likelihood, update.n_records, update.step_size, update.reseeded)
@@ -102,6 +107,7 @@ def select(
     criterion: str = "bic",
     held_out: int | None = None,
     random_state: Any = None,
+    sample_weight: Any = None,
     **estimator_params: Any,
 ) -> SelectionResult:
     """Fit and score candidate numbers of components and covariance types in one streaming job.
@@ -140,11 +146,16 @@ def select(
         Seed for the initialisation sample, the shuffles, every candidate's initialisation
         (each as a lone fit with this ``random_state`` would have it) and the reservoir.
 
+    sample_weight : array-like of shape (n_records,), default=None
+        Record weights for an array or in-memory table ``X`` (a source with a
+        ``weight_column`` brings its own): a record of weight w counts as w records in the
+        fits and in the criteria, whose N is the total weight.
+
     **estimator_params : dict
         Estimator parameters shared by all candidates: ``algorithm``, ``max_iter``,
         ``reg_covar``, ``tol``, ``n_init``, ``init_params``, ``batch_size``, ``max_passes``,
         ``step_exponent``, ``step_offset``, ``step_floor``, ``burn_in``, ``init_size``,
-        ``shuffle`` and ``compute_dtype``, as for ``StreamingGaussianMixture``.
+        ``shuffle``, ``compute_dtype`` and ``nan_policy``, as for ``StreamingGaussianMixture``.
 
     Returns
     -------
@@ -199,20 +210,24 @@ def select(
         )
     template = StreamingGaussianMixture(random_state=random_state, **estimator_params)
     template.validate_params()
-    source = resolve_input(X)
+    source = resolve_input(X, nan_policy=template.nan_policy, sample_weight=sample_weight)
+    weighted = is_weighted(source)
     _check_plan(template, source, held_out)
     rng = make_rng(random_state)
     template.shuffle_generator(source, rng)  # a shuffle the source cannot do is refused before any work
     sample, shuffle_rng, whole = draw_sample(source, template.init_size, rng)
-    fittings = _candidates(ks, types, sample, shuffle_rng, whole, rng, random_state, estimator_params)
+    fittings = _candidates(ks, types, sample, shuffle_rng, whole, rng, random_state, estimator_params, weighted)
     # With held_out the candidates are fitted in one online pass: the held-out records are never trained on.
     plan = "online" if held_out is not None else template.fit_plan(source, fittings[0].start)
     reservoir = HeldOutReservoir(held_out, spawn_rng(rng)) if held_out is not None else None
     records_per_pass, n_passes = _train(fittings, source, template, plan, shuffle_rng, reservoir, sample)
     if reservoir is not None:
-        totals, n_scored, scored_on = _score_held_out(fittings, reservoir)
+        totals, n_scored, scored_on = _score_held_out(fittings, reservoir, weighted)
     else:
-        totals, n_scored = _scoring_pass(fittings, source if plan != "start" else ArraySource(sample), template)
+        scored = (
+            source if plan != "start" else ArraySource.with_weight_column(sample) if weighted else ArraySource(sample)
+        )
+        totals, n_scored = _scoring_pass(fittings, scored, template)
         scored_on = "full pass"
     candidates = [
         Candidate(
@@ -276,6 +291,7 @@ def _candidates(
     rng: np.random.Generator,
     random_state: Any,
     estimator_params: dict[str, Any],
+    weighted: bool = False,
 ) -> list[_Fitting]:
     """Every candidate started on the one shared sample. Each starts from the generator as a
     lone fit would have it after its own sample draw, so it is initialised exactly as
@@ -286,7 +302,8 @@ def _candidates(
     for t in types:
         for k in ks:
             model = StreamingGaussianMixture(k, covariance_type=t, random_state=random_state, **estimator_params)
-            start = model.start_on_sample(sample, shuffle_rng, whole, copy.deepcopy(after_sample))
+            start = model.start_on_sample(sample, shuffle_rng, whole, copy.deepcopy(after_sample), weighted=weighted)
+            model._weighted_input = weighted
             fittings.append(_Fitting(model, start))
     return fittings
 
@@ -311,20 +328,27 @@ def _train(
     if plan == "start":
         for fitting in fittings:
             fitting.model.fit_from_start(fitting.start)
-        records_per_pass = sample.shape[0]
+        records_per_pass = (
+            record_count(split_weights(sample, is_weighted(source))[1].sum())
+            if is_weighted(source)
+            else sample.shape[0]
+        )
     for fitting in fittings:
         fitting.model.describe_input(source)
     return records_per_pass, n_passes
 
 
-def _score_held_out(fittings: list[_Fitting], reservoir: HeldOutReservoir) -> tuple[list[float], int, str]:
+def _score_held_out(
+    fittings: list[_Fitting], reservoir: HeldOutReservoir, weighted: bool = False
+) -> tuple[list[float], float, str]:
     scored = reservoir.records()
     if scored.shape[0] == 0:
         raise ValueError("the held-out reservoir is empty")
     # One BLAS thread, as the training's E-steps: see StreamingGaussianMixture.score_samples.
+    X, weights = split_weights(scored, weighted)
     with one_blas_thread():
-        totals = [float(f.model.params_.log_likelihood(scored).sum()) for f in fittings]
-    return totals, scored.shape[0], "held-out reservoir"
+        sums = [weighted_log_likelihood(score_chunk(X, f.model.params_)[0], weights) for f in fittings]
+    return [total for total, _ in sums], record_count(sums[0][1]), "held-out reservoir"
 
 
 def _online_passes(
@@ -347,10 +371,12 @@ def _online_passes(
         if reservoir is not None:
             batches = rebatch(reservoir.withhold(batches), template.batch_size)
         records_per_pass = 0
+        weighted = is_weighted(source)
         for batch in batches:
-            records_per_pass += batch.shape[0]
+            X, weights = split_weights(batch, weighted)
+            records_per_pass += X.shape[0] if weights is None else weights.sum()
             for fitting in active:
-                fitting.update(batch)
+                fitting.update(X, weights)
         if records_per_pass == 0:
             if reservoir is not None and reservoir.seen:
                 raise ValueError(
@@ -361,7 +387,7 @@ def _online_passes(
             fitting.end_pass(template.tol)
     for fitting in fittings:
         fitting.model.set_online_result(fitting.state, fitting.converged, fitting.pass_means, fitting.trace)
-    return records_per_pass, n_passes
+    return record_count(records_per_pass), n_passes
 
 
 def _exact_passes(
@@ -408,16 +434,19 @@ def _exact_passes(
         earlier = fitting.pass_means if after_online else None
         fitting.model.set_exact_result(run.result(), shift, False, earlier, len(fitting.pass_means))
     statistics = runs[0][1].statistics
-    return (0 if statistics is None else int(statistics.n_records)), passes
+    return (0 if statistics is None else record_count(statistics.n_records)), passes
 
 
 def _scoring_pass(fittings: list[_Fitting], source: Any, template: StreamingGaussianMixture) -> tuple[list[float], int]:
     """Each candidate's total log-likelihood over one pass, and the records scored."""
     totals = [0.0] * len(fittings)
-    n_scored = 0
+    n_scored = 0.0
+    weighted = is_weighted(source)
     with one_blas_thread():
         for batch in source.batches(template.batch_size, None):
-            n_scored += batch.shape[0]
+            X, weights = split_weights(batch, weighted)
             for i, fitting in enumerate(fittings):
-                totals[i] += float(fitting.model.params_.log_likelihood(batch).sum())
-    return totals, n_scored
+                total, count = weighted_log_likelihood(score_chunk(X, fitting.model.params_)[0], weights)
+                totals[i] += total
+            n_scored += count
+    return totals, record_count(n_scored)
