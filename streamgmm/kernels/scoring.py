@@ -70,14 +70,14 @@ def score_chunk(
     """
     X = np.asarray(X)
     dtype = np.dtype(dtype)
-    complete = complete_rows(X)
-    if not complete.all():
-        log_norm, resp = np.empty(X.shape[0]), np.empty((X.shape[0], params.n_components), dtype=dtype)
-        log_norm[~complete], resp[~complete] = marginal_e_step(X[~complete], params)
-        if complete.any():
-            log_norm[complete], resp[complete] = _score_complete(X[complete], params, dtype)
-        return log_norm, resp
-    return _score_complete(X, params, dtype)
+    log_norm, resp = _score_complete(X, params, dtype)
+    # A record with a NaN feature comes out of every kernel with a NaN log-likelihood: only
+    # then is X searched for missing features, and the records without any keep their scores.
+    if np.isnan(log_norm.sum()):
+        incomplete = ~complete_rows(X)
+        if incomplete.any():
+            log_norm[incomplete], resp[incomplete] = marginal_e_step(X[incomplete], params)
+    return log_norm, resp
 
 
 def _score_complete(X: np.ndarray, params: MixtureParams, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:

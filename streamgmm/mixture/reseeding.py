@@ -48,6 +48,8 @@ def _lowest(values: np.ndarray, count: int) -> np.ndarray:
     if count >= values.shape[0]:
         return np.argsort(values, kind="stable")
     threshold = np.partition(values, count - 1)[count - 1]
+    if np.isnan(threshold):  # fewer than count numbers: NaN compares false, the sort puts it last
+        return np.argsort(values, kind="stable")[:count]
     candidates = np.flatnonzero(values <= threshold)
     return candidates[np.argsort(values[candidates], kind="stable")[:count]]
 
@@ -81,10 +83,11 @@ def worst_rows(X: np.ndarray, log_norm: np.ndarray, count: int) -> np.ndarray:
     >>> worst_rows(X, np.array([-3.0, -9.0, -5.0, -3.0]), 2)
     array([2, 0])
     """
-    complete = complete_rows(X)
-    if complete.all():
-        return _lowest(log_norm, count)
-    rows = np.flatnonzero(complete)
+    worst = _lowest(log_norm, count)
+    # When the lowest rows are complete they are the answer: only they need looking at.
+    if not np.isnan(X[worst]).any():
+        return worst
+    rows = np.flatnonzero(complete_rows(X))
     return rows[_lowest(log_norm[rows], count)]
 
 
@@ -98,11 +101,13 @@ class WorstRecords:
 
     def offer(self, X: np.ndarray, log_likelihood: np.ndarray) -> None:
         """Keep the worst of ``X``'s complete records (an incomplete one is no place for a mean)."""
-        complete = complete_rows(X)
-        if not complete.all():
-            X, log_likelihood = X[complete], log_likelihood[complete]
         take = min(self.size, X.shape[0])
         idx = np.argpartition(log_likelihood, take - 1)[:take] if take < X.shape[0] else np.arange(X.shape[0])
+        if np.isnan(X[idx]).any():
+            complete = complete_rows(X)
+            X, log_likelihood = X[complete], log_likelihood[complete]
+            take = min(self.size, X.shape[0])
+            idx = np.argpartition(log_likelihood, take - 1)[:take] if take < X.shape[0] else np.arange(X.shape[0])
         scores = np.concatenate([self.scores, log_likelihood[idx]])
         records = np.concatenate([self.records, X[idx]])
         order = np.argsort(scores, kind="stable")[: self.size]

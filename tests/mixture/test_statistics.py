@@ -251,9 +251,14 @@ def test_worst_rows_are_the_lowest_complete_rows_ties_in_row_order(count: int, g
     log_norm = rng.integers(-5, 0, 30).astype(float)  # many ties
     if gaps:
         X[rng.random((30, 3)) < 0.2] = np.nan
+        nothing = rng.random(30) < 0.1
+        X[nothing], log_norm[nothing] = np.nan, np.nan  # nothing observed: no log-likelihood
     complete = ~np.isnan(X).any(axis=1)
     expected = [i for i in np.argsort(log_norm, kind="stable") if complete[i]][:count]
     assert worst_rows(X, log_norm, count).tolist() == expected
+    with_low_gap = log_norm.copy()
+    with_low_gap[~complete] = -10.0  # the lowest rows are incomplete
+    assert worst_rows(X, with_low_gap, count).tolist() == expected
 
 
 def test_worst_records_keep_only_complete_rows() -> None:
@@ -263,3 +268,9 @@ def test_worst_records_keep_only_complete_rows() -> None:
     worst.offer(np.array([[np.nan, 5.0]]), np.array([-50.0]))
     np.testing.assert_array_equal(worst.records, [[1.0, 1.0], [3.0, 3.0]])
     np.testing.assert_array_equal(worst.scores, [-3.0, -2.0])
+
+
+def test_worst_rows_when_fewer_rows_have_a_log_likelihood_than_asked() -> None:
+    X = np.array([[np.nan], [1.0], [np.nan], [2.0], [np.nan]])
+    log_norm = np.array([np.nan, -1.0, np.nan, -2.0, np.nan])
+    assert worst_rows(X, log_norm, 3).tolist() == [3, 1]
