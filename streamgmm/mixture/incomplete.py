@@ -34,7 +34,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-from scipy.special import logsumexp
 
 from streamgmm.mixture import covariance as cov
 from streamgmm.mixture.params import MixtureParams
@@ -117,9 +116,17 @@ def missingness_patterns(observed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     observed = np.asarray(observed, dtype=bool)
     if observed.shape[0] == 0:
         return np.empty((0, observed.shape[1]), dtype=bool), np.empty(0, dtype=np.intp)
-    # Eight features a byte: np.unique then compares a few bytes per record, not d booleans.
-    packed = np.packbits(observed, axis=1)
-    _, first, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
+    # 64 features a word: np.unique then sorts integers (one per record up to 64 features),
+    # where sorting rows of booleans takes several times longer.
+    n, d = observed.shape
+    words = -(-d // 64)
+    packed = np.zeros((n, 8 * words), dtype=np.uint8)
+    packed[:, : -(-d // 8)] = np.packbits(observed, axis=1)
+    keys = packed.view(np.uint64)
+    if words == 1:
+        _, first, inverse = np.unique(keys[:, 0], return_index=True, return_inverse=True)
+    else:
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     return observed[first], inverse.reshape(-1)
 
 
@@ -190,13 +197,14 @@ def _diagonal_log_prob(X: np.ndarray, observed: np.ndarray, params: MixtureParam
 
 
 def _normalise(log_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Log-sum-exp over components and the responsibilities."""
-    if log_prob.shape[0] == 0:
-        return np.empty(0), log_prob
-    log_norm = logsumexp(log_prob, axis=1)
-    with np.errstate(invalid="ignore"):
-        resp = np.exp(log_prob - log_norm[:, None])
-    return log_norm, resp
+    """Log-sum-exp over components (max-shifted, as scipy's, without its per-call overhead,
+    which exceeds a small pattern's work) and the responsibilities."""
+    peak = log_prob.max(axis=1) if log_prob.shape[1] else np.full(log_prob.shape[0], -np.inf)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    shares = np.exp(log_prob - peak[:, None])
+    total = shares.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(total) + peak, shares / total[:, None]
 
 
 def marginal_e_step(X: np.ndarray, params: MixtureParams) -> tuple[np.ndarray, np.ndarray]:
@@ -362,19 +370,20 @@ def _pattern_statistics(
         log_norm[rows] = row_norm
         rw = (resp * w[rows, None]).T  # (K, n)
         block_counts = rw.sum(axis=1)
+        # The completed records with the observed features first: contiguous slices to fill,
+        # and the (K, d, d) moments permuted back once per block.
+        no, order = o.size, np.concatenate([o, m])
         U = np.empty((k, rows.size, d))
-        U[:, :, o] = Xo - shift[o]
+        U[:, :, :no] = Xo - shift[o]
         if m.size:
-            U[:, :, m] = conditional_means - shift[m]
+            U[:, :, no:] = conditional_means - shift[m]
         counts += block_counts
-        sums += (rw[:, None, :] @ U)[:, 0, :]
+        sums[:, order] += (rw[:, None, :] @ U)[:, 0, :]
         moments = (U * rw[:, :, None]).transpose(0, 2, 1) @ U
+        if m.size:
+            moments[:, no:, no:] += block_counts[:, None, None] * conditional_covariances
         if tied:
-            second += moments.sum(axis=0)
-            if m.size:
-                second[np.ix_(m, m)] += block_counts.sum() * conditional_covariances[0]
+            second[order[:, None], order] += moments.sum(axis=0)
         else:
-            second += moments
-            if m.size:
-                second[:, m[:, None], m] += block_counts[:, None, None] * conditional_covariances
+            second[:, order[:, None], order] += moments
     return counts, sums, second
