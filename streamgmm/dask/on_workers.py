@@ -39,7 +39,7 @@ import numpy as np
 from streamgmm.dask.source import DaskSource, Partition, PartitionSpec, open_partition
 from streamgmm.io.columns import DataError
 from streamgmm.io.parquet_source import READ_BATCH
-from streamgmm.io.sources import ArraySource, ChunkSource
+from streamgmm.io.sources import ArraySource, ChunkSource, is_weighted
 
 # "auto" persists when the decoded partitions take at most this share of the workers' memory
 # limits: the rest is left for the E-step's working arrays and Dask's own bookkeeping.
@@ -183,13 +183,15 @@ class WorkerPlan:
         return sorted(groups.values())
 
 
-def decode_partition(data: Any, spec: PartitionSpec) -> tuple[np.ndarray, int]:
-    """A partition's records as one float matrix, and the records its nan policy skipped."""
+def decode_partition(data: Any, spec: PartitionSpec) -> tuple[np.ndarray, int, bool]:
+    """A partition's records as one float matrix, the records its nan policy skipped, and
+    whether the matrix ends with a column of record weights."""
     with naming(spec.where):
         source = open_partition(data, spec)
         batches = list(source.batches(READ_BATCH))
-    matrix = np.concatenate(batches) if batches else np.empty((0, spec.n_features))
-    return matrix, int(getattr(source, "skipped_records", 0))
+    weighted = is_weighted(source)
+    matrix = np.concatenate(batches) if batches else np.empty((0, spec.n_features + weighted))
+    return matrix, int(getattr(source, "skipped_records", 0)), weighted
 
 
 def _run_group(
@@ -205,8 +207,8 @@ def _run_group(
     return combine(results)
 
 
-def _cached_source(matrix: np.ndarray, skipped: int) -> ChunkSource:
-    source = ArraySource(matrix)
+def _cached_source(matrix: np.ndarray, skipped: int, weighted: bool = False) -> ChunkSource:
+    source = ArraySource.with_weight_column(matrix) if weighted else ArraySource(matrix)
     source.skipped_records = skipped
     return source
 
