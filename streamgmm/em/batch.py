@@ -78,11 +78,13 @@ def shared_pass_statistics(
     weighted = is_weighted(source)
     for batch in batches_ahead(source, batch_size):  # the next batches decoded during this E-step
         X, weights = split_weights(batch, weighted)
+        # A record of weight zero is as good as absent: no place to re-seed a component.
+        present = None if weights is None or weights.all() else weights > 0
         for i, (params, shift) in enumerate(zip(models, shifts)):
             stats, log_norm = chunk_statistics(X, params, shift, dtype, weights=weights)
             totals[i] = totals[i] + stats
             if worst[i] is not None:
-                worst[i].offer(X, log_norm)
+                worst[i].offer(*((X, log_norm) if present is None else (X[present], log_norm[present])))
     return totals
 
 

@@ -67,16 +67,6 @@ class BatchUpdate:
     reseeded: list[int]
 
 
-def lowest(values: np.ndarray, count: int) -> np.ndarray:
-    """Indices of the ``count`` smallest values, smallest first, ties in index order: the head
-    of a stable argsort, at the cost of a partition (a full sort of every batch is slow)."""
-    if count >= values.shape[0]:
-        return np.argsort(values, kind="stable")
-    threshold = np.partition(values, count - 1)[count - 1]
-    candidates = np.flatnonzero(values <= threshold)
-    return candidates[np.argsort(values[candidates], kind="stable")[:count]]
-
-
 def online_update(
     state: OnlineState,
     batch: np.ndarray,
@@ -100,7 +90,11 @@ def online_update(
     # on a sorted stream a full step would over-weight the last component seen.
     eta = schedule.step(state.step + 1) * min(1.0, size / batch_size)
     batch_stats, log_norm = chunk_statistics(batch, state.params, state.statistics.shift, dtype, weights=weights)
-    worst = batch[worst_rows(batch, log_norm, state.params.n_components)]
+    # A record of weight zero is as good as absent: no place to re-seed a component.
+    rows, scores = batch, log_norm
+    if weights is not None and not weights.all():
+        rows, scores = batch[weights > 0], log_norm[weights > 0]
+    worst = rows[worst_rows(rows, scores, state.params.n_components)]
     return blend_step(state, batch_stats, worst, eta, 1, burn_in, reg_covar)
 
 

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from streamgmm import StreamingGaussianMixture, make_mixture
-from streamgmm.em.online import lowest
-from streamgmm.mixture.reseeding import MIN_WEIGHT
+from streamgmm.mixture.reseeding import MIN_WEIGHT, worst_rows
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +106,10 @@ def test_sorted_chunks_from_a_callable_get_a_uniform_sample() -> None:
     assert truth.log_likelihood(X).mean() - model.score(X) < 0.01
 
 
-def test_lowest_is_the_head_of_a_stable_argsort() -> None:
+def test_worst_rows_of_complete_records_are_the_head_of_a_stable_argsort() -> None:
+    """Online EM's re-seeding candidates (reseeding.worst_rows, since issue 19)."""
     rng = np.random.default_rng(0)
     for values in (rng.normal(size=1000), rng.integers(0, 5, 1000).astype(float), np.zeros(7)):
         for count in (1, 3, 8, 7, 2000):
-            np.testing.assert_array_equal(lowest(values, count), np.argsort(values, kind="stable")[:count])
+            rows = worst_rows(values[:, None], values, count)
+            np.testing.assert_array_equal(rows, np.argsort(values, kind="stable")[:count])
