@@ -190,7 +190,10 @@ class DaskSource:
         samples = self.map(_draw, size, each=seeds[:n])
         merge_seeds = iter(seeds[n:])
         total = tree_reduce(samples, lambda parts: dask.delayed(_merge_list, pure=True)(parts, size, next(merge_seeds)))
-        records, _ = self.compute(total)
+        records, _, skipped = self.compute(total)
+        # Every partition was read whole: what the nan policy left out is known, as after a pass
+        # (a fit whose sample is all the records makes no pass).
+        self.skipped_records = skipped
         return records if records.shape[0] else np.empty((0, self.n_features + self.weighted))
 
 
@@ -237,8 +240,9 @@ def _on_partition(data: Any, spec: PartitionSpec, function: Callable[..., Any], 
 # ---------------------------------------------------------------------- sampling
 
 
-def _draw(source: ChunkSource, seed: np.random.SeedSequence, size: int) -> tuple[np.ndarray, int]:
-    """A uniform reservoir sample of one partition, and the number of records it had."""
+def _draw(source: ChunkSource, seed: np.random.SeedSequence, size: int) -> tuple[np.ndarray, int, int]:
+    """A uniform reservoir sample of one partition, the number of records it had, and the
+    number its nan policy left out."""
     seen = 0
 
     def counted() -> Any:
@@ -250,12 +254,15 @@ def _draw(source: ChunkSource, seed: np.random.SeedSequence, size: int) -> tuple
     records = reservoir_sample(counted(), size, np.random.default_rng(seed))
     if records.shape[0] == 0:
         records = np.empty((0, (source.n_features or 0) + bool(getattr(source, "weighted", False))))
-    return records, seen
+    return records, seen, int(getattr(source, "skipped_records", 0))
 
 
-def _merge_list(parts: list[tuple[np.ndarray, int]], size: int, seed: np.random.SeedSequence) -> tuple[np.ndarray, int]:
+def _merge_list(
+    parts: list[tuple[np.ndarray, int, int]], size: int, seed: np.random.SeedSequence
+) -> tuple[np.ndarray, int, int]:
     rng = np.random.default_rng(seed)
-    return functools.reduce(lambda a, b: merge_samples(a, b, size, rng), parts)
+    records, seen = functools.reduce(lambda a, b: merge_samples(a, b, size, rng), [part[:2] for part in parts])
+    return records, seen, sum(part[2] for part in parts)
 
 
 def merge_samples(
