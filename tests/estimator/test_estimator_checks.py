@@ -26,6 +26,8 @@ ESTIMATORS = [
     StreamingGaussianMixture(3, algorithm="batch", covariance_type="diag", max_iter=20),
     StreamingGaussianMixture(2, covariance_type="tied", batch_size=16, max_passes=2),
     StreamingGaussianMixture(2, algorithm="batch", covariance_type="spherical", n_init=1, batch_size=7),
+    # allow_nan: scikit-learn's checks then feed NaN and expect a fit.
+    StreamingGaussianMixture(2, nan_policy="marginalize", n_init=2),
 ]
 
 
@@ -108,3 +110,10 @@ def test_numpy_array_api_dispatch_check_runs_in_a_subprocess() -> None:
         [sys.executable, "-c", code], env={**os.environ, "SCIPY_ARRAY_API": "1"}, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_nan_is_allowed_by_the_tags_only_where_the_policy_takes_it() -> None:
+    assert get_tags(StreamingGaussianMixture()).input_tags.allow_nan is False
+    for policy in ("skip", "marginalize"):
+        assert get_tags(StreamingGaussianMixture(nan_policy=policy)).input_tags.allow_nan is True
+    assert StreamingGaussianMixture(nan_policy="skip").get_params()["nan_policy"] == "skip"

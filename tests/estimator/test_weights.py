@@ -166,3 +166,18 @@ def test_sample_weight_with_a_stream_of_chunks_is_refused() -> None:
     X, w = data()
     with pytest.raises(ValueError, match="weight_column"):
         StreamingGaussianMixture(1).fit([X[:40], X[40:]], sample_weight=w)
+
+
+def test_a_dataframe_takes_sample_weight_and_a_weighted_source_scores_by_its_weights() -> None:
+    pd = pytest.importorskip("pandas")
+    X, w = data(seed=7)
+    frame = pd.DataFrame({"a": X[:, 0], "b": X[:, 1]})
+    options = dict(start("diag"), algorithm="batch", tol=1e-10, max_iter=200)
+    a = StreamingGaussianMixture(**options).fit(frame, sample_weight=w)
+    b = StreamingGaussianMixture(**options).fit(X, sample_weight=w)
+    assert_same_model(a, b, atol=1e-12)
+    assert list(a.feature_names_in_) == ["a", "b"]
+    assert b.score(ArraySource(X, weights=w)) == pytest.approx(b.score(X, sample_weight=w), rel=1e-14)
+    assert b.bic(ArraySource(X, weights=w)) == pytest.approx(b.bic(np.repeat(X, w, axis=0)), rel=1e-12)
+    # score_samples of a weighted source: one value per record, weights aside.
+    np.testing.assert_array_equal(b.score_samples(ArraySource(X, weights=w)), b.score_samples(X))
