@@ -8,9 +8,9 @@ the direct form) they take the direct form, :meth:`MixtureParams.e_step` and
 :meth:`SufficientStatistics.from_responsibilities`.
 
 Records with missing (NaN) features take the exact E-step of :mod:`streamgmm.mixture.incomplete`
-and the complete ones the kernels above; with record weights, the complete records are scored
-(:func:`streamgmm.kernels.scoring.score_chunk`) and their weighted statistics summed here, the
-fused kernel having no weights.
+and the complete ones the kernels above. The fused kernel has no record weights: weights of a
+few distinct values (counts) take it once per value, the statistics scaled by the value; others
+are scored (:func:`streamgmm.kernels.scoring.score_chunk`) and their weighted sums taken here.
 
 Examples
 --------
@@ -36,6 +36,10 @@ from streamgmm.mixture import covariance as cov
 from streamgmm.mixture.incomplete import complete_rows, incomplete_statistics
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.statistics import SufficientStatistics
+
+# Record weights of at most this many distinct values (counts, typically) are summed by the fused
+# kernel, one call per value; more (continuous weights) are scored and summed with numpy.
+MAX_WEIGHT_GROUPS = 32
 
 
 def chunk_statistics(
@@ -123,9 +127,13 @@ def chunk_statistics(
 def _weighted_statistics(
     X: np.ndarray, params: MixtureParams, shift: np.ndarray, dtype: np.dtype | type, w: np.ndarray | None
 ) -> tuple[SufficientStatistics, np.ndarray]:
-    """Complete records with weights: scored by the kernel, the weighted sums taken here."""
+    """Complete records with weights: the fused kernel once per distinct weight when there are
+    few (counts, typically), else scored by the kernel and the weighted sums taken here."""
     if w is None:
         return _complete_statistics(X, params, shift, dtype)
+    groups = _weight_groups(w)
+    if groups is not None:
+        return _grouped_statistics(X, params, shift, dtype, groups)
     log_norm, resp = score_chunk(X, params, dtype)
     weighted = np.asarray(resp, dtype=np.float64) * w[:, None]
     u = X - shift
@@ -140,6 +148,38 @@ def _weighted_statistics(
         params.covariance_type, shift, weighted.sum(axis=0), weighted.T @ u, second, float(w.sum()), total
     )
     return stats, log_norm
+
+
+def _weight_groups(w: np.ndarray) -> list[tuple[float, np.ndarray | None]] | None:
+    """``(weight, rows)`` for each distinct weight (rows None: every row), or None when there are
+    more than ``MAX_WEIGHT_GROUPS``."""
+    if w.size == 0 or (w == w[0]).all():
+        return [(float(w[0]) if w.size else 1.0, None)]
+    values = np.unique(w)
+    if values.size > MAX_WEIGHT_GROUPS:
+        return None
+    return [(float(v), np.flatnonzero(w == v)) for v in values]
+
+
+def _grouped_statistics(
+    X: np.ndarray,
+    params: MixtureParams,
+    shift: np.ndarray,
+    dtype: np.dtype | type,
+    groups: list[tuple[float, np.ndarray | None]],
+) -> tuple[SufficientStatistics, np.ndarray]:
+    """The weighted statistics as the sum over distinct weights of weight times the kernel's."""
+    log_norm = np.empty(X.shape[0])
+    total = SufficientStatistics.zeros(params.n_components, params.n_features, params.covariance_type, shift)
+    for value, rows in groups:
+        stats, group_norm = _complete_statistics(X if rows is None else X[rows], params, shift, dtype)
+        if rows is None:
+            log_norm = group_norm
+        else:
+            log_norm[rows] = group_norm
+        if value > 0:  # a record of weight zero adds nothing, even where its log-likelihood is -inf
+            total = total + (stats if value == 1.0 else stats.scaled(value))
+    return total, log_norm
 
 
 def _complete_statistics(

@@ -11,7 +11,7 @@ from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture
 
 from streamgmm import MixtureParams
-from streamgmm.kernels import quadratic
+from streamgmm.kernels import chunk, quadratic
 from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.kernels.expansion import expansion
 from streamgmm.kernels.scoring import score_chunk
@@ -329,12 +329,18 @@ def test_only_incomplete_rows_and_one_feature(covariance_type: str) -> None:
     np.testing.assert_array_equal(stats.second, reference.second)
 
 
+@pytest.mark.parametrize("route", ["kernel per weight", "scored"])
 @pytest.mark.parametrize("gaps", [False, True], ids=["complete", "gaps"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("covariance_type", TYPES)
-def test_weights_count_as_duplicated_records(covariance_type: str, dtype, gaps: bool) -> None:
+def test_weights_count_as_duplicated_records(
+    monkeypatch: pytest.MonkeyPatch, covariance_type: str, dtype, gaps: bool, route: str
+) -> None:
     """Integer weights equal duplicated rows, zero weights equal dropped rows, all-ones weights
-    equal no weights."""
+    equal no weights; whether the complete rows take the fused kernel once per distinct weight
+    or are scored and summed with numpy (the route of weights of many distinct values)."""
+    if route == "scored":
+        monkeypatch.setattr(chunk, "MAX_WEIGHT_GROUPS", 0)
     rng = np.random.default_rng(40)
     params = make_params(covariance_type, 3, 4, rng)
     X = records(params, 2000, rng)
@@ -358,8 +364,10 @@ def test_weights_count_as_duplicated_records(covariance_type: str, dtype, gaps: 
     for name in ("counts", "sums", "second"):
         got = getattr(weighted, name)
         np.testing.assert_allclose(got, getattr(duplicated, name), rtol=tolerance, atol=tolerance * np.abs(got).max())
-        if not gaps:  # the complete path scores and sums the same rows in the same order
+        if not gaps and route != "scored":  # the kernel sums the same rows in the same order
             np.testing.assert_array_equal(got, getattr(dropped, name))
+        else:
+            np.testing.assert_allclose(got, getattr(dropped, name), rtol=tolerance, atol=tolerance * np.abs(got).max())
         expected = getattr(unweighted, name)
         if dtype == np.float64:
             scale = np.abs(expected).max()
@@ -404,3 +412,28 @@ def test_every_kernel_path_finds_the_incomplete_rows(
     np.testing.assert_array_equal(scored_norm[complete], ordinary_norm)
     np.testing.assert_array_equal(resp[complete], ordinary_resp)
     np.testing.assert_allclose(scored_norm[~complete], incomplete_norm, rtol=1e-12)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_weights_of_many_values_scale_each_record(covariance_type: str) -> None:
+    """Continuous weights (more distinct values than the kernel takes one call each for): the
+    definitions with each responsibility times its record's weight."""
+    rng = np.random.default_rng(41)
+    params = make_params(covariance_type, 3, 4, rng)
+    X = records(params, 1000, rng)
+    shift = X.mean(axis=0)
+    w = rng.uniform(0.0, 3.0, X.shape[0])
+    stats, log_norm = chunk_statistics(X, params, shift, weights=w)
+    expected = oracle(X, params, shift)
+    rw, u = expected["resp"] * w[:, None], X - shift
+    second = {
+        "full": lambda: np.einsum("nk,nd,ne->kde", rw, u, u),
+        "tied": lambda: np.einsum("n,nd,ne->de", w, u, u),
+        "diag": lambda: rw.T @ (u * u),
+        "spherical": lambda: rw.T @ (u * u),
+    }[covariance_type]()
+    assert_close(log_norm, expected["log_norm"], np.float64)
+    assert stats.n_records == pytest.approx(w.sum(), rel=1e-12)
+    assert stats.log_likelihood == pytest.approx(w @ expected["log_norm"], rel=1e-10)
+    for name, want in (("counts", rw.sum(axis=0)), ("sums", rw.T @ u), ("second", second)):
+        assert_close(getattr(stats, name), want, np.float64)
