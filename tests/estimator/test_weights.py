@@ -181,3 +181,19 @@ def test_a_dataframe_takes_sample_weight_and_a_weighted_source_scores_by_its_wei
     assert b.bic(ArraySource(X, weights=w)) == pytest.approx(b.bic(np.repeat(X, w, axis=0)), rel=1e-12)
     # score_samples of a weighted source: one value per record, weights aside.
     np.testing.assert_array_equal(b.score_samples(ArraySource(X, weights=w)), b.score_samples(X))
+
+
+def test_a_weighted_stream_of_chunks_fits_as_sample_weight_and_names_a_bad_weight() -> None:
+    from streamgmm.io.sources import IterableSource
+
+    X, w = data(seed=8)
+    chunks = [np.column_stack([X, w])[i : i + 25] for i in range(0, len(X), 25)]
+    options = dict(start("full"), algorithm="batch", tol=1e-10, max_iter=200, batch_size=20)
+    a = StreamingGaussianMixture(**options).fit(IterableSource(chunks, weighted=True))
+    b = StreamingGaussianMixture(**options).fit(X, sample_weight=w)
+    assert_same_model(a, b, atol=1e-12)
+    assert a.n_features_in_ == 2
+    chunks[2] = chunks[2].copy()
+    chunks[2][4, -1] = -0.5
+    with pytest.raises(ValueError, match="chunk 2: row 4: weight -0.5 is negative"):
+        StreamingGaussianMixture(**options).fit(IterableSource(chunks, weighted=True))
