@@ -44,10 +44,18 @@ def sorted_means(model: StreamingGaussianMixture) -> np.ndarray:
     return model.means_[np.argsort(model.means_[:, 0])]
 
 
-def test_marginalize_recovers_the_means_under_missing_at_random_where_skip_is_biased() -> None:
+@pytest.mark.parametrize(
+    "plan",
+    [
+        {},  # the sample is all the data: EM on it is the fit
+        {"init_size": 500, "batch_size": 1000},  # a sample, online passes, then exact EM passes
+        {"init_size": 500, "batch_size": 1000, "algorithm": "online", "max_passes": 3},
+    ],
+)
+def test_marginalize_recovers_the_means_under_missing_at_random_where_skip_is_biased(plan: dict) -> None:
     X = missing_at_random(mixture_sample(6000, seed=0), seed=1)
     assert 0.25 < np.isnan(X).any(axis=1).mean() < 0.5
-    options = dict(n_components=2, random_state=0, tol=1e-6)
+    options = dict(n_components=2, random_state=0, tol=1e-6, **plan)
     marginal = StreamingGaussianMixture(nan_policy="marginalize", **options).fit(X)
     skipped = StreamingGaussianMixture(nan_policy="skip", **options).fit(X)
     marginal_error = np.abs(sorted_means(marginal) - MEANS).max()
