@@ -28,8 +28,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from streamgmm.io.arrow_source import TableSource, arrow_source, is_arrow_stream, is_dataframe, is_polars_frame
-from streamgmm.io.columns import DataError
+from streamgmm.io.arrow_source import (
+    TableSource,
+    arrow_source,
+    as_arrow_table,
+    is_arrow_stream,
+    is_dataframe,
+    is_polars_frame,
+)
+from streamgmm.io.columns import DataError, FeatureReader, feature_columns
 from streamgmm.io.lake_paths import is_path_like
 from streamgmm.io.parquet_source import ParquetSource
 from streamgmm.io.sources import ArraySource, ChunkSource, IterableSource, drop_missing, is_dask_collection, is_weighted
@@ -125,6 +132,9 @@ def as_source(
         if sample_weight is not None:
             raise ValueError(_NO_SAMPLE_WEIGHT.format(kind="a Parquet lake"))
         return ParquetSource(data, columns=names, nan_policy=nan_policy)
+    in_memory = isinstance(data, (pa.Table, pa.RecordBatch)) or is_dataframe(data) or is_polars_frame(data)
+    if in_memory and not fitting and nan_policy != "raise":
+        return scored_table(data, names, nan_policy, sample_weight)
     if isinstance(data, (pa.Table, pa.RecordBatch, pa.RecordBatchReader)) or is_dataframe(data):
         return _weighed(arrow_source(data, columns=names, nan_policy=nan_policy), sample_weight)
     if is_arrow_stream(data) or is_polars_frame(data):
@@ -183,6 +193,27 @@ def array_source(data: Any, n_features: int | None, nan_policy: str, sample_weig
         source = ArraySource.with_weight_column(matrix) if source.weighted else ArraySource(matrix)
     source.skipped_records = skipped
     return source
+
+
+def scored_table(data: Any, names: list[str] | None, nan_policy: str, sample_weight: Any) -> ArraySource:
+    """An in-memory table to score under ``nan_policy`` ``"skip"`` or ``"marginalize"``: every
+    row, so that results line up with the table's rows (a reader for fitting leaves rows out);
+    a row with a missing value (``"skip"``) or with nothing observed has NaN results.
+
+    >>> table = pa.table({"a": [1.0, None, None], "b": [2.0, 3.0, None]})
+    >>> scored_table(table, None, "marginalize", None).X.tolist()
+    [[1.0, 2.0], [nan, 3.0], [nan, nan]]
+    >>> scored_table(table, ["b", "a"], "skip", None).X.tolist()
+    [[2.0, 1.0], [nan, nan], [nan, nan]]
+    """
+    table = as_arrow_table(data)
+    columns = feature_columns(table.schema, names, where="table")
+    X, _ = FeatureReader(columns, "marginalize").read(table, "table")
+    if nan_policy == "skip":
+        X = X.copy() if not X.flags.writeable else X
+        X[np.isnan(X).any(axis=1)] = np.nan
+    weights = None if sample_weight is None else as_sample_weight(sample_weight, X.shape[0])
+    return ArraySource(X, feature_names=columns, weights=weights)
 
 
 def _weighed(source: ChunkSource, sample_weight: Any) -> ChunkSource:

@@ -174,3 +174,18 @@ def test_nan_policy_is_saved_with_the_model(tmp_path: os.PathLike) -> None:
     loaded = StreamingGaussianMixture.load(path)
     assert loaded.nan_policy == "marginalize"
     np.testing.assert_array_equal(loaded.predict_proba(X[:20]), model.predict_proba(X[:20]))
+
+
+@pytest.mark.parametrize("policy", ["skip", "marginalize"])
+def test_a_dataframe_scores_every_row_in_place(policy: str) -> None:
+    """Scoring a table keeps its rows in line (a fitting reader would leave some out)."""
+    pd = pytest.importorskip("pandas")
+    X = missing_at_random(mixture_sample(400, seed=13), seed=14)
+    X[5] = np.nan
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    model = StreamingGaussianMixture(2, random_state=0, nan_policy=policy).fit(frame)
+    assert model.n_skipped_ == (np.isnan(X).any(axis=1).sum() if policy == "skip" else 1)
+    labels = model.predict(frame[["c", "a", "b"]])  # read by the fitted names
+    np.testing.assert_array_equal(labels, model.predict(X))
+    np.testing.assert_array_equal(model.score_samples(frame), model.score_samples(X))
+    assert labels.shape == (400,) and labels[5] == -1
