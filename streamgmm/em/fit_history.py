@@ -41,8 +41,8 @@ class FitHistory:
         self.capacity = capacity
         self.stride = 1  # mini-batches per point
         self.n_batches = 0
-        self._records: list[int] = []  # cumulative records at the end of each point
-        self._n: list[int] = []  # records in each point
+        self._records: list[int | float] = []  # cumulative records (weight) at the end of each point
+        self._n: list[int | float] = []  # records (weight) in each point
         self._batches: list[int] = []  # mini-batches in each point
         self._ll: list[float] = []  # records-weighted mean log-likelihood of each point
         self._step: list[float] = []  # step size of each point's last mini-batch
@@ -53,8 +53,7 @@ class FitHistory:
 
     def record(self, mean_log_likelihood: float, n_records: float, step_size: float, reseeded: Iterable[int]) -> None:
         """Add one mini-batch (what online EM reports after each update)."""
-        # A weighted source's count is its records' weight: a fraction stays one.
-        n_records = int(n_records) if float(n_records).is_integer() else float(n_records)
+        n_records = _count(n_records)
         total = (self._records[-1] if self._records else 0) + n_records
         self.n_batches += 1
         if self._batches and self._batches[-1] < self.stride:
@@ -95,7 +94,9 @@ class FitHistory:
 
     @property
     def records(self) -> np.ndarray:
-        return np.asarray(self._records, dtype=np.int64)
+        # Integers, unless fractional record weights made the counts fractions.
+        fractional = any(isinstance(v, float) for v in self._records)
+        return np.asarray(self._records, dtype=np.float64 if fractional else np.int64)
 
     @property
     def mean_log_likelihood(self) -> np.ndarray:
@@ -140,8 +141,8 @@ class FitHistory:
         history = cls(int(document["capacity"]))
         history.stride = int(document["stride"])
         history.n_batches = int(document["n_batches"])
-        history._records = [int(v) for v in document["records"]]
-        history._n = [int(v) for v in document["n_records"]]
+        history._records = [_count(v) for v in document["records"]]
+        history._n = [_count(v) for v in document["n_records"]]
         history._batches = [int(v) for v in document["batches"]]
         history._ll = [float(v) for v in document["mean_log_likelihood"]]
         history._step = [float(v) for v in document["step_size"]]
@@ -163,3 +164,9 @@ class FitHistory:
 
     def __repr__(self) -> str:
         return f"FitHistory(points={len(self)}, stride={self.stride}, n_batches={self.n_batches})"
+
+
+def _count(value: float) -> int | float:
+    """A count of records; a weighted source's count is its records' weight, and a fraction
+    stays one."""
+    return int(value) if float(value).is_integer() else float(value)

@@ -197,3 +197,19 @@ def test_a_weighted_stream_of_chunks_fits_as_sample_weight_and_names_a_bad_weigh
     chunks[2][4, -1] = -0.5
     with pytest.raises(ValueError, match="chunk 2: row 4: weight -0.5 is negative"):
         StreamingGaussianMixture(**options).fit(IterableSource(chunks, weighted=True))
+
+
+def test_fractional_weights_survive_the_trace_and_the_model_file(tmp_path) -> None:
+    X, w = data(seed=9)
+    w = w + 0.25
+    model = StreamingGaussianMixture(2, random_state=0, batch_size=30, algorithm="online").fit(X, sample_weight=w)
+    assert model.records_seen_ == pytest.approx(w.sum())
+    assert model.fit_history_.records[-1] == pytest.approx(w.sum())
+    model.partial_fit(X[:30], sample_weight=w[:30])
+    assert model.records_seen_ == pytest.approx(w.sum() + w[:30].sum())
+    assert model.fit_history_.records[-1] == pytest.approx(model.records_seen_)
+    path = tmp_path / "model.sgmm"
+    model.save(path)
+    loaded = StreamingGaussianMixture.load(path)
+    assert loaded.records_seen_ == model.records_seen_
+    assert loaded.fit_history_.to_dict() == model.fit_history_.to_dict()
