@@ -25,13 +25,14 @@ Examples
 ...     np.array([1.0]), np.zeros((1, 2)), np.array([[[1.0, 0.5], [0.5, 1.0]]]), "full"
 ... )
 >>> stats, log_norm = incomplete_statistics(np.array([[2.0, np.nan]]), params, np.zeros(2))
->>> stats.sums, stats.second[0, 1, 1], log_norm.round(4)
+>>> stats.sums, stats.second[0, 1, 1].round(6), log_norm.round(4)
 (array([[2., 1.]]), np.float64(1.75), array([-2.9189]))
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
@@ -41,6 +42,9 @@ from streamgmm.mixture.statistics import SufficientStatistics
 
 # Records per block of a pattern's work arrays: K * block * d floats stay a few megabytes.
 _BLOCK_ELEMENTS = 1 << 19
+# A pattern of at least this many records is computed on its own, its factors shared by them all
+# (matrix products); rarer ones are pooled (each record gathers its factors, a few kB each).
+SHARED_PATTERN_ROWS = 64
 
 
 def observed_rows(X: np.ndarray) -> np.ndarray:
@@ -130,23 +134,59 @@ def missingness_patterns(observed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return observed[first], inverse.reshape(-1)
 
 
-def _blocks(observed: np.ndarray, k: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield (rows, observed features, missing features) per pattern, in blocks of records."""
+class _Block(NamedTuple):
+    """Records of one or more patterns with the same number of observed features: their rows,
+    each record's pattern among ``obs`` and ``mis`` (the observed and missing feature indices, one row
+    per pattern, ascending)."""
+
+    rows: np.ndarray
+    pattern: np.ndarray
+    obs: np.ndarray
+    mis: np.ndarray
+
+
+def _blocks(observed: np.ndarray, k: int) -> Iterator[_Block]:
+    """Yield blocks of records: a pattern of ``SHARED_PATTERN_ROWS`` records or more on its own
+    (its factors shared by every record), rarer patterns pooled by their number of observed
+    features (each record gathering its pattern's factors, so that a chunk of nearly unique
+    patterns costs a few vectorised calls per block, not several per record)."""
     patterns, inverse = missingness_patterns(observed)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=patterns.shape[0]))])
-    d = observed.shape[1]
-    block = max(1, _BLOCK_ELEMENTS // max(1, k * d))
-    for p, pattern in enumerate(patterns):
-        o, m = np.flatnonzero(pattern), np.flatnonzero(~pattern)
-        for start in range(bounds[p], bounds[p + 1], block):
-            yield order[start : min(start + block, bounds[p + 1])], o, m
+    n_patterns, d = patterns.shape
+    if n_patterns == 0:
+        return
+    sizes = np.bincount(inverse, minlength=n_patterns)
+    common = sizes >= SHARED_PATTERN_ROWS
+    group = np.where(common, np.arange(n_patterns), n_patterns + patterns.sum(axis=1))
+    order = np.lexsort((inverse, group[inverse]))
+    row_group = group[inverse[order]]
+    cuts = np.flatnonzero(np.diff(row_group)) + 1
+    for start, stop in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [order.size]])):
+        shared = row_group[start] < n_patterns
+        block = max(1, _BLOCK_ELEMENTS // max(1, k * d * (1 if shared else d)))
+        for first in range(start, stop, block):
+            rows = order[first : min(first + block, stop)]
+            present, pattern = np.unique(inverse[rows], return_inverse=True)
+            chosen = patterns[present]
+            n_observed = int(chosen[0].sum())
+            obs = np.nonzero(chosen)[1].reshape(present.size, n_observed)
+            mis = np.nonzero(~chosen)[1].reshape(present.size, d - n_observed)
+            yield _Block(rows, pattern.reshape(-1), obs, mis)
 
 
-def _covariance_stack(params: MixtureParams) -> np.ndarray:
-    """Full covariances (K, d, d), or (1, d, d) for tied: one factorisation serves every component."""
-    c = params.covariances
-    return c[None] if params.covariance_type == "tied" else c
+class _Precisions(NamedTuple):
+    """The precisions P = U U' (K, d, d), their upper Cholesky factors U and the covariances'
+    log-determinants (K,), as (1, d, d) and (1,) for tied: one factorisation serves every component."""
+
+    P: np.ndarray
+    U: np.ndarray
+    log_det: np.ndarray
+
+
+def _precisions(params: MixtureParams) -> _Precisions:
+    U, P = params.precisions_cholesky, params.precisions
+    if params.covariance_type == "tied":
+        U, P = U[None], P[None]
+    return _Precisions(P, U, -2.0 * np.log(np.diagonal(U, axis1=-2, axis2=-1)).sum(axis=-1))
 
 
 def _log_weights(params: MixtureParams) -> np.ndarray:
@@ -155,27 +195,46 @@ def _log_weights(params: MixtureParams) -> np.ndarray:
 
 
 def _pattern_terms(
-    Xo: np.ndarray, params: MixtureParams, S: np.ndarray, o: np.ndarray, m: np.ndarray, conditionals: bool
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """For one block of records sharing a pattern (full or tied): the weighted log-densities of
-    the observed features (n, K) and, with ``conditionals``, the conditional means of the
-    missing ones (K, n, |m|) and their conditional covariances (K or 1, |m|, |m|)."""
-    L = np.linalg.cholesky(S[:, o[:, None], o])
-    L_inv = np.linalg.inv(L)
-    log_det = np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
-    diff = Xo[None] - params.means[:, None, o]
-    z = diff @ L_inv.transpose(0, 2, 1)
-    log_prob = (_log_weights(params) - 0.5 * o.size * cov.LOG_2PI - log_det)[:, None] - 0.5 * np.einsum(
-        "kni,kni->kn", z, z
+    X: np.ndarray, block: _Block, params: MixtureParams, precisions: _Precisions
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """For a block of records (full or tied): the completed records minus each component's mean
+    (K, n, d), the weighted log-densities of the observed features (n, K) and the patterns'
+    conditional covariances of the missing ones (K or 1, n_patterns, |m|, |m|), None if none.
+
+    From the precision P: the missing features' conditional covariance is P_mm^-1 and their
+    conditional mean mu_m - P_mm^-1 P_mo (x_o - mu_o), one |m| x |m| factorisation per
+    (pattern, component); the observed features' Mahalanobis distance is that of the completed
+    record under P (the minimum over the missing values, so a sum of squares, without
+    cancellation), and log det S_oo = log det S + log det P_mm."""
+    rows, pattern, obs, mis = block
+    k, d = params.n_components, params.n_features
+    single = obs.shape[0] == 1  # one factor per component for the whole block: matrix products
+    Xo = X[rows[:, None], obs[pattern]]
+    where = np.arange(rows.size)[:, None]
+    delta = np.empty((k, rows.size, d))
+    delta_o = Xo[None] - (params.means[:, None, obs[0]] if single else params.means[:, obs[pattern]])
+    delta[:, where, obs[pattern]] = delta_o
+    log_det = precisions.log_det[:, None]
+    conditional_covariances = None
+    if mis.shape[1]:
+        P = precisions.P
+        R_inv = np.linalg.inv(np.linalg.cholesky(P[:, mis[:, :, None], mis[:, None, :]]))
+        conditional_covariances = R_inv.transpose(0, 1, 3, 2) @ R_inv
+        B = conditional_covariances @ P[:, mis[:, :, None], obs[:, None, :]]  # (K or 1, patterns, |m|, |o|)
+        if single:
+            delta_m = -(delta_o @ B[:, 0].transpose(0, 2, 1))
+        else:
+            delta_m = -(B[:, pattern] @ delta_o[..., None])[..., 0]
+        delta[:, where, mis[pattern]] = delta_m
+        log_det = log_det - 2.0 * np.log(np.diagonal(R_inv, axis1=-2, axis2=-1)).sum(axis=-1)
+    z = delta @ precisions.U
+    log_prob = (
+        _log_weights(params)[:, None]
+        - 0.5 * obs.shape[1] * cov.LOG_2PI
+        - 0.5 * log_det[:, pattern]  # a block without missing features has one pattern
+        - 0.5 * np.einsum("knd,knd->kn", z, z)
     )
-    if not conditionals or m.size == 0:
-        return log_prob.T, None, None
-    # G = L^-1 S_om: the conditional mean is mu_m + G^T z and the conditional covariance
-    # S_mm - G^T G, symmetric by construction.
-    G = L_inv @ S[:, o[:, None], m]
-    conditional_means = params.means[:, None, m] + z @ G
-    conditional_covariances = S[:, m[:, None], m] - G.transpose(0, 2, 1) @ G
-    return log_prob.T, conditional_means, conditional_covariances
+    return delta, log_prob.T, conditional_covariances
 
 
 def _diagonal_variances(params: MixtureParams) -> np.ndarray:
@@ -248,10 +307,10 @@ def marginal_e_step(X: np.ndarray, params: MixtureParams) -> tuple[np.ndarray, n
         log_prob[some] = _diagonal_log_prob(X[some], observed[some], params)
     else:
         rows_with = np.flatnonzero(some)
-        S = _covariance_stack(params)
-        for rows, o, m in _blocks(observed[rows_with], k):
-            rows = rows_with[rows]
-            log_prob[rows] = _pattern_terms(X[rows][:, o], params, S, o, m, conditionals=False)[0]
+        precisions = _precisions(params)
+        for block in _blocks(observed[rows_with], k):
+            block = block._replace(rows=rows_with[block.rows])
+            log_prob[block.rows] = _pattern_terms(X, block, params, precisions)[1]
     return _normalise(log_prob)
 
 
@@ -355,35 +414,44 @@ def _pattern_statistics(
     log_norm: np.ndarray,
     some: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Full and tied: per pattern, the completed records (K, n, d) and conditional covariances."""
+    """Full and tied: per block, the completed records (K, n, d) and conditional covariances."""
     k, d = params.n_components, params.n_features
     tied = params.covariance_type == "tied"
     counts, sums = np.zeros(k), np.zeros((k, d))
     second = np.zeros((d, d)) if tied else np.zeros((k, d, d))
-    S = _covariance_stack(params)
+    precisions = _precisions(params)
     rows_with = np.flatnonzero(some)
-    for rows, o, m in _blocks(observed[rows_with], k):
-        rows = rows_with[rows]
-        Xo = X[rows][:, o]
-        log_prob, conditional_means, conditional_covariances = _pattern_terms(Xo, params, S, o, m, conditionals=True)
+    for block in _blocks(observed[rows_with], k):
+        rows = rows_with[block.rows]
+        block = block._replace(rows=rows)
+        delta, log_prob, conditional_covariances = _pattern_terms(X, block, params, precisions)
         row_norm, resp = _normalise(log_prob)
         log_norm[rows] = row_norm
         rw = (resp * w[rows, None]).T  # (K, n)
-        block_counts = rw.sum(axis=1)
-        # The completed records with the observed features first: contiguous slices to fill,
-        # and the (K, d, d) moments permuted back once per block.
-        no, order = o.size, np.concatenate([o, m])
-        U = np.empty((k, rows.size, d))
-        U[:, :, :no] = Xo - shift[o]
-        if m.size:
-            U[:, :, no:] = conditional_means - shift[m]
-        counts += block_counts
-        sums[:, order] += (rw[:, None, :] @ U)[:, 0, :]
+        U = delta + (params.means - shift)[:, None, :]  # the completed records about the shift
+        counts += rw.sum(axis=1)
+        sums += (rw[:, None, :] @ U)[:, 0, :]
         moments = (U * rw[:, :, None]).transpose(0, 2, 1) @ U
-        if m.size:
-            moments[:, no:, no:] += block_counts[:, None, None] * conditional_covariances
-        if tied:
-            second[order[:, None], order] += moments.sum(axis=0)
-        else:
-            second[:, order[:, None], order] += moments
+        second += moments.sum(axis=0) if tied else moments
+        if conditional_covariances is not None:
+            _add_conditional_covariances(second, rw, block, conditional_covariances)
     return counts, sums, second
+
+
+def _add_conditional_covariances(second: np.ndarray, rw: np.ndarray, block: _Block, C: np.ndarray) -> None:
+    """Add each pattern's conditional covariance (K or 1, patterns, |m|, |m|), times the weight
+    of its records (rw, (K, n)), on its missing block of ``second``."""
+    k, d = rw.shape[0], second.shape[-1]
+    n_patterns = block.mis.shape[0]
+    if n_patterns == 1:
+        weight = rw.sum(axis=1)[:, None]
+    else:
+        weight = np.stack([np.bincount(block.pattern, rw[j], n_patterns) for j in range(k)])
+    cells = (block.mis[:, :, None] * d + block.mis[:, None, :]).reshape(-1)
+    if second.ndim == 2:  # tied: the conditional covariance is the same for every component
+        added = weight.sum(axis=0)[:, None, None] * C[0]
+        second += np.bincount(cells, added.reshape(-1), d * d).reshape(d, d)
+        return
+    added = (weight[:, :, None, None] * C).reshape(k, -1)
+    for j in range(k):
+        second[j] += np.bincount(cells, added[j], d * d).reshape(d, d)

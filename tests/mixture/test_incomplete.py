@@ -12,6 +12,7 @@ from scipy.stats import multivariate_normal
 
 from streamgmm import MixtureParams
 from streamgmm.kernels.chunk import chunk_statistics
+from streamgmm.mixture import incomplete
 from streamgmm.mixture.incomplete import (
     incomplete_statistics,
     marginal_e_step,
@@ -126,9 +127,15 @@ def assert_matches(stats, log_norm, expected: dict, tolerance: float = 1e-9) -> 
     assert stats.log_likelihood == pytest.approx(expected["log_likelihood"], rel=tolerance, abs=tolerance)
 
 
+@pytest.mark.parametrize("pooling", [None, 1, 10**9], ids=["default", "patterns alone", "patterns pooled"])
 @pytest.mark.parametrize("patterns", ["few", "random"])
 @pytest.mark.parametrize("covariance_type", TYPES)
-def test_statistics_and_log_norm_equal_the_per_record_oracle(covariance_type: str, patterns: str) -> None:
+def test_statistics_and_log_norm_equal_the_per_record_oracle(
+    monkeypatch: pytest.MonkeyPatch, covariance_type: str, patterns: str, pooling: int | None
+) -> None:
+    """Whether each pattern's records share its factors or gather them (patterns pooled)."""
+    if pooling is not None:
+        monkeypatch.setattr(incomplete, "SHARED_PATTERN_ROWS", pooling)
     rng = np.random.default_rng(10 * TYPES.index(covariance_type) + len(patterns))
     params = make_params(covariance_type, 3, 4, rng)
     X = with_gaps(params.means[rng.integers(0, 3, 300)] + rng.normal(size=(300, 4)), rng, patterns)
@@ -206,9 +213,12 @@ def test_patterns_group_identical_rows_and_observed_rows() -> None:
     patterns, inverse = missingness_patterns(observed)
     np.testing.assert_array_equal(patterns[inverse], observed)
     assert patterns.shape[0] == 3
-    wide = np.random.default_rng(0).random((50, 20)) < 0.5  # more than one byte of features
-    patterns, inverse = missingness_patterns(wide)
-    np.testing.assert_array_equal(patterns[inverse], wide)
+    for d in (20, 70):  # more than a byte, more than a word of features
+        wide = np.random.default_rng(d).random((50, d)) < 0.5
+        wide[10:20] = wide[0]
+        patterns, inverse = missingness_patterns(wide)
+        np.testing.assert_array_equal(patterns[inverse], wide)
+        assert patterns.shape[0] == len({tuple(row) for row in wide}) == 40
     assert observed_rows(np.where(observed, 1.0, np.nan)).tolist() == [True, True, True, False]
 
 
