@@ -9,7 +9,11 @@ statistics add, for each record and component, its responsibility times the comp
 conditional covariance on the missing block: the expectations the M-step needs.
 
 Full and tied covariances group the records by missingness pattern, so that each (pattern,
-component) costs one small Cholesky factorisation, not one per record. For diag and spherical
+component) costs one small Cholesky factorisation, not one per record: of the precision's
+missing block P_mm, whose inverse is the conditional covariance (the same moments as above,
+with |m| x |m| factorisations where S_oo would take |o| x |o|). A pattern shared by many
+records is computed on its own with matrix products; rare ones are pooled by their number of
+observed features, each record gathering its pattern's factors. For diag and spherical
 covariances the features are independent given the component: the marginal is the product over
 the observed features and the conditional is the component's own mean and variance, so no
 grouping or solve is needed.
