@@ -188,7 +188,8 @@ def seed_rows(
     complete = ~missing.any(axis=1)
     if np.count_nonzero(complete) >= n_components:
         return sample[complete]
-    return np.where(missing, np.nanmean(sample, axis=0), sample)
+    # sample_mean, not nanmean: a feature the sample never observes gets 0, not NaN.
+    return np.where(missing, sample_mean(sample), sample)
 
 
 def sample_mean(sample: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
