@@ -84,6 +84,8 @@ def test_marginalize_on_the_cluster_equals_the_local_fit(client) -> None:
     assert on_cluster.n_iter_ > 3
     assert on_cluster.n_iter_ == local.n_iter_
     assert_same_model(on_cluster, local)
+    # A Dask collection is scored on its partitions, incomplete rows from their observed features.
+    assert on_cluster.score(da.from_array(X, chunks=(700, 3))) == pytest.approx(local.score(X), rel=1e-12)
     # And online waves run on the incomplete records too.
     online = StreamingGaussianMixture(**dict(options, algorithm="online")).fit(
         da.from_array(X, chunks=(700, 3)), client=client
