@@ -7,6 +7,10 @@ parameters (Cappe & Moulines 2009; Liang & Klein 2009). An exponent in (0.5, 1] 
 sum to infinity while their squares do not, which is what lets the recursion converge; a floor
 keeps it forgetting old data, for tracking drift. During the first ``burn_in`` batches the
 statistics are blended but the parameters are not yet moved.
+
+A short batch's step is scaled by its share of ``batch_size``; with record weights that share
+counts weight, not rows, so a batch with integer weights steps as the batch with its rows
+repeated, and a batch of weight zero makes no step.
 """
 
 from __future__ import annotations
