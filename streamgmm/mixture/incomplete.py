@@ -149,11 +149,12 @@ class _Block(NamedTuple):
     mis: np.ndarray
 
 
-def _blocks(observed: np.ndarray, k: int) -> Iterator[_Block]:
+def _blocks(observed: np.ndarray, k: int, factors: int) -> Iterator[_Block]:
     """Yield blocks of records: a pattern of ``SHARED_PATTERN_ROWS`` records or more on its own
     (its factors shared by every record), rarer patterns pooled by their number of observed
-    features (each record gathering its pattern's factors, so that a chunk of nearly unique
-    patterns costs a few vectorised calls per block, not several per record)."""
+    features (each record gathering its pattern's factor, one of ``factors`` per pattern), so
+    that a chunk of nearly unique patterns costs a few vectorised calls per block, not several
+    per record."""
     patterns, inverse = missingness_patterns(observed)
     n_patterns, d = patterns.shape
     if n_patterns == 0:
@@ -165,8 +166,10 @@ def _blocks(observed: np.ndarray, k: int) -> Iterator[_Block]:
     row_group = group[inverse[order]]
     cuts = np.flatnonzero(np.diff(row_group)) + 1
     for start, stop in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [order.size]])):
-        shared = row_group[start] < n_patterns
-        block = max(1, _BLOCK_ELEMENTS // max(1, k * d * (1 if shared else d)))
+        # A record's work arrays: (K, d) completed; pooled, also its pattern's (|m|, |o|) factor.
+        n_observed = row_group[start] - n_patterns
+        gathered = 0 if n_observed < 0 else factors * n_observed * (d - n_observed)
+        block = max(1, _BLOCK_ELEMENTS // max(1, k * d + gathered))
         for first in range(start, stop, block):
             rows = order[first : min(first + block, stop)]
             present, pattern = np.unique(inverse[rows], return_inverse=True)
@@ -312,7 +315,7 @@ def marginal_e_step(X: np.ndarray, params: MixtureParams) -> tuple[np.ndarray, n
     else:
         rows_with = np.flatnonzero(some)
         precisions = _precisions(params)
-        for block in _blocks(observed[rows_with], k):
+        for block in _blocks(observed[rows_with], k, precisions.P.shape[0]):
             block = block._replace(rows=rows_with[block.rows])
             log_prob[block.rows] = _pattern_terms(X, block, params, precisions)[1]
     return _normalise(log_prob)
@@ -425,7 +428,7 @@ def _pattern_statistics(
     second = np.zeros((d, d)) if tied else np.zeros((k, d, d))
     precisions = _precisions(params)
     rows_with = np.flatnonzero(some)
-    for block in _blocks(observed[rows_with], k):
+    for block in _blocks(observed[rows_with], k, precisions.P.shape[0]):
         rows = rows_with[block.rows]
         block = block._replace(rows=rows)
         delta, log_prob, conditional_covariances = _pattern_terms(X, block, params, precisions)
