@@ -252,14 +252,20 @@ def _diagonal_variances(params: MixtureParams) -> np.ndarray:
 def _diagonal_log_prob(X: np.ndarray, observed: np.ndarray, params: MixtureParams) -> np.ndarray:
     """Weighted log-densities of the observed features (n, K) for diag and spherical."""
     variances = _diagonal_variances(params)
+    k, d = variances.shape
     filled = np.where(observed, X, 0.0)
     weight = observed.astype(np.float64)
-    log_prob = np.empty((X.shape[0], params.n_components))
-    for k in range(params.n_components):
-        # Unobserved entries are multiplied by a weight of 0 (their filled value is finite).
-        diff = filled - params.means[k]
-        log_prob[:, k] = -0.5 * (weight * (diff * diff / variances[k] + np.log(variances[k]) + cov.LOG_2PI)).sum(axis=1)
-    return log_prob + _log_weights(params)
+    # The normalising terms of the observed features: one product; the distances in blocks of
+    # (K, n, d), each unobserved entry's (finite) difference multiplied by a weight of 0.
+    log_prob = _log_weights(params) - 0.5 * (weight @ (np.log(variances) + cov.LOG_2PI).T)
+    factors = 1.0 / np.sqrt(variances)[:, None, :]
+    block = max(1, _BLOCK_ELEMENTS // max(1, k * d))
+    for start in range(0, X.shape[0], block):
+        part = slice(start, start + block)
+        scaled = (filled[None, part] - params.means[:, None, :]) * factors
+        scaled *= weight[None, part]
+        log_prob[part] -= 0.5 * np.einsum("knd,knd->nk", scaled, scaled)
+    return log_prob
 
 
 def _normalise(log_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
