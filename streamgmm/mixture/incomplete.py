@@ -44,33 +44,11 @@ from streamgmm.mixture import covariance as cov
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.statistics import SufficientStatistics
 
-# Records per block of a pattern's work arrays: K * block * d floats stay a few megabytes.
+# A block of records' work arrays stay under this many floats (a few megabytes).
 _BLOCK_ELEMENTS = 1 << 19
 # A pattern of at least this many records is computed on its own, its factors shared by them all
 # (matrix products); rarer ones are pooled (each record gathers its factors, a few kB each).
 SHARED_PATTERN_ROWS = 64
-
-
-def observed_rows(X: np.ndarray) -> np.ndarray:
-    """Find the records with at least one observed (non-NaN) feature.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_records, n_features)
-        The records, NaN where a feature is missing.
-
-    Returns
-    -------
-    observed : ndarray of shape (n_records,)
-        True for a record with something observed.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> observed_rows(np.array([[1.0, np.nan], [np.nan, np.nan], [0.0, 2.0]]))
-    array([ True, False,  True])
-    """
-    return ~np.isnan(X).all(axis=1) if X.shape[1] else np.zeros(X.shape[0], dtype=bool)
 
 
 def complete_rows(X: np.ndarray) -> np.ndarray:

@@ -14,10 +14,10 @@ from streamgmm import MixtureParams
 from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.mixture import incomplete
 from streamgmm.mixture.incomplete import (
+    complete_rows,
     incomplete_statistics,
     marginal_e_step,
     missingness_patterns,
-    observed_rows,
 )
 
 TYPES = ["full", "tied", "diag", "spherical"]
@@ -208,7 +208,7 @@ def test_edge_shapes(covariance_type: str) -> None:
         assert resp.shape == (X.shape[0], 1) and np.isnan(scored).all()
 
 
-def test_patterns_group_identical_rows_and_observed_rows() -> None:
+def test_patterns_group_identical_rows_and_complete_rows() -> None:
     observed = np.array([[1, 0, 1], [1, 1, 1], [1, 0, 1], [0, 0, 0]], dtype=bool)
     patterns, inverse = missingness_patterns(observed)
     np.testing.assert_array_equal(patterns[inverse], observed)
@@ -219,7 +219,8 @@ def test_patterns_group_identical_rows_and_observed_rows() -> None:
         patterns, inverse = missingness_patterns(wide)
         np.testing.assert_array_equal(patterns[inverse], wide)
         assert patterns.shape[0] == len({tuple(row) for row in wide}) == 40
-    assert observed_rows(np.where(observed, 1.0, np.nan)).tolist() == [True, True, True, False]
+    assert complete_rows(np.where(observed, 1.0, np.nan)).tolist() == [False, True, False, False]
+    assert complete_rows(np.ones((2, 3))).tolist() == [True, True]
 
 
 MAR_COVARIANCES = {
