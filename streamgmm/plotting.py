@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from streamgmm.io.atomic_write import write_bytes_atomically
+from streamgmm.io.sources import is_weighted, split_weights
 from streamgmm.io.validation import default_feature_names, make_rng
 
 DPI = 100
@@ -137,7 +138,9 @@ def plot_model(
     if data is not None:
         if not isinstance(sample, (int, np.integer)) or sample < 1:
             raise ValueError(f"Invalid value for 'sample': {sample!r}; expected an integer >= 1")
-        X = model.input_source(data).sample(int(sample), make_rng(random_state))
+        source = model.input_source(data)
+        # A weighted source's sample ends with its weight column, which is not a feature to draw.
+        X, _ = split_weights(source.sample(int(sample), make_rng(random_state)), is_weighted(source))
         if X.shape[0] == 0:
             raise ValueError("the data hold no records to plot")
     width, height = figure_size(d, len(chosen))
