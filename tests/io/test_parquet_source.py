@@ -832,3 +832,49 @@ def test_an_arrow_c_stream_object_is_read_by_column_name(tmp_path) -> None:
     scored = pq.read_table(summary.outputs[0])
     np.testing.assert_array_equal(scored["id"].to_numpy(), table["id"].to_numpy())
     np.testing.assert_allclose(scored["log_likelihood"].to_numpy(), from_array.score_samples(X), rtol=1e-12)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 64, 250, 1000])
+@pytest.mark.parametrize("policy", ["raise", "skip", "marginalize"])
+def test_a_seeded_shuffled_pass_is_the_permuted_row_groups_cut_into_batches(tmp_path, batch_size, policy) -> None:
+    """The exact stream of a shuffled pass, against pyarrow read row group by row group: the
+    row groups visited in ``rng.permutation`` order, each one's usable records (weights last)
+    in the order of the next ``rng.permutation``, concatenated and cut into ``batch_size``
+    records; every batch equal bit for bit, also where a batch straddles row groups."""
+    rng = np.random.default_rng(11)
+    for i, (n, group_size) in enumerate([(300, 70), (45, 45), (0, None), (260, 128)]):
+        table = features_table(n, seed=i, first_id=1000 * i)
+        if policy != "raise":  # some records miss x1, some every feature (left out by both policies)
+            values = {name: table.column(name).to_numpy().copy() for name in FEATURES}
+            values["x1"][rng.random(n) < 0.1] = np.nan
+            empty = rng.random(n) < 0.05
+            for name in FEATURES:
+                values[name][empty] = np.nan
+            table = pa.table({"id": table.column("id"), **values})
+        weights = rng.integers(0, 5, n).astype(np.float64)
+        write(tmp_path / f"part-{i}.parquet", table.append_column("w", pa.array(weights)), group_size)
+    source = ParquetSource(tmp_path, columns=FEATURES, weight_column="w", nan_policy=policy)
+
+    groups, dropped = [], 0  # the oracle's row groups, in file order: usable rows, weights last
+    for path in sorted(tmp_path.glob("*.parquet")):
+        file = pq.ParquetFile(path)
+        for index in range(file.metadata.num_row_groups):
+            rows = columns_of(file.read_row_group(index), [*FEATURES, "w"])
+            if rows.shape[0]:
+                missing = np.isnan(rows[:, :-1])
+                drop = missing.any(axis=1) if policy == "skip" else missing.all(axis=1)
+                groups.append(rows[~drop])
+                dropped += int(drop.sum())
+    assert len(groups) == source.n_row_groups == 9
+    for seed in (0, 1):
+        visit = np.random.default_rng(seed)
+        order = visit.permutation(len(groups))
+        records = np.concatenate([groups[g][visit.permutation(groups[g].shape[0])] for g in order])
+        expected = [records[start : start + batch_size] for start in range(0, records.shape[0], batch_size)]
+        got = list(source.batches(batch_size, np.random.default_rng(seed)))
+        assert len(got) == len(expected)
+        for batch, want in zip(got, expected):
+            assert batch.dtype == np.float64
+            np.testing.assert_array_equal(batch, want, strict=True)
+        assert source.skipped_records == dropped
+    assert (dropped > 0) == (policy != "raise")
