@@ -19,7 +19,9 @@ means for the estimator. :class:`ParquetSource` has an example.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,6 +48,10 @@ READ_BATCH = 65536
 # Records of mini-batches read ahead by a background thread while the current one is used:
 # two decoded batches, so reading never waits on the consumer and memory stays a few MB.
 PREFETCH_RECORDS = 2 * READ_BATCH
+
+# Records gathered at a time into a shuffled batch: a block this small is still in the cache when
+# it is copied into the batch's columns (docs/performance.md, "Where a pass goes").
+GATHER_BLOCK = 256
 
 # Where they were defined before the lake's listing and footers had modules of their own.
 __all__ = ["LakeFile", "ParquetSource", "RowGroup", "is_hidden"]
@@ -301,25 +307,55 @@ class ParquetSource:
         [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
         """
         reader = self.reader()
-        visits = range(len(self.row_groups)) if rng is None else rng.permutation(len(self.row_groups))
+        depth = max(2, PREFETCH_RECORDS // batch_size)
+        if rng is not None:
+            visits = rng.permutation(len(self.row_groups))
+            # Decoding the next row group (its own thread) overlaps cutting this one.
+            return prefetched(self._shuffled(visits, reader, batch_size, rng), depth=depth)
 
         def chunks() -> Iterator[np.ndarray]:
-            for i in visits:
-                group = self.row_groups[i]
-                if rng is None:
-                    yield from self._group_matrices(group, reader, max(batch_size, READ_BATCH))
-                    continue
-                rows = self._group_rows(group, reader)
-                order = rng.permutation(rows.shape[0])
-                # Gathered copies, not views of a permuted group: a view held by the consumer
-                # would keep the whole group alive while the next one is read.
-                for start in range(0, rows.shape[0], batch_size):
-                    yield rows[order[start : start + batch_size]]
-                del rows
+            for group in self.row_groups:
+                yield from self._group_matrices(group, reader, max(batch_size, READ_BATCH))
             self.skipped_records = reader.skipped
 
         # Cut into mini-batches in the reading thread too: the caller only computes.
-        return prefetched(rebatch(chunks(), batch_size), depth=max(2, PREFETCH_RECORDS // batch_size))
+        return prefetched(rebatch(chunks(), batch_size), depth=depth)
+
+    def _shuffled(
+        self, visits: np.ndarray, reader: FeatureReader, batch_size: int, rng: np.random.Generator
+    ) -> Iterator[np.ndarray]:
+        """The row groups in the order ``visits``, each one's records permuted by ``rng``, cut
+        into column-major batches; a thread of its own decodes the next row group meanwhile."""
+        # Two arrays of the largest row group's size, used in turn (the one being cut, the one
+        # being decoded into): memory stays two row groups, and no pages are faulted in anew.
+        free: queue.Queue[np.ndarray | None] = queue.Queue()
+        free.put(None)
+        free.put(None)
+        closing = threading.Event()
+        largest = int(self.row_groups.num_rows.max()) if len(self.row_groups) else 0
+
+        def decoded() -> Iterator[np.ndarray]:
+            for i in visits:
+                while True:
+                    try:
+                        buffer = free.get(timeout=0.1)
+                        break
+                    except queue.Empty:
+                        if closing.is_set():
+                            return
+                if buffer is None:
+                    buffer = np.empty((largest, self.n_columns))
+                yield self._group_rows(self.row_groups[i], reader, buffer)
+                del buffer  # handed over: the cutting side puts it back when done with it
+
+        groups = prefetched(decoded(), depth=1, name="streamgmm-decode")
+        try:
+            # Each group's rows are the first rows of (a view of) one of the two arrays.
+            yield from cut_permuted(groups, batch_size, rng, lambda rows: free.put(rows.base))
+            self.skipped_records = reader.skipped
+        finally:
+            closing.set()
+            groups.close()
 
     def reader(self) -> FeatureReader:
         """A reader of this lake's feature columns (and weight column) under its ``nan_policy``."""
@@ -330,15 +366,15 @@ class ParquetSource:
         """Columns of the batches: the features, and the weights of a weighted source."""
         return self.n_features + self.weighted
 
-    def _group_rows(self, group: RowGroup, reader: FeatureReader) -> np.ndarray:
-        """A row group's usable records, decoded straight into one array."""
-        rows = np.empty((group.num_rows, self.n_columns))
+    def _group_rows(self, group: RowGroup, reader: FeatureReader, out: np.ndarray) -> np.ndarray:
+        """A row group's usable records, decoded into the first rows of ``out`` (row-major, at
+        least the group's rows); the filled part of ``out``."""
         filled = 0
         for X in self._group_matrices(group, reader, READ_BATCH):
-            rows[filled : filled + X.shape[0]] = X
+            out[filled : filled + X.shape[0]] = X
             filled += X.shape[0]
             del X  # else it stays alive while the next part is decoded
-        return rows[:filled]
+        return out[:filled]
 
     def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
         """Draw up to ``size`` records at random, for the initialisation sample.
@@ -447,3 +483,44 @@ class ParquetSource:
             f"ParquetSource({self.base_dir!r}, files={len(self.files)}, records={self.n_records}, "
             f"columns={self.feature_names})"
         )
+
+
+def cut_permuted(
+    groups: Iterator[np.ndarray], batch_size: int, rng: np.random.Generator, done: Callable[[np.ndarray], None]
+) -> Iterator[np.ndarray]:
+    """Row groups' records, each group's permuted by ``rng``, as one stream cut into batches of
+    ``batch_size`` records (the last shorter); ``done(rows)`` is called when a group's array
+    ``rows`` is read no more (no batch is a view of it).
+
+    Each batch is gathered straight into the column-major layout the E-step kernels read (so the
+    read-ahead thread makes no copy of it), in blocks of ``GATHER_BLOCK`` rows, and a batch that
+    straddles two row groups is filled from both: every record is copied once after decoding.
+
+    >>> groups = iter([np.arange(6.0).reshape(3, 2), np.arange(6.0, 10.0).reshape(2, 2)])
+    >>> batches = list(cut_permuted(groups, 2, np.random.default_rng(0), lambda rows: None))
+    >>> [batch.shape for batch in batches], batches[0].flags.f_contiguous
+    ([(2, 2), (2, 2), (1, 2)], True)
+    >>> sorted(np.concatenate(batches)[:, 0].tolist())
+    [0.0, 2.0, 4.0, 6.0, 8.0]
+    """
+    batch: np.ndarray | None = None
+    held = 0
+    for rows in groups:
+        order = rng.permutation(rows.shape[0])
+        start = 0
+        while start < order.size:
+            if batch is None:
+                batch = np.empty((batch_size, rows.shape[1]), order="F")
+            take = min(batch_size - held, order.size - start)
+            for first in range(0, take, GATHER_BLOCK):
+                rows_taken = order[start + first : start + min(first + GATHER_BLOCK, take)]
+                batch[held + first : held + first + rows_taken.size] = np.take(rows, rows_taken, axis=0)
+            held += take
+            start += take
+            if held == batch_size:
+                yield batch
+                batch, held = None, 0
+        done(rows)
+        del rows, order
+    if batch is not None and held:
+        yield batch[:held].copy(order="F")
