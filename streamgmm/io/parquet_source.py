@@ -1,8 +1,9 @@
 """ParquetSource: a Parquet lake (files, directories, globs, lists of paths, URLs or a
 ``pyarrow.dataset`` dataset) streamed as float64 mini-batches, one row group at a time.
 
-Memory is bounded by one row group's selected columns plus one mini-batch, whatever the size of
-the lake: only the feature columns are read (projection pushdown), and a ``filter`` prunes hive
+Memory is bounded by one row group's selected columns plus one mini-batch (two row groups in a
+shuffled pass, which decodes the next one while it cuts one into mini-batches), whatever the size
+of the lake: only the feature columns are read (projection pushdown), and a ``filter`` prunes hive
 partitions and row groups before any data is read. Every file's footer is read up front, so a
 missing column, a column whose type differs between files (schema drift) or a corrupt file is
 an error naming the files before any model state changes; then only each row group's size is
@@ -19,9 +20,7 @@ means for the estimator. :class:`ParquetSource` has an example.
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,6 +31,7 @@ import pyarrow.parquet as pq
 from streamgmm.io.columns import DataError, FeatureReader, check_nan_policy, check_weight_column, feature_columns
 from streamgmm.io.lake_discovery import LakeListing, is_hidden, open_lake
 from streamgmm.io.lake_footers import FooterCache, LakeFile, LakeFiles, RowGroup, read_row_groups, row_group_batches
+from streamgmm.io.row_group_shuffle import shuffled_batches
 from streamgmm.io.sources import prefetched, rebatch, reservoir_sample_counted
 
 if TYPE_CHECKING:  # pyarrow.dataset imports pandas: loaded only where a dataset is used
@@ -49,10 +49,6 @@ READ_BATCH = 65536
 # two decoded batches, so reading never waits on the consumer and memory stays a few MB.
 PREFETCH_RECORDS = 2 * READ_BATCH
 
-# Records gathered at a time into a shuffled batch: a block this small is still in the cache when
-# it is copied into the batch's columns (docs/performance.md, "Where a pass goes").
-GATHER_BLOCK = 256
-
 # Where they were defined before the lake's listing and footers had modules of their own.
 __all__ = ["LakeFile", "ParquetSource", "RowGroup", "is_hidden"]
 
@@ -60,13 +56,14 @@ __all__ = ["LakeFile", "ParquetSource", "RowGroup", "is_hidden"]
 class ParquetSource:
     """Stream the feature columns of a Parquet lake as float64 mini-batches.
 
-    Memory is bounded by one row group's selected columns plus one mini-batch: only the
-    feature columns are read, and ``filter`` prunes hive partitions and row groups before any
-    data is read. Every file's footer is read when the source is made, so a missing column, a
-    column whose type differs between files or a corrupt file is an error before any model
-    state changes; only the row groups' sizes are kept, and a footer is read again (or taken
-    from a cache of the last few files) when its file's row groups are read. Zero-byte files
-    and zero-row row groups are skipped; paths whose name starts with ``.`` or ``_``
+    Memory is bounded by one row group's selected columns plus one mini-batch (two row groups
+    when shuffled: the next one is decoded while one is cut): only the feature columns are
+    read, and ``filter`` prunes hive partitions and row groups before any data is read. Every
+    file's footer is read when the source is made, so a missing column, a column whose type
+    differs between files or a corrupt file is an error before any model state changes; only
+    the row groups' sizes are kept, and a footer is read again (or taken from a cache of the
+    last few files) when its file's row groups are read. Zero-byte files and zero-row row
+    groups are skipped; paths whose name starts with ``.`` or ``_``
     (``_SUCCESS``, ``.crc`` files) are not data.
 
     Parameters
@@ -324,38 +321,14 @@ class ParquetSource:
     def _shuffled(
         self, visits: np.ndarray, reader: FeatureReader, batch_size: int, rng: np.random.Generator
     ) -> Iterator[np.ndarray]:
-        """The row groups in the order ``visits``, each one's records permuted by ``rng``, cut
-        into column-major batches; a thread of its own decodes the next row group meanwhile."""
-        # Two arrays of the largest row group's size, used in turn (the one being cut, the one
-        # being decoded into): memory stays two row groups, and no pages are faulted in anew.
-        free: queue.Queue[np.ndarray | None] = queue.Queue()
-        free.put(None)
-        free.put(None)
-        closing = threading.Event()
+        """A shuffled pass (:mod:`streamgmm.io.row_group_shuffle`); sets ``skipped_records`` at its end."""
         largest = int(self.row_groups.num_rows.max()) if len(self.row_groups) else 0
 
-        def decoded() -> Iterator[np.ndarray]:
-            for i in visits:
-                while True:
-                    try:
-                        buffer = free.get(timeout=0.1)
-                        break
-                    except queue.Empty:
-                        if closing.is_set():
-                            return
-                if buffer is None:
-                    buffer = np.empty((largest, self.n_columns))
-                yield self._group_rows(self.row_groups[i], reader, buffer)
-                del buffer  # handed over: the cutting side puts it back when done with it
+        def decode(i: int, out: np.ndarray) -> np.ndarray:
+            return self._group_rows(self.row_groups[i], reader, out)
 
-        groups = prefetched(decoded(), depth=1, name="streamgmm-decode")
-        try:
-            # Each group's rows are the first rows of (a view of) one of the two arrays.
-            yield from cut_permuted(groups, batch_size, rng, lambda rows: free.put(rows.base))
-            self.skipped_records = reader.skipped
-        finally:
-            closing.set()
-            groups.close()
+        yield from shuffled_batches(decode, visits, (largest, self.n_columns), batch_size, rng)
+        self.skipped_records = reader.skipped
 
     def reader(self) -> FeatureReader:
         """A reader of this lake's feature columns (and weight column) under its ``nan_policy``."""
@@ -483,44 +456,3 @@ class ParquetSource:
             f"ParquetSource({self.base_dir!r}, files={len(self.files)}, records={self.n_records}, "
             f"columns={self.feature_names})"
         )
-
-
-def cut_permuted(
-    groups: Iterator[np.ndarray], batch_size: int, rng: np.random.Generator, done: Callable[[np.ndarray], None]
-) -> Iterator[np.ndarray]:
-    """Row groups' records, each group's permuted by ``rng``, as one stream cut into batches of
-    ``batch_size`` records (the last shorter); ``done(rows)`` is called when a group's array
-    ``rows`` is read no more (no batch is a view of it).
-
-    Each batch is gathered straight into the column-major layout the E-step kernels read (so the
-    read-ahead thread makes no copy of it), in blocks of ``GATHER_BLOCK`` rows, and a batch that
-    straddles two row groups is filled from both: every record is copied once after decoding.
-
-    >>> groups = iter([np.arange(6.0).reshape(3, 2), np.arange(6.0, 10.0).reshape(2, 2)])
-    >>> batches = list(cut_permuted(groups, 2, np.random.default_rng(0), lambda rows: None))
-    >>> [batch.shape for batch in batches], batches[0].flags.f_contiguous
-    ([(2, 2), (2, 2), (1, 2)], True)
-    >>> sorted(np.concatenate(batches)[:, 0].tolist())
-    [0.0, 2.0, 4.0, 6.0, 8.0]
-    """
-    batch: np.ndarray | None = None
-    held = 0
-    for rows in groups:
-        order = rng.permutation(rows.shape[0])
-        start = 0
-        while start < order.size:
-            if batch is None:
-                batch = np.empty((batch_size, rows.shape[1]), order="F")
-            take = min(batch_size - held, order.size - start)
-            for first in range(0, take, GATHER_BLOCK):
-                rows_taken = order[start + first : start + min(first + GATHER_BLOCK, take)]
-                batch[held + first : held + first + rows_taken.size] = np.take(rows, rows_taken, axis=0)
-            held += take
-            start += take
-            if held == batch_size:
-                yield batch
-                batch, held = None, 0
-        done(rows)
-        del rows, order
-    if batch is not None and held:
-        yield batch[:held].copy(order="F")

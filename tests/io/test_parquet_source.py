@@ -7,6 +7,7 @@ was generated from.
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -878,3 +879,18 @@ def test_a_seeded_shuffled_pass_is_the_permuted_row_groups_cut_into_batches(tmp_
             np.testing.assert_array_equal(batch, want, strict=True)
         assert source.skipped_records == dropped
     assert (dropped > 0) == (policy != "raise")
+
+
+def test_leaving_a_shuffled_pass_early_stops_its_threads(grouped_lake) -> None:
+    """A shuffled pass reads in two threads (decoding the next row group, cutting this one):
+    dropping the pass after a batch ends both, and the next pass reads the same records."""
+    source = ParquetSource(grouped_lake.path, columns=["id", "x0", "x1"])
+    before = set(threading.enumerate())
+    batches = source.batches(97, np.random.default_rng(4))
+    first = next(batches)
+    assert {t.name for t in set(threading.enumerate()) - before} >= {"streamgmm-prefetch", "streamgmm-decode"}
+    batches.close()
+    assert set(threading.enumerate()) <= before
+    again = source.batches(97, np.random.default_rng(4))
+    np.testing.assert_array_equal(next(again), first)
+    again.close()
