@@ -214,7 +214,7 @@ def batches_ahead(source: Any, batch_size: int, rng: Any = None, depth: int = BA
 def _column_major(batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     """Each batch with every feature's records contiguous, as the E-step kernels read them: the
     transposing copy is made here, in the reading thread, rather than by the kernel in the
-    computing one (a shuffled lake's batches are gathered row by row)."""
+    computing one. Batches already laid out so (a lake's, shuffled or not) are not copied."""
     for batch in batches:
         if batch.ndim == 2 and batch.shape[0] > 1 and batch.strides[0] != batch.itemsize:
             batch = np.asfortranarray(batch)

@@ -166,3 +166,27 @@ def test_write_behind_as_a_context_aborts_when_the_block_fails():
         raise KeyError("the caller failed")
     assert alive("test-context-abort") == []
     assert ran in ([], [0])  # the call may or may not have started; nothing hangs
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_a_lake_read_ahead_is_its_batches_column_major(tmp_path, seed):
+    """batches_ahead over a lake (plain or shuffled) hands over the source's own batches, bit for
+    bit, with every feature's records contiguous (the layout the E-step kernels read)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from streamgmm import ParquetSource
+    from streamgmm.io.read_ahead import batches_ahead
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        table = pa.table({name: rng.normal(size=500) for name in ("a", "b", "c")})
+        pq.write_table(table, tmp_path / f"part-{i}.parquet", row_group_size=128)
+    source = ParquetSource(tmp_path)
+    direct = list(source.batches(100, None if seed is None else np.random.default_rng(seed)))
+    ahead = list(batches_ahead(source, 100, None if seed is None else np.random.default_rng(seed)))
+    assert len(ahead) == len(direct) == 15
+    for got, expected in zip(ahead, direct):
+        np.testing.assert_array_equal(got, expected, strict=True)
+        assert got.strides[0] == got.itemsize
+    assert alive("streamgmm-batches-ahead") == [] and alive("streamgmm-decode") == []
