@@ -35,7 +35,7 @@ from streamgmm.io.sources import prefetched
 
 # Records gathered at a time into a mini-batch: a block this small is still in the cache when it
 # is copied into the batch's columns (a whole batch gathered, then made column-major, took about
-# twice as long; docs/performance.md, "Where a pass goes").
+# twice as long; docs/performance.md, "Tuning constants").
 GATHER_BLOCK = 256
 
 
