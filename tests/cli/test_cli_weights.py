@@ -233,10 +233,11 @@ def test_watch_with_a_weight_column_and_a_resume_without_it(counted, tmp_path):
         plain.partial_fit(ParquetSource(path, columns=["x", "y"]))
     assert np.abs(plain.means_ - model.means_).max() > 0.1
 
-    resumed, marginalized = run_all(
-        ["watch", landing, "--state", state, "--once", "--settle", "0", "-q"],
-        ["watch", landing, "--state", state, "--once", "--settle", "0", "-q", "--weight-column", "count"]
-        + ["--nan-policy", "marginalize"],
+    # One after the other: two watchers started together would find the state held by the other.
+    resumed = run("watch", landing, "--state", state, "--once", "--settle", "0", "-q")
+    marginalized = run(
+        *["watch", landing, "--state", state, "--once", "--settle", "0", "-q", "--weight-column", "count"],
+        *["--nan-policy", "marginalize"],
     )
     assert_one_error_line(resumed, str(state), "weight column 'count', not without one")
     assert_one_error_line(marginalized, "nan_policy='raise', not 'marginalize'")
