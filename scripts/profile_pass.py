@@ -11,9 +11,10 @@ Printed, per ``--batch-sizes`` (default 8192, the default, then 16384 and 32768)
 - rates: the median over ``--rounds`` of an uninstrumented pass, against bare decode
   (``scripts/bench.py``'s ``decode``, measured in the same round);
 - the timers table (one instrumented pass per round, the median round shown): for each of the
-  three threads of a pass (``streamgmm-prefetch``: pyarrow decode, to float64, the range/NaN
-  check, the row-group permutation and gather; ``streamgmm-batches-ahead``: the column-major
-  copy; ``MainThread``: the E-step, blend, M-step, re-seeding) the wall and CPU seconds per
+  threads of a pass (``streamgmm-decode``, in a shuffled pass: pyarrow decode, to float64, the
+  range/NaN check; ``streamgmm-prefetch``: the row-group permutation and gather, and in file
+  order the decode too; ``streamgmm-batches-ahead``: the hand-over, and a column-major copy where
+  a batch needs one; ``MainThread``: the E-step, blend, M-step, re-seeding) the wall and CPU seconds per
   million records in each step, as a share of the pass's wall time, including the time each
   waits on its queue (``get``: starved; ``put``: blocked by the next stage). Rows are inclusive;
   an indented row is part of the row above it, ``(rest)`` is what the named rows do not cover.
@@ -52,9 +53,11 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from py_spy_summary import summarise_py_spy  # noqa: E402
 
 MAIN, PREFETCH, AHEAD = "MainThread", "streamgmm-prefetch", "streamgmm-batches-ahead"
-THREADS = (PREFETCH, AHEAD, MAIN)
+DECODE = "streamgmm-decode"
+THREADS = (DECODE, PREFETCH, AHEAD, MAIN)
 
 
 class Timers:
@@ -159,8 +162,19 @@ def instrument(timers: Timers) -> None:
 
 # Rows of the table: (thread, label, depth); a row's "(rest)" is itself minus its children.
 LAYOUT = {
+    DECODE: [
+        ("thread", 0),
+        ("row group read (_group_rows)", 1),
+        ("footer / fragment (FooterCache.fragment)", 2),
+        ("to float64 + checks (FeatureReader.features)", 2),
+        ("to float64 (to_matrix)", 3),
+        ("range / NaN check (in_range)", 3),
+        ("waiting: queue get (starved)", 1),
+        ("waiting: queue put (blocked)", 1),
+    ],
     PREFETCH: [
         ("thread", 0),
+        ("waiting: queue get (starved)", 1),
         ("row group read (_group_rows)", 1),
         ("footer / fragment (FooterCache.fragment)", 2),
         ("to float64 + checks (FeatureReader.features)", 2),
@@ -192,6 +206,10 @@ LAYOUT = {
     ],
 }
 REST = {
+    DECODE: {
+        "thread": "generators, free-array wait",
+        "row group read (_group_rows)": "pyarrow decode + copy into array",
+    },
     PREFETCH: {"thread": "permute + gather + rebatch + generators", "row group read (_group_rows)": "pyarrow decode"},
     AHEAD: {"thread": "generators, ProgressSource"},
     MAIN: {
@@ -412,68 +430,6 @@ def _cpu(run: Callable[[], Any]) -> float:
     return time.process_time() - start
 
 
-# py-spy frames by function name, most specific first: the step a sample is charged to.
-STEPS = [
-    ("take_gil", "waiting for the GIL"),
-    ("get", "waiting: queue get (starved)"),
-    ("put", "waiting: queue put (blocked)"),
-    ("cholesky", "M-step: cholesky"),
-    ("to_params", "M-step (to_params)"),
-    ("blend", "blend"),
-    ("reseed", "re-seeding check (reseed)"),
-    ("lowest", "worst records (lowest)"),
-    ("expansion", "kernel inputs"),
-    ("expanded_log_density", "kernel inputs"),
-    ("direct_form", "kernel inputs"),
-    ("fused_run", "C kernel (_fused.run)"),
-    ("chunk_statistics", "E-step wrapper"),
-    ("online_update", "online_update (rest)"),
-    ("asfortranarray", "column-major copy"),
-    ("in_range", "range / NaN check"),
-    ("to_matrix", "to float64"),
-    ("fragment", "footer / fragment"),
-    ("_group_rows", "pyarrow decode"),
-    ("chunks", "permute + gather"),
-]
-
-
-def summarise_py_spy(path: str) -> None:
-    """Samples of a ``py-spy record --threads --idle -f raw`` output of ``--passes-only`` by
-    thread and step, leaving out the first fit (the main thread's ``build`` and the reading
-    threads first started)."""
-    samples: list[tuple[str, int, str, int]] = []
-    for line in open(path):
-        stack, _, count = line.rstrip().rpartition(" ")
-        frames = stack.split(";")
-        head, _, thread = frames[0].partition(": ")
-        tid = int(head.split("(")[1].rstrip(")"), 0)
-        names = {frame.split(" (")[0].rsplit(".", 1)[-1] for frame in frames[1:]}
-        if thread == MAIN and "one_pass" not in names:
-            continue  # the first fit, or start-up
-        kernel = any("streamgmm/kernels/_fused" in frame for frame in frames)
-        step = next((label for name, label in STEPS if name in names), "other")
-        if kernel and step not in ("waiting for the GIL",):
-            step = "C kernel (_fused.run)"
-        samples.append((thread, tid, step, int(count)))
-    first = {
-        thread: min(t for name, t, _, _ in samples if name == thread)
-        for thread in (PREFETCH, AHEAD)
-        if any(name == thread for name, _, _, _ in samples)
-    }
-    totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for thread, tid, step, count in samples:
-        if first.get(thread) != tid:
-            totals[thread if thread in THREADS else "other threads"][step] += count
-    for kind in (*THREADS, "other threads"):
-        steps = totals.get(kind)
-        if not steps:
-            continue
-        total = sum(steps.values())
-        print(f"{kind}: {total} samples")
-        for step, count in sorted(steps.items(), key=lambda item: -item[1]):
-            print(f"  {step:<40}{count:8d}{100 * count / total:7.1f}%")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lake", help="a lake of scripts/bench --matrix (e.g. /tmp/f17/lakes/full-1000000)")
@@ -486,7 +442,7 @@ def main() -> None:
     parser.add_argument("--py-spy", metavar="FILE", help="summarise a py-spy raw output and exit")
     args = parser.parse_args()
     if args.py_spy:
-        summarise_py_spy(args.py_spy)
+        summarise_py_spy(args.py_spy, MAIN, (DECODE, PREFETCH, AHEAD), THREADS)
         return
     if not args.lake:
         parser.error("--lake is required")
