@@ -28,15 +28,10 @@ class InferenceMixin:
 
     def _batches(self, X: Any) -> Iterator[np.ndarray]:
         """The features of ``X``'s mini-batches (without a weighted source's weight column)."""
-        return (X for X, _ in self._weighted_batches(X))
-
-    def _weighted_batches(self, X: Any, sample_weight: Any = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """``X``'s mini-batches and their record weights (``sample_weight``, or a weighted
-        source's own; None when there are none)."""
         self.check_fitted()
-        source = self.input_source(X, sample_weight=sample_weight)
+        source = self.input_source(X)
         weighted = is_weighted(source)
-        return (split_weights(batch, weighted) for batch in source.batches(self.batch_size))
+        return (split_weights(batch, weighted)[0] for batch in source.batches(self.batch_size))
 
     def input_source(
         self,
@@ -145,17 +140,15 @@ class InferenceMixin:
     def _total_log_likelihood(self, X: Any, sample_weight: Any = None) -> tuple[float, float]:
         """The (weighted) sum of the records' log-likelihoods and the records' (weighted) count,
         over the records that have a score; a Dask collection is scored on its workers."""
+        self.check_fitted()
         if is_dask_collection(X):
             source = self.input_source(X, local=False, sample_weight=sample_weight)
-            totals = source.compute(source.map(_partition_log_likelihood, self.params_))
+            totals = source.compute(source.map(source_log_likelihood, self.params_))
             total, count = (sum(values) for values in zip(*totals))
             return float(total), float(count)
-        total, count = 0.0, 0.0
         with one_blas_thread():
-            for batch, weights in self._weighted_batches(X, sample_weight):
-                batch_total, batch_count = weighted_log_likelihood(score_chunk(batch, self.params_)[0], weights)
-                total += batch_total
-                count += batch_count
+            source = self.input_source(X, sample_weight=sample_weight)
+            total, count = source_log_likelihood(source, self.params_, self.batch_size)
         if count <= 0:
             raise ValueError("X has no record to score (none with an observed feature and a positive weight)")
         return total, count
@@ -368,11 +361,12 @@ class InferenceMixin:
         return X, y
 
 
-def _partition_log_likelihood(source: ChunkSource, params: MixtureParams) -> tuple[float, float]:
-    """On a worker: one partition's (weighted) total log-likelihood and record count."""
+def source_log_likelihood(source: ChunkSource, params: MixtureParams, batch_size: int = 65536) -> tuple[float, float]:
+    """A source's (weighted) total log-likelihood and record count, in mini-batches of
+    ``batch_size``: the local pass of ``score``/``bic``, and on a worker one partition's."""
     total, count = 0.0, 0.0
     weighted = is_weighted(source)
-    for batch in source.batches(65536):
+    for batch in source.batches(batch_size):
         X, weights = split_weights(batch, weighted)
         batch_total, batch_count = weighted_log_likelihood(score_chunk(X, params)[0], weights)
         total += batch_total
