@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from streamgmm.io.validation import MAX_MAGNITUDE, first_non_finite, in_range, too_large
+from streamgmm.io.validation import MAX_MAGNITUDE, first_bad_weight, first_non_finite, in_range, too_large
 
 NAN_POLICIES = ("raise", "skip", "marginalize")
 
@@ -261,10 +261,8 @@ class FeatureReader:
 
     def _check_weights(self, weights: np.ndarray, where: str, first_row: int) -> None:
         """A record weight must be finite and >= 0, whatever the nan_policy."""
-        with np.errstate(invalid="ignore"):
-            bad = ~(np.isfinite(weights) & (weights >= 0))
-        if bad.any():
-            row = int(np.argmax(bad))
+        row = first_bad_weight(weights)
+        if row is not None:
             value = weights[row]
             shown = "null or NaN" if np.isnan(value) else f"{value:g}"
             raise DataError(

@@ -115,12 +115,24 @@ def check_weights(weights: np.ndarray, where: str) -> None:
     ...
     ValueError: sample_weight: row 1: weight -2 is negative; record weights must be finite and >= 0
     """
-    if weights.size == 0 or (bool(weights.min() >= 0) and bool(weights.max() < np.inf)):
+    row = first_bad_weight(weights)
+    if row is None:
         return
-    row = int(np.flatnonzero(~(np.isfinite(weights) & (weights >= 0)))[0])
     value = weights[row]
     kind = "NaN" if np.isnan(value) else "infinite" if np.isinf(value) else "negative"
     raise ValueError(f"{where}: row {row}: weight {value:g} is {kind}; record weights must be finite and >= 0")
+
+
+def first_bad_weight(weights: np.ndarray) -> int | None:
+    """The index of the first record weight that is NaN, infinite or negative, or None.
+
+    >>> first_bad_weight(np.array([1.0, 0.0])), first_bad_weight(np.array([1.0, np.nan, -1.0]))
+    (None, 1)
+    """
+    if weights.size == 0 or (bool(weights.min() >= 0) and bool(weights.max() < np.inf)):
+        return None
+    with np.errstate(invalid="ignore"):
+        return int(np.argmax(~(np.isfinite(weights) & (weights >= 0))))
 
 
 def as_sample_weight(sample_weight: Any, n_records: int) -> np.ndarray:

@@ -125,12 +125,10 @@ def chunk_statistics(
 
 
 def _weighted_statistics(
-    X: np.ndarray, params: MixtureParams, shift: np.ndarray, dtype: np.dtype | type, w: np.ndarray | None
+    X: np.ndarray, params: MixtureParams, shift: np.ndarray, dtype: np.dtype | type, w: np.ndarray
 ) -> tuple[SufficientStatistics, np.ndarray]:
     """Complete records with weights: the fused kernel once per distinct weight when there are
     few (counts, typically), else scored by the kernel and the weighted sums taken here."""
-    if w is None:
-        return _complete_statistics(X, params, shift, dtype)
     groups = _weight_groups(w)
     if groups is not None:
         return _grouped_statistics(X, params, shift, dtype, groups)
