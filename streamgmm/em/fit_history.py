@@ -5,7 +5,9 @@ records-weighted mean log-likelihood (each batch scored before the update that l
 the step size of the last of them, and the components re-seeded in them. A point holds
 ``stride`` batches; when ``capacity`` points are full, neighbouring pairs are merged and the
 stride doubles, so the trace always covers the whole stream, at a resolution that halves each
-time the stream doubles, in at most ``capacity`` points however long the stream runs.
+time the stream doubles, in at most ``capacity`` points however long the stream runs. The
+births and merges taken (:mod:`streamgmm.em.moves`) are listed apart, each with its mini-batch,
+the last ``capacity`` of them.
 
 Examples
 --------
@@ -47,12 +49,24 @@ class FitHistory:
         self._ll: list[float] = []  # records-weighted mean log-likelihood of each point
         self._step: list[float] = []  # step size of each point's last mini-batch
         self._reseeded: list[list[int]] = []
+        self._moves: list[dict[str, Any]] = []
 
     def __len__(self) -> int:
         return len(self._records)
 
-    def record(self, mean_log_likelihood: float, n_records: float, step_size: float, reseeded: Iterable[int]) -> None:
-        """Add one mini-batch (what online EM reports after each update)."""
+    def record(
+        self,
+        mean_log_likelihood: float,
+        n_records: float,
+        step_size: float,
+        reseeded: Iterable[int],
+        moves: Iterable[Any] = (),
+    ) -> None:
+        """Add one mini-batch (what online EM reports after each update, with the moves it
+        took: :class:`~streamgmm.em.moves.Move` or their dictionaries)."""
+        for move in moves:
+            self._moves.append(dict(move if isinstance(move, dict) else move.to_dict()))
+        del self._moves[: -self.capacity]
         n_records = _count(n_records)
         total = (self._records[-1] if self._records else 0) + n_records
         self.n_batches += 1
@@ -110,6 +124,12 @@ class FitHistory:
     def reseeded(self) -> list[list[int]]:
         return [list(r) for r in self._reseeded]
 
+    @property
+    def moves(self) -> list[dict[str, Any]]:
+        """The moves taken (the last ``capacity``), oldest first: ``kind``, ``step`` (the
+        mini-batch), ``born``, ``merged``, ``gain`` and ``records``."""
+        return [dict(move) for move in self._moves]
+
     def summary(self) -> str:
         """One line: what the trace covers."""
         if not self._records:
@@ -118,7 +138,8 @@ class FitHistory:
         return (
             f"fit history: {self.n_batches:,} mini-batches, {self._records[-1]:,} records in {len(self)} points "
             f"({self.stride} batch(es) each); mean log-likelihood {self._ll[0]:.4f} -> {self._ll[-1]:.4f}, "
-            f"step size {self._step[0]:.3g} -> {self._step[-1]:.3g}, {reseeds} re-seeding(s)"
+            f"step size {self._step[0]:.3g} -> {self._step[-1]:.3g}, {reseeds} re-seeding(s), "
+            f"{len(self._moves)} birth(s)"
         )
 
     # ------------------------------------------------------------------ persistence (JSON)
@@ -134,6 +155,7 @@ class FitHistory:
             "mean_log_likelihood": list(self._ll),
             "step_size": list(self._step),
             "reseeded": [list(r) for r in self._reseeded],
+            "moves": self.moves,
         }
 
     @classmethod
@@ -147,6 +169,7 @@ class FitHistory:
         history._ll = [float(v) for v in document["mean_log_likelihood"]]
         history._step = [float(v) for v in document["step_size"]]
         history._reseeded = [[int(k) for k in r] for r in document["reseeded"]]
+        history._moves = [_checked_move(m) for m in document.get("moves", [])]
         lengths = {
             len(history._records),
             len(history._n),
@@ -155,7 +178,12 @@ class FitHistory:
             len(history._step),
             len(history._reseeded),
         }
-        if len(lengths) != 1 or len(history) > history.capacity or history.stride < 1:
+        if (
+            len(lengths) != 1
+            or len(history) > history.capacity
+            or history.stride < 1
+            or len(history._moves) > history.capacity
+        ):
             raise ValueError("fit_history: columns of different lengths or more points than its capacity")
         return history
 
@@ -170,3 +198,20 @@ def _count(value: float) -> int | float:
     """A count of records; a weighted source's count is its records' weight, and a fraction
     stays one."""
     return int(value) if float(value).is_integer() else float(value)
+
+
+def _checked_move(move: Any) -> dict[str, Any]:
+    """A move read from a file, with the fields and types :meth:`FitHistory.moves` promises."""
+    if not isinstance(move, dict):
+        raise ValueError("fit_history: a move is not an object")
+    try:
+        return {
+            "kind": str(move["kind"]),
+            "step": int(move["step"]),
+            "born": [int(k) for k in move["born"]],
+            "merged": [[int(a), int(b)] for a, b in move["merged"]],
+            "gain": float(move["gain"]),
+            "records": float(move["records"]),
+        }
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"fit_history: a move is malformed ({error})") from None

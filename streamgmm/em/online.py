@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamgmm.em.moves import BatchRedo, Move, MoveState, NovelBatch, novel_batch, proposed_birth, tracked
+from streamgmm.em.novelty import novel_rows
 from streamgmm.io.read_ahead import batches_ahead
 from streamgmm.io.sources import ChunkSource, is_weighted, split_weights
 from streamgmm.kernels.chunk import chunk_statistics
@@ -55,12 +57,17 @@ class OnlineState:
     statistics: SufficientStatistics
     step: int = 0
     records_seen: int | float = 0  # the records' total weight, for a weighted source
+    moves: MoveState | None = None  # None: no births or merges (``moves="off"``)
 
     @classmethod
-    def start(cls, params: MixtureParams, shift: np.ndarray) -> OnlineState:
+    def start(cls, params: MixtureParams, shift: np.ndarray, moves_seed: int | None = None) -> OnlineState:
+        """The state before the first mini-batch; ``moves_seed`` (None: no moves) seeds the
+        births and merges of :mod:`streamgmm.em.moves`."""
         # The running statistics start as those the initial parameters imply, so a step size
         # below one on the first batch blends with the initialisation rather than with zeros.
-        return cls(params, SufficientStatistics.from_params(params, shift))
+        statistics = SufficientStatistics.from_params(params, shift)
+        moves = None if moves_seed is None else MoveState.start(moves_seed, statistics)
+        return cls(params, statistics, moves=moves)
 
 
 @dataclass
@@ -69,6 +76,7 @@ class BatchUpdate:
     n_records: int | float  # total weight, for a weighted source
     step_size: float
     reseeded: list[int]
+    moves: list[Move] = field(default_factory=list)
 
 
 def online_update(
@@ -99,7 +107,16 @@ def online_update(
     if weights is not None and not weights.all():
         rows, scores = batch[weights > 0], log_norm[weights > 0]
     worst = rows[worst_rows(rows, scores, state.params.n_components)]
-    return blend_step(state, batch_stats, worst, eta, 1, burn_in, reg_covar)
+    novel = rescore = None
+    if state.moves is not None:
+        shift = state.statistics.shift
+        is_novel = novel_rows(batch, log_norm, state.params)
+        novel = novel_batch(batch, is_novel, weights, state.params, shift, dtype)
+
+        def rescore(params: MixtureParams) -> SufficientStatistics:
+            return chunk_statistics(batch, params, shift, dtype, weights=weights)[0]
+
+    return blend_step(state, batch_stats, worst, eta, 1, burn_in, reg_covar, novel, rescore)
 
 
 def blend_step(
@@ -110,11 +127,15 @@ def blend_step(
     n_steps: int,
     burn_in: int,
     reg_covar: float,
+    novel: NovelBatch | None = None,
+    rescore: Callable[[MixtureParams], SufficientStatistics] | None = None,
 ) -> tuple[OnlineState, BatchUpdate]:
     """Blend the summed statistics of new records, computed under ``state.params``, with step
-    ``eta``, standing for ``n_steps`` mini-batches; then the M-step (after burn-in) and the
-    re-seeding of collapsed components from ``worst_records``. Shared by the single-process
-    recursion and the Dask waves."""
+    ``eta``, standing for ``n_steps`` mini-batches; then the M-step (after burn-in), the
+    re-seeding of collapsed components from ``worst_records``, and, when the state carries
+    moves, the tracking of the ``novel`` records and a birth where they call for one (with
+    ``rescore``, the batch's E-step under other parameters, a birth learns the batch again under
+    its newborns). Shared by the single-process recursion and the Dask waves."""
     n = batch_stats.n_records
     t = state.step + n_steps
     stats = state.statistics.blend(batch_stats, eta)
@@ -123,8 +144,17 @@ def blend_step(
     if t > burn_in:
         params = stats.to_params(reg_covar)
         params, stats, moved = reseed(params, stats, worst_records, reg_covar)
-    update = BatchUpdate(batch_stats.log_likelihood / n, record_count(n), eta, moved)
-    return OnlineState(params, stats, t, record_count(state.records_seen + n)), update
+    moves, taken = state.moves, []
+    if moves is not None:
+        moves = tracked(moves, novel, eta, state.statistics.n_records, n, t, moved)
+        if t > burn_in:
+            redo = None
+            if rescore is not None:
+                redo = BatchRedo(state.statistics, state.moves.novel, eta, n, rescore)
+            result = proposed_birth(params, stats, moves, reg_covar, t, redo)
+            params, stats, moves, taken = result.params, result.statistics, result.state, result.moves
+    update = BatchUpdate(batch_stats.log_likelihood / n, record_count(n), eta, moved, taken)
+    return OnlineState(params, stats, t, record_count(state.records_seen + n), moves), update
 
 
 def record_count(n: float) -> int | float:

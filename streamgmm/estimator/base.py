@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import inspect
 import numbers
+from dataclasses import replace
 from typing import Any, Self
 
 import numpy as np
 
-from streamgmm.em.online import StepSchedule
+from streamgmm.em.moves import MoveState, check_moves
+from streamgmm.em.online import OnlineState, StepSchedule
 from streamgmm.estimator.convergence import ALGORITHMS, SHUFFLE_MODES
 from streamgmm.io.columns import check_nan_policy
 from streamgmm.io.sources import ChunkSource
@@ -48,6 +50,7 @@ class EstimatorBase:
         shuffle: bool | str = True,
         compute_dtype: str = "float64",
         nan_policy: str = "raise",
+        moves: str = "auto",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -72,6 +75,7 @@ class EstimatorBase:
         self.shuffle = shuffle
         self.compute_dtype = compute_dtype
         self.nan_policy = nan_policy
+        self.moves = moves
 
     # ------------------------------------------------------------------ scikit-learn protocol
 
@@ -195,6 +199,7 @@ class EstimatorBase:
         self.step_schedule()
         check_compute_dtype(self.compute_dtype)
         check_nan_policy(self.nan_policy)
+        check_moves(self.moves)
 
     def shuffle_generator(self, source: ChunkSource, rng: np.random.Generator) -> np.random.Generator | None:
         """The generator that shuffles online EM's visit of ``source``, or None to keep its order."""
@@ -209,6 +214,21 @@ class EstimatorBase:
                 f"{' or '.join(map(repr, modes)) if modes else 'nothing'}); use shuffle=True or False"
             )
         return rng
+
+    def online_state(self, params: Any, shift: np.ndarray, rng: np.random.Generator) -> OnlineState:
+        """The state a new online recursion starts from, with births and merges unless
+        ``moves="off"`` (their seed drawn from ``rng``)."""
+        seed = None if self.moves == "off" else int(rng.integers(2**63))
+        return OnlineState.start(params, shift, seed)
+
+    def with_moves(self, state: OnlineState, rng: np.random.Generator) -> OnlineState:
+        """``state`` made to carry (or not) the moves ``self.moves`` asks for: a model fitted
+        by exact EM, or with other settings, continues online with them."""
+        if self.moves == "off":
+            return replace(state, moves=None) if state.moves is not None else state
+        if state.moves is None:
+            return replace(state, moves=MoveState.start(int(rng.integers(2**63)), state.statistics))
+        return state
 
     def step_schedule(self) -> StepSchedule:
         """Online EM's step sizes from ``step_exponent``, ``step_offset`` and ``step_floor``."""

@@ -286,7 +286,10 @@ class FittingMixin:
         self, source: ChunkSource, start: Start, runners: tuple[Any, Any, dict[str, Any]], warm: bool
     ) -> Any:
         trace = self.fit_history_.copy() if warm else FitHistory()
-        state = self._state if warm else OnlineState.start(start.params, start.shift)
+        if warm:
+            state = self.with_moves(self._state, make_rng(self.random_state))
+        else:
+            state = self.online_state(start.params, start.shift, make_rng(self.random_state))
         online = self._run_online(
             source,
             state,
@@ -439,12 +442,13 @@ class FittingMixin:
         if not fitted:
             if isinstance(source, ArraySource):
                 self._check_enough_records(len(source))
-            start = self._start(source, make_rng(self.random_state))
-            state = OnlineState.start(start.params, start.shift)
+            rng = make_rng(self.random_state)
+            start = self._start(source, rng)
+            state = self.online_state(start.params, start.shift, rng)
             history: list[float] = []
             trace = FitHistory()
         else:
-            state = self._state
+            state = self.with_moves(self._state, make_rng(self.random_state))
             history = list(self._history)
             trace = self.fit_history_.copy()
         online = self._run_online(source, state, runners, trace)
@@ -493,6 +497,6 @@ def _tracing(source: ChunkSource, trace: FitHistory) -> dict[str, Any]:
     here, a wave of partitions on Dask)."""
 
     def record(state: OnlineState, update: Any) -> None:
-        trace.record(update.mean_log_likelihood, update.n_records, update.step_size, update.reseeded)
+        trace.record(update.mean_log_likelihood, update.n_records, update.step_size, update.reseeded, update.moves)
 
     return {"on_wave" if isinstance(source, DaskSource) else "on_batch": record}
