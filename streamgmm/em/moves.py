@@ -109,12 +109,14 @@ class MoveState:
 
     ``seed`` seeds every draw with the step; ``reservoir`` holds novel records; ``novel`` is
     their share of the running statistics (about the same shift); ``log_scale`` is
-    ``-sum_s log(1 - eta_s)``, which turns a step into the weight its records keep."""
+    ``-sum_s log(1 - eta_s)``, which turns a step into the weight its records keep; ``clock``
+    counts mini-batches by their share of a full one (the step size's counter with moves)."""
 
     seed: int
     reservoir: Reservoir
     novel: SufficientStatistics
     log_scale: float = 0.0
+    clock: float = 0.0
 
     @classmethod
     def start(cls, seed: int, statistics: SufficientStatistics) -> MoveState:
@@ -194,7 +196,7 @@ def tracked(
     batch_records``: the novel share blended alike, the novel records offered to the reservoir,
     and the share of re-seeded components dropped (their statistics were replaced)."""
     if eta >= 1.0:  # a full step forgets everything before it
-        state = MoveState.start(state.seed, state.novel)
+        state = replace(MoveState.start(state.seed, state.novel), clock=state.clock)
         log_scale = 0.0
     else:
         log_scale = state.log_scale - float(np.log1p(-eta))
@@ -363,7 +365,7 @@ def proposed_birth(
         new_statistics = _with_births(past, best.born, past_mass, best.merged) + batch
         new_statistics = replace(new_statistics, n_records=1.0)
         new_params = new_statistics.to_params(reg_covar)
-    fresh = MoveState(state.seed, Reservoir.empty(d), _zeros_like(statistics), state.log_scale)
+    fresh = MoveState(state.seed, Reservoir.empty(d), _zeros_like(statistics), state.log_scale, state.clock)
     born = [b for _, b in best.merged]
     return MoveResult(new_statistics, new_params, fresh, [Move(step, born, best.merged, best.net_gain, n_eff)])
 

@@ -16,7 +16,7 @@ repeated, and a batch of weight zero makes no step.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -100,7 +100,14 @@ def online_update(
         return state, BatchUpdate(0.0, 0, 0.0, [])
     # A short batch (the tail of a pass or of a chunk) gets a proportionally shorter step:
     # on a sorted stream a full step would over-weight the last component seen.
-    eta = schedule.step(state.step + 1) * min(1.0, size / batch_size)
+    share = min(1.0, size / batch_size)
+    if state.moves is None:
+        eta = schedule.step(state.step + 1) * share
+    else:
+        # With moves the step counter advances by the batch's share too, so that in a stream of
+        # uneven chunks every record weighs the same: a sorted stream's late components then
+        # get their true weights (with whole batches the two counters agree).
+        eta = schedule.step(state.moves.clock + share) * share
     batch_stats, log_norm = chunk_statistics(batch, state.params, state.statistics.shift, dtype, weights=weights)
     # A record of weight zero is as good as absent: no place to re-seed a component.
     rows, scores = batch, log_norm
@@ -116,7 +123,7 @@ def online_update(
         def rescore(params: MixtureParams) -> SufficientStatistics:
             return chunk_statistics(batch, params, shift, dtype, weights=weights)[0]
 
-    return blend_step(state, batch_stats, worst, eta, 1, burn_in, reg_covar, novel, rescore)
+    return blend_step(state, batch_stats, worst, eta, 1, burn_in, reg_covar, novel, rescore, share)
 
 
 def blend_step(
@@ -129,13 +136,15 @@ def blend_step(
     reg_covar: float,
     novel: NovelBatch | None = None,
     rescore: Callable[[MixtureParams], SufficientStatistics] | None = None,
+    clock: float | None = None,
 ) -> tuple[OnlineState, BatchUpdate]:
     """Blend the summed statistics of new records, computed under ``state.params``, with step
     ``eta``, standing for ``n_steps`` mini-batches; then the M-step (after burn-in), the
     re-seeding of collapsed components from ``worst_records``, and, when the state carries
     moves, the tracking of the ``novel`` records and a birth where they call for one (with
     ``rescore``, the batch's E-step under other parameters, a birth learns the batch again under
-    its newborns). Shared by the single-process recursion and the Dask waves."""
+    its newborns; ``clock``, how far the moves' step counter advances, default ``n_steps``).
+    Shared by the single-process recursion and the Dask waves."""
     n = batch_stats.n_records
     t = state.step + n_steps
     stats = state.statistics.blend(batch_stats, eta)
@@ -147,6 +156,7 @@ def blend_step(
     moves, taken = state.moves, []
     if moves is not None:
         moves = tracked(moves, novel, eta, state.statistics.n_records, n, t, moved)
+        moves = replace(moves, clock=moves.clock + (n_steps if clock is None else clock))
         if t > burn_in:
             redo = None
             if rescore is not None:
