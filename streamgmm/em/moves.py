@@ -10,7 +10,7 @@ fixed:
   the running statistics is tracked apart (``MoveState.novel``), blended with the same steps.
 - **Birth.** Once the reservoir holds enough records for a component (``BIRTH_RECORDS_PER_PARAMETER``
   times a component's parameter count), mixtures of 1 to ``MAX_BIRTHS`` components are fitted
-  to it (k-means then EM, record weights respected) and the one of least BIC is proposed.
+  to it (k-means then EM, record weights respected), one more while it gains more (below).
 - **Room, K fixed.** For each newborn, the two components whose merge costs least are merged
   (:mod:`streamgmm.mixture.merges`, a closed-form bound from their statistics, computed without
   the novel records' share), freeing a slot.
@@ -60,6 +60,7 @@ import numpy as np
 from streamgmm.em.candidates import initialize
 from streamgmm.em.novelty import Reservoir
 from streamgmm.kernels.chunk import chunk_statistics
+from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.mixture import covariance as cov
 from streamgmm.mixture.merges import cheapest_pair, merge_components, merge_costs, shared_entropy
 from streamgmm.mixture.params import MixtureParams
@@ -331,9 +332,25 @@ def proposed_birth(
     unchanged = MoveResult(statistics, params, state)
     if k < 2 or n_eff < needed or reservoir.offered_weight < RETRY_GROWTH * reservoir.tried_at:
         return unchanged
-    mass = float(state.novel.counts.sum())
-    if mass <= 0:
+    if float(state.novel.counts.sum()) <= 0:
         return unchanged
+    # The reservoir's products are small: a second BLAS thread only waits.
+    with one_blas_thread():
+        return _birth(params, statistics, state, reg_covar, step, redo)
+
+
+def _birth(
+    params: MixtureParams,
+    statistics: SufficientStatistics,
+    state: MoveState,
+    reg_covar: float,
+    step: int,
+    redo: BatchRedo | None,
+) -> MoveResult:
+    reservoir = state.reservoir
+    k, d = statistics.n_components, statistics.n_features
+    needed = birth_records(d, statistics.covariance_type)
+    n_eff = reservoir.effective_size()
     clean = without_novel(statistics, state.novel)
     fit_rng, merge_rng = state.rng(step, 1), state.rng(step, 2)
     best: _Proposal | None = None
@@ -350,8 +367,9 @@ def proposed_birth(
             weights=reservoir.weights,
         ).params
         proposal = _proposal(newborn, params, clean, state, reg_covar, merge_rng)
-        if best is None or proposal.net_gain > best.net_gain:
-            best = proposal
+        if best is not None and proposal.net_gain <= best.net_gain:
+            break  # one more newborn (and one more merge) no longer pays
+        best = proposal
     if best is None or not best.net_gain > 0:
         refused = replace(reservoir, tried_at=reservoir.offered_weight)
         return MoveResult(statistics, params, replace(state, reservoir=refused))

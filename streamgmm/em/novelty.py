@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import chi2
 
+from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.mixture import covariance as cov
 from streamgmm.mixture.params import MixtureParams
 
@@ -86,7 +87,9 @@ def novel_rows(X: np.ndarray, log_norm: np.ndarray, params: MixtureParams) -> np
     complete = ~np.isnan(rows).any(axis=1)
     candidates, rows = candidates[complete], rows[complete]
     if candidates.size:
-        distances = cov.MAHALANOBIS[params.covariance_type](rows, params.means, params.precisions_cholesky)
+        # Small products: a second BLAS thread only waits on the first (or on other work).
+        with one_blas_thread():
+            distances = cov.MAHALANOBIS[params.covariance_type](rows, params.means, params.precisions_cholesky)
         novel[candidates[(distances > q).all(axis=1)]] = True
     return novel
 
