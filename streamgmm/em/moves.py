@@ -8,9 +8,10 @@ fixed:
 - **Novelty.** Each mini-batch's records outside every component's ellipsoid
   (:mod:`streamgmm.em.novelty`) are offered to a bounded weighted reservoir, and their share of
   the running statistics is tracked apart (``MoveState.novel``), blended with the same steps.
-- **Birth.** Once the reservoir holds enough records for a component (``BIRTH_RECORDS_PER_PARAMETER``
-  times a component's parameter count), mixtures of 1 to ``MAX_BIRTHS`` components are fitted
-  to it (k-means then EM, record weights respected), one more while it gains more (below).
+- **Birth.** Once the reservoir holds enough records for a component
+  (:func:`~streamgmm.mixture.component_size.birth_records`: a few times its parameter count),
+  mixtures of 1 to ``MAX_BIRTHS`` components are fitted to it (k-means then EM, record weights
+  respected), one more while it gains more (below).
 - **Room, K fixed.** For each newborn, the two components whose merge costs least are merged
   (:mod:`streamgmm.mixture.merges`, a closed-form bound from their statistics, computed without
   the novel records' share), freeing a slot.
@@ -61,16 +62,18 @@ from streamgmm.em.candidates import initialize
 from streamgmm.em.novelty import Reservoir
 from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.kernels.quadratic import one_blas_thread
-from streamgmm.mixture import covariance as cov
-from streamgmm.mixture.merges import cheapest_pair, merge_components, merge_costs, shared_entropy
+from streamgmm.mixture.component_size import birth_records, component_parameters, reservoir_capacity
+from streamgmm.mixture.merges import (
+    cheapest_pair,
+    expected_log_likelihood,
+    merge_components,
+    merge_costs,
+    shared_entropy,
+)
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.statistics import SufficientStatistics
 
 MOVES = ("auto", "off")
-BIRTH_RECORDS_PER_PARAMETER = 5
-MIN_BIRTH_RECORDS = 100
-# The reservoir holds this many times the records a birth needs: room for several newborns.
-RESERVOIR_BIRTHS = 4
 MAX_BIRTHS = 3
 # A refused birth is proposed again once the novel weight offered has grown by this factor.
 RETRY_GROWTH = 1.5
@@ -81,17 +84,6 @@ def check_moves(moves: Any) -> str:
     if moves not in MOVES:
         raise ValueError(f"Invalid value for 'moves': {moves!r}; expected one of {list(MOVES)}")
     return moves
-
-
-def component_parameters(n_features: int, covariance_type: str) -> int:
-    """The free parameters one more component costs: its weight, mean and own covariance."""
-    own = 0 if covariance_type == "tied" else cov.n_covariance_parameters(1, n_features, covariance_type)
-    return 1 + n_features + own
-
-
-def birth_records(n_features: int, covariance_type: str) -> int:
-    """The reservoir's effective size from which a birth is proposed."""
-    return max(BIRTH_RECORDS_PER_PARAMETER * component_parameters(n_features, covariance_type), MIN_BIRTH_RECORDS)
 
 
 @dataclass(frozen=True)
@@ -126,7 +118,7 @@ class MoveState:
         return cls(int(seed), Reservoir.empty(d), novel)
 
     def capacity(self) -> int:
-        return RESERVOIR_BIRTHS * birth_records(self.novel.n_features, self.novel.covariance_type)
+        return reservoir_capacity(self.novel.n_features, self.novel.covariance_type)
 
     def rng(self, step: int, purpose: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, step, purpose])
@@ -282,7 +274,7 @@ def _proposal(
     gain: on the reservoir, weighted by the novel mass, less the merges' loss and the newborns'
     BIC penalty."""
     reservoir, mass = state.reservoir, float(state.novel.counts.sum())
-    born, _ = chunk_statistics(reservoir.records, newborn, clean.shift, weights=reservoir.weights)
+    born, _ = chunk_statistics(reservoir.records, newborn, clean.shift, weights=reservoir.estimation_weights())
     born = born.scaled(1.0 / born.n_records)
     merged: list[tuple[int, int]] = []
     loss = 0.0
@@ -299,14 +291,21 @@ def _proposal(
         merged.append((a, b))
     statistics = _with_births(clean, born, mass, merged)
     proposed = statistics.to_params(reg_covar)
-    X, w = reservoir.records, reservoir.weights
+    X, w = reservoir.records, reservoir.estimation_weights()
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         gained = proposed.log_likelihood(X) - params.log_likelihood(X)
     gained = np.nan_to_num(gained, nan=0.0, posinf=1e300, neginf=-1e300)
     n_eff = reservoir.effective_size()
     penalty = 0.5 * newborn.n_components * component_parameters(clean.n_features, clean.covariance_type)
     penalty *= np.log(n_eff) / n_eff
-    net = mass * (float(np.average(gained, weights=w)) - penalty) - loss
+    # The records that are not novel gain too: the components that took the novel records in
+    # (and were stretched towards them) give them back.
+    total = float(clean.counts.sum()) + mass
+    with np.errstate(divide="ignore"):
+        clean_log_weights = np.log(clean.counts / total)
+    given_back = expected_log_likelihood(clean, clean.to_params(reg_covar), clean_log_weights)
+    given_back -= expected_log_likelihood(clean, params)
+    net = mass * (float(np.average(gained, weights=w)) - penalty) + max(given_back, 0.0) - loss
     return _Proposal(born, merged, statistics, proposed, net)
 
 
@@ -364,7 +363,7 @@ def _birth(
             rng=fit_rng,
             max_iter=BIRTH_EM_ITERATIONS,
             shift=statistics.shift,
-            weights=reservoir.weights,
+            weights=reservoir.estimation_weights(),
         ).params
         proposal = _proposal(newborn, params, clean, state, reg_covar, merge_rng)
         if best is not None and proposal.net_gain <= best.net_gain:

@@ -98,7 +98,9 @@ def novel_rows(X: np.ndarray, log_norm: np.ndarray, params: MixtureParams) -> np
 class Reservoir:
     """A weighted sample of novel records (see the module docstring).
 
-    ``records`` (r, d), their record ``weights`` (r,) and race ``keys`` (r,); ``offered_weight``
+    ``records`` (r, d), their ``weights`` (r,) in the running statistics relative to a record
+    of weight 1 offered last (``log_reference`` is that record's log weight), and race
+    ``keys`` (r,); ``sampled`` is True once some offered record was left out. ``offered_weight``
     is the total record weight ever offered, and ``tried_at`` its value when a birth was last
     proposed from this reservoir and refused (0 if none was)."""
 
@@ -107,6 +109,8 @@ class Reservoir:
     keys: np.ndarray
     offered_weight: float = 0.0
     tried_at: float = 0.0
+    log_reference: float = 0.0
+    sampled: bool = False
 
     @classmethod
     def empty(cls, n_features: int) -> Reservoir:
@@ -115,11 +119,18 @@ class Reservoir:
     def __len__(self) -> int:
         return self.records.shape[0]
 
+    def estimation_weights(self) -> np.ndarray:
+        """The weights under which the records stand for every novel record offered: their own
+        while all are kept; equal once the race has sampled (it drew them in proportion to
+        their weights already)."""
+        return np.ones(len(self)) if self.sampled else self.weights
+
     def effective_size(self) -> float:
-        """Kish's effective sample size of the weights, (sum w)^2 / sum w^2."""
+        """Kish's effective sample size of the estimation weights, (sum w)^2 / sum w^2."""
         if not len(self):
             return 0.0
-        return float(self.weights.sum() ** 2 / np.square(self.weights).sum())
+        w = self.estimation_weights()
+        return float(w.sum() ** 2 / np.square(w).sum())
 
     def offered(
         self, X: np.ndarray, weights: np.ndarray, log_weight: float, rng: np.random.Generator, capacity: int
@@ -130,11 +141,21 @@ class Reservoir:
         X, weights = X[positive], weights[positive]
         if not X.shape[0]:
             return self
-        keys = np.log(rng.standard_exponential(X.shape[0])) - np.log(weights) - log_weight
+        draws = np.maximum(rng.standard_exponential(X.shape[0]), np.finfo(np.float64).tiny)
+        keys = np.log(draws) - np.log(weights) - log_weight
         records = np.concatenate([self.records, X])
-        all_weights = np.concatenate([self.weights, weights])
+        # Relative to the newest records, older weights shrink (or vanish) rather than overflow.
+        with np.errstate(under="ignore", over="ignore"):
+            rescaled = self.weights * np.exp(self.log_reference - log_weight)
+        all_weights = np.concatenate([rescaled, weights])
         all_keys = np.concatenate([self.keys, keys])
+        sampled = self.sampled
+        if not all_weights.all():  # records whose weight has vanished are gone from the statistics too
+            kept = all_weights > 0
+            records, all_weights, all_keys = records[kept], all_weights[kept], all_keys[kept]
         if records.shape[0] > capacity:
             keep = np.sort(np.argpartition(all_keys, capacity - 1)[:capacity])
             records, all_weights, all_keys = records[keep], all_weights[keep], all_keys[keep]
-        return Reservoir(records, all_weights, all_keys, self.offered_weight + float(weights.sum()), self.tried_at)
+            sampled = True
+        offered = self.offered_weight + float(weights.sum())
+        return Reservoir(records, all_weights, all_keys, offered, self.tried_at, float(log_weight), sampled)

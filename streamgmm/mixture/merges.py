@@ -157,6 +157,58 @@ def shared_entropy(params: MixtureParams, counts: np.ndarray, rng: np.random.Gen
     return entropy
 
 
+def expected_log_likelihood(
+    stats: SufficientStatistics, params: MixtureParams, log_weights: np.ndarray | None = None
+) -> float:
+    """The expected complete-data log-likelihood of the records behind ``stats`` under
+    ``params``, in closed form from the statistics:
+
+        Q = sum_k N_k [log pi_k - 1/2 (d log 2 pi + log|Sigma_k|)] - 1/2 sum_k tr(Sigma_k^-1 S_k)
+
+    with S_k the second moment of component k's records about mu_k (for 'tied', their sum).
+
+    Parameters
+    ----------
+    stats : SufficientStatistics
+        The records' statistics (their responsibilities fixed).
+
+    params : MixtureParams
+        The parameters to score them under.
+
+    log_weights : ndarray of shape (n_components,), optional
+        log pi_k to use instead of the log of ``params.weights``.
+
+    Returns
+    -------
+    Q : float
+        In the units of ``stats.counts``.
+    """
+    kind, d = stats.covariance_type, stats.n_features
+    nk, s = stats.counts, stats.sums
+    diff = params.means - stats.shift
+    precisions = params.precisions
+    if kind == "full":
+        outer = s[:, :, None] * diff[:, None, :]
+        centred = (
+            stats.second - outer - outer.transpose(0, 2, 1) + nk[:, None, None] * diff[:, :, None] * diff[:, None, :]
+        )
+        trace = np.einsum("kij,kji->k", precisions, centred)
+    elif kind == "tied":
+        outer = s.T @ diff
+        centred = stats.second - outer - outer.T + (nk[:, None] * diff).T @ diff
+        trace = np.trace(precisions @ centred)
+    else:
+        centred = stats.second - 2.0 * s * diff + nk[:, None] * diff**2
+        trace = (precisions * centred).sum(axis=1) if kind == "diag" else precisions * centred.sum(axis=1)
+    if log_weights is None:
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(params.weights)
+    half_log_det = cov.log_det_cholesky(params.precisions_cholesky, kind, d)  # -1/2 log|Sigma_k|
+    per_component = nk * (log_weights + half_log_det - 0.5 * d * np.log(2 * np.pi))
+    # A component no record weighs on adds nothing, whatever its weight.
+    return float(np.sum(np.where(nk > 0, per_component, 0.0)) - 0.5 * np.sum(trace))
+
+
 def cheapest_pair(costs: np.ndarray) -> tuple[int, int]:
     """The pair ``(a, b)``, a < b, of least cost (the first in row order on ties)."""
     flat = int(np.argmin(np.where(np.isnan(costs), np.inf, costs)))

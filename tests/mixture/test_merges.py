@@ -7,7 +7,13 @@ import pytest
 
 from streamgmm import MixtureParams, SufficientStatistics, make_mixture
 from streamgmm.mixture import covariance as cov
-from streamgmm.mixture.merges import cheapest_pair, merge_components, merge_costs, shared_entropy
+from streamgmm.mixture.merges import (
+    cheapest_pair,
+    expected_log_likelihood,
+    merge_components,
+    merge_costs,
+    shared_entropy,
+)
 
 TYPES = ["full", "tied", "diag", "spherical"]
 
@@ -95,3 +101,18 @@ def test_the_cheapest_pair_merges_the_twins() -> None:
     stats = SufficientStatistics.from_params(params, np.zeros(2))
     loss = merge_costs(stats, 0.0) + shared_entropy(params, stats.counts, np.random.default_rng(0))
     assert cheapest_pair(loss) == (0, 2)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_expected_log_likelihood_from_statistics_equals_the_sum_over_records(records, covariance_type) -> None:
+    X, resp = records
+    stats = SufficientStatistics.from_responsibilities(X, resp, X.mean(axis=0) + 3.0, covariance_type)
+    fitted = stats.to_params(1e-6)
+    # Under parameters other than the statistics' own M-step too.
+    other = MixtureParams.from_covariances(
+        np.array([0.2, 0.3, 0.5]), fitted.means + 0.7, fitted.covariances * 1.5, covariance_type
+    )
+    for params in (fitted, other):
+        np.testing.assert_allclose(
+            expected_log_likelihood(stats, params), _expected_complete_log_likelihood(X, resp, params), rtol=1e-10
+        )
