@@ -8,7 +8,10 @@ from typing import Any, Self
 import numpy as np
 
 from streamgmm.em.fit_history import FitHistory
+from streamgmm.em.moves import MoveState
+from streamgmm.em.novelty import Reservoir
 from streamgmm.em.online import OnlineState, record_count
+from streamgmm.io.model_check import ModelContentError, check_moves
 from streamgmm.io.model_file import ModelFileError, read_model, write_model
 from streamgmm.mixture import covariance as cov
 from streamgmm.mixture.params import MixtureParams
@@ -23,10 +26,12 @@ class PersistenceMixin:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the fitted model to a file.
 
-        The file holds the parameters, the fitted attributes, the running statistics and the
-        step counter, so a model read back by :meth:`load` predicts the same and ``partial_fit``
-        resumes the stream where it stopped (the format: :mod:`streamgmm.io.model_file`). It is
-        written atomically: a reader sees the old file or the new one, never half of one.
+        The file holds the parameters, the fitted attributes, the running statistics, the step
+        counter and the births' and merges' state (their seed, the reservoir of novel records and
+        the novel records' share of the statistics), so a model read back by :meth:`load` predicts
+        the same and ``partial_fit`` resumes the stream where it stopped, with the births an
+        uninterrupted stream takes (the format: :mod:`streamgmm.io.model_file`). It is written
+        atomically: a reader sees the old file or the new one, never half of one.
 
         Parameters
         ----------
@@ -63,6 +68,16 @@ class PersistenceMixin:
             "precisions_cholesky": self.precisions_cholesky_,
         }
         arrays.update({f"statistics.{name}": value for name, value in state.statistics.arrays().items()})
+        moves = state.moves
+        if moves is not None:
+            arrays.update(
+                {
+                    "moves.records": moves.reservoir.records,
+                    "moves.weights": moves.reservoir.weights,
+                    "moves.keys": moves.reservoir.keys,
+                }
+            )
+            arrays.update({f"moves.novel.{name}": value for name, value in moves.novel.arrays().items()})
         estimator_params: dict[str, Any] = {}
         for name, value in self.get_params().items():
             if value is None or isinstance(value, (bool, int, float, str)):
@@ -93,6 +108,18 @@ class PersistenceMixin:
                 "statistics_log_likelihood": state.statistics.log_likelihood,
             },
         }
+        if moves is not None:
+            document["online"]["moves"] = {
+                "seed": int(moves.seed),
+                "log_scale": float(moves.log_scale),
+                "clock": float(moves.clock),
+                "offered_weight": float(moves.reservoir.offered_weight),
+                "tried_at": float(moves.reservoir.tried_at),
+                "log_reference": float(moves.reservoir.log_reference),
+                "sampled": bool(moves.reservoir.sampled),
+                "novel_n_records": float(moves.novel.n_records),
+                "novel_log_likelihood": float(moves.novel.log_likelihood),
+            }
         return document, arrays
 
     @classmethod
@@ -182,7 +209,35 @@ class PersistenceMixin:
             float(online["statistics_n_records"]),
             float(online["statistics_log_likelihood"]),
         )
-        state = OnlineState(mixture, stats, int(online["step"]), record_count(float(online["records_seen"])))
+        try:
+            check_moves(document, arrays, t)
+        except ModelContentError as exc:
+            raise ModelFileError(str(exc)) from None
+        moves = None
+        if online.get("moves") is not None:
+            scalars = online["moves"]
+            reservoir = Reservoir(
+                arrays["moves.records"],
+                arrays["moves.weights"],
+                arrays["moves.keys"],
+                float(scalars["offered_weight"]),
+                float(scalars["tried_at"]),
+                float(scalars["log_reference"]),
+                bool(scalars["sampled"]),
+            )
+            novel = SufficientStatistics(
+                t,
+                arrays["moves.novel.shift"],
+                arrays["moves.novel.counts"],
+                arrays["moves.novel.sums"],
+                arrays["moves.novel.second"],
+                float(scalars["novel_n_records"]),
+                float(scalars["novel_log_likelihood"]),
+            )
+            moves = MoveState(
+                int(scalars["seed"]), reservoir, novel, float(scalars["log_scale"]), float(scalars["clock"])
+            )
+        state = OnlineState(mixture, stats, int(online["step"]), record_count(float(online["records_seen"])), moves)
         model._set_fitted(
             state,
             bool(fitted["converged"]),

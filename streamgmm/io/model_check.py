@@ -11,7 +11,14 @@ that hold them in memory (the end of a fit):
 - weights in [0, 1] summing to 1;
 - precisions positive definite: their Cholesky factors triangular with positive diagonals
   (positive scales for ``diag`` and ``spherical``); covariances' diagonals positive;
-- ``feature_names_in`` absent or a list of d strings.
+- ``feature_names_in`` absent or a list of d strings;
+- the births' and merges' state (:class:`~streamgmm.em.moves.MoveState`), when the model has one
+  (``online.moves`` in the document and the ``moves.*`` arrays): all of it, its novel share's
+  statistics shaped by K, d and the covariance type with non-negative counts, its reservoir of at
+  most the reservoir's capacity of d-feature records with positive weights, its seed an integer
+  in [0, 2**63), its other scalars finite (and, but for a log-likelihood, non-negative), the
+  weight last tried at most the weight offered. A model without it (``moves="off"``, a model
+  fitted by batch EM, or a file written before moves existed) has neither.
 
 Examples
 --------
@@ -26,14 +33,34 @@ streamgmm.io.model_check.ModelContentError: weights holds a non-finite value (na
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from streamgmm.mixture import covariance as cov
+from streamgmm.mixture.component_size import reservoir_capacity
 
 # How far the weights' sum may be from 1: rounding of K additions and one division, with room.
 WEIGHT_SUM_TOLERANCE = 1e-6
+
+# The births' and merges' state: the reservoir (its rows, at most its capacity, vary), the novel
+# records' share of the running statistics, and the scalars in the document's ``online.moves``.
+RESERVOIR_ARRAYS = ("moves.records", "moves.weights", "moves.keys")
+NOVEL_ARRAYS = ("moves.novel.shift", "moves.novel.counts", "moves.novel.sums", "moves.novel.second")
+MOVES_ARRAYS = RESERVOIR_ARRAYS + NOVEL_ARRAYS
+MOVES_SCALARS = (
+    "seed",
+    "log_scale",
+    "clock",
+    "offered_weight",
+    "tried_at",
+    "novel_n_records",
+    "novel_log_likelihood",
+    "log_reference",
+)
+# Scalars of any sign: a log-likelihood, and the log weight of the reservoir's newest records.
+SIGNED_MOVES_SCALARS = ("novel_log_likelihood", "log_reference")
 
 
 class ModelContentError(ValueError):
@@ -41,24 +68,57 @@ class ModelContentError(ValueError):
 
 
 def expected_shapes(means_shape: tuple[int, ...], covariance_type: str) -> dict[str, tuple[int, ...]]:
-    """The shape of every array a model of these means holds (or may hold, for ``param.*``)."""
+    """The shape of every array of fixed shape a model of these means holds (or may hold, for
+    ``param.*`` and ``moves.novel.*``); the reservoir's rows vary (:func:`check_shapes`)."""
     if len(means_shape) != 2:
         raise ModelContentError(f"array means has shape {means_shape}, expected (n_components, n_features)")
     k, d = means_shape
     covariances = cov.covariance_shape(k, d, covariance_type)
+    second = cov.second_moment_shape(k, d, covariance_type)
     return {
         "weights": (k,),
         "means": (k, d),
         "covariances": covariances,
         "precisions_cholesky": covariances,
-        "statistics.second": cov.second_moment_shape(k, d, covariance_type),
+        "statistics.second": second,
         "statistics.sums": (k, d),
         "statistics.counts": (k,),
         "statistics.shift": (d,),
         "param.weights_init": (k,),
         "param.means_init": (k, d),
         "param.precisions_init": covariances,
+        "moves.novel.second": second,
+        "moves.novel.sums": (k, d),
+        "moves.novel.counts": (k,),
+        "moves.novel.shift": (d,),
     }
+
+
+def check_shapes(shapes: dict[str, tuple[int, ...]], covariance_type: str) -> None:
+    """Raise :class:`ModelContentError` naming the first array whose shape (``shapes``, by name,
+    ``means`` among them) does not fit the means' (K, d) and the covariance type: those of
+    :func:`expected_shapes`, and the reservoir's (r, d) records, (r,) weights and (r,) keys, r at
+    most :func:`~streamgmm.mixture.component_size.reservoir_capacity`. Called on the ``.npy``
+    headers too, before any data is read."""
+    expected = expected_shapes(shapes["means"], covariance_type)
+    for name, shape in shapes.items():
+        if name in expected and shape != expected[name]:
+            raise ModelContentError(f"array {name} has shape {shape}, expected {expected[name]}")
+    d = shapes["means"][1]
+    capacity = reservoir_capacity(d, covariance_type)
+    rows: int | None = None
+    for name, trailing in zip(RESERVOIR_ARRAYS, ((d,), (), ()), strict=True):
+        shape = shapes.get(name)
+        if shape is None:
+            continue
+        if len(shape) != 1 + len(trailing) or shape[1:] != trailing or rows not in (None, shape[0]):
+            wanted = ", ".join(["r" if rows is None else str(rows), *map(str, trailing)])
+            raise ModelContentError(f"array {name} has shape {shape}, expected ({wanted}{',' if not trailing else ''})")
+        rows = shape[0]
+        if rows > capacity:
+            raise ModelContentError(
+                f"array {name} holds {rows} reservoir records, more than the reservoir's capacity of {capacity}"
+            )
 
 
 def covariance_type_of(document: dict[str, Any]) -> str:
@@ -80,9 +140,7 @@ def validate_model(document: dict[str, Any], arrays: dict[str, np.ndarray]) -> N
         if value.dtype.kind != "f":
             raise ModelContentError(f"array {name} holds {value.dtype}, not floats")
         check_finite(value, name)
-    for name, shape in expected_shapes(arrays["means"].shape, covariance_type).items():
-        if name in arrays and arrays[name].shape != shape:
-            raise ModelContentError(f"array {name} has shape {arrays[name].shape}, expected {shape}")
+    check_shapes({name: value.shape for name, value in arrays.items()}, covariance_type)
     check_mixture_arrays(
         arrays["weights"], arrays["means"], arrays["covariances"], arrays["precisions_cholesky"], covariance_type
     )
@@ -90,6 +148,56 @@ def validate_model(document: dict[str, Any], arrays: dict[str, np.ndarray]) -> N
     if not isinstance(fitted, dict):
         raise ModelContentError("'fitted' is not a JSON object")
     check_feature_names(fitted.get("feature_names_in"), arrays["means"].shape[1])
+    check_moves(document, arrays, covariance_type)
+
+
+def check_moves(document: dict[str, Any], arrays: dict[str, np.ndarray], covariance_type: str) -> None:
+    """Raise :class:`ModelContentError` naming the first problem of a model's births' and merges'
+    state (the module docstring): the document's ``online.moves`` and the ``moves.*`` arrays,
+    both absent or all there and usable."""
+    online = document.get("online")
+    if not isinstance(online, dict):
+        return  # no online state at all: the model's reader refuses that, naming it
+    moves = online.get("moves")
+    if moves is None:
+        present = [name for name in MOVES_ARRAYS if name in arrays]
+        if present:
+            raise ModelContentError(f"array {present[0]} is there without the document's online.moves")
+        return
+    if not isinstance(moves, dict):
+        raise ModelContentError(f"online.moves is not a JSON object, got {type(moves).__name__}")
+    for name in MOVES_ARRAYS:
+        if name not in arrays:
+            raise ModelContentError(f"array {name} is missing (the document has online.moves)")
+    for name in MOVES_ARRAYS:
+        if arrays[name].dtype.kind != "f":
+            raise ModelContentError(f"array {name} holds {arrays[name].dtype}, not floats")
+        check_finite(arrays[name], name)
+    check_shapes(
+        {"means": arrays["means"].shape, **{name: arrays[name].shape for name in MOVES_ARRAYS}}, covariance_type
+    )
+    seed = moves.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise ModelContentError(f"online.moves.seed must be an integer in [0, 2**63), got {seed!r}")
+    for name in MOVES_SCALARS[1:]:
+        value = moves.get(name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ModelContentError(f"online.moves.{name} must be a finite number, got {value!r}")
+        if name not in SIGNED_MOVES_SCALARS and value < 0:
+            raise ModelContentError(f"online.moves.{name} must be >= 0, got {value!r}")
+    if not isinstance(moves.get("sampled"), bool):
+        raise ModelContentError(f"online.moves.sampled must be true or false, got {moves.get('sampled')!r}")
+    if moves["tried_at"] > moves["offered_weight"]:
+        raise ModelContentError(
+            f"online.moves.tried_at ({moves['tried_at']!r}) exceeds online.moves.offered_weight "
+            f"({moves['offered_weight']!r}), the weight ever offered"
+        )
+    for name, what in (("moves.weights", "positive"), ("moves.novel.counts", "non-negative")):
+        value = arrays[name]
+        bad = value <= 0 if what == "positive" else value < 0
+        if np.any(bad):
+            index = int(np.flatnonzero(bad)[0])
+            raise ModelContentError(f"array {name} must be {what}, got {value[index]!r} at index {index}")
 
 
 def check_mixture_arrays(

@@ -6,9 +6,12 @@ Layout (format ``streamgmm.model``, version 1)::
     arrays/NAME.npy   one array per name, written and read with allow_pickle=False
 
 The document holds everything that is not an array (estimator parameters, scalars of the fit,
-the online step counter); arrays hold parameters and running statistics. Arrays round-trip
-bit for bit. Files are written under a temporary name in the target directory, flushed and
-renamed, so a crash never leaves a half-written file under the final name.
+the online step counter, the scalars of the births' and merges' state under ``online.moves``);
+arrays hold parameters, running statistics and, for a model with births and merges, their
+state (``moves.*``: the reservoir of novel records and the novel records' share of the
+statistics). Arrays and the document's numbers round-trip bit for bit. Files are written under a
+temporary name in the target directory, flushed and renamed, so a crash never leaves a
+half-written file under the final name.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 
 from streamgmm.io.atomic_write import atomic_path, create_new
 from streamgmm.io.lake_paths import describe_non_file
-from streamgmm.io.model_check import ModelContentError, covariance_type_of, expected_shapes
+from streamgmm.io.model_check import ModelContentError, check_shapes, covariance_type_of
 from streamgmm.io.model_check import validate_model as check_model_contents
 
 FORMAT_NAME = "streamgmm.model"
@@ -160,14 +163,9 @@ def _read_arrays(archive: zipfile.ZipFile, document: dict[str, Any], path: Path)
     headers = {name: _array_header(archive, name, path) for name in document.get("arrays", [])}
     if "means" in headers:
         try:
-            shapes = expected_shapes(headers["means"][0], covariance_type_of(document))
+            check_shapes({name: shape for name, (shape, _) in headers.items()}, covariance_type_of(document))
         except ModelContentError as exc:
             raise ModelFileError(f"{path}: corrupt model file ({exc})") from None
-        for name, (shape, _) in headers.items():
-            if name in shapes and shape != shapes[name]:
-                raise ModelFileError(
-                    f"{path}: corrupt model file (array {name} has shape {shape}, expected {shapes[name]})"
-                )
     arrays = {}
     for name in headers:
         with archive.open(f"{ARRAY_DIR}{name}.npy") as member:

@@ -7,7 +7,9 @@ import json
 import os
 import stat
 import zipfile
+from dataclasses import fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +19,15 @@ from streamgmm.mixture.covariance import COVARIANCE_TYPES
 
 FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
 FITTED_SCALARS = ("n_steps_", "records_seen_", "n_iter_", "converged_", "lower_bound_", "n_features_in_")
+MOVES_ARRAYS = {
+    "moves.records",
+    "moves.weights",
+    "moves.keys",
+    "moves.novel.shift",
+    "moves.novel.counts",
+    "moves.novel.sums",
+    "moves.novel.second",
+}
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +59,26 @@ def assert_same_model(a: StreamingGaussianMixture, b: StreamingGaussianMixture) 
     for name in FITTED_SCALARS:
         assert getattr(a, name) == getattr(b, name), name
     assert a._history == b._history
+    # The births' and merges' state: every array and scalar, however deep.
+    ma, mb = flat(a._state.moves), flat(b._state.moves)
+    assert ma.keys() == mb.keys()
+    for name, value in ma.items():
+        if isinstance(value, np.ndarray):
+            assert np.array_equal(mb[name], value) and mb[name].dtype == value.dtype, name
+        else:
+            assert type(mb[name]) is type(value) and mb[name] == value, name
+    assert a.fit_history_.moves == b.fit_history_.moves
+
+
+def flat(value: Any, name: str = "moves") -> dict[str, Any]:
+    """Every array and scalar of a (nested) dataclass, by dotted name."""
+    if not is_dataclass(value):
+        return {name: value}
+    return {
+        key: item
+        for field in fields(value)
+        for key, item in flat(getattr(value, field.name), f"{name}.{field.name}").items()
+    }
 
 
 @pytest.mark.parametrize("algorithm", ["online", "batch"])
@@ -103,6 +134,20 @@ def test_file_is_a_documented_zip_of_json_and_npy(tmp_path, data) -> None:
         assert {"weights", "means", "covariances", "precisions_cholesky", "statistics.second"} <= set(
             document["arrays"]
         )
+        # An online fit (moves="auto") carries its births' and merges' state.
+        assert MOVES_ARRAYS <= set(document["arrays"])
+        assert set(document["online"]["moves"]) == {
+            "seed",
+            "log_scale",
+            "clock",
+            "offered_weight",
+            "tried_at",
+            "novel_n_records",
+            "novel_log_likelihood",
+            "log_reference",
+            "sampled",
+        }
+        assert document["online"]["moves"]["seed"] == model._state.moves.seed
         for name in names - {"model.json"}:
             body = archive.read(name)
             assert body.startswith(b"\x93NUMPY"), name  # the .npy magic, not a pickle stream

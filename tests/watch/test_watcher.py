@@ -239,6 +239,71 @@ def test_killed_at_every_crash_point_then_restarted_ends_with_the_uninterrupted_
     assert summary["last_update"] and len(summary["recent"]) == N_FILES and summary["means"]
 
 
+def assert_exactly_the_same_model(a: StreamingGaussianMixture, b: StreamingGaussianMixture) -> None:
+    """Bit for bit: the parameters, the running statistics, the births' and merges' state
+    (seed, reservoir, novel share) and the moves taken."""
+    assert_same_model(a, b)
+    for name in PARAMETERS:
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    for name, value in a._state.statistics.arrays().items():
+        assert np.array_equal(b._state.statistics.arrays()[name], value), f"statistics.{name}"
+    ma, mb = a._state.moves, b._state.moves
+    assert ma is not None and mb is not None
+    assert (ma.seed, ma.log_scale, ma.clock) == (mb.seed, mb.log_scale, mb.clock)
+    ra, rb = ma.reservoir, mb.reservoir
+    assert (ra.offered_weight, ra.tried_at) == (rb.offered_weight, rb.tried_at)
+    for name in ("records", "weights", "keys"):
+        assert np.array_equal(getattr(ra, name), getattr(rb, name)), f"reservoir.{name}"
+    for name, value in ma.novel.arrays().items():
+        assert np.array_equal(mb.novel.arrays()[name], value), f"novel.{name}"
+    assert a.fit_history_.moves == b.fit_history_.moves
+
+
+CLUSTER_CENTRES = ((0.0, 0.0), (12.0, 0.0), (0.0, 12.0))
+
+
+def test_killed_over_files_sorted_by_cluster_ends_with_the_uninterrupted_model_and_births(tmp_path) -> None:
+    """Two files per cluster, in cluster order: the first files show one cluster, so the others
+    get components by births (``moves="auto"``, the default), decided on the reservoir of novel
+    records. The kill falls in the file whose first mini-batch takes the first birth, once the
+    reservoir has records: the restart must take the same births from the seed and reservoir
+    its checkpoint carries. (One kill: each run is a new interpreter, seconds to start.)"""
+    rng = np.random.default_rng(0)
+    directory = tmp_path / "landing"
+    files = [
+        write_file(
+            directory / f"part-{i:03d}.parquet", rng.normal(CLUSTER_CENTRES[i // 2], 1.0, (PER_FILE, 2)), BASE_TIME + i
+        )
+        for i in range(N_FILES)
+    ]
+    expected = oracle(files)
+    births = [move for move in expected.fit_history_.moves if move["kind"] == "birth"]
+    assert births, "no birth: the test would show nothing"
+    # Each cluster got a component of its own.
+    centres = np.array(CLUSTER_CENTRES)
+    nearest = np.linalg.norm(expected.means_[:, None] - centres[None], axis=2).argmin(axis=1)
+    assert sorted(nearest) == [0, 1, 2]
+
+    watch(directory, tmp_path / "reference", n_components=K, columns=FEATURES, batch_size=BATCH, settle=0, once=True)
+    uninterrupted = StreamingGaussianMixture.load(tmp_path / "reference" / "current.model")
+    assert_exactly_the_same_model(uninterrupted, expected)
+
+    state = tmp_path / "state"
+    code, _, err = finish(watch_cli(directory, state, "--once", crash="mid_file:3"))
+    assert code == -signal.SIGKILL, err
+    checkpoint = StateDirectory(state).load()
+    assert len(checkpoint.ledger) == 2
+    # The births are still to come, from novel records the checkpoint holds.
+    assert len(checkpoint.model._state.moves.reservoir) > 0 and not checkpoint.model.fit_history_.moves
+    assert births[0]["step"] > checkpoint.model.n_steps_
+    code, _, err = finish(watch_cli(directory, state, "--once"))
+    assert code == 0, err
+    assert [e["path"] for e in ledger(state)] == [f.name for f in files]
+    restarted = StreamingGaussianMixture.load(state / "current.model")
+    assert_exactly_the_same_model(restarted, uninterrupted)
+    assert restarted.fit_history_.moves == expected.fit_history_.moves and restarted.fit_history_.moves
+
+
 def test_external_kill_at_random_times_loses_and_repeats_nothing(landing, reference, tmp_path) -> None:
     directory, files = landing
     rng = np.random.default_rng(2)

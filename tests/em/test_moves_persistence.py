@@ -1,0 +1,373 @@
+"""The births' and merges' state in the model file: saved and loaded bit for bit, so a stream
+resumed from a file after every call takes the moves an uninterrupted one takes; a file whose
+moves are damaged or hostile is refused naming the field."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from streamgmm import ModelFileError, StreamingGaussianMixture
+from streamgmm.em.moves import MoveState
+from streamgmm.io.model_file import read_model
+from streamgmm.mixture.covariance import COVARIANCE_TYPES
+
+K = 3
+CHUNK = 1000
+PER_CLUSTER = 4000
+PARAMETERS = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
+MOVES_ARRAYS = (
+    "moves.records",
+    "moves.weights",
+    "moves.keys",
+    "moves.novel.shift",
+    "moves.novel.counts",
+    "moves.novel.sums",
+    "moves.novel.second",
+)
+
+
+@pytest.fixture(scope="module")
+def sorted_stream() -> np.ndarray:
+    """Three well separated 2-D clusters, the stream sorted by cluster: the first sample shows
+    only the first one, so the others need births."""
+    rng = np.random.default_rng(0)
+    return np.concatenate([rng.normal(centre, 1.0, (PER_CLUSTER, 2)) for centre in ((0, 0), (12, 0), (0, 12))])
+
+
+def new_model(covariance_type: str = "full", **params: Any) -> StreamingGaussianMixture:
+    return StreamingGaussianMixture(
+        K, covariance_type=covariance_type, random_state=0, batch_size=500, init_size=1000, **params
+    )
+
+
+def flat(value: Any, name: str = "moves") -> dict[str, Any]:
+    """Every array and scalar of a (nested) dataclass by dotted name: a field added later is
+    compared too."""
+    if not is_dataclass(value):
+        return {name: value}
+    out: dict[str, Any] = {}
+    for field in fields(value):
+        out.update(flat(getattr(value, field.name), f"{name}.{field.name}"))
+    return out
+
+
+def assert_same_moves(a: MoveState | None, b: MoveState | None) -> None:
+    """Bit for bit: every array (values and dtype) and every scalar (value and type)."""
+    assert (a is None) == (b is None)
+    if a is None:
+        return
+    fa, fb = flat(a), flat(b)
+    assert fa.keys() == fb.keys()
+    for name, value in fa.items():
+        other = fb[name]
+        if isinstance(value, np.ndarray):
+            assert isinstance(other, np.ndarray) and other.dtype == value.dtype, name
+            assert np.array_equal(value, other), name
+        else:
+            assert type(value) is type(other) and value == other, (name, value, other)
+
+
+def assert_same_model(a: StreamingGaussianMixture, b: StreamingGaussianMixture) -> None:
+    for name in PARAMETERS:
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    for name, value in a._state.statistics.arrays().items():
+        assert np.array_equal(b._state.statistics.arrays()[name], value), f"statistics.{name}"
+    assert (a.n_steps_, a.records_seen_, a._state.statistics.n_records) == (
+        b.n_steps_,
+        b.records_seen_,
+        b._state.statistics.n_records,
+    )
+    assert_same_moves(a._state.moves, b._state.moves)
+    assert a.fit_history_.moves == b.fit_history_.moves
+
+
+def reloaded(model: StreamingGaussianMixture, path: Path) -> StreamingGaussianMixture:
+    model.save(path)
+    return StreamingGaussianMixture.load(path)
+
+
+# --------------------------------------------------------------------------- round trip
+
+
+@pytest.fixture(scope="module")
+def mid_stream(sorted_stream) -> StreamingGaussianMixture:
+    """A model in the middle of the second cluster: a birth taken and novel records waiting
+    in the reservoir."""
+    model = new_model()
+    for start in range(0, 7 * CHUNK, CHUNK):
+        model.partial_fit(sorted_stream[start : start + CHUNK])
+    assert model.fit_history_.moves and len(model._state.moves.reservoir) > 0
+    return model
+
+
+def test_round_trip_of_a_non_empty_reservoir_is_bit_for_bit(tmp_path, mid_stream) -> None:
+    loaded = reloaded(mid_stream, tmp_path / "m.sgmm")
+    assert_same_model(loaded, mid_stream)
+    assert loaded.moves == "auto"
+    with zipfile.ZipFile(tmp_path / "m.sgmm") as archive:
+        document = json.loads(archive.read("model.json"))
+    assert set(MOVES_ARRAYS) <= set(document["arrays"])
+    moves = mid_stream._state.moves
+    assert document["online"]["moves"]["seed"] == moves.seed and 0 <= moves.seed < 2**63
+
+
+def test_round_trip_keeps_every_field_apart(tmp_path, mid_stream) -> None:
+    """Each scalar and array given a value of its own (a swap of two fields would show), among
+    them a refused birth's ``tried_at`` and a non-zero novel log-likelihood."""
+    moves = mid_stream._state.moves
+    r = len(moves.reservoir)
+    reservoir = replace(
+        moves.reservoir,
+        weights=np.arange(1.0, r + 1.0) / 7,
+        keys=-np.arange(r) - 0.25,
+        offered_weight=123.625,
+        tried_at=99.5,
+    )
+    novel = replace(moves.novel, counts=moves.novel.counts + 0.125, n_records=0.875, log_likelihood=-3.5)
+    special = replace(moves, seed=2**63 - 1, reservoir=reservoir, novel=novel, log_scale=2.75)
+    model = reloaded(mid_stream, tmp_path / "base.sgmm")  # a copy to change
+    model._state = replace(model._state, moves=special)
+    assert_same_moves(reloaded(model, tmp_path / "m.sgmm")._state.moves, special)
+
+
+def test_moves_parameter_round_trips_and_off_leaves_no_moves_in_the_file(tmp_path, sorted_stream) -> None:
+    model = new_model(moves="off").partial_fit(sorted_stream[:CHUNK])
+    assert model._state.moves is None
+    loaded = reloaded(model, tmp_path / "off.sgmm")
+    assert loaded.moves == "off" and loaded._state.moves is None
+    assert loaded.get_params() == model.get_params()
+    document, arrays = read_model(tmp_path / "off.sgmm")
+    assert "moves" not in document["online"] and not any(name.startswith("moves.") for name in arrays)
+    assert document["estimator_params"]["moves"] == "off"
+    # Resumed, it stays without moves, as the uninterrupted model does.
+    model.partial_fit(sorted_stream[CHUNK : 2 * CHUNK])
+    loaded.partial_fit(sorted_stream[CHUNK : 2 * CHUNK])
+    assert_same_model(loaded, model)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_resumed_from_a_file_after_every_call_equals_the_uninterrupted_stream(
+    tmp_path, sorted_stream, covariance_type: str
+) -> None:
+    uninterrupted = new_model(covariance_type)
+    resumed = new_model(covariance_type)
+    reservoir_sizes = []
+    for start in range(0, len(sorted_stream), CHUNK):
+        chunk = sorted_stream[start : start + CHUNK]
+        uninterrupted.partial_fit(chunk)
+        resumed = reloaded(resumed.partial_fit(chunk), tmp_path / "m.sgmm")
+        assert_same_model(resumed, uninterrupted)
+        reservoir_sizes.append(len(resumed._state.moves.reservoir))
+    assert any(reservoir_sizes), "no file carried novel records: the test would show nothing"
+    births = [move for move in uninterrupted.fit_history_.moves if move["kind"] == "birth"]
+    assert births
+    # The births did their job: one component per cluster.
+    centres = np.array([[0, 0], [12, 0], [0, 12]])
+    nearest = np.linalg.norm(uninterrupted.means_[:, None] - centres[None], axis=2).argmin(axis=1)
+    assert sorted(nearest) == [0, 1, 2]
+
+
+# --------------------------------------------------------------------------- hostile files
+
+
+def npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def good_file(tmp_path_factory, mid_stream) -> Path:
+    path = tmp_path_factory.mktemp("moves") / "good.sgmm"
+    mid_stream.save(path)
+    return path
+
+
+def variant(good: Path, path: Path, arrays: dict[str, np.ndarray | None], **moves: Any) -> Path:
+    """The good file with some ``moves.*`` arrays replaced (None: removed from the file and its
+    list) and some ``online.moves`` scalars set (``online_moves``: the whole of it, None to
+    remove it)."""
+    with zipfile.ZipFile(good) as archive:
+        contents = {name: archive.read(name) for name in archive.namelist()}
+    document = json.loads(contents["model.json"])
+    for name, value in arrays.items():
+        if value is None:
+            del contents[f"arrays/{name}.npy"]
+            document["arrays"].remove(name)
+        else:
+            contents[f"arrays/{name}.npy"] = npy(value)
+    for name, value in moves.items():
+        if name == "online_moves":
+            if value is None:
+                del document["online"]["moves"]
+            else:
+                document["online"]["moves"] = value
+        else:
+            document["online"]["moves"][name] = value
+    contents["model.json"] = json.dumps(document).encode()  # NaN written as the token NaN
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, body in contents.items():
+            archive.writestr(name, body)
+    return path
+
+
+def hostile_cases(model: StreamingGaussianMixture) -> dict[str, tuple[dict[str, Any], dict[str, Any], str]]:
+    """name -> (arrays to replace, scalars to set, what the message must say)."""
+    moves = model._state.moves
+    records, weights, keys = moves.reservoir.records, moves.reservoir.weights, moves.reservoir.keys
+    r, d = records.shape
+    capacity = moves.capacity()
+    with_nan = records.copy()
+    with_nan[r - 1, 1] = np.nan
+    negative = weights.copy()
+    negative[0] = -1.0
+    zero = weights.copy()
+    zero[-1] = 0.0
+    counts = moves.novel.counts.copy()
+    counts[1] = -0.5
+    second = moves.novel.second.copy()
+    second.flat[0] = np.inf
+    rng = np.random.default_rng(0)
+    big = capacity + 1
+    return {
+        "records_wrong_width": ({"moves.records": np.zeros((r, d + 1))}, {}, r"array moves\.records has shape"),
+        "records_flat": ({"moves.records": records.ravel()}, {}, r"array moves\.records has shape"),
+        "weights_wrong_length": ({"moves.weights": np.ones(r + 1)}, {}, r"array moves\.weights has shape"),
+        "keys_wrong_length": ({"moves.keys": keys[:-1]}, {}, r"array moves\.keys has shape"),
+        "novel_sums_wrong_shape": (
+            {"moves.novel.sums": np.zeros((K + 1, d))},
+            {},
+            r"array moves\.novel\.sums has shape \(4, 2\), expected \(3, 2\)",
+        ),
+        "novel_second_wrong_shape": (
+            {"moves.novel.second": np.zeros((K, d))},
+            {},
+            r"array moves\.novel\.second has shape",
+        ),
+        "novel_shift_wrong_shape": ({"moves.novel.shift": np.zeros(d + 1)}, {}, r"array moves\.novel\.shift"),
+        "records_nan": ({"moves.records": with_nan}, {}, r"moves\.records holds a non-finite value"),
+        "keys_inf": ({"moves.keys": np.full(r, -np.inf)}, {}, r"moves\.keys holds a non-finite value"),
+        "novel_second_inf": ({"moves.novel.second": second}, {}, r"moves\.novel\.second holds a non-finite"),
+        "negative_weight": ({"moves.weights": negative}, {}, r"array moves\.weights must be positive"),
+        "zero_weight": ({"moves.weights": zero}, {}, r"array moves\.weights must be positive"),
+        "negative_novel_count": ({"moves.novel.counts": counts}, {}, r"moves\.novel\.counts must be non-negative"),
+        "integer_weights": ({"moves.weights": np.ones(r, dtype=np.int64)}, {}, r"moves\.weights holds int64"),
+        "over_capacity": (
+            {
+                "moves.records": rng.normal(size=(big, d)),
+                "moves.weights": np.ones(big),
+                "moves.keys": rng.normal(size=big),
+            },
+            {},
+            rf"array moves\.records holds {big} reservoir records, more than the reservoir's capacity of {capacity}",
+        ),
+        "missing_array": ({"moves.keys": None}, {}, r"array moves\.keys is missing"),
+        "arrays_without_scalars": ({}, {"online_moves": None}, r"array moves\.records is there without"),
+        "moves_not_an_object": ({}, {"online_moves": [1, 2]}, r"online\.moves is not a JSON object"),
+        "seed_negative": ({}, {"seed": -1}, r"online\.moves\.seed must be an integer in \[0, 2\*\*63\)"),
+        "seed_too_large": ({}, {"seed": 2**63}, r"online\.moves\.seed must be an integer"),
+        "seed_float": ({}, {"seed": 1.5}, r"online\.moves\.seed must be an integer"),
+        "seed_string": ({}, {"seed": "7"}, r"online\.moves\.seed must be an integer"),
+        "seed_bool": ({}, {"seed": True}, r"online\.moves\.seed must be an integer"),
+        "seed_missing": ({}, {"online_moves": {}}, r"online\.moves\.seed must be an integer .*, got None"),
+        "log_scale_nan": ({}, {"log_scale": float("nan")}, r"online\.moves\.log_scale must be a finite number"),
+        "log_scale_negative": ({}, {"log_scale": -1.0}, r"online\.moves\.log_scale must be >= 0"),
+        "offered_weight_string": ({}, {"offered_weight": "1"}, r"online\.moves\.offered_weight must be a finite"),
+        "tried_at_infinite": ({}, {"tried_at": float("inf")}, r"online\.moves\.tried_at must be a finite number"),
+        "tried_after_offered": ({}, {"tried_at": 1e9}, r"online\.moves\.tried_at .* exceeds"),
+        "novel_n_records_negative": ({}, {"novel_n_records": -2.0}, r"online\.moves\.novel_n_records must be >= 0"),
+    }
+
+
+HOSTILE = [
+    "records_wrong_width",
+    "records_flat",
+    "weights_wrong_length",
+    "keys_wrong_length",
+    "novel_sums_wrong_shape",
+    "novel_second_wrong_shape",
+    "novel_shift_wrong_shape",
+    "records_nan",
+    "keys_inf",
+    "novel_second_inf",
+    "negative_weight",
+    "zero_weight",
+    "negative_novel_count",
+    "integer_weights",
+    "over_capacity",
+    "missing_array",
+    "arrays_without_scalars",
+    "moves_not_an_object",
+    "seed_negative",
+    "seed_too_large",
+    "seed_float",
+    "seed_string",
+    "seed_bool",
+    "seed_missing",
+    "log_scale_nan",
+    "log_scale_negative",
+    "offered_weight_string",
+    "tried_at_infinite",
+    "tried_after_offered",
+    "novel_n_records_negative",
+]
+
+
+def test_hostile_cases_are_all_tested_and_the_good_file_loads(good_file, mid_stream) -> None:
+    assert sorted(hostile_cases(mid_stream)) == sorted(HOSTILE)
+    assert_same_model(StreamingGaussianMixture.load(good_file), mid_stream)
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_hostile_moves_in_a_model_file_are_refused_naming_the_field(tmp_path, good_file, mid_stream, case) -> None:
+    arrays, scalars, message = hostile_cases(mid_stream)[case]
+    path = variant(good_file, tmp_path / f"{case}.sgmm", arrays, **scalars)
+    with pytest.raises(ModelFileError, match=message) as info:
+        StreamingGaussianMixture.load(path)
+    assert str(path) in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("case", ["negative_weight", "over_capacity", "seed_too_large", "records_nan"])
+def test_hostile_moves_given_to_from_document_directly_are_refused(tmp_path, good_file, mid_stream, case) -> None:
+    """``from_document`` checks the moves itself, for a caller that did not read the file with
+    :func:`read_model` (which checks them first)."""
+    arrays, scalars, message = hostile_cases(mid_stream)[case]
+    document, good_arrays = read_model(good_file)
+    document = json.loads(json.dumps(document))
+    document["online"]["moves"].update(scalars)
+    with pytest.raises(ModelFileError, match=message):
+        StreamingGaussianMixture.from_document(document, {**good_arrays, **arrays})
+
+
+def test_hostile_moves_in_memory_are_not_written(tmp_path, mid_stream) -> None:
+    model = reloaded(mid_stream, tmp_path / "m.sgmm")  # a copy to change
+    moves = model._state.moves
+    weights = moves.reservoir.weights.copy()
+    weights[0] = np.nan
+    model._state = replace(model._state, moves=replace(moves, reservoir=replace(moves.reservoir, weights=weights)))
+    with pytest.raises(ModelFileError, match=r"not written.*moves\.weights holds a non-finite value"):
+        model.save(tmp_path / "bad.sgmm")
+    assert not (tmp_path / "bad.sgmm").exists()
+
+
+def test_a_file_without_moves_loads_and_resumes_with_fresh_moves(
+    tmp_path, good_file, mid_stream, sorted_stream
+) -> None:
+    """A file written before moves existed (no ``online.moves``, no ``moves.*`` arrays) loads
+    without them; ``partial_fit`` then starts them afresh (``moves="auto"``)."""
+    path = variant(good_file, tmp_path / "old.sgmm", dict.fromkeys(MOVES_ARRAYS), online_moves=None)
+    old = StreamingGaussianMixture.load(path)
+    assert old._state.moves is None
+    for name in PARAMETERS:
+        assert np.array_equal(getattr(old, name), getattr(mid_stream, name)), name
+    old.partial_fit(sorted_stream[7 * CHUNK : 8 * CHUNK])
+    assert old._state.moves is not None and old.n_steps_ == mid_stream.n_steps_ + 2
