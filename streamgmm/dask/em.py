@@ -20,6 +20,16 @@ The trade-off: W partitions per step buy W-fold parallelism but fewer, larger st
 each E-step using parameters up to a wave old; with a good start (EM on the sample) and W
 partitions much smaller than the data this costs little quality, while W partitions as large
 as the data would make one pass a single batch-EM iteration.
+
+With moves (the state carries :class:`~streamgmm.em.moves.MoveState`), each partition of a wave
+also returns its novel records (:func:`~streamgmm.em.novelty.novel_rows` under the wave's
+parameters): all of them when they are at most the moves' reservoir capacity, otherwise a
+sample drawn in proportion to record weight, without replacement, by a generator seeded from
+the moves' seed, the step before the wave and the partition's index, its weights scaled to the
+partition's total novel weight. Their statistics are those of every novel record, summed over
+the wave like the others. The wave's novel records are tracked and births proposed as for one
+mini-batch, except that a birth does not learn the wave again under its newborns (its records
+stay on the workers): the waves after it do.
 """
 
 from __future__ import annotations
@@ -33,30 +43,66 @@ import numpy as np
 from streamgmm.dask.on_workers import cluster_client, map_on_workers
 from streamgmm.dask.source import DaskSource, tree_reduce
 from streamgmm.em.batch import BatchEMResult, em_iterations, full_pass_statistics
+from streamgmm.em.moves import NovelBatch, novel_batch
+from streamgmm.em.novelty import Reservoir, novel_rows
 from streamgmm.em.online import BatchUpdate, OnlineEMResult, OnlineState, StepSchedule, blend_step, online_passes
-from streamgmm.io.sources import ChunkSource
+from streamgmm.io.read_ahead import batches_ahead
+from streamgmm.io.sources import ChunkSource, is_weighted, split_weights
+from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.reseeding import WorstRecords
 from streamgmm.mixture.statistics import SufficientStatistics
+
+# The purpose in a partition's subsample seed, apart from those of MoveState.rng (0 to 2).
+SUBSAMPLE_PURPOSE = 3
 
 
 @dataclass
 class PartitionStatistics:
     """One partition's (or a merged group's) E-step: statistics, its worst-explained records
-    (for re-seeding) and the records its nan policy skipped. Associative under ``+``."""
+    (for re-seeding), the records its nan policy skipped and, with moves, its novel records
+    (None without moves). Associative under ``+``."""
 
     statistics: SufficientStatistics
     worst_records: np.ndarray
     worst_scores: np.ndarray
     skipped: int = 0
+    novel: NovelBatch | None = None
 
     def __add__(self, other: PartitionStatistics) -> PartitionStatistics:
         worst = WorstRecords(self.statistics.n_components, self.statistics.n_features)
         worst.offer(self.worst_records, self.worst_scores)
         worst.offer(other.worst_records, other.worst_scores)
         return PartitionStatistics(
-            self.statistics + other.statistics, worst.records, worst.scores, self.skipped + other.skipped
+            self.statistics + other.statistics,
+            worst.records,
+            worst.scores,
+            self.skipped + other.skipped,
+            _joined(self.novel, other.novel),
         )
+
+
+def _joined(a: NovelBatch | None, b: NovelBatch | None) -> NovelBatch | None:
+    """Two groups' novel records, one after the other, and their summed statistics."""
+    if a is None or b is None:
+        return a if b is None else b
+    return NovelBatch(
+        np.concatenate([a.records, b.records]), np.concatenate([a.weights, b.weights]), a.statistics + b.statistics
+    )
+
+
+@dataclass(frozen=True)
+class NoveltyDraw:
+    """What a wave's partitions need to return their novel records: the moves' ``seed``, the
+    ``step`` before the wave and the most records a partition returns (``capacity``)."""
+
+    seed: int
+    step: int
+    capacity: int
+
+    def rng(self, index: int) -> np.random.Generator:
+        """The generator that subsamples partition ``index``'s novel records."""
+        return np.random.default_rng([self.seed, self.step, SUBSAMPLE_PURPOSE, index])
 
 
 def partition_statistics(
@@ -70,6 +116,47 @@ def partition_statistics(
     worst = WorstRecords(params.n_components, params.n_features)
     stats = full_pass_statistics(source, params, shift, batch_size, worst, dtype)
     return PartitionStatistics(stats, worst.records, worst.scores, int(getattr(source, "skipped_records", 0)))
+
+
+def partition_statistics_with_novelty(
+    source: ChunkSource,
+    index: int,
+    params: MixtureParams,
+    shift: np.ndarray,
+    batch_size: int,
+    dtype: np.dtype | type,
+    draw: NoveltyDraw,
+) -> PartitionStatistics:
+    """:func:`partition_statistics` of partition ``index``, with its novel records: each
+    mini-batch's records outside every component's ellipsoid, at most ``draw.capacity`` of them
+    (a sample in proportion to record weight when there are more, its weights scaled to the
+    partition's total novel weight), and the statistics of all of them."""
+    k, d = params.n_components, params.n_features
+    worst = WorstRecords(k, d)
+    stats = SufficientStatistics.zeros(k, d, params.covariance_type, shift)
+    novel_stats = SufficientStatistics.zeros(k, d, params.covariance_type, shift)
+    # The exponential race of the moves' reservoir, run on this partition alone.
+    kept = Reservoir.empty(d)
+    n_novel = 0
+    rng = draw.rng(index)
+    weighted = is_weighted(source)
+    for batch in batches_ahead(source, batch_size):
+        X, weights = split_weights(batch, weighted)
+        # As full_pass_statistics: the same statistics, summed in the same order.
+        batch_stats, log_norm = chunk_statistics(X, params, shift, dtype, weights=weights)
+        stats = stats + batch_stats
+        present = None if weights is None or weights.all() else weights > 0
+        worst.offer(*((X, log_norm) if present is None else (X[present], log_norm[present])))
+        novel = novel_batch(X, novel_rows(X, log_norm, params), weights, params, shift, dtype)
+        if novel is not None:
+            novel_stats = novel_stats + novel.statistics
+            kept = kept.offered(novel.records, novel.weights, 0.0, rng, draw.capacity)
+            n_novel += novel.records.shape[0]
+    weights = kept.estimation_weights()
+    if kept.sampled:
+        weights = weights * (kept.offered_weight / weights.sum())
+    novel = NovelBatch(kept.records, weights, novel_stats)
+    return PartitionStatistics(stats, worst.records, worst.scores, int(getattr(source, "skipped_records", 0)), novel)
 
 
 def _sum(parts: list[PartitionStatistics]) -> PartitionStatistics:
@@ -86,17 +173,24 @@ def statistics_of(
     batch_size: int,
     indices: list[int] | None = None,
     dtype: np.dtype | type = np.float64,
+    novelty: NoveltyDraw | None = None,
 ) -> PartitionStatistics:
     """Map the E-step over the partitions (all, or ``indices``) and sum the results: on a
     ``distributed`` cluster through :func:`~streamgmm.dask.on_workers.map_on_workers` (parameters
-    scattered once, one task per worker), elsewhere as a task per partition, tree-reduced."""
+    scattered once, one task per worker), elsewhere as a task per partition, tree-reduced. With
+    ``novelty``, each partition also returns its novel records
+    (:func:`partition_statistics_with_novelty`)."""
     import dask
 
     client = cluster_client(source)
+    args: tuple[object, ...] = (params, shift, batch_size, np.dtype(dtype))
+    function: Callable[..., PartitionStatistics] = partition_statistics
+    each = None
+    if novelty is not None:  # the partition's index goes first: it seeds the partition's draw
+        function, each, args = partition_statistics_with_novelty, range(len(source)), (*args, novelty)
     if client is not None:
-        args = (params, shift, batch_size, np.dtype(dtype))
-        return _sum(map_on_workers(source, client, partition_statistics, args, _sum, indices))
-    tasks = source.map(partition_statistics, params, shift, batch_size, np.dtype(dtype))
+        return _sum(map_on_workers(source, client, function, args, _sum, indices, indexed=each is not None))
+    tasks = source.map(function, *args, each=each)
     if indices is not None:
         tasks = [tasks[i] for i in indices]
     total = tree_reduce(tasks, lambda parts: dask.delayed(_sum, pure=True)(parts))
@@ -158,9 +252,11 @@ def wave_update(
     reg_covar: float,
     batch_size: int,
 ) -> tuple[OnlineState, BatchUpdate]:
-    """One stepwise-EM step on a wave's merged statistics (computed under ``state.params``)."""
+    """One stepwise-EM step on a wave's merged statistics (computed under ``state.params``),
+    with its novel records when it has any."""
     eta, steps = wave_step_size(schedule, state.step, wave.statistics.n_records, batch_size)
-    return blend_step(state, wave.statistics, wave.worst_records, eta, steps, burn_in, reg_covar)
+    novel = wave.novel if wave.novel is not None and wave.novel.records.shape[0] else None
+    return blend_step(state, wave.statistics, wave.worst_records, eta, steps, burn_in, reg_covar, novel)
 
 
 def run_dask_online_em(
@@ -187,6 +283,8 @@ def run_dask_online_em(
         order = list(range(len(source))) if rng is None else [int(i) for i in rng.permutation(len(source))]
         skipped = 0
         for start in range(0, len(order), partitions_per_step):
+            moves = state.moves
+            novelty = None if moves is None else NoveltyDraw(moves.seed, state.step, moves.capacity())
             wave = statistics_of(
                 source,
                 state.params,
@@ -194,6 +292,7 @@ def run_dask_online_em(
                 batch_size,
                 order[start : start + partitions_per_step],
                 dtype,
+                novelty,
             )
             skipped += wave.skipped
             if wave.statistics.n_records == 0:

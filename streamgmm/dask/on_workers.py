@@ -66,11 +66,14 @@ def map_on_workers(
     args: Sequence[Any],
     combine: Callable[[list[Any]], Any],
     indices: Sequence[int] | None = None,
+    indexed: bool = False,
 ) -> list[Any]:
     """``combine([function(partition_source, *args) for each partition of a group])`` for every
     group of the partitions (all, or ``indices``), computed on the workers; ``args`` are
-    scattered once. The groups, and the order of their results, depend only on the source's
-    plan (its workers and where its cached partitions live), so repeated passes sum alike."""
+    scattered once. With ``indexed``, ``function`` is given the partition's index after its
+    source: ``function(partition_source, i, *args)``. The groups, and the order of their
+    results, depend only on the source's plan (its workers and where its cached partitions
+    live), so repeated passes sum alike."""
     import dask
 
     chosen = list(range(len(source))) if indices is None else list(indices)
@@ -82,8 +85,8 @@ def map_on_workers(
 
     def group(members: list[int], cached: bool, **where: Any) -> Any:
         parts = source.partitions
-        items = [(parts[i].spec, plan.cached(i) if cached else parts[i].data, cached) for i in members]
-        return client.submit(_run_group, function, combine, shared, items, pure=False, **where)
+        items = [(i, parts[i].spec, plan.cached(i) if cached else parts[i].data, cached) for i in members]
+        return client.submit(_run_group, function, combine, shared, items, indexed, pure=False, **where)
 
     if plan.persist:
         # No restriction: the scheduler runs each group where its cached partitions are. A wave
@@ -101,7 +104,9 @@ def map_on_workers(
         # one at a time.
         run = dask.delayed(_run_group, pure=False)
         p = source.partitions
-        futures = client.compute([run(function, combine, shared, [(p[i].spec, p[i].data, False)]) for i in chosen])
+        futures = client.compute(
+            [run(function, combine, shared, [(i, p[i].spec, p[i].data, False)], indexed) for i in chosen]
+        )
         groups = [[i] for i in chosen]
     if source.progress is not None:
         _report(futures, groups, source)
@@ -198,12 +203,14 @@ def _run_group(
     function: Callable[..., Any],
     combine: Callable[[list[Any]], Any],
     shared: tuple[Any, ...],
-    items: list[tuple[PartitionSpec, Any, bool]],
+    items: list[tuple[int, PartitionSpec, Any, bool]],
+    indexed: bool = False,
 ) -> Any:
     results = []
-    for spec, data, decoded in items:
+    for index, spec, data, decoded in items:
         with naming(spec.where):
-            results.append(function(_cached_source(*data) if decoded else open_partition(data, spec), *shared))
+            source = _cached_source(*data) if decoded else open_partition(data, spec)
+            results.append(function(source, index, *shared) if indexed else function(source, *shared))
     return combine(results)
 
 
