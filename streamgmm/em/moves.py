@@ -365,6 +365,8 @@ def _birth(
             shift=statistics.shift,
             weights=reservoir.estimation_weights(),
         ).params
+        if newborn.weights.min() * n_eff < needed:
+            break  # a newborn the reservoir holds too few records for: as little as a birth needs
         proposal = _proposal(newborn, params, clean, state, reg_covar, merge_rng)
         if best is not None and proposal.net_gain <= best.net_gain:
             break  # one more newborn (and one more merge) no longer pays

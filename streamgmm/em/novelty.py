@@ -34,10 +34,10 @@ Information Processing Letters, 97(5), 181-185.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import chi2
 
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.mixture import covariance as cov
@@ -47,8 +47,12 @@ NOVELTY_QUANTILE = 0.999
 LOG_2PI = float(np.log(2 * np.pi))
 
 
+@functools.lru_cache(maxsize=64)
 def novelty_threshold(n_features: int) -> float:
     """The squared Mahalanobis distance beyond which a record is outside a component."""
+    # scipy is imported here, when a stream first needs it: ``import streamgmm`` stays light.
+    from scipy.stats import chi2
+
     return float(chi2.ppf(NOVELTY_QUANTILE, n_features))
 
 
