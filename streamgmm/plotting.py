@@ -5,7 +5,10 @@ component density and the mixture density; for two or more, a scatter of a sampl
 most responsible component with 1- and 2-sigma covariance ellipses, one panel per chosen feature
 pair. Below, the fit history: mean log-likelihood of each mini-batch before its update and the
 step size, against records seen, with re-seeded components marked (for batch EM: the
-log-likelihood per iteration).
+log-likelihood per iteration). Given a watcher's ledger (``streamgmm plot STATE_DIR``), a third
+row draws the drift signal (:mod:`streamgmm.watch.drift`): each file's score before it was
+learnt against the level of the files before it and the threshold below which a file is
+flagged, flagged files and the files in which components were born marked.
 
 matplotlib is an optional dependency (``pip install streamgmm[plot]``), imported only here and
 only when a plot is drawn; figures are drawn with the Agg canvas directly, so the caller's
@@ -40,6 +43,7 @@ from streamgmm.io.validation import default_feature_names, make_rng
 
 DPI = 100
 HEIGHT = 8.0  # inches
+DRIFT_HEIGHT = 3.0  # inches more for the drift panel
 PANEL_WIDTH = 5.0  # inches per feature-pair panel
 MIN_WIDTH = 8.0
 MAX_PAIRS = 4
@@ -102,10 +106,11 @@ def resolve_pairs(pairs: Sequence[tuple[Any, Any]] | str | None, feature_names: 
     return resolved
 
 
-def figure_size(n_features: int, n_pairs: int) -> tuple[int, int]:
-    """The picture's size in pixels (width, height)."""
+def figure_size(n_features: int, n_pairs: int, drift: bool = False) -> tuple[int, int]:
+    """The picture's size in pixels (width, height); ``drift``: with the drift panel."""
     panels = 1 if n_features == 1 else n_pairs
-    return int(round(max(MIN_WIDTH, PANEL_WIDTH * panels) * DPI)), int(round(HEIGHT * DPI))
+    height = HEIGHT + (DRIFT_HEIGHT if drift else 0.0)
+    return int(round(max(MIN_WIDTH, PANEL_WIDTH * panels) * DPI)), int(round(height * DPI))
 
 
 def png_size(path: str | os.PathLike[str]) -> tuple[int, int]:
@@ -125,10 +130,12 @@ def plot_model(
     pairs: Sequence[tuple[Any, Any]] | str | None = None,
     sample: int = 5000,
     random_state: Any = 0,
+    ledger: Sequence[dict[str, Any]] | None = None,
 ) -> str:
     """Draw ``model`` (a fitted :class:`~streamgmm.StreamingGaussianMixture`) over a random
     sample of ``sample`` records of ``data`` (anything ``predict`` takes; optional), with its fit
-    history, to the PNG ``out``. Returns ``out``."""
+    history, to the PNG ``out``; with a watcher's ``ledger`` (its entries), the drift signal
+    too. Returns ``out``."""
     model.check_fitted()
     Figure, FigureCanvasAgg, Ellipse = _matplotlib()
     names = model.feature_names() or default_feature_names(model.n_features_in_)
@@ -143,11 +150,12 @@ def plot_model(
         X, _ = split_weights(source.sample(int(sample), make_rng(random_state)), is_weighted(source))
         if X.shape[0] == 0:
             raise ValueError("the data hold no records to plot")
-    width, height = figure_size(d, len(chosen))
+    width, height = figure_size(d, len(chosen), drift=ledger is not None)
     figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     columns = max(1, len(chosen))
-    grid = figure.add_gridspec(2, columns, height_ratios=[3, 2])
+    ratios = [3, 2] if ledger is None else [3, 2, 2]
+    grid = figure.add_gridspec(len(ratios), columns, height_ratios=ratios)
     colours = _colours(k)
     covariances = full_covariances(model.covariances_, model.covariance_type, k, d)
     title = f"{k} {model.covariance_type} components"
@@ -172,6 +180,8 @@ def plot_model(
                 legend=column == 0,
             )
     _trace_panel(figure.add_subplot(grid[1, :]), model)
+    if ledger is not None:
+        _drift_panel(figure.add_subplot(grid[2, :]), ledger)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
     write_bytes_atomically(out, buffer.getvalue())
@@ -318,3 +328,79 @@ def _trace_panel(ax: Any, model: Any) -> None:
     else:
         ax.text(0.5, 0.5, "no fit history recorded", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
+
+
+def _drift_panel(ax: Any, ledger: Sequence[dict[str, Any]]) -> None:
+    """The drift signal, per consumed file: its score before it was learnt, the level of the
+    earlier files and the flag threshold under it; flagged files and births marked. Scores far
+    below the rest (a regime change) would flatten everything else: they are drawn at the
+    panel's bottom edge with their value written by them."""
+    from streamgmm.watch.drift import FLAG_SDS, MIN_DROP, MIN_LEVEL_FILES, drift_series
+
+    series = [point for point in drift_series(ledger) if point["sequence"] is not None]
+    scored = [point for point in series if point["score"] is not None]
+    ax.set_title("drift: each file's mean log-likelihood per record before it was learnt", fontsize=11)
+    if not scored:
+        ax.text(0.5, 0.5, "no file scored yet", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    x = np.array([point["sequence"] for point in scored], dtype=float)
+    score = np.array([point["score"] for point in scored], dtype=float)
+    flagged = np.array([point["flagged"] for point in scored], dtype=bool)
+    level = np.array([np.nan if p["level"] is None else p["level"] for p in scored], dtype=float)
+    sd = np.array([np.nan if p["level_sd"] is None else p["level_sd"] for p in scored], dtype=float)
+    young = np.array([p["level_files"] < MIN_LEVEL_FILES for p in scored], dtype=bool)
+    threshold = np.where(young, np.nan, level - np.maximum(FLAG_SDS * sd, MIN_DROP))
+    # The y range of the usual files: unflagged scores, levels and thresholds.
+    usual = np.concatenate([score[~flagged], level[np.isfinite(level)], threshold[np.isfinite(threshold)]])
+    if usual.size == 0:
+        usual = score
+    low, high = float(usual.min()), float(usual.max())
+    # Flagged scores near that range widen it; those far below it (beyond twice its span) would
+    # squash it flat, and are drawn at its edge instead.
+    near = score[flagged & (score >= low - 2 * max(high - low, 1.0))]
+    low = min(low, float(near.min())) if near.size else low
+    pad = max(0.15 * (high - low), 0.25)
+    low, high = low - pad, high + pad
+    edge = low + pad / 3  # where scores below the panel are drawn
+    shown = np.maximum(score, edge)
+    marker = "." if len(x) < 80 else None
+    ax.plot(x, shown, color="tab:blue", lw=1.4, marker=marker, label="score of the file, before learning it")
+    ax.step(x, level, where="mid", color="navy", lw=2.0, label="level: weighted mean of earlier scores")
+    ax.step(
+        x,
+        threshold,
+        where="mid",
+        color="tab:red",
+        lw=1.2,
+        ls="--",
+        label=f"flag threshold: level - max({FLAG_SDS:g} sd, {MIN_DROP:g} nat)",
+    )
+    if flagged.any():
+        ax.scatter(x[flagged], shown[flagged], s=70, marker="v", color="tab:red", zorder=5, label="flagged file")
+    for xi, si, yi in zip(x, score, shown):
+        if si < edge:  # below the panel: drawn at its edge, with its value
+            ax.annotate(f"{si:.4g}", (xi, yi), xytext=(4, 6), textcoords="offset points", fontsize=8, color="tab:red")
+    marked = False
+    for point in series:
+        if any(move["kind"] == "birth" for move in point["moves"]):
+            born = sum(len(move["born"]) for move in point["moves"])
+            ax.axvline(
+                point["sequence"], color="tab:green", ls=":", lw=1.4, label=None if marked else "component(s) born"
+            )
+            ax.annotate(
+                f"+{born}",
+                (point["sequence"], 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, -12),
+                textcoords="offset points",
+                fontsize=8,
+                color="tab:green",
+            )
+            marked = True
+    ax.set_ylim(low, high)
+    ax.ticklabel_format(axis="y", useOffset=False)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("file (ledger sequence number)", fontsize=11)
+    ax.set_ylabel("nats per record", fontsize=11)
+    ax.legend(fontsize=8, loc="best")

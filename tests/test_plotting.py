@@ -139,3 +139,40 @@ def test_cli_select_then_plot_then_info(tmp_path):
 
     bad = run("plot", best, "--out", tmp_path / "x.png", "--pairs", "x0:x9")
     assert bad.returncode == 1 and bad.stderr.startswith("streamgmm: error: no feature 'x9'")
+
+
+def test_a_watchers_ledger_adds_the_drift_panel(tmp_path):
+    X, _, _ = streamgmm.make_mixture(2000, n_components=2, n_features=2, random_state=3)
+    model = StreamingGaussianMixture(2, random_state=0, batch_size=500).fit(X)
+    move = {"kind": "birth", "step": 9, "born": [1], "merged": [[0, 1]], "gain": 0.3, "records": 400.0}
+
+    def entry(sequence, score, level=None, sd=None, files=0, flagged=False, moves=()):
+        return {
+            "sequence": sequence,
+            "path": f"part-{sequence}.parquet",
+            "status": "consumed",
+            "records_used": 1000,
+            "score": score,
+            "level": level,
+            "level_sd": sd,
+            "level_files": files,
+            "flagged": flagged,
+            "moves": list(moves),
+        }
+
+    ledger = [
+        entry(1, None),
+        entry(2, -2.86),
+        entry(3, -2.84, -2.86, 0.0, 1),
+        {"sequence": 4, "path": "bad.parquet", "status": "quarantined"},
+        entry(5, -2.83, -2.85, 0.01, 2),
+        entry(6, -1459.9, -2.85, 0.012, 3, True, [move]),
+        entry(7, float("nan"), "x", None, "3"),  # hostile: drawn around, not a crash
+        entry(8, -4.1, -2.94, 0.27, 4),
+    ]
+    path = plot_model(model, X, out=tmp_path / "drift.png", sample=500, ledger=ledger)
+    assert png_size(path) == figure_size(2, 1, drift=True) == (800, 1100)
+    assert decoded(path)[..., :3].std() > 0.05
+    # Nothing scored yet: the panel says so.
+    empty = plot_model(model, out=tmp_path / "empty.png", ledger=[entry(1, None)])
+    assert png_size(empty) == (800, 1100)

@@ -11,7 +11,7 @@
                   [--step-floor F] [--assign-out DIR [--keep id]] [--once] [--json] [-q]
     streamgmm select SOURCE... -k 2..12 [--covariance full,diag] [--held-out N] [--criterion bic|aic]
                   [--model BEST] [--columns a,b] [--weight-column count] [--passes P] [--seed S] [--json] [-q]
-    streamgmm plot MODEL --out FILE.png [--data SOURCE...] [--pairs 0:1,2:3] [--sample N] [--json]
+    streamgmm plot MODEL|STATE_DIR --out FILE.png [--data SOURCE...] [--pairs 0:1,2:3] [--sample N] [--json]
     streamgmm info PATH [--json]        (a model file, an output file or directory, a watcher's state
                                          directory, or any Parquet data)
 
@@ -56,7 +56,7 @@ from streamgmm.io.model_file import ModelFileError
 from streamgmm.io.parquet_source import ParquetSource
 from streamgmm.io.storage_options import storage_environment
 from streamgmm.io.validation import default_feature_names
-from streamgmm.watch.checkpoint import StateDirectoryBusy, is_state_directory, state_summary
+from streamgmm.watch.checkpoint import StateDirectory, StateDirectoryBusy, is_state_directory, state_summary
 
 if TYPE_CHECKING:  # pyarrow.dataset imports pandas: loaded only where a dataset is used
     import pyarrow.dataset as ds
@@ -297,13 +297,37 @@ def run_select(args: argparse.Namespace) -> dict[str, Any]:
 def run_plot(args: argparse.Namespace) -> dict[str, Any]:
     from streamgmm.plotting import plot_model, png_size
 
-    model = StreamingGaussianMixture.load(args.model)
+    model, ledger = plotted_model(args.model)
     data = None
     if args.data:
         data = ParquetSource(_one_or_many(args.data), columns=model.feature_names())
-    path = plot_model(model, data, out=args.out, pairs=args.pairs, sample=args.sample, random_state=args.seed)
+    path = plot_model(
+        model, data, out=args.out, pairs=args.pairs, sample=args.sample, random_state=args.seed, ledger=ledger
+    )
     width, height = png_size(path)
     return {"command": "plot", "out": path, "width": width, "height": height, "data": args.data}
+
+
+def plotted_model(path: str) -> tuple[StreamingGaussianMixture, list[dict[str, Any]] | None]:
+    """What ``plot`` draws: a model file's model; a watcher state's current model with its ledger
+    (for the drift panel)."""
+    if is_state_directory(path):
+        checkpoint = StateDirectory(path).load()
+    elif is_url(path) and _is_store_state(path):
+        from streamgmm.watch.store_state import StoreState
+
+        checkpoint = StoreState(path).load()
+    else:
+        return StreamingGaussianMixture.load(path), None
+    if checkpoint is None or checkpoint.model is None:
+        raise CommandError(f"{path}: the watcher has made no model yet: nothing to plot")
+    return checkpoint.model, checkpoint.ledger
+
+
+def _is_store_state(url: str) -> bool:
+    from streamgmm.watch.store_state import is_store_state
+
+    return is_store_state(url)
 
 
 def run_info(args: argparse.Namespace) -> dict[str, Any]:

@@ -265,9 +265,16 @@ def _select_command(commands: Any) -> None:
 
 
 def _plot_command(commands: Any) -> None:
-    plot = commands.add_parser("plot", help="draw a model (over a sample of data) and its fit history as PNG")
+    plot = commands.add_parser(
+        "plot", help="draw a model (over a sample of data) and its fit history as PNG; a watcher's drift signal too"
+    )
     _storage(plot)
-    plot.add_argument("model", metavar="MODEL")
+    plot.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a model file, or a watcher's state directory (its current model, and each file's score before it was "
+        "learnt against the level of earlier files)",
+    )
     plot.add_argument("--out", required=True, metavar="FILE.png")
     plot.add_argument("--data", nargs="+", metavar="SOURCE", help="Parquet data to sample records from")
     plot.add_argument("--pairs", metavar="PAIRS", help="feature pairs, by index or name: 0:1,2:3 or x0:x2")

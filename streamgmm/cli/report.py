@@ -10,6 +10,7 @@ from streamgmm.assignment.layout import SUCCESS
 from streamgmm.cli.checks import (
     describe_unfinished,
 )
+from streamgmm.watch.drift import describe_moves
 
 # ---------------------------------------------------------------------- progress
 
@@ -27,7 +28,9 @@ def describe(result: dict[str, Any]) -> str:
         return (
             f"watch: {result['files_consumed']} file(s) consumed ({result['records_used']:,} records, "
             f"{result['records_skipped']:,} skipped), {result['files_quarantined']} quarantined, "
-            f"{result['files_duplicate']} duplicate(s); model at {result['model'] or 'none yet'}"
+            f"{result['files_duplicate']} duplicate(s)"
+            + (f", {result['files_flagged']} flagged by the drift signal" if result.get("files_flagged") else "")
+            + f"; model at {result['model'] or 'none yet'}"
             + (f"; stopped by {result['stopped_by']}" if result["stopped_by"] else "")
         )
     if kind == "watch state":
@@ -110,7 +113,39 @@ def describe_state(result: dict[str, Any]) -> str:
         lines.append(f"means moved since {result['models'][0]} (oldest kept): [{shown}]")
     for entry in result["quarantined"][-5:]:
         lines.append(f"quarantined {entry['path']}: {entry['reason']}")
+    if result.get("drift"):
+        lines += describe_drift(result["drift"])
     return "\n".join(lines)
+
+
+def describe_drift(drift: dict[str, Any]) -> list[str]:
+    """The drift series: each recent file's score against the level of the files before it."""
+    flagged = drift["files_flagged"]
+    last = drift["last_flagged"]
+    lines = [
+        f"drift: {drift['files_scored']} file(s) scored, {flagged} flagged"
+        + (f" (last: {last['path']}, file {last['sequence']})" if last else "")
+        + f"; score = mean log-likelihood per record before learning the file, level = weighted mean "
+        f"(sd) of earlier scores, half-life {drift['half_life_files']} files; flagged = more than "
+        f"{drift['flag_sds']:g} sd and {drift['min_drop']:g} nat/record below the level"
+    ]
+    if not drift["series"]:
+        return lines
+    lines.append(f"  {'file':>6} {'records':>10} {'score':>10} {'level':>10} {'(sd)':>8}  flag  path  moves")
+    for point in drift["series"]:
+        sd = f"({point['level_sd']:.3g})" if point["level_sd"] is not None else ""
+        lines.append(
+            f"  {_shown(point['sequence'], 'd'):>6} {_shown(point['records_used'], ',d'):>10} "
+            f"{_shown(point['score'], '.4f'):>10} {_shown(point['level'], '.4f'):>10} {sd:>8}  "
+            f"{'**' if point['flagged'] else '':<4}  {point['path']}"
+            + (f"  {describe_moves(point['moves'])}" if point["moves"] else "")
+        )
+    return lines
+
+
+def _shown(value: Any, spec: str) -> str:
+    """A number of the drift series, or ``-`` where there is none."""
+    return "-" if value is None else format(value, spec)
 
 
 def skipped_rows(result: dict[str, Any]) -> str:

@@ -6,7 +6,8 @@ Layout::
     STATE_DIR/current.model          the checkpoint: a model file (StreamingGaussianMixture.load reads
                                      it) whose model.json also holds "watch": sequence number, time,
                                      configuration, and the length and SHA-256 of the committed ledger
-    STATE_DIR/ledger.jsonl           the ledger, one JSON line per file seen (append-only)
+    STATE_DIR/ledger.jsonl           the ledger, one JSON line per file seen (append-only), with
+                                     each consumed file's drift signal (:mod:`.drift`)
     STATE_DIR/models/00000012.model  the last N checkpoints (hard links to earlier current.model files)
     STATE_DIR/quarantine/*.json      one record per quarantined file: which file, why
     STATE_DIR/lock                   fcntl.flock'ed by the running watcher; holds its pid
@@ -68,6 +69,7 @@ from streamgmm.io.atomic_write import (
     write_bytes_atomically,
 )
 from streamgmm.io.model_file import ModelFileError, parse_json, read_model, write_model_to
+from streamgmm.watch.drift import drift_summary
 
 WATCH_FORMAT = "streamgmm.watch"
 WATCH_VERSION = 1
@@ -386,7 +388,8 @@ def state_summary(
 ) -> tuple[dict[str, Any], StreamingGaussianMixture | None]:
     """What a state directory says (without taking the lock: the checkpoint is read whole or
     not at all): counts of the ledger, the last update, the last updates and how far each
-    moved the parameters, the kept history, quarantined files with their reasons."""
+    moved the parameters, the kept history, quarantined files with their reasons, and the drift
+    signal (:func:`~streamgmm.watch.drift.drift_summary`)."""
     state = StateDirectory(path)
     kept = history_files(path)
 
@@ -445,4 +448,5 @@ def summary_of(
         "quarantined": [{"path": e["path"], "reason": e.get("reason")} for e in ledger if e["status"] == "quarantined"],
         "models": kept,
         "mean_displacement_since_oldest_kept": displacement,
+        "drift": drift_summary(ledger),
     }, model

@@ -67,6 +67,7 @@ from streamgmm.io.lake_paths import is_url, overlap, refuse_url
 from streamgmm.io.model_check import check_mixture_arrays
 from streamgmm.io.parquet_source import ParquetSource
 from streamgmm.watch.checkpoint import Checkpoint, StateDirectory, now_iso
+from streamgmm.watch.drift import Level, describe_moves, finite, level_of, moves_in
 from streamgmm.watch.landing import HeldFile, LandingFile, LocalLanding, Settling
 from streamgmm.watch.settings import check_model_matches, check_resumed
 from streamgmm.watch.store_landing import FetchedObject, StoreLanding, same_store_overlap
@@ -83,6 +84,7 @@ class WatchSummary:
     files_duplicate: int = 0
     records_used: int = 0
     records_skipped: int = 0
+    files_flagged: int = 0  # scored far below the level of earlier files (see :mod:`.drift`)
     sequence: int = 0  # ledger entries in the last checkpoint
     stopped_by: str | None = None  # the signal that stopped a polling run
 
@@ -213,6 +215,7 @@ class Watcher:
         self._consumed: dict[str, dict[str, Any]] = {}  # content hash -> first ledger entry consuming it
         self._handled: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) of every entry
         self._held: HeldFile | FetchedObject | None = None  # the file being consumed
+        self._level = Level()  # the drift level of the committed files' scores (see :mod:`.drift`)
         # Settings are checked now: found while reading a file, they would quarantine every file.
         check_nan_policy(nan_policy)
         if n_components is not None:
@@ -280,6 +283,7 @@ class Watcher:
         for entry in self.ledger:
             if entry["status"] == "consumed":
                 self._consumed.setdefault(entry["sha256"], entry)
+        self._level = level_of(self.ledger)
         if self.model is not None and self.step_floor is not None:
             self.model.set_params(step_floor=self.step_floor).validate_params()
         if self.assign_out is not None:
@@ -339,6 +343,7 @@ class Watcher:
             summary.files_consumed += status == "consumed"
             summary.files_quarantined += status == "quarantined"
             summary.files_duplicate += status == "duplicate"
+            summary.files_flagged += entry["flagged"]
             summary.records_used += entry["records_used"]
             summary.records_skipped += entry["records_skipped"]
             summary.sequence = entry["sequence"]
@@ -362,6 +367,7 @@ class Watcher:
             "weight_shift": None,
             "output": None,
             "at": None,
+            **_no_drift(),
         }
         try:
             held = self.landing.hold(file)
@@ -416,6 +422,7 @@ class Watcher:
         if before is not None and names is None and source.n_features != before.n_features_in_:
             raise DataError(f"{file.path}: {source.n_features} numeric columns, the model has {before.n_features_in_}")
         records = model.records_seen_ if before is not None else 0
+        steps = model.n_steps_ if before is not None else 0
         model.partial_fit(_AfterFirstBatch(source, entry["sequence"], self.state.on_step))
         try:  # a file that leaves no usable model is quarantined, not committed (nor retried forever)
             check_mixture_arrays(
@@ -429,6 +436,15 @@ class Watcher:
         if before is not None:
             entry["mean_shift"] = float(np.linalg.norm(model.means_ - before.means_, axis=1).max())
             entry["weight_shift"] = float(np.abs(model.weights_ - before.weights_).max())
+        # The drift signal (see :mod:`.drift`): each mini-batch of the file was scored before the
+        # update that learns it, the first one by the committed model. A new model has no score.
+        score = finite(model.lower_bound_) if before is not None else None
+        entry.update(
+            score=score,
+            **self._level.fields(),
+            flagged=self._level.flags(score),
+            moves=moves_in(model.fit_history_.moves, int(steps), int(model.n_steps_)),
+        )
         if self.assign_out is not None:
             entry["output"] = self._write_output(model, file)
         return model
@@ -463,6 +479,7 @@ class Watcher:
             weight_shift=None,
             output=None,
             at=now_iso(),
+            **_no_drift(),
         )
         self.state.record_quarantine(entry)
         return entry
@@ -478,14 +495,34 @@ class Watcher:
         self._handled.add((entry["path"], entry["size"], entry["mtime_ns"]))
         if entry["status"] == "consumed":
             self._consumed.setdefault(entry["sha256"], entry)
+            self._level = self._level.updated(entry["score"])
         what = {
-            "consumed": f"consumed, {entry['records_used']:,} records ({entry['records_skipped']:,} skipped)",
+            "consumed": f"consumed, {entry['records_used']:,} records ({entry['records_skipped']:,} skipped)"
+            + _drift_note(entry),
             "duplicate": f"not used again: {entry['reason']}",
             "quarantined": f"quarantined: {entry['reason']}",
         }[entry["status"]]
         committed = f"checkpoint {entry['sequence']}" + ("" if model is not None else " (ledger only: no model yet)")
         self.log(f"{entry['path']}: {what}; {committed}")
         return entry
+
+
+def _no_drift() -> dict[str, Any]:
+    """The drift fields of an entry without a score (see :mod:`.drift`)."""
+    return {"score": None, "level": None, "level_sd": None, "level_files": 0, "flagged": False, "moves": []}
+
+
+def _drift_note(entry: dict[str, Any]) -> str:
+    """The log's words on a consumed file's drift signal: its score, and why it is flagged."""
+    note = "" if entry["score"] is None else f", score {entry['score']:.4g} nats/record"
+    if entry["flagged"]:
+        note += (
+            f" (FLAGGED: far below the level {entry['level']:.4g}, sd {entry['level_sd']:.3g}, of the "
+            f"{entry['level_files']} earlier score(s): has the data changed?)"
+        )
+    if entry["moves"]:
+        note += f"; moves: {describe_moves(entry['moves'])}"
+    return note
 
 
 def watch(
