@@ -64,9 +64,7 @@ class FitHistory:
     ) -> None:
         """Add one mini-batch (what online EM reports after each update, with the moves it
         took: :class:`~streamgmm.em.moves.Move` or their dictionaries)."""
-        for move in moves:
-            self._moves.append(dict(move if isinstance(move, dict) else move.to_dict()))
-        del self._moves[: -self.capacity]
+        self.add_moves(moves)
         n_records = _count(n_records)
         total = (self._records[-1] if self._records else 0) + n_records
         self.n_batches += 1
@@ -90,6 +88,13 @@ class FitHistory:
         self._ll.append(float(mean_log_likelihood))
         self._step.append(float(step_size))
         self._reseeded.append(sorted({int(k) for k in reseeded}))
+
+    def add_moves(self, moves: Iterable[Any]) -> None:
+        """List moves taken (:class:`~streamgmm.em.moves.Move` or their dictionaries), keeping
+        the last ``capacity``."""
+        for move in moves:
+            self._moves.append(dict(move if isinstance(move, dict) else move.to_dict()))
+        del self._moves[: -self.capacity]
 
     def _halve(self) -> None:
         """Merge neighbouring pairs of points: the stride doubles, the trace keeps its span."""
@@ -139,7 +144,7 @@ class FitHistory:
             f"fit history: {self.n_batches:,} mini-batches, {self._records[-1]:,} records in {len(self)} points "
             f"({self.stride} batch(es) each); mean log-likelihood {self._ll[0]:.4f} -> {self._ll[-1]:.4f}, "
             f"step size {self._step[0]:.3g} -> {self._step[-1]:.3g}, {reseeds} re-seeding(s), "
-            f"{len(self._moves)} birth(s)"
+            f"{len(self._moves)} move(s)"
         )
 
     # ------------------------------------------------------------------ persistence (JSON)

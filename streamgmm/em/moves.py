@@ -38,8 +38,8 @@ cluster gets a component of its own.
 >>> gmm = gmm.fit(iter(chunks))
 >>> np.sort(gmm.means_[:, 0]).round() + 0.0
 array([ 0., 12., 24.])
->>> [move["kind"] for move in gmm.fit_history_.moves]
-['birth', 'birth']
+>>> sum(move["kind"] == "birth" for move in gmm.fit_history_.moves)
+2
 
 References
 ----------
@@ -103,19 +103,36 @@ class MoveState:
     ``seed`` seeds every draw with the step; ``reservoir`` holds novel records; ``novel`` is
     their share of the running statistics (about the same shift); ``log_scale`` is
     ``-sum_s log(1 - eta_s)``, which turns a step into the weight its records keep; ``clock``
-    counts mini-batches by their share of a full one (the step size's counter with moves)."""
+    counts mini-batches by their share of a full one (the step size's counter with moves).
+    ``sample`` is a sample of every record (of at most ``sample_size``), drawn like the
+    reservoir, for the refits of :mod:`streamgmm.em.reallocation`, the next due when ``clock``
+    reaches ``next_refit``."""
 
     seed: int
     reservoir: Reservoir
     novel: SufficientStatistics
     log_scale: float = 0.0
     clock: float = 0.0
+    sample: Reservoir | None = None
+    sample_size: int = 0
+    next_refit: float = 0.0
 
     @classmethod
-    def start(cls, seed: int, statistics: SufficientStatistics) -> MoveState:
+    def start(
+        cls, seed: int, statistics: SufficientStatistics, sample_size: int = 0, next_refit: float = 0.0
+    ) -> MoveState:
+        """No novel records yet; ``sample_size`` records (0: none) kept for refits, the first
+        due at ``next_refit`` on the clock."""
         k, d = statistics.n_components, statistics.n_features
         novel = SufficientStatistics.zeros(k, d, statistics.covariance_type, statistics.shift)
-        return cls(int(seed), Reservoir.empty(d), novel)
+        sample = Reservoir.empty(d) if sample_size > 0 else None
+        return cls(int(seed), Reservoir.empty(d), novel, sample=sample, sample_size=sample_size, next_refit=next_refit)
+
+    def cleared(self) -> MoveState:
+        """The state with no novel records (after a move that accounts for them)."""
+        d = self.novel.n_features
+        novel = SufficientStatistics.zeros(self.novel.n_components, d, self.novel.covariance_type, self.novel.shift)
+        return replace(self, reservoir=Reservoir.empty(d), novel=novel)
 
     def capacity(self) -> int:
         return reservoir_capacity(self.novel.n_features, self.novel.covariance_type)
@@ -184,31 +201,38 @@ def tracked(
     batch_records: float,
     step: int,
     reseeded: list[int],
+    records: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> MoveState:
     """The move state after one blend ``s <- (1 - eta) s / running_records + eta s_b /
     batch_records``: the novel share blended alike, the novel records offered to the reservoir,
-    and the share of re-seeded components dropped (their statistics were replaced)."""
+    every record of the batch (``records``: rows and weights, None where they are elsewhere) to
+    the sample, and the share of re-seeded components dropped (their statistics were replaced)."""
     if eta >= 1.0:  # a full step forgets everything before it
-        state = replace(MoveState.start(state.seed, state.novel), clock=state.clock)
+        sample = None if state.sample is None else Reservoir.empty(state.novel.n_features)
+        state = replace(state.cleared(), sample=sample)
         log_scale = 0.0
     else:
         log_scale = state.log_scale - float(np.log1p(-eta))
     a, b = (1.0 - eta) / running_records, eta / batch_records
     T = state.novel
     counts, sums, second = a * T.counts, a * T.sums, a * T.second
-    reservoir = state.reservoir
+    reservoir, sample = state.reservoir, state.sample
+    log_weight = float(np.log(eta) - np.log(batch_records)) + log_scale
     if novel is not None:
         t = novel.statistics.recentred(T.shift)
         counts, sums, second = counts + b * t.counts, sums + b * t.sums, second + b * t.second
-        log_weight = float(np.log(eta) - np.log(batch_records)) + log_scale
         reservoir = reservoir.offered(novel.records, novel.weights, log_weight, state.rng(step), state.capacity())
+    if sample is not None and records is not None:
+        X, w = records
+        w = np.ones(X.shape[0]) if w is None else w
+        sample = sample.offered(X, w, log_weight, state.rng(step, 3), state.sample_size)
     if reseeded:
         counts[reseeded] = 0.0
         sums[reseeded] = 0.0
         if T.covariance_type != "tied":
             second[reseeded] = 0.0
     novel_stats = replace(T, counts=counts, sums=sums, second=second, n_records=float(counts.sum()))
-    return replace(state, reservoir=reservoir, novel=novel_stats, log_scale=log_scale)
+    return replace(state, reservoir=reservoir, novel=novel_stats, log_scale=log_scale, sample=sample)
 
 
 def without_novel(stats: SufficientStatistics, novel: SufficientStatistics) -> SufficientStatistics:
@@ -384,12 +408,7 @@ def _birth(
         new_statistics = _with_births(past, best.born, past_mass, best.merged) + batch
         new_statistics = replace(new_statistics, n_records=1.0)
         new_params = new_statistics.to_params(reg_covar)
-    fresh = MoveState(state.seed, Reservoir.empty(d), _zeros_like(statistics), state.log_scale, state.clock)
     born = [b for _, b in best.merged]
-    return MoveResult(new_statistics, new_params, fresh, [Move(step, born, best.merged, best.net_gain, n_eff)])
-
-
-def _zeros_like(statistics: SufficientStatistics) -> SufficientStatistics:
-    return SufficientStatistics.zeros(
-        statistics.n_components, statistics.n_features, statistics.covariance_type, statistics.shift
+    return MoveResult(
+        new_statistics, new_params, state.cleared(), [Move(step, born, best.merged, best.net_gain, n_eff)]
     )

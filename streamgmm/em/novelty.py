@@ -35,7 +35,7 @@ Information Processing Letters, 97(5), 181-185.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -145,15 +145,24 @@ class Reservoir:
         X, weights = X[positive], weights[positive]
         if not X.shape[0]:
             return self
+        offered = self.offered_weight + float(weights.sum())
         draws = np.maximum(rng.standard_exponential(X.shape[0]), np.finfo(np.float64).tiny)
         keys = np.log(draws) - np.log(weights) - log_weight
+        sampled = self.sampled
+        if len(self) >= capacity:
+            # Full: only a record that beats the largest key kept can enter, so most of a batch
+            # is decided by one comparison.
+            entering = keys < self.keys.max()
+            sampled = sampled or not entering.all()
+            X, weights, keys = X[entering], weights[entering], keys[entering]
+            if not X.shape[0]:
+                return replace(self, offered_weight=offered, sampled=sampled)
         records = np.concatenate([self.records, X])
         # Relative to the newest records, older weights shrink (or vanish) rather than overflow.
         with np.errstate(under="ignore", over="ignore"):
             rescaled = self.weights * np.exp(self.log_reference - log_weight)
         all_weights = np.concatenate([rescaled, weights])
         all_keys = np.concatenate([self.keys, keys])
-        sampled = self.sampled
         if not all_weights.all():  # records whose weight has vanished are gone from the statistics too
             kept = all_weights > 0
             records, all_weights, all_keys = records[kept], all_weights[kept], all_keys[kept]
@@ -161,5 +170,4 @@ class Reservoir:
             keep = np.sort(np.argpartition(all_keys, capacity - 1)[:capacity])
             records, all_weights, all_keys = records[keep], all_weights[keep], all_keys[keep]
             sampled = True
-        offered = self.offered_weight + float(weights.sum())
         return Reservoir(records, all_weights, all_keys, offered, self.tried_at, float(log_weight), sampled)

@@ -22,6 +22,7 @@ import numpy as np
 
 from streamgmm.em.moves import BatchRedo, Move, MoveState, NovelBatch, novel_batch, proposed_birth, tracked
 from streamgmm.em.novelty import novel_rows
+from streamgmm.em.reallocation import refit_due, refitted
 from streamgmm.io.read_ahead import batches_ahead
 from streamgmm.io.sources import ChunkSource, is_weighted, split_weights
 from streamgmm.kernels.chunk import chunk_statistics
@@ -123,7 +124,7 @@ def online_update(
         def rescore(params: MixtureParams) -> SufficientStatistics:
             return chunk_statistics(batch, params, shift, dtype, weights=weights)[0]
 
-    return blend_step(state, batch_stats, worst, eta, 1, burn_in, reg_covar, novel, rescore, share)
+    return blend_step(state, batch_stats, worst, eta, 1, burn_in, reg_covar, novel, rescore, share, (batch, weights))
 
 
 def blend_step(
@@ -137,14 +138,16 @@ def blend_step(
     novel: NovelBatch | None = None,
     rescore: Callable[[MixtureParams], SufficientStatistics] | None = None,
     clock: float | None = None,
+    records: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> tuple[OnlineState, BatchUpdate]:
     """Blend the summed statistics of new records, computed under ``state.params``, with step
     ``eta``, standing for ``n_steps`` mini-batches; then the M-step (after burn-in), the
     re-seeding of collapsed components from ``worst_records``, and, when the state carries
     moves, the tracking of the ``novel`` records and a birth where they call for one (with
     ``rescore``, the batch's E-step under other parameters, a birth learns the batch again under
-    its newborns; ``clock``, how far the moves' step counter advances, default ``n_steps``).
-    Shared by the single-process recursion and the Dask waves."""
+    its newborns; ``clock``, how far the moves' step counter advances, default ``n_steps``;
+    ``records``, the batch's rows and weights for the moves' sample, and a refit when one is
+    due). Shared by the single-process recursion and the Dask waves."""
     n = batch_stats.n_records
     t = state.step + n_steps
     stats = state.statistics.blend(batch_stats, eta)
@@ -155,7 +158,7 @@ def blend_step(
         params, stats, moved = reseed(params, stats, worst_records, reg_covar)
     moves, taken = state.moves, []
     if moves is not None:
-        moves = tracked(moves, novel, eta, state.statistics.n_records, n, t, moved)
+        moves = tracked(moves, novel, eta, state.statistics.n_records, n, t, moved, records)
         moves = replace(moves, clock=moves.clock + (n_steps if clock is None else clock))
         if t > burn_in:
             redo = None
@@ -163,8 +166,20 @@ def blend_step(
                 redo = BatchRedo(state.statistics, state.moves.novel, eta, n, rescore)
             result = proposed_birth(params, stats, moves, reg_covar, t, redo)
             params, stats, moves, taken = result.params, result.statistics, result.state, result.moves
+            if refit_due(moves):
+                result = refitted(params, stats, moves, reg_covar, t)
+                params, stats, moves, taken = result.params, result.statistics, result.state, taken + result.moves
     update = BatchUpdate(batch_stats.log_likelihood / n, record_count(n), eta, moved, taken)
     return OnlineState(params, stats, t, record_count(state.records_seen + n), moves), update
+
+
+def refit_at_end(state: OnlineState, reg_covar: float) -> tuple[OnlineState, list[Move]]:
+    """A last refit on the moves' sample (:mod:`streamgmm.em.reallocation`) at the end of a
+    one-pass fit, where the last stretch of a sorted stream has had no refit yet."""
+    if state.moves is None or state.moves.sample is None:
+        return state, []
+    result = refitted(state.params, state.statistics, state.moves, reg_covar, state.step)
+    return replace(state, params=result.params, statistics=result.statistics, moves=result.state), result.moves
 
 
 def record_count(n: float) -> int | float:

@@ -218,8 +218,15 @@ class EstimatorBase:
     def online_state(self, params: Any, shift: np.ndarray, rng: np.random.Generator) -> OnlineState:
         """The state a new online recursion starts from, with births and merges unless
         ``moves="off"`` (their seed drawn from ``rng``)."""
-        seed = None if self.moves == "off" else int(rng.integers(2**63))
-        return OnlineState.start(params, shift, seed)
+        if self.moves == "off":
+            return OnlineState.start(params, shift)
+        state = OnlineState.start(params, shift)
+        return replace(state, moves=self._move_state(int(rng.integers(2**63)), state.statistics))
+
+    def _move_state(self, seed: int, statistics: Any) -> MoveState:
+        # The sample for refits holds as many records as the start's; the first refit is due
+        # once the stream holds twice that.
+        return MoveState.start(seed, statistics, self.init_size, 2.0 * self.init_size / self.batch_size)
 
     def with_moves(self, state: OnlineState, rng: np.random.Generator) -> OnlineState:
         """``state`` made to carry (or not) the moves ``self.moves`` asks for: a model fitted
@@ -227,7 +234,7 @@ class EstimatorBase:
         if self.moves == "off":
             return replace(state, moves=None) if state.moves is not None else state
         if state.moves is None:
-            return replace(state, moves=MoveState.start(int(rng.integers(2**63)), state.statistics))
+            return replace(state, moves=self._move_state(int(rng.integers(2**63)), state.statistics))
         return state
 
     def step_schedule(self) -> StepSchedule:

@@ -12,7 +12,7 @@ from streamgmm.dask.em import default_partitions_per_step, run_dask_batch_em, ru
 from streamgmm.dask.source import DaskSource
 from streamgmm.em.batch import BatchEMResult, run_batch_em
 from streamgmm.em.fit_history import FitHistory
-from streamgmm.em.online import OnlineState, record_count, run_online_em
+from streamgmm.em.online import OnlineState, record_count, refit_at_end, run_online_em
 from streamgmm.em.start import Start, converged_start, draw_sample
 from streamgmm.estimator.convergence import convergence_warning_class
 from streamgmm.inputs import resolve_input
@@ -204,7 +204,10 @@ class FittingMixin:
         elif plan == "batch":
             self._fit_batch(source, start.params, start.shift, runners[0], warm)
         else:
-            online = self._fit_online(source, start, runners, warm)
+            # The default plan on a stream read once ends with a refit on its sample;
+            # algorithm="online" stays the recursion a stream of partial fits makes.
+            final_refit = plan == "online" and self.algorithm == "auto"
+            online = self._fit_online(source, start, runners, warm, final_refit=final_refit)
             if plan == "online+batch":
                 state = online.state
                 self._fit_batch(
@@ -283,7 +286,12 @@ class FittingMixin:
         self._set_fitted(state, result.converged, earlier_passes + result.n_iter, result.lower_bound, history, trace)
 
     def _fit_online(
-        self, source: ChunkSource, start: Start, runners: tuple[Any, Any, dict[str, Any]], warm: bool
+        self,
+        source: ChunkSource,
+        start: Start,
+        runners: tuple[Any, Any, dict[str, Any]],
+        warm: bool,
+        final_refit: bool = False,
     ) -> Any:
         trace = self.fit_history_.copy() if warm else FitHistory()
         if warm:
@@ -299,6 +307,9 @@ class FittingMixin:
             tol=self.tol,
             rng=self.shuffle_generator(source, start.shuffle_rng),
         )
+        if final_refit:
+            online.state, moves = refit_at_end(online.state, self.reg_covar)
+            trace.add_moves(moves)
         self.set_online_result(online.state, online.converged, online.pass_log_likelihoods, trace)
         return online
 

@@ -78,6 +78,14 @@ class PersistenceMixin:
                 }
             )
             arrays.update({f"moves.novel.{name}": value for name, value in moves.novel.arrays().items()})
+            sample = moves.sample if moves.sample is not None else Reservoir.empty(moves.novel.n_features)
+            arrays.update(
+                {
+                    "moves.sample.records": sample.records,
+                    "moves.sample.weights": sample.weights,
+                    "moves.sample.keys": sample.keys,
+                }
+            )
         estimator_params: dict[str, Any] = {}
         for name, value in self.get_params().items():
             if value is None or isinstance(value, (bool, int, float, str)):
@@ -119,6 +127,11 @@ class PersistenceMixin:
                 "sampled": bool(moves.reservoir.sampled),
                 "novel_n_records": float(moves.novel.n_records),
                 "novel_log_likelihood": float(moves.novel.log_likelihood),
+                "sample_size": int(moves.sample_size if moves.sample is not None else 0),
+                "next_refit": float(moves.next_refit),
+                "sample_offered_weight": float(moves.sample.offered_weight if moves.sample is not None else 0.0),
+                "sample_log_reference": float(moves.sample.log_reference if moves.sample is not None else 0.0),
+                "sample_sampled": bool(moves.sample.sampled if moves.sample is not None else False),
             }
         return document, arrays
 
@@ -234,8 +247,27 @@ class PersistenceMixin:
                 float(scalars["novel_n_records"]),
                 float(scalars["novel_log_likelihood"]),
             )
+            sample_size = int(scalars["sample_size"])
+            sample = None
+            if sample_size > 0:
+                sample = Reservoir(
+                    arrays["moves.sample.records"],
+                    arrays["moves.sample.weights"],
+                    arrays["moves.sample.keys"],
+                    float(scalars["sample_offered_weight"]),
+                    0.0,
+                    float(scalars["sample_log_reference"]),
+                    bool(scalars["sample_sampled"]),
+                )
             moves = MoveState(
-                int(scalars["seed"]), reservoir, novel, float(scalars["log_scale"]), float(scalars["clock"])
+                int(scalars["seed"]),
+                reservoir,
+                novel,
+                float(scalars["log_scale"]),
+                float(scalars["clock"]),
+                sample,
+                sample_size,
+                float(scalars["next_refit"]),
             )
         state = OnlineState(mixture, stats, int(online["step"]), record_count(float(online["records_seen"])), moves)
         model._set_fitted(

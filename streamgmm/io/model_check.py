@@ -48,7 +48,11 @@ WEIGHT_SUM_TOLERANCE = 1e-6
 # records' share of the running statistics, and the scalars in the document's ``online.moves``.
 RESERVOIR_ARRAYS = ("moves.records", "moves.weights", "moves.keys")
 NOVEL_ARRAYS = ("moves.novel.shift", "moves.novel.counts", "moves.novel.sums", "moves.novel.second")
-MOVES_ARRAYS = RESERVOIR_ARRAYS + NOVEL_ARRAYS
+SAMPLE_ARRAYS = ("moves.sample.records", "moves.sample.weights", "moves.sample.keys")
+MOVES_ARRAYS = RESERVOIR_ARRAYS + NOVEL_ARRAYS + SAMPLE_ARRAYS
+# The most records the moves' sample may hold: far more than any sensible init_size, and a
+# bound before the arrays are read.
+MAX_SAMPLE_SIZE = 10_000_000
 MOVES_SCALARS = (
     "seed",
     "log_scale",
@@ -58,9 +62,12 @@ MOVES_SCALARS = (
     "novel_n_records",
     "novel_log_likelihood",
     "log_reference",
+    "next_refit",
+    "sample_offered_weight",
+    "sample_log_reference",
 )
 # Scalars of any sign: a log-likelihood, and the log weight of the reservoir's newest records.
-SIGNED_MOVES_SCALARS = ("novel_log_likelihood", "log_reference")
+SIGNED_MOVES_SCALARS = ("novel_log_likelihood", "log_reference", "sample_log_reference")
 
 
 class ModelContentError(ValueError):
@@ -139,7 +146,8 @@ def validate_model(document: dict[str, Any], arrays: dict[str, np.ndarray]) -> N
     for name, value in arrays.items():
         if value.dtype.kind != "f":
             raise ModelContentError(f"array {name} holds {value.dtype}, not floats")
-        check_finite(value, name)
+        if name != "moves.sample.records":  # the sample keeps missing features as NaN (check_moves)
+            check_finite(value, name)
     check_shapes({name: value.shape for name, value in arrays.items()}, covariance_type)
     check_mixture_arrays(
         arrays["weights"], arrays["means"], arrays["covariances"], arrays["precisions_cholesky"], covariance_type
@@ -172,6 +180,11 @@ def check_moves(document: dict[str, Any], arrays: dict[str, np.ndarray], covaria
     for name in MOVES_ARRAYS:
         if arrays[name].dtype.kind != "f":
             raise ModelContentError(f"array {name} holds {arrays[name].dtype}, not floats")
+        if name == "moves.sample.records":
+            # The sample keeps records with missing features (NaN) as the stream had them.
+            if np.isinf(arrays[name]).any():
+                raise ModelContentError(f"array {name} holds an infinite value")
+            continue
         check_finite(arrays[name], name)
     check_shapes(
         {"means": arrays["means"].shape, **{name: arrays[name].shape for name in MOVES_ARRAYS}}, covariance_type
@@ -185,14 +198,32 @@ def check_moves(document: dict[str, Any], arrays: dict[str, np.ndarray], covaria
             raise ModelContentError(f"online.moves.{name} must be a finite number, got {value!r}")
         if name not in SIGNED_MOVES_SCALARS and value < 0:
             raise ModelContentError(f"online.moves.{name} must be >= 0, got {value!r}")
-    if not isinstance(moves.get("sampled"), bool):
-        raise ModelContentError(f"online.moves.sampled must be true or false, got {moves.get('sampled')!r}")
+    for name in ("sampled", "sample_sampled"):
+        if not isinstance(moves.get(name), bool):
+            raise ModelContentError(f"online.moves.{name} must be true or false, got {moves.get(name)!r}")
+    size = moves.get("sample_size")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_SAMPLE_SIZE:
+        raise ModelContentError(f"online.moves.sample_size must be an integer in [0, {MAX_SAMPLE_SIZE}], got {size!r}")
+    d = arrays["means"].shape[1]
+    records, weights, keys = (arrays[name] for name in SAMPLE_ARRAYS)
+    rows = records.shape[0] if records.ndim == 2 else -1
+    if records.ndim != 2 or records.shape[1] != d or weights.shape != (rows,) or keys.shape != (rows,):
+        raise ModelContentError(
+            f"arrays {', '.join(SAMPLE_ARRAYS)} have shapes {records.shape}, {weights.shape}, {keys.shape}; "
+            f"expected (r, {d}), (r,), (r,)"
+        )
+    if rows > size:
+        raise ModelContentError(f"array moves.sample.records holds {rows} records, more than sample_size {size}")
     if moves["tried_at"] > moves["offered_weight"]:
         raise ModelContentError(
             f"online.moves.tried_at ({moves['tried_at']!r}) exceeds online.moves.offered_weight "
             f"({moves['offered_weight']!r}), the weight ever offered"
         )
-    for name, what in (("moves.weights", "positive"), ("moves.novel.counts", "non-negative")):
+    for name, what in (
+        ("moves.weights", "positive"),
+        ("moves.sample.weights", "positive"),
+        ("moves.novel.counts", "non-negative"),
+    ):
         value = arrays[name]
         bad = value <= 0 if what == "positive" else value < 0
         if np.any(bad):

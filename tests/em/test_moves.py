@@ -48,7 +48,8 @@ def test_a_sorted_stream_of_partial_fits_ends_near_scikit_learns_fit(sorted_stre
         model.partial_fit(chunk)
     assert reference - model.score(held_out) < 0.05
     moves = model.fit_history_.moves
-    assert moves and all(m["kind"] == "birth" and len(m["born"]) == len(m["merged"]) for m in moves)
+    births = [m for m in moves if m["kind"] == "birth"]
+    assert births and all(len(m["born"]) == len(m["merged"]) > 0 for m in births)
     assert all(m["gain"] > 0 for m in moves)
 
 
@@ -99,9 +100,9 @@ def test_every_covariance_type_finds_the_late_regions(covariance_type) -> None:
     assert np.sort(distances.min(axis=0)).max() < 0.2, model.means_
 
 
-def test_weighted_and_incomplete_records_take_part() -> None:
+def test_weighted_and_incomplete_records_take_part(tmp_path) -> None:
     """Record weights weigh the novel records; a record with a missing feature is never novel
-    but is still learned (marginalised)."""
+    but is still learned (marginalised), and kept in the stream's sample (saved as it is)."""
     rng = np.random.default_rng(1)
     centres = np.array([[0.0, 0.0], [15.0, 0.0], [0.0, 15.0]])
     X = np.concatenate([rng.normal(c, 1.0, (3000, 2)) for c in centres])
@@ -113,12 +114,17 @@ def test_weighted_and_incomplete_records_take_part() -> None:
     distances = np.linalg.norm(model.means_[:, None, :] - centres[None], axis=2)
     assert np.sort(distances.min(axis=0)).max() < 0.2, model.means_
     assert model.fit_history_.moves
+    sample = model._state.moves.sample
+    assert np.isnan(sample.records).any()
+    model.save(tmp_path / "m.sgmm")
+    loaded = StreamingGaussianMixture.load(tmp_path / "m.sgmm")._state.moves.sample
+    np.testing.assert_array_equal(loaded.records, sample.records)
 
 
 def test_one_component_has_no_room_for_a_birth() -> None:
     X = np.concatenate([np.zeros((500, 2)), np.full((500, 2), 50.0)]) + np.random.default_rng(0).normal(size=(1000, 2))
     model = StreamingGaussianMixture(1, batch_size=100, init_size=200, random_state=0).fit(iter(_chunks(X, 200)))
-    assert not model.fit_history_.moves
+    assert not [m for m in model.fit_history_.moves if m["kind"] == "birth"]
 
 
 def test_hostile_moves_parameter_is_refused() -> None:
@@ -132,3 +138,24 @@ def test_the_start_state_carries_moves_only_when_asked() -> None:
     params = MixtureParams.from_covariances(np.ones(1), np.zeros((1, 2)), np.ones(1), "spherical")
     assert OnlineState.start(params, np.zeros(2)).moves is None
     assert OnlineState.start(params, np.zeros(2), moves_seed=3).moves.seed == 3
+
+
+def test_a_stream_sorted_by_a_feature_is_reallocated_on_its_sample() -> None:
+    """Sorted by a feature, the later regions overlap the early components: no record is novel,
+    and only the refits on the stream's sample put the components right."""
+    X, _, truth = make_mixture(30_000, 3, 2, separation=3.0, random_state=8)
+    held_out, _ = sample_mixture(truth, 20_000, random_state=9)
+    reference = GaussianMixture(3, n_init=4, random_state=0).fit(X).score(held_out)
+    sorted_X = X[np.argsort(X[:, 0], kind="stable")]
+    kwargs = dict(batch_size=1000, init_size=3000, random_state=0)
+    on = StreamingGaussianMixture(3, **kwargs).fit(iter(_chunks(sorted_X, 2000)))
+    off = StreamingGaussianMixture(3, moves="off", **kwargs).fit(iter(_chunks(sorted_X, 2000)))
+    assert reference - on.score(held_out) < 0.02
+    assert reference - off.score(held_out) > 0.1
+    refits = [m for m in on.fit_history_.moves if m["kind"] == "refit"]
+    assert refits and all(m["gain"] > 0 and m["records"] == 3000 for m in refits)
+    # The sample is a uniform sample of the stream: its mean is the stream's, within its error.
+    sample = on._state.moves.sample
+    assert len(sample) == 3000 and sample.sampled
+    error = np.abs(sample.records.mean(axis=0) - X.mean(axis=0))
+    assert np.all(error < 4 * X.std(axis=0) / np.sqrt(3000)), error

@@ -31,6 +31,9 @@ MOVES_ARRAYS = (
     "moves.novel.counts",
     "moves.novel.sums",
     "moves.novel.second",
+    "moves.sample.records",
+    "moves.sample.weights",
+    "moves.sample.keys",
 )
 
 
@@ -284,6 +287,44 @@ def hostile_cases(model: StreamingGaussianMixture) -> dict[str, tuple[dict[str, 
         "tried_at_infinite": ({}, {"tried_at": float("inf")}, r"online\.moves\.tried_at must be a finite number"),
         "tried_after_offered": ({}, {"tried_at": 1e9}, r"online\.moves\.tried_at .* exceeds"),
         "novel_n_records_negative": ({}, {"novel_n_records": -2.0}, r"online\.moves\.novel_n_records must be >= 0"),
+        "sample_records_inf": (
+            {
+                "moves.sample.records": np.full((2, d), np.inf),
+                "moves.sample.weights": np.ones(2),
+                "moves.sample.keys": np.zeros(2),
+            },
+            {},
+            r"moves\.sample\.records holds an infinite value",
+        ),
+        "sample_weights_negative": (
+            {
+                "moves.sample.records": np.zeros((2, d)),
+                "moves.sample.weights": -np.ones(2),
+                "moves.sample.keys": np.zeros(2),
+            },
+            {},
+            r"array moves\.sample\.weights must be positive",
+        ),
+        "sample_wrong_width": (
+            {
+                "moves.sample.records": np.zeros((2, d + 1)),
+                "moves.sample.weights": np.ones(2),
+                "moves.sample.keys": np.zeros(2),
+            },
+            {},
+            r"arrays moves\.sample\.records, moves\.sample\.weights, moves\.sample\.keys have shapes",
+        ),
+        "sample_over_size": (
+            {
+                "moves.sample.records": np.zeros((3, d)),
+                "moves.sample.weights": np.ones(3),
+                "moves.sample.keys": np.zeros(3),
+            },
+            {"sample_size": 2},
+            r"moves\.sample\.records holds 3 records, more than sample_size 2",
+        ),
+        "sample_size_negative": ({}, {"sample_size": -1}, r"online\.moves\.sample_size must be an integer"),
+        "next_refit_nan": ({}, {"next_refit": float("nan")}, r"online\.moves\.next_refit must be a finite number"),
     }
 
 
@@ -318,6 +359,12 @@ HOSTILE = [
     "tried_at_infinite",
     "tried_after_offered",
     "novel_n_records_negative",
+    "sample_records_inf",
+    "sample_weights_negative",
+    "sample_wrong_width",
+    "sample_over_size",
+    "sample_size_negative",
+    "next_refit_nan",
 ]
 
 

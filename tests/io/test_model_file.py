@@ -27,6 +27,9 @@ MOVES_ARRAYS = {
     "moves.novel.counts",
     "moves.novel.sums",
     "moves.novel.second",
+    "moves.sample.records",
+    "moves.sample.weights",
+    "moves.sample.keys",
 }
 
 
@@ -146,6 +149,11 @@ def test_file_is_a_documented_zip_of_json_and_npy(tmp_path, data) -> None:
             "novel_log_likelihood",
             "log_reference",
             "sampled",
+            "sample_size",
+            "next_refit",
+            "sample_offered_weight",
+            "sample_log_reference",
+            "sample_sampled",
         }
         assert document["online"]["moves"]["seed"] == model._state.moves.seed
         for name in names - {"model.json"}:
