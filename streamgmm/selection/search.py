@@ -32,7 +32,7 @@ import numpy as np
 
 from streamgmm.em.batch import EMIterations, shared_pass_statistics
 from streamgmm.em.fit_history import FitHistory
-from streamgmm.em.online import OnlineState, online_update, record_count
+from streamgmm.em.online import online_update, record_count, refit_at_end
 from streamgmm.em.start import Start, draw_sample, spawn_rng
 from streamgmm.estimator import StreamingGaussianMixture
 from streamgmm.estimator.inference import weighted_log_likelihood
@@ -64,6 +64,7 @@ _SHARED = (
     "shuffle",
     "compute_dtype",
     "nan_policy",
+    "moves",
 )
 
 
@@ -73,7 +74,8 @@ class _Fitting:
     def __init__(self, model: StreamingGaussianMixture, start: Start):
         self.model = model
         self.start = start
-        self.state = OnlineState.start(start.params, start.shift)
+        # The same start state (and moves' seed) a lone fit of this model takes.
+        self.state = model.online_state(start.params, start.shift, make_rng(model.random_state))
         self.trace = FitHistory()
         self.schedule = model.step_schedule()
         self.pass_means: list[float] = []
@@ -90,7 +92,7 @@ class _Fitting:
             return  # a batch of weight zero: no step
         self.total_ll += update.mean_log_likelihood * update.n_records
         self.total_n += update.n_records
-        self.trace.record(update.mean_log_likelihood, update.n_records, update.step_size, update.reseeded)
+        self.trace.record(update.mean_log_likelihood, update.n_records, update.step_size, update.reseeded, update.moves)
 
     def end_pass(self, tol: float) -> None:
         self.pass_means.append(self.total_ll / self.total_n)
@@ -321,7 +323,9 @@ def _train(
     records_per_pass = 0
     n_passes = 0
     if plan in ("online", "online+batch"):
-        records_per_pass, n_passes = _online_passes(fittings, source, template, shuffle_rng, reservoir)
+        # As a lone fit: the default plan on a stream read once ends with a refit on its sample.
+        final_refit = plan == "online" and template.algorithm == "auto" and reservoir is None
+        records_per_pass, n_passes = _online_passes(fittings, source, template, shuffle_rng, reservoir, final_refit)
     if plan in ("batch", "online+batch"):
         records_per_pass, exact = _exact_passes(fittings, source, template, plan == "online+batch")
         n_passes += exact
@@ -357,6 +361,7 @@ def _online_passes(
     template: StreamingGaussianMixture,
     shuffle_rng: np.random.Generator,
     reservoir: HeldOutReservoir | None,
+    final_refit: bool = False,
 ) -> tuple[int, int]:
     """Every candidate's online passes over shared reads; returns records per pass and passes."""
     rng = template.shuffle_generator(source, shuffle_rng)
@@ -386,6 +391,9 @@ def _online_passes(
         for fitting in active:
             fitting.end_pass(template.tol)
     for fitting in fittings:
+        if final_refit:
+            fitting.state, moves = refit_at_end(fitting.state, fitting.model.reg_covar)
+            fitting.trace.add_moves(moves)
         fitting.model.set_online_result(fitting.state, fitting.converged, fitting.pass_means, fitting.trace)
     return record_count(records_per_pass), n_passes
 
