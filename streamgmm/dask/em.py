@@ -137,7 +137,8 @@ def partition_statistics_with_novelty(
     novel_stats = SufficientStatistics.zeros(k, d, params.covariance_type, shift)
     # The exponential race of the moves' reservoir, run on this partition alone.
     kept = Reservoir.empty(d)
-    n_novel = 0
+    # Every novel record, while they are no more than the capacity: then they come back as they are.
+    every: list[NovelBatch] | None = []
     rng = draw.rng(index)
     weighted = is_weighted(source)
     for batch in batches_ahead(source, batch_size):
@@ -151,11 +152,18 @@ def partition_statistics_with_novelty(
         if novel is not None:
             novel_stats = novel_stats + novel.statistics
             kept = kept.offered(novel.records, novel.weights, 0.0, rng, draw.capacity)
-            n_novel += novel.records.shape[0]
-    weights = kept.estimation_weights()
-    if kept.sampled:
-        weights = weights * (kept.offered_weight / weights.sum())
-    novel = NovelBatch(kept.records, weights, novel_stats)
+            if every is not None:
+                every.append(novel)
+                if sum(b.records.shape[0] for b in every) > draw.capacity:
+                    every = None
+    if every is not None:
+        records = np.concatenate([b.records for b in every]) if every else np.empty((0, d))
+        weights = np.concatenate([b.weights for b in every]) if every else np.empty(0)
+    else:
+        # A sample drawn in proportion to weight: each stands for an equal share of the total.
+        kept = kept.merged()
+        records, weights = kept.records, np.full(len(kept), kept.offered_weight / len(kept))
+    novel = NovelBatch(records, weights, novel_stats)
     return PartitionStatistics(stats, worst.records, worst.scores, int(getattr(source, "skipped_records", 0)), novel)
 
 

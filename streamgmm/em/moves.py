@@ -357,6 +357,7 @@ def proposed_birth(
         return unchanged
     if float(state.novel.counts.sum()) <= 0:
         return unchanged
+    state = replace(state, reservoir=reservoir.merged())
     # The reservoir's products are small: a second BLAS thread only waits.
     with one_blas_thread():
         return _birth(params, statistics, state, reg_covar, step, redo)

@@ -23,7 +23,7 @@ Examples
 array([False,  True, False])
 >>> reservoir = Reservoir.empty(2)
 >>> reservoir = reservoir.offered(X[[1]], np.ones(1), log_weight=0.0, rng=np.random.default_rng(0), capacity=10)
->>> reservoir.records, reservoir.offered_weight
+>>> reservoir.merged().records, reservoir.offered_weight
 (array([[6., 0.]]), 1.0)
 
 References
@@ -39,7 +39,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.mixture import covariance as cov
 from streamgmm.mixture.params import MixtureParams
 
@@ -91,50 +90,86 @@ def novel_rows(X: np.ndarray, log_norm: np.ndarray, params: MixtureParams) -> np
     complete = ~np.isnan(rows).any(axis=1)
     candidates, rows = candidates[complete], rows[complete]
     if candidates.size:
-        # Small products: a second BLAS thread only waits on the first (or on other work).
-        with one_blas_thread():
-            distances = cov.MAHALANOBIS[params.covariance_type](rows, params.means, params.precisions_cholesky)
+        distances = cov.MAHALANOBIS[params.covariance_type](rows, params.means, params.precisions_cholesky)
         novel[candidates[(distances > q).all(axis=1)]] = True
     return novel
 
 
 @dataclass(frozen=True)
 class Reservoir:
-    """A weighted sample of novel records (see the module docstring).
+    """A weighted sample of records (see the module docstring).
 
-    ``records`` (r, d), their ``weights`` (r,) in the running statistics relative to a record
-    of weight 1 offered last (``log_reference`` is that record's log weight), and race
-    ``keys`` (r,); ``sampled`` is True once some offered record was left out. ``offered_weight``
-    is the total record weight ever offered, and ``tried_at`` its value when a birth was last
-    proposed from this reservoir and refused (0 if none was)."""
+    ``records`` (r, d), the log of the weight each has in the running statistics
+    (``log_weights``, (r,)) and race ``keys`` (r,), in the order of their keys; ``sampled`` is
+    True once some offered record was left out. ``offered_weight`` is the total record weight
+    ever offered, and ``tried_at`` its value when a birth was last proposed from this reservoir
+    and refused (0 if none was). Records that won a place since the last merge wait in
+    ``pending`` (chunks of records, log weights and keys), so that a batch in which a few win
+    does not copy the whole sample; :meth:`merged` folds them in, keeping the ``capacity``
+    smallest keys."""
 
     records: np.ndarray
-    weights: np.ndarray
+    log_weights: np.ndarray
     keys: np.ndarray
     offered_weight: float = 0.0
     tried_at: float = 0.0
-    log_reference: float = 0.0
     sampled: bool = False
+    pending: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...] = ()
+    capacity: int = 0  # the capacity it was last offered records with (0: not yet)
 
     @classmethod
     def empty(cls, n_features: int) -> Reservoir:
         return cls(np.empty((0, n_features)), np.empty(0), np.empty(0))
 
     def __len__(self) -> int:
-        return self.records.shape[0]
+        """The records held once merged (at most the capacity it was offered with)."""
+        return self.merged().records.shape[0] if self.pending else self.records.shape[0]
+
+    def merged(self) -> Reservoir:
+        """The same sample with its pending records folded in: the ``capacity`` smallest keys,
+        ordered by key."""
+        if not self.pending:
+            return self
+        capacity = self.capacity or None
+        records = np.concatenate([self.records, *(c[0] for c in self.pending)])
+        log_weights = np.concatenate([self.log_weights, *(c[1] for c in self.pending)])
+        keys = np.concatenate([self.keys, *(c[2] for c in self.pending)])
+        sampled = self.sampled
+        if capacity is not None and keys.shape[0] > capacity:
+            keep = np.argpartition(keys, capacity - 1)[:capacity]
+            records, log_weights, keys = records[keep], log_weights[keep], keys[keep]
+            sampled = True
+        # Ordered by key, the merged sample does not depend on when merges happened.
+        order = np.argsort(keys, kind="stable")
+        return replace(
+            self, records=records[order], log_weights=log_weights[order], keys=keys[order], sampled=sampled, pending=()
+        )
 
     def estimation_weights(self) -> np.ndarray:
-        """The weights under which the records stand for every novel record offered: their own
-        while all are kept; equal once the race has sampled (it drew them in proportion to
-        their weights already)."""
-        return np.ones(len(self)) if self.sampled else self.weights
+        """The weights under which the (merged) records stand for every record offered: their
+        own, relative to the largest, while all are kept; equal once the race has sampled (it
+        drew them in proportion to their weights already)."""
+        merged = self.merged()
+        if merged.sampled:
+            return np.ones(merged.records.shape[0])
+        if not merged.records.shape[0]:
+            return np.empty(0)
+        return np.exp(merged.log_weights - merged.log_weights.max())
 
     def effective_size(self) -> float:
         """Kish's effective sample size of the estimation weights, (sum w)^2 / sum w^2."""
-        if not len(self):
-            return 0.0
         w = self.estimation_weights()
+        if not w.shape[0]:
+            return 0.0
         return float(w.sum() ** 2 / np.square(w).sum())
+
+    def _threshold(self, capacity: int) -> float:
+        """The key a new record must beat: the largest of the ``capacity`` smallest held (inf
+        while fewer are held), the same whether or not pending records were merged."""
+        keys = np.concatenate([self.keys, *(c[2] for c in self.pending)]) if self.pending else self.keys
+        if keys.shape[0] < capacity:
+            return np.inf
+        return float(np.partition(keys, capacity - 1)[capacity - 1])
 
     def offered(
         self, X: np.ndarray, weights: np.ndarray, log_weight: float, rng: np.random.Generator, capacity: int
@@ -142,32 +177,33 @@ class Reservoir:
         """The reservoir after offering records ``X`` of record ``weights``, each of which
         weighs ``exp(log_weight)`` per unit of record weight in the running statistics."""
         positive = weights > 0
-        X, weights = X[positive], weights[positive]
-        if not X.shape[0]:
+        if not positive.all():
+            X, weights = X[positive], weights[positive]
+        n = X.shape[0]
+        if not n:
             return self
         offered = self.offered_weight + float(weights.sum())
-        draws = np.maximum(rng.standard_exponential(X.shape[0]), np.finfo(np.float64).tiny)
-        keys = np.log(draws) - np.log(weights) - log_weight
-        sampled = self.sampled
-        if len(self) >= capacity:
-            # Full: only a record that beats the largest key kept can enter, so most of a batch
-            # is decided by one comparison.
-            entering = keys < self.keys.max()
-            sampled = sampled or not entering.all()
-            X, weights, keys = X[entering], weights[entering], keys[entering]
-            if not X.shape[0]:
-                return replace(self, offered_weight=offered, sampled=sampled)
-        records = np.concatenate([self.records, X])
-        # Relative to the newest records, older weights shrink (or vanish) rather than overflow.
-        with np.errstate(under="ignore", over="ignore"):
-            rescaled = self.weights * np.exp(self.log_reference - log_weight)
-        all_weights = np.concatenate([rescaled, weights])
-        all_keys = np.concatenate([self.keys, keys])
-        if not all_weights.all():  # records whose weight has vanished are gone from the statistics too
-            kept = all_weights > 0
-            records, all_weights, all_keys = records[kept], all_weights[kept], all_keys[kept]
-        if records.shape[0] > capacity:
-            keep = np.sort(np.argpartition(all_keys, capacity - 1)[:capacity])
-            records, all_weights, all_keys = records[keep], all_weights[keep], all_keys[keep]
-            sampled = True
-        return Reservoir(records, all_weights, all_keys, offered, self.tried_at, float(log_weight), sampled)
+        threshold = self._threshold(capacity)
+        if np.isfinite(threshold) and np.all(weights == weights[0]):
+            # Equal weights: each record enters with the same chance, so draw how many enter
+            # and which, and only their keys (from the exponential below the threshold).
+            limit = float(np.exp(threshold + np.log(weights[0]) + log_weight))
+            chance = -np.expm1(-limit)
+            m = int(rng.binomial(n, chance))
+            rows = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
+            draws = -np.log1p(-rng.random(m) * chance)
+            X, weights = X[rows], weights[rows]
+        else:
+            draws = rng.standard_exponential(n)
+            entering = np.log(np.maximum(draws, np.finfo(np.float64).tiny)) - np.log(weights) - log_weight < threshold
+            X, weights, draws = X[entering], weights[entering], draws[entering]
+        sampled = self.sampled or X.shape[0] < n
+        if not X.shape[0]:
+            return replace(self, offered_weight=offered, sampled=sampled, capacity=capacity)
+        keys = np.log(np.maximum(draws, np.finfo(np.float64).tiny)) - np.log(weights) - log_weight
+        log_weights = np.log(weights) + log_weight
+        pending = (*self.pending, (np.array(X, dtype=np.float64, order="C"), log_weights, keys))
+        grown = replace(self, offered_weight=offered, sampled=sampled, pending=pending, capacity=capacity)
+        if sum(c[2].shape[0] for c in pending) < max(capacity // 4, 1) and np.isfinite(threshold):
+            return grown
+        return grown.merged()

@@ -64,7 +64,8 @@ def refitted(
     """Try a refit on the moves' sample (module docstring); the next is due when the clock has
     grown by ``REFIT_GROWTH``. Without a gain, parameters and statistics come back as they were."""
     state = replace(state, next_refit=max(state.clock, 1.0) * REFIT_GROWTH)
-    sample = state.sample
+    sample = None if state.sample is None else state.sample.merged()
+    state = replace(state, sample=sample)
     unchanged = MoveResult(statistics, params, state)
     if sample is None or len(sample) < 2 * params.n_components:
         return unchanged

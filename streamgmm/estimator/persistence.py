@@ -14,6 +14,7 @@ from streamgmm.em.online import OnlineState, record_count
 from streamgmm.io.model_check import ModelContentError, check_moves
 from streamgmm.io.model_file import ModelFileError, read_model, write_model
 from streamgmm.mixture import covariance as cov
+from streamgmm.mixture.component_size import reservoir_capacity
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.statistics import SufficientStatistics
 
@@ -70,19 +71,21 @@ class PersistenceMixin:
         arrays.update({f"statistics.{name}": value for name, value in state.statistics.arrays().items()})
         moves = state.moves
         if moves is not None:
+            # Pending records merged: the file holds each sample in its canonical (key) order.
+            reservoir = moves.reservoir.merged()
             arrays.update(
                 {
-                    "moves.records": moves.reservoir.records,
-                    "moves.weights": moves.reservoir.weights,
-                    "moves.keys": moves.reservoir.keys,
+                    "moves.records": reservoir.records,
+                    "moves.log_weights": reservoir.log_weights,
+                    "moves.keys": reservoir.keys,
                 }
             )
             arrays.update({f"moves.novel.{name}": value for name, value in moves.novel.arrays().items()})
-            sample = moves.sample if moves.sample is not None else Reservoir.empty(moves.novel.n_features)
+            sample = moves.sample.merged() if moves.sample is not None else Reservoir.empty(moves.novel.n_features)
             arrays.update(
                 {
                     "moves.sample.records": sample.records,
-                    "moves.sample.weights": sample.weights,
+                    "moves.sample.log_weights": sample.log_weights,
                     "moves.sample.keys": sample.keys,
                 }
             )
@@ -121,17 +124,15 @@ class PersistenceMixin:
                 "seed": int(moves.seed),
                 "log_scale": float(moves.log_scale),
                 "clock": float(moves.clock),
-                "offered_weight": float(moves.reservoir.offered_weight),
-                "tried_at": float(moves.reservoir.tried_at),
-                "log_reference": float(moves.reservoir.log_reference),
-                "sampled": bool(moves.reservoir.sampled),
+                "offered_weight": float(reservoir.offered_weight),
+                "tried_at": float(reservoir.tried_at),
+                "sampled": bool(reservoir.sampled),
                 "novel_n_records": float(moves.novel.n_records),
                 "novel_log_likelihood": float(moves.novel.log_likelihood),
                 "sample_size": int(moves.sample_size if moves.sample is not None else 0),
                 "next_refit": float(moves.next_refit),
-                "sample_offered_weight": float(moves.sample.offered_weight if moves.sample is not None else 0.0),
-                "sample_log_reference": float(moves.sample.log_reference if moves.sample is not None else 0.0),
-                "sample_sampled": bool(moves.sample.sampled if moves.sample is not None else False),
+                "sample_offered_weight": float(sample.offered_weight),
+                "sample_sampled": bool(sample.sampled),
             }
         return document, arrays
 
@@ -231,12 +232,12 @@ class PersistenceMixin:
             scalars = online["moves"]
             reservoir = Reservoir(
                 arrays["moves.records"],
-                arrays["moves.weights"],
+                arrays["moves.log_weights"],
                 arrays["moves.keys"],
                 float(scalars["offered_weight"]),
                 float(scalars["tried_at"]),
-                float(scalars["log_reference"]),
                 bool(scalars["sampled"]),
+                capacity=reservoir_capacity(arrays["means"].shape[1], t),
             )
             novel = SufficientStatistics(
                 t,
@@ -252,12 +253,12 @@ class PersistenceMixin:
             if sample_size > 0:
                 sample = Reservoir(
                     arrays["moves.sample.records"],
-                    arrays["moves.sample.weights"],
+                    arrays["moves.sample.log_weights"],
                     arrays["moves.sample.keys"],
                     float(scalars["sample_offered_weight"]),
                     0.0,
-                    float(scalars["sample_log_reference"]),
                     bool(scalars["sample_sampled"]),
+                    capacity=sample_size,
                 )
             moves = MoveState(
                 int(scalars["seed"]),

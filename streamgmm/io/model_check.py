@@ -15,7 +15,7 @@ that hold them in memory (the end of a fit):
 - the births' and merges' state (:class:`~streamgmm.em.moves.MoveState`), when the model has one
   (``online.moves`` in the document and the ``moves.*`` arrays): all of it, its novel share's
   statistics shaped by K, d and the covariance type with non-negative counts, its reservoir of at
-  most the reservoir's capacity of d-feature records with positive weights, its seed an integer
+  most the reservoir's capacity of d-feature records with finite log weights, its seed an integer
   in [0, 2**63), its other scalars finite (and, but for a log-likelihood, non-negative), the
   weight last tried at most the weight offered. A model without it (``moves="off"``, a model
   fitted by batch EM, or a file written before moves existed) has neither.
@@ -46,9 +46,9 @@ WEIGHT_SUM_TOLERANCE = 1e-6
 
 # The births' and merges' state: the reservoir (its rows, at most its capacity, vary), the novel
 # records' share of the running statistics, and the scalars in the document's ``online.moves``.
-RESERVOIR_ARRAYS = ("moves.records", "moves.weights", "moves.keys")
+RESERVOIR_ARRAYS = ("moves.records", "moves.log_weights", "moves.keys")
 NOVEL_ARRAYS = ("moves.novel.shift", "moves.novel.counts", "moves.novel.sums", "moves.novel.second")
-SAMPLE_ARRAYS = ("moves.sample.records", "moves.sample.weights", "moves.sample.keys")
+SAMPLE_ARRAYS = ("moves.sample.records", "moves.sample.log_weights", "moves.sample.keys")
 MOVES_ARRAYS = RESERVOIR_ARRAYS + NOVEL_ARRAYS + SAMPLE_ARRAYS
 # The most records the moves' sample may hold: far more than any sensible init_size, and a
 # bound before the arrays are read.
@@ -61,13 +61,11 @@ MOVES_SCALARS = (
     "tried_at",
     "novel_n_records",
     "novel_log_likelihood",
-    "log_reference",
     "next_refit",
     "sample_offered_weight",
-    "sample_log_reference",
 )
 # Scalars of any sign: a log-likelihood, and the log weight of the reservoir's newest records.
-SIGNED_MOVES_SCALARS = ("novel_log_likelihood", "log_reference", "sample_log_reference")
+SIGNED_MOVES_SCALARS = ("novel_log_likelihood",)
 
 
 class ModelContentError(ValueError):
@@ -104,7 +102,7 @@ def expected_shapes(means_shape: tuple[int, ...], covariance_type: str) -> dict[
 def check_shapes(shapes: dict[str, tuple[int, ...]], covariance_type: str) -> None:
     """Raise :class:`ModelContentError` naming the first array whose shape (``shapes``, by name,
     ``means`` among them) does not fit the means' (K, d) and the covariance type: those of
-    :func:`expected_shapes`, and the reservoir's (r, d) records, (r,) weights and (r,) keys, r at
+    :func:`expected_shapes`, and the reservoir's (r, d) records, (r,) log weights and (r,) keys, r at
     most :func:`~streamgmm.mixture.component_size.reservoir_capacity`. Called on the ``.npy``
     headers too, before any data is read."""
     expected = expected_shapes(shapes["means"], covariance_type)
@@ -219,16 +217,12 @@ def check_moves(document: dict[str, Any], arrays: dict[str, np.ndarray], covaria
             f"online.moves.tried_at ({moves['tried_at']!r}) exceeds online.moves.offered_weight "
             f"({moves['offered_weight']!r}), the weight ever offered"
         )
-    for name, what in (
-        ("moves.weights", "positive"),
-        ("moves.sample.weights", "positive"),
-        ("moves.novel.counts", "non-negative"),
-    ):
-        value = arrays[name]
-        bad = value <= 0 if what == "positive" else value < 0
-        if np.any(bad):
-            index = int(np.flatnonzero(bad)[0])
-            raise ModelContentError(f"array {name} must be {what}, got {value[index]!r} at index {index}")
+    counts = arrays["moves.novel.counts"]
+    if np.any(counts < 0):
+        index = int(np.flatnonzero(counts < 0)[0])
+        raise ModelContentError(
+            f"array moves.novel.counts must be non-negative, got {counts[index]!r} at index {index}"
+        )
 
 
 def check_mixture_arrays(

@@ -114,10 +114,10 @@ def test_weighted_and_incomplete_records_take_part(tmp_path) -> None:
     distances = np.linalg.norm(model.means_[:, None, :] - centres[None], axis=2)
     assert np.sort(distances.min(axis=0)).max() < 0.2, model.means_
     assert model.fit_history_.moves
-    sample = model._state.moves.sample
+    sample = model._state.moves.sample.merged()
     assert np.isnan(sample.records).any()
     model.save(tmp_path / "m.sgmm")
-    loaded = StreamingGaussianMixture.load(tmp_path / "m.sgmm")._state.moves.sample
+    loaded = StreamingGaussianMixture.load(tmp_path / "m.sgmm")._state.moves.sample.merged()
     np.testing.assert_array_equal(loaded.records, sample.records)
 
 
@@ -155,7 +155,7 @@ def test_a_stream_sorted_by_a_feature_is_reallocated_on_its_sample() -> None:
     refits = [m for m in on.fit_history_.moves if m["kind"] == "refit"]
     assert refits and all(m["gain"] > 0 and m["records"] == 3000 for m in refits)
     # The sample is a uniform sample of the stream: its mean is the stream's, within its error.
-    sample = on._state.moves.sample
+    sample = on._state.moves.sample.merged()
     assert len(sample) == 3000 and sample.sampled
     error = np.abs(sample.records.mean(axis=0) - X.mean(axis=0))
     assert np.all(error < 4 * X.std(axis=0) / np.sqrt(3000)), error

@@ -7,7 +7,7 @@ import json
 import os
 import stat
 import zipfile
-from dataclasses import fields, is_dataclass
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +15,21 @@ import numpy as np
 import pytest
 
 from streamgmm import ModelFileError, NotFittedError, StreamingGaussianMixture, make_mixture
+from streamgmm.em.novelty import Reservoir
 from streamgmm.mixture.covariance import COVARIANCE_TYPES
 
 FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
 FITTED_SCALARS = ("n_steps_", "records_seen_", "n_iter_", "converged_", "lower_bound_", "n_features_in_")
 MOVES_ARRAYS = {
     "moves.records",
-    "moves.weights",
+    "moves.log_weights",
     "moves.keys",
     "moves.novel.shift",
     "moves.novel.counts",
     "moves.novel.sums",
     "moves.novel.second",
     "moves.sample.records",
-    "moves.sample.weights",
+    "moves.sample.log_weights",
     "moves.sample.keys",
 }
 
@@ -75,6 +76,9 @@ def assert_same_model(a: StreamingGaussianMixture, b: StreamingGaussianMixture) 
 
 def flat(value: Any, name: str = "moves") -> dict[str, Any]:
     """Every array and scalar of a (nested) dataclass, by dotted name."""
+    if isinstance(value, Reservoir):
+        # Records waiting to be merged are the same sample: compare it merged, as files hold it.
+        value = replace(value.merged(), pending=(), capacity=0)
     if not is_dataclass(value):
         return {name: value}
     return {
@@ -147,12 +151,10 @@ def test_file_is_a_documented_zip_of_json_and_npy(tmp_path, data) -> None:
             "tried_at",
             "novel_n_records",
             "novel_log_likelihood",
-            "log_reference",
             "sampled",
             "sample_size",
             "next_refit",
             "sample_offered_weight",
-            "sample_log_reference",
             "sample_sampled",
         }
         assert document["online"]["moves"]["seed"] == model._state.moves.seed

@@ -250,10 +250,11 @@ def assert_exactly_the_same_model(a: StreamingGaussianMixture, b: StreamingGauss
     ma, mb = a._state.moves, b._state.moves
     assert ma is not None and mb is not None
     assert (ma.seed, ma.log_scale, ma.clock) == (mb.seed, mb.log_scale, mb.clock)
-    ra, rb = ma.reservoir, mb.reservoir
-    assert (ra.offered_weight, ra.tried_at) == (rb.offered_weight, rb.tried_at)
-    for name in ("records", "weights", "keys"):
-        assert np.array_equal(getattr(ra, name), getattr(rb, name)), f"reservoir.{name}"
+    for which in ("reservoir", "sample"):
+        ra, rb = getattr(ma, which).merged(), getattr(mb, which).merged()
+        assert (ra.offered_weight, ra.tried_at, ra.sampled) == (rb.offered_weight, rb.tried_at, rb.sampled), which
+        for name in ("records", "log_weights", "keys"):
+            assert np.array_equal(getattr(ra, name), getattr(rb, name), equal_nan=True), f"{which}.{name}"
     for name, value in ma.novel.arrays().items():
         assert np.array_equal(mb.novel.arrays()[name], value), f"novel.{name}"
     assert a.fit_history_.moves == b.fit_history_.moves
