@@ -78,6 +78,8 @@ MAX_BIRTHS = 3
 # A refused birth is proposed again once the novel weight offered has grown by this factor.
 RETRY_GROWTH = 1.5
 BIRTH_EM_ITERATIONS = 100
+# Up to this many novel rows in a mini-batch, their statistics come from the direct E-step.
+DIRECT_ROWS = 256
 
 
 def check_moves(moves: Any) -> str:
@@ -189,7 +191,13 @@ def novel_batch(
         return None
     rows = X[novel]
     w = np.ones(rows.shape[0]) if weights is None else weights[novel]
-    stats, _ = chunk_statistics(rows, params, shift, dtype, weights=None if weights is None else w)
+    if rows.shape[0] <= DIRECT_ROWS and params.covariance_type != "tied":
+        # A few rows (the usual case): the direct E-step, without the kernels' set-up.
+        log_norm, resp = params.e_step(rows)
+        stats = SufficientStatistics.from_responsibilities(rows, resp * w[:, None], shift, params.covariance_type)
+        stats = replace(stats, n_records=float(w.sum()), log_likelihood=float(w @ log_norm))
+    else:
+        stats, _ = chunk_statistics(rows, params, shift, dtype, weights=None if weights is None else w)
     return NovelBatch(rows, w, stats)
 
 
@@ -351,9 +359,11 @@ def proposed_birth(
     reservoir = state.reservoir
     k, d = statistics.n_components, statistics.n_features
     needed = birth_records(d, statistics.covariance_type)
-    n_eff = reservoir.effective_size()
     unchanged = MoveResult(statistics, params, state)
-    if k < 2 or n_eff < needed or reservoir.offered_weight < RETRY_GROWTH * reservoir.tried_at:
+    # The cheap tests first: most mini-batches stop here.
+    if k < 2 or len(reservoir) < needed or reservoir.offered_weight < RETRY_GROWTH * reservoir.tried_at:
+        return unchanged
+    if reservoir.effective_size() < needed:
         return unchanged
     if float(state.novel.counts.sum()) <= 0:
         return unchanged

@@ -49,10 +49,11 @@ LOG_2PI = float(np.log(2 * np.pi))
 @functools.lru_cache(maxsize=64)
 def novelty_threshold(n_features: int) -> float:
     """The squared Mahalanobis distance beyond which a record is outside a component."""
-    # scipy is imported here, when a stream first needs it: ``import streamgmm`` stays light.
-    from scipy.stats import chi2
+    # scipy is imported here, when a stream first needs it: ``import streamgmm`` stays light
+    # (and scipy.special is a third of scipy.stats in memory).
+    from scipy.special import chdtri
 
-    return float(chi2.ppf(NOVELTY_QUANTILE, n_features))
+    return float(chdtri(n_features, 1.0 - NOVELTY_QUANTILE))
 
 
 def novel_rows(X: np.ndarray, log_norm: np.ndarray, params: MixtureParams) -> np.ndarray:
@@ -123,7 +124,8 @@ class Reservoir:
 
     def __len__(self) -> int:
         """The records held once merged (at most the capacity it was offered with)."""
-        return self.merged().records.shape[0] if self.pending else self.records.shape[0]
+        held = self.records.shape[0] + sum(chunk[2].shape[0] for chunk in self.pending)
+        return min(held, self.capacity) if self.capacity else held
 
     def merged(self) -> Reservoir:
         """The same sample with its pending records folded in: the ``capacity`` smallest keys,
