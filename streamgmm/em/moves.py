@@ -108,7 +108,9 @@ class MoveState:
     counts mini-batches by their share of a full one (the step size's counter with moves).
     ``sample`` is a sample of every record (of at most ``sample_size``), drawn like the
     reservoir, for the refits of :mod:`streamgmm.em.reallocation`, the next due when ``clock``
-    reaches ``next_refit``."""
+    reaches ``next_refit`` if the stream has ``changed`` since the last (with fresh candidates
+    when ``restart``: a birth was taken); ``level`` is the stream's mean log-likelihood per
+    record, each batch scored before it was learned, blended over ``level_weight``."""
 
     seed: int
     reservoir: Reservoir
@@ -118,6 +120,10 @@ class MoveState:
     sample: Reservoir | None = None
     sample_size: int = 0
     next_refit: float = 0.0
+    restart: bool = False
+    changed: bool = False
+    level: float = 0.0
+    level_weight: float = 0.0
 
     @classmethod
     def start(
@@ -420,6 +426,5 @@ def _birth(
         new_statistics = replace(new_statistics, n_records=1.0)
         new_params = new_statistics.to_params(reg_covar)
     born = [b for _, b in best.merged]
-    return MoveResult(
-        new_statistics, new_params, state.cleared(), [Move(step, born, best.merged, best.net_gain, n_eff)]
-    )
+    taken = Move(step, born, best.merged, best.net_gain, n_eff)
+    return MoveResult(new_statistics, new_params, replace(state.cleared(), restart=True, changed=True), [taken])

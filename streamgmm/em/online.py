@@ -22,7 +22,7 @@ import numpy as np
 
 from streamgmm.em.moves import BatchRedo, Move, MoveState, NovelBatch, novel_batch, proposed_birth, tracked
 from streamgmm.em.novelty import novel_rows
-from streamgmm.em.reallocation import refit_due, refitted
+from streamgmm.em.reallocation import refit_due, refitted, watched
 from streamgmm.io.read_ahead import batches_ahead
 from streamgmm.io.sources import ChunkSource, is_weighted, split_weights
 from streamgmm.kernels.chunk import chunk_statistics
@@ -120,6 +120,7 @@ def online_update(
         shift = state.statistics.shift
         is_novel = novel_rows(batch, log_norm, state.params)
         novel = novel_batch(batch, is_novel, weights, state.params, shift, dtype)
+        state = replace(state, moves=watched(state.moves, log_norm, weights, eta))
 
         def rescore(params: MixtureParams) -> SufficientStatistics:
             return chunk_statistics(batch, params, shift, dtype, weights=weights)[0]

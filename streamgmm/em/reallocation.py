@@ -9,9 +9,12 @@ the moves as the stream goes, of ``init_size`` records) re-allocates them: from 
 parameters, EM runs on the sample; when it gains more than twice the optimism of a fit to its
 own sample (p / n per record, p the parameters, n the sample's effective size), the running
 statistics become the sample's under the new parameters, per record. A few iterations decide
-whether the refit is worth running to convergence. The refit is tried each time the stream has
-doubled since the last try, and once more at the end of a one-pass fit, so a whole stream costs
-a few EM runs on the sample.
+whether the refit is worth running to convergence; at the first refit after a birth (the
+stream has changed), fresh candidates on the sample (k-means, then EM) compete too. The refit is
+tried each time the stream has doubled since the last try, and once more at the end of a
+one-pass fit, but only when a mini-batch since the last try was explained clearly worse than
+the stream before it (:func:`drifted`) or a birth was taken: a shuffled stream takes none, and a
+sorted one a few EM runs on the sample.
 
 Examples
 --------
@@ -35,6 +38,7 @@ from dataclasses import replace
 import numpy as np
 
 from streamgmm.em.batch import BatchEMResult, run_batch_em
+from streamgmm.em.candidates import initialize
 from streamgmm.em.moves import Move, MoveResult, MoveState
 from streamgmm.io.sources import ArraySource
 from streamgmm.kernels.quadratic import one_blas_thread
@@ -45,8 +49,35 @@ from streamgmm.mixture.statistics import SufficientStatistics
 REFIT_GROWTH = 2.0
 REFIT_ITERATIONS = 300
 # Iterations that decide whether a refit is worth running to convergence.
-PROBE_ITERATIONS = 8
+PROBE_ITERATIONS = 4
+# Fresh candidates on the sample at the first refit after a birth.
+RESTART_CANDIDATES = 2
+# A mini-batch this many standard errors (and at least this many nats per record) below the
+# stream's level is a sign that the stream has changed: refits are only tried after one.
+DRIFT_Z = 4.0
+DRIFT_MIN = 0.01
 REFIT_TOL = 1e-5
+
+
+def watched(state: MoveState, log_norm: np.ndarray, weights: np.ndarray | None, eta: float) -> MoveState:
+    """The moves' state after a mini-batch whose records scored ``log_norm`` before it was
+    learned: ``changed`` once the batch's mean log-likelihood falls more than ``DRIFT_Z``
+    standard errors (and ``DRIFT_MIN`` nats) below the stream's ``level``, the mean of earlier
+    batches blended with the same steps. Shuffled streams, explained better and better as the
+    model learns, stay above it."""
+    present = np.isfinite(log_norm) if weights is None else np.isfinite(log_norm) & (weights > 0)
+    if not present.any():
+        return state
+    values = log_norm[present]
+    w = None if weights is None else weights[present]
+    mean = float(np.average(values, weights=w))
+    changed = state.changed
+    if state.level_weight > 0 and not changed:
+        spread = float(np.sqrt(np.average((values - mean) ** 2, weights=w)))
+        changed = state.level - mean > max(DRIFT_Z * spread / np.sqrt(values.shape[0]), DRIFT_MIN)
+    weight = (1.0 - eta) * state.level_weight + eta
+    level = ((1.0 - eta) * state.level_weight * state.level + eta * mean) / weight
+    return replace(state, level=level, level_weight=weight, changed=bool(changed))
 
 
 def refit_due(state: MoveState) -> bool:
@@ -63,11 +94,13 @@ def refitted(
 ) -> MoveResult:
     """Try a refit on the moves' sample (module docstring); the next is due when the clock has
     grown by ``REFIT_GROWTH``. Without a gain, parameters and statistics come back as they were."""
-    state = replace(state, next_refit=max(state.clock, 1.0) * REFIT_GROWTH)
+    changed = state.changed
+    state = replace(state, next_refit=max(state.clock, 1.0) * REFIT_GROWTH, changed=False)
     sample = None if state.sample is None else state.sample.merged()
     state = replace(state, sample=sample)
     unchanged = MoveResult(statistics, params, state)
-    if sample is None or len(sample) < 2 * params.n_components:
+    # A stream that has shown no change since the last try (a shuffled one) is not refitted.
+    if not changed or sample is None or len(sample) < 2 * params.n_components:
         return unchanged
     weights = sample.estimation_weights()
     n_eff = sample.effective_size()
@@ -88,13 +121,39 @@ def refitted(
             lower_bound=lower_bound,
         )
 
+    restart, state = state.restart, replace(state, restart=False)
+    unchanged = MoveResult(statistics, params, state)
     with one_blas_thread():
         # A few iterations tell whether the allocation is wrong; most tries stop there.
         first = em(params, PROBE_ITERATIONS)
-        if first.statistics is None or len(first.history) < 2 or not first.lower_bound - first.history[0] > needed:
+        if first.statistics is None or len(first.history) < 2:
             return unchanged
-        result = first if first.converged else em(first.params, REFIT_ITERATIONS, first.lower_bound)
-    gain = result.lower_bound - first.history[0]
+        current = first.history[0]
+        result = None
+        if first.lower_bound - current > needed:
+            result = first if first.converged else em(first.params, REFIT_ITERATIONS, first.lower_bound)
+        if restart:
+            # After a birth the stream has shown a change: EM from the current places may be
+            # stuck where they were, so fresh candidates on the sample compete too.
+            fresh = initialize(
+                sample.records,
+                params.n_components,
+                params.covariance_type,
+                reg_covar=reg_covar,
+                n_init=RESTART_CANDIDATES,
+                rng=state.rng(step, 4),
+                tol=REFIT_TOL,
+                max_iter=REFIT_ITERATIONS,
+                batch_size=len(sample),
+                shift=statistics.shift,
+                weights=weights,
+            ).em
+            if fresh is not None and fresh.statistics is not None:
+                if result is None or fresh.lower_bound > result.lower_bound:
+                    result = fresh
+    if result is None or not result.lower_bound - current > needed:
+        return unchanged
+    gain = result.lower_bound - current
     # The new allocation accounts for the novel records too: they start afresh.
     new_state = state.cleared()
     new_statistics = result.statistics.per_record()

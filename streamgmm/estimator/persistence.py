@@ -133,6 +133,10 @@ class PersistenceMixin:
                 "next_refit": float(moves.next_refit),
                 "sample_offered_weight": float(sample.offered_weight),
                 "sample_sampled": bool(sample.sampled),
+                "restart": bool(moves.restart),
+                "changed": bool(moves.changed),
+                "level": float(moves.level),
+                "level_weight": float(moves.level_weight),
             }
         return document, arrays
 
@@ -269,6 +273,10 @@ class PersistenceMixin:
                 sample,
                 sample_size,
                 float(scalars["next_refit"]),
+                bool(scalars["restart"]),
+                bool(scalars["changed"]),
+                float(scalars["level"]),
+                float(scalars["level_weight"]),
             )
         state = OnlineState(mixture, stats, int(online["step"]), record_count(float(online["records_seen"])), moves)
         model._set_fitted(

@@ -63,9 +63,11 @@ MOVES_SCALARS = (
     "novel_log_likelihood",
     "next_refit",
     "sample_offered_weight",
+    "level",
+    "level_weight",
 )
 # Scalars of any sign: a log-likelihood, and the log weight of the reservoir's newest records.
-SIGNED_MOVES_SCALARS = ("novel_log_likelihood",)
+SIGNED_MOVES_SCALARS = ("novel_log_likelihood", "level")
 
 
 class ModelContentError(ValueError):
@@ -196,7 +198,7 @@ def check_moves(document: dict[str, Any], arrays: dict[str, np.ndarray], covaria
             raise ModelContentError(f"online.moves.{name} must be a finite number, got {value!r}")
         if name not in SIGNED_MOVES_SCALARS and value < 0:
             raise ModelContentError(f"online.moves.{name} must be >= 0, got {value!r}")
-    for name in ("sampled", "sample_sampled"):
+    for name in ("sampled", "sample_sampled", "restart", "changed"):
         if not isinstance(moves.get(name), bool):
             raise ModelContentError(f"online.moves.{name} must be true or false, got {moves.get(name)!r}")
     size = moves.get("sample_size")

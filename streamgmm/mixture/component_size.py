@@ -9,14 +9,14 @@ several newborns at once.
 Examples
 --------
 >>> component_parameters(2, "full"), birth_records(2, "full"), reservoir_capacity(10, "full")
-(6, 100, 1320)
+(6, 100, 528)
 """
 
 from __future__ import annotations
 
 from streamgmm.mixture import covariance as cov
 
-BIRTH_RECORDS_PER_PARAMETER = 5
+BIRTH_RECORDS_PER_PARAMETER = 2
 MIN_BIRTH_RECORDS = 100
 RESERVOIR_BIRTHS = 4
 

@@ -156,6 +156,10 @@ def test_file_is_a_documented_zip_of_json_and_npy(tmp_path, data) -> None:
             "next_refit",
             "sample_offered_weight",
             "sample_sampled",
+            "restart",
+            "changed",
+            "level",
+            "level_weight",
         }
         assert document["online"]["moves"]["seed"] == model._state.moves.seed
         for name in names - {"model.json"}:
