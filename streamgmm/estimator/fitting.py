@@ -8,13 +8,13 @@ from typing import Any, Self
 
 import numpy as np
 
-from streamgmm.dask.em import default_partitions_per_step, run_dask_batch_em, run_dask_online_em
 from streamgmm.dask.source import DaskSource
-from streamgmm.em.batch import BatchEMResult, run_batch_em
+from streamgmm.em.batch import BatchEMResult
 from streamgmm.em.fit_history import FitHistory
-from streamgmm.em.online import OnlineState, record_count, refit_at_end, run_online_em
+from streamgmm.em.online import OnlineState, record_count, refit_at_end
 from streamgmm.em.start import Start, converged_start, draw_sample
 from streamgmm.estimator.convergence import convergence_warning_class
+from streamgmm.estimator.runners import em_runners, tracing
 from streamgmm.inputs import resolve_input
 from streamgmm.io.model_check import check_mixture_arrays
 from streamgmm.io.sources import ArraySource, ChunkSource, is_weighted
@@ -192,7 +192,7 @@ class FittingMixin:
             self._check_enough_records(len(source))
         if persist != "auto" and not isinstance(source, DaskSource):
             raise ValueError("persist applies to Dask inputs only (a client, engine='dask' or a Dask collection)")
-        runners = self._runners(source, partitions_per_step)
+        runners = em_runners(source, partitions_per_step)
         rng = make_rng(self.random_state)
         self.shuffle_generator(source, rng)  # a shuffle the source cannot do is refused before any work
         start = None if warm else self._start(source, rng)
@@ -339,7 +339,7 @@ class FittingMixin:
             rng=rng,
             dtype=np.dtype(self.compute_dtype),
             **online_options,
-            **_tracing(source, trace),
+            **tracing(source, trace),
         )
 
     def set_online_result(
@@ -358,17 +358,6 @@ class FittingMixin:
                 convergence_warning_class(),
                 stacklevel=3,
             )
-
-    def _runners(self, source: ChunkSource, partitions_per_step: int | None) -> tuple[Any, Any, dict[str, Any]]:
-        """The batch and online EM loops for ``source``: on the workers for a Dask source."""
-        if not isinstance(source, DaskSource):
-            if partitions_per_step is not None:
-                raise ValueError("partitions_per_step applies to Dask inputs only")
-            return run_batch_em, run_online_em, {}
-        wave = default_partitions_per_step(source) if partitions_per_step is None else partitions_per_step
-        if not isinstance(wave, (int, np.integer)) or isinstance(wave, bool) or wave < 1:
-            raise ValueError(f"Invalid value for 'partitions_per_step': {wave!r}; expected an integer >= 1")
-        return run_dask_batch_em, run_dask_online_em, {"partitions_per_step": int(wave)}
 
     def feature_names(self) -> list[str] | None:
         """The column names a fitted model reads its features by (``feature_names_in_`` as
@@ -449,7 +438,7 @@ class FittingMixin:
         else:
             source = resolve_input(X, client=client, nan_policy=self.nan_policy, sample_weight=sample_weight)
         self._weighted_input = is_weighted(source)
-        runners = self._runners(source, partitions_per_step)
+        runners = em_runners(source, partitions_per_step)
         if not fitted:
             if isinstance(source, ArraySource):
                 self._check_enough_records(len(source))
@@ -501,13 +490,3 @@ class FittingMixin:
         self.n_features_in_ = params.n_features
         self.n_steps_ = state.step
         self.records_seen_ = state.records_seen
-
-
-def _tracing(source: ChunkSource, trace: FitHistory) -> dict[str, Any]:
-    """The online runner's per-step callback that records ``trace`` (a step is a mini-batch
-    here, a wave of partitions on Dask)."""
-
-    def record(state: OnlineState, update: Any) -> None:
-        trace.record(update.mean_log_likelihood, update.n_records, update.step_size, update.reseeded, update.moves)
-
-    return {"on_wave" if isinstance(source, DaskSource) else "on_batch": record}

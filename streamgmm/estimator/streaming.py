@@ -135,6 +135,14 @@ class StreamingGaussianMixture(PersistenceMixin, InferenceMixin, FittingMixin, E
         ``predict`` of an incomplete record come from its observed features. Records with
         nothing observed are left out of fitting, and score NaN (``predict``: -1).
 
+    moves : {'auto', 'off'}, default='auto'
+        Births, merges and refits for streams read in stored order (sorted by time, key or
+        partition), on every online path: records no component explains are gathered, and a
+        component is born where they call for one, room made by merging the two components
+        whose merge loses least; a uniform sample of the stream refits the allocation when the
+        stream has changed. ``'off'``: the plain stepwise recursion. See ``docs/design.md``,
+        "Streams in stored order"; the moves taken are in ``fit_history_.moves``.
+
     Attributes
     ----------
     weights_ : ndarray of shape (n_components,)
@@ -193,7 +201,8 @@ class StreamingGaussianMixture(PersistenceMixin, InferenceMixin, FittingMixin, E
 
     fit_history_ : FitHistory
         A bounded trace of the online steps (:class:`~streamgmm.em.fit_history.FitHistory`),
-        saved with the model and continued by ``partial_fit`` and ``warm_start``.
+        with the births and refits taken (``fit_history_.moves``), saved with the model and
+        continued by ``partial_fit`` and ``warm_start``.
 
     See Also
     --------

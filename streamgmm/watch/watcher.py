@@ -67,8 +67,9 @@ from streamgmm.io.lake_paths import is_url, overlap, refuse_url
 from streamgmm.io.model_check import check_mixture_arrays
 from streamgmm.io.parquet_source import ParquetSource
 from streamgmm.watch.checkpoint import Checkpoint, StateDirectory, now_iso
-from streamgmm.watch.drift import Level, describe_moves, finite, level_of, moves_in
+from streamgmm.watch.drift import Level, level_of
 from streamgmm.watch.landing import HeldFile, LandingFile, LocalLanding, Settling
+from streamgmm.watch.ledger_entry import describe, new_entry, quarantined, record_learning
 from streamgmm.watch.settings import check_model_matches, check_resumed
 from streamgmm.watch.store_landing import FetchedObject, StoreLanding, same_store_overlap
 from streamgmm.watch.store_state import StoreState
@@ -121,6 +122,9 @@ class Watcher:
     init_model : path of a saved model to continue (its running statistics and step counter).
     step_floor : keep each step size above this, so old data is forgotten and drift followed;
         None keeps the model's own (0 for a new one).
+    moves : ``"auto"`` (births, merges and refits, for files that arrive in stored order: sorted by
+        time or key, see :mod:`streamgmm.em.moves`) or ``"off"`` (the plain recursion); None keeps
+        the model's own (``"auto"`` for a new one).
     nan_policy : ``"raise"`` (a file with a null/NaN feature is quarantined), ``"skip"`` or
         ``"marginalize"`` (missing features marginalized; rows with none observed skipped).
     weight_column : a numeric column of record weights, never a feature (a bad weight quarantines
@@ -152,6 +156,7 @@ class Watcher:
         batch_size: int | None = None,
         init_model: str | os.PathLike[str] | None = None,
         step_floor: float | None = None,
+        moves: str | None = None,
         nan_policy: str = "raise",
         weight_column: str | None = None,
         interval: float = 1.0,
@@ -202,6 +207,7 @@ class Watcher:
         self.batch_size = batch_size
         self.init_model = init_model
         self.step_floor = step_floor
+        self.moves = moves
         self.nan_policy = nan_policy
         self.weight_column = weight_column
         self.interval = float(interval)
@@ -284,8 +290,10 @@ class Watcher:
             if entry["status"] == "consumed":
                 self._consumed.setdefault(entry["sha256"], entry)
         self._level = level_of(self.ledger)
-        if self.model is not None and self.step_floor is not None:
-            self.model.set_params(step_floor=self.step_floor).validate_params()
+        asked = {"step_floor": self.step_floor, "moves": self.moves}  # None: the model's own
+        given = {name: value for name, value in asked.items() if value is not None}
+        if self.model is not None and given:
+            self.model.set_params(**given).validate_params()
         if self.assign_out is not None:
             self.assign_out.mkdir(parents=True, exist_ok=True)
             for leftover in self.assign_out.glob(".watch-*.tmp"):
@@ -293,6 +301,8 @@ class Watcher:
 
     def _new_model(self) -> StreamingGaussianMixture:
         extra = {"batch_size": self.batch_size} if self.batch_size else {}
+        if self.moves is not None:
+            extra["moves"] = self.moves
         return StreamingGaussianMixture(
             self.n_components,
             covariance_type=self.covariance_type,
@@ -352,23 +362,7 @@ class Watcher:
     def _consume(self, file: LandingFile) -> dict[str, Any] | None:
         """Use one settled file and commit; None if it changed while being read."""
         sequence = len(self.ledger) + 1
-        entry: dict[str, Any] = {
-            "sequence": sequence,
-            "path": file.relative,
-            "size": file.size,
-            "mtime_ns": file.mtime_ns,
-            "sha256": None,
-            "status": "consumed",
-            "reason": None,
-            "records_used": 0,
-            "records_skipped": 0,
-            "step": None,
-            "mean_shift": None,
-            "weight_shift": None,
-            "output": None,
-            "at": None,
-            **_no_drift(),
-        }
+        entry = new_entry(sequence, file)
         try:
             held = self.landing.hold(file)
         except FileNotFoundError:
@@ -430,21 +424,7 @@ class Watcher:
             )
         except ValueError as exc:
             raise DataError(f"{file.path}: the model after this file is not usable ({exc})") from None
-        entry["records_used"] = int(model.records_seen_ - records)
-        entry["records_skipped"] = int(model.n_skipped_)
-        entry["step"] = int(model.n_steps_)
-        if before is not None:
-            entry["mean_shift"] = float(np.linalg.norm(model.means_ - before.means_, axis=1).max())
-            entry["weight_shift"] = float(np.abs(model.weights_ - before.weights_).max())
-        # The drift signal (see :mod:`.drift`): each mini-batch of the file was scored before the
-        # update that learns it, the first one by the committed model. A new model has no score.
-        score = finite(model.lower_bound_) if before is not None else None
-        entry.update(
-            score=score,
-            **self._level.fields(),
-            flagged=self._level.flags(score),
-            moves=moves_in(model.fit_history_.moves, int(steps), int(model.n_steps_)),
-        )
+        record_learning(entry, before, model, records, steps, self._level)
         if self.assign_out is not None:
             entry["output"] = self._write_output(model, file)
         return model
@@ -468,19 +448,7 @@ class Watcher:
         return file.relative
 
     def _quarantined(self, entry: dict[str, Any], reason: str) -> dict[str, Any]:
-        # Whatever the failed attempt filled in (e.g. an update whose output then failed) is void.
-        entry.update(
-            status="quarantined",
-            reason=reason,
-            records_used=0,
-            records_skipped=0,
-            step=None,
-            mean_shift=None,
-            weight_shift=None,
-            output=None,
-            at=now_iso(),
-            **_no_drift(),
-        )
+        quarantined(entry, reason, now_iso())  # what the failed attempt filled in is void
         self.state.record_quarantine(entry)
         return entry
 
@@ -496,33 +464,9 @@ class Watcher:
         if entry["status"] == "consumed":
             self._consumed.setdefault(entry["sha256"], entry)
             self._level = self._level.updated(entry["score"])
-        what = {
-            "consumed": f"consumed, {entry['records_used']:,} records ({entry['records_skipped']:,} skipped)"
-            + _drift_note(entry),
-            "duplicate": f"not used again: {entry['reason']}",
-            "quarantined": f"quarantined: {entry['reason']}",
-        }[entry["status"]]
         committed = f"checkpoint {entry['sequence']}" + ("" if model is not None else " (ledger only: no model yet)")
-        self.log(f"{entry['path']}: {what}; {committed}")
+        self.log(f"{entry['path']}: {describe(entry)}; {committed}")
         return entry
-
-
-def _no_drift() -> dict[str, Any]:
-    """The drift fields of an entry without a score (see :mod:`.drift`)."""
-    return {"score": None, "level": None, "level_sd": None, "level_files": 0, "flagged": False, "moves": []}
-
-
-def _drift_note(entry: dict[str, Any]) -> str:
-    """The log's words on a consumed file's drift signal: its score, and why it is flagged."""
-    note = "" if entry["score"] is None else f", score {entry['score']:.4g} nats/record"
-    if entry["flagged"]:
-        note += (
-            f" (FLAGGED: far below the level {entry['level']:.4g}, sd {entry['level_sd']:.3g}, of the "
-            f"{entry['level_files']} earlier score(s): has the data changed?)"
-        )
-    if entry["moves"]:
-        note += f"; moves: {describe_moves(entry['moves'])}"
-    return note
 
 
 def watch(

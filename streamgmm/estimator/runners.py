@@ -1,0 +1,37 @@
+"""Which EM loops run a source: in this process, or as waves of partitions on Dask workers,
+and the online loop's per-step callback that records the fit history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from streamgmm.dask.em import default_partitions_per_step, run_dask_batch_em, run_dask_online_em
+from streamgmm.dask.source import DaskSource
+from streamgmm.em.batch import run_batch_em
+from streamgmm.em.fit_history import FitHistory
+from streamgmm.em.online import OnlineState, run_online_em
+from streamgmm.io.sources import ChunkSource
+
+
+def em_runners(source: ChunkSource, partitions_per_step: int | None) -> tuple[Any, Any, dict[str, Any]]:
+    """The batch and online EM loops for ``source``: on the workers for a Dask source."""
+    if not isinstance(source, DaskSource):
+        if partitions_per_step is not None:
+            raise ValueError("partitions_per_step applies to Dask inputs only")
+        return run_batch_em, run_online_em, {}
+    wave = default_partitions_per_step(source) if partitions_per_step is None else partitions_per_step
+    if not isinstance(wave, (int, np.integer)) or isinstance(wave, bool) or wave < 1:
+        raise ValueError(f"Invalid value for 'partitions_per_step': {wave!r}; expected an integer >= 1")
+    return run_dask_batch_em, run_dask_online_em, {"partitions_per_step": int(wave)}
+
+
+def tracing(source: ChunkSource, trace: FitHistory) -> dict[str, Any]:
+    """The online runner's per-step callback that records ``trace`` (a step is a mini-batch
+    here, a wave of partitions on Dask), the moves taken among them."""
+
+    def record(state: OnlineState, update: Any) -> None:
+        trace.record(update.mean_log_likelihood, update.n_records, update.step_size, update.reseeded, update.moves)
+
+    return {"on_wave" if isinstance(source, DaskSource) else "on_batch": record}
