@@ -215,18 +215,20 @@ class EstimatorBase:
             )
         return rng
 
-    def online_state(self, params: Any, shift: np.ndarray, rng: np.random.Generator) -> OnlineState:
-        """The state a new online recursion starts from, with births and merges unless
-        ``moves="off"`` (their seed drawn from ``rng``)."""
+    def online_state(self, start: Any, rng: np.random.Generator) -> OnlineState:
+        """The state a new online recursion starts from ``start`` (:class:`~streamgmm.em.start.Start`),
+        with births and merges unless ``moves="off"`` (their seed drawn from ``rng``)."""
+        state = OnlineState.start(start.params, start.shift)
         if self.moves == "off":
-            return OnlineState.start(params, shift)
-        state = OnlineState.start(params, shift)
-        return replace(state, moves=self._move_state(int(rng.integers(2**63)), state.statistics))
+            return state
+        em = start.em
+        started_on = em.statistics.n_records if em is not None and em.statistics is not None else self.init_size
+        return replace(state, moves=self._move_state(int(rng.integers(2**63)), state.statistics, started_on))
 
-    def _move_state(self, seed: int, statistics: Any) -> MoveState:
-        # The sample for refits holds as many records as the start's; the first refit is due
-        # once the stream holds twice that.
-        return MoveState.start(seed, statistics, self.init_size, 2.0 * self.init_size / self.batch_size)
+    def _move_state(self, seed: int, statistics: Any, started_on: float) -> MoveState:
+        # The sample for refits holds as many records as the start's may; the first refit is
+        # due once the stream has twice the records the start was fitted on.
+        return MoveState.start(seed, statistics, self.init_size, 2.0 * started_on / self.batch_size)
 
     def with_moves(self, state: OnlineState, rng: np.random.Generator) -> OnlineState:
         """``state`` made to carry (or not) the moves ``self.moves`` asks for: a model fitted
@@ -234,7 +236,8 @@ class EstimatorBase:
         if self.moves == "off":
             return replace(state, moves=None) if state.moves is not None else state
         if state.moves is None:
-            return replace(state, moves=self._move_state(int(rng.integers(2**63)), state.statistics))
+            moves = self._move_state(int(rng.integers(2**63)), state.statistics, max(float(state.records_seen), 1.0))
+            return replace(state, moves=moves)
         return state
 
     def step_schedule(self) -> StepSchedule:

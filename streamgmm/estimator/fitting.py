@@ -297,7 +297,7 @@ class FittingMixin:
         if warm:
             state = self.with_moves(self._state, make_rng(self.random_state))
         else:
-            state = self.online_state(start.params, start.shift, make_rng(self.random_state))
+            state = self.online_state(start, make_rng(self.random_state))
         online = self._run_online(
             source,
             state,
@@ -444,7 +444,7 @@ class FittingMixin:
                 self._check_enough_records(len(source))
             rng = make_rng(self.random_state)
             start = self._start(source, rng)
-            state = self.online_state(start.params, start.shift, rng)
+            state = self.online_state(start, rng)
             history: list[float] = []
             trace = FitHistory()
         else:

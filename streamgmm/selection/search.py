@@ -75,7 +75,7 @@ class _Fitting:
         self.model = model
         self.start = start
         # The same start state (and moves' seed) a lone fit of this model takes.
-        self.state = model.online_state(start.params, start.shift, make_rng(model.random_state))
+        self.state = model.online_state(start, make_rng(model.random_state))
         self.trace = FitHistory()
         self.schedule = model.step_schedule()
         self.pass_means: list[float] = []
