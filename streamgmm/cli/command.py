@@ -2,13 +2,13 @@
 
     streamgmm fit SOURCE... -k K --model PATH [--covariance full] [--columns a,b] [--passthrough id]
                   [--weight-column count] [--filter 'day>=3'] [--algorithm auto|online|batch] [--batch-size N]
-                  [--passes P] [--nan-policy raise|skip|marginalize] [--seed S] [--scheduler ADDRESS | --workers N]
-                  [--json] [-q]
+                  [--passes P] [--nan-policy raise|skip|marginalize] [--seed S] [--moves auto|off]
+                  [--scheduler ADDRESS | --workers N] [--json] [-q]
     streamgmm assign SOURCE... --model PATH --out DIR [--keep id,...] [--result-dtype float32] [--compression zstd]
                   [--nan-policy raise|skip|marginalize] [--overwrite] [--scheduler ADDRESS | --workers N] [--json] [-q]
     streamgmm watch LANDING_DIR --state STATE_DIR [-k K --columns a,b --passthrough id --seed S | --model INIT_MODEL]
                   [--weight-column count] [--nan-policy raise|skip|marginalize] [--interval S] [--settle S]
-                  [--step-floor F] [--assign-out DIR [--keep id]] [--once] [--json] [-q]
+                  [--step-floor F] [--moves auto|off] [--assign-out DIR [--keep id]] [--once] [--json] [-q]
     streamgmm select SOURCE... -k 2..12 [--covariance full,diag] [--held-out N] [--criterion bic|aic]
                   [--model BEST] [--columns a,b] [--weight-column count] [--passes P] [--seed S] [--json] [-q]
     streamgmm plot MODEL|STATE_DIR --out FILE.png [--data SOURCE...] [--pairs 0:1,2:3] [--sample N] [--json]
@@ -148,6 +148,7 @@ def run_fit(args: argparse.Namespace) -> dict[str, Any]:
         random_state=args.seed,
         shuffle="row_groups" if args.shuffle == "row_groups" else False,
         compute_dtype=args.compute_dtype,
+        moves=args.moves,
         **({"batch_size": args.batch_size} if args.batch_size else {}),
     )
     started = time.perf_counter()
@@ -243,6 +244,7 @@ def run_watch(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         init_model=args.model,
         step_floor=args.step_floor,
+        moves=args.moves,
         batch_size=args.batch_size,
         nan_policy=args.nan_policy,
         weight_column=args.weight_column,

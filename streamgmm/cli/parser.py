@@ -69,6 +69,17 @@ def _reading(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def _moves(sub: argparse.ArgumentParser, default: str | None) -> None:
+    sub.add_argument(
+        "--moves",
+        choices=["auto", "off"],
+        default=default,
+        help="auto: births and merges of components for data read in stored order (sorted by time or key), "
+        "refits on a sample; off: plain stepwise EM"
+        + (" (default auto)" if default else " (default: the model's own, auto for a new one)"),
+    )
+
+
 def _storage(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--storage-option",
@@ -149,6 +160,7 @@ def _fit_command(commands: Any) -> None:
         help="online visit order: row groups shuffled (default) or the files' order",
     )
     fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _moves(fit, "auto")
     fit.add_argument(
         "--compute-dtype",
         choices=["float64", "float32"],
@@ -211,6 +223,7 @@ def _watch_command(commands: Any) -> None:
     watch.add_argument("--seed", type=int, default=0, help="random seed of a new model (default 0)")
     watch.add_argument("--model", help="start from this saved model instead of -k")
     watch.add_argument("--step-floor", type=float, help="keep the step size above F to follow drift (e.g. 0.05)")
+    _moves(watch, None)
     watch.add_argument("--batch-size", type=positive_int, default=None, help="records per mini-batch")
     watch.add_argument(
         "--nan-policy",

@@ -99,7 +99,8 @@ def describe_state(result: dict[str, Any]) -> str:
         return lines[0] + " (no model yet)"
     lines.append(
         f"{result['n_components']} {result['covariance_type']} components over "
-        f"{', '.join(result['feature_names'])}, {result['n_steps']:,} online steps, step floor {result['step_floor']}"
+        f"{', '.join(result['feature_names'])}, {result['n_steps']:,} online steps, step floor {result['step_floor']}, "
+        f"moves {result['moves']}"
     )
     lines += component_table(result["weights"], result["means"])
     lines.append("recent files (largest move of a mean, of a weight):")

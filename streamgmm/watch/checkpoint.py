@@ -438,6 +438,7 @@ def summary_of(
         "last_update": updated,
         "n_steps": int(model.n_steps_) if model is not None else 0,
         "step_floor": float(model.step_floor) if model is not None else None,
+        "moves": model.moves if model is not None else None,
         "recent": [
             {
                 key: entry.get(key)

@@ -391,3 +391,26 @@ def test_info_on_parquet_data(lake):
     assert info["row_groups"] == sum(pq.ParquetFile(lake.path / f).num_row_groups for f in lake.files)
     assert info["numeric_columns"] == ["id", *FEATURES] and info["partitions"] == ["day"]
     assert info["unfinished_output"] is False
+
+
+def test_fit_with_moves_off(lake, tmp_path):
+    model_path = tmp_path / "plain.sgmm"
+    result = run("fit", lake.path, "-k", K, "--model", model_path, "--passthrough", "id", "--moves", "off", "-q")
+    assert result.returncode == 0, result.stderr
+    model = StreamingGaussianMixture.load(model_path)
+    assert model.get_params()["moves"] == "off"
+    assert model.fit_history_.moves == []
+
+
+def test_hostile_moves_value_is_a_usage_error(lake, tmp_path):
+    fit, watch = run_all(
+        ["fit", lake.path, "-k", K, "--model", tmp_path / "m.sgmm", "--moves", "sometimes"],
+        ["watch", lake.path, "--state", tmp_path / "state", "-k", K, "--once", "--moves", "sometimes"],
+    )
+    for result, command in ((fit, "fit"), (watch, "watch")):
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        errors = [line for line in result.stderr.splitlines() if "error" in line]
+        assert len(errors) == 1, result.stderr  # argparse's usage, then one line naming the option and value
+        assert errors[0].startswith(f"streamgmm {command}: error: argument --moves: invalid choice"), errors
+        assert "'sometimes'" in errors[0], errors
+    assert not (tmp_path / "m.sgmm").exists() and not (tmp_path / "state").exists()

@@ -25,7 +25,7 @@ import pytest
 
 from streamgmm import ModelFileError, ParquetSource, StreamingGaussianMixture
 from streamgmm.datasets.mixtures import match_components, random_mixture, sample_mixture
-from streamgmm.watch.checkpoint import StateDirectory
+from streamgmm.watch.checkpoint import StateDirectory, state_summary
 from streamgmm.watch.watcher import watch
 
 K = 3
@@ -569,3 +569,53 @@ def test_passthrough_ids_are_not_features_and_keep_copies_them(tmp_path):
         X = np.column_stack([pq.read_table(path)[name].to_numpy() for name in FEATURES])
         after_file = oracle(files[: i + 1])  # each output is scored by the model right after its file
         np.testing.assert_allclose(table["log_likelihood"].to_numpy(), after_file.score_samples(X), rtol=1e-12)
+
+
+def sorted_by_cluster(directory: Path) -> list[Path]:
+    """Landing files in stored order: three well separated clusters, two files each, cluster by
+    cluster (the first file shows only the first cluster)."""
+    rng = np.random.default_rng(3)
+    centres = [(0.0, 0.0), (12.0, 0.0), (24.0, 12.0)]
+    return [
+        write_file(
+            directory / f"part-{2 * c + i}.parquet", rng.normal(centre, 1.0, (PER_FILE, 2)), BASE_TIME + 2 * c + i
+        )
+        for c, centre in enumerate(centres)
+        for i in range(2)
+    ]
+
+
+WAYS = (("off", ("--moves", "off")), ("auto", ()))
+
+
+def test_moves_off_is_partial_fit_without_moves_and_the_default_takes_births(tmp_path) -> None:
+    files = sorted_by_cluster(tmp_path / "landing")
+    # Both runs at once: each is a process of its own.
+    running = [watch_cli(files[0].parent, tmp_path / name, "--once", "-q", *extra) for name, extra in WAYS]
+    off, default = (finish(process) for process in running)
+    assert off[0] == 0 and default[0] == 0, (off[2], default[2])
+    plain = StreamingGaussianMixture.load(tmp_path / "off" / "current.model")
+    assert plain.get_params()["moves"] == "off" and plain.fit_history_.moves == []
+    expected = StreamingGaussianMixture(K, random_state=0, batch_size=BATCH, shuffle=False, moves="off")
+    for path in files:
+        expected.partial_fit(ParquetSource(path, columns=FEATURES))
+    assert np.array_equal(plain.means_, expected.means_)
+    assert_same_model(plain, expected)
+    assert all(entry["moves"] == [] for entry in ledger(tmp_path / "off"))
+    moved = StreamingGaussianMixture.load(tmp_path / "auto" / "current.model")
+    assert moved.get_params()["moves"] == "auto"
+    assert any(move["kind"] == "birth" for move in moved.fit_history_.moves)
+    assert any(move["kind"] == "birth" for entry in ledger(tmp_path / "auto") for move in entry["moves"])
+    assert [state_summary(tmp_path / name)[0]["moves"] for name, _ in WAYS] == ["off", "auto"]
+    # A resumed model (here --model) is given the setting as step_floor is; not given, it keeps its own.
+    watch(
+        files[0].parent,
+        tmp_path / "resumed",
+        init_model=tmp_path / "auto" / "current.model",
+        moves="off",
+        settle=0,
+        once=True,
+    )
+    assert StreamingGaussianMixture.load(tmp_path / "resumed" / "current.model").moves == "off"
+    watch(files[0].parent, tmp_path / "kept", init_model=tmp_path / "off" / "current.model", settle=0, once=True)
+    assert StreamingGaussianMixture.load(tmp_path / "kept" / "current.model").moves == "off"
