@@ -236,7 +236,11 @@ def tracked(
         t = novel.statistics.recentred(T.shift)
         counts, sums, second = counts + b * t.counts, sums + b * t.sums, second + b * t.second
         reservoir = reservoir.offered(novel.records, novel.weights, log_weight, state.rng(step), state.capacity())
-    if sample is not None and records is not None:
+    if sample is not None and records is None:
+        # Records learned elsewhere (a Dask wave's stay on the workers) are not in the sample,
+        # which no longer stands for the stream: it starts again empty, and no refit uses it.
+        sample = Reservoir.empty(T.n_features)
+    elif sample is not None:
         X, w = records
         w = np.ones(X.shape[0]) if w is None else w
         sample = sample.offered(X, w, log_weight, state.rng(step, 3), state.sample_size)
