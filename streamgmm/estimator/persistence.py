@@ -218,14 +218,8 @@ class PersistenceMixin:
             precisions_cholesky=arrays["precisions_cholesky"],
             covariance_type=t,
         )
-        stats = SufficientStatistics(
-            t,
-            arrays["statistics.shift"],
-            arrays["statistics.counts"],
-            arrays["statistics.sums"],
-            arrays["statistics.second"],
-            float(online["statistics_n_records"]),
-            float(online["statistics_log_likelihood"]),
+        stats = _statistics(
+            t, arrays, "statistics", online["statistics_n_records"], online["statistics_log_likelihood"]
         )
         try:
             check_moves(document, arrays, t)
@@ -243,15 +237,7 @@ class PersistenceMixin:
                 bool(scalars["sampled"]),
                 capacity=reservoir_capacity(arrays["means"].shape[1], t),
             )
-            novel = SufficientStatistics(
-                t,
-                arrays["moves.novel.shift"],
-                arrays["moves.novel.counts"],
-                arrays["moves.novel.sums"],
-                arrays["moves.novel.second"],
-                float(scalars["novel_n_records"]),
-                float(scalars["novel_log_likelihood"]),
-            )
+            novel = _statistics(t, arrays, "moves.novel", scalars["novel_n_records"], scalars["novel_log_likelihood"])
             sample_size = int(scalars["sample_size"])
             sample = None
             if sample_size > 0:
@@ -295,3 +281,15 @@ class PersistenceMixin:
             model.feature_names_in_ = np.asarray(names, dtype=object)
         model.n_skipped_ = int(fitted.get("n_skipped", 0))
         return model
+
+
+def _statistics(
+    covariance_type: str, arrays: dict[str, np.ndarray], prefix: str, n_records: Any, log_likelihood: Any
+) -> SufficientStatistics:
+    """The statistics saved as the arrays ``{prefix}.shift``, ``.counts``, ``.sums`` and ``.second``."""
+    return SufficientStatistics(
+        covariance_type,
+        *(arrays[f"{prefix}.{name}"] for name in ("shift", "counts", "sums", "second")),
+        float(n_records),
+        float(log_likelihood),
+    )
