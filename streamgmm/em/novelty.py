@@ -168,9 +168,20 @@ class Reservoir:
     def _threshold(self, capacity: int) -> float:
         """The key a new record must beat: the largest of the ``capacity`` smallest held (inf
         while fewer are held), the same whether or not pending records were merged."""
-        keys = np.concatenate([self.keys, *(c[2] for c in self.pending)]) if self.pending else self.keys
-        if keys.shape[0] < capacity:
+        held = self.keys.shape[0] + sum(c[2].shape[0] for c in self.pending)
+        if held < capacity:
             return np.inf
+        if self.keys.shape[0] == capacity and np.all(self.keys[:-1] <= self.keys[1:]):
+            # Merged records are in key order: with p pending, the capacity-th smallest of all is
+            # the (p+1)-th smallest of the last p+1 merged and the pending, a partition of 2p+1.
+            pending = [c[2] for c in self.pending]
+            p = sum(k.shape[0] for k in pending)
+            if p == 0:
+                return float(self.keys[-1])
+            below = max(capacity - p - 1, 0)
+            candidates = np.concatenate([self.keys[below:], *pending])
+            return float(np.partition(candidates, capacity - below - 1)[capacity - below - 1])
+        keys = np.concatenate([self.keys, *(c[2] for c in self.pending)])
         return float(np.partition(keys, capacity - 1)[capacity - 1])
 
     def offered(
