@@ -10,7 +10,7 @@ parameters, EM runs on the sample; when it gains more than twice the optimism of
 own sample (p / n per record, p the parameters, n the sample's effective size), the running
 statistics become the sample's under the new parameters, per record. A few iterations decide
 whether the refit is worth running to convergence; at the first refit after a birth (the
-stream has changed), fresh candidates on the sample (k-means, then EM) compete too. The refit is
+stream has changed), a fresh candidate on the sample (k-means, then EM) competes too. The refit is
 tried each time the stream has doubled since the last try, and once more at the end of a
 one-pass fit, but only when a mini-batch since the last try was explained clearly worse than
 the stream before it (:func:`drifted`) or a birth was taken: a shuffled stream takes none, and a
@@ -134,7 +134,7 @@ def refitted(
             result = first if first.converged else em(first.params, REFIT_ITERATIONS, first.lower_bound)
         if restart:
             # After a birth the stream has shown a change: EM from the current places may be
-            # stuck where they were, so fresh candidates on the sample compete too.
+            # stuck where they were, so a fresh candidate on the sample competes too.
             fresh = initialize(
                 sample.records,
                 params.n_components,
