@@ -13,7 +13,7 @@ whether the refit is worth running to convergence; at the first refit after a bi
 stream has changed), a fresh candidate on the sample (k-means, then EM) competes too. The refit is
 tried each time the stream has doubled since the last try, and once more at the end of a
 one-pass fit, but only when a mini-batch since the last try was explained clearly worse than
-the stream before it (:func:`drifted`) or a birth was taken: a shuffled stream takes none, and a
+the stream before it (:func:`watched`) or a birth was taken: a shuffled stream takes none, and a
 sorted one a few EM runs on the sample.
 
 Examples
