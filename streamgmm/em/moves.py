@@ -12,18 +12,20 @@ fixed:
   (:func:`~streamgmm.mixture.component_size.birth_records`: a few times its parameter count),
   mixtures of 1 to ``MAX_BIRTHS`` components are fitted to it (k-means then EM, record weights
   respected), one more while it gains more (below).
-- **Room, K fixed.** For each newborn, the two components whose merge costs least are merged
-  (:mod:`streamgmm.mixture.merges`, a closed-form bound from their statistics, computed without
-  the novel records' share), freeing a slot.
+- **Room, K fixed.** For each newborn, the two components whose merge loses least are merged
+  (:mod:`streamgmm.mixture.merges`: the change of the expected complete-data log-likelihood in
+  closed form from their statistics, without the novel records' share, plus the estimated
+  entropy of their shared responsibilities), freeing a slot.
 - **Acceptance.** The novel records' share leaves the components it was blended into, and the
   newborns' statistics, fitted on the reservoir, enter with exactly that share of the mass seen
   so far, so the running statistics stay those of one mixture. The move is taken when the
-  log-likelihood it gains on the reservoir, weighted by that share, exceeds the merges' cost;
+  log-likelihood it gains on the reservoir (weighted by that share, less a BIC penalty), plus
+  what the components that took the novel records in give back, exceeds the merges' loss;
   otherwise the reservoir is kept and the move is proposed again once half as much novel weight
   again has been offered.
 
-Every draw comes from a generator seeded by ``(seed, step)``, so a stream of ``partial_fit``
-calls, a saved and resumed model and an uninterrupted run take the same moves.
+Every draw comes from a generator seeded by ``(seed, step, purpose)``, so a stream of
+``partial_fit`` calls, a saved and resumed model and an uninterrupted run take the same moves.
 
 Examples
 --------
@@ -131,16 +133,19 @@ class MoveState:
     ) -> MoveState:
         """No novel records yet; ``sample_size`` records (0: none) kept for refits, the first
         due at ``next_refit`` on the clock."""
-        k, d = statistics.n_components, statistics.n_features
-        novel = SufficientStatistics.zeros(k, d, statistics.covariance_type, statistics.shift)
+        d = statistics.n_features
         sample = Reservoir.empty(d) if sample_size > 0 else None
-        return cls(int(seed), Reservoir.empty(d), novel, sample=sample, sample_size=sample_size, next_refit=next_refit)
+        # The running statistics give the novel share its shape and shift; cleared() zeroes it.
+        return cls(
+            int(seed), Reservoir.empty(d), statistics, sample=sample, sample_size=sample_size, next_refit=next_refit
+        ).cleared()
 
     def cleared(self) -> MoveState:
-        """The state with no novel records (after a move that accounts for them)."""
-        d = self.novel.n_features
-        novel = SufficientStatistics.zeros(self.novel.n_components, d, self.novel.covariance_type, self.novel.shift)
-        return replace(self, reservoir=Reservoir.empty(d), novel=novel)
+        """The state with no novel records (after a move that accounts for them); the novel
+        share keeps only its shape and shift."""
+        n = self.novel
+        novel = SufficientStatistics.zeros(n.n_components, n.n_features, n.covariance_type, n.shift)
+        return replace(self, reservoir=Reservoir.empty(n.n_features), novel=novel)
 
     def capacity(self) -> int:
         return reservoir_capacity(self.novel.n_features, self.novel.covariance_type)
@@ -154,7 +159,7 @@ class Move:
     """One move taken: at mini-batch ``step``, newborns in slots ``born``, each made room for by
     merging the pair in ``merged`` (kept, freed); ``gain`` is the log-likelihood per record of
     the stream it was judged to gain, net of the merges' cost; ``records`` the reservoir's
-    effective size."""
+    effective size (for a refit: the sample's)."""
 
     step: int
     born: list[int]
@@ -303,6 +308,17 @@ def _with_births(
     return replace(clean, counts=counts, sums=sums, second=second)
 
 
+def _given_back(params: MixtureParams, clean: SufficientStatistics, mass: float, reg_covar: float) -> float:
+    """What the records that are not novel gain when the components that took the novel records
+    in (and were stretched towards them) give them back: the expected complete-data
+    log-likelihood of ``clean`` under its own M-step (weights over the whole mass) less under
+    ``params``."""
+    with np.errstate(divide="ignore"):
+        clean_log_weights = np.log(clean.counts / (float(clean.counts.sum()) + mass))
+    gain = expected_log_likelihood(clean, clean.to_params(reg_covar), clean_log_weights)
+    return max(gain - expected_log_likelihood(clean, params), 0.0)
+
+
 def _proposal(
     newborn: MixtureParams,
     params: MixtureParams,
@@ -310,11 +326,12 @@ def _proposal(
     state: MoveState,
     reg_covar: float,
     rng: np.random.Generator,
+    given_back: float,
 ) -> _Proposal:
     """Newborns ``newborn`` (fitted on the reservoir) in the slots the cheapest merges of
     ``clean`` free, and the log-likelihood per record of the stream the change is judged to
-    gain: on the reservoir, weighted by the novel mass, less the merges' loss and the newborns'
-    BIC penalty."""
+    gain: on the reservoir, weighted by the novel mass, less the newborns' BIC penalty, plus
+    ``given_back`` (:func:`_given_back`), less the merges' loss."""
     reservoir, mass = state.reservoir, float(state.novel.counts.sum())
     born, _ = chunk_statistics(reservoir.records, newborn, clean.shift, weights=reservoir.estimation_weights())
     born = born.scaled(1.0 / born.n_records)
@@ -340,14 +357,7 @@ def _proposal(
     n_eff = reservoir.effective_size()
     penalty = 0.5 * newborn.n_components * component_parameters(clean.n_features, clean.covariance_type)
     penalty *= np.log(n_eff) / n_eff
-    # The records that are not novel gain too: the components that took the novel records in
-    # (and were stretched towards them) give them back.
-    total = float(clean.counts.sum()) + mass
-    with np.errstate(divide="ignore"):
-        clean_log_weights = np.log(clean.counts / total)
-    given_back = expected_log_likelihood(clean, clean.to_params(reg_covar), clean_log_weights)
-    given_back -= expected_log_likelihood(clean, params)
-    net = mass * (float(np.average(gained, weights=w)) - penalty) + max(given_back, 0.0) - loss
+    net = mass * (float(np.average(gained, weights=w)) - penalty) + given_back - loss
     return _Proposal(born, merged, statistics, proposed, net)
 
 
@@ -397,6 +407,7 @@ def _birth(
     n_eff = reservoir.effective_size()
     clean = without_novel(statistics, state.novel)
     fit_rng, merge_rng = state.rng(step, 1), state.rng(step, 2)
+    given_back = _given_back(params, clean, float(state.novel.counts.sum()), reg_covar)
     best: _Proposal | None = None
     for n_born in range(1, int(min(MAX_BIRTHS, k - 1, n_eff // needed)) + 1):
         newborn = initialize(
@@ -412,7 +423,7 @@ def _birth(
         ).params
         if newborn.weights.min() * n_eff < needed:
             break  # a newborn the reservoir holds too few records for: as little as a birth needs
-        proposal = _proposal(newborn, params, clean, state, reg_covar, merge_rng)
+        proposal = _proposal(newborn, params, clean, state, reg_covar, merge_rng, given_back)
         if best is not None and proposal.net_gain <= best.net_gain:
             break  # one more newborn (and one more merge) no longer pays
         best = proposal

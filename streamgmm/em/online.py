@@ -61,14 +61,11 @@ class OnlineState:
     moves: MoveState | None = None  # None: no births or merges (``moves="off"``)
 
     @classmethod
-    def start(cls, params: MixtureParams, shift: np.ndarray, moves_seed: int | None = None) -> OnlineState:
-        """The state before the first mini-batch; ``moves_seed`` (None: no moves) seeds the
-        births and merges of :mod:`streamgmm.em.moves`."""
+    def start(cls, params: MixtureParams, shift: np.ndarray) -> OnlineState:
+        """The state before the first mini-batch, without moves (the estimator adds them)."""
         # The running statistics start as those the initial parameters imply, so a step size
         # below one on the first batch blends with the initialisation rather than with zeros.
-        statistics = SufficientStatistics.from_params(params, shift)
-        moves = None if moves_seed is None else MoveState.start(moves_seed, statistics)
-        return cls(params, statistics, moves=moves)
+        return cls(params, SufficientStatistics.from_params(params, shift))
 
 
 @dataclass

@@ -134,10 +134,17 @@ def test_hostile_moves_parameter_is_refused() -> None:
 
 def test_the_start_state_carries_moves_only_when_asked() -> None:
     from streamgmm import MixtureParams
+    from streamgmm.em.start import Start
 
     params = MixtureParams.from_covariances(np.ones(1), np.zeros((1, 2)), np.ones(1), "spherical")
     assert OnlineState.start(params, np.zeros(2)).moves is None
-    assert OnlineState.start(params, np.zeros(2), moves_seed=3).moves.seed == 3
+    start = Start(params, np.zeros(2), np.random.default_rng(0))
+    off = StreamingGaussianMixture(1, moves="off").online_state(start, np.random.default_rng(0))
+    on = StreamingGaussianMixture(1, init_size=500, batch_size=100).online_state(start, np.random.default_rng(0))
+    assert off.moves is None
+    # No sample EM behind this start: the first refit is due at twice init_size, on the clock.
+    assert on.moves.sample_size == 500 and len(on.moves.sample) == 0 and on.moves.next_refit == 10.0
+    assert not on.moves.novel.counts.any() and len(on.moves.reservoir) == 0
 
 
 def test_a_stream_sorted_by_a_feature_is_reallocated_on_its_sample() -> None:
