@@ -206,17 +206,22 @@ class Reservoir:
             rows = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
             draws = -np.log1p(-rng.random(m) * chance)
             X, weights = X[rows], weights[rows]
+            keys = _keys(draws, weights, log_weight)
         else:
-            draws = rng.standard_exponential(n)
-            entering = np.log(np.maximum(draws, np.finfo(np.float64).tiny)) - np.log(weights) - log_weight < threshold
-            X, weights, draws = X[entering], weights[entering], draws[entering]
+            keys = _keys(rng.standard_exponential(n), weights, log_weight)
+            entering = keys < threshold
+            X, weights, keys = X[entering], weights[entering], keys[entering]
         sampled = self.sampled or X.shape[0] < n
         if not X.shape[0]:
             return replace(self, offered_weight=offered, sampled=sampled, capacity=capacity)
-        keys = np.log(np.maximum(draws, np.finfo(np.float64).tiny)) - np.log(weights) - log_weight
         log_weights = np.log(weights) + log_weight
         pending = (*self.pending, (np.array(X, dtype=np.float64, order="C"), log_weights, keys))
         grown = replace(self, offered_weight=offered, sampled=sampled, pending=pending, capacity=capacity)
         if sum(c[2].shape[0] for c in pending) < max(capacity // 4, 1) and np.isfinite(threshold):
             return grown
         return grown.merged()
+
+
+def _keys(draws: np.ndarray, weights: np.ndarray, log_weight: float) -> np.ndarray:
+    """The race's keys, log E - log w: smaller for heavier records (a draw of exactly 0 kept finite)."""
+    return np.log(np.maximum(draws, np.finfo(np.float64).tiny)) - np.log(weights) - log_weight
