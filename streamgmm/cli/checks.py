@@ -17,6 +17,7 @@ import pyarrow as pa
 from streamgmm.assignment.layout import SUCCESS, TEMPORARY, is_output_file
 from streamgmm.io.lake_paths import check_not_input, describe_non_file, is_url, refuse_url
 from streamgmm.io.parquet_source import ParquetSource
+from streamgmm.watch.lease import MAX_LEASE_SECONDS
 
 if TYPE_CHECKING:  # pyarrow.dataset imports pandas: loaded only where a dataset is used
     import pyarrow.dataset as ds
@@ -91,6 +92,15 @@ def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def lease_seconds(text: str) -> float:
+    """A lease length: a number of seconds above 0 and at most a day (a killed watcher's lease
+    keeps the prefix busy that long)."""
+    value = float(text)
+    if not 0 < value <= MAX_LEASE_SECONDS:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0 and at most {MAX_LEASE_SECONDS:.0f}, got {text}")
     return value
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from streamgmm.cli.checks import non_negative_float, parse_filter, positive_float
+from streamgmm.cli.checks import lease_seconds, non_negative_float, parse_filter, positive_float
 
 
 def column_list(text: str) -> list[str]:
@@ -243,9 +243,9 @@ def _watch_command(commands: Any) -> None:
     watch.add_argument("--once", action="store_true", help="consume the files there, then exit")
     watch.add_argument(
         "--lease-seconds",
-        type=positive_float,
+        type=lease_seconds,
         default=60.0,
-        help="a state on an object store: how long this watcher's lease lasts unrenewed (default 60)",
+        help="a state on an object store: how long this watcher's lease lasts unrenewed (default 60, at most 86400)",
     )
     _common(watch)
 

@@ -13,13 +13,16 @@ created only if absent, renewed by a background thread every third of ``seconds`
 still the version this watcher wrote), taken over only once expired (again only if unchanged
 since read), and deleted on exit. A watcher killed with its lease live leaves the prefix busy
 until the expiry: the next watcher is refused until then. Expiries compare the clocks of the
-machines involved.
+machines involved. A lease lasts at most :data:`MAX_LEASE_SECONDS`; a lease object that cannot be
+read, or whose expiry lies further ahead than any watcher writes, is an error naming the object
+(deleting it, once no watcher runs on the prefix, frees the prefix), never taken over silently.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import secrets
 import socket
@@ -34,6 +37,10 @@ import pyarrow.fs as pafs
 from streamgmm.watch.checkpoint import StateDirectoryBusy
 
 LEASE = "LEASE"
+# The longest lease (a day): a killed watcher's lease blocks the prefix until it expires.
+MAX_LEASE_SECONDS = 86400.0
+# Clock skew tolerated between machines before an expiry is taken as absurd.
+CLOCK_SKEW_SECONDS = 3600.0
 
 
 class Conflict(RuntimeError):
@@ -149,8 +156,7 @@ class Lease:
     """One watcher's lease on a state prefix (see the module docstring)."""
 
     def __init__(self, store: ObjectStore, seconds: float = 60.0):
-        if not seconds > 0:
-            raise ValueError(f"lease_seconds must be > 0, got {seconds}")
+        check_lease_seconds(seconds)
         self.store, self.seconds = store, float(seconds)
         self.owner = secrets.token_hex(8)
         self.version: str | None = None
@@ -171,9 +177,9 @@ class Lease:
             held = self.store.get(LEASE)
             expected = held[1] if held is not None else None
             if held is not None:
-                holder = _parse(held[0])
-                if float(holder.get("expires", 0)) > time.time():
-                    until = time.strftime("%H:%M:%S", time.gmtime(float(holder["expires"])))
+                holder, expires = self._holder(held[0])
+                if expires > time.time():
+                    until = time.strftime("%H:%M:%S", time.gmtime(expires))
                     raise StateDirectoryBusy(
                         f"{self.store.base} is in use by another watcher (pid {holder.get('pid', '?')} on "
                         f"{holder.get('host', '?')}, lease until {until} UTC)"
@@ -184,6 +190,25 @@ class Lease:
                 raise StateDirectoryBusy(f"{self.store.base} was just taken by another watcher") from None
         self._thread = threading.Thread(target=self._renew_loop, name="streamgmm-lease", daemon=True)
         self._thread.start()
+
+    def _holder(self, data: bytes) -> tuple[dict[str, Any], float]:
+        """The lease object's fields and expiry; :class:`StateDirectoryBusy` naming the object if
+        it cannot be read or expires further ahead than any watcher's lease."""
+        holder = _parse(data)
+        value = holder.get("expires")
+        expires = math.nan
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            expires = float(value) if abs(value) < 1e308 else math.copysign(math.inf, value)
+        if math.isnan(expires) or expires < 0:
+            problem = "is not a watcher's lease (unreadable, or no expiry time)"
+        elif expires > time.time() + MAX_LEASE_SECONDS + CLOCK_SKEW_SECONDS:
+            problem = f"expires at {expires:.6g} s, further ahead than any watcher's lease lasts"
+        else:
+            return holder, expires
+        raise StateDirectoryBusy(
+            f"{self.store.name_url(LEASE)}: {problem}, so no watcher can take it over; once no watcher runs "
+            f"on {self.store.base}, delete that object to free the prefix"
+        )
 
     def renew(self) -> None:
         """Extend the lease; :class:`LeaseLost` if it is no longer this watcher's."""
@@ -214,6 +239,13 @@ class Lease:
                 now = self.store.get(LEASE)
                 if now is not None and now[1] == self.version:
                     self.store.delete(LEASE)
+
+
+def check_lease_seconds(seconds: float) -> None:
+    """A ``ValueError`` naming ``lease_seconds`` unless it is a number of seconds in (0,
+    :data:`MAX_LEASE_SECONDS`]."""
+    if not 0 < seconds <= MAX_LEASE_SECONDS:
+        raise ValueError(f"lease_seconds must be > 0 and at most {MAX_LEASE_SECONDS:.0f} (a day), got {seconds}")
 
 
 def _parse(data: bytes) -> dict[str, Any]:
