@@ -7,6 +7,11 @@ import sys
 
 ALGORITHMS = ("auto", "online", "batch")
 SHUFFLE_MODES = (True, False, "records", "row_groups")
+# scikit-learn's words for EM stopped at max_iter: code written for GaussianMixture matches them.
+UNCONVERGED = (
+    "Best performing initialization did not converge. Try different init parameters, or increase max_iter, "
+    "tol, or check for degenerate data."
+)
 
 
 class ConvergenceWarning(UserWarning):

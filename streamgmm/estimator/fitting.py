@@ -13,7 +13,7 @@ from streamgmm.em.batch import BatchEMResult
 from streamgmm.em.fit_history import FitHistory
 from streamgmm.em.online import OnlineState, record_count, refit_at_end
 from streamgmm.em.start import Start, converged_start, draw_sample
-from streamgmm.estimator.convergence import convergence_warning_class
+from streamgmm.estimator.convergence import UNCONVERGED, convergence_warning_class
 from streamgmm.estimator.runners import em_runners, tracing
 from streamgmm.inputs import resolve_input
 from streamgmm.io.model_check import check_mixture_arrays
@@ -354,7 +354,7 @@ class FittingMixin:
         # As scikit-learn: no warning with max_iter=0, where the start is all that was asked for.
         if not converged and self.max_iter > 0:
             warnings.warn(
-                f"Batch EM did not converge in {self.max_iter} iterations (tol={self.tol}); raise max_iter or tol",
+                UNCONVERGED,
                 convergence_warning_class(),
                 stacklevel=3,
             )

@@ -23,7 +23,7 @@ COUNT_EPSILON = 10 * np.finfo(np.float64).eps
 ILL_DEFINED_COVARIANCE = (
     "Fitting the mixture model failed because some components have ill-defined empirical covariance "
     "(for instance caused by singleton or collapsed samples). Try to decrease the number of components, "
-    "or increase reg_covar."
+    "increase reg_covar, or scale the input data."
 )
 
 
