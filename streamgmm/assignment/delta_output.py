@@ -17,10 +17,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from streamgmm.assignment.layout import Part, output_schema
+from streamgmm.assignment.layout import Part, output_schema, overlapping_input
 from streamgmm.assignment.pipeline import results_table
 from streamgmm.io.columns import DataError, FeatureReader
-from streamgmm.io.lake_paths import is_url, overlap
+from streamgmm.io.lake_paths import is_url
 from streamgmm.io.table_formats import table_format
 from streamgmm.mixture.params import MixtureParams
 
@@ -29,7 +29,7 @@ FINGERPRINT_KEY = "streamgmm.model_fingerprint"
 
 def write_delta(
     parts: Sequence[Part],
-    inputs_base: str | None,
+    inputs: Sequence[str],
     out: str,
     params: MixtureParams,
     features: list[str],
@@ -45,7 +45,7 @@ def write_delta(
         from deltalake import CommitProperties, write_deltalake
     except ImportError:
         raise DataError("--out-format delta needs the deltalake package: pip install 'streamgmm[delta]'") from None
-    mode = _check_table_output(out, inputs_base, overwrite)
+    mode = _check_table_output(out, inputs, overwrite)
     schema = output_schema(parts[0].keep_fields if parts else (), params.n_components, result_type)
     entries: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -67,11 +67,11 @@ def write_delta(
     return entries, time.perf_counter() - started
 
 
-def _check_table_output(out: str, inputs_base: str | None, overwrite: bool) -> str:
+def _check_table_output(out: str, inputs: Sequence[str], overwrite: bool) -> str:
     """The write mode: a new table, or (with ``overwrite``) a new version of an earlier one."""
     if not is_url(out):
-        if inputs_base is not None and overlap(out, inputs_base):
-            raise ValueError(f"output {out} and input directory {inputs_base} overlap")
+        if (named := overlapping_input(out, inputs)) is not None:
+            raise ValueError(f"output {out} and input {named} overlap")
         if os.path.exists(out) and not os.path.isdir(out):
             raise ValueError(f"output {out} exists and is not a directory")
         if os.path.isdir(out) and os.listdir(out):

@@ -123,8 +123,10 @@ def lake_for_model(
 
 def input_parts(
     source: Any, names: list[str] | None, n_features: int, keep: list[str], nan_policy: str
-) -> tuple[list[Part], str | None]:
-    """The output files to write, and the local directory the inputs live under (if any)."""
+) -> tuple[list[Part], tuple[str, ...]]:
+    """The output files to write, and the inputs as named (each directory, glob's folder or
+    table given, each file given by name; none for in-memory data), which the output must not
+    overlap."""
     if isinstance(source, ParquetSource) or is_path_like(source):
         lake = lake_for_model(source, names, n_features, keep, nan_policy)
         columns = list(dict.fromkeys(lake.feature_names + keep))
@@ -141,8 +143,8 @@ def input_parts(
                     )
 
             parts.append(Part(file.path, file.relative_path, row_groups, keep_fields))
-        return parts, lake.base_dir
-    return [table_part(_as_table(source, names, n_features), names, n_features, keep)], None
+        return parts, lake.listing.inputs
+    return [table_part(_as_table(source, names, n_features), names, n_features, keep)], ()
 
 
 def table_part(
@@ -190,7 +192,17 @@ def _as_table(source: Any, names: list[str] | None, n_features: int) -> pa.Table
     return pa.table({name: X[:, j] for j, name in enumerate(columns)})
 
 
-def check_output_directory(out: str, inputs_base: str | None, overwrite: bool) -> set[str]:
+def overlapping_input(out: str, inputs: Sequence[str]) -> str | None:
+    """The first of the local ``inputs`` (see :func:`input_parts`) that lies in ``out`` or holds
+    it, by real paths (so that links cannot hide it), or None.
+
+    Each input is compared, not the folder they share: files from two folders may be scored into
+    a third beside them.
+    """
+    return next((path for path in inputs if os.path.isabs(path) and overlap(out, path)), None)
+
+
+def check_output_directory(out: str, inputs: Sequence[str], overwrite: bool) -> set[str]:
     """Check that ``out`` may be written, and return the files of earlier runs found there
     (relative paths), which this run replaces or removes.
 
@@ -200,10 +212,10 @@ def check_output_directory(out: str, inputs_base: str | None, overwrite: bool) -
     as nothing finished is lost. Any other file means the directory is someone else's.
     """
     if is_url(out):
-        return _check_output_store(OutputStore(out), inputs_base, overwrite)
-    if inputs_base is not None and overlap(out, inputs_base):  # by real paths: links cannot hide it
+        return _check_output_store(OutputStore(out), inputs, overwrite)
+    if (named := overlapping_input(out, inputs)) is not None:
         raise ValueError(
-            f"output directory {out} and input directory {inputs_base} overlap; the outputs would be read as "
+            f"output directory {out} and input {named} overlap; the outputs would be read as "
             "input next time, or the inputs replaced"
         )
     if os.path.exists(out) and not os.path.isdir(out):
@@ -230,16 +242,16 @@ def check_output_directory(out: str, inputs_base: str | None, overwrite: bool) -
     return earlier
 
 
-def _check_output_store(store: OutputStore, inputs_base: str | None, overwrite: bool) -> set[str]:
+def _check_output_store(store: OutputStore, inputs: Sequence[str], overwrite: bool) -> set[str]:
     """:func:`check_output_directory` for a URL: the same rules, by listing the prefix."""
     if store.kind() == "file":
         raise ValueError(f"output {store.url} exists and is not a directory")
     where = store.path("").rstrip("/")
-    if inputs_base is not None and not os.path.isabs(inputs_base):
-        base = inputs_base.split("://", 1)[-1].rstrip("/")  # a store's input, as a path in the store
+    for named in (path for path in inputs if not os.path.isabs(path)):
+        base = named.split("://", 1)[-1].rstrip("/")  # a store's input, as a path in the store
         if base == where or base.startswith(where + "/") or where.startswith(base + "/"):
             raise ValueError(
-                f"output {store.url} and input {inputs_base} overlap; the outputs would be read as input next "
+                f"output {store.url} and input {named} overlap; the outputs would be read as input next "
                 "time, or the inputs replaced"
             )
     earlier, foreign = set(), []

@@ -265,14 +265,14 @@ def assign(
     if on_dask:
         from streamgmm.assignment.on_dask import dask_parts, write_on_dask  # the Dask sink, only when asked for
 
-        dask_input, inputs_base = dask_parts(source, names, params.n_features, keep, nan_policy, client)
+        dask_input, inputs = dask_parts(source, names, params.n_features, keep, nan_policy, client)
     else:
-        parts, inputs_base = input_parts(source, names, params.n_features, keep, nan_policy)
+        parts, inputs = input_parts(source, names, params.n_features, keep, nan_policy)
     features = names if names is not None else default_feature_names(params.n_features)
 
     # A local directory, or an object-store prefix (s3://, gs://, abfs://) with the same promises.
     out = str(out).rstrip("/") if is_url(out) else os.path.abspath(os.fspath(out))
-    earlier = check_output_directory(out, inputs_base, overwrite)
+    earlier = check_output_directory(out, inputs, overwrite)
     # The old marker goes first: from here until the new one is written, the directory is not
     # a finished output.
     remove_outputs(out, [SUCCESS])
@@ -323,12 +323,12 @@ def _assign_to_delta(
     """The responsibilities as one commit of a Delta table (see :mod:`streamgmm.assignment.delta_output`)."""
     from streamgmm.assignment.delta_output import write_delta  # the delta extra, only when asked for
 
-    parts, inputs_base = input_parts(source, names, params.n_features, keep, nan_policy)
+    parts, inputs = input_parts(source, names, params.n_features, keep, nan_policy)
     features = names if names is not None else default_feature_names(params.n_features)
     out = str(out).rstrip("/") if is_url(out) else os.path.abspath(os.fspath(out))
     summary = AssignSummary(out, params.fingerprint())
     summary.files, summary.seconds = write_delta(
-        parts, inputs_base, out, params, features, nan_policy, RESULT_DTYPES[dtype], batch_size, overwrite, progress
+        parts, inputs, out, params, features, nan_policy, RESULT_DTYPES[dtype], batch_size, overwrite, progress
     )
     return summary
 

@@ -37,19 +37,20 @@ class DaskAssignInput:
 
 def dask_parts(
     source: Any, names: list[str] | None, n_features: int, keep: Sequence[str], nan_policy: str, client: Any
-) -> tuple[DaskAssignInput, str | None]:
-    """The partitions to write, and the local directory the inputs live under (for a lake)."""
+) -> tuple[DaskAssignInput, tuple[str, ...]]:
+    """The partitions to write, and the inputs as named (for a lake; see
+    :func:`~streamgmm.assignment.layout.input_parts`)."""
     keep = list(keep)
     if isinstance(source, ParquetSource) or is_path_like(source):
         lake = lake_for_model(source, names, n_features, keep, nan_policy)
-        return DaskAssignInput(dask_source(lake, client=client), tuple(keep)), lake.base_dir
+        return DaskAssignInput(dask_source(lake, client=client), tuple(keep)), lake.listing.inputs
     if hasattr(source, "columns"):
         # As a local DataFrame: read by the model's names, else by the default names x0, x1, ...
         features = names if names is not None else default_feature_names(n_features)
         dask = dask_source(source, client=client, feature_names=features, nan_policy=nan_policy, passthrough=keep)
     else:
         dask = dask_source(source, client=client, n_features=n_features)
-    return DaskAssignInput(dask, tuple(keep)), None
+    return DaskAssignInput(dask, tuple(keep)), ()
 
 
 def write_on_dask(

@@ -45,6 +45,9 @@ class LakeListing:
     partition_of: np.ndarray  # int32, each path's index into partitions
     partition_names: list[str]
     empty_files: list[str]
+    # Where the inputs were named: each directory, glob's folder or table given, and each file
+    # given by name (what an output must neither lie in nor hold; base_dir may be wider).
+    inputs: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -114,7 +117,7 @@ def open_lake(
     >>> open_lake(lake, filter=pa.compute.field("day") > 1).relative_paths()
     ['day=2/part-0.parquet']
     """
-    dataset, base, empty = _open_dataset(source, filesystem, version, as_of)
+    dataset, base, empty, inputs = _open_dataset(source, filesystem, version, as_of)
     names: dict[str, None] = {}
     for fragment in dataset.get_fragments():
         names.update(dict.fromkeys(_partition_keys(fragment.partition_expression)))
@@ -140,6 +143,7 @@ def open_lake(
         partition_of=np.array(partition_of, dtype=np.int32),
         partition_names=partition_names,
         empty_files=empty,
+        inputs=inputs,
     )
 
 
@@ -166,8 +170,9 @@ def _selected(dataset: ds.FileSystemDataset, filter: Any) -> Any:
 
 def _open_dataset(
     source: Any, filesystem: pafs.FileSystem | None, version: int | None = None, as_of: Any = None
-) -> tuple[ds.FileSystemDataset, str, list[str]]:
-    """``(dataset, base directory, zero-byte files left out)`` for any accepted source."""
+) -> tuple[ds.FileSystemDataset, str, list[str], tuple[str, ...]]:
+    """``(dataset, base directory, zero-byte files left out, inputs as named)`` for any
+    accepted source (see :attr:`LakeListing.inputs`)."""
     import pyarrow.dataset as ds
 
     table = _table_folder(source, filesystem)
@@ -185,7 +190,7 @@ def _open_dataset(
         else:
             store, base, files = pafs.LocalFileSystem(), os.path.abspath(table), snapshot.files
         dataset = ds.dataset(files, filesystem=store, format="parquet", partitioning="hive", partition_base_dir=base)
-        return dataset, base, []
+        return dataset, base, [], (base,)
 
     if isinstance(source, ds.Dataset):
         if not isinstance(source, ds.FileSystemDataset):
@@ -196,7 +201,7 @@ def _open_dataset(
         # layout keeps them.
         while "=" in os.path.basename(base):
             base = os.path.dirname(base)
-        return source, base, []
+        return source, base, [], (base,)
     paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     if filesystem is not None and not isinstance(filesystem, pafs.FileSystem):
         # An fsspec filesystem (s3fs, gcsfs, adlfs, ...): pyarrow reads through it. It lists keys
@@ -208,16 +213,18 @@ def _open_dataset(
         raise ValueError("no input paths given")
     found: list[str] = []
     bases: list[str] = []
+    named: list[str] = []
     empty: list[str] = []
     fs = filesystem
     for path in paths:
-        path_fs, files, base, zero = _discover(os.fspath(path), filesystem)
+        path_fs, files, base, zero, where = _discover(os.fspath(path), filesystem)
         if fs is None:
             fs = path_fs
         elif type(path_fs) is not type(fs):
             raise ValueError("all inputs must be on the same filesystem")
         found += files
         bases.append(base)
+        named.append(where)
         empty += zero
     if not found:
         if empty:
@@ -235,7 +242,7 @@ def _open_dataset(
     except (pa.ArrowInvalid, OSError) as exc:
         # Discovery reads the first file's footer to learn the schema.
         raise DataError(f"{found[0]}: not a Parquet file, or truncated ({exc})") from None
-    return dataset, base, empty
+    return dataset, base, empty, tuple(named)
 
 
 def _table_folder(source: Any, filesystem: pafs.FileSystem | None) -> str | None:
@@ -249,8 +256,9 @@ def _table_folder(source: Any, filesystem: pafs.FileSystem | None) -> str | None
     return path if table_format(path) is not None else None
 
 
-def _discover(path: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSystem, list[str], str, list[str]]:
-    """Files under one input: ``(filesystem, data files, base directory, zero-byte files)``."""
+def _discover(path: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSystem, list[str], str, list[str], str]:
+    """Files under one input: ``(filesystem, data files, base directory, zero-byte files,
+    the input as named)``; the last is the file itself for a file, else the base directory."""
     if filesystem is None:
         if "://" in path:
             filesystem, path = pafs.FileSystem.from_uri(path)
@@ -258,7 +266,8 @@ def _discover(path: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileS
             filesystem, path = pafs.LocalFileSystem(), os.path.abspath(path)
     local = isinstance(filesystem, pafs.LocalFileSystem)
     if local:
-        return (filesystem, *_discover_local(path))
+        files, base, zero = _discover_local(path)
+        return filesystem, files, base, zero, base if base == path or glob.has_magic(path) else path
     info = filesystem.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"no such file or directory: {path}")
@@ -268,7 +277,7 @@ def _discover(path: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileS
         found = sorted((i.path, i.size) for i in infos if i.type == pafs.FileType.File)
     else:
         base, found = os.path.dirname(path), [(info.path, info.size)]
-    return (filesystem, *_data_files(found, base, named=path))
+    return (filesystem, *_data_files(found, base, named=path), base if base == path else path)
 
 
 def _discover_local(path: str) -> tuple[list[str], str, list[str]]:
