@@ -17,6 +17,7 @@ Examples
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 # Short names (those of s3fs, pyarrow and deltalake's storage options) and the variable each sets.
@@ -35,16 +36,22 @@ SHORT_NAMES = {
     "account_key": "AZURE_STORAGE_ACCOUNT_KEY",
 }
 FAMILIES = ("AWS_", "GOOGLE_", "GCS_", "AZURE_")
+KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def storage_environment(options: Iterable[str]) -> dict[str, str]:
     """``KEY=VALUE`` options as the environment variables they set; an unknown key or a
-    missing ``=`` is a ``ValueError`` naming it."""
+    malformed option is a ``ValueError`` naming the key, never showing a value.
+
+    >>> storage_environment(["secret_key:wJalr"])
+    Traceback (most recent call last):
+    ValueError: --storage-option secret_key...: expected secret_key=VALUE (with '='); the rest is not shown
+    """
     env: dict[str, str] = {}
     for option in options:
         key, sep, value = option.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--storage-option {option!r}: expected KEY=VALUE, e.g. region=eu-west-1")
+        if not sep or not KEY_NAME.fullmatch(key):
+            raise ValueError(malformed_option(option))
         name = SHORT_NAMES.get(key.lower())
         if name is None and key.upper().startswith(FAMILIES):
             name = key.upper()
@@ -55,3 +62,16 @@ def storage_environment(options: Iterable[str]) -> dict[str, str]:
             )
         env[name] = value
     return env
+
+
+def malformed_option(option: str) -> str:
+    """What is wrong with an option that is not ``KEY=VALUE``, showing at most a known key's name:
+    the rest may be a secret (``secret_key:...`` typed with a colon)."""
+    leading = KEY_NAME.match(option)
+    key = leading.group() if leading else ""
+    if key and (key.lower() in SHORT_NAMES or key.upper().startswith(FAMILIES)):
+        return f"--storage-option {key}...: expected {key}=VALUE (with '='); the rest is not shown"
+    return (
+        "--storage-option: expected KEY=VALUE, e.g. region=eu-west-1 (the text given is not shown: it may be a secret)"
+    )
+
