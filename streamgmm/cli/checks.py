@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -102,6 +103,26 @@ def lease_seconds(text: str) -> float:
     if not 0 < value <= MAX_LEASE_SECONDS:
         raise argparse.ArgumentTypeError(f"expected seconds > 0 and at most {MAX_LEASE_SECONDS:.0f}, got {text}")
     return value
+
+
+def point_in_time(text: str) -> datetime:
+    """An ISO 8601 time (a date, or a date and time with an optional offset; naive means UTC), read
+    at parse time so that a bad one is a usage error naming the option.
+
+    >>> point_in_time("2026-11-01T12:00+01:00").isoformat()
+    '2026-11-01T12:00:00+01:00'
+    >>> point_in_time("2026-11-01").isoformat()
+    '2026-11-01T00:00:00+00:00'
+    """
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        # Python's own text ("Invalid isoformat string", a timedelta's repr for +25:00) names no option.
+        raise argparse.ArgumentTypeError(
+            f"cannot read {text!r} as a time; expected ISO 8601, e.g. 2026-11-01, 2026-11-01T12:00Z or "
+            "2026-11-01T12:00+01:00 (an offset under 24 hours)"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def non_negative_float(text: str) -> float:

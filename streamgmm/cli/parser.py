@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from streamgmm.cli.checks import lease_seconds, non_negative_float, parse_filter, positive_float
+from streamgmm.cli.checks import lease_seconds, non_negative_float, parse_filter, point_in_time, positive_float
 
 
 def column_list(text: str) -> list[str]:
@@ -65,7 +65,10 @@ def _reading(sub: argparse.ArgumentParser) -> None:
         "--version", type=int, metavar="N", help="a Delta table's version, or an Iceberg snapshot id (default: current)"
     )
     table.add_argument(
-        "--as-of", metavar="TIME", help="a Delta or Iceberg table as it was at TIME (ISO 8601, e.g. 2026-11-01T12:00Z)"
+        "--as-of",
+        type=point_in_time,
+        metavar="TIME",
+        help="a Delta or Iceberg table as it was at TIME (ISO 8601, e.g. 2026-11-01T12:00Z)",
     )
 
 
