@@ -34,6 +34,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from streamgmm.io.store_credentials import split_credentials
 from streamgmm.watch.checkpoint import StateDirectoryBusy
 
 LEASE = "LEASE"
@@ -57,14 +58,16 @@ class ObjectStore:
 
     def __init__(self, url: str):
         self.url = url
-        base, _, query = url.partition("?")
+        # Credentials on the URL (s3://KEY:SECRET@bucket/...) open every client, and appear in no name.
+        shown, credentials = split_credentials(url)
+        base, _, query = shown.partition("?")
         self.base = base.rstrip("/")
         try:
             self.fs, root = pafs.FileSystem.from_uri(url)
         except (pa.ArrowInvalid, OSError, ValueError) as exc:
-            raise ValueError(f"state {url}: cannot open ({exc})") from None
+            raise ValueError(f"state {shown}: cannot open ({str(exc).replace(url, shown)})") from None
         self.root = root.rstrip("/")
-        self.client = _s3_client(query) if self.base.startswith("s3://") else None
+        self.client = _s3_client(query, credentials) if self.base.startswith("s3://") else None
 
     @property
     def atomic(self) -> bool:
@@ -134,9 +137,9 @@ class ObjectStore:
         return sorted(f"{folder}/{i.base_name}" for i in infos if i.type == pafs.FileType.File)
 
 
-def _s3_client(query: str) -> Any:
+def _s3_client(query: str, credentials: dict[str, str]) -> Any:
     """A botocore S3 client configured as pyarrow's (environment, or the URL's
-    ``endpoint_override``/``region``); None without botocore."""
+    ``endpoint_override``/``region`` and credentials); None without botocore."""
     try:
         import botocore.session
     except ImportError:
@@ -148,6 +151,8 @@ def _s3_client(query: str) -> Any:
         kwargs["endpoint_url"] = endpoint if "://" in endpoint else f"{options.get('scheme', 'https')}://{endpoint}"
     if "region" in options:
         kwargs["region_name"] = options["region"]
+    if credentials:
+        kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"] = credentials["key"], credentials["secret"]
     session = botocore.session.get_session()
     return session.create_client("s3", **kwargs)
 

@@ -38,13 +38,15 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from streamgmm.io.parquet_source import ParquetSource, is_hidden
+from streamgmm.io.store_credentials import split_credentials
 from streamgmm.watch.landing import LandingFile, parquet_rows
 
 
 def split_url(url: str) -> tuple[str, str]:
-    """``(URL without its query and trailing '/', query)``: the query (``?endpoint_override=``)
-    configures the filesystem and is not part of any object's name."""
-    base, _, query = url.partition("?")
+    """``(URL without its credentials, query and trailing '/', query)``: the query
+    (``?endpoint_override=``) and the credentials (``KEY:SECRET@``) configure the filesystem and
+    are not part of any object's name."""
+    base, _, query = split_credentials(url)[0].partition("?")
     return base.rstrip("/"), query
 
 
@@ -58,18 +60,20 @@ class StoreLanding:
     """A landing prefix on an object store (see the module docstring)."""
 
     def __init__(self, url: str):
-        self.url = url
+        # Credentials on the URL (s3://KEY:SECRET@bucket/...) open every client, and appear in no
+        # name, message or ledger entry: those use the URL without them.
+        self.url, credentials = split_credentials(url)
         self.base, query = split_url(url)
         try:
             self.fs, self.root = pafs.FileSystem.from_uri(url)
         except (pa.ArrowInvalid, OSError, ValueError) as exc:
-            raise ValueError(f"landing {url}: cannot open ({exc})") from None
+            raise ValueError(f"landing {self.url}: cannot open ({str(exc).replace(url, self.url)})") from None
         self.root = self.root.rstrip("/")
         # A prefix need not exist before its first object; its bucket (or local directory) must.
         top = self.root if isinstance(self.fs, pafs.LocalFileSystem) else self.root.split("/", 1)[0]
         if self.fs.get_file_info(top).type != pafs.FileType.Directory:
-            raise FileNotFoundError(f"landing {url}: {top} does not exist")
-        self._etags = _ETags(self.base, query) if self.base.startswith("s3://") else None
+            raise FileNotFoundError(f"landing {self.url}: {top} does not exist")
+        self._etags = _ETags(query, credentials) if self.base.startswith("s3://") else None
 
     def __str__(self) -> str:
         return self.url
@@ -166,7 +170,7 @@ class FetchedObject:
 class _ETags:
     """Entity tags of S3 objects through s3fs (HEAD requests), when s3fs is importable."""
 
-    def __init__(self, base: str, query: str):
+    def __init__(self, query: str, credentials: dict[str, str]):
         try:
             import s3fs
         except ImportError:
@@ -180,7 +184,7 @@ class _ETags:
             client["endpoint_url"] = endpoint if "://" in endpoint else f"{scheme}://{endpoint}"
         if "region" in options:
             client["region_name"] = options["region"]
-        self.s3 = s3fs.S3FileSystem(client_kwargs=client, skip_instance_cache=True)
+        self.s3 = s3fs.S3FileSystem(client_kwargs=client, skip_instance_cache=True, **credentials)
         self.available = True
 
     def etag(self, key: str) -> str | None:

@@ -175,7 +175,9 @@ class Watcher:
         if is_url(state):
             self.state: StateDirectory | StoreState = StoreState(state, keep_models, on_step, lease_seconds)
             if is_url(landing) and same_store_overlap(state, landing):
-                raise ValueError(f"state {state} and landing {landing} overlap; the watcher would read its own files")
+                raise ValueError(
+                    f"state {self.state.path} and landing {self.landing} overlap; the watcher would read its own files"
+                )
         else:
             self.state = StateDirectory(Path(state).absolute(), keep_models, on_step)
         self.assign_out = Path(assign_out).absolute() if assign_out is not None else None
