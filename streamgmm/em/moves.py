@@ -112,7 +112,9 @@ class MoveState:
     reservoir, for the refits of :mod:`streamgmm.em.reallocation`, the next due when ``clock``
     reaches ``next_refit`` if the stream has ``changed`` since the last (with fresh candidates
     when ``restart``: a birth was taken); ``level`` is the stream's mean log-likelihood per
-    record, each batch scored before it was learned, blended over ``level_weight``."""
+    record, each batch scored before it was learned, blended over ``level_weight``; after a change
+    of course (:func:`~streamgmm.em.reallocation.changed_course`) refits take fresh candidates
+    until ``clock`` reaches ``fresh_until``."""
 
     seed: int
     reservoir: Reservoir
@@ -126,6 +128,7 @@ class MoveState:
     changed: bool = False
     level: float = 0.0
     level_weight: float = 0.0
+    fresh_until: float = 0.0
 
     @classmethod
     def start(

@@ -22,13 +22,16 @@ import numpy as np
 
 from streamgmm.em.moves import BatchRedo, Move, MoveState, NovelBatch, novel_batch, proposed_birth, tracked
 from streamgmm.em.novelty import novel_rows
-from streamgmm.em.reallocation import refit_due, refitted, watched
+from streamgmm.em.reallocation import changed_course, refit_due, refitted, watched
 from streamgmm.io.read_ahead import batches_ahead
 from streamgmm.io.sources import ChunkSource, is_weighted, split_weights
 from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.reseeding import reseed, worst_rows
 from streamgmm.mixture.statistics import SufficientStatistics
+
+# With a step floor, a mini-batch mostly outside every component restarts the step schedule.
+CHANGE_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,19 @@ def online_update(
         def rescore(params: MixtureParams) -> SufficientStatistics:
             return chunk_statistics(batch, params, shift, dtype, weights=weights)[0]
 
-    return blend_step(state, batch_stats, worst, eta, 1, burn_in, reg_covar, novel, rescore, share, (batch, weights))
+    state, update = blend_step(
+        state, batch_stats, worst, eta, 1, burn_in, reg_covar, novel, rescore, share, (batch, weights)
+    )
+    if (
+        state.moves is not None
+        and schedule.floor > 0
+        and novel is not None
+        and novel.weights.sum() >= CHANGE_SHARE * size
+    ):
+        # A stream that forgets, meeting a mini-batch mostly outside every component: a change of regime.
+        state = replace(state, moves=changed_course(state.moves, 1.0 / schedule.floor))
+        update.moves.append(Move(state.step, [], [], 0.0, float(novel.weights.sum()), kind="change"))
+    return state, update
 
 
 def blend_step(

@@ -57,6 +57,8 @@ RESTART_CANDIDATES = 1
 DRIFT_Z = 4.0
 DRIFT_MIN = 0.01
 REFIT_TOL = 1e-4
+# After a change of regime the first refit is due this many mini-batches later.
+CHANGE_REFIT = 2.0
 
 
 def watched(state: MoveState, log_norm: np.ndarray, weights: np.ndarray | None, eta: float) -> MoveState:
@@ -80,6 +82,17 @@ def watched(state: MoveState, log_norm: np.ndarray, weights: np.ndarray | None, 
     return replace(state, level=level, level_weight=weight, changed=bool(changed))
 
 
+def changed_course(state: MoveState, horizon: float) -> MoveState:
+    """The moves' state after a mini-batch the model no longer describes, in a stream that
+    forgets (a step floor, whose memory is ``horizon`` mini-batches): the step schedule starts
+    again, so the new regime is learned as a fresh stream would be and the old one forgotten at
+    the schedule's pace rather than the floor's, and until the clock reaches ``horizon`` every
+    due refit is tried with fresh candidates, the first soon."""
+    return replace(
+        state, clock=0.0, next_refit=CHANGE_REFIT, changed=True, restart=True, level_weight=0.0, fresh_until=horizon
+    )
+
+
 def refit_due(state: MoveState) -> bool:
     """Whether the sample is due for a refit on the moves' clock."""
     return state.sample is not None and state.sample_size > 0 and state.clock >= state.next_refit
@@ -94,7 +107,10 @@ def refitted(
 ) -> MoveResult:
     """Try a refit on the moves' sample (module docstring); the next is due when the clock has
     grown by ``REFIT_GROWTH``. Without a gain, parameters and statistics come back as they were."""
-    changed = state.changed
+    # Until the old regime has faded after a change of course, every due refit is tried, with
+    # fresh candidates: EM from the current places keeps components on the fading regime.
+    fresh = state.clock < state.fresh_until
+    changed = state.changed or fresh
     state = replace(state, next_refit=max(state.clock, 1.0) * REFIT_GROWTH, changed=False)
     sample = None if state.sample is None else state.sample.merged()
     state = replace(state, sample=sample)
@@ -121,7 +137,7 @@ def refitted(
             lower_bound=lower_bound,
         )
 
-    restart, state = state.restart, replace(state, restart=False)
+    restart, state = state.restart or fresh, replace(state, restart=False)
     unchanged = MoveResult(statistics, params, state)
     with one_blas_thread():
         # A few iterations tell whether the allocation is wrong; most tries stop there.

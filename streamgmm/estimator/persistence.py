@@ -139,6 +139,7 @@ class PersistenceMixin:
                 "level_weight": float(moves.level_weight),
             }
         return document, arrays
+                "fresh_until": float(moves.fresh_until),
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Self:
@@ -265,6 +266,7 @@ class PersistenceMixin:
                 float(scalars["level_weight"]),
             )
         state = OnlineState(mixture, stats, int(online["step"]), record_count(float(online["records_seen"])), moves)
+                float(scalars.get("fresh_until", 0.0)),
         model._set_fitted(
             state,
             bool(fitted["converged"]),

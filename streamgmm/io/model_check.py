@@ -198,6 +198,10 @@ def check_moves(document: dict[str, Any], arrays: dict[str, np.ndarray], covaria
             raise ModelContentError(f"online.moves.{name} must be a finite number, got {value!r}")
         if name not in SIGNED_MOVES_SCALARS and value < 0:
             raise ModelContentError(f"online.moves.{name} must be >= 0, got {value!r}")
+    # Written since changes of course exist; earlier files have none (no change under way).
+    fresh_until = moves.get("fresh_until", 0.0)
+    if not isinstance(fresh_until, (int, float)) or isinstance(fresh_until, bool) or not 0 <= fresh_until < math.inf:
+        raise ModelContentError(f"online.moves.fresh_until must be a finite number >= 0, got {fresh_until!r}")
     for name in ("sampled", "sample_sampled", "restart", "changed"):
         if not isinstance(moves.get(name), bool):
             raise ModelContentError(f"online.moves.{name} must be true or false, got {moves.get(name)!r}")

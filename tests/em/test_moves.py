@@ -166,3 +166,48 @@ def test_a_stream_sorted_by_a_feature_is_reallocated_on_its_sample() -> None:
     assert len(sample) == 3000 and sample.sampled
     error = np.abs(sample.records.mean(axis=0) - X.mean(axis=0))
     assert np.all(error < 4 * X.std(axis=0) / np.sqrt(3000)), error
+
+
+def _regimes(seed: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """30,000 records of two clusters, then 30,000 of two others 40 away, in 2,000-record
+    chunks; the second regime's generating means, and a held-out set from it."""
+    rng = np.random.default_rng(seed)
+    old, new = np.array([[0.0, 0.0], [0.0, 8.0]]), np.array([[40.0, 0.0], [40.0, 8.0]])
+
+    def draw(means: np.ndarray, n: int) -> np.ndarray:
+        return means[rng.integers(2, size=n)] + rng.normal(size=(n, 2))
+
+    chunks = _chunks(draw(old, 30_000), 2000) + _chunks(draw(new, 30_000), 2000)
+    return chunks, new, draw(new, 10_000)
+
+
+def test_a_forgetting_stream_changes_course_at_a_change_of_regime() -> None:
+    chunks, new_means, held_out = _regimes(5)
+    model = StreamingGaussianMixture(2, step_floor=0.05, **KWARGS)
+    for chunk in chunks:
+        model.partial_fit(chunk)
+    changes = [m for m in model.fit_history_.moves if m["kind"] == "change"]
+    # The first chunk of the new regime, and only it, is mostly outside every component.
+    assert [m["step"] for m in changes] == [16]
+    # That chunk was learned with the floor's step (1/18 on the schedule); the 14 after it with
+    # the schedule started again, 1/(j + 2) for the j-th: the old regime keeps
+    # (17/18) * prod_j (j + 1)/(j + 2) = (17/18) * 2/16 of the weight, where the floor alone
+    # would have left (17/18) * 0.95**14 = 0.46.
+    order = np.argsort(model.means_[:, 0])
+    np.testing.assert_allclose(model.weights_[order], [17 / 18 / 8, 1 - 17 / 18 / 8], atol=0.015)
+    # K=2: one component for what is left of the old regime, one on the new regime's centre.
+    np.testing.assert_allclose(model.means_[order], [[0.0, 4.0], new_means.mean(axis=0)], atol=0.2)
+    # Without moves no component reaches the new regime.
+    off = StreamingGaussianMixture(2, step_floor=0.05, moves="off", **KWARGS)
+    for chunk in chunks:
+        off.partial_fit(chunk)
+    assert model.score(held_out) - off.score(held_out) > 1.0
+
+
+def test_a_stream_without_a_floor_does_not_change_course() -> None:
+    chunks, _, _ = _regimes(5)
+    model = StreamingGaussianMixture(2, **KWARGS)
+    for chunk in chunks:
+        model.partial_fit(chunk)
+    kinds = {m["kind"] for m in model.fit_history_.moves}
+    assert "change" not in kinds and "birth" in kinds

@@ -182,6 +182,23 @@ def test_resumed_from_a_file_after_every_call_equals_the_uninterrupted_stream(
     assert sorted(nearest) == [0, 1, 2]
 
 
+def test_a_forgetting_stream_resumed_after_every_call_changes_course_as_the_uninterrupted_one(
+    tmp_path, sorted_stream
+) -> None:
+    uninterrupted = new_model(step_floor=0.2)
+    resumed = new_model(step_floor=0.2)
+    fresh = []
+    for start in range(0, len(sorted_stream), CHUNK):
+        chunk = sorted_stream[start : start + CHUNK]
+        uninterrupted.partial_fit(chunk)
+        resumed = reloaded(resumed.partial_fit(chunk), tmp_path / "m.sgmm")
+        assert_same_model(resumed, uninterrupted)
+        fresh.append(resumed._state.moves.fresh_until)
+    # Each new cluster changed the course; the files carried the refits still to come.
+    assert [m["step"] for m in uninterrupted.fit_history_.moves if m["kind"] == "change"] == [9, 17]
+    assert max(fresh) == 5.0
+
+
 # --------------------------------------------------------------------------- hostile files
 
 
@@ -329,6 +346,9 @@ def hostile_cases(model: StreamingGaussianMixture) -> dict[str, tuple[dict[str, 
         ),
         "sample_size_negative": ({}, {"sample_size": -1}, r"online\.moves\.sample_size must be an integer"),
         "next_refit_nan": ({}, {"next_refit": float("nan")}, r"online\.moves\.next_refit must be a finite number"),
+        "fresh_until_negative": ({}, {"fresh_until": -1.0}, r"online\.moves\.fresh_until must be a finite number >= 0"),
+        "fresh_until_inf": ({}, {"fresh_until": float("inf")}, r"online\.moves\.fresh_until must be a finite number"),
+        "fresh_until_string": ({}, {"fresh_until": "20"}, r"online\.moves\.fresh_until must be a finite number"),
     }
 
 
@@ -369,6 +389,9 @@ HOSTILE = [
     "sample_over_size",
     "sample_size_negative",
     "next_refit_nan",
+    "fresh_until_negative",
+    "fresh_until_inf",
+    "fresh_until_string",
 ]
 
 

@@ -160,6 +160,7 @@ def test_file_is_a_documented_zip_of_json_and_npy(tmp_path, data) -> None:
             "changed",
             "level",
             "level_weight",
+            "fresh_until",
         }
         assert document["online"]["moves"]["seed"] == model._state.moves.seed
         for name in names - {"model.json"}:
