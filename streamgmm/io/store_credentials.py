@@ -4,6 +4,8 @@ variables alone.
 pyarrow's ``FileSystem.from_uri`` reads credentials written on a URL
 (``s3://KEY:SECRET@bucket/...``); botocore and s3fs clients opened beside it need them passed,
 and no name shown, logged or recorded may carry them: :func:`split_credentials` takes them off.
+pyiceberg reads none of the standard ``AWS_*`` variables: :func:`iceberg_properties` gives it
+the same settings as its FileIO properties (``s3.endpoint``, ``s3.access-key-id``, ...).
 
 Examples
 --------
@@ -15,8 +17,10 @@ Examples
 
 from __future__ import annotations
 
+import os
 import re
 import urllib.parse
+from collections.abc import Mapping
 
 # The user information of a URL, which pyarrow reads as an access key and secret.
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#@]*)@")
@@ -34,3 +38,48 @@ def split_credentials(url: str) -> tuple[str, dict[str, str]]:
     credentials = {"key": urllib.parse.unquote(key), "secret": urllib.parse.unquote(secret)}
     return match.group(1) + url[match.end() :], credentials
 
+
+# The standard variables and the pyiceberg FileIO property each sets (pyiceberg reads none of them).
+ICEBERG_PROPERTIES = {
+    "AWS_ENDPOINT_URL": "s3.endpoint",
+    "AWS_ACCESS_KEY_ID": "s3.access-key-id",
+    "AWS_SECRET_ACCESS_KEY": "s3.secret-access-key",
+    "AWS_SESSION_TOKEN": "s3.session-token",
+    "AWS_DEFAULT_REGION": "s3.region",
+    "AWS_REGION": "s3.region",
+    "AZURE_STORAGE_ACCOUNT_NAME": "adls.account-name",
+    "AZURE_STORAGE_ACCOUNT_KEY": "adls.account-key",
+}
+
+
+def iceberg_properties(url: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """pyiceberg's FileIO properties for a table under ``url``, from the standard variables of
+    ``environ`` (default ``os.environ``; the CLI's ``--storage-option`` sets them), then the URL's
+    ``endpoint_override``, ``scheme``, ``region`` and ``KEY:SECRET@``: the settings pyarrow's
+    own readers of the same URL use.
+
+    Examples
+    --------
+    >>> iceberg_properties("s3://bucket/table", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_REGION": "x"})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'py-io-impl': 'pyiceberg.io.pyarrow.PyArrowFileIO', 's3.endpoint': 'http://127.0.0.1:9000', 's3.region': 'x',
+     's3.force-virtual-addressing': 'false'}
+    """
+    environ = os.environ if environ is None else environ
+    shown, credentials = split_credentials(url)
+    query = dict(urllib.parse.parse_qsl(shown.partition("?")[2]))
+    properties = {"py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO"}
+    for variable, name in ICEBERG_PROPERTIES.items():
+        if environ.get(variable):
+            properties[name] = environ[variable]
+    if "endpoint_override" in query:
+        endpoint = query["endpoint_override"]
+        properties["s3.endpoint"] = endpoint if "://" in endpoint else f"{query.get('scheme', 'https')}://{endpoint}"
+    if "region" in query:
+        properties["s3.region"] = query["region"]
+    if credentials:
+        properties["s3.access-key-id"], properties["s3.secret-access-key"] = credentials["key"], credentials["secret"]
+    if "s3.endpoint" in properties:
+        # An endpoint of one's own (MinIO, a local server) is addressed by path, as pyarrow does.
+        properties["s3.force-virtual-addressing"] = "false"
+    return properties

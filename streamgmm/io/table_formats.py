@@ -124,7 +124,11 @@ def table_snapshot(path: str, *, version: int | None = None, as_of: datetime | s
             f"the {module} package: pip install 'streamgmm[{extra}]' (reading the folder as plain Parquet would "
             "include files the table no longer holds)"
         ) from None
-    return _delta(path, version, when) if kind == "delta" else _iceberg(path, version, when)
+    if kind == "delta":
+        return _delta(path, version, when)
+    from streamgmm.io.iceberg_snapshot import iceberg_snapshot  # it builds on TableSnapshot, defined here
+
+    return iceberg_snapshot(path, version, when)
 
 
 def _as_datetime(value: datetime | str) -> datetime:
@@ -172,63 +176,6 @@ def _has_deletion_vectors(table: object) -> bool:
     adds = table.get_add_actions(flatten=True)  # type: ignore[attr-defined]
     names = [name for name in adds.schema.names if name.startswith("deletionVector")]
     return any(value is not None for name in names for value in adds.column(name).to_pylist())
-
-
-def _iceberg(path: str, version: int | None, when: datetime | None) -> TableSnapshot:
-    from pyiceberg.table import StaticTable
-
-    if "://" in path and not path.startswith("file://"):
-        raise DataError(
-            f"{path}: Iceberg tables in object stores are not read yet (pyiceberg needs the store's settings as "
-            "table properties); read a local or mounted copy, or the files of a snapshot listed with pyiceberg"
-        )
-    path = path[len("file://") :] if path.startswith("file://") else path
-    metadata = path if os.path.isfile(path) else _iceberg_metadata_file(path)
-    try:
-        table = StaticTable.from_metadata(metadata)
-    except Exception as error:
-        raise DataError(f"{metadata}: cannot read the Iceberg metadata: {error}") from None
-    snapshot_id = version
-    if when is not None:
-        snapshot = table.snapshot_as_of_timestamp(int(when.timestamp() * 1000))
-        if snapshot is None:
-            raise DataError(f"{path}: the Iceberg table has no snapshot at or before {when.isoformat()}")
-        snapshot_id = snapshot.snapshot_id
-    elif version is not None and table.snapshot_by_id(version) is None:
-        known = ", ".join(str(s.snapshot_id) for s in table.metadata.snapshots)
-        raise DataError(f"{path}: the Iceberg table has no snapshot {version} (it has {known})")
-    if snapshot_id is None:
-        snapshot_id = table.metadata.current_snapshot_id
-    if snapshot_id is None:  # a table created and never written
-        return TableSnapshot("iceberg", path, -1, [], 0)
-    tasks = list(table.scan(snapshot_id=snapshot_id).plan_files())
-    for task in tasks:
-        if task.delete_files:
-            raise DataError(
-                f"{path}: the Iceberg snapshot {snapshot_id} masks rows of {task.file.file_path} with delete files, "
-                "which streamgmm does not apply; rewrite the data files (rewrite_data_files) to read it"
-            )
-    files = [_local(task.file.file_path) for task in tasks]
-    return TableSnapshot("iceberg", path, int(snapshot_id), files, int(sum(t.file.record_count for t in tasks)))
-
-
-def _iceberg_metadata_file(path: str) -> str:
-    """The current metadata file of an Iceberg table folder: the one ``version-hint.text`` names,
-    else the highest-numbered (the convention of catalog-less, "Hadoop" tables)."""
-    folder = os.path.join(path, "metadata")
-    hint = os.path.join(folder, "version-hint.text")
-    if os.path.isfile(hint):
-        number = open(hint).read().strip()
-        for name in (f"v{number}.metadata.json", f"{number}.metadata.json"):
-            if os.path.isfile(os.path.join(folder, name)):
-                return os.path.join(folder, name)
-    numbered = [(int(m.group(1)), name) for name in os.listdir(folder) if (m := _ICEBERG_METADATA.match(name))]
-    return os.path.join(folder, max(numbered)[1])
-
-
-def _local(uri: str) -> str:
-    """A ``file://`` URI as a local path; other URIs (object stores) as they are."""
-    return uri[len("file://") :] if uri.startswith("file://") else uri
 
 
 def _at(version: int | None, when: datetime | None) -> str:
