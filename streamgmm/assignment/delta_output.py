@@ -1,120 +1,162 @@
 """``assign``'s responsibilities committed as a Delta table (``out_format="delta"``).
 
-The scored record batches stream into ``deltalake.write_deltalake`` (the ``delta`` extra) and
-become one commit: readers see the whole result or none of it, so no ``_SUCCESS`` marker is
-needed; a run that fails leaves data files no commit names, which readers never see and Delta's
-``VACUUM`` removes. The table's columns are those of the Parquet output (the kept columns,
-``resp_*``, ``component``, ``log_likelihood``); the model's fingerprint is recorded in the
-commit's metadata.
+The data files are written as the Parquet output writes them (one per input file, through
+:class:`~streamgmm.assignment.pipeline.PartWriter`, so memory stays at a few row groups however
+many records there are), under names no earlier version uses, and then named in one commit of
+the table through ``deltalake`` (the ``delta`` extra): readers see the whole result or none of
+it, so no ``_SUCCESS`` marker is needed. The model's fingerprint is recorded in the commit's
+metadata.
+
+The commit is made at the version the run checked, or not at all: a new table must still be
+absent, and an overwrite must find the version it read still the last one (whose commit carries
+a streamgmm fingerprint: a table another program wrote is never replaced). Another writer that
+commits in between (a retried job, a second run into the same ``--out``) wins; this run removes
+its files and fails, naming the version that won. The table's columns are those of the Parquet
+output (the kept columns, ``resp_*``, ``component``, ``log_likelihood``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
-import time
-from collections.abc import Callable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 
-from streamgmm.assignment.layout import Part, output_schema, overlapping_input
-from streamgmm.assignment.pipeline import results_table
-from streamgmm.io.columns import DataError, FeatureReader
+from streamgmm.assignment.layout import Part, output_schema, overlapping_input, remove_outputs
+from streamgmm.assignment.pipeline import PartWriter
+from streamgmm.io.columns import DataError
 from streamgmm.io.lake_paths import is_url
-from streamgmm.io.table_formats import table_format
-from streamgmm.mixture.params import MixtureParams
+from streamgmm.io.table_formats import delta_storage_options, table_format
 
 FINGERPRINT_KEY = "streamgmm.model_fingerprint"
+DESCRIPTION = "responsibilities written by streamgmm assign"
 
 
 def write_delta(
     parts: Sequence[Part],
     inputs: Sequence[str],
-    out: str,
-    params: MixtureParams,
-    features: list[str],
-    nan_policy: str,
-    result_type: pa.DataType,
-    batch_size: int,
+    writer: PartWriter,
     overwrite: bool,
     progress: Callable[[int], None] | None = None,
-) -> tuple[list[dict[str, Any]], float]:
-    """Score ``parts`` and commit them to the Delta table at ``out``; each part's entry (input,
-    rows, skipped) and the seconds taken."""
+) -> list[dict[str, Any]]:
+    """Score ``parts`` into data files under ``writer.out`` and commit them as one version of the
+    Delta table there; each file's entry (input, output, rows, skipped).
+
+    Raises ``ValueError`` naming the table when it may not be written (a folder of other files,
+    a table without ``overwrite``, a table streamgmm did not write) or when another writer
+    committed to it while this run scored; nothing of this run stays then."""
     try:
-        from deltalake import CommitProperties, write_deltalake
+        from deltalake import CommitProperties
     except ImportError:
         raise DataError("--out-format delta needs the deltalake package: pip install 'streamgmm[delta]'") from None
-    mode = _check_table_output(out, inputs, overwrite)
-    schema = output_schema(parts[0].keep_fields if parts else (), params.n_components, result_type)
-    entries: list[dict[str, Any]] = []
-    started = time.perf_counter()
-    failures: list[BaseException] = []
-    batches = _scored(parts, params, features, nan_policy, schema, batch_size, entries, progress, failures)
+    out = writer.out
+    table = _check_table_output(out, inputs, overwrite)
+    created = not is_url(out) and not os.path.exists(out)
+    run = uuid.uuid4().hex
+    # Names of this run alone: an overwrite keeps the files earlier versions name (time travel).
+    named = [dataclasses.replace(part, output=f"part-{i:05d}-{run}.parquet") for i, part in enumerate(parts)]
+    entries = writer.write_all(named, progress) if named else []
+    schema = output_schema(parts[0].keep_fields if parts else (), writer.params.n_components, writer.result_type)
+    # No retries: a commit another writer made meanwhile is a conflict, never a version to append to.
+    properties = CommitProperties(custom_metadata={FINGERPRINT_KEY: writer.params.fingerprint()}, max_commit_retries=0)
     try:
-        write_deltalake(
+        _commit(out, table, schema, _add_actions(out, entries), properties)
+    except Exception as error:
+        remove_outputs(out, [entry["output"] for entry in entries])
+        if created and os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)
+        winner = _last_version(out)
+        if winner is not None and winner != (None if table is None else table.version()):
+            raise ValueError(
+                f"{out}: another writer committed version {winner} of the Delta table while assign ran; "
+                "nothing was committed (run again, with overwrite to replace that version)"
+            ) from None
+        raise DataError(f"{out}: cannot commit to the Delta table: {' '.join(str(error).split())[:300]}") from None
+    return entries
+
+
+def _commit(out: str, table: Any, schema: pa.Schema, adds: list[Any], properties: Any) -> None:
+    """One commit of ``adds``: a new table, or the version after the one ``table`` loaded."""
+    from deltalake import Schema
+    from deltalake.transaction import create_table_with_add_actions
+
+    if table is None:
+        create_table_with_add_actions(
             out,
-            pa.RecordBatchReader.from_batches(schema, batches),
-            mode=mode,
-            schema_mode="overwrite" if mode == "overwrite" else None,
-            description="responsibilities written by streamgmm assign",
-            commit_properties=CommitProperties(custom_metadata={FINGERPRINT_KEY: params.fingerprint()}),
+            Schema.from_arrow(schema),
+            adds,
+            mode="error",
+            description=DESCRIPTION,
+            storage_options=delta_storage_options(out),
+            commit_properties=properties,
         )
-    except Exception:
-        if failures:  # deltalake wraps the reader's error in its own, traceback and all
-            raise failures[0] from None
-        raise
-    return entries, time.perf_counter() - started
+    else:
+        table.create_write_transaction(adds, mode="overwrite", schema=schema, commit_properties=properties)
 
 
-def _check_table_output(out: str, inputs: Sequence[str], overwrite: bool) -> str:
-    """The write mode: a new table, or (with ``overwrite``) a new version of an earlier one."""
+def _add_actions(out: str, entries: list[dict[str, Any]]) -> list[Any]:
+    """The Delta ``add`` action of each written file: its size, time and record count."""
+    from deltalake.transaction import AddAction
+
+    if is_url(out):
+        filesystem, root = pafs.FileSystem.from_uri(out)
+    else:
+        filesystem, root = pafs.LocalFileSystem(), out
+    actions = []
+    for entry in entries:
+        info = filesystem.get_file_info(f"{root.rstrip('/')}/{entry['output']}")
+        modified = int(info.mtime.timestamp() * 1000) if info.mtime is not None else 0
+        stats = json.dumps({"numRecords": entry["rows"]})
+        actions.append(AddAction(entry["output"], info.size, {}, modified, True, stats))
+    return actions
+
+
+def _check_table_output(out: str, inputs: Sequence[str], overwrite: bool) -> Any:
+    """None for a new table; with ``overwrite``, the loaded table this run is to replace."""
     if not is_url(out):
         if (named := overlapping_input(out, inputs)) is not None:
             raise ValueError(f"output {out} and input {named} overlap")
         if os.path.exists(out) and not os.path.isdir(out):
             raise ValueError(f"output {out} exists and is not a directory")
-        if os.path.isdir(out) and os.listdir(out):
-            if table_format(out) != "delta":
-                raise ValueError(f"output directory {out} holds files that are not a Delta table; choose a new one")
-            if not overwrite:
-                raise ValueError(f"{out} holds a Delta table; pass overwrite=True (--overwrite) to write a new version")
-            return "overwrite"
-        return "error"
-    return "overwrite" if overwrite else "error"
+        if not (os.path.isdir(out) and os.listdir(out)):
+            return None
+        if table_format(out) != "delta":
+            raise ValueError(f"output directory {out} holds files that are not a Delta table; choose a new one")
+    elif table_format(out) != "delta":
+        return None
+    if not overwrite:
+        raise ValueError(f"{out} holds a Delta table; pass overwrite=True (--overwrite) to write a new version")
+    return _own_table(out)
 
 
-def _scored(
-    parts: Sequence[Part],
-    params: MixtureParams,
-    features: list[str],
-    nan_policy: str,
-    schema: pa.Schema,
-    batch_size: int,
-    entries: list[dict[str, Any]],
-    progress: Callable[[int], None] | None,
-    failures: list[BaseException],
-) -> Iterator[pa.RecordBatch]:
-    """Every part's rows with their results, ``batch_size`` at a time; fills ``entries``, and
-    ``failures`` with the error that stopped it."""
-    for part in parts:
-        reader = FeatureReader(features, nan_policy)
-        rows = 0
-        try:
-            for group in part.row_groups():
-                for batch, where, first_row in group:
-                    X, mask = reader.read(batch, where, first_row)
-                    for start in range(0, batch.num_rows, batch_size):
-                        stop = min(start + batch_size, batch.num_rows)
-                        piece = None if mask is None else mask[start:stop]
-                        table = results_table(batch.slice(start, stop - start), X[start:stop], piece, params, schema)
-                        yield from table.to_batches()
-                        rows += stop - start
-                        if progress is not None:
-                            progress(stop - start)
-        except Exception as exc:
-            if part.input not in str(exc):
-                exc.add_note(f"while reading {part.input}")
-            failures.append(exc)
-            raise
-        entries.append({"input": part.input, "output": "", "rows": rows, "skipped": reader.skipped})
+def _own_table(out: str) -> Any:
+    """The Delta table at ``out``, if its last commit is streamgmm's (carries a fingerprint)."""
+    from deltalake import DeltaTable
+
+    try:
+        table = DeltaTable(out, storage_options=delta_storage_options(out))
+        last = table.history(1)
+    except Exception as error:  # deltalake raises its own errors, one class per cause
+        reason = " ".join(str(error).split())[:300]
+        raise ValueError(f"{out}: cannot load the Delta table to overwrite it: {reason}") from None
+    if not last or FINGERPRINT_KEY not in last[0]:
+        raise ValueError(
+            f"{out}: the Delta table's last commit (version {table.version()}) was not written by streamgmm assign; "
+            "overwrite replaces only streamgmm's own tables, so choose another --out"
+        )
+    return table
+
+
+def _last_version(out: str) -> int | None:
+    """The table's last version now (None where there is no table)."""
+    from deltalake import DeltaTable
+
+    try:
+        return int(DeltaTable(out, storage_options=delta_storage_options(out)).version())
+    except Exception:  # noqa: BLE001 - no table, or none readable: no winner to name
+        return None

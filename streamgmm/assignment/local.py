@@ -201,7 +201,7 @@ def assign(
         ``'delta'`` commits every row as one version of a Delta table at ``out`` (the
         ``delta`` extra; a new table, or with ``overwrite`` a new version of one), written from
         this process: readers see all of it or none, with no ``_SUCCESS``. ``files`` then
-        lists each input with its rows.
+        lists each data file the commit added (one per input) with its input and rows.
 
     Returns
     -------
@@ -261,7 +261,9 @@ def assign(
     if out_format == "delta":
         if on_dask:
             raise ValueError("out_format='delta' writes from this process; on Dask, write Parquet and commit it")
-        return _assign_to_delta(source, out, params, names, keep, nan_policy, dtype, overwrite, batch_size, progress)
+        return _assign_to_delta(
+            source, out, params, names, keep, nan_policy, dtype, compression, overwrite, batch_size, progress
+        )
     if on_dask:
         from streamgmm.assignment.on_dask import dask_parts, write_on_dask  # the Dask sink, only when asked for
 
@@ -316,6 +318,7 @@ def _assign_to_delta(
     keep: list[str],
     nan_policy: str,
     dtype: str,
+    compression: str,
     overwrite: bool,
     batch_size: int,
     progress: Callable[[int], None] | None,
@@ -327,9 +330,11 @@ def _assign_to_delta(
     features = names if names is not None else default_feature_names(params.n_features)
     out = str(out).rstrip("/") if is_url(out) else os.path.abspath(os.fspath(out))
     summary = AssignSummary(out, params.fingerprint())
-    summary.files, summary.seconds = write_delta(
-        parts, inputs, out, params, features, nan_policy, RESULT_DTYPES[dtype], batch_size, overwrite, progress
-    )
+    metadata = file_metadata(params, features, keep, summary.fingerprint, dtype)
+    writer = PartWriter(out, params, features, nan_policy, metadata, RESULT_DTYPES[dtype], batch_size, compression)
+    start = time.perf_counter()
+    summary.files = write_delta(parts, inputs, writer, overwrite, progress)
+    summary.seconds = time.perf_counter() - start
     return summary
 
 

@@ -136,14 +136,19 @@ def _as_datetime(value: datetime | str) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
+def delta_storage_options(path: str) -> dict[str, str] | None:
+    """The storage options ``deltalake`` needs beside the environment for the table at ``path``.
+
+    delta-rs reads the standard ``AWS_*`` variables itself; a plain-http endpoint (a local S3
+    server) must also be allowed by name."""
+    return {"AWS_ALLOW_HTTP": "true"} if os.environ.get("AWS_ENDPOINT_URL", "").startswith("http://") else None
+
+
 def _delta(path: str, version: int | None, when: datetime | None) -> TableSnapshot:
     from deltalake import DeltaTable
 
-    # delta-rs reads the standard AWS_* variables itself; a plain-http endpoint (a local S3
-    # server) must also be allowed by name.
-    options = {"AWS_ALLOW_HTTP": "true"} if os.environ.get("AWS_ENDPOINT_URL", "").startswith("http://") else {}
     try:
-        table = DeltaTable(path, version=version, storage_options=options or None)
+        table = DeltaTable(path, version=version, storage_options=delta_storage_options(path))
         if when is not None:
             # load_as_version(datetime) falls back to version 0 for a time before the first commit.
             times = {entry["version"]: entry["timestamp"] for entry in table.history() if "timestamp" in entry}
