@@ -41,11 +41,13 @@ from streamgmm.assignment.local import assign
 from streamgmm.cli.checks import (
     CommandError,
     check_model_path,
+    check_output_file,
     check_usage,
     explained_empty,
     input_paths,
     unfinished_output,
 )
+from streamgmm.cli.messages import in_cli_words
 from streamgmm.cli.parser import build_parser
 from streamgmm.cli.report import describe
 from streamgmm.dask.source import connect
@@ -128,12 +130,24 @@ def training_source(args: argparse.Namespace) -> ParquetSource:
     )
 
 
-def records_fitted(model: StreamingGaussianMixture) -> int:
+def records_fitted(model: StreamingGaussianMixture) -> int | float:
     """The records a fit learnt from: online EM counts every pass's records, the other plans end
-    in exact EM over the n records."""
+    in exact EM over the n records. With record weights, their total weight (a fraction stays
+    one, so that tiny weights do not read as no records)."""
     if model.algorithm == "online":
-        return int(model.records_seen_ // max(model.n_iter_, 1))
-    return int(model.records_seen_)
+        return records_total(model.records_seen_, max(model.n_iter_, 1))
+    return records_total(model.records_seen_)
+
+
+def records_total(records: float, passes: int = 1) -> int | float:
+    """A count of records over ``passes`` passes: an int, or a float for a fractional total weight.
+
+    >>> records_total(3000, 2), records_total(2.5e-296)
+    (1500, 2.5e-296)
+    """
+    if isinstance(records, float) and (not records.is_integer() or records >= 2.0**53):
+        return records / passes
+    return int(records) // passes
 
 
 def run_fit(args: argparse.Namespace) -> dict[str, Any]:
@@ -177,7 +191,7 @@ def run_fit(args: argparse.Namespace) -> dict[str, Any]:
         "model": args.model,
         "files": len(source.files),
         "empty_files": source.empty_files,
-        "records": int(records),
+        "records": records,
         "skipped": model.n_skipped_,
         "weight_column": args.weight_column,
         "nan_policy": args.nan_policy,
@@ -299,6 +313,7 @@ def run_select(args: argparse.Namespace) -> dict[str, Any]:
 def run_plot(args: argparse.Namespace) -> dict[str, Any]:
     from streamgmm.plotting import plot_model, png_size
 
+    check_output_file(args.out, "--out")
     model, ledger = plotted_model(args.model)
     data = None
     if args.data:
@@ -406,7 +421,7 @@ def model_summary(model: StreamingGaussianMixture) -> dict[str, Any]:
 
 def fit_summary(model: StreamingGaussianMixture) -> dict[str, Any]:
     return {
-        "records_seen": int(model.records_seen_),
+        "records_seen": records_total(model.records_seen_),
         "skipped_per_pass": int(getattr(model, "n_skipped_", 0)),
         "online_steps": int(model.n_steps_),
         "history": list(model.lower_bounds_),
@@ -447,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 # Warnings (e.g. batch EM stopping at --max-iter) as one line each, not as
                 # Python's two-line source-location format.
-                for message in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
+                for message in dict.fromkeys(in_cli_words(" ".join(str(w.message).split())) for w in caught):
                     print(f"streamgmm: warning: {message}", file=sys.stderr)
     except (
         CommandError,
@@ -459,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         OSError,
         ImportError,
     ) as exc:
-        message = " ".join(str(exc).split())  # one line, whatever the exception carried
+        message = in_cli_words(" ".join(str(exc).split()))  # one line, in the command's words
         print(f"streamgmm: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -201,8 +201,8 @@ class FitHistory:
 
 def _count(value: float) -> int | float:
     """A count of records; a weighted source's count is its records' weight, and a fraction
-    stays one."""
-    return int(value) if float(value).is_integer() else float(value)
+    stays one, as does a weight beyond the integers float64 holds exactly (and int64's range)."""
+    return int(value) if float(value).is_integer() and abs(float(value)) < 2.0**53 else float(value)
 
 
 def _checked_move(move: Any) -> dict[str, Any]:

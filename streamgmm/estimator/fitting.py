@@ -44,8 +44,11 @@ class FittingMixin:
                 params = MixtureParams.from_precisions(
                     given["weights"], given["means"], given["precisions"], self.covariance_type
                 )
+                # No sample to fix the weights' unit: the first weighted batch fixes it.
+                self.begin_weight_scale(None if is_weighted(source) and not isinstance(source, DaskSource) else 1.0)
                 return Start(params, shift, rng)
         sample, shuffle_rng, whole = draw_sample(source, self.init_size, rng)
+        sample = self.normalised_sample(source, sample)
         return self.start_on_sample(sample, shuffle_rng, whole, rng, shift, weighted=is_weighted(source))
 
     def start_on_sample(
@@ -170,6 +173,7 @@ class FittingMixin:
         warm = self.warm_start and hasattr(self, "_state")
         if warm:
             self._check_same_model()
+            self.continue_weight_scale()
         if warm:
             source = self.input_source(
                 X, client=client, engine=engine, local=False, persist=persist, sample_weight=sample_weight, fitting=True
@@ -199,6 +203,7 @@ class FittingMixin:
         plan = self.fit_plan(source, start)
         if start is None:
             start = Start(self._state.params, self._state.statistics.shift, rng)
+        source, unscaled = self.scaled_source(source), source
         if plan == "start":
             self.fit_from_start(start)
         elif plan == "batch":
@@ -219,7 +224,7 @@ class FittingMixin:
                     online.pass_log_likelihoods,
                     online.n_passes,
                 )
-        self.describe_input(source)
+        self.describe_input(unscaled)
         return self
 
     def fit_from_start(self, start: Start) -> None:
@@ -339,7 +344,7 @@ class FittingMixin:
             rng=rng,
             dtype=np.dtype(self.compute_dtype),
             **online_options,
-            **tracing(source, trace),
+            **tracing(source, trace, self.in_user_unit),
         )
 
     def set_online_result(
@@ -433,6 +438,7 @@ class FittingMixin:
         fitted = hasattr(self, "_state")
         if fitted:
             self._check_same_model()
+            self.continue_weight_scale()
         if fitted:
             source = self.input_source(X, client=client, local=False, sample_weight=sample_weight, fitting=True)
         else:
@@ -451,7 +457,7 @@ class FittingMixin:
             state = self.with_moves(self._state, make_rng(self.random_state))
             history = list(self._history)
             trace = self.fit_history_.copy()
-        online = self._run_online(source, state, runners, trace)
+        online = self._run_online(self.scaled_source(source), state, runners, trace)
         state, lower_bound = online.state, online.pass_log_likelihoods[-1]
         history.append(lower_bound)
         self._set_fitted(state, False, getattr(self, "n_iter_", 0) + 1 if fitted else 1, lower_bound, history, trace)
@@ -475,6 +481,8 @@ class FittingMixin:
         check_mixture_arrays(
             params.weights, params.means, params.covariances, params.precisions_cholesky, params.covariance_type
         )
+        records_seen = self.in_user_unit(state.records_seen)
+        self.keep_weight_scale()
         self._state = state
         self._history = list(history)
         self.lower_bounds_ = list(history)
@@ -489,4 +497,4 @@ class FittingMixin:
         self.lower_bound_ = float(lower_bound)
         self.n_features_in_ = params.n_features
         self.n_steps_ = state.step
-        self.records_seen_ = state.records_seen
+        self.records_seen_ = records_seen

@@ -117,6 +117,8 @@ class PersistenceMixin:
                 "records_seen": state.records_seen,
                 "statistics_n_records": state.statistics.n_records,
                 "statistics_log_likelihood": state.statistics.log_likelihood,
+                # The unit of the record weights in the running statistics (see estimator.weighting).
+                "weight_scale": float(getattr(self, "_weight_scale", 1.0)),
             },
         }
         if moves is not None:
@@ -137,9 +139,9 @@ class PersistenceMixin:
                 "changed": bool(moves.changed),
                 "level": float(moves.level),
                 "level_weight": float(moves.level_weight),
+                "fresh_until": float(moves.fresh_until),
             }
         return document, arrays
-                "fresh_until": float(moves.fresh_until),
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Self:
@@ -264,9 +266,14 @@ class PersistenceMixin:
                 bool(scalars["changed"]),
                 float(scalars["level"]),
                 float(scalars["level_weight"]),
+                float(scalars.get("fresh_until", 0.0)),
             )
         state = OnlineState(mixture, stats, int(online["step"]), record_count(float(online["records_seen"])), moves)
-                float(scalars.get("fresh_until", 0.0)),
+        # Files written before weights had a unit hold them as given: a unit of 1.
+        scale = online.get("weight_scale", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < np.inf:
+            raise ModelFileError(f"online.weight_scale must be a positive finite number, got {scale!r}")
+        model.begin_weight_scale(float(scale))
         model._set_fitted(
             state,
             bool(fitted["converged"]),

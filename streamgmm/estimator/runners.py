@@ -3,6 +3,7 @@ and the online loop's per-step callback that records the fit history."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,11 +28,15 @@ def em_runners(source: ChunkSource, partitions_per_step: int | None) -> tuple[An
     return run_dask_batch_em, run_dask_online_em, {"partitions_per_step": int(wave)}
 
 
-def tracing(source: ChunkSource, trace: FitHistory) -> dict[str, Any]:
+def tracing(
+    source: ChunkSource, trace: FitHistory, in_user_unit: Callable[[float], float] | None = None
+) -> dict[str, Any]:
     """The online runner's per-step callback that records ``trace`` (a step is a mini-batch
-    here, a wave of partitions on Dask), the moves taken among them."""
+    here, a wave of partitions on Dask), the moves taken among them; ``in_user_unit`` turns a
+    step's count of records (in the fit's weight unit) into the user's."""
 
     def record(state: OnlineState, update: Any) -> None:
-        trace.record(update.mean_log_likelihood, update.n_records, update.step_size, update.reseeded, update.moves)
+        n = update.n_records if in_user_unit is None else in_user_unit(update.n_records)
+        trace.record(update.mean_log_likelihood, n, update.step_size, update.reseeded, update.moves)
 
     return {"on_wave" if isinstance(source, DaskSource) else "on_batch": record}

@@ -14,9 +14,10 @@ from streamgmm.estimator.base import EstimatorBase
 from streamgmm.estimator.fitting import FittingMixin
 from streamgmm.estimator.inference import InferenceMixin
 from streamgmm.estimator.persistence import PersistenceMixin
+from streamgmm.estimator.weighting import WeightingMixin
 
 
-class StreamingGaussianMixture(PersistenceMixin, InferenceMixin, FittingMixin, EstimatorBase):
+class StreamingGaussianMixture(PersistenceMixin, InferenceMixin, FittingMixin, WeightingMixin, EstimatorBase):
     """Gaussian mixture fitted by streaming EM over data larger than memory.
 
     Fits the weights, means and covariances of K Gaussians to an array or to any iterable of
@@ -189,7 +190,10 @@ class StreamingGaussianMixture(PersistenceMixin, InferenceMixin, FittingMixin, E
     records_seen_ : int or float
         Records the running statistics account for: every record of every online pass and
         ``partial_fit`` call, or the records of one pass after exact EM. With record weights,
-        their total weight (a float when the weights are fractional).
+        their total weight, in the weights' own unit (a float when the weights are fractional).
+        Weights are relative: a fit measures them in units of the mean positive weight of its
+        initialisation sample (kept with the model for ``partial_fit``), so any common factor
+        gives the same fit; a total weight beyond float64's range is an error.
 
     n_skipped_ : int
         Records the last pass left out: those with a missing value under

@@ -60,6 +60,81 @@ def split_weights(batch: np.ndarray, weighted: bool) -> tuple[np.ndarray, np.nda
     return batch[:, :-1], batch[:, -1]
 
 
+def weight_scale(weights: np.ndarray) -> float:
+    """The mean of the positive ``weights`` (finite, >= 0), computed without overflow: the unit a
+    fit measures record weights in, so that weights of any scale fit alike. Records of weight
+    zero are as good as absent, so they do not change the unit.
+
+    >>> weight_scale(np.array([1e308, 0.0, 1e308])), weight_scale(np.array([1e-300, 3e-300]))
+    (1e+308, 2e-300)
+    """
+    positive = weights[weights > 0]
+    if positive.size == 0:
+        raise ValueError("every record has weight zero (the weights sum to 0): there is nothing to fit")
+    # Divided by a power of two near the largest (exact), the mean of ratios in (0, 1] cannot overflow.
+    exponent = int(np.frexp(positive.max())[1])
+    return float(np.ldexp(np.mean(np.ldexp(positive, -exponent)), exponent))
+
+
+def scaled_weights(batch: np.ndarray, scale: float) -> np.ndarray:
+    """A weighted batch (weights in its last column) with the weights divided by ``scale``, in a
+    copy of the same memory layout; ``ValueError`` when a ratio is not representable.
+
+    >>> scaled_weights(np.array([[1.0, 2e-300], [2.0, 6e-300]]), 4e-300).tolist()
+    [[1.0, 0.5], [2.0, 1.5]]
+    """
+    if scale == 1.0 or batch.shape[0] == 0:
+        return batch
+    out = np.array(batch, order="K", copy=True)
+    with np.errstate(over="ignore"):
+        out[:, -1] /= scale
+    if not np.isfinite(out[:, -1]).all():
+        top = float(batch[:, -1].max())
+        raise ValueError(
+            f"a record weight of {top:g} is more than 1.8e308 times the fit's unit of weight ({scale:g}, the mean "
+            f"positive weight of its initialisation sample): the weights' range is not representable in float64"
+        )
+    return out
+
+
+class ScaledWeights:
+    """A weighted source whose record weights are divided by ``scale``; everything else is the
+    wrapped source's. Record weights are relative: a fit divides them by one scale (the mean
+    positive weight of its initialisation sample), so that its thresholds and step sizes, which count
+    records, see weights of about one whatever unit the user's weights are in.
+
+    ``scale=None`` fixes the scale from the first batch with a positive weight (a fit that drew
+    no sample); ``on_scale`` is then called with it.
+
+    >>> source = ScaledWeights(ArraySource(np.zeros((2, 1)), weights=np.array([1.0, 3.0]) * 2.0**-69), 2.0**-68)
+    >>> source.weighted, next(source.batches(2))[:, -1].tolist()
+    (True, [0.5, 1.5])
+    """
+
+    def __init__(self, source: Any, scale: float | None, on_scale: Callable[[float], None] | None = None):
+        self.source = source
+        self.scale = scale
+        self.on_scale = on_scale
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names this wrapper does not define: the source's own attributes.
+        if name == "source":
+            raise AttributeError(name)
+        return getattr(self.source, name)
+
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+        for batch in self.source.batches(batch_size, rng):
+            if self.scale is None and batch.shape[0] and batch[:, -1].max() > 0:
+                self.scale = weight_scale(batch[:, -1])
+                if self.on_scale is not None:
+                    self.on_scale(self.scale)
+            yield batch if self.scale is None else scaled_weights(batch, self.scale)
+
+    def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        sample = self.source.sample(size, rng)
+        return sample if self.scale is None else scaled_weights(sample, self.scale)
+
+
 def is_dask_collection(data: Any) -> bool:
     """A Dask DataFrame or Array (without importing dask when the input is anything else)."""
     if not type(data).__module__.startswith("dask."):

@@ -92,7 +92,8 @@ class _Fitting:
             return  # a batch of weight zero: no step
         self.total_ll += update.mean_log_likelihood * update.n_records
         self.total_n += update.n_records
-        self.trace.record(update.mean_log_likelihood, update.n_records, update.step_size, update.reseeded, update.moves)
+        n = m.in_user_unit(update.n_records)
+        self.trace.record(update.mean_log_likelihood, n, update.step_size, update.reseeded, update.moves)
 
     def end_pass(self, tol: float) -> None:
         self.pass_means.append(self.total_ll / self.total_n)
@@ -218,13 +219,19 @@ def select(
     rng = make_rng(random_state)
     template.shuffle_generator(source, rng)  # a shuffle the source cannot do is refused before any work
     sample, shuffle_rng, whole = draw_sample(source, template.init_size, rng)
-    fittings = _candidates(ks, types, sample, shuffle_rng, whole, rng, random_state, estimator_params, weighted)
+    # The candidates train with the weights in a lone fit's unit (its sample's mean weight) and are
+    # scored with the weights as given.
+    starting = template.normalised_sample(source, sample)
+    training = template.scaled_source(source)
+    fittings = _candidates(
+        ks, types, starting, shuffle_rng, whole, rng, random_state, estimator_params, weighted, template.weight_unit()
+    )
     # With held_out the candidates are fitted in one online pass: the held-out records are never trained on.
     plan = "online" if held_out is not None else template.fit_plan(source, fittings[0].start)
     reservoir = HeldOutReservoir(held_out, spawn_rng(rng)) if held_out is not None else None
-    records_per_pass, n_passes = _train(fittings, source, template, plan, shuffle_rng, reservoir, sample)
+    records_per_pass, n_passes = _train(fittings, training, template, plan, shuffle_rng, reservoir, sample)
     if reservoir is not None:
-        totals, n_scored, scored_on = _score_held_out(fittings, reservoir, weighted)
+        totals, n_scored, scored_on = _score_held_out(fittings, reservoir, weighted, template.weight_unit())
     else:
         scored = (
             source if plan != "start" else ArraySource.with_weight_column(sample) if weighted else ArraySource(sample)
@@ -294,16 +301,18 @@ def _candidates(
     random_state: Any,
     estimator_params: dict[str, Any],
     weighted: bool = False,
+    scale: float = 1.0,
 ) -> list[_Fitting]:
     """Every candidate started on the one shared sample. Each starts from the generator as a
     lone fit would have it after its own sample draw, so it is initialised exactly as
     StreamingGaussianMixture(random_state=...) would be on this input, and visits the batches
-    in the same order."""
+    in the same order; ``scale`` is the unit of the sample's weights, a lone fit's."""
     after_sample = copy.deepcopy(rng)
     fittings = []
     for t in types:
         for k in ks:
             model = StreamingGaussianMixture(k, covariance_type=t, random_state=random_state, **estimator_params)
+            model.begin_weight_scale(scale)
             start = model.start_on_sample(sample, shuffle_rng, whole, copy.deepcopy(after_sample), weighted=weighted)
             model._weighted_input = weighted
             fittings.append(_Fitting(model, start))
@@ -343,13 +352,17 @@ def _train(
 
 
 def _score_held_out(
-    fittings: list[_Fitting], reservoir: HeldOutReservoir, weighted: bool = False
+    fittings: list[_Fitting], reservoir: HeldOutReservoir, weighted: bool = False, scale: float = 1.0
 ) -> tuple[list[float], float, str]:
+    """Each candidate's total log-likelihood on the held-out records (kept with the weights in
+    the training's unit, ``scale``: scored with the weights as given) and their total weight."""
     scored = reservoir.records()
     if scored.shape[0] == 0:
         raise ValueError("the held-out reservoir is empty")
     # One BLAS thread, as the training's E-steps: see StreamingGaussianMixture.score_samples.
     X, weights = split_weights(scored, weighted)
+    if weights is not None and scale != 1.0:
+        weights = weights * scale
     with one_blas_thread():
         sums = [weighted_log_likelihood(score_chunk(X, f.model.params_)[0], weights) for f in fittings]
     return [total for total, _ in sums], record_count(sums[0][1]), "held-out reservoir"
@@ -395,7 +408,7 @@ def _online_passes(
             fitting.state, moves = refit_at_end(fitting.state, fitting.model.reg_covar)
             fitting.trace.add_moves(moves)
         fitting.model.set_online_result(fitting.state, fitting.converged, fitting.pass_means, fitting.trace)
-    return record_count(records_per_pass), n_passes
+    return template.in_user_unit(records_per_pass), n_passes
 
 
 def _exact_passes(
@@ -442,7 +455,7 @@ def _exact_passes(
         earlier = fitting.pass_means if after_online else None
         fitting.model.set_exact_result(run.result(), shift, False, earlier, len(fitting.pass_means))
     statistics = runs[0][1].statistics
-    return (0 if statistics is None else record_count(statistics.n_records)), passes
+    return (0 if statistics is None else template.in_user_unit(statistics.n_records)), passes
 
 
 def _scoring_pass(fittings: list[_Fitting], source: Any, template: StreamingGaussianMixture) -> tuple[list[float], int]:
