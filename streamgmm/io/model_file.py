@@ -31,6 +31,7 @@ from streamgmm.io.atomic_write import atomic_path, create_new
 from streamgmm.io.lake_paths import describe_non_file
 from streamgmm.io.model_check import ModelContentError, check_shapes, covariance_type_of
 from streamgmm.io.model_check import validate_model as check_model_contents
+from streamgmm.io.model_consistency import check_array_names, check_consistent
 
 FORMAT_NAME = "streamgmm.model"
 FORMAT_VERSION = 1
@@ -43,6 +44,10 @@ ARRAY_DIR = "arrays/"
 MAX_DOCUMENT_BYTES = 8 << 20
 MAX_JSON_DEPTH = 64
 MAX_ARRAY_BYTES = 1 << 30
+# All arrays together (a model's largest arrays, of K d-by-d matrices, are at most five), and
+# how many times their stored bytes they may inflate to (the writer stores them as they are).
+MAX_MODEL_BYTES = 5 << 30
+MAX_INFLATION = 16
 JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
@@ -87,8 +92,20 @@ def write_model_to(raw: BinaryIO, document: dict[str, Any], arrays: dict[str, np
 
 
 def _check_before_writing(path: Any, document: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    arrays = {name: np.asarray(value) for name, value in arrays.items()}
     try:
-        check_model_contents(document, {name: np.asarray(value) for name, value in arrays.items()})
+        check_model_contents(document, arrays)
+        check_consistent(document, arrays)
+        # What the reader refuses to inflate is not written either.
+        largest = max(arrays, key=lambda name: arrays[name].nbytes)
+        if arrays[largest].nbytes > MAX_ARRAY_BYTES:
+            raise ModelContentError(
+                f"array {largest} holds {arrays[largest].nbytes:,} bytes, more than the {MAX_ARRAY_BYTES:,} "
+                "a model array may"
+            )
+        total = sum(value.nbytes for value in arrays.values())
+        if total > MAX_MODEL_BYTES:
+            raise ModelContentError(f"its arrays hold {total:,} bytes, more than the {MAX_MODEL_BYTES:,} a model may")
     except ModelContentError as exc:
         raise ModelFileError(f"{path}: not written, the model is not usable ({exc})") from None
 
@@ -107,6 +124,7 @@ def read_model(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, 
             document = _read_document(archive, path)
             arrays = _read_arrays(archive, document, path)
         check_model_contents(document, arrays)
+        check_consistent(document, arrays)
     except zipfile.BadZipFile as exc:
         raise ModelFileError(f"{path}: not a streamgmm model file or corrupt ({exc})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -142,6 +160,10 @@ def _read_document(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     names = document.get("arrays", [])
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
         raise ModelFileError(f"{path}: corrupt model file ('arrays' in {DOCUMENT} is not a list of names)")
+    try:
+        check_array_names(names)  # before any member is opened: unknown names are never inflated
+    except ModelContentError as exc:
+        raise ModelFileError(f"{path}: corrupt model file ({exc})") from None
     return document
 
 
@@ -161,6 +183,7 @@ def _read_arrays(archive: zipfile.ZipFile, document: dict[str, Any], path: Path)
     """Every array's .npy header first: declared dtypes and shapes checked against the means'
     and against the members' sizes; then the data, only as much as those shapes need."""
     headers = {name: _array_header(archive, name, path) for name in document.get("arrays", [])}
+    _check_inflated_size(archive, headers, path)
     if "means" in headers:
         try:
             check_shapes({name: shape for name, (shape, _) in headers.items()}, covariance_type_of(document))
@@ -171,6 +194,26 @@ def _read_arrays(archive: zipfile.ZipFile, document: dict[str, Any], path: Path)
         with archive.open(f"{ARRAY_DIR}{name}.npy") as member:
             arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
     return arrays
+
+
+def _check_inflated_size(
+    archive: zipfile.ZipFile, headers: dict[str, tuple[tuple[int, ...], np.dtype]], path: Path
+) -> None:
+    """The arrays' declared sizes together: at most ``MAX_MODEL_BYTES``, and at most
+    ``MAX_INFLATION`` times the bytes their members take in the file (the writer stores them
+    uncompressed, so only a crafted file inflates more)."""
+    inflated = sum(math.prod(shape) * dtype.itemsize for shape, dtype in headers.values())
+    stored = sum(archive.getinfo(f"{ARRAY_DIR}{name}.npy").compress_size for name in headers)
+    if inflated > MAX_MODEL_BYTES:
+        raise ModelFileError(
+            f"{path}: corrupt model file (its arrays declare {inflated:,} bytes in all, "
+            f"more than the {MAX_MODEL_BYTES:,} a model may hold)"
+        )
+    if inflated > MAX_INFLATION * stored:
+        raise ModelFileError(
+            f"{path}: corrupt model file (its arrays declare {inflated:,} bytes in all, "
+            f"from {stored:,} in the file: more than {MAX_INFLATION} times as much)"
+        )
 
 
 def _array_header(archive: zipfile.ZipFile, name: str, path: Path) -> tuple[tuple[int, ...], np.dtype]:
