@@ -18,6 +18,7 @@ import pyarrow as pa
 from streamgmm.assignment.layout import SUCCESS, TEMPORARY, is_output_file
 from streamgmm.io.lake_paths import check_not_input, describe_non_file, is_url, refuse_url
 from streamgmm.io.parquet_source import ParquetSource
+from streamgmm.mixture.covariance import COVARIANCE_TYPES
 from streamgmm.watch.lease import MAX_LEASE_SECONDS
 
 if TYPE_CHECKING:  # pyarrow.dataset imports pandas: loaded only where a dataset is used
@@ -89,8 +90,16 @@ def filter_value(text: str, raw: str) -> Any:
     return value
 
 
+def number(text: str) -> float:
+    """A number, or a usage error saying so (argparse would name this function instead)."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
 def positive_float(text: str) -> float:
-    value = float(text)
+    value = number(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
     return value
@@ -99,7 +108,7 @@ def positive_float(text: str) -> float:
 def lease_seconds(text: str) -> float:
     """A lease length: a number of seconds above 0 and at most a day (a killed watcher's lease
     keeps the prefix busy that long)."""
-    value = float(text)
+    value = number(text)
     if not 0 < value <= MAX_LEASE_SECONDS:
         raise argparse.ArgumentTypeError(f"expected seconds > 0 and at most {MAX_LEASE_SECONDS:.0f}, got {text}")
     return value
@@ -125,8 +134,27 @@ def point_in_time(text: str) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
+def seed(text: str) -> int:
+    """A random seed: an integer >= 0 (numpy's generators take no negative one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number from 0 to 1 (a step size)."""
+    value = number(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
-    value = float(text)
+    value = number(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
     return value
@@ -147,6 +175,8 @@ def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
                 f"--{option.replace('_', '-')} {getattr(args, option)}: writing to a URL is not "
                 "supported yet; give a local or mounted path"
             )
+    if args.command == "assign" and args.out_format == "delta" and (args.scheduler or args.workers):
+        parser.error("--out-format delta commits from this process; with --scheduler or --workers, write Parquet")
     if args.command == "select":
         from streamgmm.selection import parse_candidates
 
@@ -154,6 +184,9 @@ def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             parse_candidates(args.components)
         except ValueError as exc:
             parser.error(f"-k/--components: {exc}")
+        unknown = [name for name in args.covariance if name not in COVARIANCE_TYPES]
+        if unknown:
+            parser.error(f"--covariance: unknown type {unknown[0]!r}; expected some of {', '.join(COVARIANCE_TYPES)}")
 
 
 # ---------------------------------------------------------------------- before working
@@ -163,9 +196,7 @@ def check_model_path(path: str, inputs: list[str] = ()) -> None:
     """Before any record is read: a fit that cannot be saved, or whose saving would overwrite
     an input file or write into an input directory (``inputs``), is refused."""
     refuse_url(path, "--model")
-    model_dir = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(model_dir):
-        raise CommandError(f"--model {path}: directory {model_dir} does not exist")
+    check_output_file(path, "--model")
     if os.path.lexists(path):
         problem = describe_non_file(path)
         if problem is not None and "dangling" not in problem:
@@ -174,6 +205,16 @@ def check_model_path(path: str, inputs: list[str] = ()) -> None:
         check_not_input(path, inputs, "--model")
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+
+
+def check_output_file(path: str, option: str) -> None:
+    """A file the command will write (``option`` names it): its folder must exist, and it must not
+    be a directory; else the failure would name the temporary file written first."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CommandError(f"{option} {path}: directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise CommandError(f"{option} {path}: is a directory, not a file")
 
 
 def input_paths(sources: list[str], source: ParquetSource) -> list[str]:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from streamgmm.cli.checks import lease_seconds, non_negative_float, parse_filter, point_in_time, positive_float
+from streamgmm.cli.checks import (
+    fraction,
+    lease_seconds,
+    non_negative_float,
+    parse_filter,
+    point_in_time,
+    positive_float,
+    seed,
+)
 
 
 def column_list(text: str) -> list[str]:
@@ -16,7 +24,10 @@ def column_list(text: str) -> list[str]:
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
     return value
@@ -162,7 +173,7 @@ def _fit_command(commands: Any) -> None:
         default="row_groups",
         help="online visit order: row groups shuffled (default) or the files' order",
     )
-    fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    fit.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     _moves(fit, "auto")
     fit.add_argument(
         "--compute-dtype",
@@ -223,9 +234,9 @@ def _watch_command(commands: Any) -> None:
         "--passthrough", type=column_list, default=[], help="numeric columns that are not features of a new model (ids)"
     )
     watch.add_argument("--covariance", choices=["full", "tied", "diag", "spherical"], default="full")
-    watch.add_argument("--seed", type=int, default=0, help="random seed of a new model (default 0)")
+    watch.add_argument("--seed", type=seed, default=0, help="random seed of a new model (default 0)")
     watch.add_argument("--model", help="start from this saved model instead of -k")
-    watch.add_argument("--step-floor", type=float, help="keep the step size above F to follow drift (e.g. 0.05)")
+    watch.add_argument("--step-floor", type=fraction, help="keep the step size above F to follow drift (e.g. 0.05)")
     _moves(watch, None)
     watch.add_argument("--batch-size", type=positive_int, default=None, help="records per mini-batch")
     watch.add_argument(
@@ -276,7 +287,7 @@ def _select_command(commands: Any) -> None:
     select.add_argument("--criterion", choices=["bic", "aic"], default="bic")
     select.add_argument("--model", help="where to write the best model")
     select.add_argument("--passes", type=positive_int, default=1, help="online EM passes (default 1)")
-    select.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    select.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     _common(select)
 
 
@@ -295,7 +306,7 @@ def _plot_command(commands: Any) -> None:
     plot.add_argument("--data", nargs="+", metavar="SOURCE", help="Parquet data to sample records from")
     plot.add_argument("--pairs", metavar="PAIRS", help="feature pairs, by index or name: 0:1,2:3 or x0:x2")
     plot.add_argument("--sample", type=positive_int, default=5000, help="records drawn (default 5000)")
-    plot.add_argument("--seed", type=int, default=0, help="random seed of the sample (default 0)")
+    plot.add_argument("--seed", type=seed, default=0, help="random seed of the sample (default 0)")
     plot.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
 
 
