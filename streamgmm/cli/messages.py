@@ -11,6 +11,8 @@ Examples
 >>> in_cli_words("lake/a.parquet, row 7, column 'x': null or NaN (nan_policy='raise'; "
 ...              "use nan_policy='skip' to leave such rows out)")
 "lake/a.parquet, row 7, column 'x': null or NaN (--nan-policy raise; use --nan-policy skip to leave such rows out)"
+>>> in_cli_words("state holds a model fitted with nan_policy='marginalize', not 'raise'; use another state directory")
+'state holds a model fitted with --nan-policy marginalize, not raise; use another state directory'
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import re
 
 # (pattern, replacement): each Python spelling a command's run can meet, and the option for it.
 SPELLINGS = [
+    (re.compile(r"\bnan_policy='(\w+)', not '(\w+)'"), r"--nan-policy \1, not \2"),
     (re.compile(r"\bnan_policy='(\w+)'"), r"--nan-policy \1"),
     (re.compile(r"\boverwrite=True \(--overwrite\)"), "--overwrite"),
     (re.compile(r"\bheld_out=(\d+)"), r"--held-out \1"),

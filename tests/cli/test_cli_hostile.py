@@ -267,3 +267,14 @@ def test_messages_name_options_not_parameters(folders, tmp_path, capsys, argv, s
     # Nothing written; a watcher refused after parsing has taken its state's lock (not checked).
     for made in ("m.sgmm", "out", "p.png") + (("state",) if status == 2 else ()):
         assert not (tmp_path / made).exists(), made
+
+
+def test_a_watcher_resumed_under_another_policy_names_the_option(folders, tmp_path, capsys) -> None:
+    first, _, _ = folders
+    state = tmp_path / "state"
+    argv = ["watch", first.parent, "--state", state, "--once", "-k", "2", "--settle", "0", "-q"]
+    code, _, err = cli(capsys, *argv, "--nan-policy", "marginalize")
+    assert code == 0, err
+    code, _, err = cli(capsys, *argv)
+    line = error_line(code, err, 1, "--nan-policy marginalize, not raise")
+    assert "nan_policy" not in line and "'raise'" not in line, line
