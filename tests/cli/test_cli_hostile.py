@@ -278,3 +278,25 @@ def test_a_watcher_resumed_under_another_policy_names_the_option(folders, tmp_pa
     code, _, err = cli(capsys, *argv)
     line = error_line(code, err, 1, "--nan-policy marginalize, not raise")
     assert "nan_policy" not in line and "'raise'" not in line, line
+
+
+def test_explicit_objects_under_two_prefixes_may_be_scored_into_a_third(
+    folders, upload_to_s3, s3_bucket, capsys
+) -> None:
+    import pyarrow.fs as pafs
+
+    first, second, model = folders
+    north = upload_to_s3(first.parent, "in/north") + first.name
+    south = upload_to_s3(second.parent, "in/south") + second.name
+    out = f"s3://{s3_bucket}/in/scores"
+    code, _, err = cli(capsys, "assign", north, south, "--model", model, "--out", out, "-q")
+    assert code == 0, err
+    s3, _ = pafs.FileSystem.from_uri(out)
+    listed = s3.get_file_info(pafs.FileSelector(f"{s3_bucket}/in/scores", recursive=True))
+    names = sorted(info.path.split("/in/scores/", 1)[1] for info in listed if info.type == pafs.FileType.File)
+    assert names == [SUCCESS, "north/part-0.parquet", "south/part-0.parquet"]
+    # A prefix holding one of the inputs is still refused, and nothing is written there.
+    code, _, err = cli(capsys, "assign", north, south, "--model", model, "--out", f"s3://{s3_bucket}/in/north", "-q")
+    error_line(code, err, 1, "overlap")
+    left = s3.get_file_info(pafs.FileSelector(f"{s3_bucket}/in/north", recursive=True))
+    assert sorted(info.base_name for info in left if info.type == pafs.FileType.File) == ["part-0.parquet"]
