@@ -11,6 +11,7 @@ import os
 import posixpath
 import re
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ from streamgmm.io.arrow_source import TableSource, as_arrow_table, is_arrow_stre
 from streamgmm.io.columns import DataError, check_column
 from streamgmm.io.lake_paths import is_path_like, is_url, overlap
 from streamgmm.io.parquet_source import READ_BATCH, LakeFile, ParquetSource
-from streamgmm.io.store_output import OutputStore
+from streamgmm.io.store_credentials import split_credentials
+from streamgmm.io.store_output import OutputStore, normal_url
 from streamgmm.io.validation import default_feature_names
 from streamgmm.mixture.params import MixtureParams
 
@@ -248,7 +250,8 @@ def _check_output_store(store: OutputStore, inputs: Sequence[str], overwrite: bo
         raise ValueError(f"output {store.url} exists and is not a directory")
     where = store.path("").rstrip("/")
     for named in (path for path in inputs if not os.path.isabs(path)):
-        base = named.split("://", 1)[-1].rstrip("/")  # a store's input, as a path in the store
+        # A store's input as a path in the store: no credentials, query, '.' or '..' in the way.
+        base = normal_url(split_credentials(named)[0]).partition("?")[0].split("://", 1)[-1].rstrip("/")
         if base == where or base.startswith(where + "/") or where.startswith(base + "/"):
             raise ValueError(
                 f"output {store.url} and input {named} overlap; the outputs would be read as input next "
@@ -297,6 +300,35 @@ def _written_by_assign(out: str, relative: str) -> bool:
     except (OSError, ValueError, AttributeError):
         return False
     return name.endswith(".parquet") and is_output_file(path)
+
+
+@contextmanager
+def tidied(out: str) -> Iterator[None]:
+    """Around a run into ``out``: if it fails, the local directories it created (``out``, its
+    missing parents, and folders under ``out``) are removed once empty; on an object store, the
+    directory markers the run's deletes left (pyarrow marks a folder whose object it deletes) are
+    removed either way."""
+    if is_url(out):
+        store = OutputStore(out)
+        before = store.markers()
+        try:
+            yield
+        finally:
+            store.remove_markers(before)
+        return
+    created, path = [], os.path.abspath(out)
+    while not os.path.lexists(path):
+        created.append(path)
+        path = os.path.dirname(path)
+    existing = {directory for directory, _, _ in os.walk(out)}
+    try:
+        yield
+    except BaseException:
+        made = [d for d, _, _ in os.walk(out) if d not in existing] + [d for d in created if os.path.isdir(d)]
+        for directory in sorted(set(made), key=len, reverse=True):
+            with suppress(OSError):  # not empty: something else is there now
+                os.rmdir(directory)
+        raise
 
 
 def remove_outputs(out: str, relatives: set[str] | list[str]) -> None:

@@ -40,6 +40,7 @@ from streamgmm.assignment.layout import (
     input_parts,
     remove_outputs,
     result_columns,
+    tidied,
 )
 from streamgmm.assignment.pipeline import PartWriter, check_compression
 from streamgmm.io.arrow_source import TableSource
@@ -48,7 +49,7 @@ from streamgmm.io.columns import check_nan_policy
 from streamgmm.io.lake_paths import is_url
 from streamgmm.io.parquet_source import ParquetSource
 from streamgmm.io.sources import is_dask_collection
-from streamgmm.io.store_output import OutputStore
+from streamgmm.io.store_output import OutputStore, normal_url
 from streamgmm.io.validation import default_feature_names
 from streamgmm.mixture.params import MixtureParams
 
@@ -273,40 +274,42 @@ def assign(
     features = names if names is not None else default_feature_names(params.n_features)
 
     # A local directory, or an object-store prefix (s3://, gs://, abfs://) with the same promises.
-    out = str(out).rstrip("/") if is_url(out) else os.path.abspath(os.fspath(out))
-    earlier = check_output_directory(out, inputs, overwrite)
-    # The old marker goes first: from here until the new one is written, the directory is not
-    # a finished output.
-    remove_outputs(out, [SUCCESS])
+    out = normal_url(str(out)).rstrip("/") if is_url(out) else os.path.abspath(os.fspath(out))
+    # A failed run leaves no folder (or object-store directory marker) it made either.
+    with tidied(out):
+        earlier = check_output_directory(out, inputs, overwrite)
+        # The old marker goes first: from here until the new one is written, the directory is not
+        # a finished output.
+        remove_outputs(out, [SUCCESS])
 
-    summary = AssignSummary(out, params.fingerprint())
-    writer = PartWriter(
-        out,
-        params,
-        features,
-        nan_policy,
-        file_metadata(params, features, keep, summary.fingerprint, dtype),
-        RESULT_DTYPES[dtype],
-        batch_size,
-        compression,
-    )
-    start = time.perf_counter()
-    if on_dask:
-        # Every partition written on the workers, or (on any failure) none of them.
-        summary.files = write_on_dask(dask_input, writer, progress)
-    else:
-        # Decoding, scoring and writing overlap; a run that fails leaves none of its files (a
-        # half set would look like a whole one).
-        summary.files = writer.write_all(parts, progress)
-    summary.seconds = time.perf_counter() - start
-    remove_outputs(out, earlier - {entry["output"] for entry in summary.files} - {SUCCESS})
-    manifest = _manifest(summary, params, features, keep, dtype, nan_policy)
-    manifest["compression"] = compression
-    document = json.dumps(manifest, indent=1).encode()
-    if is_url(out):
-        OutputStore(out).write_bytes(SUCCESS, document)
-    else:
-        write_bytes_atomically(Path(out, SUCCESS), document)
+        summary = AssignSummary(out, params.fingerprint())
+        writer = PartWriter(
+            out,
+            params,
+            features,
+            nan_policy,
+            file_metadata(params, features, keep, summary.fingerprint, dtype),
+            RESULT_DTYPES[dtype],
+            batch_size,
+            compression,
+        )
+        start = time.perf_counter()
+        if on_dask:
+            # Every partition written on the workers, or (on any failure) none of them.
+            summary.files = write_on_dask(dask_input, writer, progress)
+        else:
+            # Decoding, scoring and writing overlap; a run that fails leaves none of its files (a
+            # half set would look like a whole one).
+            summary.files = writer.write_all(parts, progress)
+        summary.seconds = time.perf_counter() - start
+        remove_outputs(out, earlier - {entry["output"] for entry in summary.files} - {SUCCESS})
+        manifest = _manifest(summary, params, features, keep, dtype, nan_policy)
+        manifest["compression"] = compression
+        document = json.dumps(manifest, indent=1).encode()
+        if is_url(out):
+            OutputStore(out).write_bytes(SUCCESS, document)
+        else:
+            write_bytes_atomically(Path(out, SUCCESS), document)
     return summary
 
 

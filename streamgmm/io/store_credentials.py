@@ -2,8 +2,9 @@
 variables alone.
 
 pyarrow's ``FileSystem.from_uri`` reads credentials written on a URL
-(``s3://KEY:SECRET@bucket/...``); botocore and s3fs clients opened beside it need them passed,
-and no name shown, logged or recorded may carry them: :func:`split_credentials` takes them off.
+(``s3://KEY:SECRET@bucket/...``); botocore and s3fs clients opened beside it need them passed
+(:func:`s3_client`), and no name shown, logged or recorded may carry them:
+:func:`split_credentials` takes them off.
 pyiceberg reads none of the standard ``AWS_*`` variables: :func:`iceberg_properties` gives it
 the same settings as its FileIO properties (``s3.endpoint``, ``s3.access-key-id``, ...).
 
@@ -21,6 +22,7 @@ import os
 import re
 import urllib.parse
 from collections.abc import Mapping
+from typing import Any
 
 # The user information of a URL, which pyarrow reads as an access key and secret.
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#@]*)@")
@@ -37,6 +39,27 @@ def split_credentials(url: str) -> tuple[str, dict[str, str]]:
     key, _, secret = match.group(2).partition(":")
     credentials = {"key": urllib.parse.unquote(key), "secret": urllib.parse.unquote(secret)}
     return match.group(1) + url[match.end() :], credentials
+
+
+def s3_client(url: str) -> Any:
+    """A botocore S3 client configured as pyarrow's filesystem for ``url`` is (the standard
+    variables, then the URL's ``endpoint_override``, ``scheme``, ``region`` and ``KEY:SECRET@``);
+    None without botocore (it comes with s3fs and boto3)."""
+    try:
+        import botocore.session
+    except ImportError:
+        return None
+    shown, credentials = split_credentials(url)
+    options = dict(urllib.parse.parse_qsl(shown.partition("?")[2]))
+    kwargs: dict[str, Any] = {}
+    if "endpoint_override" in options:
+        endpoint = options["endpoint_override"]
+        kwargs["endpoint_url"] = endpoint if "://" in endpoint else f"{options.get('scheme', 'https')}://{endpoint}"
+    if "region" in options:
+        kwargs["region_name"] = options["region"]
+    if credentials:
+        kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"] = credentials["key"], credentials["secret"]
+    return botocore.session.get_session().create_client("s3", **kwargs)
 
 
 # The standard variables and the pyiceberg FileIO property each sets (pyiceberg reads none of them).

@@ -32,6 +32,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from streamgmm.io.atomic_write import MAX_NAME_BYTES, bounded_name
+from streamgmm.io.store_credentials import s3_client, split_credentials
 
 
 class OutputStore:
@@ -40,7 +41,7 @@ class OutputStore:
     travel to Dask workers, which then write with their own credentials."""
 
     def __init__(self, url: str):
-        self.url = url.rstrip("/")
+        self.url = normal_url(url).rstrip("/")
         self._fs: pafs.FileSystem | None = None
         self._root = ""
 
@@ -121,6 +122,67 @@ class OutputStore:
         """Delete these objects (those already gone are fine)."""
         for relative in relatives:
             _delete_quietly(self.filesystem, self.path(relative))
+
+    def markers(self) -> set[str]:
+        """The directory markers under the URL (empty objects named ``dir/``, which pyarrow leaves
+        behind when it deletes a folder's last object), as relative names; found on ``s3://`` with
+        botocore importable, else (or if the listing fails) none."""
+        client = s3_client(self.url) if self.url.startswith("s3://") else None
+        if client is None:
+            return set()
+        bucket, prefix = self._bucket_prefix()
+        try:
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            return {
+                o["Key"][len(prefix) :] for page in pages for o in page.get("Contents", ()) if o["Key"].endswith("/")
+            }
+        except Exception:  # a tidying step: the run's own errors say what is wrong with the store
+            return set()
+
+    def remove_markers(self, keep: set[str]) -> None:
+        """Delete the directory markers under the URL that are not in ``keep`` (those a run's
+        deletes left), directly (a delete through pyarrow would mark the parent instead); best
+        effort. A folder holding objects is one without its marker too."""
+        extra = self.markers() - keep
+        if not extra:
+            return
+        client = s3_client(self.url)
+        bucket, prefix = self._bucket_prefix()
+        try:
+            for marker in sorted(extra):
+                client.delete_object(Bucket=bucket, Key=prefix + marker)
+        except Exception:  # a tidying step: never in the way of the run's own result or error
+            pass
+
+    def _bucket_prefix(self) -> tuple[str, str]:
+        bucket, _, key = self.path("").partition("/")
+        return bucket, key.strip("/") + "/" if key.strip("/") else ""
+
+
+def normal_url(url: str) -> str:
+    """``url`` with the ``.`` and ``..`` segments of its path resolved, as an HTTP client resolves
+    them before the store sees the key (``s3://b/./lake/x`` writes ``lake/x``); a ``ValueError``
+    if ``..`` climbs above the bucket.
+
+    Examples
+    --------
+    >>> normal_url("s3://b/./lake/../lake/sub/?region=x")
+    's3://b/lake/sub/?region=x'
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    rest, mark, query = rest.partition("?")
+    authority, slash, path = rest.partition("/")
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part == "..":
+            if not parts:
+                raise ValueError(f"output {split_credentials(url)[0]}: '..' climbs above the bucket")
+            parts.pop()
+        elif part != ".":
+            parts.append(part)
+    return f"{scheme}://{authority}{slash}{'/'.join(parts)}{mark}{query}"
 
 
 def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:

@@ -28,13 +28,12 @@ import secrets
 import socket
 import threading
 import time
-import urllib.parse
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from streamgmm.io.store_credentials import split_credentials
+from streamgmm.io.store_credentials import s3_client, split_credentials
 from streamgmm.watch.checkpoint import StateDirectoryBusy
 
 LEASE = "LEASE"
@@ -59,15 +58,15 @@ class ObjectStore:
     def __init__(self, url: str):
         self.url = url
         # Credentials on the URL (s3://KEY:SECRET@bucket/...) open every client, and appear in no name.
-        shown, credentials = split_credentials(url)
-        base, _, query = shown.partition("?")
+        shown = split_credentials(url)[0]
+        base = shown.partition("?")[0]
         self.base = base.rstrip("/")
         try:
             self.fs, root = pafs.FileSystem.from_uri(url)
         except (pa.ArrowInvalid, OSError, ValueError) as exc:
             raise ValueError(f"state {shown}: cannot open ({str(exc).replace(url, shown)})") from None
         self.root = root.rstrip("/")
-        self.client = _s3_client(query, credentials) if self.base.startswith("s3://") else None
+        self.client = s3_client(url) if self.base.startswith("s3://") else None
 
     @property
     def atomic(self) -> bool:
@@ -135,26 +134,6 @@ class ObjectStore:
         selector = pafs.FileSelector(self._key(folder), recursive=False, allow_not_found=True)
         infos = self.fs.get_file_info(selector)
         return sorted(f"{folder}/{i.base_name}" for i in infos if i.type == pafs.FileType.File)
-
-
-def _s3_client(query: str, credentials: dict[str, str]) -> Any:
-    """A botocore S3 client configured as pyarrow's (environment, or the URL's
-    ``endpoint_override``/``region`` and credentials); None without botocore."""
-    try:
-        import botocore.session
-    except ImportError:
-        return None
-    options = dict(urllib.parse.parse_qsl(query))
-    kwargs: dict[str, Any] = {}
-    if "endpoint_override" in options:
-        endpoint = options["endpoint_override"]
-        kwargs["endpoint_url"] = endpoint if "://" in endpoint else f"{options.get('scheme', 'https')}://{endpoint}"
-    if "region" in options:
-        kwargs["region_name"] = options["region"]
-    if credentials:
-        kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"] = credentials["key"], credentials["secret"]
-    session = botocore.session.get_session()
-    return session.create_client("s3", **kwargs)
 
 
 class Lease:
