@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 
 from streamgmm.io.columns import DataError
 from streamgmm.io.lake_paths import describe_non_file, glob_files, real, walk_files
-from streamgmm.io.table_formats import table_format, table_snapshot
+from streamgmm.io.table_formats import TableSnapshot, table_format, table_snapshot
 
 if TYPE_CHECKING:  # pyarrow.dataset imports pandas: loaded only where a dataset is used
     import pyarrow.dataset as ds
@@ -48,6 +48,9 @@ class LakeListing:
     # Where the inputs were named: each directory, glob's folder or table given, and each file
     # given by name (what an output must neither lie in nor hold; base_dir may be wider).
     inputs: tuple[str, ...] = ()
+    # Columns a file may lack, its rows then holding nulls there: those a Delta table's schema
+    # declares (a column added by schema evolution is absent from the files written before).
+    may_lack: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -117,7 +120,7 @@ def open_lake(
     >>> open_lake(lake, filter=pa.compute.field("day") > 1).relative_paths()
     ['day=2/part-0.parquet']
     """
-    dataset, base, empty, inputs = _open_dataset(source, filesystem, version, as_of)
+    dataset, base, empty, inputs, may_lack = _open_dataset(source, filesystem, version, as_of)
     names: dict[str, None] = {}
     for fragment in dataset.get_fragments():
         names.update(dict.fromkeys(_partition_keys(fragment.partition_expression)))
@@ -144,6 +147,7 @@ def open_lake(
         partition_names=partition_names,
         empty_files=empty,
         inputs=inputs,
+        may_lack=may_lack,
     )
 
 
@@ -170,9 +174,9 @@ def _selected(dataset: ds.FileSystemDataset, filter: Any) -> Any:
 
 def _open_dataset(
     source: Any, filesystem: pafs.FileSystem | None, version: int | None = None, as_of: Any = None
-) -> tuple[ds.FileSystemDataset, str, list[str], tuple[str, ...]]:
-    """``(dataset, base directory, zero-byte files left out, inputs as named)`` for any
-    accepted source (see :attr:`LakeListing.inputs`)."""
+) -> tuple[ds.FileSystemDataset, str, list[str], tuple[str, ...], frozenset[str]]:
+    """``(dataset, base directory, zero-byte files left out, inputs as named, columns a file
+    may lack)`` for any accepted source (see :class:`LakeListing`)."""
     import pyarrow.dataset as ds
 
     table = _table_folder(source, filesystem)
@@ -189,8 +193,7 @@ def _open_dataset(
             files = [_without_scheme(f) for f in snapshot.files]
         else:
             store, base, files = pafs.LocalFileSystem(), os.path.abspath(table), snapshot.files
-        dataset = ds.dataset(files, filesystem=store, format="parquet", partitioning="hive", partition_base_dir=base)
-        return dataset, base, [], (base,)
+        return _table_dataset(snapshot, files, store, base), base, [], (base,), _names(snapshot.schema)
 
     if isinstance(source, ds.Dataset):
         if not isinstance(source, ds.FileSystemDataset):
@@ -201,7 +204,7 @@ def _open_dataset(
         # layout keeps them.
         while "=" in os.path.basename(base):
             base = os.path.dirname(base)
-        return source, base, [], (base,)
+        return source, base, [], (base,), frozenset()
     paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     if filesystem is not None and not isinstance(filesystem, pafs.FileSystem):
         # An fsspec filesystem (s3fs, gcsfs, adlfs, ...): pyarrow reads through it. It lists keys
@@ -242,7 +245,30 @@ def _open_dataset(
     except (pa.ArrowInvalid, OSError) as exc:
         # Discovery reads the first file's footer to learn the schema.
         raise DataError(f"{found[0]}: not a Parquet file, or truncated ({exc})") from None
-    return dataset, base, empty, tuple(named)
+    return dataset, base, empty, tuple(named), frozenset()
+
+
+def _table_dataset(snapshot: TableSnapshot, files: list[str], store: pafs.FileSystem, base: str) -> Any:
+    """The dataset of a table snapshot's files, with every column the table declares:
+    the first file's, then those it lacks (added to the table after it was written)."""
+    import pyarrow.dataset as ds
+
+    def dataset(schema: pa.Schema | None) -> ds.FileSystemDataset:
+        try:
+            return ds.dataset(
+                files, schema=schema, filesystem=store, format="parquet", partitioning="hive", partition_base_dir=base
+            )
+        except FileNotFoundError as exc:
+            raise DataError(snapshot.missing_file(str(exc))) from None
+
+    found = dataset(None)
+    declared = snapshot.schema if snapshot.schema is not None else found.schema
+    later = [field.with_nullable(True) for field in declared if found.schema.get_field_index(field.name) < 0]
+    return dataset(pa.schema([*found.schema, *later])) if later else found
+
+
+def _names(schema: pa.Schema | None) -> frozenset[str]:
+    return frozenset(schema.names) if schema is not None else frozenset()
 
 
 def _table_folder(source: Any, filesystem: pafs.FileSystem | None) -> str | None:

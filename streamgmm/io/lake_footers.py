@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
@@ -165,7 +165,7 @@ def read_row_groups(listing: LakeListing, needed: Sequence[str]) -> tuple[RowGro
     file_number, index, num_rows, first_row = [], [], [], []
     for number in range(len(listing)):
         metadata, schema = _footer(listing, number, listing.fragment(number))
-        check_types(schema, columns, reference, listing.paths[number])
+        check_types(schema, columns, reference, listing.paths[number], may_lack=listing.may_lack)
         row = 0
         for i in range(metadata.num_row_groups):
             rows = metadata.row_group(i).num_rows
@@ -181,10 +181,15 @@ def read_row_groups(listing: LakeListing, needed: Sequence[str]) -> tuple[RowGro
 
 
 def check_types(
-    schema: pa.Schema, columns: Sequence[str], reference: dict[str, tuple[pa.DataType, str]], path: str
+    schema: pa.Schema,
+    columns: Sequence[str],
+    reference: dict[str, tuple[pa.DataType, str]],
+    path: str,
+    may_lack: Collection[str] = (),
 ) -> None:
     """Check that ``schema`` (of file ``path``) has ``columns`` with the types in ``reference``
-    (``{name: (type, first file)}``); a column not in ``reference`` yet is added to it.
+    (``{name: (type, first file)}``); a column not in ``reference`` yet is added to it. A file
+    may lack the columns in ``may_lack`` (a table's columns added after it was written: nulls).
 
     Examples
     --------
@@ -200,6 +205,8 @@ def check_types(
     for name in columns:
         field_index = schema.get_field_index(name)
         data_type = schema.field(field_index).type if field_index >= 0 else None
+        if data_type is None and name in may_lack:
+            continue
         if name not in reference:
             if data_type is None:
                 raise DataError(f"{path}: no column {name!r} (columns: {', '.join(schema.names)})")
@@ -270,7 +277,7 @@ class FooterCache:
         path = self.listing.paths[number]
         reference = {name: (data_type, self.first_path) for name, data_type in self.column_types.items()}
         try:
-            check_types(schema, list(self.column_types), reference, path)
+            check_types(schema, list(self.column_types), reference, path, may_lack=self.listing.may_lack)
         except DataError as exc:
             raise DataError(f"{exc} (the file changed since the lake was listed)") from None
         groups = self.row_groups

@@ -36,6 +36,7 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from streamgmm.io.columns import DataError
 
@@ -61,6 +62,9 @@ class TableSnapshot:
         The snapshot's data files, as local paths or URIs.
     n_records : int
         Their rows, as the table's log counts them (None where it does not).
+    schema : pyarrow.Schema or None
+        The table's columns as its log declares them (Delta; None where not taken from the
+        log). A file written before a column was added lacks it: its rows hold nulls there.
     """
 
     format: str
@@ -68,6 +72,19 @@ class TableSnapshot:
     version: int
     files: list[str]
     n_records: int | None
+    schema: Any = None
+
+    def missing_file(self, detail: str) -> str:
+        """The message for a data file of this snapshot that is not there (``detail``: the
+        reader's error, which names the file)."""
+        named = [name for name in self.files if name.removeprefix("file://") in detail or name in detail]
+        file = named[0].removeprefix("file://") if named else detail
+        where = f"version {self.version}" if self.format == "delta" else f"snapshot {self.version}"
+        cleanup = "VACUUM" if self.format == "delta" else "expire_snapshots"
+        return (
+            f"{self.path}: the {self.format.capitalize()} table's {where} names data file {file}, which is missing "
+            f"(removed by {cleanup} or never copied); that {where.split()[0]} can no longer be read"
+        )
 
 
 def table_format(path: str) -> str | None:
@@ -159,7 +176,10 @@ def _delta(path: str, version: int | None, when: datetime | None) -> TableSnapsh
     except DataError:
         raise
     except Exception as error:  # deltalake raises its own errors, one class per cause
-        raise DataError(f"{path}: cannot load the Delta table{_at(version, when)}: {error}") from None
+        from streamgmm.io.delta_errors import delta_load_problem
+
+        problem = delta_load_problem(path, error)
+        raise DataError(f"{path}: cannot load the Delta table{_at(version, when)}: {problem}") from None
     features = set(table.protocol().reader_features or ())
     if "deletionVectors" in features and _has_deletion_vectors(table):
         raise DataError(
@@ -174,7 +194,17 @@ def _delta(path: str, version: int | None, when: datetime | None) -> TableSnapsh
     adds = table.get_add_actions(flatten=True)
     counts = adds.column("num_records").to_pylist() if "num_records" in adds.schema.names else []
     n_records = int(sum(counts)) if counts and None not in counts else None
-    return TableSnapshot("delta", path, int(table.version()), list(table.file_uris()), n_records)
+    return TableSnapshot("delta", path, int(table.version()), list(table.file_uris()), n_records, _arrow(table))
+
+
+def _arrow(table: Any) -> Any:
+    """The Delta table's schema as a ``pyarrow.Schema`` (None for a type Arrow cannot take)."""
+    import pyarrow as pa
+
+    try:
+        return pa.schema(table.schema().to_arrow())
+    except Exception:  # noqa: BLE001 - the files' own schemas are read then, as before
+        return None
 
 
 def _has_deletion_vectors(table: object) -> bool:
