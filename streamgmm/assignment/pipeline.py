@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from streamgmm.assignment.layout import Part, output_schema, remove_outputs
 from streamgmm.io.atomic_write import atomic_path
-from streamgmm.io.columns import FeatureReader
+from streamgmm.io.columns import DataError, FeatureReader
 from streamgmm.io.lake_paths import is_url
 from streamgmm.io.read_ahead import WriteBehind, read_ahead
 from streamgmm.io.store_output import OutputStore
@@ -91,8 +91,8 @@ class PartWriter:
                     behind.submit(sink.open, part.output, schema)
                     tables: list[pa.Table] = []
                 elif kind == "batch":
-                    _, _, batch, X, mask = event
-                    tables.extend(self._score(batch, X, mask, schema, progress))
+                    _, _, batch, X, mask, where, first_row = event
+                    tables.extend(self._score(batch, X, mask, schema, progress, where, first_row))
                 elif kind == "group":
                     if tables:
                         behind.submit(sink.write, pa.concat_tables(tables))
@@ -116,12 +116,18 @@ class PartWriter:
         mask: np.ndarray | None,
         schema: pa.Schema,
         progress: Callable[[int], None] | None,
+        where: str,
+        first_row: int,
     ) -> Iterator[pa.Table]:
-        """The result tables of one decoded record batch, ``batch_size`` records at a time."""
+        """The result tables of one decoded record batch (its first row ``first_row`` of
+        ``where``), ``batch_size`` records at a time."""
         for start in range(0, batch.num_rows, self.batch_size):
             stop = min(start + self.batch_size, batch.num_rows)
             piece_mask = None if mask is None else mask[start:stop]
-            yield results_table(batch.slice(start, stop - start), X[start:stop], piece_mask, self.params, schema)
+            piece = batch.slice(start, stop - start)
+            yield results_table(
+                piece, X[start:stop], piece_mask, self.params, schema, where=where, first_row=first_row + start
+            )
             if progress is not None:
                 progress(stop - start)
 
@@ -137,7 +143,7 @@ def _decoded(parts: Sequence[Part], features: list[str], nan_policy: str) -> Ite
             for group in part.row_groups():
                 for batch, where, first_row in group:
                     X, mask = reader.read(batch, where, first_row)
-                    yield ("batch", index, batch, X, mask)
+                    yield ("batch", index, batch, X, mask, where, first_row)
                 yield ("group", index)
         except Exception as exc:
             if part.input not in str(exc):
@@ -207,18 +213,44 @@ class _Sink:
             stack.__exit__(RuntimeError, error, None)  # atomic_path removes its temporary file
 
 
+def _refuse_non_finite(
+    log_likelihood: np.ndarray, resp: np.ndarray, mask: np.ndarray | None, where: str, first_row: int
+) -> None:
+    """Raise for the first scored record with a non-finite log-likelihood or responsibility."""
+    bad = ~np.isfinite(log_likelihood) | ~np.isfinite(resp).all(axis=1)
+    if not bad.any():
+        return  # a sum of finite log-likelihoods below -1.8e308: every one of them is usable
+    i = int(np.flatnonzero(bad)[0])
+    row = first_row + (i if mask is None else int(np.flatnonzero(mask)[i]))
+    worst = resp[i][~np.isfinite(resp[i])]
+    shown = f"responsibilities {worst[0]}" if worst.size else "finite responsibilities"
+    raise DataError(
+        f"{where}, row {row}: the model gives this record a non-finite score (log-likelihood "
+        f"{log_likelihood[i]}, {shown}): its parameters overflow on it; nothing is written"
+    )
+
+
 def results_table(
     batch: pa.RecordBatch,
     X: np.ndarray,
     mask: np.ndarray | None,
     params: MixtureParams,
     schema: pa.Schema,
+    *,
+    where: str = "the input",
+    first_row: int = 0,
 ) -> pa.Table:
     """One piece's output rows: the kept columns of ``batch``, then its results (rows left out by
-    ``mask`` keep their place, with nulls)."""
+    ``mask`` keep their place, with nulls). A record the model scores non-finitely (parameters
+    that overflow on it) is a :class:`~streamgmm.io.columns.DataError` naming ``where`` and the
+    row (``first_row`` is the piece's first): no NaN or infinity is ever published."""
     n_results = params.n_components + 2
     result_fields = list(schema)[-n_results:]
-    log_likelihood, resp = score_chunk(X if mask is None else X[mask], params)
+    with np.errstate(all="ignore"):  # an overflow shows as a non-finite score, refused below
+        log_likelihood, resp = score_chunk(X if mask is None else X[mask], params)
+    # Two reductions in the common case: responsibilities lie in [0, 1], so their sum is finite.
+    if not (np.isfinite(log_likelihood.sum()) and np.isfinite(resp.sum())):
+        _refuse_non_finite(log_likelihood, resp, mask, where, first_row)
     component = resp.argmax(axis=1).astype(np.int32)
     # One transposing copy (in the result type) makes each component's column contiguous, so
     # pyarrow takes it without another copy.
