@@ -240,4 +240,4 @@ def test_watch_with_a_weight_column_and_a_resume_without_it(counted, tmp_path):
         *["--nan-policy", "marginalize"],
     )
     assert_one_error_line(resumed, str(state), "weight column 'count', not without one")
-    assert_one_error_line(marginalized, "nan_policy='raise', not 'marginalize'")
+    assert_one_error_line(marginalized, "--nan-policy raise, not marginalize")
