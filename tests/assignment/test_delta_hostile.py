@@ -228,3 +228,20 @@ def test_delta_output_memory_does_not_grow_with_the_records(wide_model, tmp_path
         print(name, numbers["rows"], "records:", grown[name] / 2**20, "MiB over the baseline")
     output_bytes = 16 * RECORDS_PER_FILE * N_COMPONENTS * 4
     assert grown["large"] - grown["small"] < output_bytes / 10
+
+
+def test_a_delta_output_in_an_object_store_is_one_commit_that_loses_a_race_cleanly(lake, model, s3_bucket) -> None:
+    """On the moto S3 server: the commit, and a table created meanwhile by another writer."""
+    options = {"AWS_ALLOW_HTTP": "true"}
+    url = f"s3://{s3_bucket}/scored"
+    summary = assign(model, str(lake.path), url, keep=["id"], out_format="delta")
+    table = deltalake.DeltaTable(url, storage_options=options)
+    assert table.version() == 0 and table.to_pyarrow_table().num_rows == 4_000 == summary.rows
+    assert len(summary.files) == len(table.file_uris())
+    rows = table.to_pyarrow_table()
+    raced = f"s3://{s3_bucket}/raced"
+    other = OnFirstProgress(lambda: deltalake.write_deltalake(raced, rows, storage_options=options))
+    with pytest.raises(ValueError, match="another writer committed version 0"):
+        assign(model, str(lake.path), raced, keep=["id"], out_format="delta", progress=other)
+    assert other.error is None
+    assert deltalake.DeltaTable(raced, storage_options=options).to_pyarrow_table().num_rows == 4_000
