@@ -14,6 +14,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from streamgmm import ConvergenceWarning, ModelFileError, StreamingGaussianMixture, make_mixture
@@ -112,9 +114,6 @@ def test_parameters_that_do_not_fit_together_are_refused_on_reading(good_file, t
 
 
 def test_crafted_precisions_make_assign_exit_1_with_nothing_written(good_file, records, tmp_path, capsys) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path = edited(
         good_file,
         tmp_path / "up.sgmm",
