@@ -27,7 +27,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from streamgmm.assignment.layout import Part, output_schema, overlapping_input, remove_outputs
+from streamgmm.assignment.layout import (
+    Part,
+    check_output_directory,
+    output_schema,
+    overlapping_input,
+    remove_outputs,
+)
 from streamgmm.assignment.pipeline import PartWriter
 from streamgmm.io.columns import DataError
 from streamgmm.io.lake_paths import is_url
@@ -126,8 +132,15 @@ def _check_table_output(out: str, inputs: Sequence[str], overwrite: bool) -> Any
         if not (os.path.isdir(out) and os.listdir(out)):
             return None
         if table_format(out) != "delta":
-            raise ValueError(f"output directory {out} holds files that are not a Delta table; choose a new one")
+            raise ValueError(
+                f"output directory {out} holds files that are not a Delta table (other data, or the uncommitted "
+                "files of a run writing there now); choose a new one"
+            )
     elif table_format(out) != "delta":
+        # The prefix's checks of the Parquet output (overlap with an input, objects of others);
+        # anything already there means it is not a new table's.
+        if check_output_directory(out, inputs, overwrite):
+            raise ValueError(f"output {out} holds objects that are not a Delta table; choose an empty or new prefix")
         return None
     if not overwrite:
         raise ValueError(f"{out} holds a Delta table; pass overwrite=True (--overwrite) to write a new version")

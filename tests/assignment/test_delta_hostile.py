@@ -245,3 +245,15 @@ def test_a_delta_output_in_an_object_store_is_one_commit_that_loses_a_race_clean
         assign(model, str(lake.path), raced, keep=["id"], out_format="delta", progress=other)
     assert other.error is None
     assert deltalake.DeltaTable(raced, storage_options=options).to_pyarrow_table().num_rows == 4_000
+
+
+def test_a_delta_output_refuses_a_prefix_holding_other_objects(lake, model, s3_bucket) -> None:
+    import pyarrow.fs as pafs
+
+    s3, _ = pafs.FileSystem.from_uri(f"s3://{s3_bucket}")
+    with s3.open_output_stream(f"{s3_bucket}/theirs/notes.csv") as stream:
+        stream.write(b"a,b\n1,2\n")
+    with pytest.raises(ValueError, match=r"holds objects assign did not write \(notes.csv\)"):
+        assign(model, str(lake.path), f"s3://{s3_bucket}/theirs", out_format="delta", overwrite=True)
+    listed = s3.get_file_info(pafs.FileSelector(f"{s3_bucket}/theirs", recursive=True))
+    assert [info.path for info in listed] == [f"{s3_bucket}/theirs/notes.csv"]
