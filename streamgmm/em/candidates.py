@@ -208,6 +208,23 @@ def sample_mean(sample: np.ndarray, weights: np.ndarray | None = None) -> np.nda
     return np.divide(sums, totals, out=np.zeros(sample.shape[1]), where=totals > 0)
 
 
+def unobserved_features(sample: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The indices of the features no record of ``sample`` observes (every value NaN, or observed
+    only in records of weight zero): EM has nothing to estimate their means and variances from.
+
+    >>> unobserved_features(np.array([[0.0, np.nan, 1.0], [2.0, np.nan, np.nan]])).tolist()
+    [1]
+    >>> unobserved_features(np.array([[0.0, 1.0], [2.0, np.nan]]), np.array([1.0, 0.0])).tolist()
+    []
+    >>> unobserved_features(np.array([[0.0, np.nan], [2.0, 5.0]]), np.array([1.0, 0.0])).tolist()
+    [1]
+    """
+    observed = ~np.isnan(sample)
+    if weights is None:
+        return np.flatnonzero(~observed.any(axis=0))
+    return np.flatnonzero(~(observed & (weights > 0)[:, None]).any(axis=0))
+
+
 def race(runs: list[EMIterations], advance: Callable[[EMIterations, int], None], first: int | None = None) -> int:
     """Successive halving: every candidate gets ``first`` EM iterations, the better half (by
     log-likelihood) twice as many more, and so on until one is left, which runs until it

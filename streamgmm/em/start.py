@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamgmm.em.batch import BatchEMResult
-from streamgmm.em.candidates import initialize, sample_mean
+from streamgmm.em.candidates import initialize, sample_mean, unobserved_features
+from streamgmm.io.columns import DataError
 from streamgmm.io.sources import ArraySource, ChunkSource, split_weights
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.mixture.params import MixtureParams
@@ -61,6 +62,44 @@ def sample_is_whole(source: ChunkSource, sample: np.ndarray, size: int) -> bool:
     return sample.shape[0] < size
 
 
+def check_observed(
+    sample: np.ndarray, weights: np.ndarray | None, whole: bool, feature_names: list[str] | None = None
+) -> None:
+    """Refuse a sample in which a feature has no observed value (missing values marginalised).
+
+    EM would keep the start's invention for it (mean 0, variance ``reg_covar``), and the model
+    would give every later record that has the feature a log-likelihood near -1e6. The sample
+    is where a fit starts, so a feature it never observes cannot be started even when later
+    records observe it.
+
+    >>> check_observed(np.array([[1.0, np.nan], [2.0, np.nan]]), None, True, ["x", "y"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    streamgmm.io.columns.DataError: column 'y' has no observed value in any of the 2 records: ...
+    """
+    missing = unobserved_features(sample, weights)
+    if missing.size == 0:
+        return
+    if feature_names is not None:
+        names = ", ".join(repr(str(feature_names[i])) for i in missing)
+        what = f"column{'s' if missing.size > 1 else ''} {names}"
+        remedy = "leave it out of the columns"
+    else:
+        what = f"feature{'s' if missing.size > 1 else ''} {', '.join(str(i) for i in missing)} (0-based)"
+        remedy = "leave it out of X"
+    have = "have" if missing.size > 1 else "has"
+    if whole:
+        raise DataError(
+            f"{what} {have} no observed value in any of the {sample.shape[0]} records: its mean and variance "
+            f"cannot be estimated; {remedy}"
+        )
+    raise DataError(
+        f"{what} {have} no observed value in the {sample.shape[0]} records the fit starts on (the initialisation "
+        f"sample, or partial_fit's first chunk): its mean and variance cannot be started; {remedy}, or start on "
+        "records that observe it (a larger init_size, or a first chunk that has it)"
+    )
+
+
 def converged_start(
     sample: np.ndarray,
     shuffle_rng: np.random.Generator,
@@ -78,6 +117,7 @@ def converged_start(
     given: dict[str, np.ndarray],
     shift: np.ndarray | None = None,
     weighted: bool = False,
+    feature_names: list[str] | None = None,
 ) -> Start:
     """The best of the candidates on ``sample``, each refined by EM to ``tol`` (see
     :func:`~streamgmm.em.candidates.initialize`), about ``shift`` (default: the sample's mean).
@@ -85,8 +125,10 @@ def converged_start(
     ``weighted``: the sample's last column is the record weights (a weighted source's sample).
     EM on the sample weighs the records; the candidates' seeding resamples them in proportion
     to their weights (:func:`~streamgmm.em.candidates.seed_rows`). Missing features (NaN) are
-    marginalised by EM, and seeding uses the complete rows."""
+    marginalised by EM, and seeding uses the complete rows; a feature the sample never observes
+    is a ``DataError`` naming it (by ``feature_names`` when given)."""
     sample, weights = split_weights(sample, weighted)
+    check_observed(sample, weights, whole, feature_names)
     shift = sample_mean(sample, weights) if shift is None else shift
     # One BLAS thread: the sample's products are too small to gain from a second thread, which
     # only competes with other work for the cores.

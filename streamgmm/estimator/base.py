@@ -252,6 +252,22 @@ class EstimatorBase:
                 "arguments before using this estimator."
             )
 
+    def feature_names(self) -> list[str] | None:
+        """The column names a fitted model reads its features by (``feature_names_in_`` as
+        strings), or None when it was fitted on unnamed data."""
+        names = getattr(self, "feature_names_in_", None)
+        return None if names is None else [str(name) for name in names]
+
+    def describe_input(self, source: ChunkSource) -> None:
+        """Record what was fitted on: ``feature_names_in_`` (when ``source`` has column names)
+        and ``n_skipped_`` (records its last pass left out)."""
+        names = getattr(source, "feature_names", None)
+        if names is not None:
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.n_skipped_ = int(getattr(source, "skipped_records", 0))
+
     def _user_init(self, n_features: int) -> dict[str, np.ndarray]:
         """The user's ``*_init`` arrays, checked against K and d."""
         k, t = self.n_components, self.covariance_type

@@ -49,7 +49,8 @@ class FittingMixin:
                 return Start(params, shift, rng)
         sample, shuffle_rng, whole = draw_sample(source, self.init_size, rng)
         sample = self.normalised_sample(source, sample)
-        return self.start_on_sample(sample, shuffle_rng, whole, rng, shift, weighted=is_weighted(source))
+        names = getattr(source, "feature_names", None)
+        return self.start_on_sample(sample, shuffle_rng, whole, rng, shift, weighted=is_weighted(source), names=names)
 
     def start_on_sample(
         self,
@@ -59,9 +60,11 @@ class FittingMixin:
         rng: np.random.Generator,
         shift: np.ndarray | None = None,
         weighted: bool = False,
+        names: list[str] | None = None,
     ) -> Start:
         """The start from a drawn sample (``select`` draws one for all its candidates);
-        ``weighted``: its last column is the record weights."""
+        ``weighted``: its last column is the record weights; ``names``: the features' column
+        names, which name a feature the sample never observes."""
         self._check_enough_records(sample.shape[0])
         given = self._user_init(sample.shape[1] - int(weighted))
         return converged_start(
@@ -81,6 +84,7 @@ class FittingMixin:
             given=given,
             shift=shift,
             weighted=weighted,
+            feature_names=names,
         )
 
     def fit_plan(self, source: ChunkSource, start: Start | None) -> str:
@@ -363,22 +367,6 @@ class FittingMixin:
                 convergence_warning_class(),
                 stacklevel=3,
             )
-
-    def feature_names(self) -> list[str] | None:
-        """The column names a fitted model reads its features by (``feature_names_in_`` as
-        strings), or None when it was fitted on unnamed data."""
-        names = getattr(self, "feature_names_in_", None)
-        return None if names is None else [str(name) for name in names]
-
-    def describe_input(self, source: ChunkSource) -> None:
-        """Record what was fitted on: ``feature_names_in_`` (when ``source`` has column names)
-        and ``n_skipped_`` (records its last pass left out)."""
-        names = getattr(source, "feature_names", None)
-        if names is not None:
-            self.feature_names_in_ = np.asarray(names, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-        self.n_skipped_ = int(getattr(source, "skipped_records", 0))
 
     def partial_fit(
         self,

@@ -134,7 +134,9 @@ class StreamingGaussianMixture(PersistenceMixin, InferenceMixin, FittingMixin, W
         record's E-step uses the marginal density of its observed features, and the M-step the
         conditional expectations of the missing ones; ``predict_proba``, ``score_samples`` and
         ``predict`` of an incomplete record come from its observed features. Records with
-        nothing observed are left out of fitting, and score NaN (``predict``: -1).
+        nothing observed are left out of fitting, and score NaN (``predict``: -1). A feature
+        with no observed value in the records a fit starts on (the initialisation sample, the
+        first ``partial_fit`` chunk) is a ``DataError`` naming it.
 
     moves : {'auto', 'off'}, default='auto'
         Births, merges and refits for streams read in stored order (sorted by time, key or

@@ -224,8 +224,9 @@ def select(
     starting = template.normalised_sample(source, sample)
     training = template.scaled_source(source)
     fittings = _candidates(
-        ks, types, starting, shuffle_rng, whole, rng, random_state, estimator_params, weighted, template.weight_unit()
-    )
+        ks, types, starting, shuffle_rng, whole, rng, random_state, estimator_params, weighted,
+        scale=template.weight_unit(), names=getattr(source, "feature_names", None),
+    )  # fmt: skip
     # With held_out the candidates are fitted in one online pass: the held-out records are never trained on.
     plan = "online" if held_out is not None else template.fit_plan(source, fittings[0].start)
     reservoir = HeldOutReservoir(held_out, spawn_rng(rng)) if held_out is not None else None
@@ -302,18 +303,22 @@ def _candidates(
     estimator_params: dict[str, Any],
     weighted: bool = False,
     scale: float = 1.0,
+    names: list[str] | None = None,
 ) -> list[_Fitting]:
     """Every candidate started on the one shared sample. Each starts from the generator as a
     lone fit would have it after its own sample draw, so it is initialised exactly as
     StreamingGaussianMixture(random_state=...) would be on this input, and visits the batches
-    in the same order; ``scale`` is the unit of the sample's weights, a lone fit's."""
+    in the same order; ``scale`` is the unit of the sample's weights, a lone fit's; ``names``, the
+    features' column names."""
     after_sample = copy.deepcopy(rng)
     fittings = []
     for t in types:
         for k in ks:
             model = StreamingGaussianMixture(k, covariance_type=t, random_state=random_state, **estimator_params)
             model.begin_weight_scale(scale)
-            start = model.start_on_sample(sample, shuffle_rng, whole, copy.deepcopy(after_sample), weighted=weighted)
+            start = model.start_on_sample(
+                sample, shuffle_rng, whole, copy.deepcopy(after_sample), weighted=weighted, names=names
+            )
             model._weighted_input = weighted
             fittings.append(_Fitting(model, start))
     return fittings
