@@ -44,6 +44,7 @@ class OutputStore:
         self.url = normal_url(url).rstrip("/")
         self._fs: pafs.FileSystem | None = None
         self._root = ""
+        self._client: Any = False  # the botocore client, made once on first use (None: none)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"url": self.url}
@@ -127,7 +128,7 @@ class OutputStore:
         """The directory markers under the URL (empty objects named ``dir/``, which pyarrow leaves
         behind when it deletes a folder's last object), as relative names; found on ``s3://`` with
         botocore importable, else (or if the listing fails) none."""
-        client = s3_client(self.url) if self.url.startswith("s3://") else None
+        client = self._s3()
         if client is None:
             return set()
         bucket, prefix = self._bucket_prefix()
@@ -146,13 +147,18 @@ class OutputStore:
         extra = self.markers() - keep
         if not extra:
             return
-        client = s3_client(self.url)
+        client = self._s3()
         bucket, prefix = self._bucket_prefix()
         try:
             for marker in sorted(extra):
                 client.delete_object(Bucket=bucket, Key=prefix + marker)
         except Exception:  # a tidying step: never in the way of the run's own result or error
             pass
+
+    def _s3(self) -> Any:
+        if self._client is False:  # making one takes a few tenths of a second
+            self._client = s3_client(self.url) if self.url.startswith("s3://") else None
+        return self._client
 
     def _bucket_prefix(self) -> tuple[str, str]:
         bucket, _, key = self.path("").partition("/")
