@@ -333,8 +333,9 @@ def _assign_to_delta(
     features = names if names is not None else default_feature_names(params.n_features)
     out = str(out).rstrip("/") if is_url(out) else os.path.abspath(os.fspath(out))
     summary = AssignSummary(out, params.fingerprint())
-    metadata = file_metadata(params, features, keep, summary.fingerprint, dtype)
-    writer = PartWriter(out, params, features, nan_policy, metadata, RESULT_DTYPES[dtype], batch_size, compression)
+    # Plain Parquet data files: the table's log, not a _SUCCESS, says the result is whole, and its
+    # commit names the model.
+    writer = PartWriter(out, params, features, nan_policy, {}, RESULT_DTYPES[dtype], batch_size, compression)
     start = time.perf_counter()
     summary.files = write_delta(parts, inputs, writer, overwrite, progress)
     summary.seconds = time.perf_counter() - start

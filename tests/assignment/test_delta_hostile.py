@@ -163,6 +163,10 @@ def test_the_summary_counts_the_files_the_table_received(lake, model, tmp_path) 
     received = table.get_add_actions(flatten=True).num_rows
     assert json.loads(result.stdout)["files"] == received == len(committed_files(out))
     assert sum(table.get_add_actions(flatten=True).column("num_records").to_pylist()) == 4_000
+    info = subprocess.run(
+        [sys.executable, "-m", "streamgmm", "info", str(out), "--json"], capture_output=True, text=True, timeout=120
+    )
+    assert info.returncode == 0 and json.loads(info.stdout)["records"] == 4_000  # a table, not an unfinished output
 
 
 # ---------------------------------------------------------------------- memory
