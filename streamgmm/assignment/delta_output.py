@@ -66,7 +66,11 @@ def write_delta(
     run = uuid.uuid4().hex
     # Names of this run alone: an overwrite keeps the files earlier versions name (time travel).
     named = [dataclasses.replace(part, output=f"part-{i:05d}-{run}.parquet") for i, part in enumerate(parts)]
-    entries = writer.write_all(named, progress) if named else []
+    try:
+        entries = writer.write_all(named, progress) if named else []
+    except BaseException:
+        _remove_if_empty(out, created)  # the writer has removed its files
+        raise
     schema = output_schema(parts[0].keep_fields if parts else (), writer.params.n_components, writer.result_type)
     # No retries: a commit another writer made meanwhile is a conflict, never a version to append to.
     properties = CommitProperties(custom_metadata={FINGERPRINT_KEY: writer.params.fingerprint()}, max_commit_retries=0)
@@ -74,8 +78,7 @@ def write_delta(
         _commit(out, table, schema, _add_actions(out, entries), properties)
     except Exception as error:
         remove_outputs(out, [entry["output"] for entry in entries])
-        if created and os.path.isdir(out) and not os.listdir(out):
-            os.rmdir(out)
+        _remove_if_empty(out, created)
         winner = _last_version(out)
         if winner is not None and winner != (None if table is None else table.version()):
             raise ValueError(
@@ -84,6 +87,12 @@ def write_delta(
             ) from None
         raise DataError(f"{out}: cannot commit to the Delta table: {' '.join(str(error).split())[:300]}") from None
     return entries
+
+
+def _remove_if_empty(out: str, created: bool) -> None:
+    """Remove the local folder this run created, if nothing else was put there meanwhile."""
+    if created and os.path.isdir(out) and not os.listdir(out):
+        os.rmdir(out)
 
 
 def _commit(out: str, table: Any, schema: pa.Schema, adds: list[Any], properties: Any) -> None:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from streamgmm import StreamingGaussianMixture, assign
+from streamgmm import DataError, StreamingGaussianMixture, assign
 from streamgmm.assignment.delta_output import FINGERPRINT_KEY
 
 deltalake = pytest.importorskip("deltalake")
@@ -151,6 +151,14 @@ def test_overwrite_of_streamgmm_s_own_table_still_makes_a_new_version(lake, mode
     assert deltalake.DeltaTable(str(out), version=0).to_pyarrow_table().num_rows == 4_000  # time travel intact
 
 
+def test_a_failed_delta_output_leaves_no_folder_behind(model, tmp_path) -> None:
+    X = np.zeros((100, model.n_features_in_))
+    X[57, 1] = np.nan
+    with pytest.raises(DataError, match="row 57"):
+        assign(model, X, tmp_path / "scored", out_format="delta")
+    assert not (tmp_path / "scored").exists()
+
+
 def test_the_summary_counts_the_files_the_table_received(lake, model, tmp_path) -> None:
     out = tmp_path / "scored"
     model.save(tmp_path / "m.model")
@@ -174,7 +182,7 @@ def test_the_summary_counts_the_files_the_table_received(lake, model, tmp_path) 
 ASSIGN = r"""
 import json, sys
 import numpy as np
-from streamgmm import StreamingGaussianMixture, assign
+from streamgmm import DataError, StreamingGaussianMixture, assign
 
 def high_water_mark():
     with open("/proc/self/status") as status:
