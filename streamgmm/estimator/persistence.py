@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any, Self
 
@@ -191,8 +192,15 @@ class PersistenceMixin:
         for name in list(arrays):
             if name.startswith("param."):
                 params[name[len("param.") :]] = arrays.pop(name)
+        # Each parameter named in the message as the document's field: it is the file that is wrong.
+        unknown = sorted(set(params) - set(inspect.signature(cls).parameters))
+        if unknown:
+            raise ModelFileError(f"estimator_params.{unknown[0]} is not a parameter of {cls.__name__}")
         model = cls(**params)
-        model.validate_params()
+        try:
+            model.validate_params()
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(f"estimator_params: {exc}") from None
         for name, value in arrays.items():
             if value.dtype.kind != "f":
                 raise ModelFileError(f"array {name} holds {value.dtype}, not floats")

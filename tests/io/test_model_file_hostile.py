@@ -247,6 +247,9 @@ def test_a_model_zipped_again_with_compression_still_loads(good_file, tmp_path) 
 FIELDS = {
     "estimator_params.n_components": (1_000_000_000, "estimator_params.n_components"),
     "estimator_params.random_state": (-3, "estimator_params.random_state"),
+    "estimator_params.moves": ("bogus", "estimator_params: Invalid value for 'moves'"),
+    "estimator_params.step_exponent": (-5.0, "estimator_params: step_exponent"),
+    "estimator_params.bogus": (1, "estimator_params.bogus is not a parameter"),
     "online.statistics_n_records": (-1, "online.statistics_n_records"),
     "online.statistics_n_records=0": (0, "online.statistics_n_records"),
     "online.records_seen": (-5, "online.records_seen"),
