@@ -23,6 +23,7 @@ status 1 and a one-line ``streamgmm: error: ...`` on stderr; bad usage with stat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
@@ -30,7 +31,7 @@ import sys
 import time
 import warnings
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,6 +50,7 @@ from streamgmm.cli.checks import (
 )
 from streamgmm.cli.messages import in_cli_words
 from streamgmm.cli.parser import build_parser
+from streamgmm.cli.progress import ProgressSource, progress_bar, show_progress
 from streamgmm.cli.report import describe
 from streamgmm.dask.source import connect
 from streamgmm.estimator import StreamingGaussianMixture
@@ -62,49 +64,6 @@ from streamgmm.watch.checkpoint import StateDirectory, StateDirectoryBusy, is_st
 
 if TYPE_CHECKING:  # pyarrow.dataset imports pandas: loaded only where a dataset is used
     import pyarrow.dataset as ds
-
-# ---------------------------------------------------------------------- progress
-
-
-class ProgressSource:
-    """A source that shows a progress bar per pass over it (records, records/s, ETA)."""
-
-    def __init__(self, source: ParquetSource, enabled: bool, label: str):
-        self.source = source
-        self.enabled = enabled
-        self.label = label
-        self.passes = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.source, name)
-
-    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
-        self.passes += 1
-        with progress_bar(self.enabled, self.source.n_records, f"{self.label} pass {self.passes}") as bar:
-            for batch in self.source.batches(batch_size, rng):
-                bar.update(batch.shape[0])
-                yield batch
-
-
-def progress_bar(enabled: bool, total: int | None, description: str) -> Any:
-    """A tqdm bar on stderr (tqdm is imported here: only commands that stream need it)."""
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        desc=description,
-        unit=" records",
-        unit_scale=True,
-        disable=not enabled,
-        file=sys.stderr,
-        dynamic_ncols=True,
-        leave=False,
-    )
-
-
-def show_progress(args: argparse.Namespace) -> bool:
-    return not args.quiet and sys.stderr.isatty()
-
 
 # ---------------------------------------------------------------------- commands
 
@@ -168,7 +127,8 @@ def run_fit(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     with connect(args.scheduler, args.workers) as client, explained_empty(source):
         if client is None:
-            model.fit(ProgressSource(source, show_progress(args), "fit"))
+            with contextlib.closing(ProgressSource(source, show_progress(args), "fit")) as shown:
+                model.fit(shown)
         else:
             # On the cluster the visit is shuffled by partition (file), not by row group; progress
             # is the dashboard's.
@@ -287,9 +247,9 @@ def run_select(args: argparse.Namespace) -> dict[str, Any]:
     if args.model:
         check_model_path(args.model, input_paths(args.sources, source))
     started = time.perf_counter()
-    with explained_empty(source):
+    with explained_empty(source), contextlib.closing(ProgressSource(source, show_progress(args), "select")) as shown:
         result = select(
-            ProgressSource(source, show_progress(args), "select"),
+            shown,
             ks,
             args.covariance,
             criterion=args.criterion,

@@ -22,7 +22,7 @@ array([-4.,  4.])
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +74,7 @@ def initialize(
     given: dict[str, np.ndarray] | None = None,
     race_first: int | None = None,
     weights: np.ndarray | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Initialization:
     """The best of ``n_init`` candidates raced by EM on ``sample``; the winner runs until ``tol``.
 
@@ -112,6 +113,9 @@ def initialize(
         ``RACE_FIRST_ITERATIONS``; ``max_iter``: every candidate runs to convergence).
     weights : ndarray of shape (n,), optional
         Record weights (finite, >= 0, with a positive total).
+    progress : callable, optional
+        Called with the records of each mini-batch of the sample an E-step has processed (a
+        progress bar: on wide incomplete records the candidates' EM can take minutes).
 
     Returns
     -------
@@ -147,7 +151,7 @@ def initialize(
         best = int(np.argmax(scores))
         return Initialization(starts[best], scores[best], scores)
     runs = [EMIterations(p, reg_covar=reg_covar, tol=tol, max_iter=max_iter, lower_bound=-np.inf) for p in starts]
-    source = ArraySource(sample, weights=weights)
+    source = ArraySource(sample, weights=weights) if progress is None else _Reported(sample, weights, progress)
     winner = race(runs, lambda run, n: _iterate(run, source, shift, batch_size, n), race_first)
     em = runs[winner].result()
     # As scikit-learn: a candidate's score is the mean log-likelihood of its last E-step (the
@@ -240,6 +244,20 @@ def race(runs: list[EMIterations], advance: Callable[[EMIterations, int], None],
         budget *= 2
     advance(runs[alive[0]], runs[alive[0]].max_iter)
     return alive[0]
+
+
+class _Reported(ArraySource):
+    """The sample as an array source (so read without a thread, as any array) that reports each
+    mini-batch's records once the E-step has taken them."""
+
+    def __init__(self, sample: np.ndarray, weights: np.ndarray | None, progress: Callable[[int], None]):
+        super().__init__(sample, weights=weights)
+        self.progress = progress
+
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+        for batch in super().batches(batch_size, rng):
+            yield batch
+            self.progress(batch.shape[0])
 
 
 def _iterate(run: EMIterations, source: ArraySource, shift: np.ndarray, batch_size: int, n: int) -> None:

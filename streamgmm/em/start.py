@@ -8,6 +8,7 @@ candidate of :func:`~streamgmm.selection.select` then sees the batches a lone fi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,6 +119,7 @@ def converged_start(
     shift: np.ndarray | None = None,
     weighted: bool = False,
     feature_names: list[str] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Start:
     """The best of the candidates on ``sample``, each refined by EM to ``tol`` (see
     :func:`~streamgmm.em.candidates.initialize`), about ``shift`` (default: the sample's mean).
@@ -126,7 +128,8 @@ def converged_start(
     EM on the sample weighs the records; the candidates' seeding resamples them in proportion
     to their weights (:func:`~streamgmm.em.candidates.seed_rows`). Missing features (NaN) are
     marginalised by EM, and seeding uses the complete rows; a feature the sample never observes
-    is a ``DataError`` naming it (by ``feature_names`` when given)."""
+    is a ``DataError`` naming it (by ``feature_names`` when given). ``progress`` is called with
+    the records of each mini-batch of the sample the candidates' EM has processed."""
     sample, weights = split_weights(sample, weighted)
     check_observed(sample, weights, whole, feature_names)
     shift = sample_mean(sample, weights) if shift is None else shift
@@ -151,5 +154,6 @@ def converged_start(
             # convergence pick the better of close optima more often.
             race_first=None if whole else max_iter,
             weights=weights,
+            progress=progress,
         )
     return Start(init.params, shift, shuffle_rng, init.em, whole)

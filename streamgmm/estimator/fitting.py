@@ -49,8 +49,10 @@ class FittingMixin:
                 return Start(params, shift, rng)
         sample, shuffle_rng, whole = draw_sample(source, self.init_size, rng)
         sample = self.normalised_sample(source, sample)
-        names = getattr(source, "feature_names", None)
-        return self.start_on_sample(sample, shuffle_rng, whole, rng, shift, weighted=is_weighted(source), names=names)
+        names, progress = getattr(source, "feature_names", None), getattr(source, "start_progress", None)
+        return self.start_on_sample(
+            sample, shuffle_rng, whole, rng, shift, weighted=is_weighted(source), names=names, progress=progress
+        )
 
     def start_on_sample(
         self,
@@ -61,10 +63,12 @@ class FittingMixin:
         shift: np.ndarray | None = None,
         weighted: bool = False,
         names: list[str] | None = None,
+        progress: Any = None,
     ) -> Start:
         """The start from a drawn sample (``select`` draws one for all its candidates);
         ``weighted``: its last column is the record weights; ``names``: the features' column
-        names, which name a feature the sample never observes."""
+        names, which name a feature the sample never observes; ``progress``, called with the
+        sample's records as the start's EM processes them (a source's ``start_progress``)."""
         self._check_enough_records(sample.shape[0])
         given = self._user_init(sample.shape[1] - int(weighted))
         return converged_start(
@@ -85,6 +89,7 @@ class FittingMixin:
             shift=shift,
             weighted=weighted,
             feature_names=names,
+            progress=progress,
         )
 
     def fit_plan(self, source: ChunkSource, start: Start | None) -> str:

@@ -30,6 +30,9 @@ class ChunkSource(Protocol):
     skipped_records: int  # records the last pass left out (nan_policy="skip")
     # Optional (read with getattr, default False): batches end with a column of record weights.
     weighted: bool
+    # Optional (read with getattr, default None): called with the records of the initialisation
+    # sample as the start's EM processes them (a progress bar).
+    start_progress: Callable[[int], None] | None
 
     def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
         """Mini-batches of ``batch_size`` records (the last may be shorter); ``rng`` shuffles

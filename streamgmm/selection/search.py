@@ -226,6 +226,7 @@ def select(
     fittings = _candidates(
         ks, types, starting, shuffle_rng, whole, rng, random_state, estimator_params, weighted,
         scale=template.weight_unit(), names=getattr(source, "feature_names", None),
+        progress=getattr(source, "start_progress", None),
     )  # fmt: skip
     # With held_out the candidates are fitted in one online pass: the held-out records are never trained on.
     plan = "online" if held_out is not None else template.fit_plan(source, fittings[0].start)
@@ -304,12 +305,13 @@ def _candidates(
     weighted: bool = False,
     scale: float = 1.0,
     names: list[str] | None = None,
+    progress: Any = None,
 ) -> list[_Fitting]:
     """Every candidate started on the one shared sample. Each starts from the generator as a
     lone fit would have it after its own sample draw, so it is initialised exactly as
     StreamingGaussianMixture(random_state=...) would be on this input, and visits the batches
     in the same order; ``scale`` is the unit of the sample's weights, a lone fit's; ``names``, the
-    features' column names."""
+    features' column names; ``progress``, the source's ``start_progress``."""
     after_sample = copy.deepcopy(rng)
     fittings = []
     for t in types:
@@ -317,7 +319,13 @@ def _candidates(
             model = StreamingGaussianMixture(k, covariance_type=t, random_state=random_state, **estimator_params)
             model.begin_weight_scale(scale)
             start = model.start_on_sample(
-                sample, shuffle_rng, whole, copy.deepcopy(after_sample), weighted=weighted, names=names
+                sample,
+                shuffle_rng,
+                whole,
+                copy.deepcopy(after_sample),
+                weighted=weighted,
+                names=names,
+                progress=progress,
             )
             model._weighted_input = weighted
             fittings.append(_Fitting(model, start))

@@ -9,10 +9,14 @@ feature missing from later chunks only is what marginalising is for, and still f
 
 Oracles: the error names the feature the test removed; a model that has one is compared with
 the generating parameters.
+
+Wide incomplete records are slow (each pattern its own factorisation): the command shows
+progress while the start's EM runs on the sample, not only during passes.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -119,3 +123,61 @@ def test_the_command_line_names_a_column_with_no_value(tmp_path) -> None:
     assert len(lines) == 1 and lines[0].startswith("streamgmm: error: "), result.stderr
     assert "column 'y' has no observed value in any of the 900 records" in lines[0]
     assert not model.exists()
+
+
+def on_a_terminal(*args) -> tuple[int, str, str]:
+    """Run the command with stderr on a pseudo-terminal (120 columns): (exit code, stdout,
+    what the terminal showed)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamgmm", *map(str, args)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        text=True,
+    )
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            data = os.read(controller, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not data:
+            break
+        shown += data
+    stdout = process.stdout.read()
+    process.wait(timeout=300)
+    os.close(controller)
+    return process.returncode, stdout, shown.decode(errors="replace")
+
+
+def test_the_command_shows_progress_while_the_start_runs_on_incomplete_records(tmp_path) -> None:
+    """A lake the initialisation sample holds whole is fitted by the start's EM alone: with
+    missing values at width that can take minutes, and it is shown as a bar of records
+    processed; an online fit shows it and then its pass."""
+    rng = np.random.default_rng(3)
+    X = np.concatenate([rng.normal(-3, 1, (600, 8)), rng.normal(3, 1, (600, 8))])
+    X[rng.random(X.shape) < 0.3] = np.nan
+    X[np.isnan(X).all(axis=1), 0] = 0.0
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    columns = {f"x{i}": pa.array(X[:, i], mask=np.isnan(X[:, i])) for i in range(X.shape[1])}
+    pq.write_table(pa.table(columns), lake / "part-0.parquet")
+    common = ["fit", lake, "-k", 2, "--nan-policy", "marginalize", "--batch-size", 256]
+    code, stdout, shown = on_a_terminal(*common, "--model", tmp_path / "m.sgmm")
+    assert code == 0, shown
+    assert "fit start (EM on the sample)" in shown and "records/s" in shown, shown
+    assert "fit pass" not in shown  # the sample was all the data: no pass
+    assert stdout.startswith("fitted 2 full components on 1,200 records")
+    code, stdout, shown = on_a_terminal(*common, "--algorithm", "online", "--model", tmp_path / "o.sgmm")
+    assert code == 0, shown
+    assert shown.index("fit start (EM on the sample)") < shown.index("fit pass 1"), shown
+    code, stdout, shown = on_a_terminal(*common, "--model", tmp_path / "q.sgmm", "-q")
+    assert code == 0 and shown == ""
