@@ -94,11 +94,9 @@ def write_model_to(raw: BinaryIO, document: dict[str, Any], arrays: dict[str, np
 def _check_before_writing(path: Any, document: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     arrays = {name: np.asarray(value) for name, value in arrays.items()}
     try:
-        check_model_contents(document, arrays)
-        check_consistent(document, arrays)
-        # What the reader refuses to inflate is not written either.
-        largest = max(arrays, key=lambda name: arrays[name].nbytes)
-        if arrays[largest].nbytes > MAX_ARRAY_BYTES:
+        # What the reader refuses to inflate is not written either (checked first: it is cheap).
+        largest = max(arrays, key=lambda name: arrays[name].nbytes, default=None)
+        if largest is not None and arrays[largest].nbytes > MAX_ARRAY_BYTES:
             raise ModelContentError(
                 f"array {largest} holds {arrays[largest].nbytes:,} bytes, more than the {MAX_ARRAY_BYTES:,} "
                 "a model array may"
@@ -106,6 +104,8 @@ def _check_before_writing(path: Any, document: dict[str, Any], arrays: dict[str,
         total = sum(value.nbytes for value in arrays.values())
         if total > MAX_MODEL_BYTES:
             raise ModelContentError(f"its arrays hold {total:,} bytes, more than the {MAX_MODEL_BYTES:,} a model may")
+        check_model_contents(document, arrays)
+        check_consistent(document, arrays)
     except ModelContentError as exc:
         raise ModelFileError(f"{path}: not written, the model is not usable ({exc})") from None
 

@@ -268,3 +268,25 @@ def test_document_numbers_that_would_fail_later_are_refused_naming_the_field(goo
     value, fragment = FIELDS[case]
     path = edited(good_file, tmp_path / "field.sgmm", document={case.split("=")[0]: value})
     assert_refused(path, capsys, fragment)
+
+
+# ---------------------------------------------------------------- the writer keeps to the reader's bounds
+
+
+def test_a_model_the_reader_would_refuse_for_its_size_is_not_written(good_file, records, tmp_path) -> None:
+    from streamgmm.io.model_file import MAX_ARRAY_BYTES, MAX_MODEL_BYTES, write_model
+
+    document, arrays = StreamingGaussianMixture(K, random_state=0).fit(records).model_document()
+    gib = MAX_ARRAY_BYTES // 8
+    # Read-only views of one zero: their declared sizes, without the memory.
+    one_too_large = {**arrays, "statistics.second": np.broadcast_to(0.0, (gib + 1,))}
+    six_of_the_largest = {**arrays, **{name: np.broadcast_to(0.0, (gib,)) for name in list(arrays)[:6]}}
+    assert sum(value.nbytes for value in six_of_the_largest.values()) > MAX_MODEL_BYTES
+    for case, contents, fragment in (
+        ("array", one_too_large, "array statistics.second holds"),
+        ("total", six_of_the_largest, "its arrays hold"),
+    ):
+        path = tmp_path / f"{case}.sgmm"
+        with pytest.raises(ModelFileError, match=f"not written.*{fragment}"):
+            write_model(path, document, contents)
+        assert not path.exists() and list(tmp_path.iterdir()) == []
