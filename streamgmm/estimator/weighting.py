@@ -51,6 +51,14 @@ class WeightingMixin:
     def scaled_source(self, source: Any) -> Any:
         """``source`` with its weights in the fit's unit (itself when there is nothing to scale)."""
         scale = getattr(self, "_scale_in_use", 1.0)
+        if is_weighted(source) and isinstance(source, DaskSource) and scale not in (None, 1.0):
+            # The workers read the weights as given: mixed with statistics in another unit, they
+            # would weigh the new records wrongly.
+            raise ValueError(
+                f"this model measures record weights in units of {scale:g} (the mean weight of the sample it "
+                "started on), and Dask fits take the weights as given: continue it in this process, or start "
+                "a new model on Dask"
+            )
         if not is_weighted(source) or isinstance(source, DaskSource) or scale == 1.0:
             return source
         return ScaledWeights(source, scale, self.begin_weight_scale)

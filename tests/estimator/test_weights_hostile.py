@@ -139,3 +139,20 @@ def test_the_command_line_fits_a_weight_column_of_any_scale_alike(weighted_data,
         models[scale] = StreamingGaussianMixture.load(model)
     for scale in SCALES:
         assert_same_fit(models[scale], models[1.0], 1e-10)
+
+
+def test_a_model_whose_weight_unit_is_not_one_does_not_continue_on_dask(weighted_data) -> None:
+    """Dask fits read the weights as given on the workers: mixed into statistics kept in another
+    unit they would weigh the new records wrongly, so the continuation is refused in one line."""
+    dd = pytest.importorskip("dask.dataframe")
+    pd = pytest.importorskip("pandas")
+    from streamgmm.dask.source import dask_source
+
+    X, w = weighted_data
+    model = StreamingGaussianMixture(**options()).fit(X, sample_weight=w * 1e-300)
+    means = model.means_.copy()
+    frame = pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "w": w * 1e-300})
+    source = dask_source(dd.from_pandas(frame, npartitions=3), weight_column="w")
+    with pytest.raises(ValueError, match="measures record weights in units of 1.2") as error:
+        model.set_params(warm_start=True).fit(source)
+    assert "\n" not in str(error.value) and (model.means_ == means).all()
