@@ -109,8 +109,8 @@ def refitted(
     grown by ``REFIT_GROWTH``. Without a gain, parameters and statistics come back as they were."""
     # Until the old regime has faded after a change of course, every due refit is tried, with
     # fresh candidates: EM from the current places keeps components on the fading regime.
-    fresh = state.clock < state.fresh_until
-    changed = state.changed or fresh
+    fading = state.clock < state.fresh_until
+    changed = state.changed or fading
     state = replace(state, next_refit=max(state.clock, 1.0) * REFIT_GROWTH, changed=False)
     sample = None if state.sample is None else state.sample.merged()
     state = replace(state, sample=sample)
@@ -137,7 +137,7 @@ def refitted(
             lower_bound=lower_bound,
         )
 
-    restart, state = state.restart or fresh, replace(state, restart=False)
+    restart, state = state.restart or fading, replace(state, restart=False)
     unchanged = MoveResult(statistics, params, state)
     with one_blas_thread():
         # A few iterations tell whether the allocation is wrong; most tries stop there.
@@ -145,12 +145,11 @@ def refitted(
         if first.statistics is None or len(first.history) < 2:
             return unchanged
         current = first.history[0]
-        result = None
-        if first.lower_bound - current > needed:
-            result = first if first.converged else em(first.params, REFIT_ITERATIONS, first.lower_bound)
+        probes = [first] if first.lower_bound - current > needed else []
         if restart:
             # After a birth the stream has shown a change: EM from the current places may be
-            # stuck where they were, so a fresh candidate on the sample competes too.
+            # stuck where they were, so a fresh candidate on the sample competes too; the
+            # better of the two after the probe's iterations is run to convergence.
             fresh = initialize(
                 sample.records,
                 params.n_components,
@@ -159,14 +158,17 @@ def refitted(
                 n_init=RESTART_CANDIDATES,
                 rng=state.rng(step, 4),
                 tol=REFIT_TOL,
-                max_iter=REFIT_ITERATIONS,
+                max_iter=PROBE_ITERATIONS,
                 batch_size=len(sample),
                 shift=statistics.shift,
                 weights=weights,
             ).em
             if fresh is not None and fresh.statistics is not None:
-                if result is None or fresh.lower_bound > result.lower_bound:
-                    result = fresh
+                probes.append(fresh)
+        result = None
+        if probes:
+            best = max(probes, key=lambda probe: probe.lower_bound)
+            result = best if best.converged else em(best.params, REFIT_ITERATIONS, best.lower_bound)
     if result is None or not result.lower_bound - current > needed:
         return unchanged
     gain = result.lower_bound - current
