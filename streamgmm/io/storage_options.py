@@ -74,4 +74,3 @@ def malformed_option(option: str) -> str:
     return (
         "--storage-option: expected KEY=VALUE, e.g. region=eu-west-1 (the text given is not shown: it may be a secret)"
     )
-
