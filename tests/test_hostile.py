@@ -26,9 +26,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from shared_helpers import cli, members, npy, write_zip
 
 from streamgmm import ModelFileError, ParquetSource, StreamingGaussianMixture, assign
-from streamgmm.cli.command import main
 from streamgmm.io.model_file import write_model
 from streamgmm.watch.checkpoint import StateDirectory
 from streamgmm.watch.watcher import Watcher, watch
@@ -54,40 +54,11 @@ def model_path(lake, tmp_path_factory) -> Path:
     return path
 
 
-def cli(capsys, *argv: object) -> tuple[int, str, str]:
-    """``streamgmm ARGV`` in this process: (status, stdout, stderr); usage errors give 2."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def assert_one_error_line(err: str, *fragments: str) -> None:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
-
-
-def members(path: Path) -> dict[str, bytes]:
-    with zipfile.ZipFile(path) as archive:
-        return {name: archive.read(name) for name in archive.namelist()}
-
-
-def write_zip(path: Path, contents: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> Path:
-    """A model file written byte by byte, bypassing write_model (which refuses bad models)."""
-    with zipfile.ZipFile(path, "w", compression=compression) as archive:
-        for name, body in contents.items():
-            archive.writestr(name, body)
-    return path
-
-
-def npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.lib.format.write_array(buffer, array)
-    return buffer.getvalue()
 
 
 def edited_model(

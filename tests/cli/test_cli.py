@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from shared_helpers import on_a_terminal
 
 from streamgmm import StreamingGaussianMixture
 
@@ -320,39 +321,6 @@ def test_console_script():
     assert result.returncode == 0, result.stderr
     for command in ("fit", "assign", "info"):
         assert command in result.stdout
-
-
-def on_a_terminal(*args: str) -> tuple[int, str, str]:
-    """Run the command with stderr on a pseudo-terminal (120 columns): (exit code, stdout,
-    what the terminal showed)."""
-    import fcntl
-    import pty
-    import struct
-    import termios
-
-    controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamgmm", *map(str, args)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=terminal,
-        text=True,
-    )
-    os.close(terminal)
-    shown = b""
-    while True:
-        try:
-            data = os.read(controller, 65536)
-        except OSError:  # the terminal closed with the process
-            break
-        if not data:
-            break
-        shown += data
-    stdout = process.stdout.read()
-    process.wait(timeout=120)
-    os.close(controller)
-    return process.returncode, stdout, shown.decode(errors="replace")
 
 
 def test_progress_bars_on_a_terminal_and_not_with_q(lake, tmp_path):

@@ -16,22 +16,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from shared_helpers import cli
 
 from streamgmm import StreamingGaussianMixture
 from streamgmm.assignment.layout import SUCCESS
-from streamgmm.cli.command import main
 
 FEATURES = ["x0", "x1"]
-
-
-def cli(capsys, *argv: object) -> tuple[int, str, str]:
-    """``streamgmm ARGV`` in this process: (status, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def error_line(code: int, err: str, status: int, *fragments: str) -> str:

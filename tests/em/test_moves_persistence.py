@@ -4,7 +4,6 @@ moves are damaged or hostile is refused naming the field."""
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from dataclasses import fields, is_dataclass, replace
@@ -13,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from shared_helpers import npy
 
 from streamgmm import ModelFileError, StreamingGaussianMixture
 from streamgmm.em.moves import MoveState
@@ -200,12 +200,6 @@ def test_a_forgetting_stream_resumed_after_every_call_changes_course_as_the_unin
 
 
 # --------------------------------------------------------------------------- hostile files
-
-
-def npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.lib.format.write_array(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ progress while the start's EM runs on the sample, not only during passes.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -25,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from shared_helpers import on_a_terminal
 
 from streamgmm import DataError, StreamingGaussianMixture, select
 
@@ -123,39 +123,6 @@ def test_the_command_line_names_a_column_with_no_value(tmp_path) -> None:
     assert len(lines) == 1 and lines[0].startswith("streamgmm: error: "), result.stderr
     assert "column 'y' has no observed value in any of the 900 records" in lines[0]
     assert not model.exists()
-
-
-def on_a_terminal(*args) -> tuple[int, str, str]:
-    """Run the command with stderr on a pseudo-terminal (120 columns): (exit code, stdout,
-    what the terminal showed)."""
-    import fcntl
-    import pty
-    import struct
-    import termios
-
-    controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamgmm", *map(str, args)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=terminal,
-        text=True,
-    )
-    os.close(terminal)
-    shown = b""
-    while True:
-        try:
-            data = os.read(controller, 65536)
-        except OSError:  # the terminal closed with the process
-            break
-        if not data:
-            break
-        shown += data
-    stdout = process.stdout.read()
-    process.wait(timeout=300)
-    os.close(controller)
-    return process.returncode, stdout, shown.decode(errors="replace")
 
 
 def test_the_command_shows_progress_while_the_start_runs_on_incomplete_records(tmp_path) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from shared_helpers import members, npy, write_zip
 
 from streamgmm import ConvergenceWarning, ModelFileError, StreamingGaussianMixture, make_mixture
 from streamgmm.cli.command import main
@@ -35,25 +36,6 @@ def good_file(tmp_path_factory, records) -> Path:
     path = tmp_path_factory.mktemp("good") / "good.sgmm"
     StreamingGaussianMixture(K, random_state=0).fit(records).save(path)
     return path
-
-
-def members(path: Path) -> dict[str, bytes]:
-    with zipfile.ZipFile(path) as archive:
-        return {name: archive.read(name) for name in archive.namelist()}
-
-
-def write_zip(path: Path, contents: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> Path:
-    """A model file written member by member, bypassing the writer's checks."""
-    with zipfile.ZipFile(path, "w", compression=compression) as archive:
-        for name, body in contents.items():
-            archive.writestr(name, body)
-    return path
-
-
-def npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.lib.format.write_array(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
 
 
 def array(contents: dict[str, bytes], name: str) -> np.ndarray:

@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from shared_helpers import cli
 
 from streamgmm import StreamingGaussianMixture
-from streamgmm.cli.command import main
 from streamgmm.watch.checkpoint import StateDirectory, state_summary
 from streamgmm.watch.drift import ALPHA, ENTRY_FIELDS, HALF_LIFE_FILES, Level, level_of
 from streamgmm.watch.store_state import StoreState, store_state_summary
@@ -61,14 +61,6 @@ def run(*args: object) -> subprocess.CompletedProcess:
         stdin=subprocess.DEVNULL,
         timeout=120,
     )
-
-
-def cli(capsys, *args: object) -> tuple[int, str, str]:
-    """The ``streamgmm`` command in this process (no start-up cost): status, stdout, stderr."""
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def strict_json(text: str):
