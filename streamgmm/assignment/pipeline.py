@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 
 from streamgmm.assignment.layout import Part, output_schema, remove_outputs
 from streamgmm.io.atomic_write import atomic_path
+from streamgmm.io.background import WriteBehind, read_ahead
 from streamgmm.io.columns import DataError, FeatureReader
 from streamgmm.io.lake_paths import is_url
-from streamgmm.io.read_ahead import WriteBehind, read_ahead
 from streamgmm.io.store_output import OutputStore
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.kernels.scoring import score_chunk

@@ -28,11 +28,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from streamgmm.io.background import read_ahead
 from streamgmm.io.columns import DataError, FeatureReader, check_nan_policy, check_weight_column, feature_columns
 from streamgmm.io.lake_discovery import LakeListing, is_hidden, open_lake
 from streamgmm.io.lake_footers import FooterCache, LakeFile, LakeFiles, RowGroup, read_row_groups, row_group_batches
 from streamgmm.io.row_group_shuffle import shuffled_batches
-from streamgmm.io.sources import prefetched, rebatch, reservoir_sample_counted
+from streamgmm.io.sources import rebatch, reservoir_sample_counted
 
 if TYPE_CHECKING:  # pyarrow.dataset imports pandas: loaded only where a dataset is used
     import pyarrow.dataset as ds
@@ -308,7 +309,7 @@ class ParquetSource:
         if rng is not None:
             visits = rng.permutation(len(self.row_groups))
             # Decoding the next row group (its own thread) overlaps cutting this one.
-            return prefetched(self._shuffled(visits, reader, batch_size, rng), depth=depth)
+            return read_ahead(self._shuffled(visits, reader, batch_size, rng), depth=depth)
 
         def chunks() -> Iterator[np.ndarray]:
             for group in self.row_groups:
@@ -316,7 +317,7 @@ class ParquetSource:
             self.skipped_records = reader.skipped
 
         # Cut into mini-batches in the reading thread too: the caller only computes.
-        return prefetched(rebatch(chunks(), batch_size), depth=depth)
+        return read_ahead(rebatch(chunks(), batch_size), depth=depth)
 
     def _shuffled(
         self, visits: np.ndarray, reader: FeatureReader, batch_size: int, rng: np.random.Generator

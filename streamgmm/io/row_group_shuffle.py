@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from streamgmm.io.sources import prefetched
+from streamgmm.io.background import read_ahead
 
 # Records gathered at a time into a mini-batch: a block this small is still in the cache when it
 # is copied into the batch's columns (a whole batch gathered, then made column-major, took about
@@ -88,7 +88,7 @@ def shuffled_batches(
             yield decode(i, np.empty(shape) if out is None else out)
             del out  # handed over: the cutting side puts it back when it is done with it
 
-    groups = prefetched(decoded(), depth=1, name="streamgmm-decode")
+    groups = read_ahead(decoded(), depth=1, name="streamgmm-decode")
     try:
         # Each row group's records are the first rows of (a view of) one of the two arrays.
         yield from cut_permuted(groups, batch_size, rng, lambda rows: free.put(rows.base))

@@ -12,8 +12,6 @@ the E-step needs them. Under ``nan_policy="marginalize"`` a batch's missing feat
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -379,70 +377,6 @@ def rebatch(chunks: Iterable[np.ndarray], batch_size: int) -> Iterator[np.ndarra
                 pending, held = [], 0
     if held:
         yield np.concatenate(pending)
-
-
-_END = object()
-
-
-class _Failure:
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
-def prefetched(items: Iterator[Any], depth: int = 2, name: str = "streamgmm-prefetch") -> Iterator[Any]:
-    """``items`` produced by a background thread up to ``depth`` ahead of their use.
-
-    Decoding (pyarrow, numpy copies) releases the GIL, so the next chunks are read while the
-    caller computes on this one. An exception in the producer is raised at the caller's next
-    item; closing the returned generator (or dropping it) stops the producer and closes
-    ``items``. Memory: at most ``depth`` items waiting, plus the one being produced.
-
-    >>> list(prefetched(iter(range(5))))
-    [0, 1, 2, 3, 4]
-    """
-    ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def offer(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not offer(item):
-                    return
-                del item  # not held while the next one is produced
-            offer(_END)
-        except BaseException as exc:  # handed to the consumer, raised there
-            offer(_Failure(exc))
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-
-    def consume() -> Iterator[Any]:
-        worker = threading.Thread(target=produce, name=name, daemon=True)
-        worker.start()
-        try:
-            while True:
-                item = ready.get()
-                if item is _END:
-                    return
-                if isinstance(item, _Failure):
-                    raise item.error
-                yield item
-                del item  # not held while waiting for the next one
-        finally:
-            stop.set()
-            worker.join()
-
-    return consume()
 
 
 def reservoir_sample(chunks: Iterable[np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:

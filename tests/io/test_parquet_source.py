@@ -888,7 +888,7 @@ def test_leaving_a_shuffled_pass_early_stops_its_threads(grouped_lake) -> None:
     before = set(threading.enumerate())
     batches = source.batches(97, np.random.default_rng(4))
     first = next(batches)
-    assert {t.name for t in set(threading.enumerate()) - before} >= {"streamgmm-prefetch", "streamgmm-decode"}
+    assert {t.name for t in set(threading.enumerate()) - before} >= {"streamgmm-read-ahead", "streamgmm-decode"}
     batches.close()
     assert set(threading.enumerate()) <= before
     again = source.batches(97, np.random.default_rng(4))

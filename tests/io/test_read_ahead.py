@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from streamgmm.io.read_ahead import WriteBehind, read_ahead
+from streamgmm.io.background import WriteBehind, read_ahead
 
 
 def alive(name: str) -> list[threading.Thread]:

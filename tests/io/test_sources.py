@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from streamgmm import StreamingGaussianMixture
-from streamgmm.io.sources import ArraySource, IterableSource, prefetched, rebatch, reservoir_sample
+from streamgmm.io.sources import ArraySource, IterableSource, rebatch, reservoir_sample
 
 
 def positions(n: int, d: int = 1) -> np.ndarray:
@@ -183,37 +182,3 @@ def test_fit_on_a_generator_uses_each_record_once(init_size: int) -> None:
     assert model.n_steps_ == 12
     assert chunks.pulled == 20
     np.testing.assert_allclose(np.sort(model.means_[:, 0]), [-4, 4], atol=0.1)
-
-
-def test_prefetched_keeps_order_and_raises_the_producers_error_in_place() -> None:
-    def items():
-        yield from range(3)
-        raise ValueError("bad chunk 3")
-
-    got = []
-    with pytest.raises(ValueError, match="bad chunk 3"):
-        for item in prefetched(items()):
-            got.append(item)
-    assert got == [0, 1, 2]
-    assert not any(t.name == "streamgmm-prefetch" for t in threading.enumerate())
-
-
-def test_prefetched_closed_early_stops_reading_and_closes_the_items() -> None:
-    produced = []
-    closed = threading.Event()
-
-    def items():
-        try:
-            for i in range(10_000):
-                produced.append(i)
-                yield i
-        finally:
-            closed.set()
-
-    stream = prefetched(items(), depth=2)
-    assert next(stream) == 0
-    stream.close()
-    assert closed.is_set()
-    # The producer ran at most depth + 2 items ahead (queued, in hand, being offered).
-    assert len(produced) <= 5
-    assert not any(t.name == "streamgmm-prefetch" for t in threading.enumerate())
