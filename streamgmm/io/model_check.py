@@ -147,7 +147,7 @@ def validate_model(document: dict[str, Any], arrays: dict[str, np.ndarray]) -> N
         if value.dtype.kind != "f":
             raise ModelContentError(f"array {name} holds {value.dtype}, not floats")
         if name != "moves.sample.records":  # the sample keeps missing features as NaN (check_moves)
-            check_finite(value, name)
+            _check_array_finite(value, name)
     check_shapes({name: value.shape for name, value in arrays.items()}, covariance_type)
     check_mixture_arrays(
         arrays["weights"], arrays["means"], arrays["covariances"], arrays["precisions_cholesky"], covariance_type
@@ -185,7 +185,7 @@ def check_moves(document: dict[str, Any], arrays: dict[str, np.ndarray], covaria
             if np.isinf(arrays[name]).any():
                 raise ModelContentError(f"array {name} holds an infinite value")
             continue
-        check_finite(arrays[name], name)
+        _check_array_finite(arrays[name], name)
     check_shapes(
         {"means": arrays["means"].shape, **{name: arrays[name].shape for name in MOVES_ARRAYS}}, covariance_type
     )
@@ -248,7 +248,7 @@ def check_mixture_arrays(
     }
     arrays = {name: np.asarray(value) for name, value in arrays.items()}
     for name, value in arrays.items():
-        check_finite(value, name)
+        _check_array_finite(value, name)
     shapes = expected_shapes(np.shape(means), covariance_type)
     for name, value in arrays.items():
         if np.shape(value) != shapes[name]:
@@ -279,7 +279,7 @@ def _check_positive_definite(covariances: np.ndarray, factors: np.ndarray, covar
         raise ModelContentError("covariances must have a positive diagonal (they are not positive definite)")
 
 
-def check_finite(value: np.ndarray, name: str) -> None:
+def _check_array_finite(value: np.ndarray, name: str) -> None:
     if value.dtype.kind in "fc" and not np.isfinite(value).all():
         index = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
         raise ModelContentError(f"{name} holds a non-finite value ({value[index]} at index {index})")

@@ -29,8 +29,7 @@ import numpy as np
 
 from streamgmm.io.atomic_write import atomic_path, create_new
 from streamgmm.io.lake_paths import describe_non_file
-from streamgmm.io.model_check import ModelContentError, check_shapes, covariance_type_of
-from streamgmm.io.model_check import validate_model as check_model_contents
+from streamgmm.io.model_check import ModelContentError, check_shapes, covariance_type_of, validate_model
 from streamgmm.io.model_consistency import check_array_names, check_consistent
 
 FORMAT_NAME = "streamgmm.model"
@@ -104,7 +103,7 @@ def _check_before_writing(path: Any, document: dict[str, Any], arrays: dict[str,
         total = sum(value.nbytes for value in arrays.values())
         if total > MAX_MODEL_BYTES:
             raise ModelContentError(f"its arrays hold {total:,} bytes, more than the {MAX_MODEL_BYTES:,} a model may")
-        check_model_contents(document, arrays)
+        validate_model(document, arrays)
         check_consistent(document, arrays)
     except ModelContentError as exc:
         raise ModelFileError(f"{path}: not written, the model is not usable ({exc})") from None
@@ -123,7 +122,7 @@ def read_model(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, 
         with zipfile.ZipFile(path) as archive:
             document = _read_document(archive, path)
             arrays = _read_arrays(archive, document, path)
-        check_model_contents(document, arrays)
+        validate_model(document, arrays)
         check_consistent(document, arrays)
     except zipfile.BadZipFile as exc:
         raise ModelFileError(f"{path}: not a streamgmm model file or corrupt ({exc})") from None
@@ -246,12 +245,3 @@ def _array_header(archive: zipfile.ZipFile, name: str, path: Path) -> tuple[tupl
             f"its declared shape {shape} needs {header_bytes + needed:,})"
         )
     return shape, dtype
-
-
-def validate_model(document: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    """Raise :class:`ModelFileError` naming the first problem of a model's contents (see
-    :mod:`streamgmm.io.model_check`): the one check every model entering or leaving passes."""
-    try:
-        check_model_contents(document, arrays)
-    except ModelContentError as exc:
-        raise ModelFileError(str(exc)) from None
