@@ -1,7 +1,7 @@
 """One chunk's E-step: its sufficient statistics and each record's log-likelihood.
 
 The dispatch by covariance type to the kernels: full covariances to
-:func:`streamgmm.kernels.quadratic.chunk_statistics` (fused in C where it was built, else two
+:func:`streamgmm.kernels.quadratic.full_statistics` (fused in C where it was built, else two
 matrix products); diag, spherical and tied to the same fused C kernel over their own features
 (:mod:`streamgmm.kernels.expansion`). Without the fused kernel (or for tied parameters that need
 the direct form) they take the direct form, :meth:`MixtureParams.e_step` and
@@ -186,7 +186,7 @@ def _complete_statistics(
     covariance_type = params.covariance_type
     n, d = X.shape
     if covariance_type == "full":
-        counts, sums, second, log_norm = quadratic.chunk_statistics(X, params, shift, dtype)
+        counts, sums, second, log_norm = quadratic.full_statistics(X, params, shift, dtype)
     else:
         fused = quadratic.fused_kernel_enabled() and n > 0
         inputs = expansion(params, shift, dtype) if fused else None

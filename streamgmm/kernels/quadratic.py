@@ -34,11 +34,11 @@ Examples
 --------
 >>> import numpy as np
 >>> from streamgmm.mixture.params import MixtureParams
->>> from streamgmm.kernels.quadratic import chunk_statistics
+>>> from streamgmm.kernels.quadratic import full_statistics
 >>> params = MixtureParams.from_covariances(
 ...     np.array([0.5, 0.5]), np.array([[0.0, 0.0], [9.0, 9.0]]), np.stack([np.eye(2)] * 2), "full")
 >>> X = np.array([[0.0, 0.0], [9.0, 9.0], [9.0, 9.0]])
->>> counts, sums, second, log_norm = chunk_statistics(X, params, shift=np.zeros(2))
+>>> counts, sums, second, log_norm = full_statistics(X, params, shift=np.zeros(2))
 >>> np.round(counts, 6).tolist(), np.round(sums, 6).tolist()
 ([1.0, 2.0], [[0.0, 0.0], [18.0, 18.0]])
 >>> bool(np.allclose(log_norm, params.log_likelihood(X)))
@@ -52,6 +52,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -236,7 +237,7 @@ def softmax_columns(L: np.ndarray) -> np.ndarray:
     return np.log(total) + peak
 
 
-def chunk_statistics(
+def full_statistics(
     X: np.ndarray,
     params: MixtureParams,
     shift: np.ndarray,
@@ -309,6 +310,20 @@ def _blas_statistics(
 
 # The fused kernel's components come in groups of 8 (its registers); V is padded to whole groups.
 FUSED_GROUP = 8
+
+
+def fused_extension() -> ModuleType | None:
+    """The compiled fused-kernel extension module, for checks of its C interface and its build.
+
+    Returns
+    -------
+    module or None
+        ``streamgmm.kernels._fused`` (its ``run`` and ``chunk_statistics`` check their buffers
+        and raise ``ValueError``), or None when it was not built (no C compiler at install time).
+        Whether this CPU runs it is :data:`FUSED_KERNELS`; whether chunks take it,
+        :func:`fused_kernel_enabled`.
+    """
+    return _fused
 
 
 def fused_kernel_enabled() -> bool:

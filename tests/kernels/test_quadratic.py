@@ -20,9 +20,9 @@ from streamgmm.kernels.chunk import chunk_statistics as dispatch
 from streamgmm.kernels.quadratic import (
     FUSED_KERNELS,
     block_records,
-    chunk_statistics,
     direct_components,
     expanded_log_density,
+    full_statistics,
     one_blas_thread,
 )
 
@@ -51,7 +51,7 @@ def test_float64_kernel_equals_the_definitions(n: int, kernel: str) -> None:
     params = random_mixture(5, 6, separation=3.0, random_state=n)
     X = params.means[rng.integers(0, 5, n)] + rng.normal(size=(n, 6))
     shift = X.mean(axis=0) + 0.5
-    counts, sums, second, log_norm = chunk_statistics(X, params, shift, kernel=kernel)
+    counts, sums, second, log_norm = full_statistics(X, params, shift, kernel=kernel)
     for got, expected in zip((counts, sums, second, log_norm), oracle(X, params, shift)):
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
 
@@ -64,7 +64,7 @@ def test_tiny_covariances_far_from_the_shift_stay_exact(kernel: str) -> None:
     covariances = np.stack([np.eye(2) * 1e-8, np.eye(2)])
     params = MixtureParams.from_covariances(np.array([0.5, 0.5]), means, covariances, "full")
     X = np.vstack([means[0] + 1e-4 * rng.normal(size=(50, 2)), means[1] + rng.normal(size=(50, 2))])
-    counts, sums, second, log_norm = chunk_statistics(X, params, np.zeros(2), kernel=kernel)
+    counts, sums, second, log_norm = full_statistics(X, params, np.zeros(2), kernel=kernel)
     np.testing.assert_allclose(log_norm, oracle(X, params, np.zeros(2))[3], rtol=1e-12)
     np.testing.assert_allclose(counts, [50, 50])
 
@@ -90,7 +90,7 @@ def test_components_the_expansion_would_round_away_are_computed_directly(
             means[1:][rng.integers(0, 2, 400)] + rng.normal(size=(400, 3)),
         ]
     )
-    counts, sums, second, log_norm = chunk_statistics(X, params, shift, dtype, kernel=kernel)
+    counts, sums, second, log_norm = full_statistics(X, params, shift, dtype, kernel=kernel)
     expected = oracle(X, params, shift)
     tolerance = {"rtol": 1e-11, "atol": 0} if dtype == np.float64 else {"rtol": 1e-5, "atol": 1e-3}
     np.testing.assert_allclose(log_norm, expected[3], **tolerance)
@@ -104,8 +104,8 @@ def test_float32_kernel_is_close_and_sums_in_float64(kernel: str) -> None:
     n = 2 * block_records(16, np.float32) + 5
     X = params.means[rng.integers(0, 8, n)] + rng.normal(size=(n, 16))
     shift = X.mean(axis=0)
-    exact = chunk_statistics(X, params, shift, kernel="blas")
-    single = chunk_statistics(X, params, shift, np.float32, kernel=kernel)
+    exact = full_statistics(X, params, shift, kernel="blas")
+    single = full_statistics(X, params, shift, np.float32, kernel=kernel)
     assert all(a.dtype == np.float64 for a in single)
     np.testing.assert_allclose(single[0], exact[0], rtol=1e-5)
     np.testing.assert_allclose(single[1], exact[1], rtol=1e-4, atol=1e-2)
@@ -136,9 +136,9 @@ def test_concurrent_callers_leave_the_blas_threads_as_they_found_them() -> None:
     before = blas_threads()
     params = random_mixture(4, 5, random_state=4)
     X = np.random.default_rng(4).normal(scale=4.0, size=(3 * block_records(5, np.float64), 5))
-    expected = chunk_statistics(X, params, np.zeros(5), kernel="blas")
+    expected = full_statistics(X, params, np.zeros(5), kernel="blas")
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: chunk_statistics(X, params, np.zeros(5), kernel="blas"), range(16)))
+        results = list(pool.map(lambda _: full_statistics(X, params, np.zeros(5), kernel="blas"), range(16)))
     assert blas_threads() == before
     for result in results:
         for got, want in zip(result, expected):
@@ -175,8 +175,8 @@ def test_column_major_records_give_the_same_bits(dtype, kernel: str) -> None:
     params = random_mixture(3, 7, random_state=5)
     X = np.random.default_rng(5).normal(scale=3.0, size=(2 * block_records(7, dtype) + 11, 7))
     assert np.isfortran(np.asfortranarray(X)) and X.flags.c_contiguous
-    rows = chunk_statistics(X, params, np.ones(7), dtype, kernel)
-    columns = chunk_statistics(np.asfortranarray(X), params, np.ones(7), dtype, kernel)
+    rows = full_statistics(X, params, np.ones(7), dtype, kernel)
+    columns = full_statistics(np.asfortranarray(X), params, np.ones(7), dtype, kernel)
     for got, want in zip(columns, rows):
         np.testing.assert_array_equal(got, want)
 
@@ -203,7 +203,7 @@ def test_the_kernel_is_built_where_it_can_be() -> None:
     flags = cpu_flags()
     if not {"avx2", "fma"} <= flags:
         pytest.skip("this CPU has no AVX2 and FMA: the BLAS kernel serves")
-    assert quadratic._fused is not None, "streamgmm.kernels._fused was not built (see the install log)"
+    assert quadratic.fused_extension() is not None, "the fused kernel was not built (see the install log)"
     assert "avx2" in FUSED_KERNELS
     assert ("avx512" in FUSED_KERNELS) == ({"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags)
 
@@ -234,8 +234,8 @@ PRECISIONS = {
 @pytest.mark.parametrize(("k", "d", "n"), SHAPES)
 def test_fused_kernel_equals_the_definitions(kernel: str, dtype, k: int, d: int, n: int) -> None:
     params, X, shift = mixture_data(k, d, n, seed=k * 100 + d)
-    got = chunk_statistics(X, params, shift, dtype, kernel=kernel)
-    blas = chunk_statistics(X, params, shift, dtype, kernel="blas")
+    got = full_statistics(X, params, shift, dtype, kernel=kernel)
+    blas = full_statistics(X, params, shift, dtype, kernel="blas")
     assert all(a.dtype == np.float64 for a in got)
     assert [a.shape for a in got] == [(k,), (k, d), (k, d, d), (n,)]
     if n == 0:
@@ -272,7 +272,7 @@ def test_fused_kernel_computes_the_guarded_components_directly(
             means[1:][rng.integers(0, 2, 400)] + rng.normal(size=(400, 3)),
         ]
     )
-    counts, _, _, log_norm = chunk_statistics(X, params, shift, dtype, kernel=kernel)
+    counts, _, _, log_norm = full_statistics(X, params, shift, dtype, kernel=kernel)
     expected = oracle(X, params, shift)
     np.testing.assert_allclose(log_norm, expected[3], rtol=rtol, atol=0 if dtype == np.float64 else 1e-3)
     np.testing.assert_allclose(counts, expected[0], rtol=1e-6)
@@ -283,16 +283,16 @@ def test_any_layout_and_dtype_of_records_gives_the_same_bits() -> None:
     """Sources hand over column-major float64 (and row slices of it), read in place; rows,
     strided records and float32 records are copied into that layout first."""
     params, X, shift = mixture_data(4, 6, 3000, seed=8)
-    columns = chunk_statistics(np.asfortranarray(X), params, shift, np.float32)
+    columns = full_statistics(np.asfortranarray(X), params, shift, np.float32)
     wide = np.asfortranarray(np.hstack([X, X]))[:, :6]  # the columns of a larger array
     longer = np.asfortranarray(np.vstack([X, X]))[:3000]  # its first rows, as a source's mini-batch: read in place
     strided = np.asfortranarray(np.repeat(X, 2, axis=0))[::2]  # every other row: copied first
     assert not longer.flags.f_contiguous and longer.strides[0] == 8
     for other in (np.ascontiguousarray(X), wide, longer, strided):
         np.testing.assert_array_equal(other, X)
-        for got, want in zip(chunk_statistics(other, params, shift, np.float32), columns):
+        for got, want in zip(full_statistics(other, params, shift, np.float32), columns):
             np.testing.assert_array_equal(got, want)
-    as_float32 = chunk_statistics(X.astype(np.float32), params, shift, np.float32)
+    as_float32 = full_statistics(X.astype(np.float32), params, shift, np.float32)
     np.testing.assert_allclose(as_float32[3], columns[3], rtol=1e-5)
 
 
@@ -300,9 +300,9 @@ def test_any_layout_and_dtype_of_records_gives_the_same_bits() -> None:
 def test_threads_run_the_kernel_at_once_with_the_same_results() -> None:
     """The kernel lets go of the GIL; concurrent calls (a Dask worker's threads) share nothing."""
     params, X, shift = mixture_data(8, 16, 20_000, seed=9)
-    expected = chunk_statistics(X, params, shift, np.float32)
+    expected = full_statistics(X, params, shift, np.float32)
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: chunk_statistics(X, params, shift, np.float32), range(12)))
+        results = list(pool.map(lambda _: full_statistics(X, params, shift, np.float32), range(12)))
     for result in results:
         for got, want in zip(result, expected):
             np.testing.assert_array_equal(got, want)
@@ -312,15 +312,15 @@ def test_threads_run_the_kernel_at_once_with_the_same_results() -> None:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_environment_switch_and_the_kernel_argument_choose_the_path(monkeypatch: pytest.MonkeyPatch, dtype) -> None:
     params, X, shift = mixture_data(3, 4, 5000, seed=10)
-    fused = chunk_statistics(X, params, shift, dtype, kernel=FUSED_KERNELS[0])
-    blas = chunk_statistics(X, params, shift, dtype, kernel="blas")
+    fused = full_statistics(X, params, shift, dtype, kernel=FUSED_KERNELS[0])
+    blas = full_statistics(X, params, shift, dtype, kernel="blas")
     assert not np.array_equal(fused[3], blas[3])  # the two paths round differently
-    np.testing.assert_array_equal(chunk_statistics(X, params, shift, dtype)[3], fused[3])
+    np.testing.assert_array_equal(full_statistics(X, params, shift, dtype)[3], fused[3])
     monkeypatch.setenv("STREAMGMM_FUSED", "0")
     assert not quadratic.fused_kernel_enabled()
-    np.testing.assert_array_equal(chunk_statistics(X, params, shift, dtype)[3], blas[3])
+    np.testing.assert_array_equal(full_statistics(X, params, shift, dtype)[3], blas[3])
     with pytest.raises(ValueError, match="'gpu'"):
-        chunk_statistics(X, params, shift, dtype, kernel="gpu")
+        full_statistics(X, params, shift, dtype, kernel="gpu")
 
 
 @needs_fused
@@ -337,19 +337,20 @@ def test_the_c_interface_checks_its_buffers() -> None:
         np.zeros((k, p)),
         np.zeros(n),
     ]
-    quadratic._fused.chunk_statistics(n, d, k, 4, *args)
+    extension = quadratic.fused_extension()
+    extension.chunk_statistics(n, d, k, 4, *args)
     with pytest.raises(ValueError, match="V has"):  # float32 buffers where float64 is announced
-        quadratic._fused.chunk_statistics(n, d, k, 8, *args)
+        extension.chunk_statistics(n, d, k, 8, *args)
     short = list(args)
     short[2] = np.zeros((k, p), np.float32)  # V not padded to a whole group of 8
     with pytest.raises(ValueError, match="V has"):
-        quadratic._fused.chunk_statistics(n, d, k, 4, *short)
+        extension.chunk_statistics(n, d, k, 4, *short)
     with pytest.raises(ValueError, match="itemsize"):
-        quadratic._fused.chunk_statistics(n, d, k, 2, *args)
+        extension.chunk_statistics(n, d, k, 2, *args)
     with pytest.raises(ValueError, match="no sse kernel"):
-        quadratic._fused.chunk_statistics(n, d, k, 4, *args, "sse")
+        extension.chunk_statistics(n, d, k, 4, *args, "sse")
     with pytest.raises((TypeError, BufferError)):
-        quadratic._fused.chunk_statistics(n, d, k, 4, *args[:-1], np.zeros(2 * n)[::2])  # not contiguous
+        extension.chunk_statistics(n, d, k, 4, *args[:-1], np.zeros(2 * n)[::2])  # not contiguous
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
