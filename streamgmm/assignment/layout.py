@@ -183,9 +183,8 @@ def _with_offsets(batches: list[pa.RecordBatch]) -> Iterator[tuple[pa.RecordBatc
 def _as_table(source: Any, names: list[str] | None, n_features: int) -> pa.Table:
     if isinstance(source, TableSource):
         return source.table  # every row: the pass keeps the place of those nan_policy leaves out
-    if isinstance(source, (pa.Table, pa.RecordBatch, pa.RecordBatchReader)) or is_dataframe(source):
-        return as_arrow_table(source)
-    if is_arrow_stream(source) or is_polars_frame(source):
+    arrow = isinstance(source, (pa.Table, pa.RecordBatch, pa.RecordBatchReader)) or is_arrow_stream(source)
+    if arrow or is_dataframe(source) or is_polars_frame(source):
         return as_arrow_table(source)
     X = np.asarray(source, dtype=np.float64)
     if X.ndim != 2 or X.shape[1] != n_features:
