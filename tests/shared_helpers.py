@@ -1,7 +1,9 @@
 """Helpers the tests share (importable from any test module: ``tests`` is on pytest's path).
 
-The command run in this process or on a pseudo-terminal, and model files taken apart and
-written member by member, bypassing the writer's checks (for hostile files)."""
+The command run in this process, as a subprocess or on a pseudo-terminal, and its one error
+line; models compared (parameters within a stated tolerance, or bit for bit); the scipy oracle
+of a chunk's statistics; and model files taken apart and written member by member, bypassing
+the writer's checks (for hostile files)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,18 @@ import os
 import subprocess
 import sys
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from streamgmm import MixtureParams, StreamingGaussianMixture
 from streamgmm.cli.command import main
+from streamgmm.em.novelty import Reservoir
+
+# ---------------------------------------------------------------- the command
 
 
 def cli(capsys, *argv: object) -> tuple[int, str, str]:
@@ -27,6 +36,43 @@ def cli(capsys, *argv: object) -> tuple[int, str, str]:
         code = exc.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def run_streamgmm(*args: object, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m streamgmm ARGS`` as a subprocess (no stdin), its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "streamgmm", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
+
+
+def run_streamgmm_concurrently(*commands: list) -> list[subprocess.CompletedProcess]:
+    """Independent commands (argument lists), four at a time: each pays about a second of imports."""
+    with ThreadPoolExecutor(max_workers=min(4, len(commands))) as pool:
+        return list(pool.map(lambda argv: run_streamgmm(*argv), commands))
+
+
+def one_error_line(err: str, *fragments: str) -> str:
+    """The only line of ``err`` (no traceback), which holds every one of ``fragments``."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str, status: int = 1) -> str:
+    """The command exited with ``status``, printed nothing on stdout and one line
+    ``streamgmm: error: ...`` holding every one of ``fragments`` on stderr; that line."""
+    assert result.returncode == status, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    line = one_error_line(result.stderr, *fragments)
+    assert line.startswith("streamgmm: error: "), line
+    return line
 
 
 def on_a_terminal(*args: object, timeout: float = 300) -> tuple[int, str, str]:
@@ -60,6 +106,152 @@ def on_a_terminal(*args: object, timeout: float = 300) -> tuple[int, str, str]:
     process.wait(timeout=timeout)
     os.close(controller)
     return process.returncode, stdout, shown.decode(errors="replace")
+
+
+# ---------------------------------------------------------------- models compared
+
+
+def assert_same_parameters(
+    a: StreamingGaussianMixture, b: StreamingGaussianMixture, *, atol: float, rtol: float = 0.0
+) -> None:
+    """The weights, means and covariances of two fitted models agree within ``atol`` and ``rtol``."""
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=rtol, atol=atol, err_msg=name)
+
+
+def assert_same_fit(a: StreamingGaussianMixture, b: StreamingGaussianMixture, *, atol: float) -> None:
+    """:func:`assert_same_parameters` within ``atol``, the same number of iterations, and final
+    lower bounds within ``atol``."""
+    assert_same_parameters(a, b, atol=atol)
+    assert a.n_iter_ == b.n_iter_
+    assert abs(a.lower_bound_ - b.lower_bound_) <= atol, (a.lower_bound_, b.lower_bound_)
+
+
+def flat_fields(value: Any, name: str) -> dict[str, Any]:
+    """Every array and scalar of a (nested) dataclass by dotted name, so a field added later is
+    compared too; a reservoir is taken merged, as model files hold it."""
+    if isinstance(value, Reservoir):
+        # Records waiting to be merged are the same sample: compare it merged.
+        value = replace(value.merged(), pending=(), capacity=0)
+    if not is_dataclass(value):
+        return {name: value}
+    return {
+        key: item
+        for field in fields(value)
+        for key, item in flat_fields(getattr(value, field.name), f"{name}.{field.name}").items()
+    }
+
+
+def assert_bit_identical(a: Any, b: Any, name: str) -> None:
+    """Two (nested) dataclasses or values are equal bit for bit: every array in values and
+    dtype, every scalar in value and type."""
+    fa, fb = flat_fields(a, name), flat_fields(b, name)
+    assert fa.keys() == fb.keys()
+    for key, value in fa.items():
+        other = fb[key]
+        if isinstance(value, np.ndarray):
+            assert isinstance(other, np.ndarray) and other.dtype == value.dtype, key
+            assert np.array_equal(value, other), key
+        else:
+            assert type(value) is type(other) and value == other, (key, value, other)
+
+
+FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
+FITTED_SCALARS = ("n_steps_", "records_seen_", "n_iter_", "converged_", "lower_bound_", "n_features_in_")
+
+
+def assert_bit_identical_models(a: StreamingGaussianMixture, b: StreamingGaussianMixture) -> None:
+    """Bit for bit: every fitted array and scalar, the lower bounds, the online state a stream
+    resumes from (running statistics, counters, births' and merges' state) and the moves taken."""
+    for name in FITTED_ARRAYS:
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+        assert getattr(a, name).dtype == getattr(b, name).dtype, name
+    for name in FITTED_SCALARS:
+        assert getattr(a, name) == getattr(b, name), name
+    assert a.lower_bounds_ == b.lower_bounds_
+    sa, sb = a.online_state_, b.online_state_
+    assert sa.statistics.arrays().keys() == sb.statistics.arrays().keys()
+    for name, value in sa.statistics.arrays().items():
+        assert np.array_equal(sb.statistics.arrays()[name], value), f"statistics.{name}"
+    assert (sa.statistics.n_records, sa.statistics.log_likelihood, sa.statistics.covariance_type) == (
+        sb.statistics.n_records,
+        sb.statistics.log_likelihood,
+        sb.statistics.covariance_type,
+    )
+    assert (sa.step, sa.records_seen) == (sb.step, sb.records_seen)
+    assert (sa.moves is None) == (sb.moves is None)
+    assert_bit_identical(sa.moves, sb.moves, "moves")
+    assert a.fit_history_.moves == b.fit_history_.moves
+
+
+# ---------------------------------------------------------------- the chunk oracle
+
+
+def dense_covariances(params: MixtureParams) -> np.ndarray:
+    """Every component's covariance as a (K, d, d) matrix, whatever the covariance type."""
+    k, d, c = params.n_components, params.n_features, params.covariances
+    return {
+        "full": lambda: c,
+        "tied": lambda: np.broadcast_to(c, (k, d, d)),
+        "diag": lambda: np.stack([np.diag(v) for v in c]),
+        "spherical": lambda: c[:, None, None] * np.eye(d),
+    }[params.covariance_type]()
+
+
+def scipy_chunk_statistics(X: np.ndarray, params: MixtureParams, shift: np.ndarray) -> dict[str, np.ndarray]:
+    """A chunk of complete records' E-step written out: scipy's densities, a log-sum-exp, and
+    the statistics each covariance type keeps (about ``shift``): counts, sums, second, log_norm, resp."""
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    with np.errstate(divide="ignore"):  # a weight of zero: log 0 = -inf
+        log_weights = np.log(params.weights)
+    log_prob = np.column_stack(
+        [
+            w + multivariate_normal(m, c).logpdf(X).reshape(-1)
+            for w, m, c in zip(log_weights, params.means, dense_covariances(params))
+        ]
+    ).reshape(X.shape[0], params.n_components)
+    log_norm = logsumexp(log_prob, axis=1)
+    resp = np.exp(log_prob - log_norm[:, None])
+    u = X - shift
+    second = {
+        "full": lambda: np.einsum("nk,nd,ne->kde", resp, u, u),
+        "tied": lambda: u.T @ u,
+        "diag": lambda: resp.T @ (u * u),
+        "spherical": lambda: resp.T @ (u * u),
+    }[params.covariance_type]()
+    return {"counts": resp.sum(axis=0), "sums": resp.T @ u, "second": second, "log_norm": log_norm, "resp": resp}
+
+
+def random_params(
+    covariance_type: str,
+    k: int,
+    d: int,
+    rng: np.random.Generator,
+    *,
+    spread: float = 4.0,
+    centre: float = 10.0,
+    scale: float = 1.0,
+) -> MixtureParams:
+    """A random mixture of ``k`` components in ``d`` features: means ``spread`` apart about
+    ``centre``, covariances of about ``scale`` (well conditioned)."""
+    weights = rng.uniform(0.5, 1.5, k)
+    means = rng.normal(scale=spread, size=(k, d)) + centre
+    if covariance_type == "full":
+        A = rng.normal(size=(k, d, d))
+        covariances = (A @ A.transpose(0, 2, 1) / d + np.eye(d)) * scale
+    elif covariance_type == "tied":
+        A = rng.normal(size=(d, d))
+        covariances = (A @ A.T / d + np.eye(d)) * scale
+    elif covariance_type == "diag":
+        covariances = rng.uniform(0.3, 3.0, (k, d)) * scale
+    else:
+        covariances = rng.uniform(0.3, 3.0, k) * scale
+    return MixtureParams.from_covariances(weights / weights.sum(), means, covariances, covariance_type)
+
+
+# ---------------------------------------------------------------- model files member by member
 
 
 def members(path: Path) -> dict[str, bytes]:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
+from shared_helpers import dense_covariances, random_params, scipy_chunk_statistics
 from sklearn.mixture import GaussianMixture
 
 from streamgmm import MixtureParams
@@ -22,55 +23,6 @@ TYPES = ["full", "tied", "diag", "spherical"]
 # part tile of the C kernel (1024 records a block), no records, K = 64.
 SHAPES = [(1, 3, 2), (700, 1, 3), (500, 4, 1), (2 * 1024 + 37, 5, 6), (0, 3, 2), (3001, 16, 64)]
 TOLERANCE = {np.float64: 1e-10, np.float32: 2e-4}
-
-
-def make_params(covariance_type: str, k: int, d: int, rng: np.random.Generator, scale: float = 1.0) -> MixtureParams:
-    weights = rng.uniform(0.5, 1.5, k)
-    means = rng.normal(scale=4.0, size=(k, d)) + 10.0
-    if covariance_type == "full":
-        A = rng.normal(size=(k, d, d))
-        covariances = (A @ A.transpose(0, 2, 1) / d + np.eye(d)) * scale
-    elif covariance_type == "tied":
-        A = rng.normal(size=(d, d))
-        covariances = (A @ A.T / d + np.eye(d)) * scale
-    elif covariance_type == "diag":
-        covariances = rng.uniform(0.3, 3.0, (k, d)) * scale
-    else:
-        covariances = rng.uniform(0.3, 3.0, k) * scale
-    return MixtureParams.from_covariances(weights / weights.sum(), means, covariances, covariance_type)
-
-
-def full_covariances(params: MixtureParams) -> np.ndarray:
-    k, d = params.n_components, params.n_features
-    c = params.covariances
-    return {
-        "full": lambda: c,
-        "tied": lambda: np.broadcast_to(c, (k, d, d)),
-        "diag": lambda: np.stack([np.diag(v) for v in c]),
-        "spherical": lambda: c[:, None, None] * np.eye(d),
-    }[params.covariance_type]()
-
-
-def oracle(X: np.ndarray, params: MixtureParams, shift: np.ndarray) -> dict[str, np.ndarray]:
-    """scipy's densities, a log-sum-exp and the statistics each type keeps, written out."""
-    with np.errstate(divide="ignore"):  # a weight of zero: log 0 = -inf
-        log_weights = np.log(params.weights)
-    log_prob = np.column_stack(
-        [
-            w + multivariate_normal(m, c).logpdf(X).reshape(-1)
-            for w, m, c in zip(log_weights, params.means, full_covariances(params))
-        ]
-    ).reshape(X.shape[0], params.n_components)
-    log_norm = logsumexp(log_prob, axis=1)
-    resp = np.exp(log_prob - log_norm[:, None])
-    u = X - shift
-    second = {
-        "full": lambda: np.einsum("nk,nd,ne->kde", resp, u, u),
-        "tied": lambda: u.T @ u,
-        "diag": lambda: resp.T @ (u * u),
-        "spherical": lambda: resp.T @ (u * u),
-    }[params.covariance_type]()
-    return {"counts": resp.sum(axis=0), "sums": resp.T @ u, "second": second, "log_norm": log_norm, "resp": resp}
 
 
 def records(params: MixtureParams, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -92,11 +44,11 @@ def assert_close(got: np.ndarray, expected: np.ndarray, dtype) -> None:
 def test_statistics_equal_the_definitions(covariance_type: str, shape, dtype) -> None:
     n, d, k = shape
     rng = np.random.default_rng(n + 10 * d + 100 * k)
-    params = make_params(covariance_type, k, d, rng)
+    params = random_params(covariance_type, k, d, rng)
     X = np.asfortranarray(records(params, n, rng))  # a source's mini-batches are column-major
     shift = X.mean(axis=0) + 0.5 if n else np.zeros(d)
     stats, log_norm = chunk_statistics(X, params, shift, dtype)
-    expected = oracle(X, params, shift)
+    expected = scipy_chunk_statistics(X, params, shift)
     assert stats.n_records == n and stats.covariance_type == covariance_type
     assert stats.second.shape == expected["second"].shape
     assert_close(log_norm, expected["log_norm"], dtype)
@@ -111,7 +63,7 @@ def test_statistics_equal_the_definitions(covariance_type: str, shape, dtype) ->
 def test_scores_equal_scikit_learn(covariance_type: str, shape, dtype) -> None:
     n, d, k = shape
     rng = np.random.default_rng(7 + n + 10 * d + 100 * k)
-    params = make_params(covariance_type, k, d, rng)
+    params = random_params(covariance_type, k, d, rng)
     X = records(params, n, rng)  # row-major, as a user's array
     sk = GaussianMixture(k, covariance_type=covariance_type)
     sk.weights_, sk.means_, sk.covariances_ = params.weights, params.means, params.covariances
@@ -129,7 +81,7 @@ def test_without_the_fused_kernel_the_direct_form_gives_the_same(
     monkeypatch: pytest.MonkeyPatch, covariance_type
 ) -> None:
     rng = np.random.default_rng(5)
-    params = make_params(covariance_type, 4, 3, rng)
+    params = random_params(covariance_type, 4, 3, rng)
     X = records(params, 1500, rng)
     shift = X[:100].mean(axis=0)
     fused = chunk_statistics(X, params, shift), score_chunk(X, params)
@@ -149,7 +101,7 @@ def test_tiny_covariances_far_from_the_shift_stay_exact(covariance_type: str, dt
     the kernel's features), and the results stay those of scipy."""
     rng = np.random.default_rng(11)
     d, k = 3, 3
-    base = make_params(covariance_type, k, d, rng)
+    base = random_params(covariance_type, k, d, rng)
     means = base.means.copy()
     means[0] += 1000.0
     if covariance_type == "tied":
@@ -168,7 +120,7 @@ def test_tiny_covariances_far_from_the_shift_stay_exact(covariance_type: str, dt
     else:
         assert 0 in inputs.direct
     stats, log_norm = chunk_statistics(X, params, shift, dtype)
-    expected = oracle(X, params, shift)
+    expected = scipy_chunk_statistics(X, params, shift)
     # float32 rounds the records' offsets (1000 + 1e-4) to about 1e-4: compare the records'
     # log-likelihoods to the float32 tolerance of the expansion, a few nats on 1e-8 variances.
     tolerance = 1e-6 if dtype == np.float64 else 1e-2
@@ -186,7 +138,7 @@ def test_float32_responsibilities_have_no_subnormal(covariance_type: str) -> Non
     """Responsibilities far below their record's largest are floored to zero, never subnormal
     (which slows float32 arithmetic tenfold), and rows still sum to one."""
     rng = np.random.default_rng(3)
-    params = make_params(covariance_type, 5, 2, rng, scale=0.05)
+    params = random_params(covariance_type, 5, 2, rng, scale=0.05)
     X = np.concatenate([records(params, 500, rng), params.means.mean(axis=0) + rng.normal(size=(500, 2)) * 8])
     _, resp = score_chunk(X, params, np.float32)
     assert not np.any((resp != 0) & (np.abs(resp) < np.finfo(np.float32).tiny))
@@ -195,8 +147,9 @@ def test_float32_responsibilities_have_no_subnormal(covariance_type: str) -> Non
 
 
 def test_the_c_interface_checks_the_layout_and_the_responsibilities_buffer() -> None:
-    if not quadratic.FUSED_KERNELS:
-        pytest.skip("streamgmm.kernels._fused was not built")
+    extension = quadratic.fused_extension()
+    if extension is None or not quadratic.FUSED_KERNELS:
+        pytest.skip("the fused kernel was not built, or this CPU cannot run it")
     n, d, k = 10, 3, 2
     p = 1 + 2 * d
     X, shift = np.zeros((d, n)), np.zeros(d)
@@ -204,14 +157,14 @@ def test_the_c_interface_checks_the_layout_and_the_responsibilities_buffer() -> 
     W, constant = np.zeros((k * d, d + 1)), np.zeros(k)
     S, log_norm = np.zeros((k, p)), np.zeros(n)
     resp = np.zeros((n, k))
-    quadratic._fused.run(n, d, k, 8, "diag", X, shift, V, direct, W, constant, S, log_norm, resp)
+    extension.run(n, d, k, 8, "diag", X, shift, V, direct, W, constant, S, log_norm, resp)
     np.testing.assert_allclose(resp, 0.5)  # equal log-densities
     with pytest.raises(ValueError, match="layout"):
-        quadratic._fused.run(n, d, k, 8, "banded", X, shift, V, direct, W, constant, S, log_norm, resp)
+        extension.run(n, d, k, 8, "banded", X, shift, V, direct, W, constant, S, log_norm, resp)
     with pytest.raises(ValueError, match="resp has"):
-        quadratic._fused.run(n, d, k, 8, "diag", X, shift, V, direct, W, constant, S, log_norm, resp[:5])
+        extension.run(n, d, k, 8, "diag", X, shift, V, direct, W, constant, S, log_norm, resp[:5])
     with pytest.raises(ValueError, match="V has"):  # a diag V is not a full one
-        quadratic._fused.run(n, d, k, 8, "full", X, shift, V, direct, W, constant, S, log_norm, None)
+        extension.run(n, d, k, 8, "full", X, shift, V, direct, W, constant, S, log_norm, None)
 
 
 @pytest.mark.parametrize("covariance_type", TYPES)
@@ -240,11 +193,11 @@ def test_float32_division_by_many_equal_components_leaves_no_subnormal(covarianc
 def test_a_component_of_weight_zero_takes_no_record(covariance_type: str, dtype) -> None:
     """Its log-density is -inf: no responsibility, and the others' as without it."""
     rng = np.random.default_rng(8)
-    params = make_params(covariance_type, 3, 4, rng)
+    params = random_params(covariance_type, 3, 4, rng)
     weights = np.array([0.6, 0.4, 0.0])
     zero = MixtureParams(weights, params.means, params.covariances, params.precisions_cholesky, covariance_type)
     X = records(params, 2000, rng)
-    expected = oracle(X, zero, X.mean(axis=0))
+    expected = scipy_chunk_statistics(X, zero, X.mean(axis=0))
     stats, log_norm = chunk_statistics(X, zero, X.mean(axis=0), dtype)
     scored_norm, resp = score_chunk(X, zero, dtype)
     assert stats.counts[2] == 0 and np.all(resp[:, 2] == 0)
@@ -268,7 +221,7 @@ def with_gaps(X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def marginal_oracle(X: np.ndarray, params: MixtureParams) -> tuple[np.ndarray, np.ndarray]:
     """scipy's density of each record's observed sub-vector, one record at a time."""
     n, k = X.shape[0], params.n_components
-    covariances = full_covariances(params)
+    covariances = dense_covariances(params)
     log_norm, resp = np.full(n, np.nan), np.full((n, k), np.nan)
     for i, x in enumerate(X):
         o = np.flatnonzero(~np.isnan(x))
@@ -290,7 +243,7 @@ def test_incomplete_rows_are_marginalised_and_complete_rows_keep_the_kernel(cova
     statistics are the complete rows' (the definitions, as above) plus the incomplete rows'
     exact E-step (mixture.incomplete, tested against a per-record oracle)."""
     rng = np.random.default_rng(31)
-    params = make_params(covariance_type, 3, 4, rng)
+    params = random_params(covariance_type, 3, 4, rng)
     X = np.asfortranarray(with_gaps(records(params, 1500, rng), rng))
     shift = np.nanmean(X, axis=0)
     stats, log_norm = chunk_statistics(X, params, shift, dtype)
@@ -304,7 +257,7 @@ def test_incomplete_rows_are_marginalised_and_complete_rows_keep_the_kernel(cova
     assert_close(resp[1:], expected_resp[1:], dtype)
     some = ~np.isnan(X).all(axis=1)
     incomplete, _ = incomplete_statistics(X[~complete], params, shift)
-    ordinary = oracle(X[complete], params, shift)
+    ordinary = scipy_chunk_statistics(X[complete], params, shift)
     assert stats.n_records == some.sum()
     assert stats.log_likelihood == pytest.approx(expected_norm[some].sum(), rel=TOLERANCE[dtype])
     for name in ("counts", "sums", "second"):
@@ -314,13 +267,13 @@ def test_incomplete_rows_are_marginalised_and_complete_rows_keep_the_kernel(cova
 @pytest.mark.parametrize("covariance_type", TYPES)
 def test_only_incomplete_rows_and_one_feature(covariance_type: str) -> None:
     rng = np.random.default_rng(12)
-    params = make_params(covariance_type, 2, 3, rng)
+    params = random_params(covariance_type, 2, 3, rng)
     X = records(params, 50, rng)
     X[np.arange(50), np.arange(50) % 3] = np.nan  # every row incomplete
     stats, log_norm = chunk_statistics(X, params, np.zeros(3))
     np.testing.assert_allclose(log_norm, marginal_oracle(X, params)[0], rtol=1e-10)
     assert stats.n_records == 50
-    one = make_params(covariance_type, 2, 1, rng)
+    one = random_params(covariance_type, 2, 1, rng)
     X = np.array([[np.nan], [10.0], [np.nan], [12.0]])
     stats, log_norm = chunk_statistics(X, one, np.zeros(1))
     reference, reference_norm = chunk_statistics(X[[1, 3]], one, np.zeros(1))
@@ -342,7 +295,7 @@ def test_weights_count_as_duplicated_records(
     if route == "scored":
         monkeypatch.setattr(chunk, "MAX_WEIGHT_GROUPS", 0)
     rng = np.random.default_rng(40)
-    params = make_params(covariance_type, 3, 4, rng)
+    params = random_params(covariance_type, 3, 4, rng)
     X = records(params, 2000, rng)
     if gaps:
         X = with_gaps(X, rng)
@@ -386,7 +339,7 @@ def test_every_kernel_path_finds_the_incomplete_rows(
     every path (the fused kernel, its direct form for a tiny covariance far from the shift, the
     numpy forms) the result is that of the complete and incomplete rows apart."""
     rng = np.random.default_rng(17)
-    params = make_params(covariance_type, 3, 3, rng)
+    params = random_params(covariance_type, 3, 3, rng)
     if path == "direct form":
         means, covariances = params.means.copy(), params.covariances * (1e-8 if covariance_type == "tied" else 1.0)
         means[0] += 1000.0
@@ -419,12 +372,12 @@ def test_weights_of_many_values_scale_each_record(covariance_type: str) -> None:
     """Continuous weights (more distinct values than the kernel takes one call each for): the
     definitions with each responsibility times its record's weight."""
     rng = np.random.default_rng(41)
-    params = make_params(covariance_type, 3, 4, rng)
+    params = random_params(covariance_type, 3, 4, rng)
     X = records(params, 1000, rng)
     shift = X.mean(axis=0)
     w = rng.uniform(0.0, 3.0, X.shape[0])
     stats, log_norm = chunk_statistics(X, params, shift, weights=w)
-    expected = oracle(X, params, shift)
+    expected = scipy_chunk_statistics(X, params, shift)
     rw, u = expected["resp"] * w[:, None], X - shift
     second = {
         "full": lambda: np.einsum("nk,nd,ne->kde", rw, u, u),

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from scipy.special import logsumexp
-from scipy.stats import multivariate_normal
+from shared_helpers import scipy_chunk_statistics
 from threadpoolctl import ThreadpoolController
 
 from streamgmm import MixtureParams, SufficientStatistics
@@ -30,18 +30,10 @@ from streamgmm.kernels.quadratic import (
 KERNELS = ["blas", *FUSED_KERNELS]
 
 
-def oracle(X: np.ndarray, params, shift: np.ndarray) -> tuple[np.ndarray, ...]:
-    """scipy's densities, a log-sum-exp and the statistics written out with einsum."""
-    log_prob = np.column_stack(
-        [
-            np.log(w) + multivariate_normal(m, c).logpdf(X)
-            for w, m, c in zip(params.weights, params.means, params.covariances)
-        ]
-    )
-    log_norm = logsumexp(log_prob, axis=1)
-    resp = np.exp(log_prob - log_norm[:, None])
-    u = X - shift
-    return resp.sum(axis=0), resp.T @ u, np.einsum("nk,nd,ne->kde", resp, u, u), log_norm
+def scipy_full_statistics(X: np.ndarray, params, shift: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The shared scipy E-step's (counts, sums, second, log_norm) of full covariances."""
+    expected = scipy_chunk_statistics(X, params, shift)
+    return tuple(expected[name] for name in ("counts", "sums", "second", "log_norm"))
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -52,7 +44,7 @@ def test_float64_kernel_equals_the_definitions(n: int, kernel: str) -> None:
     X = params.means[rng.integers(0, 5, n)] + rng.normal(size=(n, 6))
     shift = X.mean(axis=0) + 0.5
     counts, sums, second, log_norm = full_statistics(X, params, shift, kernel=kernel)
-    for got, expected in zip((counts, sums, second, log_norm), oracle(X, params, shift)):
+    for got, expected in zip((counts, sums, second, log_norm), scipy_full_statistics(X, params, shift)):
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
 
 
@@ -65,7 +57,7 @@ def test_tiny_covariances_far_from_the_shift_stay_exact(kernel: str) -> None:
     params = MixtureParams.from_covariances(np.array([0.5, 0.5]), means, covariances, "full")
     X = np.vstack([means[0] + 1e-4 * rng.normal(size=(50, 2)), means[1] + rng.normal(size=(50, 2))])
     counts, sums, second, log_norm = full_statistics(X, params, np.zeros(2), kernel=kernel)
-    np.testing.assert_allclose(log_norm, oracle(X, params, np.zeros(2))[3], rtol=1e-12)
+    np.testing.assert_allclose(log_norm, scipy_full_statistics(X, params, np.zeros(2))[3], rtol=1e-12)
     np.testing.assert_allclose(counts, [50, 50])
 
 
@@ -91,7 +83,7 @@ def test_components_the_expansion_would_round_away_are_computed_directly(
         ]
     )
     counts, sums, second, log_norm = full_statistics(X, params, shift, dtype, kernel=kernel)
-    expected = oracle(X, params, shift)
+    expected = scipy_full_statistics(X, params, shift)
     tolerance = {"rtol": 1e-11, "atol": 0} if dtype == np.float64 else {"rtol": 1e-5, "atol": 1e-3}
     np.testing.assert_allclose(log_norm, expected[3], **tolerance)
     np.testing.assert_allclose(counts, expected[0], rtol=1e-6)
@@ -242,7 +234,7 @@ def test_fused_kernel_equals_the_definitions(kernel: str, dtype, k: int, d: int,
         assert all(not np.any(a) for a in got)
         return
     tolerance = PRECISIONS[dtype]
-    counts, sums, second, log_norm = oracle(X, params, shift)
+    counts, sums, second, log_norm = scipy_full_statistics(X, params, shift)
     np.testing.assert_allclose(got[3], log_norm, rtol=tolerance["log_norm"], atol=10 * tolerance["log_norm"])
     for g, want in ((got[0], counts), (got[1], sums), (got[2], second)):
         np.testing.assert_allclose(g, want, atol=tolerance["moments"] * (np.abs(want).max() + 10))
@@ -273,7 +265,7 @@ def test_fused_kernel_computes_the_guarded_components_directly(
         ]
     )
     counts, _, _, log_norm = full_statistics(X, params, shift, dtype, kernel=kernel)
-    expected = oracle(X, params, shift)
+    expected = scipy_full_statistics(X, params, shift)
     np.testing.assert_allclose(log_norm, expected[3], rtol=rtol, atol=0 if dtype == np.float64 else 1e-3)
     np.testing.assert_allclose(counts, expected[0], rtol=1e-6)
 
@@ -358,7 +350,6 @@ def test_softmax_leaves_no_subnormal_responsibility(dtype) -> None:
     """Subnormal operands slow the statistics' product by an order of magnitude (float32 BLAS):
     responsibilities far below the largest of their record are floored at a normal number, and
     the log-likelihoods stay those of the exact log-sum-exp."""
-    from scipy.special import logsumexp
 
     gaps = np.array([0.0, -30.0, -90.0, -95.0, -200.0, -750.0])
     L = np.stack([gaps + shift for shift in (0.0, 5.0, -3.0)], axis=1).astype(dtype)

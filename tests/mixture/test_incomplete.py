@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
+from shared_helpers import dense_covariances, random_params
 
 from streamgmm import MixtureParams
 from streamgmm.kernels.chunk import chunk_statistics
@@ -23,33 +24,7 @@ from streamgmm.mixture.incomplete import (
 TYPES = ["full", "tied", "diag", "spherical"]
 
 
-def make_params(covariance_type: str, k: int, d: int, rng: np.random.Generator) -> MixtureParams:
-    weights = rng.uniform(0.5, 1.5, k)
-    means = rng.normal(scale=3.0, size=(k, d)) + 5.0
-    if covariance_type == "full":
-        A = rng.normal(size=(k, d, d))
-        covariances = A @ A.transpose(0, 2, 1) / d + np.eye(d)
-    elif covariance_type == "tied":
-        A = rng.normal(size=(d, d))
-        covariances = A @ A.T / d + np.eye(d)
-    elif covariance_type == "diag":
-        covariances = rng.uniform(0.3, 3.0, (k, d))
-    else:
-        covariances = rng.uniform(0.3, 3.0, k)
-    return MixtureParams.from_covariances(weights / weights.sum(), means, covariances, covariance_type)
-
-
-def dense_covariances(params: MixtureParams) -> np.ndarray:
-    k, d, c = params.n_components, params.n_features, params.covariances
-    return {
-        "full": lambda: c,
-        "tied": lambda: np.broadcast_to(c, (k, d, d)),
-        "diag": lambda: np.stack([np.diag(v) for v in c]),
-        "spherical": lambda: c[:, None, None] * np.eye(d),
-    }[params.covariance_type]()
-
-
-def oracle(X: np.ndarray, params: MixtureParams, shift: np.ndarray, w: np.ndarray | None = None) -> dict:
+def per_record_statistics(X: np.ndarray, params: MixtureParams, shift: np.ndarray, w: np.ndarray | None = None) -> dict:
     """One record at a time: scipy's marginal density, the conditional moments by np.linalg.solve."""
     n, d = X.shape
     k = params.n_components
@@ -137,11 +112,11 @@ def test_statistics_and_log_norm_equal_the_per_record_oracle(
     if pooling is not None:
         monkeypatch.setattr(incomplete, "SHARED_PATTERN_ROWS", pooling)
     rng = np.random.default_rng(10 * TYPES.index(covariance_type) + len(patterns))
-    params = make_params(covariance_type, 3, 4, rng)
+    params = random_params(covariance_type, 3, 4, rng, spread=3.0, centre=5.0)
     X = with_gaps(params.means[rng.integers(0, 3, 300)] + rng.normal(size=(300, 4)), rng, patterns)
     shift = np.nanmean(X, axis=0) + 0.3
     stats, log_norm = incomplete_statistics(X, params, shift)
-    expected = oracle(X, params, shift)
+    expected = per_record_statistics(X, params, shift)
     assert_matches(stats, log_norm, expected)
     scored, resp = marginal_e_step(X, params)
     np.testing.assert_allclose(scored, expected["log_norm"], rtol=1e-9)
@@ -153,12 +128,12 @@ def test_statistics_and_log_norm_equal_the_per_record_oracle(
 @pytest.mark.parametrize("covariance_type", TYPES)
 def test_weights_scale_responsibilities_and_equal_duplication(covariance_type: str) -> None:
     rng = np.random.default_rng(4)
-    params = make_params(covariance_type, 2, 3, rng)
+    params = random_params(covariance_type, 2, 3, rng, spread=3.0, centre=5.0)
     X = with_gaps(params.means[rng.integers(0, 2, 120)] + rng.normal(size=(120, 3)), rng, "random")
     shift = np.zeros(3)
     w = rng.integers(0, 4, 120).astype(float)  # zeros included
     stats, log_norm = incomplete_statistics(X, params, shift, weights=w)
-    assert_matches(stats, log_norm, oracle(X, params, shift, w))
+    assert_matches(stats, log_norm, per_record_statistics(X, params, shift, w))
     duplicated, dup_norm = incomplete_statistics(np.repeat(X, w.astype(int), axis=0), params, shift)
     for name in ("counts", "sums", "second"):
         np.testing.assert_allclose(getattr(stats, name), getattr(duplicated, name), rtol=1e-10, atol=1e-10)
@@ -173,7 +148,7 @@ def test_weights_scale_responsibilities_and_equal_duplication(covariance_type: s
 @pytest.mark.parametrize("covariance_type", TYPES)
 def test_complete_records_give_the_ordinary_statistics(covariance_type: str) -> None:
     rng = np.random.default_rng(9)
-    params = make_params(covariance_type, 3, 3, rng)
+    params = random_params(covariance_type, 3, 3, rng, spread=3.0, centre=5.0)
     X = params.means[rng.integers(0, 3, 200)] + rng.normal(size=(200, 3))
     shift = X.mean(axis=0)
     stats, log_norm = incomplete_statistics(X, params, shift)
@@ -187,18 +162,18 @@ def test_complete_records_give_the_ordinary_statistics(covariance_type: str) -> 
 def test_edge_shapes(covariance_type: str) -> None:
     rng = np.random.default_rng(2)
     # One feature: a row is complete or has nothing observed.
-    params = make_params(covariance_type, 2, 1, rng)
+    params = random_params(covariance_type, 2, 1, rng, spread=3.0, centre=5.0)
     X = np.array([[1.0], [np.nan], [7.0]])
     stats, log_norm = incomplete_statistics(X, params, np.zeros(1))
     assert np.isnan(log_norm[1]) and stats.n_records == 2.0
-    assert_matches(stats, log_norm, oracle(X, params, np.zeros(1)))
+    assert_matches(stats, log_norm, per_record_statistics(X, params, np.zeros(1)))
     # One component; only one feature observed in every row.
-    params = make_params(covariance_type, 1, 3, rng)
+    params = random_params(covariance_type, 1, 3, rng, spread=3.0, centre=5.0)
     X = np.full((5, 3), np.nan)
     X[np.arange(5), np.arange(5) % 3] = rng.normal(size=5) + 5.0
     stats, log_norm = incomplete_statistics(X, params, np.ones(3))
     np.testing.assert_allclose(stats.counts, [5.0])
-    assert_matches(stats, log_norm, oracle(X, params, np.ones(3)))
+    assert_matches(stats, log_norm, per_record_statistics(X, params, np.ones(3)))
     # No records, and only records with nothing observed.
     for X in (np.empty((0, 3)), np.full((4, 3), np.nan)):
         stats, log_norm = incomplete_statistics(X, params, np.zeros(3))
