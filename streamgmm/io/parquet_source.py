@@ -94,12 +94,6 @@ class ParquetSource:
         ``'marginalize'``: missing features (null or NaN) are NaN in the batches, for the
         E-step to marginalize, and only rows with no feature observed are left out and counted.
 
-    weight_column : str, default=None
-        A numeric column of record weights (a count per aggregated row): a record of weight w
-        counts as w records. Each batch and sample then ends with the weights as one more
-        column (``weighted`` is True); ``feature_names`` stay the features only. A null, NaN,
-        negative or infinite weight is an error naming file, row group and row.
-
     filesystem : pyarrow.fs.FileSystem or fsspec filesystem, default=None
         The filesystem of plain paths. None means local, or the one a URL names.
 
@@ -110,6 +104,12 @@ class ParquetSource:
     as_of : datetime or str, default=None
         Or the table's last snapshot committed at or before this time (ISO 8601 text; naive
         means UTC). Both need the ``delta`` or ``iceberg`` extra.
+
+    weight_column : str, default=None
+        A numeric column of record weights (a count per aggregated row): a record of weight w
+        counts as w records. Each batch and sample then ends with the weights as one more
+        column (``weighted`` is True); ``feature_names`` stay the features only. A null, NaN,
+        negative or infinite weight is an error naming file, row group and row.
 
     Attributes
     ----------
