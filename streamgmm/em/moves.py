@@ -84,12 +84,6 @@ BIRTH_EM_ITERATIONS = 100
 DIRECT_ROWS = 256
 
 
-def check_moves(moves: Any) -> str:
-    if moves not in MOVES:
-        raise ValueError(f"Invalid value for 'moves': {moves!r}; expected one of {list(MOVES)}")
-    return moves
-
-
 @dataclass(frozen=True)
 class NovelBatch:
     """A mini-batch's novel records, their record weights and their statistics under the

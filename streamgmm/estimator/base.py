@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import inspect
-import numbers
 from dataclasses import replace
 from typing import Any, Self
 
 import numpy as np
 
-from streamgmm.em.moves import MoveState, check_moves
+from streamgmm.em.moves import MoveState
 from streamgmm.em.online import OnlineState, StepSchedule
-from streamgmm.estimator.convergence import ALGORITHMS, SHUFFLE_MODES
-from streamgmm.io.columns import check_nan_policy
+from streamgmm.estimator.constraints import check_params
 from streamgmm.io.sources import ChunkSource
 from streamgmm.io.validation import not_fitted_error
-from streamgmm.kernels.quadratic import check_compute_dtype
 from streamgmm.mixture import covariance as cov
-from streamgmm.mixture.initialization import check_init_params
 
 
 class EstimatorBase:
@@ -168,38 +164,10 @@ class EstimatorBase:
     # ------------------------------------------------------------------ checks
 
     def validate_params(self) -> None:
-        """Raise ``ValueError`` naming the first parameter that is out of range."""
-
-        def positive_int(name: str, minimum: int = 1) -> None:
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"Invalid value for {name!r}: {value!r}; expected an integer >= {minimum}")
-
-        for name in ("n_components", "n_init", "batch_size", "max_passes", "init_size"):
-            positive_int(name)
-        positive_int("burn_in", 0)
-        positive_int("max_iter", 0)
-        cov.check_covariance_type(self.covariance_type)
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(
-                f"Invalid value for 'algorithm': {self.algorithm!r}; expected one of {', '.join(ALGORITHMS)}"
-            )
-        check_init_params(self.init_params)
-        for name in ("tol", "reg_covar", "step_exponent", "step_offset", "step_floor"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value):
-                raise ValueError(f"Invalid value for {name!r}: {value!r}; expected a finite number")
-        for name in ("tol", "reg_covar"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"Invalid value for {name!r}: {getattr(self, name)!r}; expected a number >= 0")
-        if self.shuffle not in SHUFFLE_MODES:
-            raise ValueError(
-                f'Invalid value for \'shuffle\': {self.shuffle!r}; expected True, False, "records" or "row_groups"'
-            )
+        """Raise ``ValueError`` naming the first parameter that is out of range (see
+        :data:`~streamgmm.estimator.constraints.PARAMETER_CONSTRAINTS`)."""
+        check_params(self.get_params())
         self.step_schedule()
-        check_compute_dtype(self.compute_dtype)
-        check_nan_policy(self.nan_policy)
-        check_moves(self.moves)
 
     def shuffle_generator(self, source: ChunkSource, rng: np.random.Generator) -> np.random.Generator | None:
         """The generator that shuffles online EM's visit of ``source``, or None to keep its order."""

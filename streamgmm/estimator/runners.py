@@ -4,15 +4,15 @@ and the online loop's per-step callback that records the fit history."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from numbers import Integral
 from typing import Any
-
-import numpy as np
 
 from streamgmm.dask.em import default_partitions_per_step, run_dask_batch_em, run_dask_online_em
 from streamgmm.dask.source import DaskSource
 from streamgmm.em.batch import run_batch_em
 from streamgmm.em.fit_history import FitHistory
 from streamgmm.em.online import OnlineState, run_online_em
+from streamgmm.estimator.constraints import Interval, check_value
 from streamgmm.io.sources import ChunkSource
 
 
@@ -23,8 +23,7 @@ def em_runners(source: ChunkSource, partitions_per_step: int | None) -> tuple[An
             raise ValueError("partitions_per_step applies to Dask inputs only")
         return run_batch_em, run_online_em, {}
     wave = default_partitions_per_step(source) if partitions_per_step is None else partitions_per_step
-    if not isinstance(wave, (int, np.integer)) or isinstance(wave, bool) or wave < 1:
-        raise ValueError(f"Invalid value for 'partitions_per_step': {wave!r}; expected an integer >= 1")
+    check_value("partitions_per_step", wave, Interval(Integral, 1))
     return run_dask_batch_em, run_dask_online_em, {"partitions_per_step": int(wave)}
 
 

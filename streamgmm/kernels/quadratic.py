@@ -125,12 +125,6 @@ def one_blas_thread() -> Iterator[None]:
                 _blas_limiter = None
 
 
-def check_compute_dtype(compute_dtype: str) -> np.dtype:
-    if compute_dtype not in COMPUTE_DTYPES:
-        raise ValueError(f"Invalid value for 'compute_dtype': {compute_dtype!r}; expected 'float64' or 'float32'")
-    return np.dtype(compute_dtype)
-
-
 @cache
 def upper_triangle(d: int) -> tuple[np.ndarray, np.ndarray]:
     # Once per d, not per chunk: triu_indices costs as much as a block's softmax.
