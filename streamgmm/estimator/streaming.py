@@ -10,6 +10,7 @@ stepwise EM alone; ``"batch"`` is exact EM, one pass per iteration, identical to
 
 import numpy as np
 
+from streamgmm.em.online import OnlineState
 from streamgmm.estimator.base import EstimatorBase
 from streamgmm.estimator.fitting import FittingMixin
 from streamgmm.estimator.inference import InferenceMixin
@@ -210,6 +211,11 @@ class StreamingGaussianMixture(PersistenceMixin, InferenceMixin, FittingMixin, W
         with the births and refits taken (``fit_history_.moves``), saved with the model and
         continued by ``partial_fit`` and ``warm_start``.
 
+    online_state_ : OnlineState
+        The state the next ``partial_fit`` (or a ``warm_start`` fit) resumes from
+        (:class:`~streamgmm.em.online.OnlineState`: parameters, running statistics, step and
+        record counters, the births' and merges' state), as saved with the model. Read-only.
+
     See Also
     --------
     select : Choose K and the covariance type in one streaming job.
@@ -234,3 +240,22 @@ class StreamingGaussianMixture(PersistenceMixin, InferenceMixin, FittingMixin, W
         """The component indices, ``np.arange(n_components)`` of the fitted model."""
         self.check_fitted()
         return np.arange(self.means_.shape[0])
+
+    @property
+    def online_state_(self) -> OnlineState:
+        """The online state the next ``partial_fit`` resumes from (read-only; do not change its arrays).
+
+        Returns
+        -------
+        OnlineState
+            The fitted parameters, the running statistics, the step and record counters (the
+            records' weight measured in the fit's own unit; ``records_seen_`` is in the
+            weights' unit) and the births' and merges' state, as saved with the model.
+
+        Raises
+        ------
+        NotFittedError
+            Before the first fit.
+        """
+        self.check_fitted()
+        return self._state

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import json
 import zipfile
-from dataclasses import fields, is_dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from shared_helpers import npy
+from shared_helpers import assert_bit_identical, assert_bit_identical_models, npy
 
 from streamgmm import ModelFileError, StreamingGaussianMixture
-from streamgmm.em.moves import MoveState
-from streamgmm.em.novelty import Reservoir
 from streamgmm.io.model_file import read_model
 from streamgmm.mixture.covariance import COVARIANCE_TYPES
 
@@ -52,50 +50,6 @@ def new_model(covariance_type: str = "full", **params: Any) -> StreamingGaussian
     )
 
 
-def flat(value: Any, name: str = "moves") -> dict[str, Any]:
-    """Every array and scalar of a (nested) dataclass by dotted name: a field added later is
-    compared too."""
-    if isinstance(value, Reservoir):
-        # Records waiting to be merged are the same sample: compare it merged, as files hold it.
-        value = replace(value.merged(), pending=(), capacity=0)
-    if not is_dataclass(value):
-        return {name: value}
-    out: dict[str, Any] = {}
-    for field in fields(value):
-        out.update(flat(getattr(value, field.name), f"{name}.{field.name}"))
-    return out
-
-
-def assert_same_moves(a: MoveState | None, b: MoveState | None) -> None:
-    """Bit for bit: every array (values and dtype) and every scalar (value and type)."""
-    assert (a is None) == (b is None)
-    if a is None:
-        return
-    fa, fb = flat(a), flat(b)
-    assert fa.keys() == fb.keys()
-    for name, value in fa.items():
-        other = fb[name]
-        if isinstance(value, np.ndarray):
-            assert isinstance(other, np.ndarray) and other.dtype == value.dtype, name
-            assert np.array_equal(value, other), name
-        else:
-            assert type(value) is type(other) and value == other, (name, value, other)
-
-
-def assert_same_model(a: StreamingGaussianMixture, b: StreamingGaussianMixture) -> None:
-    for name in PARAMETERS:
-        assert np.array_equal(getattr(a, name), getattr(b, name)), name
-    for name, value in a._state.statistics.arrays().items():
-        assert np.array_equal(b._state.statistics.arrays()[name], value), f"statistics.{name}"
-    assert (a.n_steps_, a.records_seen_, a._state.statistics.n_records) == (
-        b.n_steps_,
-        b.records_seen_,
-        b._state.statistics.n_records,
-    )
-    assert_same_moves(a._state.moves, b._state.moves)
-    assert a.fit_history_.moves == b.fit_history_.moves
-
-
 def reloaded(model: StreamingGaussianMixture, path: Path) -> StreamingGaussianMixture:
     model.save(path)
     return StreamingGaussianMixture.load(path)
@@ -111,25 +65,25 @@ def mid_stream(sorted_stream) -> StreamingGaussianMixture:
     model = new_model()
     for start in range(0, 7 * CHUNK, CHUNK):
         model.partial_fit(sorted_stream[start : start + CHUNK])
-    assert model.fit_history_.moves and len(model._state.moves.reservoir) > 0
+    assert model.fit_history_.moves and len(model.online_state_.moves.reservoir) > 0
     return model
 
 
 def test_round_trip_of_a_non_empty_reservoir_is_bit_for_bit(tmp_path, mid_stream) -> None:
     loaded = reloaded(mid_stream, tmp_path / "m.sgmm")
-    assert_same_model(loaded, mid_stream)
+    assert_bit_identical_models(loaded, mid_stream)
     assert loaded.moves == "auto"
     with zipfile.ZipFile(tmp_path / "m.sgmm") as archive:
         document = json.loads(archive.read("model.json"))
     assert set(MOVES_ARRAYS) <= set(document["arrays"])
-    moves = mid_stream._state.moves
+    moves = mid_stream.online_state_.moves
     assert document["online"]["moves"]["seed"] == moves.seed and 0 <= moves.seed < 2**63
 
 
 def test_round_trip_keeps_every_field_apart(tmp_path, mid_stream) -> None:
     """Each scalar and array given a value of its own (a swap of two fields would show), among
     them a refused birth's ``tried_at`` and a non-zero novel log-likelihood."""
-    moves = mid_stream._state.moves
+    moves = mid_stream.online_state_.moves
     r = len(moves.reservoir)
     reservoir = replace(
         moves.reservoir.merged(),
@@ -141,15 +95,15 @@ def test_round_trip_keeps_every_field_apart(tmp_path, mid_stream) -> None:
     novel = replace(moves.novel, counts=moves.novel.counts + 0.125, n_records=0.875, log_likelihood=-3.5)
     special = replace(moves, seed=2**63 - 1, reservoir=reservoir, novel=novel, log_scale=2.75)
     model = reloaded(mid_stream, tmp_path / "base.sgmm")  # a copy to change
-    model._state = replace(model._state, moves=special)
-    assert_same_moves(reloaded(model, tmp_path / "m.sgmm")._state.moves, special)
+    model._state = replace(model.online_state_, moves=special)  # planted: no public setter, on purpose
+    assert_bit_identical(reloaded(model, tmp_path / "m.sgmm").online_state_.moves, special, "moves")
 
 
 def test_moves_parameter_round_trips_and_off_leaves_no_moves_in_the_file(tmp_path, sorted_stream) -> None:
     model = new_model(moves="off").partial_fit(sorted_stream[:CHUNK])
-    assert model._state.moves is None
+    assert model.online_state_.moves is None
     loaded = reloaded(model, tmp_path / "off.sgmm")
-    assert loaded.moves == "off" and loaded._state.moves is None
+    assert loaded.moves == "off" and loaded.online_state_.moves is None
     assert loaded.get_params() == model.get_params()
     document, arrays = read_model(tmp_path / "off.sgmm")
     assert "moves" not in document["online"] and not any(name.startswith("moves.") for name in arrays)
@@ -157,7 +111,7 @@ def test_moves_parameter_round_trips_and_off_leaves_no_moves_in_the_file(tmp_pat
     # Resumed, it stays without moves, as the uninterrupted model does.
     model.partial_fit(sorted_stream[CHUNK : 2 * CHUNK])
     loaded.partial_fit(sorted_stream[CHUNK : 2 * CHUNK])
-    assert_same_model(loaded, model)
+    assert_bit_identical_models(loaded, model)
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
@@ -171,8 +125,8 @@ def test_resumed_from_a_file_after_every_call_equals_the_uninterrupted_stream(
         chunk = sorted_stream[start : start + CHUNK]
         uninterrupted.partial_fit(chunk)
         resumed = reloaded(resumed.partial_fit(chunk), tmp_path / "m.sgmm")
-        assert_same_model(resumed, uninterrupted)
-        reservoir_sizes.append(len(resumed._state.moves.reservoir))
+        assert_bit_identical_models(resumed, uninterrupted)
+        reservoir_sizes.append(len(resumed.online_state_.moves.reservoir))
     assert any(reservoir_sizes), "no file carried novel records: the test would show nothing"
     births = [move for move in uninterrupted.fit_history_.moves if move["kind"] == "birth"]
     assert births
@@ -192,8 +146,8 @@ def test_a_forgetting_stream_resumed_after_every_call_changes_course_as_the_unin
         chunk = sorted_stream[start : start + CHUNK]
         uninterrupted.partial_fit(chunk)
         resumed = reloaded(resumed.partial_fit(chunk), tmp_path / "m.sgmm")
-        assert_same_model(resumed, uninterrupted)
-        fresh.append(resumed._state.moves.fresh_until)
+        assert_bit_identical_models(resumed, uninterrupted)
+        fresh.append(resumed.online_state_.moves.fresh_until)
     # Each new cluster changed the course; the files carried the refits still to come.
     assert [m["step"] for m in uninterrupted.fit_history_.moves if m["kind"] == "change"] == [9, 17]
     assert max(fresh) == 5.0
@@ -239,7 +193,7 @@ def variant(good: Path, path: Path, arrays: dict[str, np.ndarray | None], **move
 
 def hostile_cases(model: StreamingGaussianMixture) -> dict[str, tuple[dict[str, Any], dict[str, Any], str]]:
     """name -> (arrays to replace, scalars to set, what the message must say)."""
-    moves = model._state.moves
+    moves = model.online_state_.moves
     records, weights, keys = moves.reservoir.records, moves.reservoir.log_weights, moves.reservoir.keys
     r, d = records.shape
     capacity = moves.capacity()
@@ -391,7 +345,7 @@ HOSTILE = [
 
 def test_hostile_cases_are_all_tested_and_the_good_file_loads(good_file, mid_stream) -> None:
     assert sorted(hostile_cases(mid_stream)) == sorted(HOSTILE)
-    assert_same_model(StreamingGaussianMixture.load(good_file), mid_stream)
+    assert_bit_identical_models(StreamingGaussianMixture.load(good_file), mid_stream)
 
 
 @pytest.mark.parametrize("case", HOSTILE)
@@ -418,10 +372,13 @@ def test_hostile_moves_given_to_from_document_directly_are_refused(tmp_path, goo
 
 def test_hostile_moves_in_memory_are_not_written(tmp_path, mid_stream) -> None:
     model = reloaded(mid_stream, tmp_path / "m.sgmm")  # a copy to change
-    moves = model._state.moves
+    moves = model.online_state_.moves
     weights = moves.reservoir.log_weights.copy()
     weights[0] = np.nan
-    model._state = replace(model._state, moves=replace(moves, reservoir=replace(moves.reservoir, log_weights=weights)))
+    # Planted (there is no public setter, on purpose): the writer must refuse what it finds.
+    model._state = replace(
+        model.online_state_, moves=replace(moves, reservoir=replace(moves.reservoir, log_weights=weights))
+    )
     with pytest.raises(ModelFileError, match=r"not written.*moves\.log_weights holds a non-finite value"):
         model.save(tmp_path / "bad.sgmm")
     assert not (tmp_path / "bad.sgmm").exists()
@@ -434,8 +391,8 @@ def test_a_file_without_moves_loads_and_resumes_with_fresh_moves(
     without them; ``partial_fit`` then starts them afresh (``moves="auto"``)."""
     path = variant(good_file, tmp_path / "old.sgmm", dict.fromkeys(MOVES_ARRAYS), online_moves=None)
     old = StreamingGaussianMixture.load(path)
-    assert old._state.moves is None
+    assert old.online_state_.moves is None
     for name in PARAMETERS:
         assert np.array_equal(getattr(old, name), getattr(mid_stream, name)), name
     old.partial_fit(sorted_stream[7 * CHUNK : 8 * CHUNK])
-    assert old._state.moves is not None and old.n_steps_ == mid_stream.n_steps_ + 2
+    assert old.online_state_.moves is not None and old.n_steps_ == mid_stream.n_steps_ + 2
