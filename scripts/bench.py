@@ -18,20 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+import bench_common
 import numpy as np
 
-MiB = 2**20
 HELD_OUT_DIR = "_held_out"
 
 
@@ -40,13 +37,6 @@ HELD_OUT_DIR = "_held_out"
 
 # The bare decode and the online pass alone are each timed as the best of this many runs.
 REPEATS = 3
-
-
-def peak_rss() -> int:
-    """This process's resident high-water mark in bytes (``ru_maxrss`` would include the
-    parent's: Linux carries it over fork + exec)."""
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
 
 
 def data_files(lake: str) -> list[str]:
@@ -143,7 +133,7 @@ def worker(method: str, lake: str, k: int, covariance_type: str, seed: int) -> d
                 model.partial_fit(source)
                 pass_times.append(time.perf_counter() - start)
             result["pass_seconds"] = min(pass_times)
-    result["peak_rss"] = peak_rss()
+    result["peak_rss"] = bench_common.peak_rss()
     return result
 
 
@@ -153,15 +143,9 @@ def gemm_peak() -> dict:
     for dtype in (np.float64, np.float32):
         a = np.random.default_rng(0).normal(size=(2048, 2048)).astype(dtype)
         a @ a
-        best = min(_timed(lambda: a @ a) for _ in range(5))
+        best = bench_common.best_of(lambda: a @ a, 5)
         out[np.dtype(dtype).name] = 2 * 2048**3 / best / 1e9
     return out
-
-
-def _timed(f) -> float:
-    start = time.perf_counter()
-    f()
-    return time.perf_counter() - start
 
 
 # ---------------------------------------------------------------------- the driver
@@ -217,27 +201,6 @@ def make_lake(path: str, n_records: int, args: argparse.Namespace, held_out: int
     )
 
 
-@contextmanager
-def lake_to_time(lake: str | None, n_records: int) -> Iterator[str]:
-    """``lake``, or else the benchmark's default lake of ``n_records`` (d = 16, K = 8 full, 8
-    files, seed 0), written to a temporary directory and removed afterwards."""
-    if lake is not None:
-        yield lake
-        return
-    root = tempfile.mkdtemp(prefix="streamgmm-bench-")
-    try:
-        path = os.path.join(root, "lake")
-        make_lake(
-            path,
-            n_records,
-            argparse.Namespace(features=16, components=8, files=8, covariance="full", seed=0),
-            held_out=1000,
-        )
-        yield path
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def comparison(args: argparse.Namespace, lake: str, n_records: int) -> dict:
     results = {}
     for method in args.methods.split(","):
@@ -272,7 +235,7 @@ def comparison(args: argparse.Namespace, lake: str, n_records: int) -> dict:
             "label": label,
             "seconds": seconds,
             "records_per_s": rate,
-            "peak_rss_mib": r["peak_rss"] / MiB,
+            "peak_rss_mib": r["peak_rss"] / bench_common.MiB,
             "held_out": r.get("held_out"),
         }
         if sk and method not in ("decode", "truth"):
@@ -357,7 +320,7 @@ def scaling(args: argparse.Namespace, root: str) -> list[dict]:
                 "seconds": r["seconds"],
                 "records_per_s": n / r["seconds"],
                 "pass_seconds": r["pass_seconds"],
-                "peak_rss_mib": r["peak_rss"] / MiB,
+                "peak_rss_mib": r["peak_rss"] / bench_common.MiB,
                 "held_out": r["held_out"],
             }
         )
@@ -387,25 +350,23 @@ def main() -> None:
 
         bench_matrix.main([a for a in sys.argv[1:] if a != "--matrix"])
         return
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=1_000_000)
+    parser = bench_common.parser(
+        __doc__,
+        records=1_000_000,
+        features=16,
+        components=8,
+        covariance="full",
+        seed=0,
+        lake=None,
+        tmp=tempfile.gettempdir(),
+        json=os.path.join(tempfile.gettempdir(), "streamgmm-bench.json"),
+    )
     parser.add_argument("--held-out", type=int, default=200_000)
-    parser.add_argument("--features", type=int, default=16)
-    parser.add_argument("--components", type=int, default=8)
-    parser.add_argument("--covariance", default="full", choices=["full", "tied", "diag", "spherical"])
     parser.add_argument("--files", type=int, default=8, help="files per million records")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lake", help="an existing lake written by scripts/make_lake (default: write one)")
-    parser.add_argument("--tmp", default=tempfile.gettempdir(), help="where to write lakes (deleted after)")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {list(METHODS)}")
     parser.add_argument("--scaling", action="store_true", help="also fit 1e5, 1e6 and 1e7 records")
     parser.add_argument("--scaling-records", default="1e5,1e6,1e7")
     parser.add_argument("--no-comparison", action="store_true", help="only the scaling run")
-    parser.add_argument(
-        "--json",
-        default=os.path.join(tempfile.gettempdir(), "streamgmm-bench.json"),
-        help="where to write the results (default: streamgmm-bench.json in the temp dir)",
-    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -414,14 +375,7 @@ def main() -> None:
     unknown = set(args.methods.split(",")) - set(METHODS)
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}; choose from {list(METHODS)}")
-    report: dict = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "cpu": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-        },
-        "argv": sys.argv[1:],
-    }
+    report: dict = {"machine": bench_common.machine(), "argv": sys.argv[1:]}
     root = tempfile.mkdtemp(prefix="streamgmm-bench-", dir=args.tmp)
     try:
         if not args.no_comparison:
@@ -443,8 +397,7 @@ def main() -> None:
             report["scaling"] = scaling(args, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    Path(args.json).write_text(json.dumps(report, indent=1))
-    print(f"wrote {args.json}")
+    bench_common.write_json(args.json, report)
 
 
 if __name__ == "__main__":

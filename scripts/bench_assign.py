@@ -18,20 +18,19 @@ Without ``--lake`` it writes a 1M x 16, K=8 lake (8 files) under ``--tmp`` and d
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import bench_common
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+COVARIANCE_TYPES = bench_common.COVARIANCE_TYPES
 
 
 def data_files(lake: str) -> list[str]:
@@ -85,10 +84,8 @@ def assign_pass(model, lake: str, out: str, compression: str, result_dtype: str)
     from streamgmm import assign
 
     shutil.rmtree(out, ignore_errors=True)
-    start = time.perf_counter()
     kwargs = {"compression": compression} if compression != "snappy" else {}
-    assign(model, lake, out, keep=["id"], dtype=result_dtype, **kwargs)
-    return time.perf_counter() - start
+    return bench_common.timed(lambda: assign(model, lake, out, keep=["id"], dtype=result_dtype, **kwargs))[0]
 
 
 def output_bytes(out: str) -> int:
@@ -135,61 +132,39 @@ def bench(lake: str, covariance_type: str, args: argparse.Namespace, tmp: str) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lake", help="an existing lake (features x0.., an int64 id); default: write one")
-    parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--features", type=int, default=16)
-    parser.add_argument("--components", type=int, default=8)
+    parser = bench_common.parser(
+        __doc__.split("\n\n")[0],
+        lake=None,
+        records=1_000_000,
+        features=16,
+        components=8,
+        repeats=3,
+        tmp=tempfile.gettempdir(),
+        json=None,
+    )
     parser.add_argument("--covariance", default=",".join(COVARIANCE_TYPES), help="comma-separated types")
     parser.add_argument("--compression", default="snappy", help="codec of both outputs (assign's default snappy)")
     parser.add_argument("--result-dtype", default="float64", choices=["float64", "float32"])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--tmp", default=tempfile.gettempdir())
-    parser.add_argument("--json", help="also write the rows as JSON here")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench_assign_", dir=args.tmp)
+    written = {"n_records": args.records, "n_features": args.features, "n_components": args.components, "n_files": 8}
     try:
-        lake = args.lake
-        if lake is None:
-            lake = os.path.join(tmp, "lake")
-            import subprocess
-
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "streamgmm.datasets.synthetic_lake",
-                    "--records",
-                    str(args.records),
-                    "--features",
-                    str(args.features),
-                    "--components",
-                    str(args.components),
-                    "--files",
-                    "8",
-                    lake,
-                ],
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
-        rows = []
-        print(
-            f"lake {lake}: {args.components} components, codec {args.compression}, "
-            f"results {args.result_dtype}, median of {args.repeats}"
-        )
-        print(
-            f"{'covariance':<10} {'floor s':>8} {'assign s':>9} {'assign/floor':>13} {'floor MB':>9} {'assign MB':>10}"
-        )
-        for covariance_type in args.covariance.split(","):
-            row = bench(lake, covariance_type, args, tmp)
-            rows.append(row)
+        with bench_common.lake(args.lake, tmp, **written) as lake:
             print(
-                f"{covariance_type:<10} {row['floor_s']:8.2f} {row['assign_s']:9.2f} {row['ratio']:13.2f} "
-                f"{row['floor_bytes'] / 1e6:9.1f} {row['assign_bytes'] / 1e6:10.1f}",
-                flush=True,
+                f"lake {lake}: {args.components} components, codec {args.compression}, "
+                f"results {args.result_dtype}, median of {args.repeats}"
             )
-        if args.json:
-            Path(args.json).write_text(json.dumps(rows, indent=1))
+            rows = []
+            for covariance_type in args.covariance.split(","):
+                rows.append(bench(lake, covariance_type, args, tmp))
+                bench_common.note(f"{covariance_type}: {rows[-1]['ratio']:.2f}")
+        header = ["covariance", "floor s", "assign s", "assign/floor", "floor MB", "assign MB"]
+        cells = [
+            [r["covariance"], r["floor_s"], r["assign_s"], r["ratio"], r["floor_bytes"] / 1e6, r["assign_bytes"] / 1e6]
+            for r in rows
+        ]
+        print(bench_common.table(header, cells, ["", ".2f", ".2f", ".2f", ".1f", ".1f"]))
+        bench_common.write_json(args.json, rows)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

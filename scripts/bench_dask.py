@@ -20,17 +20,17 @@ from __future__ import annotations
 import argparse
 import inspect
 import statistics
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
+import bench_common
 import numpy as np
 
 from streamgmm import ParquetSource
 from streamgmm.dask.em import run_dask_batch_em
 from streamgmm.dask.source import dask_source
-from streamgmm.datasets.synthetic_lake import read_truth, write_lake
+from streamgmm.datasets.synthetic_lake import read_truth
 from streamgmm.em.batch import run_batch_em
 from streamgmm.mixture.params import MixtureParams
 
@@ -52,11 +52,7 @@ def iteration_times(run, params: MixtureParams, shift: np.ndarray, source, itera
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lake", type=Path, help="an existing lake written by scripts/make_lake (default: write one)")
-    parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--features", type=int, default=16)
-    parser.add_argument("--components", type=int, default=8)
+    parser = bench_common.parser(__doc__, lake=None, records=1_000_000, features=16, components=8, json=None)
     parser.add_argument("--files", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=6, help="batch EM iterations per run (the first is dropped)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each configuration, interleaved")
@@ -69,18 +65,9 @@ def main() -> None:
         help="both: with and without persist; default: dask_source's default only (for older trees)",
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        lake = args.lake
-        if lake is None:
-            lake = write_lake(
-                f"{tmp}/lake",
-                n_records=args.records,
-                n_components=args.components,
-                n_features=args.features,
-                n_files=args.files,
-                seed=0,
-            ).path
-        run(lake, args)
+    written = {"n_records": args.records, "n_components": args.components, "n_features": args.features}
+    with bench_common.lake(args.lake, n_files=args.files, seed=0, **written) as lake:
+        run(Path(lake), args)
 
 
 def run(lake: Path, args: argparse.Namespace) -> None:
@@ -129,10 +116,11 @@ def run(lake: Path, args: argparse.Namespace) -> None:
                     if gap > 1e-8:
                         raise SystemExit(f"{label}: parameters differ from the local run by {gap:.2e}")
     local = statistics.median(times["local"])
-    print(f"{'configuration':<26} {'ms/iteration':>13} {'ratio to local':>15}  (medians of {args.repeats} runs)")
-    for label, seconds in times.items():
-        median = statistics.median(seconds)
-        print(f"{label:<26} {1000 * median:>13.1f} {median / local:>15.2f}")
+    print(f"medians of {args.repeats} runs")
+    medians = {label: statistics.median(seconds) for label, seconds in times.items()}
+    cells = [[label, 1000 * median, median / local] for label, median in medians.items()]
+    print(bench_common.table(["configuration", "ms/iteration", "ratio to local"], cells, ["", ".1f", ".2f"]))
+    bench_common.write_json(args.json, {"ms_per_iteration": {label: 1000 * m for label, m in medians.items()}})
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ difference between the two models' parameters. Example:
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 import warnings
 
+import bench_common
 import numpy as np
 import pyarrow.parquet as pq
 
@@ -27,11 +27,8 @@ from streamgmm.datasets.synthetic_lake import read_truth, write_lake
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=400_000)
+    parser = bench_common.parser(__doc__, records=400_000, components=6, features=8)
     parser.add_argument("--files", type=int, default=40)
-    parser.add_argument("--components", type=int, default=6)
-    parser.add_argument("--features", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sort", action="store_true", help="records sorted by component (worst case)")
     parser.add_argument("--waves", default="1,2,5,10,40", help="comma-separated W values")

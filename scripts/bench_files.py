@@ -24,9 +24,12 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+
+import bench_common
 
 MiB = 2**20
 
@@ -87,21 +90,12 @@ def fit_in_child(lake: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def median(values: list[float]) -> float:
-    values = sorted(values)
-    middle = len(values) // 2
-    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_common.parser(__doc__, repeats=1, tmp=None, json=None)
     parser.add_argument("--files", default="1000,4000,10000", help="lake sizes in files, comma-separated")
     parser.add_argument("--records-per-file", type=int, default=10_000)
     parser.add_argument("--row-group", type=int, default=2_500, help="records per row group")
     parser.add_argument("--distinct", type=int, default=4, help="distinct files written (the rest are links)")
-    parser.add_argument("--repeats", type=int, default=1, help="fits per lake; medians are printed")
-    parser.add_argument("--tmp", default=None, help="directory for the temporary lakes")
-    parser.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
     sizes = [int(n) for n in args.files.split(",")]
 
@@ -113,7 +107,7 @@ def main() -> None:
             lake = os.path.join(root, f"lake-{n_files}")
             link_lake(lake, originals, n_files)
             runs = [fit_in_child(lake) for _ in range(args.repeats)]
-            row = {key: median([run[key] for run in runs]) for key in runs[0]}
+            row = {key: statistics.median([run[key] for run in runs]) for key in runs[0]}
             row["runs"] = runs
             rows.append(row)
             shutil.rmtree(lake)
@@ -130,9 +124,7 @@ def main() -> None:
         f"flatness: peak RSS at {sizes[-1]:,} files / at {sizes[0]:,} files = {peaks[-1] / peaks[0]:.3f}; "
         f"largest / smallest peak = {max(peaks) / min(peaks):.3f}"
     )
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump({"args": vars(args), "rows": rows}, out, indent=1)
+    bench_common.write_json(args.json, {"args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

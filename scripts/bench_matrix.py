@@ -46,7 +46,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -58,12 +57,12 @@ from pathlib import Path
 SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS))
 
+import bench_common  # noqa: E402
+from bench_common import MiB, note  # noqa: E402
 from bench_matrix_table import combine, format_table  # noqa: E402
 
-MiB = 2**20
 # Every child's environment; --blas-threads adds the BLAS libraries' thread counts to it.
 CHILD_ENV = dict(os.environ)
-BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 GROUPS = ("stream", "shapes", "assign", "startup", "dask", "files")
 
 
@@ -204,10 +203,6 @@ def sklearn_and_score(lake: Path, model: Path, shape: Shape, seed: int) -> dict:
     return last_json(run(command, "scikit-learn")[1])
 
 
-def note(message: str) -> None:
-    print(f"  {message}", file=sys.stderr, flush=True)
-
-
 # ---------------------------------------------------------------------- the rows
 
 
@@ -303,18 +298,16 @@ def startup_row(repeats: int) -> dict:
     return row
 
 
-DASK_LINE = re.compile(r"^(?P<label>\S.*?)\s+(?P<ms>\d+(?:\.\d+)?)\s+(?P<ratio>\d+(?:\.\d+)?)\s*$")
-
-
-def dask_rows(lake: Path, iterations: int) -> list[dict]:
-    """``scripts/bench_dask.py``'s 2-worker rows against local (read from its printed table)."""
+def dask_rows(lake: Path, iterations: int, work: Path) -> list[dict]:
+    """``scripts/bench_dask.py``'s 2-worker rows against local (read from its ``--json``)."""
     script = SCRIPTS / "bench_dask.py"
     what = "Dask batch EM ms/iteration, 2 workers / local"
     if not script.exists():
         return [{"what": what, "measured": None, "target": "<= 1.0", "detail": "scripts/bench_dask.py missing"}]
+    out = work / "dask.json"
     command = [sys.executable, str(script), "--lake", str(lake), "--workers", "2", "--repeats", "1"]
-    _, out, _ = run(command + ["--iterations", str(iterations)], "scripts/bench_dask.py")
-    times = {m["label"]: float(m["ms"]) for m in map(DASK_LINE.match, out.splitlines()) if m}
+    run(command + ["--iterations", str(iterations), "--json", str(out)], "scripts/bench_dask.py")
+    times = json.loads(out.read_text())["ms_per_iteration"]
     local = times.pop("local", None)
     rows = []
     for label, ms in times.items():
@@ -375,7 +368,7 @@ def measure(args: argparse.Namespace, lakes: dict[str, Path], scale: float, work
     if "startup" in args.only:
         parts.append(("start-up", lambda: [startup_row(2 if args.quick else 10)]))
     if "dask" in args.only:
-        parts.append(("Dask", lambda: dask_rows(lakes["full"], 3 if args.quick else 6)))
+        parts.append(("Dask", lambda: dask_rows(lakes["full"], 3 if args.quick else 6, work)))
     if "files" in args.only:
         parts.append(("files", lambda: files_rows(args.quick, work)))
     rows: list[dict] = []
@@ -400,19 +393,21 @@ def records(shape: Shape, scale: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_common.parser(
+        __doc__,
+        tmp=tempfile.gettempdir(),
+        seed=0,
+        json=os.path.join(tempfile.gettempdir(), "streamgmm-bench-matrix.json"),
+    )
     parser.add_argument("--matrix-runs", type=int, default=1, help="repeat every measurement; print medians")
     parser.add_argument("--quick", action="store_true", help="lakes 50x smaller: a smoke test")
     parser.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated subset of {GROUPS}")
     parser.add_argument("--lakes", help="keep the lakes in this directory and reuse them (default: temporary)")
-    parser.add_argument("--tmp", default=tempfile.gettempdir(), help="where temporary lakes and outputs go")
     parser.add_argument("--baseline", help="an earlier --json: flag fits whose gap to truth grew by > 0.005")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pass-repeats", type=int, help="CLI fits of 1 and 2 passes, best of (default 2; 1 --quick)")
     parser.add_argument(
         "--blas-threads", type=int, help="BLAS threads of every child (default: the libraries' own; 1 with --quick)"
     )
-    parser.add_argument("--json", default=os.path.join(tempfile.gettempdir(), "streamgmm-bench-matrix.json"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--lake", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -431,8 +426,7 @@ def main(argv: list[str] | None = None) -> None:
         args.pass_repeats = 1 if args.quick else 2
     if args.blas_threads is None and args.quick:
         args.blas_threads = 1  # a smoke test on a busy machine: spinning BLAS threads can take minutes
-    if args.blas_threads is not None:
-        CHILD_ENV.update(dict.fromkeys(BLAS_VARIABLES, str(args.blas_threads)))
+    CHILD_ENV.update(bench_common.blas_environment(args.blas_threads))
     if args.only - set(GROUPS):
         parser.error(f"unknown groups {sorted(args.only - set(GROUPS))}; choose from {GROUPS}")
     scale = 1 / 50 if args.quick else 1.0
@@ -466,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
     met = [r["met"] for r in rows if r["met"] is not None]
     print(f"targets met: {sum(met)} of {len(met)}; {time.perf_counter() - started:.0f} s in all")
     report = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": bench_common.machine(),
         "argv": sys.argv[1:] if argv is None else argv,
         "quick": args.quick,
         "matrix_runs": args.matrix_runs,
@@ -474,8 +468,7 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
         "runs": runs,
     }
-    Path(args.json).write_text(json.dumps(report, indent=1))
-    print(f"wrote {args.json}")
+    bench_common.write_json(args.json, report)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,9 @@ Usage: ``.venv/bin/python scripts/bench_missing.py [--records 200000] [--covaria
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import time
 
+import bench_common
 import numpy as np
 from scipy.special import expit
 
@@ -67,24 +66,18 @@ def fit(X: np.ndarray, args: argparse.Namespace, seed: int, nan_policy: str) -> 
 
 def pass_seconds(model: StreamingGaussianMixture, X: np.ndarray, batch_size: int, repeats: int = 3) -> float:
     """Best wall time of one online pass of ``partial_fit`` over ``X``."""
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
+
+    def one_pass() -> None:
         for first in range(0, X.shape[0], batch_size):
             model.partial_fit(X[first : first + batch_size])
-        best = min(best, time.perf_counter() - start)
-    return best
+
+    return bench_common.best_of(one_pass, repeats)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=200_000)
-    parser.add_argument("--features", type=int, default=6)
-    parser.add_argument("--components", type=int, default=4)
-    parser.add_argument("--covariance", default="full")
+    parser = bench_common.parser(__doc__, records=200_000, features=6, components=4, covariance="full", json=None)
     parser.add_argument("--rates", default="0.1,0.2,0.3,0.4")
     parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--json")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -135,9 +128,7 @@ def main() -> None:
                 f"{mechanism:<9} {rate:>5.0%} {incomplete:>16.1%} {gaps['marginalize']:>12.4f} "
                 f"{gaps['skip']:>8.4f} {ratio:>21.2f}"
             )
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"complete_gap": complete_gap, "rows": rows}, handle, indent=2)
+    bench_common.write_json(args.json, {"complete_gap": complete_gap, "rows": rows})
 
 
 if __name__ == "__main__":

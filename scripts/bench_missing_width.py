@@ -15,9 +15,7 @@ two minutes on one core).
 
 from __future__ import annotations
 
-import argparse
-import time
-
+import bench_common
 import numpy as np
 
 from streamgmm import StreamingGaussianMixture, random_mixture, sample_mixture
@@ -26,23 +24,18 @@ from streamgmm.mixture.incomplete import missingness_patterns
 
 def pass_seconds(model: StreamingGaussianMixture, X: np.ndarray, repeats: int) -> float:
     """Best wall time of one online pass of ``partial_fit`` over ``X`` in mini-batches."""
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
+
+    def one_pass() -> None:
         for first in range(0, X.shape[0], model.batch_size):
             model.partial_fit(X[first : first + model.batch_size])
-        best = min(best, time.perf_counter() - start)
-    return best
+
+    return bench_common.best_of(one_pass, repeats)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=20_000)
-    parser.add_argument("--features", type=int, default=30)
-    parser.add_argument("--components", type=int, default=8)
+    parser = bench_common.parser(__doc__, records=20_000, features=30, components=8, repeats=2)
     parser.add_argument("--rate", type=float, default=0.3)
     parser.add_argument("--covariances", default="full,diag")
-    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     X_missing = None

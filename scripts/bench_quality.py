@@ -33,7 +33,6 @@ light cases in CI through ``cases`` and ``compare``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -46,10 +45,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-# The cases live beside this script; the test suite loads this file by path, not as a package.
+# The cases and the shared helpers live beside this script; the test suite loads this file by
+# path, not as a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_common  # noqa: E402
 from quality_cases import BUNDLED as BUNDLED  # noqa: E402 - re-exported for the tests
 from quality_cases import COVARIANCE_TYPES as COVARIANCE_TYPES  # noqa: E402
 from quality_cases import Case, cases, load  # noqa: E402
@@ -131,9 +131,7 @@ def _timed_fit(model, X: np.ndarray) -> tuple[float, float, int]:
     """Fit ``model`` to X; return its score on X, the fit's wall seconds and the warnings it raised."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        started = time.perf_counter()
-        model.fit(X)
-        seconds = time.perf_counter() - started
+        seconds, _ = bench_common.timed(lambda: model.fit(X))
         score = float(model.score(X))
     return score, seconds, len(caught)
 
@@ -145,8 +143,7 @@ def compare(
 
     ``blas_threads`` limits BLAS and OpenMP threads on both sides (None: the libraries' defaults);
     ``ours`` sets streamgmm parameters away from their defaults (to measure a choice)."""
-    limit = threadpool_limits(limits=blas_threads) if blas_threads else contextlib.nullcontext()
-    with limit:
+    with bench_common.blas_threads(blas_threads):
         return _compare(case, seeds, ours or {})
 
 
@@ -294,17 +291,10 @@ def _warm_up() -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_common.parser(__doc__, json=None, blas_threads=BLAS_THREADS)
     parser.add_argument("--cases", default="", help="run only cases whose name contains one of these (comma-separated)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--quick", action="store_true", help="skip the heavy cases (100k-300k records)")
-    parser.add_argument("--json", metavar="PATH", help="also write the rows and provenance as JSON")
-    parser.add_argument(
-        "--blas-threads",
-        type=int,
-        default=BLAS_THREADS,
-        help="BLAS/OpenMP threads on both sides (default 1; 0: the libraries' defaults)",
-    )
     parser.add_argument("--gate-time", action="store_true", help="exit 1 also when a wall-time target is missed")
     parser.add_argument(
         "--set",
@@ -349,9 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append(safe_compare(case, seeds, args.blas_threads or None, parameters(args.set)))
         print(format_row(rows[-1]), flush=True)
     print("\n".join(summary(rows, time.perf_counter() - started)))
-    if args.json:
-        document = {"provenance": provenance, "rows": [r.as_dict() for r in rows]}
-        Path(args.json).write_text(json.dumps(document, indent=1) + "\n")
+    bench_common.write_json(args.json, {"provenance": provenance, "rows": [r.as_dict() for r in rows]})
     failed = any(not r.passed for r in rows) or (args.gate_time and any(r.time_ok is False for r in rows))
     return 1 if failed else 0
 

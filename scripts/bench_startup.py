@@ -15,7 +15,6 @@ Usage: ``.venv/bin/python scripts/bench_startup.py [--repeats 10]``
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -24,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import bench_common
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -40,8 +41,7 @@ def wall(command: list[str], env: dict[str, str]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=10)
+    parser = bench_common.parser(__doc__, repeats=10)
     parser.add_argument("--no-bytecode-cache", action="store_true", help="the environment as it is")
     args = parser.parse_args()
     env = dict(os.environ)

@@ -3,20 +3,14 @@ component; prints the held-out gap to the generating parameters (nats/record) an
 
 from __future__ import annotations
 
-import argparse
-import time
-
+import bench_common
 import numpy as np
 
 from streamgmm import StreamingGaussianMixture, make_mixture
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--features", type=int, default=16)
-    parser.add_argument("--components", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = bench_common.parser(__doc__, records=1_000_000, features=16, components=8, seed=0)
     parser.add_argument("--exponents", default="0.6,0.8,1.0")
     args = parser.parse_args()
     held_out = args.records // 5
@@ -38,9 +32,7 @@ def main() -> None:
             model = StreamingGaussianMixture(
                 args.components, step_exponent=exponent, shuffle=False, random_state=args.seed
             )
-            start = time.perf_counter()
-            model.fit(data)
-            elapsed = time.perf_counter() - start
+            elapsed, _ = bench_common.timed(lambda: model.fit(data))  # noqa: B023 - called at once
             print(f"{order:>9} {exponent:8.2f} {true_ll - model.score(test):9.4f} {elapsed:8.2f}", flush=True)
 
 

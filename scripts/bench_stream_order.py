@@ -33,7 +33,6 @@ Cases (``scripts/stream_order_cases.py``):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
@@ -46,10 +45,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-# The cases live beside this script.
+# The cases and the shared helpers live beside this script.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_common  # noqa: E402
 import stream_order_cases as cases  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,12 +111,8 @@ def fit_stream(stream: cases.Stream, k: int, seed: int, moves: str):
 
 def timed(run, repeats: int):
     """``run()``'s result and its least wall time over ``repeats`` calls (fits are seeded: equal)."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = run()
-        best = min(best, time.perf_counter() - started)
-    return result, best
+    runs = [bench_common.timed(run) for _ in range(repeats)]
+    return runs[-1][1], min(seconds for seconds, _ in runs)
 
 
 def reference_fit(data: cases.Data, k: int, seed: int) -> tuple[float, float]:
@@ -244,16 +239,13 @@ def provenance(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_common.parser(__doc__, seed=0, json=None, blas_threads=1)
     parser.add_argument("--quick", action="store_true", help="synthetic: only K=5,d=4 and K=10,d=10 (separated)")
     parser.add_argument("--groups", default=",".join(GROUPS), help=f"comma-separated subset of {','.join(GROUPS)}")
     parser.add_argument("--k", help="synthetic K values, comma-separated (default 5,10,25)")
     parser.add_argument("--d", help="synthetic d values, comma-separated (default 2,10,50)")
     parser.add_argument("--separation", help="synthetic separations, comma-separated (default 9,3)")
     parser.add_argument("--records", type=int, help="synthetic training records (default 200k)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data and of both models (default 0)")
-    parser.add_argument("--json", metavar="PATH", help="also write the rows, notes and provenance as JSON")
-    parser.add_argument("--blas-threads", type=int, default=1, help="BLAS/OpenMP threads (default 1; 0: default)")
     return parser.parse_args(argv)
 
 
@@ -318,15 +310,14 @@ def run(args: argparse.Namespace) -> int:
             print(format_row(row), flush=True)
     print("\n".join(summary(rows, time.perf_counter() - started)))
     print("notes:\n" + "\n".join(f"  {n}" for n in notes))
-    if args.json:
-        document["rows"] = [r.as_dict() for r in rows]
-        Path(args.json).write_text(json.dumps(document, indent=1) + "\n")
+    document["rows"] = [r.as_dict() for r in rows]
+    bench_common.write_json(args.json, document)
     return 1 if any(r.error for r in rows) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    with threadpool_limits(limits=args.blas_threads) if args.blas_threads else contextlib.nullcontext():
+    with bench_common.blas_threads(args.blas_threads):
         return run(args)
 
 

@@ -8,10 +8,9 @@ committed length and hash), so its cost should not grow with the ledger: this me
 
 from __future__ import annotations
 
-import argparse
 import tempfile
-import time
 
+import bench_common
 import numpy as np
 
 from streamgmm import StreamingGaussianMixture
@@ -19,10 +18,7 @@ from streamgmm.watch.checkpoint import StateDirectory
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--components", type=int, default=8)
-    parser.add_argument("--features", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = bench_common.parser(__doc__, components=8, features=16, repeats=5)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     X = rng.normal(size=(20_000, args.features))
@@ -54,9 +50,7 @@ def main() -> None:
                 state.commit(model, ledger[:n], {})  # the ledger so far
                 seconds = []
                 for r in range(args.repeats):  # then one more file each
-                    start = time.perf_counter()
-                    state.commit(model, ledger[: n + r + 1], {})
-                    seconds.append(time.perf_counter() - start)
+                    seconds.append(bench_common.timed(lambda: state.commit(model, ledger[: n + r + 1], {}))[0])
             checkpoint = state.current.stat().st_size / 1e6
             ledger_size = (state.path / "ledger.jsonl").stat().st_size / 1e6
         print(f"{n:>14,}  {1000 * float(np.median(seconds)):>18.1f}  {checkpoint:>13.2f}  {ledger_size:>9.2f}")

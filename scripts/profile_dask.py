@@ -14,7 +14,6 @@ sample their task thread every millisecond (``client.profile``), where those sam
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
@@ -22,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import bench_common
 import numpy as np
 
 DASK_STEPS = [
@@ -140,12 +140,13 @@ def dask_profile(lake: str, iterations: int, n_workers: int, batch_size: int) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lake", required=True, help="a lake of scripts/bench --matrix")
+    parser = bench_common.parser(__doc__, lake=None)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=7, help="batch EM iterations per run (the first dropped)")
     parser.add_argument("--batch-size", type=int, default=8192)
     args = parser.parse_args()
+    if not args.lake:
+        parser.error("--lake is required (a lake of scripts/bench --matrix)")
     dask_profile(args.lake, args.iterations, args.workers, args.batch_size)
 
 
