@@ -71,35 +71,11 @@ class PersistenceMixin:
         }
         arrays.update({f"statistics.{name}": value for name, value in state.statistics.arrays().items()})
         moves = state.moves
+        moves_scalars = None
         if moves is not None:
-            # Pending records merged: the file holds each sample in its canonical (key) order.
-            reservoir = moves.reservoir.merged()
-            arrays.update(
-                {
-                    "moves.records": reservoir.records,
-                    "moves.log_weights": reservoir.log_weights,
-                    "moves.keys": reservoir.keys,
-                }
-            )
-            arrays.update({f"moves.novel.{name}": value for name, value in moves.novel.arrays().items()})
-            sample = moves.sample.merged() if moves.sample is not None else Reservoir.empty(moves.novel.n_features)
-            arrays.update(
-                {
-                    "moves.sample.records": sample.records,
-                    "moves.sample.log_weights": sample.log_weights,
-                    "moves.sample.keys": sample.keys,
-                }
-            )
-        estimator_params: dict[str, Any] = {}
-        for name, value in self.get_params().items():
-            if value is None or isinstance(value, (bool, int, float, str)):
-                estimator_params[name] = value
-            elif isinstance(value, np.integer):
-                estimator_params[name] = int(value)
-            elif name.endswith("_init"):
-                arrays[f"param.{name}"] = np.asarray(value, dtype=np.float64)
-            else:
-                estimator_params[name] = None  # a generator object: not reproducible from a file
+            moves_scalars, moves_arrays = _moves_document(moves)
+            arrays.update(moves_arrays)
+        estimator_params = _estimator_params(self.get_params(), arrays)
         document = {
             "estimator": type(self).__name__,
             "estimator_params": estimator_params,
@@ -122,26 +98,8 @@ class PersistenceMixin:
                 "weight_scale": float(getattr(self, "_weight_scale", 1.0)),
             },
         }
-        if moves is not None:
-            document["online"]["moves"] = {
-                "seed": int(moves.seed),
-                "log_scale": float(moves.log_scale),
-                "clock": float(moves.clock),
-                "offered_weight": float(reservoir.offered_weight),
-                "tried_at": float(reservoir.tried_at),
-                "sampled": bool(reservoir.sampled),
-                "novel_n_records": float(moves.novel.n_records),
-                "novel_log_likelihood": float(moves.novel.log_likelihood),
-                "sample_size": int(moves.sample_size if moves.sample is not None else 0),
-                "next_refit": float(moves.next_refit),
-                "sample_offered_weight": float(sample.offered_weight),
-                "sample_sampled": bool(sample.sampled),
-                "restart": bool(moves.restart),
-                "changed": bool(moves.changed),
-                "level": float(moves.level),
-                "level_weight": float(moves.level_weight),
-                "fresh_until": float(moves.fresh_until),
-            }
+        if moves_scalars is not None:
+            document["online"]["moves"] = moves_scalars
         return document, arrays
 
     @classmethod
@@ -201,29 +159,11 @@ class PersistenceMixin:
             model.validate_params()
         except (TypeError, ValueError) as exc:
             raise ModelFileError(f"estimator_params: {exc}") from None
-        for name, value in arrays.items():
-            if value.dtype.kind != "f":
-                raise ModelFileError(f"array {name} holds {value.dtype}, not floats")
-        means = arrays["means"]
-        if means.ndim != 2:
-            raise ModelFileError(f"array means has shape {means.shape}, expected (n_components, n_features)")
-        k, d = means.shape
         t = model.covariance_type
-        expected = {
-            "weights": (k,),
-            "covariances": cov.covariance_shape(k, d, t),
-            "precisions_cholesky": cov.covariance_shape(k, d, t),
-            "statistics.second": cov.second_moment_shape(k, d, t),
-            "statistics.sums": (k, d),
-            "statistics.counts": (k,),
-            "statistics.shift": (d,),
-        }
-        for name, shape in expected.items():
-            if arrays[name].shape != shape:
-                raise ModelFileError(f"array {name} has shape {arrays[name].shape}, expected {shape}")
+        _, d = _check_arrays(arrays, t)
         fitted, online = document["fitted"], document["online"]
         mixture = MixtureParams(
-            means=means,
+            means=arrays["means"],
             weights=arrays["weights"],
             covariances=arrays["covariances"],
             precisions_cholesky=arrays["precisions_cholesky"],
@@ -238,44 +178,7 @@ class PersistenceMixin:
             raise ModelFileError(str(exc)) from None
         moves = None
         if online.get("moves") is not None:
-            scalars = online["moves"]
-            reservoir = Reservoir(
-                arrays["moves.records"],
-                arrays["moves.log_weights"],
-                arrays["moves.keys"],
-                float(scalars["offered_weight"]),
-                float(scalars["tried_at"]),
-                bool(scalars["sampled"]),
-                capacity=reservoir_capacity(arrays["means"].shape[1], t),
-            )
-            novel = _statistics(t, arrays, "moves.novel", scalars["novel_n_records"], scalars["novel_log_likelihood"])
-            sample_size = int(scalars["sample_size"])
-            sample = None
-            if sample_size > 0:
-                sample = Reservoir(
-                    arrays["moves.sample.records"],
-                    arrays["moves.sample.log_weights"],
-                    arrays["moves.sample.keys"],
-                    float(scalars["sample_offered_weight"]),
-                    0.0,
-                    bool(scalars["sample_sampled"]),
-                    capacity=sample_size,
-                )
-            moves = MoveState(
-                int(scalars["seed"]),
-                reservoir,
-                novel,
-                float(scalars["log_scale"]),
-                float(scalars["clock"]),
-                sample,
-                sample_size,
-                float(scalars["next_refit"]),
-                bool(scalars["restart"]),
-                bool(scalars["changed"]),
-                float(scalars["level"]),
-                float(scalars["level_weight"]),
-                float(scalars.get("fresh_until", 0.0)),
-            )
+            moves = _moves_from(online["moves"], arrays, t)
         state = OnlineState(mixture, stats, int(online["step"]), record_count(float(online["records_seen"])), moves)
         # Files written before weights had a unit hold them as given: a unit of 1.
         scale = online.get("weight_scale", 1.0)
@@ -309,4 +212,122 @@ def _statistics(
         *(arrays[f"{prefix}.{name}"] for name in ("shift", "counts", "sums", "second")),
         float(n_records),
         float(log_likelihood),
+    )
+
+
+def _estimator_params(params: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The estimator's parameters as JSON values; ``*_init`` arrays go to ``arrays`` as
+    ``param.<name>``."""
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        if value is None or isinstance(value, (bool, int, float, str)):
+            out[name] = value
+        elif isinstance(value, np.integer):
+            out[name] = int(value)
+        elif name.endswith("_init"):
+            arrays[f"param.{name}"] = np.asarray(value, dtype=np.float64)
+        else:
+            out[name] = None  # a generator object: not reproducible from a file
+    return out
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], t: str) -> tuple[int, int]:
+    """K and d of a model's arrays, once they are floats of the shapes ``t`` implies."""
+    for name, value in arrays.items():
+        if value.dtype.kind != "f":
+            raise ModelFileError(f"array {name} holds {value.dtype}, not floats")
+    means = arrays["means"]
+    if means.ndim != 2:
+        raise ModelFileError(f"array means has shape {means.shape}, expected (n_components, n_features)")
+    k, d = means.shape
+    expected = {
+        "weights": (k,),
+        "covariances": cov.covariance_shape(k, d, t),
+        "precisions_cholesky": cov.covariance_shape(k, d, t),
+        "statistics.second": cov.second_moment_shape(k, d, t),
+        "statistics.sums": (k, d),
+        "statistics.counts": (k,),
+        "statistics.shift": (d,),
+    }
+    for name, shape in expected.items():
+        if arrays[name].shape != shape:
+            raise ModelFileError(f"array {name} has shape {arrays[name].shape}, expected {shape}")
+    return k, d
+
+
+def _moves_document(moves: MoveState) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The moves' scalars (``online.moves``) and arrays (``moves.*``) of a model file."""
+    # Pending records merged: the file holds each sample in its canonical (key) order.
+    reservoir = moves.reservoir.merged()
+    sample = moves.sample.merged() if moves.sample is not None else Reservoir.empty(moves.novel.n_features)
+    arrays = {
+        "moves.records": reservoir.records,
+        "moves.log_weights": reservoir.log_weights,
+        "moves.keys": reservoir.keys,
+        **{f"moves.novel.{name}": value for name, value in moves.novel.arrays().items()},
+        "moves.sample.records": sample.records,
+        "moves.sample.log_weights": sample.log_weights,
+        "moves.sample.keys": sample.keys,
+    }
+    scalars = {
+        "seed": int(moves.seed),
+        "log_scale": float(moves.log_scale),
+        "clock": float(moves.clock),
+        "offered_weight": float(reservoir.offered_weight),
+        "tried_at": float(reservoir.tried_at),
+        "sampled": bool(reservoir.sampled),
+        "novel_n_records": float(moves.novel.n_records),
+        "novel_log_likelihood": float(moves.novel.log_likelihood),
+        "sample_size": int(moves.sample_size if moves.sample is not None else 0),
+        "next_refit": float(moves.next_refit),
+        "sample_offered_weight": float(sample.offered_weight),
+        "sample_sampled": bool(sample.sampled),
+        "restart": bool(moves.restart),
+        "changed": bool(moves.changed),
+        "level": float(moves.level),
+        "level_weight": float(moves.level_weight),
+        "fresh_until": float(moves.fresh_until),
+    }
+    return scalars, arrays
+
+
+def _moves_from(scalars: dict[str, Any], arrays: dict[str, np.ndarray], t: str) -> MoveState:
+    """The moves' state a model file holds (checked by :func:`~streamgmm.io.model_check.check_moves`)."""
+    reservoir = Reservoir(
+        arrays["moves.records"],
+        arrays["moves.log_weights"],
+        arrays["moves.keys"],
+        float(scalars["offered_weight"]),
+        float(scalars["tried_at"]),
+        bool(scalars["sampled"]),
+        capacity=reservoir_capacity(arrays["means"].shape[1], t),
+    )
+    novel = _statistics(t, arrays, "moves.novel", scalars["novel_n_records"], scalars["novel_log_likelihood"])
+    sample_size = int(scalars["sample_size"])
+    sample = None
+    if sample_size > 0:
+        sample = Reservoir(
+            arrays["moves.sample.records"],
+            arrays["moves.sample.log_weights"],
+            arrays["moves.sample.keys"],
+            float(scalars["sample_offered_weight"]),
+            0.0,
+            bool(scalars["sample_sampled"]),
+            capacity=sample_size,
+        )
+    return MoveState(
+        int(scalars["seed"]),
+        reservoir,
+        novel,
+        float(scalars["log_scale"]),
+        float(scalars["clock"]),
+        sample,
+        sample_size,
+        float(scalars["next_refit"]),
+        bool(scalars["restart"]),
+        bool(scalars["changed"]),
+        float(scalars["level"]),
+        float(scalars["level_weight"]),
+        # Written since changes of course exist; earlier files have none (no change under way).
+        float(scalars.get("fresh_until", 0.0)),
     )
