@@ -155,7 +155,7 @@ def test_em_converges_to_a_fixed_point() -> None:
     so the limit is set by reg_covar: the default 1e-6 is used here, by all three oracles."""
     model = StreamingGaussianMixture(2, algorithm="batch", max_iter=20_000, tol=1e-13, reg_covar=1e-6, **START).fit(X)
     assert model.converged_ and model.n_iter_ > 100
-    history = np.asarray(model._history)
+    history = np.asarray(model.lower_bounds_)
     assert np.all(np.diff(history) >= -1e-12), np.diff(history).min()
 
     # One more EM iteration from the result moves nothing.

@@ -38,7 +38,7 @@ def test_a_sorted_one_shot_stream_ends_near_scikit_learns_fit(sorted_stream) -> 
     assert reference - off.score(held_out) > 1.0
     assert len(on.fit_history_.moves) >= 3 and not off.fit_history_.moves
     # One mixture throughout: the running counts still sum to the records' total (one).
-    np.testing.assert_allclose(on._state.statistics.counts.sum(), 1.0, rtol=1e-9)
+    np.testing.assert_allclose(on.online_state_.statistics.counts.sum(), 1.0, rtol=1e-9)
 
 
 def test_a_sorted_stream_of_partial_fits_ends_near_scikit_learns_fit(sorted_stream) -> None:
@@ -67,7 +67,7 @@ def test_moves_off_is_the_plain_recursion_bit_for_bit(sorted_stream) -> None:
     X = sorted_stream["X"][::4]
     model = StreamingGaussianMixture(4, moves="off", batch_size=1000, init_size=2000, random_state=0)
     model.partial_fit(X[:2000])
-    state = model._state
+    state = model.online_state_
     assert state.moves is None
     for chunk in _chunks(X[2000:], 1000):
         model.partial_fit(chunk)
@@ -114,10 +114,10 @@ def test_weighted_and_incomplete_records_take_part(tmp_path) -> None:
     distances = np.linalg.norm(model.means_[:, None, :] - centres[None], axis=2)
     assert np.sort(distances.min(axis=0)).max() < 0.2, model.means_
     assert model.fit_history_.moves
-    sample = model._state.moves.sample.merged()
+    sample = model.online_state_.moves.sample.merged()
     assert np.isnan(sample.records).any()
     model.save(tmp_path / "m.sgmm")
-    loaded = StreamingGaussianMixture.load(tmp_path / "m.sgmm")._state.moves.sample.merged()
+    loaded = StreamingGaussianMixture.load(tmp_path / "m.sgmm").online_state_.moves.sample.merged()
     np.testing.assert_array_equal(loaded.records, sample.records)
 
 
@@ -162,7 +162,7 @@ def test_a_stream_sorted_by_a_feature_is_reallocated_on_its_sample() -> None:
     refits = [m for m in on.fit_history_.moves if m["kind"] == "refit"]
     assert refits and all(m["gain"] > 0 and m["records"] == 3000 for m in refits)
     # The sample is a uniform sample of the stream: its mean is the stream's, within its error.
-    sample = on._state.moves.sample.merged()
+    sample = on.online_state_.moves.sample.merged()
     assert len(sample) == 3000 and sample.sampled
     error = np.abs(sample.records.mean(axis=0) - X.mean(axis=0))
     assert np.all(error < 4 * X.std(axis=0) / np.sqrt(3000)), error

@@ -60,12 +60,12 @@ def test_stream_of_partial_fits_equals_one_fit(stream: np.ndarray, covariance_ty
     for name in PARAMETERS:
         np.testing.assert_array_equal(getattr(pieces, name), getattr(whole, name), err_msg=name)
     # The running statistics (what the next step blends into) are the same too.
-    for name, value in whole._state.statistics.arrays().items():
-        np.testing.assert_array_equal(pieces._state.statistics.arrays()[name], value, err_msg=name)
+    for name, value in whole.online_state_.statistics.arrays().items():
+        np.testing.assert_array_equal(pieces.online_state_.statistics.arrays()[name], value, err_msg=name)
     # Each call reports its chunk's mean log-likelihood; weighted by records they make the pass's.
     sizes = [c.shape[0] for c in chunks]
-    assert len(pieces._history) == len(chunks) and pieces.n_iter_ == len(chunks)
-    np.testing.assert_allclose(np.dot(pieces._history, sizes) / sum(sizes), whole.lower_bound_, rtol=1e-12)
+    assert len(pieces.lower_bounds_) == len(chunks) and pieces.n_iter_ == len(chunks)
+    np.testing.assert_allclose(np.dot(pieces.lower_bounds_, sizes) / sum(sizes), whole.lower_bound_, rtol=1e-12)
 
 
 def test_partial_fit_after_fit_continues_the_same_recursion(stream: np.ndarray) -> None:

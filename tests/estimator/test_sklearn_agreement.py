@@ -96,7 +96,7 @@ def test_batch_em_reproduces_sklearn(covariance_type: str, n_iter: int) -> None:
 def test_batch_em_log_likelihood_is_monotone(covariance_type: str) -> None:
     train, _, init = problem(covariance_type)
     ours = fit_batch(train, init, covariance_type, 30)
-    history = np.asarray(ours._history)
+    history = np.asarray(ours.lower_bounds_)
     assert len(history) == 30
     assert np.all(np.diff(history) >= -1e-12), np.diff(history).min()
     assert history[-1] > history[0] + 0.1  # EM did real work from the perturbed start
@@ -157,7 +157,7 @@ def test_chunked_sources_give_the_same_batch_em(covariance_type: str) -> None:
         # Same records in the same batches about the same shift: the same arithmetic.
         for name in PARAMETERS:
             np.testing.assert_array_equal(getattr(other, name), getattr(from_array, name), err_msg=name)
-        assert other._history == from_array._history
+        assert other.lower_bounds_ == from_array.lower_bounds_
         assert other.n_iter_ == from_array.n_iter_ == n_iter
         assert other.records_seen_ == from_array.records_seen_ == N_TRAIN
 
