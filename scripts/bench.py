@@ -8,7 +8,7 @@ loaded in memory, and streamgmm's default fit (``algorithm="auto"``: a start on 
 online pass, exact EM until ``tol``), online EM alone (one pass; one pass + 2 exact passes), exact
 batch EM out of core, and the online pass with ``compute_dtype="float32"``. Prints a table, writes
 JSON. ``--scaling`` fits lakes of 1e5, 1e6 and 1e7 records (written to disk, never held in
-memory) to show time growing linearly and peak RSS staying flat. ``--matrix`` prints issue 17's
+memory) to show time growing linearly and peak RSS staying flat. ``--matrix`` prints the
 whole table instead (every covariance type, large shapes, assign, start-up, Dask; see
 ``scripts/bench_matrix.py``).
 """
@@ -345,7 +345,7 @@ def scaling(args: argparse.Namespace, root: str) -> list[dict]:
 
 def main() -> None:
     if "--matrix" in sys.argv[1:]:
-        # Issue 17's whole table (scripts/bench_matrix.py), with its own options.
+        # The whole table (scripts/bench_matrix.py), with its own options.
         import bench_matrix
 
         bench_matrix.main([a for a in sys.argv[1:] if a != "--matrix"])

@@ -18,7 +18,6 @@ against the local one. Example::
 from __future__ import annotations
 
 import argparse
-import inspect
 import statistics
 import time
 import warnings
@@ -58,12 +57,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs of each configuration, interleaved")
     parser.add_argument("--batch-size", type=int, default=8192)
     parser.add_argument("--workers", default="1,2", help="comma-separated cluster sizes")
-    parser.add_argument(
-        "--persist",
-        choices=["both", "default"],
-        default="both",
-        help="both: with and without persist; default: dask_source's default only (for older trees)",
-    )
     args = parser.parse_args()
     written = {"n_records": args.records, "n_components": args.components, "n_features": args.features}
     with bench_common.lake(args.lake, n_files=args.files, seed=0, **written) as lake:
@@ -80,7 +73,6 @@ def run(lake: Path, args: argparse.Namespace) -> None:
     means = truth.means + rng.normal(0, 0.3, truth.means.shape)
     start = MixtureParams.from_covariances(truth.weights, means, truth.covariances, truth.covariance_type)
     shift = truth.weights @ truth.means
-    has_persist = args.persist == "both" and "persist" in inspect.signature(dask_source).parameters
     print(
         f"lake {lake}: {source.n_records} records x {source.n_features}, {len(source.files)} files, "
         f"K={truth.n_components} {truth.covariance_type}; {args.iterations} iterations per run, first dropped"
@@ -92,21 +84,19 @@ def run(lake: Path, args: argparse.Namespace) -> None:
             LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
             Client(cluster) as client,
         ):
-            modes = [True, False] if has_persist else [None]
             for _ in range(args.repeats):
                 seconds, result = iteration_times(run_batch_em, start, shift, source, args.iterations, args.batch_size)
                 times.setdefault("local", []).extend(seconds)
                 local_model = result.params
-                for persist in modes:
-                    options = {} if persist is None else {"persist": persist}
-                    on_dask = dask_source(source, client=client, **options)
+                for persist in (True, False):
+                    on_dask = dask_source(source, client=client, persist=persist)
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")  # distributed's large-graph warnings
                         seconds, result = iteration_times(
                             run_dask_batch_em, start, shift, on_dask, args.iterations, args.batch_size
                         )
-                    label = f"{n_workers} worker{'s' if n_workers > 1 else ''}" + (
-                        "" if persist is None else (", persist" if persist else ", no persist")
+                    label = (
+                        f"{n_workers} worker{'s' if n_workers > 1 else ''}, {'persist' if persist else 'no persist'}"
                     )
                     times.setdefault(label, []).extend(seconds)
                     gap = max(

@@ -1,7 +1,7 @@
-"""Issue 17's performance table for this machine, in one command: ``scripts/bench --matrix``.
+"""The performance table for this machine, in one command: ``scripts/bench --matrix``.
 
 Each row is a ratio measured in one run against its reference measured in the same run, with
-the issue's target and whether it is met; fit rows carry the held-out mean log-likelihood gaps
+its target and whether it is met; fit rows carry the held-out mean log-likelihood gaps
 (nats/record, positive: worse) to the generating parameters and to scikit-learn beside the
 speed. Every measurement runs in a fresh process of its own (its peak RSS is its own):
 
@@ -10,8 +10,8 @@ speed. Every measurement runs in a fresh process of its own (its peak RSS is its
   row groups shuffled) with ``--passes 2`` and ``--passes 1``; the difference of the fit times
   the CLI reports (``--json`` "seconds") is one pass, without start-up, the sample or the
   initialisation. The rate of N records in that time is divided by the bare decode rate
-  (``scripts/bench.py``'s pyarrow decode of the feature columns, best of 3). Not the issue's
-  4M-against-1M lakes: the initialisation sample reads every row group of lakes up to 64 row
+  (``scripts/bench.py``'s pyarrow decode of the feature columns, best of 3). Not a 4M lake
+  against a 1M one: the initialisation sample reads every row group of lakes up to 64 row
   groups, so a 4x larger lake also pays 3x more sample reading, and that charged to the pass.
 - **CLI fit wall / scikit-learn default**: ``streamgmm fit`` with default settings, the
   process's wall time (start-up included), against ``GaussianMixture(K, covariance_type,
@@ -32,7 +32,7 @@ Fit rows' quality: "trails sklearn" when the fit's held-out mean log-likelihood 
 grew by more than 0.005 since that run. A ``-`` in ``measured`` means the two sides could not be
 told apart (e.g. a second pass timed shorter than the first on a busy machine).
 
-``--matrix-runs 3`` repeats every measurement and prints medians (issue 17's "done when");
+``--matrix-runs 3`` repeats every measurement and prints medians;
 ``--quick`` shrinks every lake 50x for a smoke test; ``--lakes DIR`` keeps the lakes there and
 reuses them; ``--only`` picks row groups; ``--baseline`` compares the quality with an earlier
 ``--json``. Usage::
@@ -74,7 +74,7 @@ class Shape:
     components: int
     covariance: str
     streaming: bool = False  # also the marginal pass rate (and the lake of assign and Dask)
-    fit_target: str | None = None  # issue 17's target for CLI fit wall / scikit-learn
+    fit_target: str | None = None  # the target for CLI fit wall / scikit-learn
 
     def label(self, records: int) -> str:
         return f"{self.covariance} {count(records)} x {self.features}, K={self.components}"

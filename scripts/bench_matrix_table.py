@@ -2,8 +2,8 @@
 comparison of quality and the printed table. No measuring here, so tests can check it cheaply.
 
 A row is a dict: ``what`` (what is measured), ``measured`` (the ratio the target is about, or
-None when it could not be measured), ``target`` (``"<= 0.5"``, ``">= 0.5"`` or None when issue 17
-sets none), ``detail`` (the two sides of the ratio, in words), and for fits the held-out mean
+None when it could not be measured), ``target`` (``"<= 0.5"``, ``">= 0.5"`` or None when the row
+has none), ``detail`` (the two sides of the ratio, in words), and for fits the held-out mean
 log-likelihoods ``held_out`` (the fit's), ``truth`` (the generating parameters') and
 ``sklearn`` (scikit-learn's default fit's), in nats per record.
 """
@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Sequence
 
 # Quality: the fit may trail scikit-learn's default, or its own gap in a baseline run, by this
-# much (nats/record) and still pass (issue 14's criterion and issue 17's "no regression").
+# much (nats/record) and still pass (the quality criterion, and "no regression" against a baseline).
 QUALITY_SLACK = 0.005
 
 

@@ -1,7 +1,7 @@
 """Where a batch EM iteration on a Dask LocalCluster goes, against the same iteration locally.
 
 The matrix's row ``Dask batch EM ms/iteration, 2 workers, no persist / local``
-(``scripts/bench_dask.py``): on a lake (``--lake DIR``, e.g. ``/tmp/f17/lakes/full-1000000``),
+(``scripts/bench_dask.py``): on a lake (``--lake DIR``, e.g. ``/tmp/lakes/full-1000000``),
 7 batch EM iterations (the first dropped) in this process and on a ``LocalCluster`` of
 ``--workers`` one-thread worker processes without persist. Printed: each side's median
 iteration; the cluster's split into its longest task's compute time (Dask's task stream) and
@@ -9,7 +9,7 @@ the rest (scatter, scheduling, gathering, the M-step here); the CPU seconds per 
 this process and of the workers (all their threads); and, from a second cluster whose workers
 sample their task thread every millisecond (``client.profile``), where those samples fall.
 
-    .venv/bin/python scripts/profile_dask.py --lake /tmp/f17/lakes/full-1000000 [--workers 2]
+    .venv/bin/python scripts/profile_dask.py --lake /tmp/lakes/full-1000000 [--workers 2]
 """
 
 from __future__ import annotations

@@ -23,9 +23,9 @@ Printed, per ``--batch-sizes`` (default 8192, the default, then 16384 and 32768)
 just runs N passes (for a sampling profiler around it), and ``--py-spy FILE`` summarises a
 ``py-spy record --threads --native --idle -f raw`` output of such a run by thread and step::
 
-    .venv/bin/python scripts/profile_pass.py --lake /tmp/f17/lakes/diag-1000000 --covariance diag
+    .venv/bin/python scripts/profile_pass.py --lake /tmp/lakes/diag-1000000 --covariance diag
     .venv/bin/py-spy record --threads --native --idle -r 250 -f raw -o /tmp/diag.txt -- \\
-        .venv/bin/python scripts/profile_pass.py --lake /tmp/f17/lakes/diag-1000000 \\
+        .venv/bin/python scripts/profile_pass.py --lake /tmp/lakes/diag-1000000 \\
         --covariance diag --passes-only 6
     .venv/bin/python scripts/profile_pass.py --py-spy /tmp/diag.txt
 

@@ -160,7 +160,7 @@ SYNTHETIC_K = {
     "heavy-sorted-200k": 5,
     "heavy-table-300k": 8,
 }
-# Issue 14's wall-time targets on the 300k-record table, ours over scikit-learn's.
+# The wall-time targets on the 300k-record table, ours over scikit-learn's.
 TABLE_TIME_TARGETS = {"full": 0.2, "diag": 0.5}
 
 
