@@ -1,6 +1,6 @@
-"""Hostile and careless input (issue 15): no data lost, no NaN result published, no hang.
+"""Hostile and careless input: no data lost, no NaN result published, no hang.
 
-One test (or a few) per item of the issue, each failing without its fix. Files, links, FIFOs and
+One test (or a few) per hazard, each failing without its guard. Files, links, FIFOs and
 processes are real; the command runs in this process (``streamgmm.cli.command.main``) except where a
 hang must be bounded by a subprocess's timeout. Lakes are small so the module runs in seconds.
 """

@@ -1,4 +1,4 @@
-"""Issue 14's acceptance suite: streamgmm's default fit is never worse than scikit-learn's default fit.
+"""The acceptance suite of fit quality: streamgmm's default fit is never worse than scikit-learn's default fit.
 
 Each light case of scripts/bench_quality.py is one test: scikit-learn's bundled sets (iris, wine,
 breast_cancer, digits; raw and standardised; the four covariance types; three values of K) and the

@@ -267,7 +267,7 @@ def test_scoring_and_initialisation_run_on_one_blas_thread(monkeypatch):
 @pytest.mark.parametrize("case", ["weights", "marginalize"])
 def test_weighted_and_incomplete_candidates_equal_lone_fits(case):
     """Record weights and nan_policy='marginalize' reach every candidate as a lone fit, and the
-    criteria are the estimator's (weighted: N is the total weight) (issue 19)."""
+    criteria are the estimator's (weighted: N is the total weight)."""
     X, _, _ = streamgmm.make_mixture(3000, n_components=3, n_features=3, random_state=5)
     rng = np.random.default_rng(0)
     weights = None

@@ -1,5 +1,5 @@
 """``assign`` under ``nan_policy="marginalize"``: a row with missing features gets the results of its
-observed features, and only a row with nothing observed has nulls (issue 19). Real Parquet
+observed features, and only a row with nothing observed has nulls. Real Parquet
 files; the oracle is the model's own ``predict_proba``/``score_samples`` on a numpy array with
 NaN (``nan_policy='marginalize'``), and scipy's marginal densities for a few rows."""
 

@@ -1,5 +1,5 @@
 """``assign(..., out_format="delta")``: the responsibilities as one commit of a Delta table, read
-back through the real deltalake package (issue 18)."""
+back through the real deltalake package."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """``assign`` to an object store (moto's S3 server, a real process on loopback) keeps the local
 promises: the same files and rows, each object under its final key only when complete,
-``_SUCCESS`` last, and nothing left by a failed run (issue 18)."""
+``_SUCCESS`` last, and nothing left by a failed run."""
 
 from __future__ import annotations
 

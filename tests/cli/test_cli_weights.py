@@ -1,5 +1,5 @@
 """``--weight-column`` and ``--nan-policy marginalize`` from the command line (fit, assign,
-watch), run as subprocesses on small lakes (issue 19).
+watch), run as subprocesses on small lakes.
 
 Oracles: two clusters 100 standard deviations apart, where every responsibility is exactly 0 or
 1, so exact EM's fixed point is each cluster's weighted moments in closed form; the lake with

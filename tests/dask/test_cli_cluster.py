@@ -1,5 +1,5 @@
 """The CLI on a local Dask cluster: the dashboard's link is printed, and --persist reaches the
-fit (issue 18 and 17)."""
+fit."""
 
 from __future__ import annotations
 

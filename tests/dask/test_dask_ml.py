@@ -1,5 +1,5 @@
 """dask-ml's wrappers around the estimator: ``Incremental`` needs ``classes_`` for
-``predict_proba`` and ``score`` (issue 18)."""
+``predict_proba`` and ``score``."""
 
 from __future__ import annotations
 

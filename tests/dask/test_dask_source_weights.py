@@ -1,7 +1,6 @@
 """A Dask source with ``weight_column`` (a lake, a Dask DataFrame), on the real two-process cluster
 of ``conftest.py``: the workers build weighted batches and samples, so each partition's E-step
-statistics add up to the local source's, and a batch EM fit on the cluster equals the local one
-(issue 19)."""
+statistics add up to the local source's, and a batch EM fit on the cluster equals the local one."""
 
 from __future__ import annotations
 

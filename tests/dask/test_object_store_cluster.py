@@ -1,5 +1,5 @@
 """A Dask cluster over an object-store lake: the scheduler, a real process started without any
-credentials, never opens the store; the workers, started with them, read it (issue 18). The
+credentials, never opens the store; the workers, started with them, read it. The
 store is moto's S3 server on loopback."""
 
 from __future__ import annotations

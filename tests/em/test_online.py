@@ -107,7 +107,7 @@ def test_sorted_chunks_from_a_callable_get_a_uniform_sample() -> None:
 
 
 def test_worst_rows_of_complete_records_are_the_head_of_a_stable_argsort() -> None:
-    """Online EM's re-seeding candidates (reseeding.worst_rows, since issue 19)."""
+    """Online EM's re-seeding candidates (reseeding.worst_rows)."""
     rng = np.random.default_rng(0)
     for values in (rng.normal(size=1000), rng.integers(0, 5, 1000).astype(float), np.zeros(7)):
         for count in (1, 3, 8, 7, 2000):

@@ -1,5 +1,5 @@
-"""The default fit (algorithm="auto") and scikit-learn parity: issue 14's causes, each with the
-scikit-learn oracle or a closed form."""
+"""The default fit (algorithm="auto") and scikit-learn parity: each cause of a gap to
+scikit-learn, with the scikit-learn oracle or a closed form."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """nan_policy on arrays: exact EM for incomplete records ('marginalize'), dropping them
-('skip'), and scores of incomplete records from their observed features (issue 19)."""
+('skip'), and scores of incomplete records from their observed features."""
 
 from __future__ import annotations
 

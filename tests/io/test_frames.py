@@ -1,5 +1,5 @@
 """Data frames (polars, DuckDB, pandas) as sources that can be read again: sampling and shuffling
-work as for arrays, even on a table sorted by component (issue 18)."""
+work as for arrays, even on a table sorted by component."""
 
 from __future__ import annotations
 

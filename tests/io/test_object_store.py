@@ -1,5 +1,5 @@
 """Lakes in an S3-compatible object store (moto's server, a real process on loopback), reached
-with the standard credentials and endpoint variables (issue 18)."""
+with the standard credentials and endpoint variables."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Delta and Iceberg tables are read at a snapshot, never with the stale files of their folders
-(issue 18), through the real deltalake and pyiceberg packages."""
+"""Delta and Iceberg tables are read at a snapshot, never with the stale files of their folders,
+through the real deltalake and pyiceberg packages."""
 
 from __future__ import annotations
 

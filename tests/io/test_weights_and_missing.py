@@ -1,6 +1,6 @@
 """Record weights (``weight_column``) and ``nan_policy="marginalize"`` in the readers: FeatureReader,
 ParquetSource (in order, shuffled, sampled, other columns), TableSource and arrow_source, on real
-Parquet files (issue 19)."""
+Parquet files."""
 
 from __future__ import annotations
 
