@@ -183,7 +183,7 @@ class StreamingGaussianMixture(PersistenceMixin, InferenceMixin, FittingMixin, W
     n_features_in_ : int
         Number of features seen during ``fit``.
 
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Names of the features, when fitted on named columns (a table, DataFrame or Parquet
         lake); later inputs with names are read by these names. Absent otherwise.
 
