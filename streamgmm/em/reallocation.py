@@ -40,6 +40,7 @@ import numpy as np
 from streamgmm.em.batch import BatchEMResult, run_batch_em
 from streamgmm.em.candidates import initialize
 from streamgmm.em.moves import Move, MoveResult, MoveState
+from streamgmm.em.novelty import Reservoir
 from streamgmm.io.sources import ArraySource
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.mixture.params import MixtureParams
@@ -118,58 +119,19 @@ def refitted(
     # A stream that has shown no change since the last try (a shuffled one) is not refitted.
     if not changed or sample is None or len(sample) < 2 * params.n_components:
         return unchanged
-    weights = sample.estimation_weights()
     n_eff = sample.effective_size()
-    source = ArraySource(sample.records, weights=weights)
     # EM fits its sample better than the stream by about p / (2 n) per record (AIC's
     # correction): ask for twice that.
     needed = params.n_parameters() / n_eff
-
-    def em(start: MixtureParams, max_iter: int, lower_bound: float = -np.inf) -> BatchEMResult:
-        return run_batch_em(
-            source,
-            start,
-            shift=statistics.shift,
-            reg_covar=reg_covar,
-            tol=REFIT_TOL,
-            max_iter=max_iter,
-            batch_size=len(sample),
-            lower_bound=lower_bound,
-        )
-
     restart, state = state.restart or fading, replace(state, restart=False)
     unchanged = MoveResult(statistics, params, state)
+    fresh_rng = state.rng(step, 4) if restart else None
     with one_blas_thread():
-        # A few iterations tell whether the allocation is wrong; most tries stop there.
-        first = em(params, PROBE_ITERATIONS)
-        if first.statistics is None or len(first.history) < 2:
-            return unchanged
-        current = first.history[0]
-        probes = [first] if first.lower_bound - current > needed else []
-        if restart:
-            # After a birth the stream has shown a change: EM from the current places may be
-            # stuck where they were, so a fresh candidate on the sample competes too; the
-            # better of the two after the probe's iterations is run to convergence.
-            fresh = initialize(
-                sample.records,
-                params.n_components,
-                params.covariance_type,
-                reg_covar=reg_covar,
-                n_init=RESTART_CANDIDATES,
-                rng=state.rng(step, 4),
-                tol=REFIT_TOL,
-                max_iter=PROBE_ITERATIONS,
-                batch_size=len(sample),
-                shift=statistics.shift,
-                weights=weights,
-            ).em
-            if fresh is not None and fresh.statistics is not None:
-                probes.append(fresh)
-        result = None
-        if probes:
-            best = max(probes, key=lambda probe: probe.lower_bound)
-            result = best if best.converged else em(best.params, REFIT_ITERATIONS, best.lower_bound)
-    if result is None or not result.lower_bound - current > needed:
+        outcome = _sample_em(params, statistics.shift, sample, reg_covar, needed, fresh_rng)
+    if outcome is None:
+        return unchanged
+    result, current = outcome
+    if not result.lower_bound - current > needed:
         return unchanged
     gain = result.lower_bound - current
     # The new allocation accounts for the novel records too: they start afresh.
@@ -177,3 +139,60 @@ def refitted(
     new_statistics = result.statistics.per_record()
     move = Move(step, [], [], float(gain), float(n_eff), kind="refit")
     return MoveResult(new_statistics, result.params, new_state, [move])
+
+
+def _sample_em(
+    params: MixtureParams,
+    shift: np.ndarray,
+    sample: Reservoir,
+    reg_covar: float,
+    needed: float,
+    fresh_rng: np.random.Generator | None,
+) -> tuple[BatchEMResult, float] | None:
+    """EM on the sample from ``params``, continued to convergence when its first iterations
+    gain more than ``needed`` per record; with ``fresh_rng``, a fresh candidate competes, and
+    the better of the two after those iterations is the one continued. The result and the
+    sample's mean log-likelihood under ``params``, or None when nothing is worth continuing."""
+    weights = sample.estimation_weights()
+    source = ArraySource(sample.records, weights=weights)
+
+    def em(start: MixtureParams, max_iter: int, lower_bound: float = -np.inf) -> BatchEMResult:
+        return run_batch_em(
+            source,
+            start,
+            shift=shift,
+            reg_covar=reg_covar,
+            tol=REFIT_TOL,
+            max_iter=max_iter,
+            batch_size=len(sample),
+            lower_bound=lower_bound,
+        )
+
+    # A few iterations tell whether the allocation is wrong; most tries stop there.
+    first = em(params, PROBE_ITERATIONS)
+    if first.statistics is None or len(first.history) < 2:
+        return None
+    current = first.history[0]
+    probes = [first] if first.lower_bound - current > needed else []
+    if fresh_rng is not None:
+        # After a birth the stream has shown a change: EM from the current places may be stuck
+        # where they were, so a fresh candidate on the sample competes too.
+        fresh = initialize(
+            sample.records,
+            params.n_components,
+            params.covariance_type,
+            reg_covar=reg_covar,
+            n_init=RESTART_CANDIDATES,
+            rng=fresh_rng,
+            tol=REFIT_TOL,
+            max_iter=PROBE_ITERATIONS,
+            batch_size=len(sample),
+            shift=shift,
+            weights=weights,
+        ).em
+        if fresh is not None and fresh.statistics is not None:
+            probes.append(fresh)
+    if not probes:
+        return None
+    best = max(probes, key=lambda probe: probe.lower_bound)
+    return (best if best.converged else em(best.params, REFIT_ITERATIONS, best.lower_bound)), current
