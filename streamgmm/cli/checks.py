@@ -8,17 +8,18 @@ import argparse
 import operator
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from streamgmm.assignment.layout import SUCCESS, TEMPORARY, is_output_file
+from streamgmm.estimator.constraints import PARAMETER_CONSTRAINTS, Interval, allowed
 from streamgmm.io.lake_paths import check_not_input, describe_non_file, is_url, refuse_url
 from streamgmm.io.parquet_source import ParquetSource
-from streamgmm.mixture.covariance import COVARIANCE_TYPES
 from streamgmm.watch.lease import MAX_LEASE_SECONDS
 
 if TYPE_CHECKING:  # pyarrow.dataset imports pandas: loaded only where a dataset is used
@@ -134,15 +135,43 @@ def point_in_time(text: str) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def seed(text: str) -> int:
-    """A random seed: an integer >= 0 (numpy's generators take no negative one)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
+def argument_type(constraint: Interval, name: str) -> Callable[[str], Any]:
+    """An argparse type reading an integer (or number) that ``constraint`` allows; a value it
+    refuses is a usage error saying what was expected, which argparse prefixes with the option
+    (not with ``name``, the function's name it would otherwise show).
+
+    >>> argument_type(Interval(Integral, 1), "count")("0")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected an integer >= 1, got 0
+    """
+    convert = int if constraint.kind is Integral else float
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {constraint}, got {text!r}") from None
+        if value not in constraint:
+            raise argparse.ArgumentTypeError(f"expected {constraint}, got {text}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def parameter_type(name: str) -> Callable[[str], Any]:
+    """The argparse type of an option that sets the estimator parameter ``name``: its
+    constraint in :data:`~streamgmm.estimator.constraints.PARAMETER_CONSTRAINTS`."""
+    constraint = PARAMETER_CONSTRAINTS[name]
+    if not isinstance(constraint, Interval):
+        raise TypeError(f"{name} is not a number: give its option choices=allowed({name!r})")
+    return argument_type(constraint, name)
+
+
+positive_int = argument_type(Interval(Integral, 1), "positive_int")
+# A random seed: numpy's generators take no negative one.
+seed = argument_type(Interval(Integral, 0), "seed")
 
 
 def fraction(text: str) -> float:
@@ -184,9 +213,10 @@ def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             parse_candidates(args.components)
         except ValueError as exc:
             parser.error(f"-k/--components: {exc}")
-        unknown = [name for name in args.covariance if name not in COVARIANCE_TYPES]
+        types = allowed("covariance_type")
+        unknown = [name for name in args.covariance if name not in types]
         if unknown:
-            parser.error(f"--covariance: unknown type {unknown[0]!r}; expected some of {', '.join(COVARIANCE_TYPES)}")
+            parser.error(f"--covariance: unknown type {unknown[0]!r}; expected some of {', '.join(types)}")
 
 
 # ---------------------------------------------------------------------- before working

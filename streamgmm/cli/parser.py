@@ -6,14 +6,19 @@ import argparse
 from typing import Any
 
 from streamgmm.cli.checks import (
+    argument_type,
     fraction,
     lease_seconds,
     non_negative_float,
+    parameter_type,
     parse_filter,
     point_in_time,
     positive_float,
+    positive_int,
     seed,
 )
+from streamgmm.estimator.constraints import allowed
+from streamgmm.selection.search import SELECT_CONSTRAINTS
 
 
 def column_list(text: str) -> list[str]:
@@ -21,16 +26,6 @@ def column_list(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("expected comma-separated column names")
     return names
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,12 +60,12 @@ def _reading(sub: argparse.ArgumentParser) -> None:
     )
     sub.add_argument(
         "--nan-policy",
-        choices=["raise", "skip", "marginalize"],
+        choices=allowed("nan_policy"),
         default="raise",
         help="null/NaN/inf features: an error (default), skip those rows, or marginalize missing "
         "(null/NaN) features in EM (rows with none observed are skipped)",
     )
-    sub.add_argument("--batch-size", type=positive_int, default=None, help="records per mini-batch")
+    sub.add_argument("--batch-size", type=parameter_type("batch_size"), default=None, help="records per mini-batch")
     table = sub.add_mutually_exclusive_group()
     table.add_argument(
         "--version", type=int, metavar="N", help="a Delta table's version, or an Iceberg snapshot id (default: current)"
@@ -86,7 +81,7 @@ def _reading(sub: argparse.ArgumentParser) -> None:
 def _moves(sub: argparse.ArgumentParser, default: str | None) -> None:
     sub.add_argument(
         "--moves",
-        choices=["auto", "off"],
+        choices=allowed("moves"),
         default=default,
         help="auto: births and merges of components for data read in stored order (sorted by time or key), "
         "refits on a sample; off: plain stepwise EM"
@@ -148,19 +143,22 @@ def _fit_command(commands: Any) -> None:
         help="on a cluster, keep decoded partitions in the workers' memory between passes "
         "(auto: when they take at most a quarter of it)",
     )
-    fit.add_argument("-k", "--components", type=positive_int, required=True, help="number of components K")
+    fit.add_argument(
+        "-k", "--components", type=parameter_type("n_components"), required=True, help="number of components K"
+    )
     fit.add_argument("--model", required=True, help="where to write the model file")
-    fit.add_argument("--covariance", choices=["full", "tied", "diag", "spherical"], default="full")
+    fit.add_argument("--covariance", choices=allowed("covariance_type"), default="full")
     _features(fit)
     _weights(fit)
     fit.add_argument(
         "--algorithm",
-        choices=["auto", "online", "batch"],
+        choices=allowed("algorithm"),
         default="auto",
         help="auto (default): converged start on a sample, one online pass, exact EM to tol; "
         "online: stepwise EM passes only; batch: exact EM only",
     )
-    fit.add_argument("--passes", type=positive_int, default=1, help="online EM passes (default 1)")
+    fit.add_argument("--passes", type=parameter_type("max_passes"), default=1, help="online EM passes (default 1)")
+    # Not the estimator's constraint (an integer >= 0): a command-line fit makes at least one iteration.
     fit.add_argument(
         "--max-iter",
         type=positive_int,
@@ -177,7 +175,7 @@ def _fit_command(commands: Any) -> None:
     _moves(fit, "auto")
     fit.add_argument(
         "--compute-dtype",
-        choices=["float64", "float32"],
+        choices=allowed("compute_dtype"),
         default="float64",
         help="precision of the full-covariance E-step; float32 is about twice as fast "
         "(statistics still summed in float64; default float64)",
@@ -228,20 +226,22 @@ def _watch_command(commands: Any) -> None:
     watch.add_argument(
         "--state", required=True, metavar="STATE_DIR", help="checkpoint, ledger and history (a directory or s3://...)"
     )
-    watch.add_argument("-k", "--components", type=positive_int, help="number of components of a new model")
+    watch.add_argument(
+        "-k", "--components", type=parameter_type("n_components"), help="number of components of a new model"
+    )
     watch.add_argument("--columns", type=column_list, help="feature columns of a new model (default: numeric)")
     watch.add_argument(
         "--passthrough", type=column_list, default=[], help="numeric columns that are not features of a new model (ids)"
     )
-    watch.add_argument("--covariance", choices=["full", "tied", "diag", "spherical"], default="full")
+    watch.add_argument("--covariance", choices=allowed("covariance_type"), default="full")
     watch.add_argument("--seed", type=seed, default=0, help="random seed of a new model (default 0)")
     watch.add_argument("--model", help="start from this saved model instead of -k")
     watch.add_argument("--step-floor", type=fraction, help="keep the step size above F to follow drift (e.g. 0.05)")
     _moves(watch, None)
-    watch.add_argument("--batch-size", type=positive_int, default=None, help="records per mini-batch")
+    watch.add_argument("--batch-size", type=parameter_type("batch_size"), default=None, help="records per mini-batch")
     watch.add_argument(
         "--nan-policy",
-        choices=["raise", "skip", "marginalize"],
+        choices=allowed("nan_policy"),
         default="raise",
         help="null/NaN/inf features: quarantine the file (default), skip those rows, or marginalize "
         "missing (null/NaN) features",
@@ -280,13 +280,13 @@ def _select_command(commands: Any) -> None:
     _weights(select)
     select.add_argument(
         "--held-out",
-        type=positive_int,
+        type=argument_type(SELECT_CONSTRAINTS["held_out"], "held_out"),
         metavar="N",
         help="score on a reservoir of N records kept out of training (no scoring pass)",
     )
-    select.add_argument("--criterion", choices=["bic", "aic"], default="bic")
+    select.add_argument("--criterion", choices=SELECT_CONSTRAINTS["criterion"].values, default="bic")
     select.add_argument("--model", help="where to write the best model")
-    select.add_argument("--passes", type=positive_int, default=1, help="online EM passes (default 1)")
+    select.add_argument("--passes", type=parameter_type("max_passes"), default=1, help="online EM passes (default 1)")
     select.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     _common(select)
 

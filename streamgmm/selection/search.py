@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Iterator, Sequence
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from streamgmm.em.fit_history import FitHistory
 from streamgmm.em.online import online_update, record_count, refit_at_end
 from streamgmm.em.start import Start, draw_sample, spawn_rng
 from streamgmm.estimator import StreamingGaussianMixture
+from streamgmm.estimator.constraints import Interval, Options, check_value
 from streamgmm.estimator.inference import weighted_log_likelihood
 from streamgmm.inputs import resolve_input
 from streamgmm.io.held_out import HeldOutReservoir
@@ -42,30 +44,18 @@ from streamgmm.io.sources import ArraySource, is_dask_collection, is_weighted, r
 from streamgmm.io.validation import make_rng
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.kernels.scoring import score_chunk
-from streamgmm.mixture.covariance import check_covariance_type
 from streamgmm.mixture.reseeding import WorstRecords
 from streamgmm.selection.result import CRITERIA, Candidate, SelectionResult, parse_candidates
 
-# Estimator parameters select passes to every candidate; the others are its own or make no sense here.
-_SHARED = (
-    "algorithm",
-    "max_iter",
-    "reg_covar",
-    "tol",
-    "n_init",
-    "init_params",
-    "batch_size",
-    "max_passes",
-    "step_exponent",
-    "step_offset",
-    "step_floor",
-    "burn_in",
-    "init_size",
-    "shuffle",
-    "compute_dtype",
-    "nan_policy",
-    "moves",
-)
+# Estimator parameters a candidate does not take from select's keywords: its shape is the
+# candidate's, the *_init arrays fit one shape only, random_state is select's own, and every
+# candidate starts afresh. Every other parameter is shared by all candidates.
+_PER_CANDIDATE = (
+    "n_components", "covariance_type", "weights_init", "means_init", "precisions_init", "random_state", "warm_start"
+)  # fmt: skip
+SHARED_PARAMETERS = tuple(name for name in StreamingGaussianMixture().get_params() if name not in _PER_CANDIDATE)
+# select's own options, checked by the estimator parameters' function (held_out may also be None).
+SELECT_CONSTRAINTS = {"criterion": Options(CRITERIA), "held_out": Interval(Integral, 1)}
 
 
 class _Fitting:
@@ -155,10 +145,9 @@ def select(
         fits and in the criteria, whose N is the total weight.
 
     **estimator_params : dict
-        Estimator parameters shared by all candidates: ``algorithm``, ``max_iter``,
-        ``reg_covar``, ``tol``, ``n_init``, ``init_params``, ``batch_size``, ``max_passes``,
-        ``step_exponent``, ``step_offset``, ``step_floor``, ``burn_in``, ``init_size``,
-        ``shuffle``, ``compute_dtype`` and ``nan_policy``, as for ``StreamingGaussianMixture``.
+        Estimator parameters shared by all candidates, as for ``StreamingGaussianMixture``:
+        every one of its parameters except ``n_components`` and ``covariance_type`` (the
+        candidates'), ``random_state`` (above), the ``*_init`` arrays and ``warm_start``.
 
     Returns
     -------
@@ -262,23 +251,20 @@ def _candidate_shapes(
     if not types:
         raise ValueError("covariance_types is empty")
     for t in types:
-        check_covariance_type(t)
+        check_value("covariance_type", t)
     return ks, types
 
 
 def _check_options(criterion: str, held_out: int | None, estimator_params: dict[str, Any]) -> None:
-    if criterion not in CRITERIA:
-        raise ValueError(f"Invalid value for 'criterion': {criterion!r}; expected 'bic' or 'aic'")
-    unknown = set(estimator_params) - set(_SHARED)
+    check_value("criterion", criterion, SELECT_CONSTRAINTS["criterion"])
+    unknown = set(estimator_params) - set(SHARED_PARAMETERS)
     if unknown:
         raise TypeError(
             f"select() got parameters it cannot share between candidates: {sorted(unknown)}; "
-            f"it takes {', '.join(_SHARED)}"
+            f"it takes {', '.join(SHARED_PARAMETERS)}"
         )
-    if held_out is not None and (
-        not isinstance(held_out, (int, np.integer)) or isinstance(held_out, bool) or held_out < 1
-    ):
-        raise ValueError(f"Invalid value for 'held_out': {held_out!r}; expected an integer >= 1")
+    if held_out is not None:
+        check_value("held_out", held_out, SELECT_CONSTRAINTS["held_out"])
 
 
 def _check_plan(template: StreamingGaussianMixture, source: Any, held_out: int | None) -> None:
