@@ -174,6 +174,34 @@ def check_moves(document: dict[str, Any], arrays: dict[str, np.ndarray], covaria
         return
     if not isinstance(moves, dict):
         raise ModelContentError(f"online.moves is not a JSON object, got {type(moves).__name__}")
+    _check_moves_arrays(arrays, covariance_type)
+    _check_moves_scalars(moves)
+    d = arrays["means"].shape[1]
+    records, weights, keys = (arrays[name] for name in SAMPLE_ARRAYS)
+    rows = records.shape[0] if records.ndim == 2 else -1
+    if records.ndim != 2 or records.shape[1] != d or weights.shape != (rows,) or keys.shape != (rows,):
+        raise ModelContentError(
+            f"arrays {', '.join(SAMPLE_ARRAYS)} have shapes {records.shape}, {weights.shape}, {keys.shape}; "
+            f"expected (r, {d}), (r,), (r,)"
+        )
+    size = moves["sample_size"]
+    if rows > size:
+        raise ModelContentError(f"array moves.sample.records holds {rows} records, more than sample_size {size}")
+    if moves["tried_at"] > moves["offered_weight"]:
+        raise ModelContentError(
+            f"online.moves.tried_at ({moves['tried_at']!r}) exceeds online.moves.offered_weight "
+            f"({moves['offered_weight']!r}), the weight ever offered"
+        )
+    counts = arrays["moves.novel.counts"]
+    if np.any(counts < 0):
+        index = int(np.flatnonzero(counts < 0)[0])
+        raise ModelContentError(
+            f"array moves.novel.counts must be non-negative, got {counts[index]!r} at index {index}"
+        )
+
+
+def _check_moves_arrays(arrays: dict[str, np.ndarray], covariance_type: str) -> None:
+    """The ``moves.*`` arrays: all there, floats, finite (the sample's records may hold NaN), of their shapes."""
     for name in MOVES_ARRAYS:
         if name not in arrays:
             raise ModelContentError(f"array {name} is missing (the document has online.moves)")
@@ -189,6 +217,10 @@ def check_moves(document: dict[str, Any], arrays: dict[str, np.ndarray], covaria
     check_shapes(
         {"means": arrays["means"].shape, **{name: arrays[name].shape for name in MOVES_ARRAYS}}, covariance_type
     )
+
+
+def _check_moves_scalars(moves: dict[str, Any]) -> None:
+    """The document's ``online.moves`` numbers and flags: of their types and ranges."""
     seed = moves.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         raise ModelContentError(f"online.moves.seed must be an integer in [0, 2**63), got {seed!r}")
@@ -208,27 +240,6 @@ def check_moves(document: dict[str, Any], arrays: dict[str, np.ndarray], covaria
     size = moves.get("sample_size")
     if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_SAMPLE_SIZE:
         raise ModelContentError(f"online.moves.sample_size must be an integer in [0, {MAX_SAMPLE_SIZE}], got {size!r}")
-    d = arrays["means"].shape[1]
-    records, weights, keys = (arrays[name] for name in SAMPLE_ARRAYS)
-    rows = records.shape[0] if records.ndim == 2 else -1
-    if records.ndim != 2 or records.shape[1] != d or weights.shape != (rows,) or keys.shape != (rows,):
-        raise ModelContentError(
-            f"arrays {', '.join(SAMPLE_ARRAYS)} have shapes {records.shape}, {weights.shape}, {keys.shape}; "
-            f"expected (r, {d}), (r,), (r,)"
-        )
-    if rows > size:
-        raise ModelContentError(f"array moves.sample.records holds {rows} records, more than sample_size {size}")
-    if moves["tried_at"] > moves["offered_weight"]:
-        raise ModelContentError(
-            f"online.moves.tried_at ({moves['tried_at']!r}) exceeds online.moves.offered_weight "
-            f"({moves['offered_weight']!r}), the weight ever offered"
-        )
-    counts = arrays["moves.novel.counts"]
-    if np.any(counts < 0):
-        index = int(np.flatnonzero(counts < 0)[0])
-        raise ModelContentError(
-            f"array moves.novel.counts must be non-negative, got {counts[index]!r} at index {index}"
-        )
 
 
 def check_mixture_arrays(
