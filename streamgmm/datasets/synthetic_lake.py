@@ -182,16 +182,7 @@ def write_lake(
     ``n_records .. n_records + held_out - 1`` so ids stay unique across both. ``_truth.json`` is
     written last, so its presence marks a finished lake.
     """
-    if n_records < 1 or n_files < 1 or row_group_size < 1 or n_components < 1 or n_features < 1:
-        raise ValueError("n_records, n_files, row_group_size, n_components and n_features must be >= 1")
-    if n_files > n_records:
-        raise ValueError(f"n_files={n_files} > n_records={n_records} would leave files empty")
-    if partitions < 0 or held_out < 0:
-        raise ValueError("partitions and held_out must be >= 0")
-    if partitions > n_files:
-        raise ValueError(f"partitions={partitions} needs at least as many files, got n_files={n_files}")
-    if sort_by not in SORT_BY:
-        raise ValueError(f"sort_by must be one of {SORT_BY}, got {sort_by!r}")
+    _check_lake_arguments(n_records, n_components, n_features, n_files, row_group_size, partitions, sort_by, held_out)
     root = Path(path)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise ValueError(f"{root} exists and is not an empty directory")
@@ -240,28 +231,56 @@ def write_lake(
             compression,
         )
 
-    _write_json(
-        root / TRUTH_FILE,
-        {
-            "format": FORMAT,
-            "version": VERSION,
-            "covariance_type": params.covariance_type,
-            "weights": params.weights.tolist(),
-            "means": params.means.tolist(),
-            "covariances": params.covariances.tolist(),
-            "feature_names": feature_names,
-            "n_records": n_records,
-            "n_files": n_files,
-            "partitions": partitions,
-            "sort_by": sort_by,
-            "seed": seed,
-            "held_out": held_out,
-            "files": files,
-            "row_group_size": row_group_size,
-            "labels": labels,
-        },
-    )
+    settings = {
+        "n_records": n_records,
+        "n_files": n_files,
+        "partitions": partitions,
+        "sort_by": sort_by,
+        "seed": seed,
+        "held_out": held_out,
+        "files": files,
+        "row_group_size": row_group_size,
+        "labels": labels,
+    }
+    _write_json(root / TRUTH_FILE, _truth_document(params, feature_names, settings))
     return LakeInfo(root, files, n_records, params, feature_names, held_out_path)
+
+
+def _check_lake_arguments(
+    n_records: int,
+    n_components: int,
+    n_features: int,
+    n_files: int,
+    row_group_size: int,
+    partitions: int,
+    sort_by: str | None,
+    held_out: int,
+) -> None:
+    """Raise ``ValueError`` for arguments :func:`write_lake` cannot write a lake from."""
+    if n_records < 1 or n_files < 1 or row_group_size < 1 or n_components < 1 or n_features < 1:
+        raise ValueError("n_records, n_files, row_group_size, n_components and n_features must be >= 1")
+    if n_files > n_records:
+        raise ValueError(f"n_files={n_files} > n_records={n_records} would leave files empty")
+    if partitions < 0 or held_out < 0:
+        raise ValueError("partitions and held_out must be >= 0")
+    if partitions > n_files:
+        raise ValueError(f"partitions={partitions} needs at least as many files, got n_files={n_files}")
+    if sort_by not in SORT_BY:
+        raise ValueError(f"sort_by must be one of {SORT_BY}, got {sort_by!r}")
+
+
+def _truth_document(params: MixtureParams, feature_names: list[str], settings: dict) -> dict:
+    """``_truth.json``: the generating parameters and the lake's settings."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "covariance_type": params.covariance_type,
+        "weights": params.weights.tolist(),
+        "means": params.means.tolist(),
+        "covariances": params.covariances.tolist(),
+        "feature_names": feature_names,
+        **settings,
+    }
 
 
 def read_truth(path: str | os.PathLike) -> tuple[MixtureParams, list[str]]:
