@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_helpers import assert_same_fit
 
 pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
@@ -81,14 +82,6 @@ def start_of(X: np.ndarray, k: int, covariance_type: str = "full", seed: int = 0
     }
 
 
-def assert_same_model(a: StreamingGaussianMixture, b: StreamingGaussianMixture, atol: float = 1e-10) -> None:
-    np.testing.assert_allclose(a.weights_, b.weights_, rtol=0, atol=atol)
-    np.testing.assert_allclose(a.means_, b.means_, rtol=0, atol=atol)
-    np.testing.assert_allclose(a.covariances_, b.covariances_, rtol=0, atol=atol)
-    assert a.n_iter_ == b.n_iter_
-    assert a.lower_bound_ == pytest.approx(b.lower_bound_, abs=atol)
-
-
 def lake_frame(lake) -> dd.DataFrame:
     # The lake's files by name: dask's read_parquet would also read _held_out/ in the lake.
     return dd.read_parquet([str(lake.path / name) for name in lake.files])
@@ -114,7 +107,7 @@ def test_batch_em_on_the_cluster_equals_single_process_batch_em(client, data, co
     on_cluster = StreamingGaussianMixture(**params).fit(frame, client=client)
     reference = StreamingGaussianMixture(**params).fit(X)
     assert on_cluster.n_iter_ > 3  # a real run of EM, not the start
-    assert_same_model(on_cluster, reference)
+    assert_same_fit(on_cluster, reference, atol=1e-10)
     assert list(on_cluster.feature_names_in_) == ["a", "b"]
     assert on_cluster.records_seen_ == X.shape[0]
     # warm_start continues from the fitted model, reading the frame by its column names.
@@ -131,7 +124,7 @@ def test_batch_em_on_dask_array_with_local_threads_equals_run_batch_em(data) -> 
     array = da.from_array(X, chunks=(2500, 1))  # columns in two blocks: re-chunked per row block
     model.fit(array)  # no client: Dask's local thread pool
     reference = StreamingGaussianMixture(**model.get_params()).fit(X)
-    assert_same_model(model, reference)
+    assert_same_fit(model, reference, atol=1e-10)
     assert not hasattr(model, "feature_names_in_")
 
 
@@ -142,10 +135,10 @@ def test_batch_em_over_a_lake_with_a_client_equals_the_local_lake_fit(client, la
     source = ParquetSource(lake.path, columns=lake.feature_names)
     on_cluster = StreamingGaussianMixture(**params).fit(source, client=client)
     local = StreamingGaussianMixture(**params).fit(source)
-    assert_same_model(on_cluster, local)
+    assert_same_fit(on_cluster, local, atol=1e-10)
     # engine="dask" without a client: the same, on the local thread pool.
     threads = StreamingGaussianMixture(**params).fit(source, engine="dask")
-    assert_same_model(threads, local)
+    assert_same_fit(threads, local, atol=1e-10)
 
 
 def test_nan_policy_skip_on_the_workers_skips_what_the_local_lake_skips(client, data, tmp_path) -> None:
@@ -173,7 +166,7 @@ def test_nan_policy_skip_on_the_workers_skips_what_the_local_lake_skips(client, 
     local = StreamingGaussianMixture(**params).fit(source)
     assert on_cluster.n_skipped_ == local.n_skipped_ == 3
     assert on_cluster.records_seen_ == X.shape[0] - 3 and on_cluster.n_iter_ > 2
-    assert_same_model(on_cluster, local)
+    assert_same_fit(on_cluster, local, atol=1e-10)
 
 
 def test_reseeding_from_the_worst_records_matches_single_process(client, data) -> None:

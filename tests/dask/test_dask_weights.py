@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from shared_helpers import assert_same_parameters
 
 dd = pytest.importorskip("dask.dataframe")
 da = pytest.importorskip("dask.array")
@@ -38,11 +39,6 @@ def start(X: np.ndarray) -> dict:
     )
 
 
-def assert_same_model(a, b, atol=1e-10) -> None:
-    for name in ("weights_", "means_", "covariances_"):
-        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=0, atol=atol, err_msg=name)
-
-
 @pytest.mark.parametrize("persist", [False, True])
 def test_weighted_frame_on_the_cluster_fits_as_repeated_rows(client, data, persist) -> None:
     X, w = data
@@ -52,7 +48,7 @@ def test_weighted_frame_on_the_cluster_fits_as_repeated_rows(client, data, persi
     repeated = StreamingGaussianMixture(algorithm="batch", **start(X)).fit(np.repeat(X, w.astype(int), axis=0))
     assert on_cluster.n_iter_ > 3
     assert on_cluster.n_iter_ == repeated.n_iter_
-    assert_same_model(on_cluster, repeated)
+    assert_same_parameters(on_cluster, repeated, atol=1e-10)
     assert on_cluster.records_seen_ == repeated.records_seen_ == int(w.sum())
     assert list(on_cluster.feature_names_in_) == ["a", "b"]
 
@@ -68,7 +64,7 @@ def test_weighted_waves_step_as_repeated_rows(client, data) -> None:
         dask_source(weighted, client=client, weight_column="w"), partitions_per_step=4
     )
     b = StreamingGaussianMixture(**options).fit(repeated, client=client, partitions_per_step=4)
-    assert_same_model(a, b)
+    assert_same_parameters(a, b, atol=1e-10)
     assert a.n_steps_ == b.n_steps_ and a.records_seen_ == b.records_seen_
 
 
@@ -83,7 +79,7 @@ def test_marginalize_on_the_cluster_equals_the_local_fit(client) -> None:
     local = StreamingGaussianMixture(**options).fit(X)
     assert on_cluster.n_iter_ > 3
     assert on_cluster.n_iter_ == local.n_iter_
-    assert_same_model(on_cluster, local)
+    assert_same_parameters(on_cluster, local, atol=1e-10)
     # A Dask collection is scored on its partitions, incomplete rows from their observed features.
     assert on_cluster.score(da.from_array(X, chunks=(700, 3))) == pytest.approx(local.score(X), rel=1e-12)
     # And online waves run on the incomplete records too.

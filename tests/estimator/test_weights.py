@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from shared_helpers import assert_same_parameters
 
 from streamgmm import StreamingGaussianMixture
 from streamgmm.io.sources import ArraySource
@@ -36,11 +37,6 @@ def start(covariance_type: str) -> dict:
     }
 
 
-def assert_same_model(a: StreamingGaussianMixture, b: StreamingGaussianMixture, atol: float = 1e-10) -> None:
-    for name in ("weights_", "means_", "covariances_"):
-        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=0, atol=atol, err_msg=name)
-
-
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_integer_weights_equal_repeated_rows_in_batch_em(covariance_type: str) -> None:
     X, w = data()
@@ -49,7 +45,7 @@ def test_integer_weights_equal_repeated_rows_in_batch_em(covariance_type: str) -
         weighted = StreamingGaussianMixture(**options).fit(X, sample_weight=w)
     with pytest.warns(UserWarning, match="did not converge"):
         repeated = StreamingGaussianMixture(**options).fit(np.repeat(X, w, axis=0))
-    assert_same_model(weighted, repeated)
+    assert_same_parameters(weighted, repeated, atol=1e-10)
     assert weighted.lower_bound_ == pytest.approx(repeated.lower_bound_, abs=1e-10)
     assert weighted.records_seen_ == repeated.records_seen_ == int(w.sum())
 
@@ -69,7 +65,7 @@ def test_integer_weights_equal_repeated_rows_in_online_em(covariance_type: str) 
             w = np.minimum(w, 1)
         weighted.partial_fit(X, sample_weight=w)
         repeated.partial_fit(np.repeat(X, w, axis=0))
-        assert_same_model(weighted, repeated)
+        assert_same_parameters(weighted, repeated, atol=1e-10)
     assert weighted.n_steps_ == repeated.n_steps_ == 5
     assert weighted.records_seen_ == repeated.records_seen_
     np.testing.assert_allclose(weighted.fit_history_.step_size, repeated.fit_history_.step_size, rtol=1e-15)
@@ -82,7 +78,7 @@ def test_a_batch_of_weight_zero_is_no_step() -> None:
     second = StreamingGaussianMixture(**options).partial_fit(X[:30])
     first.partial_fit(X[30:50], sample_weight=np.r_[np.zeros(10), np.ones(10)])
     second.partial_fit(X[40:50])
-    assert_same_model(first, second, atol=1e-12)
+    assert_same_parameters(first, second, atol=1e-12)
     assert (first.n_steps_, first.records_seen_) == (second.n_steps_, second.records_seen_) == (4, 40)
 
 
@@ -95,7 +91,7 @@ def test_zero_weights_equal_removed_rows(algorithm: str) -> None:
         weighted = StreamingGaussianMixture(**options).fit(X, sample_weight=w)
     with np.errstate(all="ignore"), pytest.warns() if algorithm == "batch" else _nothing():
         removed = StreamingGaussianMixture(**options).fit(X[w > 0])
-    assert_same_model(weighted, removed)
+    assert_same_parameters(weighted, removed, atol=1e-10)
 
 
 def _nothing():
@@ -110,7 +106,7 @@ def test_scaling_every_weight_changes_nothing_but_the_count() -> None:
     options = dict(start("full"), algorithm="batch", tol=1e-12, max_iter=200)
     a = StreamingGaussianMixture(**options).fit(X, sample_weight=w)
     b = StreamingGaussianMixture(**options).fit(X, sample_weight=w / 1000)
-    assert_same_model(a, b, atol=1e-9)
+    assert_same_parameters(a, b, atol=1e-9)
     assert b.records_seen_ == pytest.approx(w.sum() / 1000)
 
 
@@ -119,7 +115,7 @@ def test_a_weighted_source_fits_as_sample_weight() -> None:
     options = dict(start("tied"), algorithm="batch", tol=1e-10, max_iter=200)
     a = StreamingGaussianMixture(**options).fit(ArraySource(X, weights=w))
     b = StreamingGaussianMixture(**options).fit(X, sample_weight=w)
-    assert_same_model(a, b, atol=0)
+    assert_same_parameters(a, b, atol=0)
     with pytest.raises(ValueError, match="weight"):
         StreamingGaussianMixture(**options).fit(ArraySource(X, weights=w), sample_weight=w)
 
@@ -178,7 +174,7 @@ def test_a_dataframe_takes_sample_weight_and_a_weighted_source_scores_by_its_wei
     options = dict(start("diag"), algorithm="batch", tol=1e-10, max_iter=200)
     a = StreamingGaussianMixture(**options).fit(frame, sample_weight=w)
     b = StreamingGaussianMixture(**options).fit(X, sample_weight=w)
-    assert_same_model(a, b, atol=1e-12)
+    assert_same_parameters(a, b, atol=1e-12)
     assert list(a.feature_names_in_) == ["a", "b"]
     assert b.score(ArraySource(X, weights=w)) == pytest.approx(b.score(X, sample_weight=w), rel=1e-14)
     assert b.bic(ArraySource(X, weights=w)) == pytest.approx(b.bic(np.repeat(X, w, axis=0)), rel=1e-12)
@@ -194,7 +190,7 @@ def test_a_weighted_stream_of_chunks_fits_as_sample_weight_and_names_a_bad_weigh
     options = dict(start("full"), algorithm="batch", tol=1e-10, max_iter=200, batch_size=20)
     a = StreamingGaussianMixture(**options).fit(IterableSource(chunks, weighted=True))
     b = StreamingGaussianMixture(**options).fit(X, sample_weight=w)
-    assert_same_model(a, b, atol=1e-12)
+    assert_same_parameters(a, b, atol=1e-12)
     assert a.n_features_in_ == 2
     chunks[2] = chunks[2].copy()
     chunks[2][4, -1] = -0.5
