@@ -18,51 +18,62 @@ from streamgmm.watch.drift import describe_moves
 def describe(result: dict[str, Any]) -> str:
     """The human-readable form of a command's summary."""
     kind = result.get("command") or result.get("kind")
-    if kind == "assign":
-        return (
-            f"wrote responsibilities of {result['records']:,} records to {result['files']} file(s) in {result['out']} "
-            f"in {result['seconds']:.1f} s"
-            + (f"; {result['skipped']:,} {skipped_rows(result)} written as nulls" if result["skipped"] else "")
-        )
-    if kind == "watch":
-        return (
-            f"watch: {result['files_consumed']} file(s) consumed ({result['records_used']:,} records, "
-            f"{result['records_skipped']:,} skipped), {result['files_quarantined']} quarantined, "
-            f"{result['files_duplicate']} duplicate(s)"
-            + (f", {result['files_flagged']} flagged by the drift signal" if result.get("files_flagged") else "")
-            + f"; model at {result['model'] or 'none yet'}"
-            + (f"; stopped by {result['stopped_by']}" if result["stopped_by"] else "")
-        )
-    if kind == "watch state":
-        return describe_state(result)
-    if kind == "unfinished output":
-        return describe_unfinished(result)
-    if kind == "select":
-        best = result["best"]
-        return (
-            f"{len(result['candidates'])} candidate(s) fitted in {result['n_passes']} shared pass(es) over "
-            f"{result['records_per_pass']:,} records, scored on {result['scored_on']} (N = {result['n_scored']:,}) "
-            f"in {result['seconds']:.1f} s\n{result['table']}\nbest by {result['criterion'].upper()}: "
-            f"K = {best['n_components']}, {best['covariance_type']}"
-            + (f"; model written to {result['model']}" if result["model"] else "")
-        )
-    if kind == "plot":
-        return f"wrote {result['out']} ({result['width']}x{result['height']} PNG)"
+    special = _DESCRIBERS.get(kind)
+    return special(result) if special is not None else _describe_model(result, kind)
 
-    if kind == "parquet data":
-        lines = [
-            f"{result['path']}: Parquet data, {result['records']:,} records in {result['files']} file(s), "
-            f"{result['row_groups']} row group(s)"
-            + (f", {len(result['empty_files'])} empty file(s) skipped" if result["empty_files"] else ""),
-            f"numeric columns (features by default): {', '.join(result['numeric_columns'])}",
-        ]
-        if result["other_columns"]:
-            lines.append(f"other columns: {', '.join(result['other_columns'])}")
-        if result["partitions"]:
-            lines.append(f"hive partition keys: {', '.join(result['partitions'])}")
-        if result["unfinished_output"]:
-            lines.append(f"written by streamgmm assign but without {SUCCESS}: an unfinished output")
-        return "\n".join(lines)
+
+def _describe_assign(result: dict[str, Any]) -> str:
+    return (
+        f"wrote responsibilities of {result['records']:,} records to {result['files']} file(s) in {result['out']} "
+        f"in {result['seconds']:.1f} s"
+        + (f"; {result['skipped']:,} {skipped_rows(result)} written as nulls" if result["skipped"] else "")
+    )
+
+
+def _describe_watch(result: dict[str, Any]) -> str:
+    return (
+        f"watch: {result['files_consumed']} file(s) consumed ({result['records_used']:,} records, "
+        f"{result['records_skipped']:,} skipped), {result['files_quarantined']} quarantined, "
+        f"{result['files_duplicate']} duplicate(s)"
+        + (f", {result['files_flagged']} flagged by the drift signal" if result.get("files_flagged") else "")
+        + f"; model at {result['model'] or 'none yet'}"
+        + (f"; stopped by {result['stopped_by']}" if result["stopped_by"] else "")
+    )
+
+
+def _describe_select(result: dict[str, Any]) -> str:
+    best = result["best"]
+    return (
+        f"{len(result['candidates'])} candidate(s) fitted in {result['n_passes']} shared pass(es) over "
+        f"{result['records_per_pass']:,} records, scored on {result['scored_on']} (N = {result['n_scored']:,}) "
+        f"in {result['seconds']:.1f} s\n{result['table']}\nbest by {result['criterion'].upper()}: "
+        f"K = {best['n_components']}, {best['covariance_type']}"
+        + (f"; model written to {result['model']}" if result["model"] else "")
+    )
+
+
+def _describe_plot(result: dict[str, Any]) -> str:
+    return f"wrote {result['out']} ({result['width']}x{result['height']} PNG)"
+
+
+def _describe_parquet(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['path']}: Parquet data, {result['records']:,} records in {result['files']} file(s), "
+        f"{result['row_groups']} row group(s)"
+        + (f", {len(result['empty_files'])} empty file(s) skipped" if result["empty_files"] else ""),
+        f"numeric columns (features by default): {', '.join(result['numeric_columns'])}",
+    ]
+    if result["other_columns"]:
+        lines.append(f"other columns: {', '.join(result['other_columns'])}")
+    if result["partitions"]:
+        lines.append(f"hive partition keys: {', '.join(result['partitions'])}")
+    if result["unfinished_output"]:
+        lines.append(f"written by streamgmm assign but without {SUCCESS}: an unfinished output")
+    return "\n".join(lines)
+
+
+def _describe_model(result: dict[str, Any], kind: str | None) -> str:
+    """A fit's summary, a model file's, an output file's or an output directory's."""
     components = f"{result['n_components']} {result['covariance_type']} components"
     if kind == "output directory":
         return (
@@ -170,3 +181,15 @@ def component_table(weights: Sequence[float], means: Sequence[Sequence[float]]) 
         shown = ", ".join(f"{v:.4g}" for v in mean[:8]) + (", ..." if len(mean) > 8 else "")
         lines.append(f"{k:>9}  {weight:.4f}   [{shown}]")
     return lines
+
+
+# The summaries with a form of their own; the others describe a model.
+_DESCRIBERS = {
+    "assign": _describe_assign,
+    "watch": _describe_watch,
+    "watch state": describe_state,
+    "unfinished output": describe_unfinished,
+    "select": _describe_select,
+    "plot": _describe_plot,
+    "parquet data": _describe_parquet,
+}
