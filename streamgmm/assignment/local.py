@@ -240,24 +240,11 @@ def assign(
     if not isinstance(model, StreamingGaussianMixture):
         model = StreamingGaussianMixture.load(model)
     params = model.params_
-    if dtype not in RESULT_DTYPES:
-        raise ValueError(f"Invalid value for 'dtype': {dtype!r}; expected one of {', '.join(RESULT_DTYPES)}")
-    check_compression(compression)
-    if isinstance(keep, str):
-        raise TypeError("keep is a list of column names, not a single string")
-    keep = list(keep)
-    results = result_columns(params.n_components)
-    clashing = [name for name in keep if name in results]
-    if clashing:
-        raise ValueError(f"cannot keep {', '.join(map(repr, clashing))}: the output has result columns of that name")
-    if len(set(keep)) != len(keep):
-        raise ValueError(f"keep lists a column more than once: {keep}")
+    keep = _checked_options(params.n_components, keep, dtype, compression, out_format)
     names = model.feature_names()
     if nan_policy is None:
         nan_policy = source.nan_policy if isinstance(source, (ParquetSource, TableSource)) else "raise"
     check_nan_policy(nan_policy)
-    if out_format not in OUT_FORMATS:
-        raise ValueError(f"Invalid value for 'out_format': {out_format!r}; expected one of {', '.join(OUT_FORMATS)}")
     on_dask = client is not None or is_dask_collection(source)
     if out_format == "delta":
         if on_dask:
@@ -311,6 +298,27 @@ def assign(
         else:
             write_bytes_atomically(Path(out, SUCCESS), document)
     return summary
+
+
+def _checked_options(
+    n_components: int, keep: Sequence[str], dtype: str, compression: str, out_format: str
+) -> list[str]:
+    """The ``keep`` columns as a list, once they and the output's options are usable."""
+    if dtype not in RESULT_DTYPES:
+        raise ValueError(f"Invalid value for 'dtype': {dtype!r}; expected one of {', '.join(RESULT_DTYPES)}")
+    check_compression(compression)
+    if out_format not in OUT_FORMATS:
+        raise ValueError(f"Invalid value for 'out_format': {out_format!r}; expected one of {', '.join(OUT_FORMATS)}")
+    if isinstance(keep, str):
+        raise TypeError("keep is a list of column names, not a single string")
+    keep = list(keep)
+    results = result_columns(n_components)
+    clashing = [name for name in keep if name in results]
+    if clashing:
+        raise ValueError(f"cannot keep {', '.join(map(repr, clashing))}: the output has result columns of that name")
+    if len(set(keep)) != len(keep):
+        raise ValueError(f"keep lists a column more than once: {keep}")
+    return keep
 
 
 def _assign_to_delta(
