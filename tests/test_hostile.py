@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from shared_helpers import cli, members, npy, write_zip
+from shared_helpers import cli, members, npy, one_error_line, write_zip
 
 from streamgmm import ModelFileError, ParquetSource, StreamingGaussianMixture, assign
 from streamgmm.io.model_file import write_model
@@ -52,13 +52,6 @@ def model_path(lake, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "m.sgmm"
     StreamingGaussianMixture(K, random_state=0, batch_size=500).fit(ParquetSource(lake, columns=FEATURES)).save(path)
     return path
-
-
-def assert_one_error_line(err: str, *fragments: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def edited_model(
@@ -135,7 +128,7 @@ def test_fit_model_over_an_input_or_into_the_lake_is_refused(lake, tmp_path, cap
     for target in (victim, tmp_path / "link.parquet", lake / "model.sgmm"):
         code, out, err = cli(capsys, "fit", lake, "-k", K, "--columns", ",".join(FEATURES), "--model", target, "-q")
         assert code == 1
-        assert_one_error_line(err, "--model", "input")
+        one_error_line(err, "--model", "input")
     assert victim.read_bytes() == before
     assert not (lake / "model.sgmm").exists()
 
@@ -191,11 +184,11 @@ def test_unusable_model_is_refused_wherever_it_enters(lake, model_path, tmp_path
     assert str(bad) in str(info.value)
     code, _, err = cli(capsys, "assign", lake, "--model", bad, "--out", tmp_path / "scored", "-q")
     assert code == 1
-    assert_one_error_line(err, str(bad), message)
+    one_error_line(err, str(bad), message)
     assert not (tmp_path / "scored").exists()
     code, _, err = cli(capsys, "info", bad)
     assert code == 1
-    assert_one_error_line(err, str(bad))
+    one_error_line(err, str(bad))
     with pytest.raises(ModelFileError, match=message):
         watch(lake, tmp_path / "state", init_model=bad, settle=0, once=True)
 
@@ -232,7 +225,7 @@ def test_cli_fit_on_overflowing_values_writes_no_model(tmp_path, capsys) -> None
     parquet(tmp_path / "lake" / "part-0.parquet", X)
     code, _, err = cli(capsys, "fit", tmp_path / "lake", "-k", K, "--model", tmp_path / "m.sgmm", "-q")
     assert code == 1
-    assert_one_error_line(err, "part-0.parquet", "'x2'", "too large")
+    one_error_line(err, "part-0.parquet", "'x2'", "too large")
     assert not (tmp_path / "m.sgmm").exists()
 
 
@@ -329,7 +322,7 @@ def test_deeply_nested_json_is_refused_without_recursion_error(model_path, tmp_p
         StreamingGaussianMixture.load(bad)
     code, _, err = cli(capsys, "info", bad)
     assert code == 1
-    assert_one_error_line(err, str(bad), "nested")
+    one_error_line(err, str(bad), "nested")
 
 
 def test_a_zip_bomb_document_is_refused_before_inflating(model_path, tmp_path) -> None:
@@ -435,7 +428,7 @@ def test_a_filter_matching_no_rows_says_so(lake, tmp_path, capsys) -> None:
         "-q",
     )
     assert code == 1
-    assert_one_error_line(err, "no records match the filter")
+    one_error_line(err, "no records match the filter")
 
 
 # ---------------------------------------------------------------------- 12. URL outputs
@@ -447,7 +440,7 @@ def test_an_output_url_no_filesystem_opens_is_one_error_line(lake, model_path, t
     monkeypatch.chdir(tmp_path)
     code, _, err = cli(capsys, "assign", lake, "--model", model_path, "--out", "http://h/x")
     assert code == 1
-    assert_one_error_line(err, "http://h/x")
+    one_error_line(err, "http://h/x")
     assert os.listdir(tmp_path) == []
 
 
@@ -466,7 +459,7 @@ def test_model_path_that_is_not_a_file_is_described(model_path, tmp_path, capsys
     # Written to: the message names the path given, never a temporary file.
     code, _, err = cli(capsys, "fit", lake, "-k", K, "--columns", ",".join(FEATURES), "--model", tmp_path / "dir.sgmm")
     assert code == 1
-    assert_one_error_line(err, "dir.sgmm", "directory")
+    one_error_line(err, "dir.sgmm", "directory")
     assert ".tmp" not in err
     with pytest.raises(IsADirectoryError) as info:
         StreamingGaussianMixture.load(model_path).save(tmp_path / "dir.sgmm")

@@ -7,11 +7,10 @@ pixels themselves were looked at by eye when this was written.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from shared_helpers import run_streamgmm
 
 matplotlib = pytest.importorskip("matplotlib")
 
@@ -81,22 +80,12 @@ def test_png_size_refuses_other_files(tmp_path):
         png_size(tmp_path / "x.png")
 
 
-def run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "streamgmm", *map(str, args)],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
-
-
 def test_cli_select_then_plot_then_info(tmp_path):
     info = write_lake(
         tmp_path / "lake", n_records=9000, n_components=3, n_features=2, n_files=3, row_group_size=1500, seed=6
     )
     best = tmp_path / "best.sgmm"
-    selected = run(
+    selected = run_streamgmm(
         "select",
         info.path,
         "--passthrough",
@@ -124,20 +113,20 @@ def test_cli_select_then_plot_then_info(tmp_path):
     )
 
     png = tmp_path / "fit.png"
-    plotted = run("plot", best, "--data", info.path, "--out", png, "--sample", "2000")
+    plotted = run_streamgmm("plot", best, "--data", info.path, "--out", png, "--sample", "2000")
     assert plotted.returncode == 0, plotted.stderr
     assert plotted.stdout.strip() == f"wrote {png} (800x800 PNG)"
     assert png_size(png) == (800, 800)
 
-    described = run("info", best)
+    described = run_streamgmm("info", best)
     # 9,000 records fit in the initialisation sample: the fit is EM on all of them, no online steps.
     assert "fit history: empty (no online mini-batches)" in described.stdout
 
-    table = run("select", info.path, "--passthrough", "id", "-k", "2,3", "--held-out", "1000")
+    table = run_streamgmm("select", info.path, "--passthrough", "id", "-k", "2,3", "--held-out", "1000")
     assert table.returncode == 0, table.stderr
     assert "scored on held-out reservoir (N = 1,000)" in table.stdout and "best by BIC: K = 3" in table.stdout
 
-    bad = run("plot", best, "--out", tmp_path / "x.png", "--pairs", "x0:x9")
+    bad = run_streamgmm("plot", best, "--out", tmp_path / "x.png", "--pairs", "x0:x9")
     assert bad.returncode == 1 and bad.stderr.startswith("streamgmm: error: no feature 'x9'")
 
 

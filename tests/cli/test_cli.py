@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,41 +17,13 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from shared_helpers import on_a_terminal
+from shared_helpers import assert_one_error_line, on_a_terminal, run_streamgmm, run_streamgmm_concurrently
 
 from streamgmm import StreamingGaussianMixture
 
 K = 3
 N_RECORDS = 20_000
 FEATURES = ["x0", "x1", "x2"]
-
-
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "streamgmm", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
-
-
-def run_all(*commands: list) -> list[subprocess.CompletedProcess]:
-    """Independent commands, concurrently."""
-    with ThreadPoolExecutor(max_workers=min(4, len(commands))) as pool:
-        return list(pool.map(lambda argv: run(*argv), commands))
-
-
-def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("streamgmm: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def features_of(path: Path) -> np.ndarray:
@@ -79,7 +50,7 @@ def lake(make_lake):
 def fitted(lake, tmp_path_factory):
     """``fit --json`` without -q on a non-terminal: (its result, its model path)."""
     model_path = tmp_path_factory.mktemp("models") / "model.sgmm"
-    result = run("fit", lake.path, "-k", K, "--model", model_path, "--passthrough", "id", "--json")
+    result = run_streamgmm("fit", lake.path, "-k", K, "--model", model_path, "--passthrough", "id", "--json")
     return result, model_path
 
 
@@ -87,7 +58,7 @@ def fitted(lake, tmp_path_factory):
 def assigned(lake, fitted, tmp_path_factory):
     _, model_path = fitted
     out = tmp_path_factory.mktemp("assign") / "scored"
-    result = run("assign", lake.path, "--model", model_path, "--out", out, "--keep", "id,day", "--json", "-q")
+    result = run_streamgmm("assign", lake.path, "--model", model_path, "--out", out, "--keep", "id,day", "--json", "-q")
     return result, out
 
 
@@ -139,7 +110,7 @@ def test_assign_json_and_info(lake, fitted, assigned):
         )
 
     output_file = out / lake.files[-1]
-    on_model, on_file, on_dir = run_all(
+    on_model, on_file, on_dir = run_streamgmm_concurrently(
         ["info", model_path, "--json"],
         ["info", output_file, "--json"],
         ["info", out, "--json"],
@@ -176,7 +147,9 @@ def test_plain_output_on_a_non_terminal(lake, fitted, tmp_path):
     """Not a terminal: no progress bar even without -q (with -q: see the fixtures); the text
     summary is one line on stdout."""
     _, model_path = fitted
-    result = run("assign", lake.path, "--model", model_path, "--out", tmp_path / "plain", "--dtype", "float32")
+    result = run_streamgmm(
+        "assign", lake.path, "--model", model_path, "--out", tmp_path / "plain", "--dtype", "float32"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     lines = result.stdout.splitlines()
@@ -192,7 +165,7 @@ def test_assign_codec_and_result_type(lake, fitted, tmp_path):
     _, model_path = fitted
     model = StreamingGaussianMixture.load(model_path)
     out = tmp_path / "zstd32"
-    result = run(
+    result = run_streamgmm(
         "assign", lake.path, "--model", model_path, "--out", out, "--compression", "zstd", "--result-dtype", "float32"
     )
     assert result.returncode == 0, result.stderr
@@ -208,7 +181,9 @@ def test_assign_codec_and_result_type(lake, fitted, tmp_path):
         X = np.column_stack([source[name].to_numpy() for name in model.feature_names_in_])
         resp = np.column_stack([table[f"resp_{k}"].to_numpy() for k in range(model.n_components)])
         np.testing.assert_allclose(resp, model.predict_proba(X), rtol=0, atol=2.0**-24)
-    refused = run("assign", lake.path, "--model", model_path, "--out", tmp_path / "bad", "--compression", "brotli")
+    refused = run_streamgmm(
+        "assign", lake.path, "--model", model_path, "--out", tmp_path / "bad", "--compression", "brotli"
+    )
     assert refused.returncode == 2 and "--compression" in refused.stderr
 
 
@@ -237,28 +212,30 @@ def test_errors(lake, fitted, tmp_path):
     pq.write_table(nan_table, nan_dir / "nan.parquet", row_group_size=2000)
     model = tmp_path / "m.sgmm"
 
-    missing_path, no_model_dir, unknown_column, bad_file, drifted, nan_raise, nan_skip, no_k, bad_covariance = run_all(
-        ["fit", missing, "-k", 2, "--model", model],
-        ["fit", lake.path, "-k", 2, "--model", tmp_path / "no_such_dir" / "m.sgmm"],
-        ["fit", lake.path, "-k", 2, "--model", model, "--columns", "x0,nope"],
-        ["fit", not_parquet, "-k", 2, "--model", model],
-        ["fit", drift / "a.parquet", drift / "b.parquet", "-k", 2, "--model", model, "--passthrough", "id"],
-        ["assign", nan_dir, "--model", model_path, "--out", tmp_path / "raise", "--nan-policy", "raise"],
-        [
-            "assign",
-            nan_dir,
-            "--model",
-            model_path,
-            "--out",
-            tmp_path / "skip",
-            "--nan-policy",
-            "skip",
-            "--json",
-            "--keep",
-            "id",
-        ],
-        ["fit", lake.path, "--model", model],
-        ["fit", lake.path, "-k", 2, "--model", model, "--covariance", "round"],
+    missing_path, no_model_dir, unknown_column, bad_file, drifted, nan_raise, nan_skip, no_k, bad_covariance = (
+        run_streamgmm_concurrently(
+            ["fit", missing, "-k", 2, "--model", model],
+            ["fit", lake.path, "-k", 2, "--model", tmp_path / "no_such_dir" / "m.sgmm"],
+            ["fit", lake.path, "-k", 2, "--model", model, "--columns", "x0,nope"],
+            ["fit", not_parquet, "-k", 2, "--model", model],
+            ["fit", drift / "a.parquet", drift / "b.parquet", "-k", 2, "--model", model, "--passthrough", "id"],
+            ["assign", nan_dir, "--model", model_path, "--out", tmp_path / "raise", "--nan-policy", "raise"],
+            [
+                "assign",
+                nan_dir,
+                "--model",
+                model_path,
+                "--out",
+                tmp_path / "skip",
+                "--nan-policy",
+                "skip",
+                "--json",
+                "--keep",
+                "id",
+            ],
+            ["fit", lake.path, "--model", model],
+            ["fit", lake.path, "-k", 2, "--model", model, "--covariance", "round"],
+        )
     )
     assert_one_error_line(missing_path, str(missing))
     assert_one_error_line(no_model_dir, "no_such_dir", "does not exist")
@@ -286,7 +263,7 @@ def test_errors(lake, fitted, tmp_path):
 
 def test_fit_with_filter(lake, tmp_path):
     model_path = tmp_path / "late.sgmm"
-    result = run(
+    result = run_streamgmm(
         "fit", lake.path, "-k", K, "--model", model_path, "--passthrough", "id", "--filter", "day>=1", "--json", "-q"
     )
     assert result.returncode == 0, result.stderr
@@ -301,7 +278,7 @@ def test_fit_with_filter(lake, tmp_path):
 def test_fit_in_float32(lake, fitted, tmp_path):
     """``--compute-dtype float32`` (the fused kernel where it was built) fits as well."""
     model_path = tmp_path / "single.sgmm"
-    result = run(
+    result = run_streamgmm(
         "fit", lake.path, "-k", K, "--model", model_path, "--passthrough", "id", "--compute-dtype", "float32", "-q"
     )
     assert result.returncode == 0, result.stderr
@@ -351,7 +328,7 @@ def test_progress_bars_on_a_terminal_and_not_with_q(lake, tmp_path):
 
 def test_info_on_parquet_data(lake):
     """Any Parquet data is described as fit would read it (oracle: pyarrow's own footers)."""
-    result = run("info", lake.path, "--json")
+    result = run_streamgmm("info", lake.path, "--json")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["kind"] == "parquet data" and info["files"] == len(lake.files)
@@ -363,7 +340,9 @@ def test_info_on_parquet_data(lake):
 
 def test_fit_with_moves_off(lake, tmp_path):
     model_path = tmp_path / "plain.sgmm"
-    result = run("fit", lake.path, "-k", K, "--model", model_path, "--passthrough", "id", "--moves", "off", "-q")
+    result = run_streamgmm(
+        "fit", lake.path, "-k", K, "--model", model_path, "--passthrough", "id", "--moves", "off", "-q"
+    )
     assert result.returncode == 0, result.stderr
     model = StreamingGaussianMixture.load(model_path)
     assert model.get_params()["moves"] == "off"
@@ -371,7 +350,7 @@ def test_fit_with_moves_off(lake, tmp_path):
 
 
 def test_hostile_moves_value_is_a_usage_error(lake, tmp_path):
-    fit, watch = run_all(
+    fit, watch = run_streamgmm_concurrently(
         ["fit", lake.path, "-k", K, "--model", tmp_path / "m.sgmm", "--moves", "sometimes"],
         ["watch", lake.path, "--state", tmp_path / "state", "-k", K, "--once", "--moves", "sometimes"],
     )

@@ -11,43 +11,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from scipy.stats import multivariate_normal
+from shared_helpers import assert_one_error_line, run_streamgmm, run_streamgmm_concurrently
 
 from streamgmm import ParquetSource, StreamingGaussianMixture
 
 CENTRES = np.array([[-50.0, -50.0], [50.0, 50.0]])
-
-
-def run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "streamgmm", *map(str, args)],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
-
-
-def run_all(*commands: list) -> list[subprocess.CompletedProcess]:
-    """Independent commands, concurrently (each pays about a second of imports)."""
-    with ThreadPoolExecutor(max_workers=min(4, len(commands))) as pool:
-        return list(pool.map(lambda argv: run(*argv), commands))
-
-
-def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("streamgmm: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def separated_records(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,7 +72,7 @@ def counted(tmp_path_factory):
 
 def test_fit_with_a_count_column_equals_the_duplicated_lake_and_the_weighted_moments(counted, tmp_path):
     root, X, labels, counts = counted
-    weighted_fit, duplicated_fit, unweighted_fit = run_all(
+    weighted_fit, duplicated_fit, unweighted_fit = run_streamgmm_concurrently(
         ["fit", root / "weighted", "-k", 2, "--algorithm", "batch", "--weight-column", "count", "--passthrough", "id"]
         + ["--model", tmp_path / "weighted.sgmm", "--json"],
         ["fit", root / "duplicated", "-k", 2, "--algorithm", "batch", "--model", tmp_path / "duplicated.sgmm"],
@@ -130,7 +104,7 @@ def test_bad_weights_and_weight_options_are_one_line_errors(counted, tmp_path):
     count[612] = -2.0
     pq.write_table(table.set_column(3, "count", pa.array(count)), bad / "part-0.parquet", row_group_size=500)
     model = tmp_path / "m.sgmm"
-    negative, missing, both, listed = run_all(
+    negative, missing, both, listed = run_streamgmm_concurrently(
         ["fit", bad, "-k", 2, "--weight-column", "count", "--model", model],
         ["fit", root / "weighted", "-k", 2, "--weight-column", "counts", "--model", model],
         ["fit", root / "weighted", "-k", 2, "--weight-column", "count", "--columns", "x,count", "--model", model],
@@ -162,9 +136,9 @@ def write_incomplete_lake(path, rng):
 def test_marginalize_fit_and_assign_from_the_command_line(tmp_path):
     X = write_incomplete_lake(tmp_path / "lake", np.random.default_rng(7))
     model_path = tmp_path / "m.sgmm"
-    fit = run("fit", tmp_path / "lake", "-k", 2, "--passthrough", "id", "--nan-policy", "marginalize")
+    fit = run_streamgmm("fit", tmp_path / "lake", "-k", 2, "--passthrough", "id", "--nan-policy", "marginalize")
     assert fit.returncode == 2  # --model is required: a usage error, not a fit
-    fit = run(
+    fit = run_streamgmm(
         "fit", tmp_path / "lake", "-k", 2, "--passthrough", "id", "--nan-policy", "marginalize", "--model", model_path
     )
     assert fit.returncode == 0, fit.stderr
@@ -178,7 +152,7 @@ def test_marginalize_fit_and_assign_from_the_command_line(tmp_path):
     np.testing.assert_allclose(np.sort(model.means_[:, 0]), [-5.0, 5.0], atol=0.2)
 
     out = tmp_path / "out"
-    assign = run(
+    assign = run_streamgmm(
         "assign", tmp_path / "lake", "--model", model_path, "--out", out, "--keep", "id", "--nan-policy", "marginalize"
     )
     assert assign.returncode == 0, assign.stderr
@@ -213,7 +187,7 @@ def test_watch_with_a_weight_column_and_a_resume_without_it(counted, tmp_path):
         target.write_bytes((root / "weighted" / f"part-{i}.parquet").read_bytes())
         os.utime(target, ns=(10**18 + i * 10**9, 10**18 + i * 10**9))  # consumed in this order
         files.append(target)
-    watched = run(
+    watched = run_streamgmm(
         *["watch", landing, "--state", state, "-k", 2, "--weight-column", "count", "--passthrough", "id"],
         *["--once", "--settle", "0", "--json"],
     )
@@ -234,8 +208,8 @@ def test_watch_with_a_weight_column_and_a_resume_without_it(counted, tmp_path):
     assert np.abs(plain.means_ - model.means_).max() > 0.1
 
     # One after the other: two watchers started together would find the state held by the other.
-    resumed = run("watch", landing, "--state", state, "--once", "--settle", "0", "-q")
-    marginalized = run(
+    resumed = run_streamgmm("watch", landing, "--state", state, "--once", "--settle", "0", "-q")
+    marginalized = run_streamgmm(
         *["watch", landing, "--state", state, "--once", "--settle", "0", "-q", "--weight-column", "count"],
         *["--nan-policy", "marginalize"],
     )

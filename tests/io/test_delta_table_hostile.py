@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from shared_helpers import assert_one_error_line, run_streamgmm
 
 from streamgmm import ParquetSource, StreamingGaussianMixture
 from streamgmm.io.columns import DataError
@@ -40,10 +39,6 @@ def evolved(tmp_path_factory) -> str:
     deltalake.write_deltalake(path, old_rows())
     deltalake.write_deltalake(path, new_rows(), mode="append", schema_mode="merge")
     return path
-
-
-def streamgmm(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streamgmm", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_a_column_added_by_schema_evolution_is_null_in_the_old_files(evolved) -> None:
@@ -74,10 +69,10 @@ def test_the_nan_policy_decides_about_the_old_files_nulls(evolved) -> None:
 
 
 def test_info_and_fit_of_an_evolved_table_on_the_command_line(evolved, tmp_path) -> None:
-    info = streamgmm("info", evolved, "--json")
+    info = run_streamgmm("info", evolved, "--json")
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)["numeric_columns"] == ["id", "x0", "x1", "x2"]
-    fit = streamgmm(
+    fit = run_streamgmm(
         "fit",
         evolved,
         "-k",
@@ -90,7 +85,7 @@ def test_info_and_fit_of_an_evolved_table_on_the_command_line(evolved, tmp_path)
         str(tmp_path / "m"),
     )
     assert fit.returncode == 0, fit.stderr
-    refused = streamgmm("fit", evolved, "-k", "2", "--model", str(tmp_path / "m2"))
+    refused = run_streamgmm("fit", evolved, "-k", "2", "--model", str(tmp_path / "m2"))
     assert refused.returncode == 1 and "schema drift" not in refused.stderr and "'x2'" in refused.stderr
 
 
@@ -111,12 +106,6 @@ def log_file(path: str, version: int) -> Path:
     return Path(path, "_delta_log", f"{version:020d}.json")
 
 
-def one_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    assert len(lines) == 1, text
-    return lines[0]
-
-
 def test_a_version_whose_files_vacuum_removed_names_the_table_the_version_and_the_file(vacuumed) -> None:
     with pytest.raises(DataError) as raised:
         ParquetSource(vacuumed, version=0)
@@ -124,8 +113,8 @@ def test_a_version_whose_files_vacuum_removed_names_the_table_the_version_and_th
     gone = deltalake.DeltaTable(vacuumed, version=0).file_uris()[0].removeprefix("file://")
     assert message.startswith(f"{vacuumed}: ") and "version 0" in message
     assert os.path.basename(gone) in message and "missing" in message
-    result = streamgmm("fit", vacuumed, "--version", "0", "-k", "1", "--model", "/dev/null/m")
-    assert result.returncode == 1 and "version 0" in one_line(result.stderr)
+    result = run_streamgmm("fit", vacuumed, "--version", "0", "-k", "1", "--model", "/dev/null/m")
+    assert_one_error_line(result, "version 0")
 
 
 def test_a_truncated_commit_is_one_line_naming_its_version(vacuumed, tmp_path) -> None:
@@ -139,8 +128,8 @@ def test_a_truncated_commit_is_one_line_naming_its_version(vacuumed, tmp_path) -
     message = str(raised.value)
     assert message.startswith(f"{path}: ") and "version 1" in message and commit.name in message
     assert "<unknown>" not in message and "pthread" not in message and len(message) < 400
-    result = streamgmm("info", path)
-    assert result.returncode == 1 and commit.name in one_line(result.stderr)
+    result = run_streamgmm("info", path)
+    assert_one_error_line(result, commit.name)
 
 
 def test_a_gap_in_the_log_is_one_line_naming_the_missing_version(vacuumed, tmp_path) -> None:
@@ -154,5 +143,5 @@ def test_a_gap_in_the_log_is_one_line_naming_the_missing_version(vacuumed, tmp_p
     message = str(raised.value)
     assert message.startswith(f"{path}: ") and "version 2" in message
     assert "ParsedLogPath" not in message and len(message) < 400
-    result = streamgmm("info", path)
-    assert result.returncode == 1 and "version 2" in one_line(result.stderr)
+    result = run_streamgmm("info", path)
+    assert_one_error_line(result, "version 2")
