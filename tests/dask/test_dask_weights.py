@@ -1,4 +1,4 @@
-"""Record weights and nan_policy='marginalize' on a real Dask cluster (issue 19): a weighted
+"""Record weights and nan_policy='marginalize' on a real Dask cluster: a weighted
 DataFrame fits as its rows repeated, and incomplete records fit as in one process."""
 
 from __future__ import annotations

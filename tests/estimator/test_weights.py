@@ -1,4 +1,4 @@
-"""Record weights: a record of weight w counts as w records (issue 19).
+"""Record weights: a record of weight w counts as w records.
 
 The oracle is the same data with rows repeated (integer weights) or removed (zero weights),
 fitted from the same start."""
