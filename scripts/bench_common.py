@@ -39,7 +39,7 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "seed": (int, "seed of the data and of the models"),
     "repeats": (int, "runs of each measurement"),
     "tmp": (str, "where temporary lakes and outputs go (deleted after)"),
-    "blas_threads": (int, "BLAS/OpenMP threads (0 or none: the libraries' default)"),
+    "blas_threads": (int, "BLAS/OpenMP threads, 0 or none for the libraries' own"),
     "json": (str, "also write the results as JSON here"),
 }
 
@@ -55,7 +55,13 @@ def parser(description: str | None, **defaults: Any) -> argparse.ArgumentParser:
     for name, default in defaults.items():
         kind, help_text = OPTIONS[name]
         choices = COVARIANCE_TYPES if name == "covariance" else None
-        made.add_argument("--" + name.replace("_", "-"), type=kind, default=default, choices=choices, help=help_text)
+        made.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=default,
+            choices=choices,
+            help=f"{help_text} (default: %(default)s)",
+        )
     return made
 
 
