@@ -157,6 +157,19 @@ def assert_bit_identical(a: Any, b: Any, name: str) -> None:
 
 
 FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
+# The births' and merges' arrays a model file holds (``arrays/<name>.npy``).
+MOVES_ARRAYS = (
+    "moves.records",
+    "moves.log_weights",
+    "moves.keys",
+    "moves.novel.shift",
+    "moves.novel.counts",
+    "moves.novel.sums",
+    "moves.novel.second",
+    "moves.sample.records",
+    "moves.sample.log_weights",
+    "moves.sample.keys",
+)
 FITTED_SCALARS = ("n_steps_", "records_seen_", "n_iter_", "converged_", "lower_bound_", "n_features_in_")
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from shared_helpers import assert_bit_identical, assert_bit_identical_models, npy
+from shared_helpers import FITTED_ARRAYS, MOVES_ARRAYS, assert_bit_identical, assert_bit_identical_models, npy
 
 from streamgmm import ModelFileError, StreamingGaussianMixture
 from streamgmm.io.model_file import read_model
@@ -21,19 +21,6 @@ from streamgmm.mixture.covariance import COVARIANCE_TYPES
 K = 3
 CHUNK = 1000
 PER_CLUSTER = 4000
-PARAMETERS = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
-MOVES_ARRAYS = (
-    "moves.records",
-    "moves.log_weights",
-    "moves.keys",
-    "moves.novel.shift",
-    "moves.novel.counts",
-    "moves.novel.sums",
-    "moves.novel.second",
-    "moves.sample.records",
-    "moves.sample.log_weights",
-    "moves.sample.keys",
-)
 
 
 @pytest.fixture(scope="module")
@@ -392,7 +379,7 @@ def test_a_file_without_moves_loads_and_resumes_with_fresh_moves(
     path = variant(good_file, tmp_path / "old.sgmm", dict.fromkeys(MOVES_ARRAYS), online_moves=None)
     old = StreamingGaussianMixture.load(path)
     assert old.online_state_.moves is None
-    for name in PARAMETERS:
+    for name in FITTED_ARRAYS:
         assert np.array_equal(getattr(old, name), getattr(mid_stream, name)), name
     old.partial_fit(sorted_stream[7 * CHUNK : 8 * CHUNK])
     assert old.online_state_.moves is not None and old.n_steps_ == mid_stream.n_steps_ + 2
