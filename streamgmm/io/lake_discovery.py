@@ -183,18 +183,7 @@ def _open_dataset(
     if table is None and (version is not None or as_of is not None):
         raise ValueError(f"version and as_of apply to a Delta or Iceberg table, not to {source}")
     if table is not None:
-        # The snapshot's files only: the folder also holds files the table no longer has.
-        snapshot = table_snapshot(table, version=version, as_of=as_of)
-        if not snapshot.files:
-            raise DataError(f"{table}: the {snapshot.format} table's snapshot {snapshot.version} has no data files")
-        if "://" in table:  # an object store: the files are URIs in it
-            store, base = pafs.FileSystem.from_uri(table)
-            base = base.rstrip("/")
-            files = [_without_scheme(f) for f in snapshot.files]
-        else:
-            store, base, files = pafs.LocalFileSystem(), os.path.abspath(table), snapshot.files
-        return _table_dataset(snapshot, files, store, base), base, [], (base,), _names(snapshot.schema)
-
+        return _open_table(table, version, as_of)
     if isinstance(source, ds.Dataset):
         if not isinstance(source, ds.FileSystemDataset):
             raise TypeError("a pyarrow dataset of files is needed; pass an in-memory table directly instead")
@@ -205,6 +194,32 @@ def _open_dataset(
         while "=" in os.path.basename(base):
             base = os.path.dirname(base)
         return source, base, [], (base,), frozenset()
+    return _open_paths(source, filesystem)
+
+
+def _open_table(
+    table: str, version: int | None, as_of: Any
+) -> tuple[ds.FileSystemDataset, str, list[str], tuple[str, ...], frozenset[str]]:
+    """:func:`_open_dataset` of a Delta or Iceberg table: its snapshot's files only (the folder
+    also holds files the table no longer has)."""
+    snapshot = table_snapshot(table, version=version, as_of=as_of)
+    if not snapshot.files:
+        raise DataError(f"{table}: the {snapshot.format} table's snapshot {snapshot.version} has no data files")
+    if "://" in table:  # an object store: the files are URIs in it
+        store, base = pafs.FileSystem.from_uri(table)
+        base = base.rstrip("/")
+        files = [_without_scheme(f) for f in snapshot.files]
+    else:
+        store, base, files = pafs.LocalFileSystem(), os.path.abspath(table), snapshot.files
+    return _table_dataset(snapshot, files, store, base), base, [], (base,), _names(snapshot.schema)
+
+
+def _open_paths(
+    source: Any, filesystem: pafs.FileSystem | None
+) -> tuple[ds.FileSystemDataset, str, list[str], tuple[str, ...], frozenset[str]]:
+    """:func:`_open_dataset` of paths, globs and directories (one or a list)."""
+    import pyarrow.dataset as ds
+
     paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     if filesystem is not None and not isinstance(filesystem, pafs.FileSystem):
         # An fsspec filesystem (s3fs, gcsfs, adlfs, ...): pyarrow reads through it. It lists keys
