@@ -63,13 +63,16 @@ def cluster(s3_server, tmp_path) -> Iterator[tuple[str, dict[str, str], dict[str
         wait_for(scheduler_file, scheduler, tmp_path / "scheduler.log")
         yield str(scheduler_file), with_keys, bare, processes
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        # Workers first, while their scheduler still answers: a worker that loses it waits
+        # seconds for it before exiting.
+        for group in (processes[1:], processes[:1]):
+            for process in group:
+                process.terminate()
+            for process in group:
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
 
 
 def add_workers(cluster, env: dict[str, str], n: int, tmp_path: Path) -> None:
