@@ -11,8 +11,8 @@ Printed, per ``--batch-sizes`` (default 8192, the default, then 16384 and 32768)
 - rates: the median over ``--rounds`` of a pass without the profiler, against bare decode
   (``scripts/bench.py``'s ``decode``, measured in the same round);
 - the profile of one pass (the median round's): each thread that ran (``MainThread``: the
-  E-step, blend, M-step, re-seeding; ``streamgmm-decode``, ``streamgmm-prefetch``,
-  ``streamgmm-batches-ahead``: reading, decoding and handing batches over) with its wall and CPU
+  E-step, blend, M-step, re-seeding; the ``streamgmm-*`` threads: reading, decoding, cutting
+  and handing batches over) with its wall and CPU
   seconds per million records, then the steps its functions' own time falls in (``STEPS``:
   function names as cProfile reports them), as a share of the pass's wall time. Each thread
   runs under a ``cProfile.Profile`` of its own (``threading.Thread.run`` is wrapped in this
