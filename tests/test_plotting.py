@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from shared_helpers import run_streamgmm
+from shared_helpers import run_streamgmm, run_streamgmm_concurrently
 
 matplotlib = pytest.importorskip("matplotlib")
 
@@ -112,21 +112,24 @@ def test_cli_select_then_plot_then_info(tmp_path):
         model.bic(streamgmm.ParquetSource(info.path, columns=["x0", "x1"])), rel=1e-9
     )
 
+    # The model's readers are independent of each other: run concurrently (each pays its imports).
     png = tmp_path / "fit.png"
-    plotted = run_streamgmm("plot", best, "--data", info.path, "--out", png, "--sample", "2000")
+    plotted, described, table, bad = run_streamgmm_concurrently(
+        ["plot", best, "--data", info.path, "--out", png, "--sample", "2000"],
+        ["info", best],
+        ["select", info.path, "--passthrough", "id", "-k", "2,3", "--held-out", "1000"],
+        ["plot", best, "--out", tmp_path / "x.png", "--pairs", "x0:x9"],
+    )
     assert plotted.returncode == 0, plotted.stderr
     assert plotted.stdout.strip() == f"wrote {png} (800x800 PNG)"
     assert png_size(png) == (800, 800)
 
-    described = run_streamgmm("info", best)
     # 9,000 records fit in the initialisation sample: the fit is EM on all of them, no online steps.
     assert "fit history: empty (no online mini-batches)" in described.stdout
 
-    table = run_streamgmm("select", info.path, "--passthrough", "id", "-k", "2,3", "--held-out", "1000")
     assert table.returncode == 0, table.stderr
     assert "scored on held-out reservoir (N = 1,000)" in table.stdout and "best by BIC: K = 3" in table.stdout
 
-    bad = run_streamgmm("plot", best, "--out", tmp_path / "x.png", "--pairs", "x0:x9")
     assert bad.returncode == 1 and bad.stderr.startswith("streamgmm: error: no feature 'x9'")
 
 
