@@ -351,18 +351,7 @@ def _drift_panel(ax: Any, ledger: Sequence[dict[str, Any]]) -> None:
     sd = np.array([np.nan if p["level_sd"] is None else p["level_sd"] for p in scored], dtype=float)
     young = np.array([p["level_files"] < MIN_LEVEL_FILES for p in scored], dtype=bool)
     threshold = np.where(young, np.nan, level - np.maximum(FLAG_SDS * sd, MIN_DROP))
-    # The y range of the usual files: unflagged scores, levels and thresholds.
-    usual = np.concatenate([score[~flagged], level[np.isfinite(level)], threshold[np.isfinite(threshold)]])
-    if usual.size == 0:
-        usual = score
-    low, high = float(usual.min()), float(usual.max())
-    # Flagged scores near that range widen it; those far below it (beyond twice its span) would
-    # squash it flat, and are drawn at its edge instead.
-    near = score[flagged & (score >= low - 2 * max(high - low, 1.0))]
-    low = min(low, float(near.min())) if near.size else low
-    pad = max(0.15 * (high - low), 0.25)
-    low, high = low - pad, high + pad
-    edge = low + pad / 3  # where scores below the panel are drawn
+    low, high, edge = _drift_range(score, flagged, level, threshold)
     shown = np.maximum(score, edge)
     marker = "." if len(x) < 80 else None
     ax.plot(x, shown, color="tab:blue", lw=1.4, marker=marker, label="score of the file, before learning it")
@@ -381,6 +370,37 @@ def _drift_panel(ax: Any, ledger: Sequence[dict[str, Any]]) -> None:
     for xi, si, yi in zip(x, score, shown):
         if si < edge:  # below the panel: drawn at its edge, with its value
             ax.annotate(f"{si:.4g}", (xi, yi), xytext=(4, 6), textcoords="offset points", fontsize=8, color="tab:red")
+    _mark_births(ax, series)
+    ax.set_ylim(low, high)
+    ax.ticklabel_format(axis="y", useOffset=False)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("file (ledger sequence number)", fontsize=11)
+    ax.set_ylabel("nats per record", fontsize=11)
+    ax.legend(fontsize=8, loc="best")
+
+
+def _drift_range(
+    score: np.ndarray, flagged: np.ndarray, level: np.ndarray, threshold: np.ndarray
+) -> tuple[float, float, float]:
+    """The drift panel's y range ``(low, high)`` and the ``edge`` where scores below it are
+    drawn: the usual files' range (unflagged scores, levels, thresholds), widened by flagged
+    scores near it; scores beyond twice its span below it would squash it flat."""
+    # The y range of the usual files: unflagged scores, levels and thresholds.
+    usual = np.concatenate([score[~flagged], level[np.isfinite(level)], threshold[np.isfinite(threshold)]])
+    if usual.size == 0:
+        usual = score
+    low, high = float(usual.min()), float(usual.max())
+    # Flagged scores near that range widen it; those far below it (beyond twice its span) would
+    # squash it flat, and are drawn at its edge instead.
+    near = score[flagged & (score >= low - 2 * max(high - low, 1.0))]
+    low = min(low, float(near.min())) if near.size else low
+    pad = max(0.15 * (high - low), 0.25)
+    low, high = low - pad, high + pad
+    return low, high, low + pad / 3
+
+
+def _mark_births(ax: Any, series: Sequence[dict[str, Any]]) -> None:
+    """A dotted line and the number born at each file whose moves took a birth."""
     marked = False
     for point in series:
         if any(move["kind"] == "birth" for move in point["moves"]):
@@ -398,9 +418,3 @@ def _drift_panel(ax: Any, ledger: Sequence[dict[str, Any]]) -> None:
                 color="tab:green",
             )
             marked = True
-    ax.set_ylim(low, high)
-    ax.ticklabel_format(axis="y", useOffset=False)
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_xlabel("file (ledger sequence number)", fontsize=11)
-    ax.set_ylabel("nats per record", fontsize=11)
-    ax.legend(fontsize=8, loc="best")
