@@ -1,5 +1,6 @@
-"""The watcher's state directory: one atomic checkpoint committing the model AND the ledger of
-the files seen, a lock, the model history and the quarantine records.
+"""The watcher's state directory: the layout of a :class:`~streamgmm.watch.state.WatchState` in a
+local directory (one atomic checkpoint committing the model AND the ledger of the files seen, the
+model history and the quarantine records), kept by a lock.
 
 Layout::
 
@@ -23,9 +24,10 @@ temporary files; history links are redone. The cost of a commit does not grow wi
 (``scripts/bench_watch_checkpoint.py``).
 
 ``StateDirectory(..., on_step=...)`` is called with ``(point, sequence)`` at each step of a
-commit: ``before_temp`` (model updated and output written, nothing of the checkpoint on disk),
-``before_rename`` (temporary file written and fsynced) and ``after_rename``; the watcher adds
-``mid_file`` (a file's first mini-batch blended). The crash tests kill the process there.
+commit (:class:`~streamgmm.watch.state.WatchState`): ``before_temp`` (model updated and output
+written, nothing of the checkpoint on disk), ``before_rename`` (temporary file written and
+fsynced) and ``after_rename``; the watcher adds ``mid_file`` (a file's first mini-batch blended).
+The crash tests kill the process there.
 
 Examples
 --------
@@ -44,71 +46,40 @@ Examples
 
 from __future__ import annotations
 
-import datetime
 import fcntl
 import hashlib
-import json
 import os
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from streamgmm.estimator import StreamingGaussianMixture
-from streamgmm.io.atomic_write import (
-    MAX_NAME_BYTES,
-    atomic_path,
-    bounded_name,
-    create_new,
-    fsync_directory,
-    write_bytes_atomically,
+from streamgmm.io.model_file import ModelFileError, read_model
+from streamgmm.watch.blob_store import LocalBlobs
+from streamgmm.watch.state import (
+    Checkpoint,
+    Committed,
+    Found,
+    StateDirectoryBusy,
+    WatchState,
+    decode_checkpoint,
+    encode_entries,
+    model_of,
 )
-from streamgmm.io.model_file import ModelFileError, parse_json, read_model, write_model_to
-from streamgmm.watch.drift import drift_summary
 
-WATCH_FORMAT = "streamgmm.watch"
-WATCH_VERSION = 1
+__all__ = ["Checkpoint", "StateDirectory", "StateDirectoryBusy", "is_state_directory", "state_summary"]
+
 CURRENT = "current.model"
 EARLY = "ledger-before-model.json"  # the checkpoint while no file has made a model yet
 LEDGER = "ledger.jsonl"
 MODELS = "models"
-QUARANTINE = "quarantine"
 LOCK = "lock"
-CRASH_POINTS = ("mid_file", "before_temp", "before_rename", "after_rename")
 TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp$")
 
 
-class StateDirectoryBusy(RuntimeError):
-    """Another watcher holds the state directory's lock."""
-
-
-def _no_step(point: str, sequence: int) -> None:
-    """The default ``on_step``: nothing."""
-
-
-def now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-
-
-@dataclass
-class Checkpoint:
-    """What a state directory holds: the model (None while every file so far was quarantined
-    or empty) and the ledger of files seen."""
-
-    model: StreamingGaussianMixture | None
-    ledger: list[dict[str, Any]]
-    sequence: int
-    updated: str
-    config: dict[str, Any] = field(default_factory=dict)
-    restored_from: Path | None = None  # the kept checkpoint read because current.model was lost
-
-
-class StateDirectory:
+class StateDirectory(WatchState):
     """A watcher's state directory (see the module docstring)."""
 
     def __init__(
@@ -117,24 +88,19 @@ class StateDirectory:
         keep_models: int = 10,
         on_step: Callable[[str, int], None] | None = None,
     ):
-        if keep_models < 1:
-            raise ValueError(f"keep_models must be >= 1, got {keep_models}")
-        self.path = Path(path)
-        self.keep_models = keep_models
-        self.on_step = on_step if on_step is not None else _no_step
-        # The committed part of ledger.jsonl: entries, bytes, and the running hash of those bytes.
-        self._entries = 0
-        self._bytes = 0
-        self._hash = hashlib.sha256()
+        path = Path(path)
+        super().__init__(DirectoryLayout(path, keep_models), DirectoryLock(path), keep_models, on_step)
 
-    @property
-    def current(self) -> Path:
-        return self.path / CURRENT
+
+class DirectoryLock:
+    """The state directory's lock: ``fcntl.flock`` on ``lock``, which holds the holder's pid."""
+
+    def __init__(self, path: Path):
+        self.path = path
 
     @contextmanager
-    def locked(self) -> Iterator[Checkpoint | None]:
-        """Hold the state directory's lock (non-blocking: a second watcher is refused), and
-        yield the last checkpoint (None if there is none yet)."""
+    def held(self) -> Iterator[None]:
+        """Hold the lock (non-blocking: a second watcher is refused)."""
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
         try:
@@ -146,69 +112,59 @@ class StateDirectory:
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            yield self._recover()
+            yield
         finally:
             os.close(fd)  # releases the lock
 
-    def _recover(self) -> Checkpoint | None:
-        """After a kill: remove temporary files, cut ledger entries appended but never
-        committed, and link the last checkpoint into the history if the kill came between the
-        rename and the link."""
+    def confirm(self) -> None:
+        """A lock held by an open file cannot be lost."""
+
+
+class DirectoryLayout:
+    """Where a state directory keeps what (see the module docstring)."""
+
+    ledger_damaged = "{where}: its first {size} bytes are not those the checkpoint committed (damaged?)"
+    ledger_counted = "{where}: {found} committed entries, the checkpoint says {entries}"
+
+    def __init__(self, path: Path, keep_models: int):
+        self.path, self.keep_models = path, keep_models
+        self.blobs = LocalBlobs(path)
+
+    @property
+    def current(self) -> Path:
+        return self.path / CURRENT
+
+    def clear_cut(self) -> None:
+        """Temporary files of a killed commit; the early checkpoint if a kill came between the
+        first model's commit and its removal."""
         for entry in self.path.iterdir():
             if TEMPORARY.match(entry.name) and entry.is_file():
                 entry.unlink()
         if self.current.is_file():
-            (self.path / EARLY).unlink(missing_ok=True)  # killed between the first commit and its removal
-        checkpoint = self.load()
-        if checkpoint is not None and checkpoint.restored_from is not None:
-            self._restore_current(checkpoint.restored_from)
-        ledger = self.path / LEDGER
-        if ledger.exists() and ledger.stat().st_size > self._bytes:
-            os.truncate(ledger, self._bytes)
-        if checkpoint is not None and checkpoint.model is not None:
-            self._keep_history(checkpoint.sequence)
-        return checkpoint
+            self.blobs.delete(EARLY)
 
-    def load(self) -> Checkpoint | None:
-        """The last committed checkpoint, or None before the first one. Reads only the
-        committed part of the ledger file (no lock needed: nothing is changed)."""
-        where = self._checkpoint_file()
-        if where is None:
-            self._entries, self._bytes, self._hash = 0, 0, hashlib.sha256()
-            return None
-        model, watch = self._read_checkpoint(where)
-        try:
-            sequence, size, digest = int(watch["sequence"]), int(watch["ledger_bytes"]), str(watch["ledger_sha256"])
-            updated, config = str(watch["updated"]), dict(watch.get("config", {}))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"{where}: corrupt watcher checkpoint ({exc})") from None
-        ledger, running = self._read_ledger(size, digest, sequence)
-        self._entries, self._bytes, self._hash = sequence, size, running
-        restored = where if where.parent.name == MODELS else None
-        return Checkpoint(model, ledger, sequence, updated, config, restored_from=restored)
-
-    def _checkpoint_file(self) -> Path | None:
+    def find(self) -> Found | None:
         """current.model; else the checkpoint before the first model; else (current.model lost)
         the kept checkpoint that was it; None for a new state directory."""
         if self.current.is_file():
-            return self.current
-        if (self.path / EARLY).is_file():
-            return self.path / EARLY
-        return self._lost_checkpoint()
+            name = CURRENT
+        elif self.blobs.exists(EARLY):
+            name = EARLY
+        else:
+            name = self._lost_checkpoint()
+        if name is None:
+            return None
+        path = self.blobs.file(name)
+        model, watch = decode_checkpoint(path, str(path), early=name == EARLY)
+        return Found(str(path), model, watch, restored_from=path if name.startswith(f"{MODELS}/") else None)
 
-    def _read_checkpoint(self, where: Path) -> tuple[StreamingGaussianMixture | None, dict[str, Any]]:
-        """The model (None before the first one) and the "watch" section of a checkpoint file."""
-        if where.name == EARLY:
-            return checked_checkpoint(lambda: (None, parse_json(where.read_bytes(), str(where))), str(where))
-        return checked_checkpoint(lambda: checkpoint_of_document(*read_model(where)), str(where))
-
-    def _lost_checkpoint(self) -> Path | None:
+    def _lost_checkpoint(self) -> str | None:
         """Without current.model: None for a new state directory; else the newest valid kept
         checkpoint in models/ if the ledger is exactly what it committed (it is the lost
         current.model, hard-linked there when committed). Anything else is refused with a line
         saying how to recover: the ledger is never cut to fit a checkpoint found this way."""
         ledger = self.path / LEDGER
-        size = ledger.stat().st_size if ledger.exists() else 0
+        size = self.blobs.size(LEDGER)
         kept = history_files(self.path)
         if not kept and (size == 0 or ledger.read_bytes().count(b"\n") <= 1):
             return None  # new, or the first commit killed before its rename: its entry is cut
@@ -218,8 +174,8 @@ class StateDirectory:
                 committed, digest = int(watch["ledger_bytes"]), str(watch["ledger_sha256"])
             except (ModelFileError, OSError, KeyError, TypeError, ValueError):
                 continue  # damaged or pruned meanwhile: an older one may do
-            if committed == size and _sha256_of_file(ledger, size) == digest:
-                return candidate
+            if committed == size and hashlib.sha256(self.blobs.read_prefix(LEDGER, size) or b"").hexdigest() == digest:
+                return f"{MODELS}/{candidate.name}"
             raise ModelFileError(
                 f"{self.current} is missing and the newest kept checkpoint, {MODELS}/{candidate.name}, does not "
                 f"commit the {size:,} bytes of {LEDGER} (it commits {committed:,}); restore {CURRENT} from a "
@@ -231,144 +187,65 @@ class StateDirectory:
             f"not empty; restore {CURRENT} from a backup, or start again in a new state directory"
         )
 
-    def _read_ledger(self, size: int, digest: str, entries: int) -> tuple[list[dict[str, Any]], Any]:
-        path = self.path / LEDGER
-        data = b""
-        if size:
-            try:
-                with open(path, "rb") as handle:
-                    data = handle.read(size)
-            except FileNotFoundError:
-                raise ModelFileError(f"{path}: missing, but the checkpoint commits {entries} entries of it") from None
-        running = hashlib.sha256(data)
-        if len(data) != size or running.hexdigest() != digest:
-            raise ModelFileError(f"{path}: its first {size} bytes are not those the checkpoint committed (damaged?)")
-        ledger = [json.loads(line) for line in data.splitlines()]
-        if len(ledger) != entries:
-            raise ModelFileError(f"{path}: {len(ledger)} committed entries, the checkpoint says {entries}")
-        return ledger, running
+    def ledger_name(self, watch: dict[str, Any]) -> str:
+        return LEDGER
 
-    def commit(
-        self, model: StreamingGaussianMixture | None, ledger: list[dict[str, Any]], config: dict[str, Any]
-    ) -> int:
-        """Commit ``model`` with ``ledger`` (the committed entries plus new ones); return the
-        sequence number, the number of entries. The caller holds the lock.
+    def ledger_bytes(self, name: str, size: int) -> tuple[str, bytes | None]:
+        """The committed part of the ledger file (it may be longer: entries of a cut commit)."""
+        return self.blobs.name_url(name), self.blobs.read_prefix(name, size) if size else b""
 
-        The new entries are appended to ledger.jsonl and fsynced, then the checkpoint naming the
-        ledger's new length and hash is written to a temporary file, fsynced and renamed: the
-        commit point. Entries appended by a commit killed before its rename are cut on restart.
-        Without a model yet, the checkpoint is ``ledger-before-model.json``."""
-        sequence = len(ledger)
-        if sequence < self._entries:
-            raise ValueError(f"the ledger has {sequence} entries, fewer than the {self._entries} committed")
-        data = b"".join(json.dumps(entry, sort_keys=True).encode() + b"\n" for entry in ledger[self._entries :])
-        fd = os.open(self.path / LEDGER, os.O_WRONLY | os.O_CREAT, 0o666)
-        try:
-            os.ftruncate(fd, self._bytes)  # nothing uncommitted before the new entries
-            os.pwrite(fd, data, self._bytes)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        running = self._hash.copy()
+    def stage_ledger(self, ledger: list[dict[str, Any]], committed: Committed) -> tuple[Committed, dict[str, Any]]:
+        """The new entries appended to ledger.jsonl after its committed part, and fsynced."""
+        data = encode_entries(ledger[committed.entries :])
+        self.blobs.write_at(LEDGER, committed.size, data)
+        running = committed.sha256.copy()
         running.update(data)
-        watch = {
-            "format": WATCH_FORMAT,
-            "version": WATCH_VERSION,
-            "sequence": sequence,
-            "updated": now_iso(),
-            "config": config,
-            "ledger_bytes": self._bytes + len(data),
-            "ledger_sha256": running.hexdigest(),
-        }
-        self.on_step("before_temp", sequence)
-        target = self.current if model is not None else self.path / EARLY
-        # The rename at the end of atomic_path is the commit point.
-        with atomic_path(target, before_rename=lambda: self.on_step("before_rename", sequence)) as tmp:
-            with create_new(tmp) as raw:
-                if model is not None:
-                    document, arrays = model.model_document()
-                    write_model_to(raw, {**document, "watch": watch}, arrays)
-                else:
-                    raw.write(json.dumps(watch, indent=1).encode())
-        fsync_directory(self.path)
-        self._entries, self._bytes, self._hash = sequence, self._bytes + len(data), running
-        self.on_step("after_rename", sequence)
-        if model is not None:
-            (self.path / EARLY).unlink(missing_ok=True)  # this checkpoint has taken it over
-            self._keep_history(sequence)
-        return sequence
+        return Committed(len(ledger), committed.size + len(data), running), {}
 
-    def _restore_current(self, kept: Path) -> None:
-        """current.model again, as the kept checkpoint it was (a hard link, else a copy)."""
-        with atomic_path(self.current) as tmp:
-            try:
-                os.link(kept, tmp)
-            except OSError:  # a filesystem without hard links
-                shutil.copyfile(kept, tmp)
-        fsync_directory(self.path)
+    def publish(self, sequence: int, body: bytes, early: bool, before_commit: Callable[[], None]) -> None:
+        """The checkpoint renamed into place: the commit point."""
+        self.blobs.replace(EARLY if early else CURRENT, body, before_commit)
+
+    def settle(self, sequence: int, has_model: bool) -> None:
+        if has_model:
+            self.blobs.delete(EARLY)  # this checkpoint has taken it over
+            self._keep_history(sequence)
+
+    def recover(self, checkpoint: Checkpoint | None, committed: Committed) -> None:
+        """current.model again if it was lost; ledger entries appended but never committed cut;
+        the last checkpoint linked into the history if the kill came between rename and link."""
+        if checkpoint is not None and checkpoint.restored_from is not None:
+            self.blobs.link(f"{MODELS}/{checkpoint.restored_from.name}", CURRENT, atomic=True)
+        if self.blobs.size(LEDGER) > committed.size:
+            self.blobs.truncate(LEDGER, committed.size)
+        if checkpoint is not None and checkpoint.model is not None:
+            self._keep_history(checkpoint.sequence)
 
     def _keep_history(self, sequence: int) -> None:
         """``models/NNNNNNNN.model`` for this checkpoint (a hard link: no copy), and only the
         last ``keep_models`` of them."""
-        models = self.path / MODELS
-        models.mkdir(exist_ok=True)
-        target = models / f"{sequence:08d}.model"
-        if not target.exists():
-            try:
-                os.link(self.current, target)
-            except FileExistsError:
-                pass
-            except OSError:  # a filesystem without hard links
-                with open(self.current, "rb") as source:
-                    write_bytes_atomically(target, source.read())
+        target = f"{MODELS}/{sequence:08d}.model"
+        if not self.blobs.exists(target):
+            self.blobs.link(CURRENT, target)
         kept = history_files(self.path)
         for old in kept[: max(0, len(kept) - self.keep_models)]:
             old.unlink(missing_ok=True)
 
-    def record_quarantine(self, entry: dict[str, Any]) -> Path:
-        """A human-readable record of a quarantined file (the ledger is the authority; this is
-        rewritten identically if a restart quarantines the same file again)."""
-        directory = self.path / QUARANTINE
-        directory.mkdir(exist_ok=True)
-        name = re.sub(r"[^\w.=-]", "_", entry["path"].replace(os.sep, "__"))
-        suffix = f".{(entry.get('sha256') or 'unhashed')[:12]}.json"
-        # Bounded like every name the watcher writes: a long or deep landing path is hashed.
-        target = directory / (bounded_name(name, MAX_NAME_BYTES - len(suffix)) + suffix)
-        write_bytes_atomically(target, (json.dumps(entry, indent=1) + "\n").encode())
-        return target
+    def kept(self, sequence: int) -> list[str]:
+        return [f"{MODELS}/{p.name}" for p in history_files(self.path)]
 
+    def kept_label(self, name: str) -> str:
+        return name.rsplit("/", 1)[-1]
 
-def _sha256_of_file(path: Path, size: int) -> str:
-    digest = hashlib.sha256()
-    if size:
-        with open(path, "rb") as handle:
-            digest.update(handle.read(size))
-    return digest.hexdigest()
+    def read_kept(self, name: str) -> StreamingGaussianMixture | None:
+        return model_of(self.blobs.file(name), self.blobs.name_url(name))
 
+    def shown_current(self) -> str:
+        return str(self.current)
 
-def checkpoint_of_document(
-    document: dict[str, Any], arrays: dict[str, Any]
-) -> tuple[StreamingGaussianMixture | None, Any]:
-    """A checkpoint's model and its "watch" section, from a model document."""
-    return StreamingGaussianMixture.from_document(document, arrays), document.get("watch")
-
-
-def checked_checkpoint(
-    load: Callable[[], tuple[StreamingGaussianMixture | None, Any]], where: str
-) -> tuple[StreamingGaussianMixture | None, dict[str, Any]]:
-    """``load()``'s model and "watch" section, checked: a damaged or foreign checkpoint, or one
-    of another version, is a ``ModelFileError`` naming ``where`` (a file or an object's URL)."""
-    try:
-        model, watch = load()
-    except ModelFileError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{where}: corrupt watcher checkpoint ({exc})") from None
-    if not isinstance(watch, dict) or watch.get("format") != WATCH_FORMAT:
-        raise ModelFileError(f"{where}: not a watcher checkpoint (no ledger)")
-    if watch.get("version") != WATCH_VERSION:
-        raise ModelFileError(f"{where}: watcher checkpoint version {watch.get('version')!r} is not supported")
-    return model, watch
+    def record(self, name: str, data: bytes) -> str:
+        self.blobs.put(name, data)
+        return self.blobs.name_url(name)
 
 
 def history_files(path: str | os.PathLike[str]) -> list[Path]:
@@ -387,67 +264,5 @@ def state_summary(
     path: str | os.PathLike[str], recent: int = 10
 ) -> tuple[dict[str, Any], StreamingGaussianMixture | None]:
     """What a state directory says (without taking the lock: the checkpoint is read whole or
-    not at all): counts of the ledger, the last update, the last updates and how far each
-    moved the parameters, the kept history, quarantined files with their reasons, and the drift
-    signal (:func:`~streamgmm.watch.drift.drift_summary`)."""
-    state = StateDirectory(path)
-    kept = history_files(path)
-
-    def oldest() -> StreamingGaussianMixture | None:
-        try:
-            return StreamingGaussianMixture.load(kept[0]) if kept else None
-        except (ModelFileError, OSError):
-            return None  # pruned between listing and reading
-
-    return summary_of(str(path), state.load(), str(state.current), [p.name for p in kept], oldest, recent)
-
-
-def summary_of(
-    path: str,
-    checkpoint: Checkpoint | None,
-    current: str,
-    kept: list[str],
-    oldest: Callable[[], StreamingGaussianMixture | None],
-    recent: int = 10,
-) -> tuple[dict[str, Any], StreamingGaussianMixture | None]:
-    """:func:`state_summary`'s report from a loaded checkpoint, wherever the state lives:
-    ``current`` names the checkpoint, ``kept`` the kept checkpoints, ``oldest`` reads the first."""
-    if checkpoint is None:
-        ledger, sequence, updated, model = [], 0, None, None
-    else:
-        ledger, sequence, updated, model = checkpoint.ledger, checkpoint.sequence, checkpoint.updated, checkpoint.model
-
-    def count(status: str) -> int:
-        return sum(entry["status"] == status for entry in ledger)
-
-    displacement = None
-    first = oldest() if kept and model is not None else None
-    if first is not None and first.means_.shape == model.means_.shape:
-        displacement = np.linalg.norm(model.means_ - first.means_, axis=1).tolist()
-    return {
-        "kind": "watch state",
-        "path": path,
-        "model": current if model is not None else None,
-        "sequence": sequence,
-        "files_seen": len(ledger),
-        "files_consumed": count("consumed"),
-        "files_quarantined": count("quarantined"),
-        "files_duplicate": count("duplicate"),
-        "records_used": sum(int(entry.get("records_used", 0)) for entry in ledger),
-        "records_skipped": sum(int(entry.get("records_skipped", 0)) for entry in ledger),
-        "last_update": updated,
-        "n_steps": int(model.n_steps_) if model is not None else 0,
-        "step_floor": float(model.step_floor) if model is not None else None,
-        "moves": model.moves if model is not None else None,
-        "recent": [
-            {
-                key: entry.get(key)
-                for key in ("sequence", "path", "status", "records_used", "mean_shift", "weight_shift", "at")
-            }
-            for entry in ledger[-recent:]
-        ],
-        "quarantined": [{"path": e["path"], "reason": e.get("reason")} for e in ledger if e["status"] == "quarantined"],
-        "models": kept,
-        "mean_displacement_since_oldest_kept": displacement,
-        "drift": drift_summary(ledger),
-    }, model
+    not at all): :func:`~streamgmm.watch.state.summary_of`."""
+    return StateDirectory(path).summary(str(path), recent)

@@ -11,7 +11,8 @@ it has kept its size and mtime for ``settle`` seconds of this process's own (mon
 over at least two looks, and its content is then what it was at the first look.
 
 A landing prefix on an object store (``s3://bucket/landing/``) is :mod:`.store_landing`'s; both
-kinds offer ``files``, ``hold`` and ``content_sha256``, which the watcher uses.
+kinds are a :class:`Landing` (``files``, ``hold``, ``content_sha256``) whose held files are a
+:class:`Held`, which is all the watcher uses.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -39,6 +40,42 @@ class LandingFile:
     relative: str
     size: int
     mtime_ns: int
+
+
+class Held(Protocol):
+    """A landing file held while it is used: what is hashed is what is learnt."""
+
+    file: LandingFile
+    etag: str | None  # the object's entity tag, where the store has one
+
+    def __enter__(self) -> Held: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def sha256(self) -> str:
+        """The SHA-256 of the content held."""
+
+    def unchanged(self) -> bool:
+        """Whether the landing still names this same content, as listed."""
+
+    def parquet_rows(self) -> int:
+        """The record count, from the Parquet footer; a :class:`DataError` if it is not Parquet."""
+
+    def parquet_source(self, **options: Any) -> ParquetSource:
+        """The content held, as a source to learn from."""
+
+
+class Landing(Protocol):
+    """Where files arrive: a local directory or an object-store prefix."""
+
+    def files(self, avoid: Sequence[str]) -> tuple[list[LandingFile], list[str]]:
+        """The candidate files, oldest first, and a message per entry that could not be read."""
+
+    def hold(self, file: LandingFile) -> Held:
+        """Open (or fetch) ``file`` to be hashed and learnt from."""
+
+    def content_sha256(self, file: LandingFile) -> str | None:
+        """The SHA-256 of the file's content now (None if it is gone or unreadable)."""
 
 
 def landing_files(

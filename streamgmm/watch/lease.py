@@ -1,12 +1,7 @@
-"""Objects under a state prefix on an object store, written whole, some conditionally, and the
-lease that keeps a second watcher off that prefix.
-
-Conditional writes: on ``s3://`` with botocore importable (it comes with s3fs and boto3), a
-write can be made to succeed only if the object is absent (``If-None-Match: *``) or still the
-version read (``If-Match: ETag``), which S3 and S3-compatible servers check atomically. Elsewhere
-(``gs://``, ``abfs://``, other S3 setups) the same check is made by reading, comparing and then
-writing, which leaves a window in which two writers can both succeed; :attr:`ObjectStore.atomic`
-says which.
+"""The lease that keeps a second watcher off a state prefix on an object store: the
+:class:`~streamgmm.watch.state.Exclusion` of a :class:`~streamgmm.watch.store_state.StoreState`,
+as the lock is a state directory's. It is made of conditional writes
+(:meth:`~streamgmm.watch.blob_store.ObjectStore.put_if`), atomic where the store checks them.
 
 The lease (``LEASE``) holds the watcher's id, host, pid and an expiry ``seconds`` ahead; it is
 created only if absent, renewed by a background thread every third of ``seconds`` (only if it is
@@ -20,7 +15,6 @@ read, or whose expiry lies further ahead than any watcher writes, is an error na
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -28,13 +22,12 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.fs as pafs
-
-from streamgmm.io.store_credentials import s3_client, split_credentials
-from streamgmm.watch.checkpoint import StateDirectoryBusy
+from streamgmm.watch.blob_store import Conflict, ObjectStore
+from streamgmm.watch.state import StateDirectoryBusy
 
 LEASE = "LEASE"
 # The longest lease (a day): a killed watcher's lease blocks the prefix until it expires.
@@ -43,97 +36,8 @@ MAX_LEASE_SECONDS = 86400.0
 CLOCK_SKEW_SECONDS = 3600.0
 
 
-class Conflict(RuntimeError):
-    """A conditional write found the object other than expected."""
-
-
 class LeaseLost(StateDirectoryBusy):
     """This watcher's lease was taken over or has expired: it must not commit."""
-
-
-class ObjectStore:
-    """The objects under one prefix (a URL ``pyarrow.fs.FileSystem.from_uri`` opens), by name
-    relative to it."""
-
-    def __init__(self, url: str):
-        self.url = url
-        # Credentials on the URL (s3://KEY:SECRET@bucket/...) open every client, and appear in no name.
-        shown = split_credentials(url)[0]
-        base = shown.partition("?")[0]
-        self.base = base.rstrip("/")
-        try:
-            self.fs, root = pafs.FileSystem.from_uri(url)
-        except (pa.ArrowInvalid, OSError, ValueError) as exc:
-            raise ValueError(f"state {shown}: cannot open ({str(exc).replace(url, shown)})") from None
-        self.root = root.rstrip("/")
-        self.client = s3_client(url) if self.base.startswith("s3://") else None
-
-    @property
-    def atomic(self) -> bool:
-        """Whether conditional writes are checked by the store itself."""
-        return self.client is not None
-
-    def name_url(self, name: str) -> str:
-        return f"{self.base}/{name}"
-
-    def _key(self, name: str) -> str:
-        return f"{self.root}/{name}"
-
-    def get(self, name: str) -> tuple[bytes, str] | None:
-        """The object's bytes and version tag (ETag, or the bytes' SHA-256 without a client);
-        None if it does not exist."""
-        if self.client is not None:
-            bucket, key = self._key(name).split("/", 1)
-            try:
-                answer = self.client.get_object(Bucket=bucket, Key=key)
-            except self.client.exceptions.NoSuchKey:
-                return None
-            return answer["Body"].read(), answer["ETag"].strip('"')
-        try:
-            with self.fs.open_input_file(self._key(name)) as handle:
-                data = handle.read()
-        except FileNotFoundError:
-            return None
-        return data, hashlib.sha256(data).hexdigest()
-
-    def put(self, name: str, data: bytes) -> None:
-        """Write a whole object (a new key: nothing reads it before it is complete)."""
-        if isinstance(self.fs, pafs.LocalFileSystem):  # object stores have no folders to make
-            self.fs.create_dir(self._key(name).rsplit("/", 1)[0], recursive=True)
-        with self.fs.open_output_stream(self._key(name)) as out:
-            out.write(data)
-
-    def put_if(self, name: str, data: bytes, expected: str | None) -> str:
-        """Write ``name`` only if it is absent (``expected`` None) or still at version
-        ``expected``; return the new version tag; :class:`Conflict` otherwise."""
-        if self.client is not None:
-            bucket, key = self._key(name).split("/", 1)
-            condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": f'"{expected}"'}
-            try:
-                answer = self.client.put_object(Bucket=bucket, Key=key, Body=data, **condition)
-            except self.client.exceptions.ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code")
-                if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404", "412", "409"):
-                    raise Conflict(f"{self.name_url(name)} changed meanwhile ({code})") from None
-                raise
-            return answer["ETag"].strip('"')
-        now = self.get(name)  # read, compare, write: not atomic (see the module docstring)
-        if (now is None) != (expected is None) or (now is not None and now[1] != expected):
-            raise Conflict(f"{self.name_url(name)} changed meanwhile")
-        self.put(name, data)
-        return hashlib.sha256(data).hexdigest()
-
-    def delete(self, name: str) -> None:
-        try:
-            self.fs.delete_file(self._key(name))
-        except FileNotFoundError:
-            pass
-
-    def names(self, folder: str) -> list[str]:
-        """Names of the objects directly under ``folder`` (relative to the prefix), sorted."""
-        selector = pafs.FileSelector(self._key(folder), recursive=False, allow_not_found=True)
-        infos = self.fs.get_file_info(selector)
-        return sorted(f"{folder}/{i.base_name}" for i in infos if i.type == pafs.FileType.File)
 
 
 class Lease:
@@ -204,6 +108,19 @@ class Lease:
             except Conflict:
                 self.lost = f"{self.store.base}: this watcher's lease was taken over by another watcher; stopping"
                 raise LeaseLost(self.lost) from None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the lease for the block (:meth:`acquire`, then :meth:`release`)."""
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def confirm(self) -> None:
+        """Renew the lease just before a commit point: a watcher that lost it stops there."""
+        self.renew()
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.seconds / 3):

@@ -1,6 +1,7 @@
 """What a watcher resuming from a checkpoint must share with the run that wrote it: the model's
 number of components and feature columns, and the settings that decide what the model's
-statistics mean (the record-weight column, and whether incomplete records are marginalized).
+statistics mean (the record-weight column, and whether incomplete records are marginalized);
+and the column options a watcher is given (:func:`check_columns`).
 
 Examples
 --------
@@ -13,6 +14,7 @@ ValueError: state holds a model fitted with weight column 'count', not without o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -49,3 +51,19 @@ def check_model_matches(path: Any, model: Any, n_components: int | None, columns
 
 def _weights(column: str | None) -> str:
     return "without one" if column is None else f"with weight column {column!r}"
+
+
+def check_columns(
+    columns: Sequence[str] | None, passthrough: Sequence[str], keep: Sequence[str], weight_column: str | None
+) -> None:
+    """Column options that name a column twice, or are given as one string, are refused."""
+    for name, value in (("columns", columns), ("passthrough", passthrough), ("keep", keep)):
+        if isinstance(value, str):
+            raise TypeError(f"{name} is a list of column names, not a single string")
+    if weight_column is not None and weight_column in [*(columns or ()), *passthrough]:
+        raise ValueError(f"the weight column {weight_column!r} is also named in columns or passthrough")
+    if set(columns or ()) & set(passthrough):
+        raise ValueError(
+            f"columns {list(columns)} and passthrough {list(passthrough)} share a column; a column "
+            "is a feature or passed through"
+        )

@@ -1,6 +1,7 @@
-"""A watcher's state under an object-store prefix (``--state s3://bucket/state/``): the same
-checkpoint and ledger as a local state directory (:mod:`.checkpoint`), committed the way an object
-store allows, with a pointer written last.
+"""A watcher's state under an object-store prefix (``--state s3://bucket/state/``): the layout of
+a :class:`~streamgmm.watch.state.WatchState` on an object store (:class:`~.blob_store.ObjectStore`),
+kept by a lease (:mod:`.lease`). The same checkpoint and ledger as a local state directory
+(:mod:`.checkpoint`), committed the way an object store allows, with a pointer written last.
 
 Layout::
 
@@ -16,7 +17,7 @@ A commit writes the ledger object and the checkpoint object under new keys (noth
 yet), then the pointer: the pointer's write is the commit point. A crash before it leaves the
 previous pointer, checkpoint and ledger as they were; the objects written meanwhile are
 referenced by nothing, ignored, and deleted by the next watcher. Where the store checks
-conditional writes (:attr:`~streamgmm.watch.lease.ObjectStore.atomic`), the pointer is written
+conditional writes (:attr:`~streamgmm.watch.blob_store.ObjectStore.atomic`), the pointer is written
 only if it is still the version this watcher read, so a watcher whose lease was taken over
 cannot overwrite a newer commit. The last ``keep_models`` checkpoints and their ledgers are kept.
 
@@ -45,43 +46,36 @@ Examples
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
 import re
 import secrets
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from streamgmm.estimator import StreamingGaussianMixture
-from streamgmm.io.atomic_write import MAX_NAME_BYTES, bounded_name
-from streamgmm.io.model_file import ModelFileError, parse_json, read_model, write_model_to
-from streamgmm.watch.checkpoint import (
-    WATCH_FORMAT,
+from streamgmm.io.model_file import ModelFileError
+from streamgmm.watch.blob_store import Conflict, ObjectStore
+from streamgmm.watch.lease import LEASE, Lease, LeaseLost
+from streamgmm.watch.state import (
     WATCH_VERSION,
     Checkpoint,
-    checked_checkpoint,
-    checkpoint_of_document,
-    now_iso,
-    summary_of,
+    Committed,
+    Found,
+    WatchState,
+    check_keep_models,
+    decode_checkpoint,
+    encode_entries,
+    model_of,
 )
-from streamgmm.watch.lease import Conflict, Lease, LeaseLost, ObjectStore
 
 POINTER = "CURRENT"
 POINTER_FORMAT = "streamgmm.watch.pointer"
 CHECKPOINTS = "checkpoints"
 LEDGERS = "ledgers"
-QUARANTINE = "quarantine"
 NAME = re.compile(r"^(\d{8})-([0-9a-f]{16})\.(model|json|jsonl)$")
 
 
-def _no_step(point: str, sequence: int) -> None:
-    """The default ``on_step``: nothing."""
-
-
-class StoreState:
+class StoreState(WatchState):
     """A watcher's state under an object-store prefix (see the module docstring)."""
 
     def __init__(
@@ -91,66 +85,57 @@ class StoreState:
         on_step: Callable[[str, int], None] | None = None,
         lease_seconds: float = 60.0,
     ):
-        if keep_models < 1:
-            raise ValueError(f"keep_models must be >= 1, got {keep_models}")
+        check_keep_models(keep_models)
         self.store = ObjectStore(url)
-        self.path = self.store.base
-        self.keep_models = keep_models
-        self.on_step = on_step if on_step is not None else _no_step
         self.lease = Lease(self.store, lease_seconds)
-        self._pointer_version: str | None = None
-        self._pointer_name: str | None = None
-        self._sequence = 0
+        super().__init__(PrefixLayout(self.store, keep_models), self.lease, keep_models, on_step)
+
+    @property
+    def pointer_name(self) -> str | None:
+        """The checkpoint the pointer named when last read or written."""
+        return self.layout.pointer_name
+
+
+class PrefixLayout:
+    """Where a state prefix keeps what (see the module docstring)."""
+
+    ledger_damaged = "{where}: not the {size} bytes the checkpoint committed (damaged?)"
+    ledger_counted = "{where}: {found} entries, the checkpoint says {entries}"
+
+    def __init__(self, store: ObjectStore, keep_models: int):
+        self.store, self.keep_models = store, keep_models
+        self.path = store.base
+        self.pointer_version: str | None = None
+        self.pointer_name: str | None = None
+        self._staged: tuple[str, str, bytes] | None = None  # token, ledger name, ledger bytes
 
     @property
     def current(self) -> str:
         return self.store.name_url(POINTER)
 
-    @property
-    def pointer_name(self) -> str | None:
-        """The checkpoint the pointer named when last read or written."""
-        return self._pointer_name
+    def clear_cut(self) -> None:
+        """Nothing: objects of a cut commit are referenced by nothing, and tidied after loading."""
 
-    @contextmanager
-    def locked(self) -> Iterator[Checkpoint | None]:
-        """Hold the lease (a second watcher is refused while it is live) and yield the last
-        checkpoint (None if there is none yet), after removing what crashed commits left."""
-        self.lease.acquire()
-        try:
-            checkpoint = self.load()
-            self._tidy()
-            yield checkpoint
-        finally:
-            self.lease.release()
-
-    # ------------------------------------------------------------------ reading
-
-    def load(self) -> Checkpoint | None:
-        """The checkpoint the pointer names, with its ledger; None before the first commit.
-        A damaged pointer, checkpoint or ledger is a :class:`ModelFileError` naming the object."""
+    def find(self) -> Found | None:
+        """The checkpoint the pointer names; None before the first commit. A damaged pointer or
+        checkpoint is a :class:`ModelFileError` naming the object."""
         found = self.store.get(POINTER)
         if found is None:
-            self._pointer_version, self._pointer_name, self._sequence = None, None, 0
+            self.pointer_version, self.pointer_name = None, None
             self._check_not_lost()
             return None
         data, version = found
         pointer = self._parse_pointer(data)
         name = pointer["checkpoint"]
+        where = self.store.name_url(name)
         got = self.store.get(name)
         if got is None:
-            raise ModelFileError(f"{self.store.name_url(name)}: missing, but {self.current} names it")
+            raise ModelFileError(f"{where}: missing, but {self.current} names it")
         if hashlib.sha256(got[0]).hexdigest() != pointer["sha256"]:
-            raise ModelFileError(f"{self.store.name_url(name)}: not the bytes {self.current} committed (damaged?)")
-        model, watch = self._read_checkpoint(name, got[0])
-        try:
-            sequence, ledger_name = int(watch["sequence"]), str(watch["ledger"])
-            size, digest = int(watch["ledger_bytes"]), str(watch["ledger_sha256"])
-            updated, config = str(watch["updated"]), dict(watch.get("config", {}))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"{self.store.name_url(name)}: corrupt watcher checkpoint ({exc})") from None
-        ledger = self._read_ledger(ledger_name, size, digest, sequence)
-        self._pointer_version, self._pointer_name, self._sequence = version, name, sequence
-        return Checkpoint(model, ledger, sequence, updated, config)
+            raise ModelFileError(f"{where}: not the bytes {self.current} committed (damaged?)")
+        model, watch = decode_checkpoint(got[0], where, early=name.endswith(".json"))
+        self.pointer_version, self.pointer_name = version, name
+        return Found(where, model, watch)
 
     def _parse_pointer(self, data: bytes) -> dict[str, Any]:
         try:
@@ -164,25 +149,6 @@ class StoreState:
             raise ModelFileError(f"{self.current}: names no checkpoint ({name!r})")
         return {"checkpoint": name, "sha256": digest}
 
-    def _read_checkpoint(self, name: str, data: bytes) -> tuple[StreamingGaussianMixture | None, dict[str, Any]]:
-        where = self.store.name_url(name)
-        if name.endswith(".json"):
-            return checked_checkpoint(lambda: (None, parse_json(data, where)), where)
-        return checked_checkpoint(lambda: checkpoint_of_document(*_read_model_bytes(data, where)), where)
-
-    def _read_ledger(self, name: str, size: int, digest: str, entries: int) -> list[dict[str, Any]]:
-        where = self.store.name_url(name)
-        got = self.store.get(name)
-        if got is None:
-            raise ModelFileError(f"{where}: missing, but the checkpoint commits {entries} entries of it")
-        data = got[0]
-        if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
-            raise ModelFileError(f"{where}: not the {size} bytes the checkpoint committed (damaged?)")
-        ledger = [json.loads(line) for line in data.splitlines()]
-        if len(ledger) != entries:
-            raise ModelFileError(f"{where}: {len(ledger)} entries, the checkpoint says {entries}")
-        return ledger
-
     def _check_not_lost(self) -> None:
         """Without a pointer: a new state, or one whose first commit was cut before its pointer
         (its checkpoint is number 1). A later checkpoint means the pointer was lost: refused,
@@ -194,41 +160,29 @@ class StoreState:
                 "from a backup, or start again under a new state prefix"
             )
 
-    # ------------------------------------------------------------------ writing
+    def ledger_name(self, watch: dict[str, Any]) -> str:
+        return str(watch["ledger"])
 
-    def commit(
-        self, model: StreamingGaussianMixture | None, ledger: list[dict[str, Any]], config: dict[str, Any]
-    ) -> int:
-        """Commit ``model`` with ``ledger``: the ledger and checkpoint objects, then the pointer
-        (the commit point); return the sequence number. The caller holds the lease."""
-        sequence = len(ledger)
-        if sequence < self._sequence:
-            raise ValueError(f"the ledger has {sequence} entries, fewer than the {self._sequence} committed")
-        self.on_step("before_temp", sequence)
+    def ledger_bytes(self, name: str, size: int) -> tuple[str, bytes | None]:
+        got = self.store.get(name)
+        return self.store.name_url(name), got[0] if got is not None else None
+
+    def stage_ledger(self, ledger: list[dict[str, Any]], committed: Committed) -> tuple[Committed, dict[str, Any]]:
+        """The whole ledger, for a new object written with the checkpoint (a store has no append)."""
         token = secrets.token_hex(8)
-        data = b"".join(json.dumps(entry, sort_keys=True).encode() + b"\n" for entry in ledger)
-        ledger_name = f"{LEDGERS}/{sequence:08d}-{token}.jsonl"
+        data = encode_entries(ledger)
+        name = f"{LEDGERS}/{len(ledger):08d}-{token}.jsonl"
+        self._staged = (token, name, data)
+        return Committed(len(ledger), len(data), hashlib.sha256(data)), {"ledger": name}
+
+    def publish(self, sequence: int, body: bytes, early: bool, before_commit: Callable[[], None]) -> None:
+        """The ledger and checkpoint objects under new keys, then the pointer: the commit point,
+        written only if it is still the version this watcher read."""
+        token, ledger_name, data = self._staged
         self.store.put(ledger_name, data)
-        watch = {
-            "format": WATCH_FORMAT,
-            "version": WATCH_VERSION,
-            "sequence": sequence,
-            "updated": now_iso(),
-            "config": config,
-            "ledger": ledger_name,
-            "ledger_bytes": len(data),
-            "ledger_sha256": hashlib.sha256(data).hexdigest(),
-        }
-        if model is not None:
-            document, arrays = model.model_document()
-            raw = io.BytesIO()
-            write_model_to(raw, {**document, "watch": watch}, arrays)
-            body, name = raw.getvalue(), f"{CHECKPOINTS}/{sequence:08d}-{token}.model"
-        else:
-            body, name = json.dumps(watch, indent=1).encode(), f"{CHECKPOINTS}/{sequence:08d}-{token}.json"
+        name = f"{CHECKPOINTS}/{sequence:08d}-{token}.{'json' if early else 'model'}"
         self.store.put(name, body)
-        self.on_step("before_rename", sequence)
-        self.lease.renew()  # a watcher whose lease was lost stops here, before the commit point
+        before_commit()
         pointer = {
             "format": POINTER_FORMAT,
             "version": WATCH_VERSION,
@@ -237,24 +191,27 @@ class StoreState:
             "sha256": hashlib.sha256(body).hexdigest(),
         }
         try:
-            self._pointer_version = self.store.put_if(POINTER, json.dumps(pointer).encode(), self._pointer_version)
+            self.pointer_version = self.store.put_if(POINTER, json.dumps(pointer).encode(), self.pointer_version)
         except Conflict:
             raise LeaseLost(
                 f"{self.current} was changed by another watcher since this one read it; stopping ({name} is not "
                 "committed)"
             ) from None
-        self._pointer_name, self._sequence = name, sequence
-        self.on_step("after_rename", sequence)
-        self._tidy()
-        return sequence
+        self.pointer_name = name
 
-    def _tidy(self) -> None:
+    def settle(self, sequence: int, has_model: bool) -> None:
+        self._tidy(sequence)
+
+    def recover(self, checkpoint: Checkpoint | None, committed: Committed) -> None:
+        self._tidy(committed.entries)
+
+    def _tidy(self, sequence: int) -> None:
         """Delete checkpoints and ledgers no longer kept: newer than the pointer's (a commit cut
         before its pointer), or older than the last ``keep_models``."""
         checkpoints = self.store.names(CHECKPOINTS)
-        committed = [n for n in checkpoints if _sequence_of(n) <= self._sequence]
-        keep = set(committed[-self.keep_models :]) if self._sequence else set()
-        keep |= {self._pointer_name} if self._pointer_name else set()
+        committed = [n for n in checkpoints if _sequence_of(n) <= sequence]
+        keep = set(committed[-self.keep_models :]) if sequence else set()
+        keep |= {self.pointer_name} if self.pointer_name else set()
         for name in checkpoints:
             if name not in keep:
                 self.store.delete(name)
@@ -263,13 +220,23 @@ class StoreState:
             if _token_of(name) not in kept_tokens:
                 self.store.delete(name)
 
-    def record_quarantine(self, entry: dict[str, Any]) -> str:
-        """A human-readable record of a quarantined file (the ledger is the authority)."""
-        name = re.sub(r"[^\w.=-]", "_", entry["path"].replace("/", "__"))
-        suffix = f".{(entry.get('sha256') or 'unhashed')[:12]}.json"
-        target = f"{QUARANTINE}/{bounded_name(name, MAX_NAME_BYTES - len(suffix))}{suffix}"
-        self.store.put(target, (json.dumps(entry, indent=1) + "\n").encode())
-        return self.store.name_url(target)
+    def kept(self, sequence: int) -> list[str]:
+        names = self.store.names(CHECKPOINTS)
+        return [n for n in names if n.endswith(".model") and _sequence_of(n) <= sequence]
+
+    def kept_label(self, name: str) -> str:
+        return name.split("/", 1)[1]
+
+    def read_kept(self, name: str) -> StreamingGaussianMixture | None:
+        got = self.store.get(name)
+        return model_of(got[0], self.store.name_url(name)) if got is not None else None  # None: pruned
+
+    def shown_current(self) -> str:
+        return self.store.name_url(self.pointer_name) if self.pointer_name else self.current
+
+    def record(self, name: str, data: bytes) -> str:
+        self.store.put(name, data)
+        return self.store.name_url(name)
 
 
 def _sequence_of(name: str) -> int:
@@ -282,41 +249,14 @@ def _token_of(name: str) -> str | None:
     return match.group(2) if match else None
 
 
-def _read_model_bytes(data: bytes, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A model file's document and arrays from its bytes (read through a temporary file, as
-    :func:`read_model` reads paths); problems name ``where``."""
-    with tempfile.TemporaryDirectory(prefix="streamgmm-checkpoint-") as folder:
-        path = os.path.join(folder, "checkpoint.model")
-        with open(path, "wb") as out:
-            out.write(data)
-        try:
-            return read_model(path)
-        except ModelFileError as exc:
-            raise ModelFileError(str(exc).replace(path, where)) from None
-
-
 def is_store_state(url: str) -> bool:
     """Whether ``url`` is a watcher's state prefix (it holds a pointer or a lease)."""
     store = ObjectStore(url)
-    return any(store.get(name) is not None for name in (POINTER, "LEASE"))
+    return any(store.get(name) is not None for name in (POINTER, LEASE))
 
 
 def store_state_summary(url: str, recent: int = 10) -> tuple[dict[str, Any], StreamingGaussianMixture | None]:
     """:func:`~streamgmm.watch.checkpoint.state_summary` for a state prefix (no lease taken: the
     pointer names whole objects)."""
     state = StoreState(url)
-    checkpoint = state.load()
-    names = state.store.names(CHECKPOINTS)
-    kept = [n for n in names if n.endswith(".model") and _sequence_of(n) <= (checkpoint.sequence if checkpoint else 0)]
-
-    def oldest() -> StreamingGaussianMixture | None:
-        got = state.store.get(kept[0])
-        if got is None:
-            return None  # pruned between listing and reading
-        try:
-            return StreamingGaussianMixture.from_document(*_read_model_bytes(got[0], state.store.name_url(kept[0])))
-        except (ModelFileError, KeyError, TypeError, ValueError):
-            return None
-
-    current = state.store.name_url(state.pointer_name) if state.pointer_name else state.current
-    return summary_of(state.path, checkpoint, current, [n.split("/", 1)[1] for n in kept], oldest, recent)
+    return state.summary(state.path, recent)

@@ -66,12 +66,13 @@ from streamgmm.io.columns import DataError, check_nan_policy
 from streamgmm.io.lake_paths import is_url, overlap, refuse_url
 from streamgmm.io.model_check import check_mixture_arrays
 from streamgmm.io.parquet_source import ParquetSource
-from streamgmm.watch.checkpoint import Checkpoint, StateDirectory, now_iso
+from streamgmm.watch.checkpoint import StateDirectory
 from streamgmm.watch.drift import Level, level_of
-from streamgmm.watch.landing import HeldFile, LandingFile, LocalLanding, Settling
+from streamgmm.watch.landing import Held, Landing, LandingFile, LocalLanding, Settling
 from streamgmm.watch.ledger_entry import describe, new_entry, quarantined, record_learning
-from streamgmm.watch.settings import check_model_matches, check_resumed
-from streamgmm.watch.store_landing import FetchedObject, StoreLanding, same_store_overlap
+from streamgmm.watch.settings import check_columns, check_model_matches, check_resumed
+from streamgmm.watch.state import Checkpoint, WatchState, now_iso
+from streamgmm.watch.store_landing import StoreLanding, same_store_overlap
 from streamgmm.watch.store_state import StoreState
 
 
@@ -92,7 +93,7 @@ class WatchSummary:
 
 class _AfterFirstBatch:
     """A source that calls ``on_step("mid_file", sequence)`` once its first mini-batch has been
-    blended (the watcher's own commit steps are :class:`StateDirectory`'s)."""
+    blended (the watcher's own commit steps are :class:`~streamgmm.watch.state.WatchState`'s)."""
 
     def __init__(self, source: ParquetSource, sequence: int, on_step: Callable[[str, int], None]):
         self.source, self.sequence, self.on_step = source, sequence, on_step
@@ -168,38 +169,12 @@ class Watcher:
         log: Callable[[str], None] | None = None,
         on_step: Callable[[str, int], None] | None = None,
     ):
-        refuse_url(assign_out, "--assign-out")
-        # file:// URLs are local paths: walked link-aware, and the state renamed into place.
-        landing, state = (p.removeprefix("file://") if isinstance(p, str) else p for p in (landing, state))
-        self.landing = StoreLanding(landing) if is_url(landing) else LocalLanding(landing)
-        if is_url(state):
-            self.state: StateDirectory | StoreState = StoreState(state, keep_models, on_step, lease_seconds)
-            if is_url(landing) and same_store_overlap(state, landing):
-                raise ValueError(
-                    f"state {self.state.path} and landing {self.landing} overlap; the watcher would read its own files"
-                )
-        else:
-            self.state = StateDirectory(Path(state).absolute(), keep_models, on_step)
-        self.assign_out = Path(assign_out).absolute() if assign_out is not None else None
-        for name, path in (("state directory", self.state.path), ("--assign-out", self.assign_out)):
-            # By real paths: a link must not lead the watcher into reading its own files.
-            local = isinstance(self.landing, LocalLanding) and isinstance(path, Path)
-            if local and overlap(path, self.landing.path):
-                raise ValueError(
-                    f"{name} {path} and landing directory {self.landing} overlap; the watcher would read its own files"
-                )
+        self.landing, self.state, self.assign_out = open_places(
+            landing, state, assign_out, keep_models, lease_seconds, on_step
+        )
         if interval <= 0 or settle < 0:
             raise ValueError(f"interval must be > 0 and settle >= 0, got {interval} and {settle}")
-        for name, value in (("columns", columns), ("passthrough", passthrough), ("keep", keep)):
-            if isinstance(value, str):
-                raise TypeError(f"{name} is a list of column names, not a single string")
-        if weight_column is not None and weight_column in [*(columns or ()), *passthrough]:
-            raise ValueError(f"the weight column {weight_column!r} is also named in columns or passthrough")
-        if set(columns or ()) & set(passthrough):
-            raise ValueError(
-                f"columns {list(columns)} and passthrough {list(passthrough)} share a column; a column "
-                "is a feature or passed through"
-            )
+        check_columns(columns, passthrough, keep, weight_column)
         self.n_components = n_components
         self.columns = list(columns) if columns is not None else None
         self.passthrough = list(passthrough)
@@ -222,7 +197,7 @@ class Watcher:
         self._reported: set[str] = set()  # unreadable entries of the landing directory, logged once
         self._consumed: dict[str, dict[str, Any]] = {}  # content hash -> first ledger entry consuming it
         self._handled: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) of every entry
-        self._held: HeldFile | FetchedObject | None = None  # the file being consumed
+        self._held: Held | None = None  # the file being consumed
         self._level = Level()  # the drift level of the committed files' scores (see :mod:`.drift`)
         # Settings are checked now: found while reading a file, they would quarantine every file.
         check_nan_policy(nan_policy)
@@ -376,7 +351,7 @@ class Watcher:
         with held:
             return self._use(file, held, entry)
 
-    def _use(self, file: LandingFile, held: HeldFile | FetchedObject, entry: dict[str, Any]) -> dict[str, Any] | None:
+    def _use(self, file: LandingFile, held: Held, entry: dict[str, Any]) -> dict[str, Any] | None:
         """Hash the open file, then learn from it; None (nothing committed) if the path stops
         naming that unmodified file before the reading is done: what is hashed is what is read."""
         try:
@@ -469,6 +444,37 @@ class Watcher:
         committed = f"checkpoint {entry['sequence']}" + ("" if model is not None else " (ledger only: no model yet)")
         self.log(f"{entry['path']}: {describe(entry)}; {committed}")
         return entry
+
+
+def open_places(
+    landing: str | os.PathLike[str],
+    state: str | os.PathLike[str],
+    assign_out: str | os.PathLike[str] | None,
+    keep_models: int,
+    lease_seconds: float,
+    on_step: Callable[[str, int], None] | None,
+) -> tuple[Landing, WatchState, Path | None]:
+    """The landing, the state and the output directory a :class:`Watcher` opens, refused if
+    one of them overlaps the landing (the watcher would read its own files)."""
+    refuse_url(assign_out, "--assign-out")
+    # file:// URLs are local paths: walked link-aware, and the state renamed into place.
+    landing, state = (p.removeprefix("file://") if isinstance(p, str) else p for p in (landing, state))
+    opened: Landing = StoreLanding(landing) if is_url(landing) else LocalLanding(landing)
+    if is_url(state):
+        kept: WatchState = StoreState(state, keep_models, on_step, lease_seconds)
+        if is_url(landing) and same_store_overlap(state, landing):
+            raise ValueError(f"state {kept.path} and landing {opened} overlap; the watcher would read its own files")
+    else:
+        kept = StateDirectory(Path(state).absolute(), keep_models, on_step)
+    out = Path(assign_out).absolute() if assign_out is not None else None
+    for name, path in (("state directory", kept.path), ("--assign-out", out)):
+        # By real paths: a link must not lead the watcher into reading its own files.
+        local = isinstance(opened, LocalLanding) and isinstance(path, Path)
+        if local and overlap(path, opened.path):
+            raise ValueError(
+                f"{name} {path} and landing directory {opened} overlap; the watcher would read its own files"
+            )
+    return opened, kept, out
 
 
 def watch(

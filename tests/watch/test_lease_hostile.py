@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from streamgmm.cli.command import main
+from streamgmm.watch.blob_store import ObjectStore
 from streamgmm.watch.checkpoint import StateDirectoryBusy
-from streamgmm.watch.lease import MAX_LEASE_SECONDS, Lease, ObjectStore
+from streamgmm.watch.lease import MAX_LEASE_SECONDS, Lease
 from streamgmm.watch.store_state import StoreState
 from streamgmm.watch.watcher import watch
 

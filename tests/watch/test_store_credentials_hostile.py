@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from streamgmm.watch.lease import ObjectStore
+from streamgmm.watch.blob_store import ObjectStore
 from streamgmm.watch.store_landing import StoreLanding
 from streamgmm.watch.store_state import StoreState
 

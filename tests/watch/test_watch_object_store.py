@@ -24,8 +24,8 @@ import pytest
 
 from streamgmm import ModelFileError, ParquetSource, StreamingGaussianMixture
 from streamgmm.datasets.mixtures import random_mixture, sample_mixture
+from streamgmm.watch.blob_store import Conflict, ObjectStore
 from streamgmm.watch.checkpoint import StateDirectory, StateDirectoryBusy
-from streamgmm.watch.lease import Conflict, ObjectStore
 from streamgmm.watch.store_landing import StoreLanding
 from streamgmm.watch.store_state import StoreState, is_store_state, store_state_summary
 from streamgmm.watch.watcher import Watcher, watch
