@@ -1,5 +1,5 @@
 """The watcher with its landing prefix and its state on an S3-compatible server (moto's, a real
-process on loopback; issue 18).
+process on loopback).
 
 Oracles: the same files watched in a local directory into a local state directory, and an
 uninterrupted stream of ``partial_fit`` calls over the files in order. Crashes are real: the
