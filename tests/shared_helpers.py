@@ -38,22 +38,26 @@ def cli(capsys, *argv: object) -> tuple[int, str, str]:
     return code, out, err
 
 
-def run_streamgmm(*args: object, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """``python -m streamgmm ARGS`` as a subprocess (no stdin), its output captured as text."""
+def run_streamgmm(
+    *args: object, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """``python -m streamgmm ARGS`` as a subprocess (no stdin; ``env`` replaces the environment
+    when given), its output captured as text."""
     return subprocess.run(
         [sys.executable, "-m", "streamgmm", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,
+        env=env,
         stdin=subprocess.DEVNULL,
         timeout=timeout,
     )
 
 
-def run_streamgmm_concurrently(*commands: list) -> list[subprocess.CompletedProcess]:
+def run_streamgmm_concurrently(*commands: list, timeout: float = 120) -> list[subprocess.CompletedProcess]:
     """Independent commands (argument lists), four at a time: each pays about a second of imports."""
     with ThreadPoolExecutor(max_workers=min(4, len(commands))) as pool:
-        return list(pool.map(lambda argv: run_streamgmm(*argv), commands))
+        return list(pool.map(lambda argv: run_streamgmm(*argv, timeout=timeout), commands))
 
 
 def one_error_line(err: str, *fragments: str) -> str:

@@ -8,14 +8,12 @@ directory tree, compared with what was there before the run.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from shared_helpers import assert_one_error_line, run_streamgmm
 
 from streamgmm import ParquetSource, StreamingGaussianMixture, assign
 from streamgmm.assignment.layout import SUCCESS
@@ -97,12 +95,6 @@ def test_a_failed_local_assign_leaves_no_directory_it_created(tmp_path) -> None:
     assert [p.name for p in existing.iterdir()] == ["kept"]  # there before the run: left alone
 
     too_long = tmp_path / "new" / ("b" * 300)  # the file system refuses the name
-    result = subprocess.run(
-        [sys.executable, "-m", "streamgmm", "assign", str(lake), "--model", str(tmp_path / "m.sgmm")]
-        + ["--out", str(too_long), "--nan-policy", "skip"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
+    result = run_streamgmm("assign", lake, "--model", tmp_path / "m.sgmm", "--out", too_long, "--nan-policy", "skip")
+    assert_one_error_line(result)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing", "lake", "m.sgmm"]

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from shared_helpers import run_streamgmm
 
 from streamgmm import DataError, StreamingGaussianMixture, assign
 from streamgmm.assignment.delta_output import FINGERPRINT_KEY
@@ -162,18 +163,15 @@ def test_a_failed_delta_output_leaves_no_folder_behind(model, tmp_path) -> None:
 def test_the_summary_counts_the_files_the_table_received(lake, model, tmp_path) -> None:
     out = tmp_path / "scored"
     model.save(tmp_path / "m.model")
-    command = [sys.executable, "-m", "streamgmm", "assign", str(lake.path), "--model", str(tmp_path / "m.model")]
-    result = subprocess.run(
-        command + ["--out", str(out), "--out-format", "delta", "--json"], capture_output=True, text=True, timeout=120
+    result = run_streamgmm(
+        "assign", lake.path, "--model", tmp_path / "m.model", "--out", out, "--out-format", "delta", "--json"
     )
     assert result.returncode == 0, result.stderr
     table = deltalake.DeltaTable(str(out))
     received = table.get_add_actions(flatten=True).num_rows
     assert json.loads(result.stdout)["files"] == received == len(committed_files(out))
     assert sum(table.get_add_actions(flatten=True).column("num_records").to_pylist()) == 4_000
-    info = subprocess.run(
-        [sys.executable, "-m", "streamgmm", "info", str(out), "--json"], capture_output=True, text=True, timeout=120
-    )
+    info = run_streamgmm("info", out, "--json")
     assert info.returncode == 0 and json.loads(info.stdout)["records"] == 4_000  # a table, not an unfinished output
 
 

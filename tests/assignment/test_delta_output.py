@@ -4,13 +4,12 @@ back through the real deltalake package."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from shared_helpers import run_streamgmm
 
 from streamgmm import DataError, StreamingGaussianMixture, assign
 from streamgmm.assignment.delta_output import FINGERPRINT_KEY
@@ -74,13 +73,10 @@ def test_a_failed_delta_output_commits_nothing(lake, model, tmp_path) -> None:
 
 def test_cli_assign_out_format_delta(lake, model, tmp_path) -> None:
     model.save(tmp_path / "m.model")
-    command = [sys.executable, "-m", "streamgmm", "assign", str(lake.path), "--model", str(tmp_path / "m.model")]
-    result = subprocess.run(
-        command + ["--out", str(tmp_path / "scored"), "--out-format", "delta", "--keep", "id", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_streamgmm(
+        "assign", lake.path, "--model", tmp_path / "m.model", "--out", tmp_path / "scored", "--out-format", "delta",
+        "--keep", "id", "--json",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["records"] == 6_000
     assert deltalake.DeltaTable(str(tmp_path / "scored")).to_pyarrow_table().num_rows == 6_000

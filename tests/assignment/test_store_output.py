@@ -5,12 +5,11 @@ promises: the same files and rows, each object under its final key only when com
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from shared_helpers import run_streamgmm
 
 from streamgmm import StreamingGaussianMixture, assign
 from streamgmm.assignment.layout import SUCCESS
@@ -70,15 +69,15 @@ def test_assign_from_s3_to_s3_writes_what_the_local_pass_writes(upload_to_s3, la
 def test_cli_assign_to_s3_and_its_overwrite_rules(upload_to_s3, lake, model, s3_bucket, tmp_path) -> None:
     model.save(tmp_path / "m.model")
     url, out = upload_to_s3(lake.path, "lake"), f"s3://{s3_bucket}/scored"
-    command = [sys.executable, "-m", "streamgmm", "assign", url, "--model", str(tmp_path / "m.model"), "--out", out]
-    first = subprocess.run(command + ["--keep", "id"], capture_output=True, text=True, timeout=120)
+    command = ["assign", url, "--model", tmp_path / "m.model", "--out", out]
+    first = run_streamgmm(*command, "--keep", "id")
     assert first.returncode == 0, first.stderr
     assert SUCCESS in objects(s3_bucket, "scored")
-    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    again = run_streamgmm(*command)
     assert again.returncode == 1 and "holds an earlier result" in again.stderr.strip().splitlines()[-1]
-    replaced = subprocess.run(command + ["--overwrite"], capture_output=True, text=True, timeout=120)
+    replaced = run_streamgmm(*command, "--overwrite")
     assert replaced.returncode == 0, replaced.stderr
-    inside = subprocess.run(command[:-1] + [f"{url}scored"], capture_output=True, text=True, timeout=120)
+    inside = run_streamgmm(*command[:-1], f"{url}scored")
     assert inside.returncode == 1 and "overlap" in inside.stderr.strip().splitlines()[-1]
 
 

@@ -16,15 +16,12 @@ progress while the start's EM runs on the sample, not only during passes.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from shared_helpers import on_a_terminal
+from shared_helpers import assert_one_error_line, on_a_terminal, run_streamgmm
 
 from streamgmm import DataError, StreamingGaussianMixture, select
 
@@ -110,18 +107,8 @@ def test_the_command_line_names_a_column_with_no_value(tmp_path) -> None:
         lake / "part-0.parquet",
     )
     model = tmp_path / "model.sgmm"
-    result = subprocess.run(
-        [sys.executable, "-m", "streamgmm", "fit", str(lake), "-k", "2", "--nan-policy", "marginalize"]
-        + ["--model", str(model)],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("streamgmm: error: "), result.stderr
-    assert "column 'y' has no observed value in any of the 900 records" in lines[0]
+    result = run_streamgmm("fit", lake, "-k", "2", "--nan-policy", "marginalize", "--model", model)
+    assert_one_error_line(result, "column 'y' has no observed value in any of the 900 records")
     assert not model.exists()
 
 

@@ -11,8 +11,6 @@ import gc
 import json
 import os
 import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from shared_helpers import run_streamgmm
 
 from streamgmm import ParquetSource, StreamingGaussianMixture
 from streamgmm.io.columns import DataError
@@ -77,9 +76,7 @@ def test_a_version_hint_that_is_not_text_is_an_error_naming_it(local_table, hint
         table_snapshot(local_table)
     message = str(refused.value)
     assert message.startswith(f"{path}: ") and "\n" not in message, message
-    result = subprocess.run(
-        [sys.executable, "-m", "streamgmm", "info", local_table], capture_output=True, text=True, timeout=120
-    )
+    result = run_streamgmm("info", local_table)
     assert result.returncode == 1 and result.stderr == f"streamgmm: error: {message}\n", result.stderr
 
 
@@ -126,9 +123,8 @@ def test_an_iceberg_table_in_an_object_store_is_read_at_its_snapshot(
         ("region", "AWS_REGION"),
     ):
         options += ["--storage-option", f"{key}={env[name]}"]
-    command = [sys.executable, "-m", "streamgmm", "fit", url, "-k", "2", "--passthrough", "id", "--json"]
-    command += ["--model", str(tmp_path / "m"), *options]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=180, env=clean)
+    command = ["fit", url, "-k", "2", "--passthrough", "id", "--json", "--model", tmp_path / "m", *options]
+    result = run_streamgmm(*command, env=clean, timeout=180)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["records"] == 1200
     np.testing.assert_array_equal(StreamingGaussianMixture.load(tmp_path / "m").means_, oracle.means_)

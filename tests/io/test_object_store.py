@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from shared_helpers import run_streamgmm, run_streamgmm_concurrently
 
 from streamgmm import ParquetSource, StreamingGaussianMixture
 
@@ -82,12 +83,12 @@ def test_cli_takes_endpoint_and_credentials_as_storage_options(
     ):
         options += ["--storage-option", f"{key}={s3_server.env[name]}"]
     options += ["--storage-option", f"AWS_SECRET_ACCESS_KEY={s3_server.env['AWS_SECRET_ACCESS_KEY']}"]
-    command = [sys.executable, "-m", "streamgmm", "fit", url, "-k", "3", "--seed", "0", "--model", str(tmp_path / "m")]
-    result = subprocess.run(command + options, capture_output=True, text=True, timeout=120, env=env)
+    command = ["fit", url, "-k", "3", "--seed", "0", "--model", tmp_path / "m"]
+    result = run_streamgmm(*command, *options, env=env)
     assert result.returncode == 0, result.stderr
     local = StreamingGaussianMixture(3, random_state=0).fit(str(lake.path))
     np.testing.assert_array_equal(StreamingGaussianMixture.load(tmp_path / "m").means_, local.means_)
-    bad = subprocess.run(command + ["--storage-option", "colour=blue"], capture_output=True, text=True, env=env)
+    bad = run_streamgmm(*command, "--storage-option", "colour=blue", env=env)
     assert bad.returncode == 2 and "--storage-option 'colour': unknown key" in bad.stderr
 
 
@@ -101,26 +102,18 @@ def test_the_endpoint_can_ride_on_the_url(upload_to_s3, lake, s3_bucket, s3_serv
 
 def test_cli_select_and_info_of_an_s3_lake(upload_to_s3, lake, s3_bucket, tmp_path) -> None:
     url = upload_to_s3(lake.path, "lake")
-    info = subprocess.run([sys.executable, "-m", "streamgmm", "info", url, "--json"], capture_output=True, text=True)
+    # info and select are independent: run concurrently (each pays its imports).
+    info, result = run_streamgmm_concurrently(
+        ["info", url, "--json"],
+        ["select", url, "-k", "2..4", "--passthrough", "id", "--json", "--model", tmp_path / "best"],
+        timeout=300,
+    )
     assert info.returncode == 0, info.stderr
     described = json.loads(info.stdout)
     assert described["kind"] == "parquet data" and described["records"] == 6_000 and described["files"] == 3
-    select = [sys.executable, "-m", "streamgmm", "select", url, "-k", "2..4", "--passthrough", "id", "--json"]
-    result = subprocess.run(select + ["--model", str(tmp_path / "best")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["best"]["n_components"] == 3
     pytest.importorskip("matplotlib")
-    plot = [
-        sys.executable,
-        "-m",
-        "streamgmm",
-        "plot",
-        str(tmp_path / "best"),
-        "--data",
-        url,
-        "--out",
-        str(tmp_path / "fit.png"),
-    ]
-    drawn = subprocess.run(plot, capture_output=True, text=True, timeout=300)
+    drawn = run_streamgmm("plot", tmp_path / "best", "--data", url, "--out", tmp_path / "fit.png", timeout=300)
     assert drawn.returncode == 0, drawn.stderr
     assert (tmp_path / "fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

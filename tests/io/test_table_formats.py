@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from shared_helpers import run_streamgmm
 
 from streamgmm.io.columns import DataError
 from streamgmm.io.table_formats import table_format, table_snapshot
@@ -138,9 +139,8 @@ def test_a_delta_table_folder_is_fitted_at_its_snapshot(delta_table, tmp_path) -
 def test_cli_fit_of_a_delta_table_at_a_version(delta_table, tmp_path) -> None:
     path, _ = delta_table
     for options, records in (([], 1200), (["--version", "0"], 1000)):
-        command = [sys.executable, "-m", "streamgmm", "fit", path, "-k", "2", "--passthrough", "id", "--json"]
-        command += ["--model", str(tmp_path / f"m{records}.model"), *options]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        command = ["fit", path, "-k", "2", "--passthrough", "id", "--json", "--model", tmp_path / f"m{records}.model"]
+        result = run_streamgmm(*command, *options)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["records"] == records
 
@@ -166,7 +166,6 @@ def test_a_delta_table_in_an_object_store_is_read_at_its_snapshot(s3_bucket, tmp
     assert table_format(url) == "delta"
     assert ParquetSource(url, passthrough=["id"]).n_records == 1200
     assert ParquetSource(url, passthrough=["id"], version=1).n_records == 1500
-    command = [sys.executable, "-m", "streamgmm", "fit", url, "-k", "2", "--passthrough", "id", "--json"]
-    result = subprocess.run(command + ["--model", str(tmp_path / "m")], capture_output=True, text=True, timeout=120)
+    result = run_streamgmm("fit", url, "-k", "2", "--passthrough", "id", "--json", "--model", tmp_path / "m")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["records"] == 1200
