@@ -200,23 +200,11 @@ def write_lake(
     schema = _schema(feature_names, labels)
     sampler = _Sampler(params, n_records, sort_by, seed)
 
-    file_sizes = _split(n_records, n_files)
-    partition_of = (
-        [p for p, size in enumerate(_split(n_files, partitions)) for _ in range(size)] if partitions else None
-    )
-    files = []
+    files = _relative_paths(n_files, partitions)
     start = 0
-    for f, size in enumerate(file_sizes):
-        name = f"part-{f:05d}.parquet"
-        rel = f"day={partition_of[f]}/{name}" if partition_of else name
-        _write_parquet(
-            root / rel,
-            schema,
-            _tables(sampler, schema, start, start + size, row_group_size, (_CHUNK, f), labels),
-            row_group_size,
-            compression,
-        )
-        files.append(rel)
+    for f, (rel, size) in enumerate(zip(files, _split(n_records, n_files))):
+        tables = _tables(sampler, schema, start, start + size, row_group_size, (_CHUNK, f), labels)
+        _write_parquet(root / rel, schema, tables, row_group_size, compression)
         start += size
 
     held_out_path = None
@@ -244,6 +232,16 @@ def write_lake(
     }
     _write_json(root / TRUTH_FILE, _truth_document(params, feature_names, settings))
     return LakeInfo(root, files, n_records, params, feature_names, held_out_path)
+
+
+def _relative_paths(n_files: int, partitions: int) -> list[str]:
+    """The lake's files, ``part-00000.parquet`` ..., spread in order over ``day=0`` ...
+    ``day=P-1`` when there are ``partitions``."""
+    names = [f"part-{f:05d}.parquet" for f in range(n_files)]
+    if not partitions:
+        return names
+    days = [p for p, size in enumerate(_split(n_files, partitions)) for _ in range(size)]
+    return [f"day={day}/{name}" for day, name in zip(days, names)]
 
 
 def _check_lake_arguments(
