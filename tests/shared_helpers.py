@@ -204,6 +204,17 @@ def assert_bit_identical_models(a: StreamingGaussianMixture, b: StreamingGaussia
 # ---------------------------------------------------------------- the chunk oracle
 
 
+def unit_matrices(covariance_type: str, k: int, d: int) -> np.ndarray:
+    """Identity covariances (or precisions) of ``k`` components in ``d`` features, in the
+    layout of ``covariance_type``."""
+    return {
+        "full": np.stack([np.eye(d)] * k),
+        "tied": np.eye(d),
+        "diag": np.ones((k, d)),
+        "spherical": np.ones(k),
+    }[covariance_type]
+
+
 def dense_covariances(params: MixtureParams) -> np.ndarray:
     """Every component's covariance as a (K, d, d) matrix, whatever the covariance type."""
     k, d, c = params.n_components, params.n_features, params.covariances

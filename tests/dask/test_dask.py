@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shared_helpers import assert_same_fit
+from shared_helpers import assert_same_fit, unit_matrices
 
 pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
@@ -68,17 +68,10 @@ def data():
 def start_of(X: np.ndarray, k: int, covariance_type: str = "full", seed: int = 0) -> dict[str, np.ndarray]:
     """A fixed, deliberately rough start (a few records as means), as *_init arguments."""
     rng = np.random.default_rng(seed)
-    d = X.shape[1]
-    precisions = {
-        "full": np.stack([np.eye(d)] * k),
-        "tied": np.eye(d),
-        "diag": np.ones((k, d)),
-        "spherical": np.ones(k),
-    }[covariance_type]
     return {
         "weights_init": np.full(k, 1.0 / k),
         "means_init": X[rng.choice(X.shape[0], k, replace=False)],
-        "precisions_init": precisions,
+        "precisions_init": unit_matrices(covariance_type, k, X.shape[1]),
     }
 
 

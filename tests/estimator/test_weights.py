@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from shared_helpers import assert_same_parameters
+from shared_helpers import assert_same_parameters, unit_matrices
 
 from streamgmm import StreamingGaussianMixture
 from streamgmm.io.sources import ArraySource
@@ -22,18 +22,12 @@ def data(seed: int = 0, n: int = 90) -> tuple[np.ndarray, np.ndarray]:
 
 
 def start(covariance_type: str) -> dict:
-    precisions = {
-        "full": np.array([np.eye(2), np.eye(2)]),
-        "tied": np.eye(2),
-        "diag": np.ones((2, 2)),
-        "spherical": np.ones(2),
-    }[covariance_type]
     return {
         "n_components": 2,
         "covariance_type": covariance_type,
         "weights_init": [0.5, 0.5],
         "means_init": [[-2.0, 0.0], [2.0, 0.0]],
-        "precisions_init": precisions,
+        "precisions_init": unit_matrices(covariance_type, 2, 2),
     }
 
 

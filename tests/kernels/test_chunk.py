@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
-from shared_helpers import dense_covariances, random_params, scipy_chunk_statistics
+from shared_helpers import dense_covariances, random_params, scipy_chunk_statistics, unit_matrices
 from sklearn.mixture import GaussianMixture
 
 from streamgmm import MixtureParams
@@ -174,12 +174,7 @@ def test_float32_division_by_many_equal_components_leaves_no_subnormal(covarianc
     k, d = 64, 2
     means = np.zeros((k, d))
     means[-1, 0] = np.sqrt(2 * 85.0)
-    covariances = {
-        "full": np.stack([np.eye(d)] * k),
-        "tied": np.eye(d),
-        "diag": np.ones((k, d)),
-        "spherical": np.ones(k),
-    }[covariance_type]
+    covariances = unit_matrices(covariance_type, k, d)
     params = MixtureParams.from_covariances(np.full(k, 1 / k), means, covariances, covariance_type)
     X = np.zeros((40, d)) + np.linspace(0.0, 0.3, 40)[:, None] * np.array([-1.0, 1.0])
     _, resp = score_chunk(X, params, np.float32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from shared_helpers import unit_matrices
 
 from streamgmm import ConvergenceWarning, MixtureParams, StreamingGaussianMixture, SufficientStatistics
 from streamgmm.mixture.covariance import COVARIANCE_TYPES
@@ -185,15 +186,6 @@ def two_blobs(rng: np.random.Generator, n: int = 3000, d: int = 3) -> np.ndarray
     return np.concatenate([rng.normal(size=(n // 2, d)) + centres[0], rng.normal(size=(n - n // 2, d)) + centres[1]])
 
 
-def unit_precisions(covariance_type: str, k: int, d: int) -> np.ndarray:
-    return {
-        "full": np.stack([np.eye(d)] * k),
-        "tied": np.eye(d),
-        "diag": np.ones((k, d)),
-        "spherical": np.ones(k),
-    }[covariance_type]
-
-
 def batch_fit(X: np.ndarray, means_init: np.ndarray, covariance_type: str) -> StreamingGaussianMixture:
     k, d = means_init.shape
     model = StreamingGaussianMixture(
@@ -205,7 +197,7 @@ def batch_fit(X: np.ndarray, means_init: np.ndarray, covariance_type: str) -> St
         batch_size=700,
         weights_init=np.full(k, 1.0 / k),
         means_init=means_init,
-        precisions_init=unit_precisions(covariance_type, k, d),
+        precisions_init=unit_matrices(covariance_type, k, d),
     )
     # tol=0 runs exactly max_iter iterations on both data sets, so they stay comparable.
     with pytest.warns(ConvergenceWarning):
