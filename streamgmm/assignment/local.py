@@ -47,6 +47,7 @@ from streamgmm.io.arrow_source import TableSource
 from streamgmm.io.atomic_write import write_bytes_atomically
 from streamgmm.io.columns import check_nan_policy
 from streamgmm.io.lake_paths import is_url
+from streamgmm.io.model_file import read_mixture
 from streamgmm.io.parquet_source import ParquetSource
 from streamgmm.io.sources import is_dask_collection
 from streamgmm.io.store_output import OutputStore, normal_url
@@ -235,13 +236,11 @@ def assign(
     >>> bool(np.allclose(table["log_likelihood"].to_numpy(), model.score_samples(X)))
     True
     """
-    from streamgmm.estimator import StreamingGaussianMixture  # the face this sink serves; imported late
-
-    if not isinstance(model, StreamingGaussianMixture):
-        model = StreamingGaussianMixture.load(model)
-    params = model.params_
+    if isinstance(model, (str, os.PathLike)):
+        params, names = read_mixture(model)
+    else:
+        params, names = model.params_, model.feature_names()
     keep = _checked_options(params.n_components, keep, dtype, compression, out_format)
-    names = model.feature_names()
     if nan_policy is None:
         nan_policy = source.nan_policy if isinstance(source, (ParquetSource, TableSource)) else "raise"
     check_nan_policy(nan_policy)

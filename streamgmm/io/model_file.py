@@ -31,6 +31,7 @@ from streamgmm.io.atomic_write import atomic_path, create_new
 from streamgmm.io.lake_paths import describe_non_file
 from streamgmm.io.model_check import ModelContentError, check_shapes, covariance_type_of, validate_model
 from streamgmm.io.model_consistency import check_array_names, check_consistent
+from streamgmm.mixture.params import MixtureParams
 
 FORMAT_NAME = "streamgmm.model"
 FORMAT_VERSION = 1
@@ -133,6 +134,22 @@ def read_model(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, 
             raise
         raise ModelFileError(f"{path}: corrupt model file ({exc})") from None
     return document, arrays
+
+
+def read_mixture(path: str | os.PathLike[str]) -> tuple[MixtureParams, list[str] | None]:
+    """The mixture a model file holds, checked as :func:`read_model` checks it, and the column
+    names its features are read by (None for a model fitted on unnamed data): what scoring
+    needs, without the estimator."""
+    document, arrays = read_model(path)
+    mixture = MixtureParams(
+        means=arrays["means"],
+        weights=arrays["weights"],
+        covariances=arrays["covariances"],
+        precisions_cholesky=arrays["precisions_cholesky"],
+        covariance_type=covariance_type_of(document),
+    )
+    names = document["fitted"].get("feature_names_in")
+    return mixture, None if names is None else [str(name) for name in names]
 
 
 def _read_document(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
