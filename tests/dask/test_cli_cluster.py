@@ -3,11 +3,9 @@ fit."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+from shared_helpers import run_streamgmm
 
 from streamgmm import StreamingGaussianMixture
 
@@ -21,17 +19,22 @@ def lake(make_lake):
     )
 
 
-def fit(lake, model, *options: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "streamgmm", "fit", str(lake.path), "-k", "2", "--model", str(model)]
-    return subprocess.run(command + list(options), capture_output=True, text=True, timeout=300)
+def fit(lake, model, *options: str) -> list:
+    """``streamgmm fit`` of the lake's records into ``model``, as an argument list."""
+    return ["fit", lake.path, "-k", "2", "--model", model, *options]
 
 
 def test_cli_fit_on_workers_prints_the_dashboard_and_persists_to_the_same_model(lake, tmp_path) -> None:
     pytest.importorskip("bokeh", reason="the dashboard needs bokeh")
-    kept = fit(lake, tmp_path / "kept.model", "--workers", "2", "--persist", "yes", "--algorithm", "batch")
+    kept = run_streamgmm(
+        *fit(lake, tmp_path / "kept.model", "--workers", "2", "--persist", "yes", "--algorithm", "batch"), timeout=300
+    )
     assert kept.returncode == 0, kept.stderr
     assert "streamgmm: fit: Dask dashboard at http://127.0.0.1:" in kept.stderr
-    again = fit(lake, tmp_path / "read.model", "--workers", "2", "--persist", "no", "--algorithm", "batch", "-q")
+    again = run_streamgmm(
+        *fit(lake, tmp_path / "read.model", "--workers", "2", "--persist", "no", "--algorithm", "batch", "-q"),
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr
     assert "dashboard" not in again.stderr  # -q: nothing on stderr
     one, other = (StreamingGaussianMixture.load(tmp_path / name) for name in ("kept.model", "read.model"))
@@ -39,5 +42,5 @@ def test_cli_fit_on_workers_prints_the_dashboard_and_persists_to_the_same_model(
 
 
 def test_persist_is_a_cluster_option(lake, tmp_path) -> None:
-    result = fit(lake, tmp_path / "m.model", "--persist", "maybe")
+    result = run_streamgmm(*fit(lake, tmp_path / "m.model", "--persist", "maybe"))
     assert result.returncode == 2 and "--persist: invalid choice: 'maybe'" in result.stderr
