@@ -18,14 +18,13 @@ from streamgmm.io.sources import ArraySource
 
 
 def random_updates(n: int, seed: int = 0) -> list[tuple[float, int, float, list[int]]]:
+    """``n`` batch reports: (mean log-likelihood, records, step size, none or one of 5
+    components reseeded), drawn at once: a draw per batch took seconds for the long stream."""
     rng = np.random.default_rng(seed)
+    log_likelihoods, sizes = rng.normal(-3, 1, n), rng.integers(1, 100, n)
+    reseeded, any_reseeded = rng.integers(0, 5, n), rng.integers(0, 2, n).astype(bool)
     return [
-        (
-            float(rng.normal(-3, 1)),
-            int(rng.integers(1, 100)),
-            1.0 / (t + 2),
-            [int(k) for k in rng.choice(5, rng.integers(0, 2), replace=False)],
-        )
+        (float(log_likelihoods[t]), int(sizes[t]), 1.0 / (t + 2), [int(reseeded[t])] if any_reseeded[t] else [])
         for t in range(n)
     ]
 
