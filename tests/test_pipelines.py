@@ -17,7 +17,8 @@ from streamgmm.datasets.synthetic_lake import write_lake
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 
 
-def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_pipeline(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """One of the example pipelines (``pipelines/SCRIPT``) as a subprocess in ``cwd``."""
     return subprocess.run(
         [sys.executable, str(PIPELINES / script), *args], capture_output=True, text=True, cwd=cwd, timeout=300
     )
@@ -36,7 +37,7 @@ def test_parquet_lake_job_fits_and_scores_a_lake(tmp_path: Path) -> None:
         held_out=20_000,
         seed=3,
     )
-    result = run(
+    result = run_pipeline(
         "parquet_lake_job.py",
         str(info.path),
         "-k",
@@ -74,14 +75,14 @@ def test_parquet_lake_job_fits_and_scores_a_lake(tmp_path: Path) -> None:
 
 
 def test_parquet_lake_job_reports_bad_input_in_one_line(tmp_path: Path) -> None:
-    result = run("parquet_lake_job.py", "missing", "-k", "2", "--model", "m", "--out", "o", cwd=tmp_path)
+    result = run_pipeline("parquet_lake_job.py", "missing", "-k", "2", "--model", "m", "--out", "o", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "parquet_lake_job: error:" in result.stderr and "missing" in result.stderr
     assert not (tmp_path / "m").exists() and not (tmp_path / "o").exists()
 
 
 def test_lake_demo_recovers_the_generating_mixture(tmp_path: Path) -> None:
-    result = run(
+    result = run_pipeline(
         "lake_demo.py", "--records", "60000", "--files", "4", "--partitions", "2", "--out", "demo", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
