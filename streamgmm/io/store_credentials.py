@@ -49,17 +49,34 @@ def s3_client(url: str) -> Any:
         import botocore.session
     except ImportError:
         return None
-    shown, credentials = split_credentials(url)
-    options = dict(urllib.parse.parse_qsl(shown.partition("?")[2]))
-    kwargs: dict[str, Any] = {}
-    if "endpoint_override" in options:
-        endpoint = options["endpoint_override"]
-        kwargs["endpoint_url"] = endpoint if "://" in endpoint else f"{options.get('scheme', 'https')}://{endpoint}"
-    if "region" in options:
-        kwargs["region_name"] = options["region"]
-    if credentials:
-        kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"] = credentials["key"], credentials["secret"]
+    settings = url_settings(url)
+    names = {
+        "endpoint": "endpoint_url",
+        "region": "region_name",
+        "key": "aws_access_key_id",
+        "secret": "aws_secret_access_key",
+    }
+    kwargs = {names[name]: value for name, value in settings.items()}
     return botocore.session.get_session().create_client("s3", **kwargs)
+
+
+def url_settings(url: str) -> dict[str, str]:
+    """What an object-store URL itself sets, as pyarrow reads it: ``endpoint`` (from
+    ``endpoint_override`` and ``scheme``), ``region``, and ``key`` and ``secret`` (from
+    ``KEY:SECRET@``); only those it has.
+
+    >>> url_settings("s3://K:S@bucket/lake?endpoint_override=127.0.0.1:9000&scheme=http")
+    {'endpoint': 'http://127.0.0.1:9000', 'key': 'K', 'secret': 'S'}
+    """
+    shown, credentials = split_credentials(url)
+    query = dict(urllib.parse.parse_qsl(shown.partition("?")[2]))
+    settings = {}
+    if "endpoint_override" in query:
+        endpoint = query["endpoint_override"]
+        settings["endpoint"] = endpoint if "://" in endpoint else f"{query.get('scheme', 'https')}://{endpoint}"
+    if "region" in query:
+        settings["region"] = query["region"]
+    return {**settings, **credentials}
 
 
 # The standard variables and the pyiceberg FileIO property each sets (pyiceberg reads none of them).
@@ -89,19 +106,17 @@ def iceberg_properties(url: str, environ: Mapping[str, str] | None = None) -> di
      's3.force-virtual-addressing': 'false'}
     """
     environ = os.environ if environ is None else environ
-    shown, credentials = split_credentials(url)
-    query = dict(urllib.parse.parse_qsl(shown.partition("?")[2]))
     properties = {"py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO"}
     for variable, name in ICEBERG_PROPERTIES.items():
         if environ.get(variable):
             properties[name] = environ[variable]
-    if "endpoint_override" in query:
-        endpoint = query["endpoint_override"]
-        properties["s3.endpoint"] = endpoint if "://" in endpoint else f"{query.get('scheme', 'https')}://{endpoint}"
-    if "region" in query:
-        properties["s3.region"] = query["region"]
-    if credentials:
-        properties["s3.access-key-id"], properties["s3.secret-access-key"] = credentials["key"], credentials["secret"]
+    names = {
+        "endpoint": "s3.endpoint",
+        "region": "s3.region",
+        "key": "s3.access-key-id",
+        "secret": "s3.secret-access-key",
+    }
+    properties.update({names[name]: value for name, value in url_settings(url).items()})
     if "s3.endpoint" in properties:
         # An endpoint of one's own (MinIO, a local server) is addressed by path, as pyarrow does.
         properties["s3.force-virtual-addressing"] = "false"
