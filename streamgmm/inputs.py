@@ -39,7 +39,15 @@ from streamgmm.io.arrow_source import (
 from streamgmm.io.columns import DataError, FeatureReader, feature_columns
 from streamgmm.io.lake_paths import is_path_like
 from streamgmm.io.parquet_source import ParquetSource
-from streamgmm.io.sources import ArraySource, ChunkSource, IterableSource, drop_missing, is_dask_collection, is_weighted
+from streamgmm.io.sources import (
+    ArraySource,
+    ChunkSource,
+    IterableSource,
+    check_source,
+    drop_missing,
+    is_dask_collection,
+    is_weighted,
+)
 from streamgmm.io.validation import as_float_matrix, as_sample_weight
 
 
@@ -234,7 +242,8 @@ def _weighed(source: ChunkSource, sample_weight: Any) -> ChunkSource:
 
 def _select(source: ChunkSource, names: list[str] | None) -> ChunkSource:
     """A source object read by the model's feature names."""
-    have = getattr(source, "feature_names", None)
+    check_source(source)
+    have = source.feature_names
     if names is None or have is None or list(have) == names:
         return source
     if hasattr(source, "with_features"):

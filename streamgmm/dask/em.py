@@ -115,7 +115,7 @@ def partition_statistics(
     """The E-step of one partition, on the worker, in mini-batches of ``batch_size``."""
     worst = WorstRecords(params.n_components, params.n_features)
     stats = full_pass_statistics(source, params, shift, batch_size, worst, dtype)
-    return PartitionStatistics(stats, worst.records, worst.scores, int(getattr(source, "skipped_records", 0)))
+    return PartitionStatistics(stats, worst.records, worst.scores, int(source.skipped_records))
 
 
 def partition_statistics_with_novelty(
@@ -164,7 +164,7 @@ def partition_statistics_with_novelty(
         kept = kept.merged()
         records, weights = kept.records, np.full(len(kept), kept.offered_weight / len(kept))
     novel = NovelBatch(records, weights, novel_stats)
-    return PartitionStatistics(stats, worst.records, worst.scores, int(getattr(source, "skipped_records", 0)), novel)
+    return PartitionStatistics(stats, worst.records, worst.scores, int(source.skipped_records), novel)
 
 
 def _sum(parts: list[PartitionStatistics]) -> PartitionStatistics:

@@ -196,7 +196,7 @@ def decode_partition(data: Any, spec: PartitionSpec) -> tuple[np.ndarray, int, b
         batches = list(source.batches(READ_BATCH))
     weighted = is_weighted(source)
     matrix = np.concatenate(batches) if batches else np.empty((0, spec.n_features + weighted))
-    return matrix, int(getattr(source, "skipped_records", 0)), weighted
+    return matrix, int(source.skipped_records), weighted
 
 
 def _run_group(

@@ -117,6 +117,8 @@ class DaskSource:
 
     reiterable = True
     shuffle_modes = ("partitions",)
+    start_progress = None
+    sampled_every_record = None
 
     def __init__(
         self,
@@ -253,8 +255,8 @@ def _draw(source: ChunkSource, seed: np.random.SeedSequence, size: int) -> tuple
 
     records = reservoir_sample(counted(), size, np.random.default_rng(seed))
     if records.shape[0] == 0:
-        records = np.empty((0, (source.n_features or 0) + bool(getattr(source, "weighted", False))))
-    return records, seen, int(getattr(source, "skipped_records", 0))
+        records = np.empty((0, (source.n_features or 0) + bool(source.weighted)))
+    return records, seen, int(source.skipped_records)
 
 
 def _merge_list(

@@ -57,7 +57,7 @@ def sample_is_whole(source: ChunkSource, sample: np.ndarray, size: int) -> bool:
     some row groups); else a sample shorter than asked for."""
     if isinstance(source, ArraySource):
         return len(source) <= size
-    seen_all = getattr(source, "sampled_every_record", None)
+    seen_all = source.sampled_every_record
     if seen_all is not None:
         return bool(seen_all)
     return sample.shape[0] < size

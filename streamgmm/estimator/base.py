@@ -171,7 +171,7 @@ class EstimatorBase:
 
     def shuffle_generator(self, source: ChunkSource, rng: np.random.Generator) -> np.random.Generator | None:
         """The generator that shuffles online EM's visit of ``source``, or None to keep its order."""
-        modes = getattr(source, "shuffle_modes", ())
+        modes = source.shuffle_modes
         if self.shuffle is False:
             return None
         if self.shuffle is True:
@@ -229,12 +229,12 @@ class EstimatorBase:
     def describe_input(self, source: ChunkSource) -> None:
         """Record what was fitted on: ``feature_names_in_`` (when ``source`` has column names)
         and ``n_skipped_`` (records its last pass left out)."""
-        names = getattr(source, "feature_names", None)
+        names = source.feature_names
         if names is not None:
             self.feature_names_in_ = np.asarray(names, dtype=object)
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
-        self.n_skipped_ = int(getattr(source, "skipped_records", 0))
+        self.n_skipped_ = int(source.skipped_records)
 
     def _user_init(self, n_features: int) -> dict[str, np.ndarray]:
         """The user's ``*_init`` arrays, checked against K and d."""

@@ -49,7 +49,7 @@ class FittingMixin:
                 return Start(params, shift, rng)
         sample, shuffle_rng, whole = draw_sample(source, self.init_size, rng)
         sample = self.normalised_sample(source, sample)
-        names, progress = getattr(source, "feature_names", None), getattr(source, "start_progress", None)
+        names, progress = source.feature_names, source.start_progress
         return self.start_on_sample(
             sample, shuffle_rng, whole, rng, shift, weighted=is_weighted(source), names=names, progress=progress
         )
@@ -457,7 +457,7 @@ class FittingMixin:
         if not fitted:
             self.describe_input(source)
         else:
-            self.n_skipped_ = int(getattr(source, "skipped_records", 0))
+            self.n_skipped_ = int(source.skipped_records)
         return self
 
     def _set_fitted(

@@ -179,6 +179,8 @@ class ParquetSource:
 
     reiterable = True
     shuffle_modes = ("row_groups",)
+    start_progress = None
+    sampled_every_record: bool | None = None
 
     def __init__(
         self,

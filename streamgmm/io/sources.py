@@ -26,11 +26,12 @@ class ChunkSource(Protocol):
     feature_names: list[str] | None  # column names, for sources that have them
     shuffle_modes: tuple[str, ...]  # what ``batches`` shuffles when given an rng
     skipped_records: int  # records the last pass left out (nan_policy="skip")
-    # Optional (read with getattr, default False): batches end with a column of record weights.
-    weighted: bool
-    # Optional (read with getattr, default None): called with the records of the initialisation
-    # sample as the start's EM processes them (a progress bar).
+    weighted: bool  # batches and samples end with a column of record weights
+    # Called with the records of the initialisation sample as the start's EM processes them (a
+    # progress bar), or None.
     start_progress: Callable[[int], None] | None
+    # After sample(): whether the sample holds every record of the source (None: not known).
+    sampled_every_record: bool | None
 
     def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
         """Mini-batches of ``batch_size`` records (the last may be shorter); ``rng`` shuffles
@@ -42,9 +43,23 @@ class ChunkSource(Protocol):
         ...
 
 
-def is_weighted(source: object) -> bool:
+# What a source must have besides its batches() and sample() methods.
+SOURCE_ATTRIBUTES = tuple(name for name in ChunkSource.__annotations__)
+
+
+def check_source(source: object) -> None:
+    """Raise ``TypeError`` naming what ``source`` lacks of the :class:`ChunkSource` protocol."""
+    missing = [name for name in ("batches", "sample", *SOURCE_ATTRIBUTES) if not hasattr(source, name)]
+    if missing:
+        raise TypeError(
+            f"{type(source).__name__} is not a source: it has no {', '.join(missing)} "
+            "(see streamgmm.io.sources.ChunkSource)"
+        )
+
+
+def is_weighted(source: ChunkSource) -> bool:
     """Whether ``source``'s batches and samples end with a column of record weights."""
-    return bool(getattr(source, "weighted", False))
+    return bool(source.weighted)
 
 
 def split_weights(batch: np.ndarray, weighted: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -159,6 +174,8 @@ class ArraySource:
 
     reiterable = True
     shuffle_modes = ("records",)
+    start_progress: Callable[[int], None] | None = None
+    sampled_every_record: bool | None = None
 
     def __init__(self, X: np.ndarray, feature_names: list[str] | None = None, weights: np.ndarray | None = None):
         if weights is None:
@@ -216,6 +233,7 @@ class IterableSource:
     """
 
     shuffle_modes: tuple[str, ...] = ()
+    start_progress: Callable[[int], None] | None = None
     # Whether the last sample saw every record of the stream (then it is the whole data).
     sampled_every_record = False
 

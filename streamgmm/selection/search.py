@@ -214,8 +214,8 @@ def select(
     training = template.scaled_source(source)
     fittings = _candidates(
         ks, types, starting, shuffle_rng, whole, rng, random_state, estimator_params, weighted,
-        scale=template.weight_unit(), names=getattr(source, "feature_names", None),
-        progress=getattr(source, "start_progress", None),
+        scale=template.weight_unit(), names=source.feature_names,
+        progress=source.start_progress,
     )  # fmt: skip
     # With held_out the candidates are fitted in one online pass: the held-out records are never trained on.
     plan = "online" if held_out is not None else template.fit_plan(source, fittings[0].start)

@@ -182,3 +182,22 @@ def test_fit_on_a_generator_uses_each_record_once(init_size: int) -> None:
     assert model.n_steps_ == 12
     assert chunks.pulled == 20
     np.testing.assert_allclose(np.sort(model.means_[:, 0]), [-4, 4], atol=0.1)
+
+
+def test_hostile_an_object_with_batches_and_sample_but_not_the_rest_is_refused_naming_it() -> None:
+    """A user's object is taken as a source only when it has all of the protocol, not as far as
+    the first attribute the fit happens to read."""
+    from streamgmm import StreamingGaussianMixture
+
+    class Partial:
+        def batches(self, batch_size, rng=None):
+            yield np.ones((4, 2))
+
+        def sample(self, size, rng):
+            return np.ones((4, 2))
+
+    with pytest.raises(TypeError, match=r"Partial is not a source: it has no reiterable, n_features, feature_names"):
+        StreamingGaussianMixture(2).fit(Partial())
+    # The same object with every attribute of the protocol is a source.
+    whole = ArraySource(np.random.default_rng(0).normal(size=(400, 2)))
+    assert StreamingGaussianMixture(2, random_state=0).fit(whole).means_.shape == (2, 2)
