@@ -13,10 +13,9 @@ from streamgmm.em.moves import MoveState
 from streamgmm.em.novelty import Reservoir
 from streamgmm.em.online import OnlineState, record_count
 from streamgmm.io.model_check import ModelContentError, check_moves
-from streamgmm.io.model_file import ModelFileError, read_model, write_model
+from streamgmm.io.model_file import ModelFileError, mixture_of, read_model, write_model
 from streamgmm.mixture import covariance as cov
 from streamgmm.mixture.component_size import reservoir_capacity
-from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.statistics import SufficientStatistics
 
 
@@ -162,13 +161,7 @@ class PersistenceMixin:
         t = model.covariance_type
         _, d = _check_arrays(arrays, t)
         fitted, online = document["fitted"], document["online"]
-        mixture = MixtureParams(
-            means=arrays["means"],
-            weights=arrays["weights"],
-            covariances=arrays["covariances"],
-            precisions_cholesky=arrays["precisions_cholesky"],
-            covariance_type=t,
-        )
+        mixture = mixture_of(document, arrays)
         stats = _statistics(
             t, arrays, "statistics", online["statistics_n_records"], online["statistics_log_likelihood"]
         )

@@ -141,15 +141,19 @@ def read_mixture(path: str | os.PathLike[str]) -> tuple[MixtureParams, list[str]
     names its features are read by (None for a model fitted on unnamed data): what scoring
     needs, without the estimator."""
     document, arrays = read_model(path)
-    mixture = MixtureParams(
+    names = document["fitted"].get("feature_names_in")
+    return mixture_of(document, arrays), None if names is None else [str(name) for name in names]
+
+
+def mixture_of(document: dict[str, Any], arrays: dict[str, np.ndarray]) -> MixtureParams:
+    """The mixture of a model file's document and arrays (as :func:`read_model` returns them)."""
+    return MixtureParams(
         means=arrays["means"],
         weights=arrays["weights"],
         covariances=arrays["covariances"],
         precisions_cholesky=arrays["precisions_cholesky"],
         covariance_type=covariance_type_of(document),
     )
-    names = document["fitted"].get("feature_names_in")
-    return mixture, None if names is None else [str(name) for name in names]
 
 
 def _read_document(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
