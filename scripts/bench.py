@@ -46,7 +46,7 @@ def data_files(lake: str) -> list[str]:
 def load(files: list[str], names: list[str]) -> np.ndarray:
     import pyarrow.parquet as pq
 
-    from streamgmm.io.columns import to_matrix
+    from streamgmm.io.records.columns import to_matrix
 
     return np.concatenate([to_matrix(pq.read_table(f, columns=names), names) for f in files])
 

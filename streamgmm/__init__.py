@@ -3,11 +3,11 @@
 from streamgmm.assignment.local import AssignSummary, assign
 from streamgmm.datasets.mixtures import make_mixture, random_mixture, sample_mixture
 from streamgmm.estimator import ConvergenceWarning, StreamingGaussianMixture
-from streamgmm.io.arrow_source import TableSource
-from streamgmm.io.columns import DataError
-from streamgmm.io.model_file import ModelFileError
-from streamgmm.io.parquet_source import ParquetSource
-from streamgmm.io.validation import NotFittedError
+from streamgmm.estimator.not_fitted import NotFittedError
+from streamgmm.io.model.file import ModelFileError
+from streamgmm.io.records.columns import DataError
+from streamgmm.io.sources.arrow import TableSource
+from streamgmm.io.sources.parquet import ParquetSource
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.statistics import SufficientStatistics
 from streamgmm.selection import SelectionResult, select

@@ -28,7 +28,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from streamgmm.io.arrow_source import (
+from streamgmm.io.lake.paths import is_path_like
+from streamgmm.io.records.checks import as_float_matrix, as_sample_weight
+from streamgmm.io.records.columns import DataError, FeatureReader, feature_columns
+from streamgmm.io.sources.arrow import (
     TableSource,
     arrow_source,
     as_arrow_table,
@@ -36,10 +39,7 @@ from streamgmm.io.arrow_source import (
     is_dataframe,
     is_polars_frame,
 )
-from streamgmm.io.columns import DataError, FeatureReader, feature_columns
-from streamgmm.io.lake_paths import is_path_like
-from streamgmm.io.parquet_source import ParquetSource
-from streamgmm.io.sources import (
+from streamgmm.io.sources.chunk_source import (
     ArraySource,
     ChunkSource,
     IterableSource,
@@ -48,7 +48,7 @@ from streamgmm.io.sources import (
     is_dask_collection,
     is_weighted,
 )
-from streamgmm.io.validation import as_float_matrix, as_sample_weight
+from streamgmm.io.sources.parquet import ParquetSource
 
 
 def resolve_input(

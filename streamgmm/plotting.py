@@ -37,9 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from streamgmm.io.atomic_write import write_bytes_atomically
-from streamgmm.io.sources import is_weighted, split_weights
-from streamgmm.io.validation import default_feature_names, make_rng
+from streamgmm.estimator.random_state import make_rng
+from streamgmm.io.output.atomic_write import write_bytes_atomically
+from streamgmm.io.records.checks import default_feature_names
+from streamgmm.io.sources.chunk_source import is_weighted, split_weights
 
 DPI = 100
 HEIGHT = 8.0  # inches

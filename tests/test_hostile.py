@@ -29,7 +29,7 @@ import pytest
 from shared_helpers import cli, members, npy, one_error_line, write_zip
 
 from streamgmm import ModelFileError, ParquetSource, StreamingGaussianMixture, assign
-from streamgmm.io.model_file import write_model
+from streamgmm.io.model.file import write_model
 from streamgmm.watch.checkpoint import StateDirectory
 from streamgmm.watch.watcher import Watcher, watch
 
@@ -285,7 +285,7 @@ def test_two_loop_links_end_for_directories_and_globs(lake, tmp_path) -> None:
     (copy / "sub" / "up").symlink_to("..", target_is_directory=True)
     (copy / "loop").symlink_to(".", target_is_directory=True)
     code = (
-        "from streamgmm.io.parquet_source import ParquetSource as P; import sys; "
+        "from streamgmm.io.sources.parquet import ParquetSource as P; import sys; "
         "print(P(sys.argv[1]).n_records, P(sys.argv[1] + '/**/*.parquet').n_records)"
     )
     # A subprocess bounds the old behaviour (a listing growing without end) by its timeout.

@@ -23,7 +23,14 @@ LAYERS = {
     "dask": 6,
     "datasets": 7,
     "em": 7,
+    # io is one layer of five concepts, each a folder, ranked among themselves.
     "io": 8,
+    "io.sources": 8.1,
+    "io.model": 8.2,
+    "io.output": 8.3,
+    "io.lake": 8.4,
+    "io.background": 8.5,
+    "io.records": 8.6,
     "kernels": 9,
     "mixture": 10,
 }
@@ -32,6 +39,8 @@ LAYERS = {
 def unit(module: str) -> str | None:
     """The folder (or top-level module) a dotted module name lives in; None for the package."""
     parts = module.split(".")
+    if len(parts) > 2 and parts[:2] == ["streamgmm", "io"]:
+        return f"io.{parts[2]}"
     return parts[1] if len(parts) > 1 and parts[0] == "streamgmm" else None
 
 

@@ -16,11 +16,11 @@ import streamgmm
 from streamgmm import StreamingGaussianMixture, select
 from streamgmm.datasets.synthetic_lake import write_lake
 from streamgmm.em import start as start_module
-from streamgmm.io.held_out import HeldOutReservoir
-from streamgmm.io.parquet_source import ParquetSource
+from streamgmm.io.sources.parquet import ParquetSource
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.selection import parse_candidates
 from streamgmm.selection import search as search_module
+from streamgmm.selection.held_out import HeldOutReservoir
 
 
 class CountingSource:

@@ -35,9 +35,9 @@ from streamgmm.assignment.layout import (
     remove_outputs,
 )
 from streamgmm.assignment.pipeline import PartWriter
-from streamgmm.io.columns import DataError
-from streamgmm.io.lake_paths import is_url
-from streamgmm.io.table_formats import delta_storage_options, table_format
+from streamgmm.io.lake.paths import is_url
+from streamgmm.io.lake.table_formats import delta_storage_options, table_format
+from streamgmm.io.records.columns import DataError
 
 FINGERPRINT_KEY = "streamgmm.model_fingerprint"
 DESCRIPTION = "responsibilities written by streamgmm assign"

@@ -20,13 +20,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streamgmm.io.arrow_source import TableSource, as_arrow_table, is_arrow_stream, is_dataframe, is_polars_frame
-from streamgmm.io.columns import DataError, check_column
-from streamgmm.io.lake_paths import is_path_like, is_url, overlap
-from streamgmm.io.parquet_source import READ_BATCH, LakeFile, ParquetSource
-from streamgmm.io.store_credentials import split_credentials
-from streamgmm.io.store_output import OutputStore, normal_url
-from streamgmm.io.validation import default_feature_names
+from streamgmm.io.lake.paths import is_path_like, is_url, overlap
+from streamgmm.io.lake.store_credentials import split_credentials
+from streamgmm.io.output.object_store import OutputStore, normal_url
+from streamgmm.io.records.checks import default_feature_names
+from streamgmm.io.records.columns import DataError, check_column
+from streamgmm.io.sources.arrow import TableSource, as_arrow_table, is_arrow_stream, is_dataframe, is_polars_frame
+from streamgmm.io.sources.parquet import READ_BATCH, LakeFile, ParquetSource
 from streamgmm.mixture.params import MixtureParams
 
 FORMAT_NAME = "streamgmm.assign"

@@ -43,15 +43,15 @@ from streamgmm.assignment.layout import (
     tidied,
 )
 from streamgmm.assignment.pipeline import PartWriter, check_compression
-from streamgmm.io.arrow_source import TableSource
-from streamgmm.io.atomic_write import write_bytes_atomically
-from streamgmm.io.columns import check_nan_policy
-from streamgmm.io.lake_paths import is_url
-from streamgmm.io.model_file import read_mixture
-from streamgmm.io.parquet_source import ParquetSource
-from streamgmm.io.sources import is_dask_collection
-from streamgmm.io.store_output import OutputStore, normal_url
-from streamgmm.io.validation import default_feature_names
+from streamgmm.io.lake.paths import is_url
+from streamgmm.io.model.file import read_mixture
+from streamgmm.io.output.atomic_write import write_bytes_atomically
+from streamgmm.io.output.object_store import OutputStore, normal_url
+from streamgmm.io.records.checks import default_feature_names
+from streamgmm.io.records.columns import check_nan_policy
+from streamgmm.io.sources.arrow import TableSource
+from streamgmm.io.sources.chunk_source import is_dask_collection
+from streamgmm.io.sources.parquet import ParquetSource
 from streamgmm.mixture.params import MixtureParams
 
 OUT_FORMATS = ("parquet", "delta")  # delta: one commit of a Delta table (the delta extra)

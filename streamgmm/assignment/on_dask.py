@@ -23,10 +23,10 @@ import pyarrow as pa
 from streamgmm.assignment.layout import input_parts, lake_for_model, remove_outputs, table_part
 from streamgmm.assignment.pipeline import PartWriter
 from streamgmm.dask.source import DaskSource, PartitionSpec, dask_source, open_partition
-from streamgmm.io.arrow_source import frame_table
-from streamgmm.io.lake_paths import is_path_like
-from streamgmm.io.parquet_source import ParquetSource
-from streamgmm.io.validation import default_feature_names
+from streamgmm.io.lake.paths import is_path_like
+from streamgmm.io.records.checks import default_feature_names
+from streamgmm.io.sources.arrow import frame_table
+from streamgmm.io.sources.parquet import ParquetSource
 
 
 @dataclass(frozen=True)

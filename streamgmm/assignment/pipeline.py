@@ -1,7 +1,7 @@
 """The responsibilities pass's three overlapping stages: a read-ahead thread decodes the input's
 record batches into feature matrices, the calling thread scores them
 (:func:`~streamgmm.kernels.scoring.score_chunk`), and a write-behind thread encodes and writes
-the result row groups (:mod:`streamgmm.io.read_ahead`). Each output file is written under a
+the result row groups (:mod:`streamgmm.io.sources.read_ahead`). Each output file is written under a
 temporary name and renamed when complete; if any stage fails, the file being written and every
 file this call renamed into place are removed, and the first error is raised, naming its file.
 """
@@ -19,11 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streamgmm.assignment.layout import Part, output_schema, remove_outputs
-from streamgmm.io.atomic_write import atomic_path
 from streamgmm.io.background import WriteBehind, read_ahead
-from streamgmm.io.columns import DataError, FeatureReader
-from streamgmm.io.lake_paths import is_url
-from streamgmm.io.store_output import OutputStore
+from streamgmm.io.lake.paths import is_url
+from streamgmm.io.output.atomic_write import atomic_path
+from streamgmm.io.output.object_store import OutputStore
+from streamgmm.io.records.columns import DataError, FeatureReader
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.kernels.scoring import score_chunk
 from streamgmm.mixture.params import MixtureParams
@@ -242,7 +242,7 @@ def results_table(
 ) -> pa.Table:
     """One piece's output rows: the kept columns of ``batch``, then its results (rows left out by
     ``mask`` keep their place, with nulls). A record the model scores non-finitely (parameters
-    that overflow on it) is a :class:`~streamgmm.io.columns.DataError` naming ``where`` and the
+    that overflow on it) is a :class:`~streamgmm.io.records.columns.DataError` naming ``where`` and the
     row (``first_row`` is the piece's first): no NaN or infinity is ever published."""
     n_results = params.n_components + 2
     result_fields = list(schema)[-n_results:]

@@ -18,8 +18,8 @@ import pyarrow as pa
 
 from streamgmm.assignment.layout import SUCCESS, TEMPORARY, is_output_file
 from streamgmm.estimator.constraints import PARAMETER_CONSTRAINTS, Interval, allowed
-from streamgmm.io.lake_paths import check_not_input, describe_non_file, is_url, refuse_url
-from streamgmm.io.parquet_source import ParquetSource
+from streamgmm.io.lake.paths import check_not_input, describe_non_file, is_url, refuse_url
+from streamgmm.io.sources.parquet import ParquetSource
 from streamgmm.watch.lease import MAX_LEASE_SECONDS
 
 if TYPE_CHECKING:  # pyarrow.dataset imports pandas: loaded only where a dataset is used

@@ -54,12 +54,12 @@ from streamgmm.cli.progress import ProgressSource, progress_bar, show_progress
 from streamgmm.cli.report import describe
 from streamgmm.dask.source import connect
 from streamgmm.estimator import StreamingGaussianMixture
-from streamgmm.io.columns import DataError
-from streamgmm.io.lake_paths import is_url
-from streamgmm.io.model_file import ModelFileError
-from streamgmm.io.parquet_source import ParquetSource
-from streamgmm.io.storage_options import storage_environment
-from streamgmm.io.validation import default_feature_names
+from streamgmm.io.lake.paths import is_url
+from streamgmm.io.lake.storage_options import storage_environment
+from streamgmm.io.model.file import ModelFileError
+from streamgmm.io.records.checks import default_feature_names
+from streamgmm.io.records.columns import DataError
+from streamgmm.io.sources.parquet import ParquetSource
 from streamgmm.watch.checkpoint import StateDirectory, StateDirectoryBusy, is_state_directory, state_summary
 
 if TYPE_CHECKING:  # pyarrow.dataset imports pandas: loaded only where a dataset is used

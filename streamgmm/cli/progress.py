@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from streamgmm.io.parquet_source import ParquetSource
+from streamgmm.io.sources.parquet import ParquetSource
 
 
 class ProgressSource:

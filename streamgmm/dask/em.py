@@ -46,8 +46,8 @@ from streamgmm.em.batch import BatchEMResult, em_iterations, full_pass_statistic
 from streamgmm.em.moves import NovelBatch, novel_batch
 from streamgmm.em.novelty import Reservoir, novel_rows
 from streamgmm.em.online import BatchUpdate, OnlineEMResult, OnlineState, StepSchedule, blend_step, online_passes
-from streamgmm.io.read_ahead import batches_ahead
-from streamgmm.io.sources import ChunkSource, is_weighted, split_weights
+from streamgmm.io.sources.chunk_source import ChunkSource, is_weighted, split_weights
+from streamgmm.io.sources.read_ahead import batches_ahead
 from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.reseeding import WorstRecords

@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 
 from streamgmm.dask.source import DaskSource, Partition, PartitionSpec, open_partition
-from streamgmm.io.columns import DataError
-from streamgmm.io.parquet_source import READ_BATCH
-from streamgmm.io.sources import ArraySource, ChunkSource, is_weighted
+from streamgmm.io.records.columns import DataError
+from streamgmm.io.sources.chunk_source import ArraySource, ChunkSource, is_weighted
+from streamgmm.io.sources.parquet import READ_BATCH
 
 # "auto" persists when the decoded partitions take at most this share of the workers' memory
 # limits: the rest is left for the E-step's working arrays and Dask's own bookkeeping.

@@ -4,9 +4,9 @@ partition by partition on the workers of a Dask scheduler, never collected on th
 A :class:`DaskSource` is a list of partitions (DataFrame partitions, row blocks of an array, or
 the files of a lake) and the recipe that turns one partition into a chunk source *on the worker
 that holds it*: DataFrame partitions are read by column name through the same
-:class:`~streamgmm.io.columns.FeatureReader` (and ``nan_policy``) as local tables, array blocks are
+:class:`~streamgmm.io.records.columns.FeatureReader` (and ``nan_policy``) as local tables, array blocks are
 checked as local arrays, and a lake's file is opened as a one-file
-:class:`~streamgmm.io.parquet_source.ParquetSource` (same filter, nan policy, hive keys), so every
+:class:`~streamgmm.io.sources.parquet.ParquetSource` (same filter, nan policy, hive keys), so every
 partition yields exactly the records the local source would. The algorithms (``dask_em``) map a
 function over the partitions and tree-reduce the small results; only those results and the
 parameters travel.
@@ -40,12 +40,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from streamgmm.io.arrow_source import frame_table
-from streamgmm.io.columns import DataError, FeatureReader, check_nan_policy, check_weight_column, feature_columns
-from streamgmm.io.lake_paths import is_path_like
-from streamgmm.io.parquet_source import READ_BATCH, ParquetSource
-from streamgmm.io.sources import ArraySource, ChunkSource, is_dask_collection, reservoir_sample
-from streamgmm.io.validation import as_float_matrix
+from streamgmm.io.lake.paths import is_path_like
+from streamgmm.io.records.checks import as_float_matrix
+from streamgmm.io.records.columns import (
+    DataError,
+    FeatureReader,
+    check_nan_policy,
+    check_weight_column,
+    feature_columns,
+)
+from streamgmm.io.sources.arrow import frame_table
+from streamgmm.io.sources.chunk_source import ArraySource, ChunkSource, is_dask_collection, reservoir_sample
+from streamgmm.io.sources.parquet import READ_BATCH, ParquetSource
 
 if TYPE_CHECKING:  # pyarrow.dataset imports pandas: loaded only where a dataset is used
     import pyarrow.dataset as ds
@@ -303,7 +309,7 @@ def dask_source(
     """A :class:`DaskSource` over a Dask DataFrame (features by column name: ``feature_names``,
     or every numeric column but ``passthrough``), a Dask Array (rows x features; columns are
     re-chunked into one block per row block), or a Parquet lake (a path, glob, list, dataset or
-    :class:`~streamgmm.io.parquet_source.ParquetSource`; one partition per file). A
+    :class:`~streamgmm.io.sources.parquet.ParquetSource`; one partition per file). A
     :class:`DaskSource` is returned as it is (on ``client``, when given).
 
     ``persist`` (on a ``distributed`` cluster): ``True`` keeps every partition's decoded records

@@ -42,8 +42,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streamgmm.datasets.mixtures import random_mixture, sample_mixture
-from streamgmm.io.atomic_write import atomic_path, write_bytes_atomically
-from streamgmm.io.validation import default_feature_names
+from streamgmm.io.output.atomic_write import atomic_path, write_bytes_atomically
+from streamgmm.io.records.checks import default_feature_names
 from streamgmm.mixture.params import MixtureParams
 
 FORMAT = "streamgmm.datasets.synthetic_lake"

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamgmm.io.read_ahead import batches_ahead
-from streamgmm.io.sources import ChunkSource, is_weighted, split_weights
+from streamgmm.io.sources.chunk_source import ChunkSource, is_weighted, split_weights
+from streamgmm.io.sources.read_ahead import batches_ahead
 from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.reseeding import WorstRecords, reseed

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamgmm.em.batch import BatchEMResult, EMIterations, exact_e_step
-from streamgmm.io.sources import ArraySource
+from streamgmm.io.sources.chunk_source import ArraySource
 from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.mixture.initialization import (
     KMEANS_CANDIDATES,

@@ -23,8 +23,8 @@ import numpy as np
 from streamgmm.em.moves import BatchRedo, Move, MoveState, NovelBatch, novel_batch, proposed_birth, tracked
 from streamgmm.em.novelty import novel_rows
 from streamgmm.em.reallocation import changed_course, refit_due, refitted, watched
-from streamgmm.io.read_ahead import batches_ahead
-from streamgmm.io.sources import ChunkSource, is_weighted, split_weights
+from streamgmm.io.sources.chunk_source import ChunkSource, is_weighted, split_weights
+from streamgmm.io.sources.read_ahead import batches_ahead
 from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.reseeding import reseed, worst_rows

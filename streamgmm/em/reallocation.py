@@ -41,7 +41,7 @@ from streamgmm.em.batch import BatchEMResult, run_batch_em
 from streamgmm.em.candidates import initialize
 from streamgmm.em.moves import Move, MoveResult, MoveState
 from streamgmm.em.novelty import Reservoir
-from streamgmm.io.sources import ArraySource
+from streamgmm.io.sources.chunk_source import ArraySource
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.statistics import SufficientStatistics

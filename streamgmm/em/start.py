@@ -15,8 +15,8 @@ import numpy as np
 
 from streamgmm.em.batch import BatchEMResult
 from streamgmm.em.candidates import initialize, sample_mean, unobserved_features
-from streamgmm.io.columns import DataError
-from streamgmm.io.sources import ArraySource, ChunkSource, split_weights
+from streamgmm.io.records.columns import DataError
+from streamgmm.io.sources.chunk_source import ArraySource, ChunkSource, split_weights
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.mixture.params import MixtureParams
 
@@ -76,7 +76,7 @@ def check_observed(
     >>> check_observed(np.array([[1.0, np.nan], [2.0, np.nan]]), None, True, ["x", "y"])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    streamgmm.io.columns.DataError: column 'y' has no observed value in any of the 2 records: ...
+    streamgmm.io.records.columns.DataError: column 'y' has no observed value in any of the 2 records: ...
     """
     missing = unobserved_features(sample, weights)
     if missing.size == 0:

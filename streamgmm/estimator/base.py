@@ -11,8 +11,8 @@ import numpy as np
 from streamgmm.em.moves import MoveState
 from streamgmm.em.online import OnlineState, StepSchedule
 from streamgmm.estimator.constraints import check_params
-from streamgmm.io.sources import ChunkSource
-from streamgmm.io.validation import not_fitted_error
+from streamgmm.estimator.not_fitted import not_fitted_error
+from streamgmm.io.sources.chunk_source import ChunkSource
 from streamgmm.mixture import covariance as cov
 
 

@@ -14,11 +14,11 @@ from streamgmm.em.fit_history import FitHistory
 from streamgmm.em.online import OnlineState, record_count, refit_at_end
 from streamgmm.em.start import Start, converged_start, draw_sample
 from streamgmm.estimator.convergence import UNCONVERGED, convergence_warning_class
+from streamgmm.estimator.random_state import make_rng
 from streamgmm.estimator.runners import em_runners, tracing
 from streamgmm.inputs import resolve_input
-from streamgmm.io.model_check import check_mixture_arrays
-from streamgmm.io.sources import ArraySource, ChunkSource, is_weighted
-from streamgmm.io.validation import make_rng
+from streamgmm.io.model.checks import check_mixture_arrays
+from streamgmm.io.sources.chunk_source import ArraySource, ChunkSource, is_weighted
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.statistics import SufficientStatistics
 

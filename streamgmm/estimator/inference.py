@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from streamgmm.estimator.random_state import make_rng
 from streamgmm.inputs import resolve_input
-from streamgmm.io.sources import ChunkSource, is_dask_collection, is_weighted, split_weights
-from streamgmm.io.validation import make_rng
+from streamgmm.io.sources.chunk_source import ChunkSource, is_dask_collection, is_weighted, split_weights
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.kernels.scoring import score_chunk
 from streamgmm.mixture.params import MixtureParams

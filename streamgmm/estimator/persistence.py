@@ -12,8 +12,8 @@ from streamgmm.em.fit_history import FitHistory
 from streamgmm.em.moves import MoveState
 from streamgmm.em.novelty import Reservoir
 from streamgmm.em.online import OnlineState, record_count
-from streamgmm.io.model_check import ModelContentError, check_moves
-from streamgmm.io.model_file import ModelFileError, mixture_of, read_model, write_model
+from streamgmm.io.model.checks import ModelContentError, check_moves
+from streamgmm.io.model.file import ModelFileError, mixture_of, read_model, write_model
 from streamgmm.mixture import covariance as cov
 from streamgmm.mixture.component_size import reservoir_capacity
 from streamgmm.mixture.statistics import SufficientStatistics
@@ -31,7 +31,7 @@ class PersistenceMixin:
         counter and the births' and merges' state (their seed, the reservoir of novel records and
         the novel records' share of the statistics), so a model read back by :meth:`load` predicts
         the same and ``partial_fit`` resumes the stream where it stopped, with the births an
-        uninterrupted stream takes (the format: :mod:`streamgmm.io.model_file`). It is written
+        uninterrupted stream takes (the format: :mod:`streamgmm.io.model.file`). It is written
         atomically: a reader sees the old file or the new one, never half of one.
 
         Parameters
@@ -144,7 +144,7 @@ class PersistenceMixin:
     @classmethod
     def from_document(cls, document: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
         """The model :meth:`model_document` describes (a file already read and validated by
-        :func:`~streamgmm.io.model_file.read_model`); ``ModelFileError`` if it does not fit."""
+        :func:`~streamgmm.io.model.file.read_model`); ``ModelFileError`` if it does not fit."""
         params = dict(document["estimator_params"])
         for name in list(arrays):
             if name.startswith("param."):
@@ -285,7 +285,7 @@ def _moves_document(moves: MoveState) -> tuple[dict[str, Any], dict[str, np.ndar
 
 
 def _moves_from(scalars: dict[str, Any], arrays: dict[str, np.ndarray], t: str) -> MoveState:
-    """The moves' state a model file holds (checked by :func:`~streamgmm.io.model_check.check_moves`)."""
+    """The moves' state a model file holds (checked by :func:`~streamgmm.io.model.checks.check_moves`)."""
     reservoir = Reservoir(
         arrays["moves.records"],
         arrays["moves.log_weights"],

@@ -13,7 +13,7 @@ from streamgmm.em.batch import run_batch_em
 from streamgmm.em.fit_history import FitHistory
 from streamgmm.em.online import OnlineState, run_online_em
 from streamgmm.estimator.constraints import Interval, check_value
-from streamgmm.io.sources import ChunkSource
+from streamgmm.io.sources.chunk_source import ChunkSource
 
 
 def em_runners(source: ChunkSource, partitions_per_step: int | None) -> tuple[Any, Any, dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from streamgmm.dask.source import DaskSource
-from streamgmm.io.sources import ScaledWeights, is_weighted, scaled_weights, weight_scale
+from streamgmm.io.sources.chunk_source import ScaledWeights, is_weighted, scaled_weights, weight_scale
 
 
 class WeightingMixin:

@@ -38,13 +38,13 @@ from streamgmm.em.start import Start, draw_sample, spawn_rng
 from streamgmm.estimator import StreamingGaussianMixture
 from streamgmm.estimator.constraints import Interval, Options, check_value
 from streamgmm.estimator.inference import weighted_log_likelihood
+from streamgmm.estimator.random_state import make_rng
 from streamgmm.inputs import resolve_input
-from streamgmm.io.held_out import HeldOutReservoir
-from streamgmm.io.sources import ArraySource, is_dask_collection, is_weighted, rebatch, split_weights
-from streamgmm.io.validation import make_rng
+from streamgmm.io.sources.chunk_source import ArraySource, is_dask_collection, is_weighted, rebatch, split_weights
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.kernels.scoring import score_chunk
 from streamgmm.mixture.reseeding import WorstRecords
+from streamgmm.selection.held_out import HeldOutReservoir
 from streamgmm.selection.result import CRITERIA, Candidate, SelectionResult, parse_candidates
 
 # Estimator parameters a candidate does not take from select's keywords: its shape is the

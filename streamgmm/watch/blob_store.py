@@ -42,8 +42,8 @@ from typing import Protocol
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from streamgmm.io.atomic_write import atomic_path, create_new, fsync_directory
-from streamgmm.io.store_credentials import s3_client, split_credentials
+from streamgmm.io.lake.store_credentials import s3_client, split_credentials
+from streamgmm.io.output.atomic_write import atomic_path, create_new, fsync_directory
 
 
 class Conflict(RuntimeError):

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from streamgmm.estimator import StreamingGaussianMixture
-from streamgmm.io.model_file import ModelFileError, read_model
+from streamgmm.io.model.file import ModelFileError, read_model
 from streamgmm.watch.blob_store import LocalBlobs
 from streamgmm.watch.state import (
     Checkpoint,

@@ -2,7 +2,7 @@
 reading a file so that what is hashed is what is learnt.
 
 Listing follows symbolic links but visits each real directory and file once (see
-:func:`streamgmm.io.lake_paths.walk_files`) and never enters the watcher's own state or output
+:func:`streamgmm.io.lake.paths.walk_files`) and never enters the watcher's own state or output
 directories, by whatever link; what cannot be read is reported, not skipped silently.
 
 Settling: a file is ready once unchanged in size and mtime since the last look and its mtime
@@ -27,9 +27,9 @@ from typing import Any, BinaryIO, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streamgmm.io.columns import DataError
-from streamgmm.io.lake_paths import walk_files
-from streamgmm.io.parquet_source import ParquetSource, is_hidden
+from streamgmm.io.lake.paths import walk_files
+from streamgmm.io.records.columns import DataError
+from streamgmm.io.sources.parquet import ParquetSource, is_hidden
 
 HASH_BLOCK = 1 << 20
 

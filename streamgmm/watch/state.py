@@ -35,8 +35,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from streamgmm.estimator import StreamingGaussianMixture
-from streamgmm.io.atomic_write import MAX_NAME_BYTES, bounded_name
-from streamgmm.io.model_file import ModelFileError, parse_json, read_model, write_model_to
+from streamgmm.io.model.file import ModelFileError, parse_json, read_model, write_model_to
+from streamgmm.io.output.atomic_write import MAX_NAME_BYTES, bounded_name
 from streamgmm.watch.drift import drift_summary
 
 WATCH_FORMAT = "streamgmm.watch"

@@ -6,7 +6,7 @@ Objects are listed with pyarrow's filesystem (recursively; names starting with `
 left out at any depth, as locally) and settle as local files do, by size and modification time
 over two looks (:class:`streamgmm.watch.landing.Settling`). An object is read once, whole, into
 memory; its SHA-256 is of those bytes and the model learns from the same bytes, served to
-:class:`~streamgmm.io.parquet_source.ParquetSource` by a one-object pyarrow filesystem.
+:class:`~streamgmm.io.sources.parquet.ParquetSource` by a one-object pyarrow filesystem.
 
 Entity tags: pyarrow's listing has none, so on ``s3://`` with s3fs importable the object's ETag
 is asked for (one HEAD) before and after the read, and the read is void if it changed; without
@@ -37,8 +37,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from streamgmm.io.parquet_source import ParquetSource, is_hidden
-from streamgmm.io.store_credentials import split_credentials
+from streamgmm.io.lake.store_credentials import split_credentials
+from streamgmm.io.sources.parquet import ParquetSource, is_hidden
 from streamgmm.watch.landing import LandingFile, parquet_rows
 
 

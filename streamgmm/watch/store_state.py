@@ -53,7 +53,7 @@ from collections.abc import Callable
 from typing import Any
 
 from streamgmm.estimator import StreamingGaussianMixture
-from streamgmm.io.model_file import ModelFileError
+from streamgmm.io.model.file import ModelFileError
 from streamgmm.watch.blob_store import Conflict, ObjectStore
 from streamgmm.watch.lease import LEASE, Lease, LeaseLost
 from streamgmm.watch.state import (

@@ -61,11 +61,11 @@ import pyarrow as pa
 
 from streamgmm.assignment.local import assign
 from streamgmm.estimator import StreamingGaussianMixture
-from streamgmm.io.atomic_write import fsync_directory
-from streamgmm.io.columns import DataError, check_nan_policy
-from streamgmm.io.lake_paths import is_url, overlap, refuse_url
-from streamgmm.io.model_check import check_mixture_arrays
-from streamgmm.io.parquet_source import ParquetSource
+from streamgmm.io.lake.paths import is_url, overlap, refuse_url
+from streamgmm.io.model.checks import check_mixture_arrays
+from streamgmm.io.output.atomic_write import fsync_directory
+from streamgmm.io.records.columns import DataError, check_nan_policy
+from streamgmm.io.sources.parquet import ParquetSource
 from streamgmm.watch.checkpoint import StateDirectory
 from streamgmm.watch.drift import Level, level_of
 from streamgmm.watch.landing import Held, Landing, LandingFile, LocalLanding, Settling

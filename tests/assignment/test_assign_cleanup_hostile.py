@@ -17,7 +17,7 @@ from shared_helpers import assert_one_error_line, run_streamgmm
 
 from streamgmm import ParquetSource, StreamingGaussianMixture, assign
 from streamgmm.assignment.layout import SUCCESS
-from streamgmm.io.columns import DataError
+from streamgmm.io.records.columns import DataError
 
 
 def table(seed: int, nan: bool = False) -> pa.Table:

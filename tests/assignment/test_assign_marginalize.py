@@ -14,7 +14,7 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from streamgmm import DataError, ParquetSource, StreamingGaussianMixture, assign
-from streamgmm.io.arrow_source import TableSource
+from streamgmm.io.sources.arrow import TableSource
 
 
 @pytest.fixture(scope="module")

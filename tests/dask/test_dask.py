@@ -36,8 +36,8 @@ from streamgmm.datasets.mixtures import make_mixture  # noqa: E402
 from streamgmm.datasets.synthetic_lake import read_truth  # noqa: E402
 from streamgmm.em.batch import run_batch_em  # noqa: E402
 from streamgmm.em.online import StepSchedule  # noqa: E402
-from streamgmm.io.parquet_source import ParquetSource  # noqa: E402
-from streamgmm.io.sources import ArraySource  # noqa: E402
+from streamgmm.io.sources.chunk_source import ArraySource  # noqa: E402
+from streamgmm.io.sources.parquet import ParquetSource  # noqa: E402
 
 # The test module is not importable on the workers (pytest imports it by path): its helper
 # functions travel by value.

@@ -27,7 +27,7 @@ from streamgmm.dask.on_workers import WorkerPlan, naming  # noqa: E402
 from streamgmm.dask.source import dask_source  # noqa: E402
 from streamgmm.datasets.synthetic_lake import read_truth  # noqa: E402
 from streamgmm.em.batch import run_batch_em  # noqa: E402
-from streamgmm.io.parquet_source import ParquetSource  # noqa: E402
+from streamgmm.io.sources.parquet import ParquetSource  # noqa: E402
 from streamgmm.mixture.params import MixtureParams  # noqa: E402
 
 # The scheduler plugin below is defined here, a module the scheduler cannot import by name.

@@ -32,7 +32,7 @@ from streamgmm.dask.em import (  # noqa: E402
 from streamgmm.dask.source import dask_source  # noqa: E402
 from streamgmm.em.novelty import novel_rows  # noqa: E402
 from streamgmm.em.online import OnlineState, StepSchedule, blend_step  # noqa: E402
-from streamgmm.io.sources import ArraySource  # noqa: E402
+from streamgmm.io.sources.chunk_source import ArraySource  # noqa: E402
 from streamgmm.kernels.chunk import chunk_statistics  # noqa: E402
 from streamgmm.mixture.params import MixtureParams  # noqa: E402
 

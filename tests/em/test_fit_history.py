@@ -14,7 +14,7 @@ import streamgmm
 from streamgmm import StreamingGaussianMixture
 from streamgmm.em.fit_history import FitHistory
 from streamgmm.em.online import OnlineState, run_online_em
-from streamgmm.io.sources import ArraySource
+from streamgmm.io.sources.chunk_source import ArraySource
 
 
 def random_updates(n: int, seed: int = 0) -> list[tuple[float, int, float, list[int]]]:

@@ -15,7 +15,7 @@ import pytest
 from shared_helpers import FITTED_ARRAYS, MOVES_ARRAYS, assert_bit_identical, assert_bit_identical_models, npy
 
 from streamgmm import ModelFileError, StreamingGaussianMixture
-from streamgmm.io.model_file import read_model
+from streamgmm.io.model.file import read_model
 from streamgmm.mixture.covariance import COVARIANCE_TYPES
 
 K = 3

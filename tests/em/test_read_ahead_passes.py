@@ -1,4 +1,4 @@
-"""The EM passes read their mini-batches ahead (:func:`streamgmm.io.read_ahead.batches_ahead`):
+"""The EM passes read their mini-batches ahead (:func:`streamgmm.io.sources.read_ahead.batches_ahead`):
 the records, their order and so the fitted parameters are those of reading in the caller's
 thread; a reading error reaches the caller naming its chunk; no reading thread outlives a pass."""
 
@@ -12,8 +12,8 @@ import pytest
 from streamgmm import make_mixture
 from streamgmm.em.batch import full_pass_statistics, run_batch_em
 from streamgmm.em.online import OnlineState, StepSchedule, run_online_em
-from streamgmm.io.read_ahead import batches_ahead
-from streamgmm.io.sources import ArraySource, IterableSource
+from streamgmm.io.sources.chunk_source import ArraySource, IterableSource
+from streamgmm.io.sources.read_ahead import batches_ahead
 
 THREAD = "streamgmm-batches-ahead"
 

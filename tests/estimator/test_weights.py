@@ -10,7 +10,7 @@ import pytest
 from shared_helpers import assert_same_parameters, unit_matrices
 
 from streamgmm import StreamingGaussianMixture
-from streamgmm.io.sources import ArraySource
+from streamgmm.io.sources.chunk_source import ArraySource
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 
@@ -177,7 +177,7 @@ def test_a_dataframe_takes_sample_weight_and_a_weighted_source_scores_by_its_wei
 
 
 def test_a_weighted_stream_of_chunks_fits_as_sample_weight_and_names_a_bad_weight() -> None:
-    from streamgmm.io.sources import IterableSource
+    from streamgmm.io.sources.chunk_source import IterableSource
 
     X, w = data(seed=8)
     chunks = [np.column_stack([X, w])[i : i + 25] for i in range(0, len(X), 25)]

@@ -1,0 +1,1 @@
+"""Output: atomic writes to a filesystem and to an object store."""
