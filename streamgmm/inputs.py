@@ -23,13 +23,14 @@ from __future__ import annotations
 import itertools
 import numbers
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from streamgmm.io.lake.paths import is_path_like
-from streamgmm.io.records.checks import as_float_matrix, as_sample_weight
+from streamgmm.io.records.checks import as_float_matrix, as_sample_weight, default_feature_names
 from streamgmm.io.records.columns import DataError, FeatureReader, feature_columns
 from streamgmm.io.sources.arrow import (
     TableSource,
@@ -63,7 +64,9 @@ def resolve_input(
     nan_policy: str = "raise",
     sample_weight: Any = None,
     fitting: bool = True,
-) -> ChunkSource:
+    passthrough: Sequence[str] = (),
+    in_place: bool = False,
+) -> ChunkSource | InMemoryRows:
     """The one place a user's input becomes a source; engines and sinks take the result.
 
     A Dask collection, or any input with a ``client`` or ``engine="dask"``, becomes a
@@ -73,7 +76,14 @@ def resolve_input(
     (True, False or ``"auto"``) says whether a Dask source keeps its decoded partitions in the
     workers' memory between passes; see :func:`~streamgmm.dask.source.dask_source`.
     ``nan_policy``, ``sample_weight`` and ``fitting``: see :func:`as_source` (a Dask input gets
-    the policy too, unless it is ``"raise"``, so that a lake source keeps its own)."""
+    the policy too, unless it is ``"raise"``, so that a lake source keeps its own).
+    ``passthrough`` names the columns read beside the features of the lakes and frames made
+    here (``assign``'s ``keep``).
+
+    ``in_place`` is for a sink that writes one output row per input row (``assign``): an
+    in-memory table, data frame or array then becomes :class:`InMemoryRows` (every row, nothing
+    decoded; see :func:`rows_in_place`), and a Dask collection's columns are read by
+    ``feature_names``, or by ``x0``, ``x1``, ... when there are none, as the rows in memory."""
     if engine not in (None, "dask"):
         raise ValueError(f"Invalid value for 'engine': {engine!r}; expected None or 'dask'")
     on_dask = client is not None or engine == "dask" or is_dask_collection(data)
@@ -83,19 +93,16 @@ def resolve_input(
             "use assign(model, X, out, client=...) to score it on the workers, or X.map_partitions(model.predict)"
         )
     if on_dask:
-        from streamgmm.dask.source import dask_source  # the Dask extra, imported only when used
-
         if sample_weight is not None:
             raise ValueError(_NO_SAMPLE_WEIGHT.format(kind="a Dask input"))
-        source = dask_source(
-            data,
-            client=client,
-            feature_names=feature_names,
-            n_features=n_features,
-            persist=persist,
-            nan_policy=None if nan_policy == "raise" else nan_policy,
-        )
-        return source
+        if is_lake(data):
+            # The lake is opened here, as for a local fit, then split into one partition per file.
+            data = as_source(data, n_features, feature_names, nan_policy=nan_policy, passthrough=passthrough)
+        elif in_place and feature_names is None and n_features is not None:
+            feature_names = default_feature_names(n_features)
+        return on_dask_source(data, client, feature_names, n_features, persist, nan_policy, passthrough)
+    if in_place and is_rows(data):
+        return rows_in_place(data, n_features, feature_names)
     return as_source(
         data,
         n_features=n_features,
@@ -103,6 +110,31 @@ def resolve_input(
         nan_policy=nan_policy,
         sample_weight=sample_weight,
         fitting=fitting,
+        passthrough=passthrough,
+    )
+
+
+def on_dask_source(
+    data: Any,
+    client: Any,
+    feature_names: Sequence[str] | None,
+    n_features: int | None,
+    persist: bool | str,
+    nan_policy: str,
+    passthrough: Sequence[str],
+) -> ChunkSource:
+    """A Dask collection, :class:`~streamgmm.dask.source.DaskSource` or lake source as a
+    :class:`~streamgmm.dask.source.DaskSource` read on the workers (see :func:`resolve_input`)."""
+    from streamgmm.dask.source import dask_source  # the Dask extra, imported only when used
+
+    return dask_source(
+        data,
+        client=client,
+        feature_names=feature_names,
+        n_features=n_features,
+        persist=persist,
+        nan_policy=None if nan_policy == "raise" else nan_policy,
+        passthrough=passthrough,
     )
 
 
@@ -120,9 +152,11 @@ def as_source(
     nan_policy: str = "raise",
     sample_weight: Any = None,
     fitting: bool = True,
+    passthrough: Sequence[str] = (),
 ) -> ChunkSource:
     """A chunk source over ``data``. With ``feature_names``, tabular input is read by those
-    names; arrays must then have as many columns.
+    names; arrays must then have as many columns. A lake made here reads the ``passthrough``
+    columns beside its features.
 
     ``nan_policy`` applies to the sources made here (a source object keeps its own): for an
     array, NaN is an error (``"raise"``) or a missing value. When ``fitting``, an array's rows
@@ -139,7 +173,7 @@ def as_source(
     if is_path_like(data):
         if sample_weight is not None:
             raise ValueError(_NO_SAMPLE_WEIGHT.format(kind="a Parquet lake"))
-        return ParquetSource(data, columns=names, nan_policy=nan_policy)
+        return ParquetSource(data, columns=names, passthrough=passthrough, nan_policy=nan_policy)
     in_memory = isinstance(data, (pa.Table, pa.RecordBatch)) or is_dataframe(data) or is_polars_frame(data)
     if in_memory and not fitting and nan_policy != "raise":
         return scored_table(data, names, nan_policy, sample_weight)
@@ -149,12 +183,7 @@ def as_source(
         # Read once into memory so that sampling, shuffling and repeated passes work as for arrays.
         return _weighed(TableSource(data, columns=names, nan_policy=nan_policy), sample_weight)
     # Sparse matrices are iterable (rows, or a dict's keys): reject them before that is tried.
-    if (
-        isinstance(data, np.ndarray)
-        or hasattr(data, "toarray")
-        or hasattr(data, "__array__")
-        or _is_nested_sequence_of_numbers(data)
-    ):
+    if is_array_like(data):
         return array_source(data, n_features, nan_policy, sample_weight, fitting)
     if sample_weight is not None:
         raise ValueError(_NO_SAMPLE_WEIGHT.format(kind="a stream of chunks"))
@@ -173,6 +202,68 @@ def as_source(
     if callable(data) or isinstance(data, Iterable):
         return IterableSource(data, n_features=n_features, nan_policy=nan_policy)
     raise TypeError(f"cannot stream records from {type(data).__name__}; pass an array or an iterable of arrays")
+
+
+def is_lake(data: Any) -> bool:
+    """Whether ``data`` is a lake: a :class:`~streamgmm.io.sources.parquet.ParquetSource`, or
+    paths, a glob, a URL or a ``pyarrow.dataset`` to open as one."""
+    return isinstance(data, ParquetSource) or is_path_like(data)
+
+
+def is_array_like(data: Any) -> bool:
+    """Whether ``data`` is read as one array: an ndarray, anything with ``__array__`` or
+    ``toarray`` (refused as sparse later), or a plain list of rows."""
+    return (
+        isinstance(data, np.ndarray)
+        or hasattr(data, "toarray")
+        or hasattr(data, "__array__")
+        or _is_nested_sequence_of_numbers(data)
+    )
+
+
+def is_table_like(data: Any) -> bool:
+    """Whether ``data`` is an Arrow table, record batch or reader, a pandas or polars frame, or
+    exports the Arrow C stream (a DuckDB relation): records with named columns."""
+    arrow = isinstance(data, (pa.Table, pa.RecordBatch, pa.RecordBatchReader)) or is_arrow_stream(data)
+    return arrow or is_dataframe(data) or is_polars_frame(data)
+
+
+def is_rows(data: Any) -> bool:
+    """Whether ``data`` is rows held in memory (a :class:`TableSource`, table, frame or array),
+    which :func:`rows_in_place` takes; a list of paths is a lake, not rows."""
+    if is_lake(data):
+        return False
+    return isinstance(data, TableSource) or is_table_like(data) or is_array_like(data)
+
+
+@dataclass(frozen=True)
+class InMemoryRows:
+    """Records in memory whose every row is to be scored in place: ``table`` as given (an
+    array's columns named ``feature_names``), read by ``feature_names``; nothing is decoded
+    until a sink reads it.
+
+    >>> rows = rows_in_place(np.arange(6.0).reshape(3, 2), 2, None)
+    >>> rows.feature_names, rows.table.column_names, rows.table.num_rows
+    (['x0', 'x1'], ['x0', 'x1'], 3)
+    """
+
+    table: pa.Table
+    feature_names: list[str]
+
+
+def rows_in_place(data: Any, n_features: int | None, feature_names: Sequence[str] | None) -> InMemoryRows:
+    """A :class:`TableSource` (its table, every row: the pass keeps the place of the rows its
+    ``nan_policy`` leaves out), a table, data frame or array as :class:`InMemoryRows`, read by
+    ``feature_names``, else by ``x0``, ``x1``, ...; an array must have ``n_features`` columns."""
+    names = list(feature_names) if feature_names is not None else default_feature_names(n_features or 0)
+    if isinstance(data, TableSource):
+        return InMemoryRows(data.table, names)
+    if is_table_like(data):
+        return InMemoryRows(as_arrow_table(data), names)
+    X = np.asarray(data, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] != n_features:
+        raise ValueError(f"expected an array of shape (n_records, {n_features}), got shape {X.shape}")
+    return InMemoryRows(pa.table({name: X[:, j] for j, name in enumerate(names)}), names)
 
 
 def array_source(data: Any, n_features: int | None, nan_policy: str, sample_weight: Any, fitting: bool) -> ArraySource:

@@ -118,7 +118,9 @@ class DaskSource:
     :func:`dask_source`'s option; ``plan`` is how passes run on a cluster's workers, with the
     decoded partitions kept there (:class:`~streamgmm.dask.on_workers.WorkerPlan`), set by the
     first pass and released with this object. With a ``weight_column`` the source is weighted:
-    every partition's batches and samples end with the record weights.
+    every partition's batches and samples end with the record weights. ``inputs`` are a lake's
+    inputs as named (its listing's ``inputs``), which an output must not overlap; none for a
+    Dask collection.
     """
 
     reiterable = True
@@ -134,6 +136,7 @@ class DaskSource:
         client: Any = None,
         persist: bool | str = "auto",
         weight_column: str | None = None,
+        inputs: tuple[str, ...] = (),
     ):
         if not partitions:
             raise ValueError("the Dask collection has no partitions")
@@ -146,6 +149,7 @@ class DaskSource:
         self.weighted = weight_column is not None
         self.client = client
         self.persist = persist
+        self.inputs = inputs
         self.plan: Any = None
         self.skipped_records = 0
         # Called with the records of each group of partitions a pass on a cluster has finished
@@ -326,7 +330,7 @@ def dask_source(
         if client is None or client is data.client:
             return data
         return DaskSource(
-            data.partitions, data.n_features, data.feature_names, client, data.persist, data.weight_column
+            data.partitions, data.n_features, data.feature_names, client, data.persist, data.weight_column, data.inputs
         )
     if isinstance(data, ParquetSource) or is_path_like(data):
         return _lake_source(data, client, names, nan_policy, passthrough, persist, weight_column)
@@ -405,7 +409,9 @@ def _lake_source(
     ]
     if not partitions:
         raise ValueError(f"no files to read in {lake.base_dir} (the filter selects none)")
-    return DaskSource(partitions, lake.n_features, list(lake.feature_names), client, persist, lake.weight_column)
+    return DaskSource(
+        partitions, lake.n_features, list(lake.feature_names), client, persist, lake.weight_column, lake.listing.inputs
+    )
 
 
 @dataclass(frozen=True)
