@@ -37,7 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from streamgmm.estimator.random_state import make_rng
+from streamgmm.em.random_state import make_rng
+from streamgmm.estimator.base import check_fitted
+from streamgmm.estimator.inference import model_source
 from streamgmm.io.output.atomic_write import write_bytes_atomically
 from streamgmm.io.records.checks import default_feature_names
 from streamgmm.io.sources.chunk_source import is_weighted, split_weights
@@ -137,16 +139,16 @@ def plot_model(
     sample of ``sample`` records of ``data`` (anything ``predict`` takes; optional), with its fit
     history, to the PNG ``out``; with a watcher's ``ledger`` (its entries), the drift signal
     too. Returns ``out``."""
-    model.check_fitted()
+    check_fitted(model)
     Figure, FigureCanvasAgg, Ellipse = _matplotlib()
-    names = model.feature_names() or default_feature_names(model.n_features_in_)
+    names = model.fitted_state_.feature_names or default_feature_names(model.n_features_in_)
     k, d = model.means_.shape
     chosen = resolve_pairs(pairs, names) if d > 1 else []
     X = None
     if data is not None:
         if not isinstance(sample, (int, np.integer)) or sample < 1:
             raise ValueError(f"Invalid value for 'sample': {sample!r}; expected an integer >= 1")
-        source = model.input_source(data)
+        source = model_source(model, data)
         # A weighted source's sample ends with its weight column, which is not a feature to draw.
         X, _ = split_weights(source.sample(int(sample), make_rng(random_state)), is_weighted(source))
         if X.shape[0] == 0:

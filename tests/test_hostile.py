@@ -29,6 +29,7 @@ import pytest
 from shared_helpers import cli, members, npy, one_error_line, write_zip
 
 from streamgmm import ModelFileError, ParquetSource, StreamingGaussianMixture, assign
+from streamgmm.estimator.persistence import model_document
 from streamgmm.io.model.file import write_model
 from streamgmm.watch.checkpoint import StateDirectory
 from streamgmm.watch.watcher import Watcher, watch
@@ -194,7 +195,7 @@ def test_unusable_model_is_refused_wherever_it_enters(lake, model_path, tmp_path
 
 
 def test_write_model_refuses_non_finite_parameters(model_path, tmp_path) -> None:
-    document, arrays = StreamingGaussianMixture.load(model_path).model_document()
+    document, arrays = model_document(StreamingGaussianMixture.load(model_path))
     arrays = {**arrays, "means": np.full_like(arrays["means"], np.nan)}
     with pytest.raises(ModelFileError, match="not written.*non-finite"):
         write_model(tmp_path / "nan.sgmm", document, arrays)

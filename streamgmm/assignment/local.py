@@ -239,7 +239,7 @@ def assign(
     if isinstance(model, (str, os.PathLike)):
         params, names = read_mixture(model)
     else:
-        params, names = model.params_, model.feature_names()
+        params, names = model.params_, model.fitted_state_.feature_names
     keep = _checked_options(params.n_components, keep, dtype, compression, out_format)
     if nan_policy is None:
         nan_policy = source.nan_policy if isinstance(source, (ParquetSource, TableSource)) else "raise"

@@ -164,7 +164,7 @@ def run_assign(args: argparse.Namespace) -> dict[str, Any]:
     model = StreamingGaussianMixture.load(args.model)
     source = ParquetSource(
         _one_or_many(args.sources),
-        columns=model.feature_names(),
+        columns=model.fitted_state_.feature_names,
         passthrough=args.keep,
         filter=combined_filter(args.filter),
         nan_policy=args.nan_policy,
@@ -277,7 +277,7 @@ def run_plot(args: argparse.Namespace) -> dict[str, Any]:
     model, ledger = plotted_model(args.model)
     data = None
     if args.data:
-        data = ParquetSource(_one_or_many(args.data), columns=model.feature_names())
+        data = ParquetSource(_one_or_many(args.data), columns=model.fitted_state_.feature_names)
     path = plot_model(
         model, data, out=args.out, pairs=args.pairs, sample=args.sample, random_state=args.seed, ledger=ledger
     )
@@ -370,7 +370,7 @@ def model_summary(model: StreamingGaussianMixture) -> dict[str, Any]:
         "n_components": int(model.n_components),
         "covariance_type": model.covariance_type,
         "algorithm": model.algorithm,
-        "feature_names": model.feature_names() or default_feature_names(model.n_features_in_),
+        "feature_names": model.fitted_state_.feature_names or default_feature_names(model.n_features_in_),
         "weights": model.weights_.tolist(),
         "means": model.means_.tolist(),
         "lower_bound": model.lower_bound_,

@@ -165,7 +165,7 @@ class Reservoir:
             return 0.0
         return float(w.sum() ** 2 / np.square(w).sum())
 
-    def _threshold(self, capacity: int) -> float:
+    def threshold(self, capacity: int) -> float:
         """The key a new record must beat: the largest of the ``capacity`` smallest held (inf
         while fewer are held), the same whether or not pending records were merged."""
         held = self.keys.shape[0] + sum(c[2].shape[0] for c in self.pending)
@@ -196,7 +196,7 @@ class Reservoir:
         if not n:
             return self
         offered = self.offered_weight + float(weights.sum())
-        threshold = self._threshold(capacity)
+        threshold = self.threshold(capacity)
         if np.isfinite(threshold) and np.all(weights == weights[0]):
             # Equal weights: each record enters with the same chance, so draw how many enter
             # and which, and only their keys (from the exponential below the threshold).

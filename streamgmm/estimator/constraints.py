@@ -18,11 +18,13 @@ from numbers import Integral, Real
 from typing import Any
 
 from streamgmm.em.moves import MOVES
-from streamgmm.estimator.convergence import ALGORITHMS, SHUFFLE_MODES
 from streamgmm.io.records.columns import NAN_POLICIES
 from streamgmm.kernels.quadratic import COMPUTE_DTYPES
 from streamgmm.mixture.covariance import COVARIANCE_TYPES
 from streamgmm.mixture.initialization import INIT_METHODS
+
+ALGORITHMS = ("auto", "online", "batch")
+SHUFFLE_MODES = (True, False, "records", "row_groups")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from streamgmm.estimator.random_state import make_rng
+from streamgmm.em.random_state import make_rng
+from streamgmm.estimator.base import check_fitted
 from streamgmm.inputs import resolve_input
 from streamgmm.io.sources.chunk_source import ChunkSource, is_dask_collection, is_weighted, split_weights
 from streamgmm.kernels.quadratic import one_blas_thread
@@ -16,57 +17,55 @@ from streamgmm.kernels.scoring import score_chunk
 from streamgmm.mixture.params import MixtureParams
 
 
+def model_source(
+    model: Any,
+    X: Any,
+    *,
+    client: Any = None,
+    engine: str | None = None,
+    local: bool = True,
+    persist: bool | str = "auto",
+    sample_weight: Any = None,
+    fitting: bool = False,
+) -> ChunkSource:
+    """``X`` as a source for the fitted ``model`` (see :func:`~streamgmm.inputs.resolve_input`):
+    tabular input read by the names the model was fitted on, anything else checked against
+    ``n_features_in_``; with ``local`` (scoring here) a Dask collection is refused. Arrays
+    and tables are read under ``nan_policy`` (``fitting``: for a fit, see
+    :func:`~streamgmm.inputs.as_source`), weighted by ``sample_weight``."""
+    fitted = check_fitted(model)
+    n_features = fitted.params.n_features
+    source = resolve_input(
+        X,
+        client=client,
+        engine=engine,
+        n_features=n_features,
+        feature_names=fitted.feature_names,
+        local=local,
+        persist=persist,
+        nan_policy=model.nan_policy,
+        sample_weight=sample_weight,
+        fitting=fitting,
+    )
+    if source.n_features is not None and source.n_features != n_features:
+        raise ValueError(
+            f"X has {source.n_features} features, but {type(model).__name__} is expecting "
+            f"{n_features} features as input"
+        )
+    return source
+
+
 class InferenceMixin:
     """Scores, responsibilities, predictions, information criteria and sampling of a fitted model."""
 
     # ------------------------------------------------------------------ inference
 
-    @property
-    def params_(self) -> MixtureParams:
-        self.check_fitted()
-        return self._state.params
-
     def _batches(self, X: Any) -> Iterator[np.ndarray]:
         """The features of ``X``'s mini-batches (without a weighted source's weight column)."""
-        self.check_fitted()
-        source = self.input_source(X)
+        check_fitted(self)
+        source = model_source(self, X)
         weighted = is_weighted(source)
         return (split_weights(batch, weighted)[0] for batch in source.batches(self.batch_size))
-
-    def input_source(
-        self,
-        X: Any,
-        *,
-        client: Any = None,
-        engine: str | None = None,
-        local: bool = True,
-        persist: bool | str = "auto",
-        sample_weight: Any = None,
-        fitting: bool = False,
-    ) -> ChunkSource:
-        """``X`` as a source for a fitted model (see :func:`~streamgmm.inputs.resolve_input`):
-        tabular input read by ``feature_names_in_``, anything else checked against
-        ``n_features_in_``; with ``local`` (scoring here) a Dask collection is refused. Arrays
-        and tables are read under ``nan_policy`` (``fitting``: for a fit, see
-        :func:`~streamgmm.inputs.as_source`), weighted by ``sample_weight``."""
-        source = resolve_input(
-            X,
-            client=client,
-            engine=engine,
-            n_features=self.n_features_in_,
-            feature_names=self.feature_names(),
-            local=local,
-            persist=persist,
-            nan_policy=self.nan_policy,
-            sample_weight=sample_weight,
-            fitting=fitting,
-        )
-        if source.n_features is not None and source.n_features != self.n_features_in_:
-            raise ValueError(
-                f"X has {source.n_features} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input"
-            )
-        return source
 
     def _per_batch(self, compute: Callable[[np.ndarray], np.ndarray], X: Any) -> np.ndarray:
         # One BLAS thread, as fitting's E-steps: a mini-batch's products are too small to gain
@@ -140,14 +139,14 @@ class InferenceMixin:
     def _total_log_likelihood(self, X: Any, sample_weight: Any = None) -> tuple[float, float]:
         """The (weighted) sum of the records' log-likelihoods and the records' (weighted) count,
         over the records that have a score; a Dask collection is scored on its workers."""
-        self.check_fitted()
+        check_fitted(self)
         if is_dask_collection(X):
-            source = self.input_source(X, local=False, sample_weight=sample_weight)
+            source = model_source(self, X, local=False, sample_weight=sample_weight)
             totals = source.compute(source.map(source_log_likelihood, self.params_))
             total, count = (sum(values) for values in zip(*totals))
             return float(total), float(count)
         with one_blas_thread():
-            source = self.input_source(X, sample_weight=sample_weight)
+            source = model_source(self, X, sample_weight=sample_weight)
             total, count = source_log_likelihood(source, self.params_, self.batch_size)
         if count <= 0:
             raise ValueError("X has no record to score (none with an observed feature and a positive weight)")
@@ -344,7 +343,7 @@ class InferenceMixin:
         >>> X_new.shape, y_new.shape
         ((4, 2), (4,))
         """
-        self.check_fitted()
+        check_fitted(self)
         if n_samples < 1:
             raise ValueError(f"Invalid value for 'n_samples': {n_samples}; expected an integer >= 1")
         rng = make_rng(self.random_state)

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Self
+from dataclasses import replace
+from typing import Any, Self, TypeVar
 
 import numpy as np
 
 from streamgmm.em.fit_history import FitHistory
+from streamgmm.em.fitted import fitted_state
 from streamgmm.em.moves import MoveState
 from streamgmm.em.novelty import Reservoir
 from streamgmm.em.online import OnlineState, record_count
+from streamgmm.em.settings import WeightUnit
+from streamgmm.estimator.base import check_fitted, settings_of
 from streamgmm.io.model.checks import ModelContentError, check_moves
 from streamgmm.io.model.file import ModelFileError, mixture_of, read_model, write_model
 from streamgmm.mixture import covariance as cov
 from streamgmm.mixture.component_size import reservoir_capacity
 from streamgmm.mixture.statistics import SufficientStatistics
+
+T = TypeVar("T")
 
 
 class PersistenceMixin:
@@ -56,50 +62,7 @@ class PersistenceMixin:
         >>> StreamingGaussianMixture.load(path).predict([[0, 1], [11, 3]])
         array([1, 0])
         """
-        write_model(path, *self.model_document())
-
-    def model_document(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """What :meth:`save` writes: the JSON document and the arrays."""
-        self.check_fitted()
-        state = self._state
-        arrays: dict[str, np.ndarray] = {
-            "weights": self.weights_,
-            "means": self.means_,
-            "covariances": self.covariances_,
-            "precisions_cholesky": self.precisions_cholesky_,
-        }
-        arrays.update({f"statistics.{name}": value for name, value in state.statistics.arrays().items()})
-        moves = state.moves
-        moves_scalars = None
-        if moves is not None:
-            moves_scalars, moves_arrays = _moves_document(moves)
-            arrays.update(moves_arrays)
-        estimator_params = _estimator_params(self.get_params(), arrays)
-        document = {
-            "estimator": type(self).__name__,
-            "estimator_params": estimator_params,
-            "fitted": {
-                "converged": self.converged_,
-                "n_iter": self.n_iter_,
-                "lower_bound": self.lower_bound_,
-                "n_features_in": self.n_features_in_,
-                "feature_names_in": self.feature_names(),
-                "n_skipped": getattr(self, "n_skipped_", 0),
-                "history": self._history,
-            },
-            "fit_history": self.fit_history_.to_dict(),
-            "online": {
-                "step": state.step,
-                "records_seen": state.records_seen,
-                "statistics_n_records": state.statistics.n_records,
-                "statistics_log_likelihood": state.statistics.log_likelihood,
-                # The unit of the record weights in the running statistics (see estimator.weighting).
-                "weight_scale": float(getattr(self, "_weight_scale", 1.0)),
-            },
-        }
-        if moves_scalars is not None:
-            document["online"]["moves"] = moves_scalars
-        return document, arrays
+        write_model(path, *model_document(self))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Self:
@@ -135,65 +98,105 @@ class PersistenceMixin:
         """
         document, arrays = read_model(path)
         try:
-            return cls.from_document(document, arrays)
+            return model_from_document(cls, document, arrays)
         except ModelFileError as exc:
             raise ModelFileError(f"{path}: corrupt model file ({exc})") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{path}: corrupt model file (missing or malformed {exc})") from None
 
-    @classmethod
-    def from_document(cls, document: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
-        """The model :meth:`model_document` describes (a file already read and validated by
-        :func:`~streamgmm.io.model.file.read_model`); ``ModelFileError`` if it does not fit."""
-        params = dict(document["estimator_params"])
-        for name in list(arrays):
-            if name.startswith("param."):
-                params[name[len("param.") :]] = arrays.pop(name)
-        # Each parameter named in the message as the document's field: it is the file that is wrong.
-        unknown = sorted(set(params) - set(inspect.signature(cls).parameters))
-        if unknown:
-            raise ModelFileError(f"estimator_params.{unknown[0]} is not a parameter of {cls.__name__}")
-        model = cls(**params)
-        try:
-            model.validate_params()
-        except (TypeError, ValueError) as exc:
-            raise ModelFileError(f"estimator_params: {exc}") from None
-        t = model.covariance_type
-        _, d = _check_arrays(arrays, t)
-        fitted, online = document["fitted"], document["online"]
-        mixture = mixture_of(document, arrays)
-        stats = _statistics(
-            t, arrays, "statistics", online["statistics_n_records"], online["statistics_log_likelihood"]
-        )
-        try:
-            check_moves(document, arrays, t)
-        except ModelContentError as exc:
-            raise ModelFileError(str(exc)) from None
-        moves = None
-        if online.get("moves") is not None:
-            moves = _moves_from(online["moves"], arrays, t)
-        state = OnlineState(mixture, stats, int(online["step"]), record_count(float(online["records_seen"])), moves)
-        # Files written before weights had a unit hold them as given: a unit of 1.
-        scale = online.get("weight_scale", 1.0)
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < np.inf:
-            raise ModelFileError(f"online.weight_scale must be a positive finite number, got {scale!r}")
-        model.begin_weight_scale(float(scale))
-        model._set_fitted(
-            state,
-            bool(fitted["converged"]),
-            int(fitted["n_iter"]),
-            float(fitted["lower_bound"]),
-            [float(v) for v in fitted.get("history", [])],
-            # Files written before the trace existed have none: an empty one, continued from here.
-            FitHistory.from_dict(document["fit_history"]) if "fit_history" in document else None,
-        )
-        names = fitted.get("feature_names_in")
-        if names is not None:
-            if len(names) != d or not all(isinstance(name, str) for name in names):
-                raise ModelFileError(f"feature_names_in must be {d} column names, got {names!r}")
-            model.feature_names_in_ = np.asarray(names, dtype=object)
-        model.n_skipped_ = int(fitted.get("n_skipped", 0))
-        return model
+
+def model_document(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """What ``model.save`` writes: the JSON document and the arrays."""
+    fitted = check_fitted(model)
+    state = fitted.state
+    arrays: dict[str, np.ndarray] = {
+        "weights": state.params.weights,
+        "means": state.params.means,
+        "covariances": state.params.covariances,
+        "precisions_cholesky": state.params.precisions_cholesky,
+    }
+    arrays.update({f"statistics.{name}": value for name, value in state.statistics.arrays().items()})
+    moves = state.moves
+    moves_scalars = None
+    if moves is not None:
+        moves_scalars, moves_arrays = _moves_document(moves)
+        arrays.update(moves_arrays)
+    estimator_params = _estimator_params(model.get_params(), arrays)
+    document = {
+        "estimator": type(model).__name__,
+        "estimator_params": estimator_params,
+        "fitted": {
+            "converged": fitted.converged,
+            "n_iter": fitted.n_iter,
+            "lower_bound": fitted.lower_bound,
+            "n_features_in": state.params.n_features,
+            "feature_names_in": fitted.feature_names,
+            "n_skipped": fitted.n_skipped,
+            "history": fitted.lower_bounds,
+        },
+        "fit_history": fitted.fit_history.to_dict(),
+        "online": {
+            "step": state.step,
+            "records_seen": state.records_seen,
+            "statistics_n_records": state.statistics.n_records,
+            "statistics_log_likelihood": state.statistics.log_likelihood,
+            # The unit of the record weights in the running statistics (see streamgmm.em.settings).
+            "weight_scale": float(fitted.weight_scale),
+        },
+    }
+    if moves_scalars is not None:
+        document["online"]["moves"] = moves_scalars
+    return document, arrays
+
+
+def model_from_document(cls: type[T], document: dict[str, Any], arrays: dict[str, np.ndarray]) -> T:
+    """The model of class ``cls`` :func:`model_document` describes (a file already read and validated by
+    :func:`~streamgmm.io.model.file.read_model`); ``ModelFileError`` if it does not fit."""
+    params = dict(document["estimator_params"])
+    for name in list(arrays):
+        if name.startswith("param."):
+            params[name[len("param.") :]] = arrays.pop(name)
+    # Each parameter named in the message as the document's field: it is the file that is wrong.
+    unknown = sorted(set(params) - set(inspect.signature(cls).parameters))
+    if unknown:
+        raise ModelFileError(f"estimator_params.{unknown[0]} is not a parameter of {cls.__name__}")
+    model = cls(**params)
+    try:
+        settings_of(model)
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"estimator_params: {exc}") from None
+    t = model.covariance_type
+    _, d = _check_arrays(arrays, t)
+    fitted, online = document["fitted"], document["online"]
+    mixture = mixture_of(document, arrays)
+    stats = _statistics(t, arrays, "statistics", online["statistics_n_records"], online["statistics_log_likelihood"])
+    try:
+        check_moves(document, arrays, t)
+    except ModelContentError as exc:
+        raise ModelFileError(str(exc)) from None
+    moves = None
+    if online.get("moves") is not None:
+        moves = _moves_from(online["moves"], arrays, t)
+    state = OnlineState(mixture, stats, int(online["step"]), record_count(float(online["records_seen"])), moves)
+    # Files written before weights had a unit hold them as given: a unit of 1.
+    scale = online.get("weight_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < np.inf:
+        raise ModelFileError(f"online.weight_scale must be a positive finite number, got {scale!r}")
+    names = fitted.get("feature_names_in")
+    if names is not None and (len(names) != d or not all(isinstance(name, str) for name in names)):
+        raise ModelFileError(f"feature_names_in must be {d} column names, got {names!r}")
+    result = fitted_state(
+        state,
+        bool(fitted["converged"]),
+        int(fitted["n_iter"]),
+        float(fitted["lower_bound"]),
+        [float(v) for v in fitted.get("history", [])],
+        # Files written before the trace existed have none: an empty one, continued from here.
+        FitHistory.from_dict(document["fit_history"]) if "fit_history" in document else FitHistory(),
+        WeightUnit(float(scale)),
+    )
+    model.fitted_state_ = replace(result, feature_names=names, n_skipped=int(fitted.get("n_skipped", 0)))
+    return model
 
 
 def _statistics(

@@ -8,17 +8,14 @@ stepwise EM alone; ``"batch"`` is exact EM, one pass per iteration, identical to
 ``GaussianMixture`` from the same starting point.
 """
 
-import numpy as np
-
-from streamgmm.em.online import OnlineState
+from streamgmm.estimator.attributes import FittedAttributes
 from streamgmm.estimator.base import EstimatorBase
 from streamgmm.estimator.fitting import FittingMixin
 from streamgmm.estimator.inference import InferenceMixin
 from streamgmm.estimator.persistence import PersistenceMixin
-from streamgmm.estimator.weighting import WeightingMixin
 
 
-class StreamingGaussianMixture(PersistenceMixin, InferenceMixin, FittingMixin, WeightingMixin, EstimatorBase):
+class StreamingGaussianMixture(PersistenceMixin, InferenceMixin, FittingMixin, FittedAttributes, EstimatorBase):
     """Gaussian mixture fitted by streaming EM over data larger than memory.
 
     Fits the weights, means and covariances of K Gaussians to an array or to any iterable of
@@ -216,6 +213,11 @@ class StreamingGaussianMixture(PersistenceMixin, InferenceMixin, FittingMixin, W
         (:class:`~streamgmm.em.online.OnlineState`: parameters, running statistics, step and
         record counters, the births' and merges' state), as saved with the model. Read-only.
 
+    fitted_state_ : Fitted
+        The one fitted state every attribute above is a view of
+        (:class:`~streamgmm.em.fitted.Fitted`), set by ``fit``, ``partial_fit``, ``load`` and
+        ``select``. Read-only.
+
     See Also
     --------
     select : Choose K and the covariance type in one streaming job.
@@ -234,28 +236,3 @@ class StreamingGaussianMixture(PersistenceMixin, InferenceMixin, FittingMixin, W
     >>> bool(labels[0] != labels[1])
     True
     """
-
-    @property
-    def classes_(self) -> np.ndarray:
-        """The component indices, ``np.arange(n_components)`` of the fitted model."""
-        self.check_fitted()
-        return np.arange(self.means_.shape[0])
-
-    @property
-    def online_state_(self) -> OnlineState:
-        """The online state the next ``partial_fit`` resumes from (read-only; do not change its arrays).
-
-        Returns
-        -------
-        OnlineState
-            The fitted parameters, the running statistics, the step and record counters (the
-            records' weight measured in the fit's own unit; ``records_seen_`` is in the
-            weights' unit) and the births' and merges' state, as saved with the model.
-
-        Raises
-        ------
-        NotFittedError
-            Before the first fit.
-        """
-        self.check_fitted()
-        return self._state

@@ -19,8 +19,11 @@ array([-4.,  4.])
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from streamgmm.mixture import covariance as cov
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.reseeding import collapsed_components, reseed
 from streamgmm.mixture.statistics import SufficientStatistics
@@ -263,3 +266,64 @@ def place_empty_components(
         return params
     nearest = _squared_distances(centred, params.means - shift, (centred**2).sum(axis=1)).min(axis=1)
     return reseed(params, stats, centred[np.argsort(nearest)[::-1][:empty]] + shift, reg_covar)[0]
+
+
+def user_start(
+    weights_init: Any,
+    means_init: Any,
+    precisions_init: Any,
+    n_components: int,
+    n_features: int,
+    covariance_type: str,
+) -> dict[str, np.ndarray]:
+    """The user's ``*_init`` arrays that are given, checked against K and d, by name
+    (``weights``, ``means``, ``precisions``); ``ValueError`` naming the first that is wrong.
+
+    >>> sorted(user_start([0.5, 0.5], [[0.0], [1.0]], None, 2, 1, "full"))
+    ['means', 'weights']
+    """
+    k, t = n_components, covariance_type
+    given: dict[str, np.ndarray] = {}
+    if weights_init is not None:
+        w = np.asarray(weights_init, dtype=np.float64)
+        if w.shape != (k,) or np.any(w < 0) or not np.isclose(w.sum(), 1.0):
+            raise ValueError(f"weights_init must be {k} non-negative numbers summing to 1, got {w!r}")
+        given["weights"] = w
+    if means_init is not None:
+        m = np.asarray(means_init, dtype=np.float64)
+        if m.shape != (k, n_features) or not np.all(np.isfinite(m)):
+            raise ValueError(f"means_init must be a finite array of shape {(k, n_features)}, got shape {m.shape}")
+        given["means"] = m
+    if precisions_init is not None:
+        given["precisions"] = _user_precisions(precisions_init, k, n_features, t)
+    return given
+
+
+def _user_precisions(precisions_init: Any, k: int, n_features: int, t: str) -> np.ndarray:
+    p = np.asarray(precisions_init, dtype=np.float64)
+    shape = cov.covariance_shape(k, n_features, t)
+    if p.shape != shape:
+        raise ValueError(f"precisions_init for covariance_type={t!r} must have shape {shape}, got {p.shape}")
+    if t in ("full", "tied") and np.all(np.isfinite(p)):
+        if not np.allclose(p, np.swapaxes(p, -1, -2)):
+            # A Cholesky factorisation reads one triangle and the covariance another, so an
+            # asymmetric matrix would start from two different models (scikit-learn refuses it too).
+            raise ValueError(f"precisions_init must be symmetric for covariance_type={t!r}")
+        # Symmetric to rounding: make it exactly so (a no-op on symmetric input).
+        p = 0.5 * (p + np.swapaxes(p, -1, -2))
+    if not cov.is_positive_definite(p, t):
+        raise ValueError(f"precisions_init must be positive definite (positive for {t!r}) and finite")
+    return p
+
+
+def user_start_width(weights_init: Any, means_init: Any, precisions_init: Any) -> int | None:
+    """The number of features the user's ``*_init`` implies when all three are given (then
+    they are the whole start, and no sample of the data is needed to find it).
+
+    >>> user_start_width([1.0], [[0.0, 0.0]], [[[1.0, 0.0], [0.0, 1.0]]]), user_start_width(None, [[0.0]], None)
+    (2, None)
+    """
+    if weights_init is None or means_init is None or precisions_init is None:
+        return None
+    shape = np.shape(means_init)
+    return int(shape[1]) if len(shape) == 2 and shape[1] > 0 else None

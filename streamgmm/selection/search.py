@@ -24,26 +24,23 @@ with the same parameters and ``random_state`` on the same input. :func:`select` 
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from numbers import Integral
 from typing import Any
 
 import numpy as np
 
-from streamgmm.em.batch import EMIterations, shared_pass_statistics
-from streamgmm.em.fit_history import FitHistory
-from streamgmm.em.online import online_update, record_count, refit_at_end
-from streamgmm.em.start import Start, draw_sample, spawn_rng
+from streamgmm.em.online import record_count
+from streamgmm.em.shared_reads import fit_on_shared_reads
+from streamgmm.em.start import spawn_rng
 from streamgmm.estimator import StreamingGaussianMixture
+from streamgmm.estimator.base import settings_of
 from streamgmm.estimator.constraints import Interval, Options, check_value
 from streamgmm.estimator.inference import weighted_log_likelihood
-from streamgmm.estimator.random_state import make_rng
 from streamgmm.inputs import resolve_input
-from streamgmm.io.sources.chunk_source import ArraySource, is_dask_collection, is_weighted, rebatch, split_weights
+from streamgmm.io.sources.chunk_source import ArraySource, is_dask_collection, is_weighted, split_weights
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.kernels.scoring import score_chunk
-from streamgmm.mixture.reseeding import WorstRecords
 from streamgmm.selection.held_out import HeldOutReservoir
 from streamgmm.selection.result import CRITERIA, Candidate, SelectionResult, parse_candidates
 
@@ -56,40 +53,6 @@ _PER_CANDIDATE = (
 SHARED_PARAMETERS = tuple(name for name in StreamingGaussianMixture().get_params() if name not in _PER_CANDIDATE)
 # select's own options, checked by the estimator parameters' function (held_out may also be None).
 SELECT_CONSTRAINTS = {"criterion": Options(CRITERIA), "held_out": Interval(Integral, 1)}
-
-
-class _Fitting:
-    """One candidate while the stream goes by: the estimator, its start, online state and pass totals."""
-
-    def __init__(self, model: StreamingGaussianMixture, start: Start):
-        self.model = model
-        self.start = start
-        # The same start state (and moves' seed) a lone fit of this model takes.
-        self.state = model.online_state(start, make_rng(model.random_state))
-        self.trace = FitHistory()
-        self.schedule = model.step_schedule()
-        self.pass_means: list[float] = []
-        self.converged = False
-        self.total_ll = 0.0
-        self.total_n = 0
-
-    def update(self, batch: np.ndarray, weights: np.ndarray | None = None) -> None:
-        m = self.model
-        self.state, update = online_update(
-            self.state, batch, self.schedule, m.burn_in, m.reg_covar, m.batch_size, np.dtype(m.compute_dtype), weights
-        )
-        if not update.n_records:
-            return  # a batch of weight zero: no step
-        self.total_ll += update.mean_log_likelihood * update.n_records
-        self.total_n += update.n_records
-        n = m.in_user_unit(update.n_records)
-        self.trace.record(update.mean_log_likelihood, n, update.step_size, update.reseeded, update.moves)
-
-    def end_pass(self, tol: float) -> None:
-        self.pass_means.append(self.total_ll / self.total_n)
-        self.total_ll, self.total_n = 0.0, 0
-        if len(self.pass_means) > 1 and abs(self.pass_means[-1] - self.pass_means[-2]) < tol:
-            self.converged = True
 
 
 def select(
@@ -201,42 +164,43 @@ def select(
             "select runs in this process; pass a Parquet path or an in-process source, not a Dask collection"
         )
     template = StreamingGaussianMixture(random_state=random_state, **estimator_params)
-    template.validate_params()
+    settings_of(template)
     source = resolve_input(X, nan_policy=template.nan_policy, sample_weight=sample_weight)
     weighted = is_weighted(source)
     _check_plan(template, source, held_out)
-    rng = make_rng(random_state)
-    template.shuffle_generator(source, rng)  # a shuffle the source cannot do is refused before any work
-    sample, shuffle_rng, whole = draw_sample(source, template.init_size, rng)
-    # The candidates train with the weights in a lone fit's unit (its sample's mean weight) and are
-    # scored with the weights as given.
-    starting = template.normalised_sample(source, sample)
-    training = template.scaled_source(source)
-    fittings = _candidates(
-        ks, types, starting, shuffle_rng, whole, rng, random_state, estimator_params, weighted,
-        scale=template.weight_unit(), names=source.feature_names,
-        progress=source.start_progress,
-    )  # fmt: skip
-    # With held_out the candidates are fitted in one online pass: the held-out records are never trained on.
-    plan = "online" if held_out is not None else template.fit_plan(source, fittings[0].start)
-    reservoir = HeldOutReservoir(held_out, spawn_rng(rng)) if held_out is not None else None
-    records_per_pass, n_passes = _train(fittings, training, template, plan, shuffle_rng, reservoir, sample)
+    models = [
+        StreamingGaussianMixture(k, covariance_type=t, random_state=random_state, **estimator_params)
+        for t in types
+        for k in ks
+    ]
+
+    def reservoir(rng: np.random.Generator) -> HeldOutReservoir:
+        return HeldOutReservoir(held_out, spawn_rng(rng))
+
+    settings = [settings_of(model) for model in models]
+    shared = fit_on_shared_reads(source, settings, reservoir if held_out is not None else None)
+    reservoir = shared.reservoir
+    for model, fitted in zip(models, shared.fitted):
+        model.fitted_state_ = fitted
     if reservoir is not None:
-        totals, n_scored, scored_on = _score_held_out(fittings, reservoir, weighted, template.weight_unit())
+        totals, n_scored, scored_on = _score_held_out(models, reservoir, weighted, shared.unit.value)
     else:
+        sample = shared.sample
         scored = (
-            source if plan != "start" else ArraySource.with_weight_column(sample) if weighted else ArraySource(sample)
+            source
+            if shared.plan != "start"
+            else ArraySource.with_weight_column(sample)
+            if weighted
+            else ArraySource(sample)
         )
-        totals, n_scored = _scoring_pass(fittings, scored, template)
+        totals, n_scored = _scoring_pass(models, scored, template.batch_size)
         scored_on = "full pass"
     candidates = [
-        Candidate(
-            f.model.n_components, f.model.covariance_type, f.model.params_.n_parameters(), total, n_scored, f.model
-        )
-        for f, total in zip(fittings, totals)
+        Candidate(m.n_components, m.covariance_type, m.params_.n_parameters(), total, n_scored, m)
+        for m, total in zip(models, totals)
     ]
     extra = {"returned_from_reservoir": reservoir.evicted if reservoir is not None else 0}
-    return SelectionResult(candidates, criterion, scored_on, n_scored, n_passes, records_per_pass, extra)
+    return SelectionResult(candidates, criterion, scored_on, n_scored, shared.n_passes, shared.records_per_pass, extra)
 
 
 def _candidate_shapes(
@@ -279,79 +243,8 @@ def _check_plan(template: StreamingGaussianMixture, source: Any, held_out: int |
         )
 
 
-def _candidates(
-    ks: list[int],
-    types: list[str],
-    sample: np.ndarray,
-    shuffle_rng: np.random.Generator,
-    whole: bool,
-    rng: np.random.Generator,
-    random_state: Any,
-    estimator_params: dict[str, Any],
-    weighted: bool = False,
-    scale: float = 1.0,
-    names: list[str] | None = None,
-    progress: Any = None,
-) -> list[_Fitting]:
-    """Every candidate started on the one shared sample. Each starts from the generator as a
-    lone fit would have it after its own sample draw, so it is initialised exactly as
-    StreamingGaussianMixture(random_state=...) would be on this input, and visits the batches
-    in the same order; ``scale`` is the unit of the sample's weights, a lone fit's; ``names``, the
-    features' column names; ``progress``, the source's ``start_progress``."""
-    after_sample = copy.deepcopy(rng)
-    fittings = []
-    for t in types:
-        for k in ks:
-            model = StreamingGaussianMixture(k, covariance_type=t, random_state=random_state, **estimator_params)
-            model.begin_weight_scale(scale)
-            start = model.start_on_sample(
-                sample,
-                shuffle_rng,
-                whole,
-                copy.deepcopy(after_sample),
-                weighted=weighted,
-                names=names,
-                progress=progress,
-            )
-            model._weighted_input = weighted
-            fittings.append(_Fitting(model, start))
-    return fittings
-
-
-def _train(
-    fittings: list[_Fitting],
-    source: Any,
-    template: StreamingGaussianMixture,
-    plan: str,
-    shuffle_rng: np.random.Generator,
-    reservoir: HeldOutReservoir | None,
-    sample: np.ndarray,
-) -> tuple[int, int]:
-    """Every candidate fitted by ``plan`` on shared reads; records per pass and passes made."""
-    records_per_pass = 0
-    n_passes = 0
-    if plan in ("online", "online+batch"):
-        # As a lone fit: the default plan on a stream read once ends with a refit on its sample.
-        final_refit = plan == "online" and template.algorithm == "auto" and reservoir is None
-        records_per_pass, n_passes = _online_passes(fittings, source, template, shuffle_rng, reservoir, final_refit)
-    if plan in ("batch", "online+batch"):
-        records_per_pass, exact = _exact_passes(fittings, source, template, plan == "online+batch")
-        n_passes += exact
-    if plan == "start":
-        for fitting in fittings:
-            fitting.model.fit_from_start(fitting.start)
-        records_per_pass = (
-            record_count(split_weights(sample, is_weighted(source))[1].sum())
-            if is_weighted(source)
-            else sample.shape[0]
-        )
-    for fitting in fittings:
-        fitting.model.describe_input(source)
-    return records_per_pass, n_passes
-
-
 def _score_held_out(
-    fittings: list[_Fitting], reservoir: HeldOutReservoir, weighted: bool = False, scale: float = 1.0
+    models: list[StreamingGaussianMixture], reservoir: HeldOutReservoir, weighted: bool = False, scale: float = 1.0
 ) -> tuple[list[float], float, str]:
     """Each candidate's total log-likelihood on the held-out records (kept with the weights in
     the training's unit, ``scale``: scored with the weights as given) and their total weight."""
@@ -363,110 +256,22 @@ def _score_held_out(
     if weights is not None and scale != 1.0:
         weights = weights * scale
     with one_blas_thread():
-        sums = [weighted_log_likelihood(score_chunk(X, f.model.params_)[0], weights) for f in fittings]
+        sums = [weighted_log_likelihood(score_chunk(X, m.params_)[0], weights) for m in models]
     return [total for total, _ in sums], record_count(sums[0][1]), "held-out reservoir"
 
 
-def _online_passes(
-    fittings: list[_Fitting],
-    source: Any,
-    template: StreamingGaussianMixture,
-    shuffle_rng: np.random.Generator,
-    reservoir: HeldOutReservoir | None,
-    final_refit: bool = False,
-) -> tuple[int, int]:
-    """Every candidate's online passes over shared reads; returns records per pass and passes."""
-    rng = template.shuffle_generator(source, shuffle_rng)
-    records_per_pass = 0
-    n_passes = 0
-    for n_passes in range(1, template.max_passes + 1):
-        active = [f for f in fittings if not f.converged]
-        if not active:
-            n_passes -= 1
-            break
-        batches: Iterator[np.ndarray] = source.batches(template.batch_size, rng)
-        if reservoir is not None:
-            batches = rebatch(reservoir.withhold(batches), template.batch_size)
-        records_per_pass = 0
-        weighted = is_weighted(source)
-        for batch in batches:
-            X, weights = split_weights(batch, weighted)
-            records_per_pass += X.shape[0] if weights is None else weights.sum()
-            for fitting in active:
-                fitting.update(X, weights)
-        if records_per_pass == 0:
-            if reservoir is not None and reservoir.seen:
-                raise ValueError(
-                    f"held_out={reservoir.size} keeps every one of the {reservoir.seen} records out of training"
-                )
-            raise ValueError("the source yielded no records")
-        for fitting in active:
-            fitting.end_pass(template.tol)
-    for fitting in fittings:
-        if final_refit:
-            fitting.state, moves = refit_at_end(fitting.state, fitting.model.reg_covar)
-            fitting.trace.add_moves(moves)
-        fitting.model.set_online_result(fitting.state, fitting.converged, fitting.pass_means, fitting.trace)
-    return template.in_user_unit(records_per_pass), n_passes
-
-
-def _exact_passes(
-    fittings: list[_Fitting], source: Any, template: StreamingGaussianMixture, after_online: bool
-) -> tuple[int, int]:
-    """Every candidate's exact EM over shared reads, each until its own ``tol``; returns the
-    records of a pass and the passes made."""
-    runs = []
-    for fitting in fittings:
-        params = fitting.state.params if after_online else fitting.start.params
-        shift = fitting.state.statistics.shift if after_online else fitting.start.shift
-        runs.append(
-            (
-                shift,
-                EMIterations(
-                    params,
-                    reg_covar=template.reg_covar,
-                    tol=template.tol,
-                    max_iter=template.max_iter,
-                    lower_bound=-np.inf,
-                ),
-            )
-        )
-    dtype = np.dtype(template.compute_dtype)
-    passes = 0
-    while True:
-        active = [(shift, run) for shift, run in runs if not run.done]
-        if not active:
-            break
-        worst = [WorstRecords(run.params.n_components, run.params.n_features) for _, run in active]
-        with one_blas_thread():
-            totals = shared_pass_statistics(
-                source,
-                [run.params for _, run in active],
-                [shift for shift, _ in active],
-                template.batch_size,
-                worst,
-                dtype,
-            )
-        passes += 1
-        for (_, run), stats, w in zip(active, totals, worst):
-            run.step(stats, w.records)
-    for fitting, (shift, run) in zip(fittings, runs):
-        earlier = fitting.pass_means if after_online else None
-        fitting.model.set_exact_result(run.result(), shift, False, earlier, len(fitting.pass_means))
-    statistics = runs[0][1].statistics
-    return (0 if statistics is None else template.in_user_unit(statistics.n_records)), passes
-
-
-def _scoring_pass(fittings: list[_Fitting], source: Any, template: StreamingGaussianMixture) -> tuple[list[float], int]:
+def _scoring_pass(
+    models: list[StreamingGaussianMixture], source: Any, batch_size: int
+) -> tuple[list[float], int | float]:
     """Each candidate's total log-likelihood over one pass, and the records scored."""
-    totals = [0.0] * len(fittings)
+    totals = [0.0] * len(models)
     n_scored = 0.0
     weighted = is_weighted(source)
     with one_blas_thread():
-        for batch in source.batches(template.batch_size, None):
+        for batch in source.batches(batch_size, None):
             X, weights = split_weights(batch, weighted)
-            for i, fitting in enumerate(fittings):
-                total, count = weighted_log_likelihood(score_chunk(X, fitting.model.params_)[0], weights)
+            for i, model in enumerate(models):
+                total, count = weighted_log_likelihood(score_chunk(X, model.params_)[0], weights)
                 totals[i] += total
             n_scored += count
     return totals, record_count(n_scored)

@@ -44,7 +44,7 @@ def check_model_matches(path: Any, model: Any, n_components: int | None, columns
             f"{path} holds a model of {model.n_components} components, "
             f"not {n_components}; use another state directory to start again"
         )
-    names = model.feature_names()
+    names = model.fitted_state_.feature_names
     if columns is not None and names is not None and columns != names:
         raise ValueError(f"{path} holds a model of columns {names}, not {columns}")
 

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from streamgmm.estimator import StreamingGaussianMixture
+from streamgmm.estimator.persistence import model_document, model_from_document
 from streamgmm.io.model.file import ModelFileError, parse_json, read_model, write_model_to
 from streamgmm.io.output.atomic_write import MAX_NAME_BYTES, bounded_name
 from streamgmm.watch.drift import drift_summary
@@ -280,7 +281,7 @@ def encode_checkpoint(model: StreamingGaussianMixture | None, watch: dict[str, A
     ``watch`` alone as JSON."""
     if model is None:
         return json.dumps(watch, indent=1).encode()
-    document, arrays = model.model_document()
+    document, arrays = model_document(model)
     raw = io.BytesIO()
     write_model_to(raw, {**document, "watch": watch}, arrays)
     return raw.getvalue()
@@ -316,7 +317,7 @@ def model_of(source: bytes | Path, where: str) -> StreamingGaussianMixture | Non
     """A kept checkpoint's model; None if it cannot be read (pruned meanwhile, or damaged)."""
     try:
         document, arrays = read_model(source) if isinstance(source, Path) else read_model_bytes(source, where)
-        return StreamingGaussianMixture.from_document(document, arrays)
+        return model_from_document(StreamingGaussianMixture, document, arrays)
     except (ModelFileError, OSError, KeyError, TypeError, ValueError):
         return None
 
@@ -325,7 +326,7 @@ def checkpoint_of_document(
     document: dict[str, Any], arrays: dict[str, Any]
 ) -> tuple[StreamingGaussianMixture | None, Any]:
     """A checkpoint's model and its "watch" section, from a model document."""
-    return StreamingGaussianMixture.from_document(document, arrays), document.get("watch")
+    return model_from_document(StreamingGaussianMixture, document, arrays), document.get("watch")
 
 
 def checked_checkpoint(

@@ -61,6 +61,7 @@ import pyarrow as pa
 
 from streamgmm.assignment.local import assign
 from streamgmm.estimator import StreamingGaussianMixture
+from streamgmm.estimator.base import settings_of
 from streamgmm.io.lake.paths import is_url, overlap, refuse_url
 from streamgmm.io.model.checks import check_mixture_arrays
 from streamgmm.io.output.atomic_write import fsync_directory
@@ -202,7 +203,7 @@ class Watcher:
         # Settings are checked now: found while reading a file, they would quarantine every file.
         check_nan_policy(nan_policy)
         if n_components is not None:
-            self._new_model().validate_params()
+            settings_of(self._new_model())
 
     # ------------------------------------------------------------------ running
 
@@ -270,7 +271,7 @@ class Watcher:
         asked = {"step_floor": self.step_floor, "moves": self.moves}  # None: the model's own
         given = {name: value for name, value in asked.items() if value is not None}
         if self.model is not None and given:
-            self.model.set_params(**given).validate_params()
+            settings_of(self.model.set_params(**given))
         if self.assign_out is not None:
             self.assign_out.mkdir(parents=True, exist_ok=True)
             for leftover in self.assign_out.glob(".watch-*.tmp"):
@@ -387,7 +388,7 @@ class Watcher:
             return self.model  # a valid file without records: seen, nothing learnt
         before = self.model
         model = copy.deepcopy(before) if before is not None else self._new_model()
-        names = before.feature_names() if before is not None else self.columns
+        names = before.fitted_state_.feature_names if before is not None else self.columns
         reading = {"nan_policy": self.nan_policy, "weight_column": self.weight_column}
         source = held.parquet_source(columns=names, passthrough=self.passthrough, **reading)
         if before is not None and names is None and source.n_features != before.n_features_in_:
@@ -413,7 +414,7 @@ class Watcher:
         work = self.assign_out / f".watch-{secrets.token_hex(8)}.tmp"
         try:
             source = self._held.parquet_source(
-                columns=model.feature_names(), passthrough=self.keep, nan_policy=self.nan_policy
+                columns=model.fitted_state_.feature_names, passthrough=self.keep, nan_policy=self.nan_policy
             )
             summary = assign(model, source, work, keep=self.keep)
             target = self.assign_out / file.relative

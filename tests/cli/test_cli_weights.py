@@ -85,7 +85,7 @@ def test_fit_with_a_count_column_equals_the_duplicated_lake_and_the_weighted_mom
     assert summary["weight_column"] == "count" and summary["feature_names"] == ["x", "y"]
     weighted = StreamingGaussianMixture.load(tmp_path / "weighted.sgmm")
     duplicated = StreamingGaussianMixture.load(tmp_path / "duplicated.sgmm")
-    assert weighted.feature_names() == ["x", "y"]  # the count is not a feature
+    assert weighted.fitted_state_.feature_names == ["x", "y"]  # the count is not a feature
     expected = weighted_moments(X, labels, counts)
     for got, dup, want in zip(by_mean(weighted), by_mean(duplicated), expected):
         np.testing.assert_allclose(got, dup, rtol=0, atol=1e-10)
@@ -194,7 +194,7 @@ def test_watch_with_a_weight_column_and_a_resume_without_it(counted, tmp_path):
     assert watched.returncode == 0, watched.stderr
     assert json.loads(watched.stdout)["files_consumed"] == 2
     model = StreamingGaussianMixture.load(state / "current.model")
-    assert model.feature_names() == ["x", "y"]
+    assert model.fitted_state_.feature_names == ["x", "y"]
     # Oracle: the same online updates through the Python API, file by file.
     api = StreamingGaussianMixture(2, random_state=0, step_floor=0.0, shuffle=False)
     for path in files:

@@ -36,6 +36,8 @@ from streamgmm.datasets.mixtures import make_mixture  # noqa: E402
 from streamgmm.datasets.synthetic_lake import read_truth  # noqa: E402
 from streamgmm.em.batch import run_batch_em  # noqa: E402
 from streamgmm.em.online import StepSchedule  # noqa: E402
+from streamgmm.em.settings import FitSettings, WeightUnit  # noqa: E402
+from streamgmm.em.trainer import start_fit  # noqa: E402
 from streamgmm.io.sources.chunk_source import ArraySource  # noqa: E402
 from streamgmm.io.sources.parquet import ParquetSource  # noqa: E402
 
@@ -172,7 +174,7 @@ def test_reseeding_from_the_worst_records_matches_single_process(client, data) -
     params = dict(n_components=3, algorithm="batch", tol=1e-9, max_iter=30, batch_size=1000, **init)
     rng = np.random.default_rng(0)
     shift = X.mean(axis=0)
-    start = StreamingGaussianMixture(**params)._start(ArraySource(X), rng).params
+    start = start_fit(ArraySource(X), FitSettings(**params), rng, WeightUnit()).params
     reference = run_batch_em(ArraySource(X), start, shift=shift, reg_covar=1e-6, tol=1e-9, max_iter=30, batch_size=1000)
     source = dask_source(da.from_array(X, chunks=(1500, 2)), client=client)
     on_cluster = run_dask_batch_em(source, start, shift=shift, reg_covar=1e-6, tol=1e-9, max_iter=30, batch_size=1000)
@@ -333,9 +335,8 @@ def test_a_worker_killed_mid_fit_does_not_change_the_result(client) -> None:
         ]
     )
     init = start_of(X, 3, seed=3)
-    model = StreamingGaussianMixture(3, algorithm="batch", **init)
     rng = np.random.default_rng(0)
-    begun = model._start(ArraySource(X), rng)
+    begun = start_fit(ArraySource(X), FitSettings(3, algorithm="batch", **init), rng, WeightUnit())
     start, shift = begun.params, begun.shift
     iterations = 4
     reference = run_batch_em(

@@ -112,7 +112,7 @@ def test_batch_em_on_the_cluster_equals_the_local_fit(counted_lake, client, pers
     options = {"weight_column": "count", "nan_policy": "marginalize", "passthrough": ["id"]}
     local = fitted(ParquetSource(lake, **options))
     remote = fitted(dask_source(lake, client=client, persist=persist, **options))
-    assert remote.feature_names() == ["x", "y", "z"]
+    assert remote.fitted_state_.feature_names == ["x", "y", "z"]
     np.testing.assert_allclose(remote.means_, local.means_, rtol=0, atol=1e-10)
     np.testing.assert_allclose(remote.covariances_, local.covariances_, rtol=0, atol=1e-10)
     np.testing.assert_allclose(remote.weights_, local.weights_, rtol=0, atol=1e-12)

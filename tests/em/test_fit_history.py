@@ -14,6 +14,9 @@ import streamgmm
 from streamgmm import StreamingGaussianMixture
 from streamgmm.em.fit_history import FitHistory
 from streamgmm.em.online import OnlineState, run_online_em
+from streamgmm.em.settings import FitSettings, WeightUnit
+from streamgmm.em.trainer import start_fit
+from streamgmm.estimator.persistence import model_document, model_from_document
 from streamgmm.io.sources.chunk_source import ArraySource
 
 
@@ -64,14 +67,14 @@ def test_the_estimator_records_what_online_em_reports():
         2, algorithm="online", random_state=0, batch_size=400, shuffle=False, max_passes=2, tol=0, moves="off"
     ).fit(X)
     # Oracle: the same start and batches through run_online_em, with its own callback.
-    start = StreamingGaussianMixture(2, random_state=0, batch_size=400, tol=0)
-    begun = start._start(ArraySource(X), np.random.default_rng(0))
+    settings = FitSettings(2, random_state=0, batch_size=400, tol=0)
+    begun = start_fit(ArraySource(X), settings, np.random.default_rng(0), WeightUnit())
     params, shift = begun.params, begun.shift
     seen = []
     run_online_em(
         ArraySource(X),
         OnlineState.start(params, shift),
-        schedule=model.step_schedule(),
+        schedule=settings.schedule,
         burn_in=0,
         reg_covar=model.reg_covar,
         batch_size=400,
@@ -117,9 +120,9 @@ def test_fresh_fit_starts_a_new_trace_and_warm_start_continues_it():
 def test_model_files_without_a_trace_still_load(tmp_path):
     X, _, _ = streamgmm.make_mixture(1000, n_components=2, n_features=2, random_state=3)
     model = StreamingGaussianMixture(2, random_state=0, batch_size=500).fit(X)
-    document, arrays = model.model_document()
+    document, arrays = model_document(model)
     del document["fit_history"]
-    old = StreamingGaussianMixture.from_document(document, arrays)
+    old = model_from_document(StreamingGaussianMixture, document, arrays)
     assert len(old.fit_history_) == 0
     old.partial_fit(X)
     assert old.fit_history_.n_batches == 2

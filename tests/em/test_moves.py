@@ -134,13 +134,15 @@ def test_hostile_moves_parameter_is_refused() -> None:
 
 def test_the_start_state_carries_moves_only_when_asked() -> None:
     from streamgmm import MixtureParams
+    from streamgmm.em.settings import FitSettings
     from streamgmm.em.start import Start
+    from streamgmm.em.trainer import new_state
 
     params = MixtureParams.from_covariances(np.ones(1), np.zeros((1, 2)), np.ones(1), "spherical")
     assert OnlineState.start(params, np.zeros(2)).moves is None
     start = Start(params, np.zeros(2), np.random.default_rng(0))
-    off = StreamingGaussianMixture(1, moves="off").online_state(start, np.random.default_rng(0))
-    on = StreamingGaussianMixture(1, init_size=500, batch_size=100).online_state(start, np.random.default_rng(0))
+    off = new_state(FitSettings(1, moves="off"), start, np.random.default_rng(0))
+    on = new_state(FitSettings(1, init_size=500, batch_size=100), start, np.random.default_rng(0))
     assert off.moves is None
     # No sample EM behind this start: the first refit is due at twice init_size, on the clock.
     assert on.moves.sample_size == 500 and len(on.moves.sample) == 0 and on.moves.next_refit == 10.0

@@ -15,6 +15,7 @@ import pytest
 from shared_helpers import FITTED_ARRAYS, MOVES_ARRAYS, assert_bit_identical, assert_bit_identical_models, npy
 
 from streamgmm import ModelFileError, StreamingGaussianMixture
+from streamgmm.estimator.persistence import model_from_document
 from streamgmm.io.model.file import read_model
 from streamgmm.mixture.covariance import COVARIANCE_TYPES
 
@@ -82,7 +83,7 @@ def test_round_trip_keeps_every_field_apart(tmp_path, mid_stream) -> None:
     novel = replace(moves.novel, counts=moves.novel.counts + 0.125, n_records=0.875, log_likelihood=-3.5)
     special = replace(moves, seed=2**63 - 1, reservoir=reservoir, novel=novel, log_scale=2.75)
     model = reloaded(mid_stream, tmp_path / "base.sgmm")  # a copy to change
-    model._state = replace(model.online_state_, moves=special)  # planted: no public setter, on purpose
+    model.fitted_state_ = replace(model.fitted_state_, state=replace(model.online_state_, moves=special))
     assert_bit_identical(reloaded(model, tmp_path / "m.sgmm").online_state_.moves, special, "moves")
 
 
@@ -354,7 +355,7 @@ def test_hostile_moves_given_to_from_document_directly_are_refused(tmp_path, goo
     document = json.loads(json.dumps(document))
     document["online"]["moves"].update(scalars)
     with pytest.raises(ModelFileError, match=message):
-        StreamingGaussianMixture.from_document(document, {**good_arrays, **arrays})
+        model_from_document(StreamingGaussianMixture, document, {**good_arrays, **arrays})
 
 
 def test_hostile_moves_in_memory_are_not_written(tmp_path, mid_stream) -> None:
@@ -362,10 +363,9 @@ def test_hostile_moves_in_memory_are_not_written(tmp_path, mid_stream) -> None:
     moves = model.online_state_.moves
     weights = moves.reservoir.log_weights.copy()
     weights[0] = np.nan
-    # Planted (there is no public setter, on purpose): the writer must refuse what it finds.
-    model._state = replace(
-        model.online_state_, moves=replace(moves, reservoir=replace(moves.reservoir, log_weights=weights))
-    )
+    # Planted: the writer must refuse what it finds.
+    state = replace(model.online_state_, moves=replace(moves, reservoir=replace(moves.reservoir, log_weights=weights)))
+    model.fitted_state_ = replace(model.fitted_state_, state=state)
     with pytest.raises(ModelFileError, match=r"not written.*moves\.log_weights holds a non-finite value"):
         model.save(tmp_path / "bad.sgmm")
     assert not (tmp_path / "bad.sgmm").exists()

@@ -39,7 +39,7 @@ def test_the_threshold_is_the_capacity_th_smallest_key_held() -> None:
             reservoir = reservoir.offered(rng.normal(size=(n, 2)), weights, float(rng.normal()), rng, capacity)
             keys = np.concatenate([reservoir.keys, *(chunk[2] for chunk in reservoir.pending)])
             expected = np.inf if keys.shape[0] < capacity else np.partition(keys, capacity - 1)[capacity - 1]
-            assert reservoir._threshold(capacity) == expected
+            assert reservoir.threshold(capacity) == expected
             assert len(reservoir) == min(keys.shape[0], capacity)
 
 

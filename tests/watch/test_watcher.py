@@ -69,7 +69,7 @@ def assert_same_model(a: StreamingGaussianMixture, b: StreamingGaussianMixture) 
     for name in PARAMETERS:
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-12, atol=1e-12, err_msg=name)
     assert (a.n_steps_, a.records_seen_, a.n_iter_) == (b.n_steps_, b.records_seen_, b.n_iter_)
-    np.testing.assert_allclose(a._history, b._history, rtol=1e-12)
+    np.testing.assert_allclose(a.lower_bounds_, b.lower_bounds_, rtol=1e-12)
     # The fit history is continued across files, checkpoints and restarts as by partial_fit.
     ta, tb = a.fit_history_, b.fit_history_
     assert (ta.n_batches, ta.stride, ta.records.tolist(), ta.reseeded) == (
@@ -245,9 +245,9 @@ def assert_exactly_the_same_model(a: StreamingGaussianMixture, b: StreamingGauss
     assert_same_model(a, b)
     for name in PARAMETERS:
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
-    for name, value in a._state.statistics.arrays().items():
-        assert np.array_equal(b._state.statistics.arrays()[name], value), f"statistics.{name}"
-    ma, mb = a._state.moves, b._state.moves
+    for name, value in a.online_state_.statistics.arrays().items():
+        assert np.array_equal(b.online_state_.statistics.arrays()[name], value), f"statistics.{name}"
+    ma, mb = a.online_state_.moves, b.online_state_.moves
     assert ma is not None and mb is not None
     assert (ma.seed, ma.log_scale, ma.clock) == (mb.seed, mb.log_scale, mb.clock)
     for which in ("reservoir", "sample"):
@@ -295,7 +295,7 @@ def test_killed_over_files_sorted_by_cluster_ends_with_the_uninterrupted_model_a
     checkpoint = StateDirectory(state).load()
     assert len(checkpoint.ledger) == 2
     # The births are still to come, from novel records the checkpoint holds.
-    assert len(checkpoint.model._state.moves.reservoir) > 0 and not checkpoint.model.fit_history_.moves
+    assert len(checkpoint.model.online_state_.moves.reservoir) > 0 and not checkpoint.model.fit_history_.moves
     assert births[0]["step"] > checkpoint.model.n_steps_
     code, _, err = finish(watch_cli(directory, state, "--once"))
     assert code == 0, err

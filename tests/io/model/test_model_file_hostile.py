@@ -21,6 +21,7 @@ from shared_helpers import members, npy, write_zip
 
 from streamgmm import ConvergenceWarning, ModelFileError, StreamingGaussianMixture, make_mixture
 from streamgmm.cli.command import main
+from streamgmm.estimator.persistence import model_document
 from streamgmm.mixture.covariance import COVARIANCE_TYPES
 
 K = 3
@@ -258,7 +259,7 @@ def test_document_numbers_that_would_fail_later_are_refused_naming_the_field(goo
 def test_a_model_the_reader_would_refuse_for_its_size_is_not_written(good_file, records, tmp_path) -> None:
     from streamgmm.io.model.file import MAX_ARRAY_BYTES, MAX_MODEL_BYTES, write_model
 
-    document, arrays = StreamingGaussianMixture(K, random_state=0).fit(records).model_document()
+    document, arrays = model_document(StreamingGaussianMixture(K, random_state=0).fit(records))
     gib = MAX_ARRAY_BYTES // 8
     # Read-only views of one zero: their declared sizes, without the memory.
     one_too_large = {**arrays, "statistics.second": np.broadcast_to(0.0, (gib + 1,))}

@@ -1,12 +1,11 @@
-"""Convergence of exact EM: scikit-learn's warning, and the algorithms' names."""
+"""Convergence of exact EM: scikit-learn's warning when EM stops at ``max_iter``."""
 
 from __future__ import annotations
 
 import functools
 import sys
+import warnings
 
-ALGORITHMS = ("auto", "online", "batch")
-SHUFFLE_MODES = (True, False, "records", "row_groups")
 # scikit-learn's words for EM stopped at max_iter: code written for GaussianMixture matches them.
 UNCONVERGED = (
     "Best performing initialization did not converge. Try different init parameters, or increase max_iter, "
@@ -46,3 +45,10 @@ def convergence_warning_class() -> type[UserWarning]:
 @functools.cache
 def _with_sklearn_warning(sklearn_warning: type) -> type[UserWarning]:
     return type("ConvergenceWarning", (ConvergenceWarning, sklearn_warning), {"__module__": __name__})
+
+
+def warn_unconverged(converged: bool, max_iter: int, stacklevel: int = 2) -> None:
+    """Warn (:func:`convergence_warning_class`) unless EM converged; as scikit-learn, not with
+    ``max_iter=0``, where the start is all that was asked for."""
+    if not converged and max_iter > 0:
+        warnings.warn(UNCONVERGED, convergence_warning_class(), stacklevel=stacklevel + 1)
