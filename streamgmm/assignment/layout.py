@@ -16,16 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streamgmm.io.lake.paths import is_path_like, is_url, overlap
+from streamgmm.inputs import InMemoryRows
+from streamgmm.io.lake.paths import is_url, overlap
 from streamgmm.io.lake.store_credentials import split_credentials
 from streamgmm.io.output.object_store import OutputStore, normal_url
-from streamgmm.io.records.checks import default_feature_names
 from streamgmm.io.records.columns import DataError, check_column
-from streamgmm.io.sources.arrow import TableSource, as_arrow_table, is_arrow_stream, is_dataframe, is_polars_frame
 from streamgmm.io.sources.parquet import READ_BATCH, LakeFile, ParquetSource
 from streamgmm.mixture.params import MixtureParams
 
@@ -111,48 +109,50 @@ def read_output_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------------- inputs and layout
 
 
-def lake_for_model(
-    source: Any, names: list[str] | None, n_features: int, keep: list[str], nan_policy: str
-) -> ParquetSource:
-    """A lake (path or :class:`ParquetSource`) read by the model's feature names, with ``keep``."""
-    if not isinstance(source, ParquetSource):
-        source = ParquetSource(source, columns=names, passthrough=keep, nan_policy=nan_policy)
-    lake = source.reselect(names if names is not None else source.feature_names, keep)
-    if len(lake.feature_names) != n_features:
-        raise DataError(f"the model has {n_features} features, but the source selects {lake.feature_names}")
-    return lake
+def checked_features(source: Any, n_features: int) -> None:
+    """Refuse a resolved lake or Dask source that does not select the model's ``n_features``."""
+    if source.n_features != n_features:
+        raise DataError(f"the model has {n_features} features, but the source selects {source.feature_names}")
 
 
-def input_parts(
-    source: Any, names: list[str] | None, n_features: int, keep: list[str], nan_policy: str
-) -> tuple[list[Part], tuple[str, ...]]:
-    """The output files to write, and the inputs as named (each directory, glob's folder or
-    table given, each file given by name; none for in-memory data), which the output must not
-    overlap."""
-    if isinstance(source, ParquetSource) or is_path_like(source):
-        lake = lake_for_model(source, names, n_features, keep, nan_policy)
-        columns = list(dict.fromkeys(lake.feature_names + keep))
-        keep_fields = tuple(lake.dataset.schema.field(name) for name in keep)
-        parts = []
-        for file in lake.files:
+def input_parts(resolved: Any, n_features: int, keep: list[str]) -> tuple[list[Part], tuple[str, ...]]:
+    """The output files to write for an input resolved in place
+    (:func:`~streamgmm.inputs.resolve_input`), and the inputs as named (each directory, glob's
+    folder or table given, each file given by name; none for in-memory data), which the output
+    must not overlap."""
+    if isinstance(resolved, InMemoryRows):
+        return [table_part(resolved.table, resolved.feature_names, keep)], ()
+    if not isinstance(resolved, ParquetSource):
+        raise TypeError(
+            "assign needs rows in a fixed order: give it a lake, a table, a data frame or an array "
+            f"(this input reads as {type(resolved).__name__})"
+        )
+    lake = resolved.reselect(resolved.feature_names, keep)
+    checked_features(lake, n_features)
+    return lake_parts(lake, keep), lake.listing.inputs
 
-            def row_groups(file: LakeFile = file) -> Iterator[Batches]:
-                for group in file.row_groups:
-                    where = f"{file.path}: row group {group.index}"
-                    yield (
-                        (batch, where, first_row)
-                        for batch, first_row in lake.record_batches(group, columns, READ_BATCH)
-                    )
 
-            parts.append(Part(file.path, file.relative_path, row_groups, keep_fields))
-        return parts, lake.listing.inputs
-    return [table_part(_as_table(source, names, n_features), names, n_features, keep)], ()
+def lake_parts(lake: ParquetSource, keep: list[str]) -> list[Part]:
+    """One output file per file of ``lake``, at the same relative path, with ``keep``."""
+    columns = list(dict.fromkeys(lake.feature_names + keep))
+    keep_fields = tuple(lake.dataset.schema.field(name) for name in keep)
+    parts = []
+    for file in lake.files:
+
+        def row_groups(file: LakeFile = file) -> Iterator[Batches]:
+            for group in file.row_groups:
+                where = f"{file.path}: row group {group.index}"
+                yield (
+                    (batch, where, first_row) for batch, first_row in lake.record_batches(group, columns, READ_BATCH)
+                )
+
+        parts.append(Part(file.path, file.relative_path, row_groups, keep_fields))
+    return parts
 
 
 def table_part(
     table: pa.Table,
-    names: list[str] | None,
-    n_features: int,
+    names: list[str],
     keep: list[str],
     where: str = "table",
     output: str = SINGLE_OUTPUT,
@@ -161,8 +161,7 @@ def table_part(
     for name in keep:
         if table.schema.get_field_index(name) < 0:
             raise DataError(f"{where}: no column {name!r} to keep (columns: {', '.join(table.schema.names)})")
-    features = names if names is not None else default_feature_names(n_features)
-    for name in features:
+    for name in names:
         check_column(table.schema, name, where)
 
     def row_groups() -> Iterator[Batches]:
@@ -178,19 +177,6 @@ def _with_offsets(batches: list[pa.RecordBatch]) -> Iterator[tuple[pa.RecordBatc
     for batch in batches:
         yield batch, offset
         offset += batch.num_rows
-
-
-def _as_table(source: Any, names: list[str] | None, n_features: int) -> pa.Table:
-    if isinstance(source, TableSource):
-        return source.table  # every row: the pass keeps the place of those nan_policy leaves out
-    arrow = isinstance(source, (pa.Table, pa.RecordBatch, pa.RecordBatchReader)) or is_arrow_stream(source)
-    if arrow or is_dataframe(source) or is_polars_frame(source):
-        return as_arrow_table(source)
-    X = np.asarray(source, dtype=np.float64)
-    if X.ndim != 2 or X.shape[1] != n_features:
-        raise ValueError(f"expected an array of shape (n_records, {n_features}), got shape {X.shape}")
-    columns = names if names is not None else default_feature_names(n_features)
-    return pa.table({name: X[:, j] for j, name in enumerate(columns)})
 
 
 def overlapping_input(out: str, inputs: Sequence[str]) -> str | None:

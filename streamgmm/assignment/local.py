@@ -36,6 +36,7 @@ from streamgmm.assignment.layout import (
     RESULT_DTYPES,
     SUCCESS,
     check_output_directory,
+    checked_features,
     file_metadata,
     input_parts,
     remove_outputs,
@@ -43,6 +44,8 @@ from streamgmm.assignment.layout import (
     tidied,
 )
 from streamgmm.assignment.pipeline import PartWriter, check_compression
+from streamgmm.dask.source import DaskSource
+from streamgmm.inputs import resolve_input
 from streamgmm.io.lake.paths import is_url
 from streamgmm.io.model.file import read_mixture
 from streamgmm.io.output.atomic_write import write_bytes_atomically
@@ -50,7 +53,6 @@ from streamgmm.io.output.object_store import OutputStore, normal_url
 from streamgmm.io.records.checks import default_feature_names
 from streamgmm.io.records.columns import check_nan_policy
 from streamgmm.io.sources.arrow import TableSource
-from streamgmm.io.sources.chunk_source import is_dask_collection
 from streamgmm.io.sources.parquet import ParquetSource
 from streamgmm.mixture.params import MixtureParams
 
@@ -239,24 +241,21 @@ def assign(
     if isinstance(model, (str, os.PathLike)):
         params, names = read_mixture(model)
     else:
-        params, names = model.params_, model.fitted_state_.feature_names
+        params, names = model.params_, model.feature_names()
     keep = _checked_options(params.n_components, keep, dtype, compression, out_format)
-    if nan_policy is None:
-        nan_policy = source.nan_policy if isinstance(source, (ParquetSource, TableSource)) else "raise"
-    check_nan_policy(nan_policy)
-    on_dask = client is not None or is_dask_collection(source)
+    resolved, nan_policy = _resolved(source, client, params, names, keep, nan_policy)
+    on_dask = isinstance(resolved, DaskSource)
     if out_format == "delta":
         if on_dask:
             raise ValueError("out_format='delta' writes from this process; on Dask, write Parquet and commit it")
         return _assign_to_delta(
-            source, out, params, names, keep, nan_policy, dtype, compression, overwrite, batch_size, progress
+            resolved, out, params, names, keep, nan_policy, dtype, compression, overwrite, batch_size, progress
         )
     if on_dask:
-        from streamgmm.assignment.on_dask import dask_parts, write_on_dask  # the Dask sink, only when asked for
-
-        dask_input, inputs = dask_parts(source, names, params.n_features, keep, nan_policy, client)
+        checked_features(resolved, params.n_features)
+        inputs = resolved.inputs
     else:
-        parts, inputs = input_parts(source, names, params.n_features, keep, nan_policy)
+        parts, inputs = input_parts(resolved, params.n_features, keep)
     features = names if names is not None else default_feature_names(params.n_features)
 
     # A local directory, or an object-store prefix (s3://, gs://, abfs://) with the same promises.
@@ -281,8 +280,10 @@ def assign(
         )
         start = time.perf_counter()
         if on_dask:
+            from streamgmm.assignment.on_dask import write_on_dask  # the Dask sink, only when asked for
+
             # Every partition written on the workers, or (on any failure) none of them.
-            summary.files = write_on_dask(dask_input, writer, progress)
+            summary.files = write_on_dask(resolved, keep, writer, progress)
         else:
             # Decoding, scoring and writing overlap; a run that fails leaves none of its files (a
             # half set would look like a whole one).
@@ -320,8 +321,29 @@ def _checked_options(
     return keep
 
 
+def _resolved(
+    source: Any, client: Any, params: MixtureParams, names: list[str] | None, keep: list[str], nan_policy: str | None
+) -> tuple[Any, str]:
+    """``source`` resolved for a pass that keeps every row in place (a lake, a Dask source or the
+    rows in memory, with the ``keep`` columns), and the ``nan_policy``: the one given, else the
+    source object's own, else ``'raise'``."""
+    if nan_policy is None:
+        nan_policy = source.nan_policy if isinstance(source, (ParquetSource, TableSource)) else "raise"
+    check_nan_policy(nan_policy)
+    resolved = resolve_input(
+        source,
+        client=client,
+        n_features=params.n_features,
+        feature_names=names,
+        nan_policy=nan_policy,
+        passthrough=keep,
+        in_place=True,
+    )
+    return resolved, nan_policy
+
+
 def _assign_to_delta(
-    source: Any,
+    resolved: Any,
     out: Any,
     params: MixtureParams,
     names: list[str] | None,
@@ -336,7 +358,7 @@ def _assign_to_delta(
     """The responsibilities as one commit of a Delta table (see :mod:`streamgmm.assignment.delta_output`)."""
     from streamgmm.assignment.delta_output import write_delta  # the delta extra, only when asked for
 
-    parts, inputs = input_parts(source, names, params.n_features, keep, nan_policy)
+    parts, inputs = input_parts(resolved, params.n_features, keep)
     features = names if names is not None else default_feature_names(params.n_features)
     out = str(out).rstrip("/") if is_url(out) else os.path.abspath(os.fspath(out))
     summary = AssignSummary(out, params.fingerprint())

@@ -14,52 +14,26 @@ Call it through ``assign(model, source, out, client=...)``; an example is in the
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from streamgmm.assignment.layout import input_parts, lake_for_model, remove_outputs, table_part
+from streamgmm.assignment.layout import lake_parts, remove_outputs, table_part
 from streamgmm.assignment.pipeline import PartWriter
-from streamgmm.dask.source import DaskSource, PartitionSpec, dask_source, open_partition
-from streamgmm.io.lake.paths import is_path_like
-from streamgmm.io.records.checks import default_feature_names
+from streamgmm.dask.source import DaskSource, PartitionSpec, open_partition
 from streamgmm.io.sources.arrow import frame_table
-from streamgmm.io.sources.parquet import ParquetSource
-
-
-@dataclass(frozen=True)
-class DaskAssignInput:
-    source: DaskSource
-    keep: tuple[str, ...]
-
-
-def dask_parts(
-    source: Any, names: list[str] | None, n_features: int, keep: Sequence[str], nan_policy: str, client: Any
-) -> tuple[DaskAssignInput, tuple[str, ...]]:
-    """The partitions to write, and the inputs as named (for a lake; see
-    :func:`~streamgmm.assignment.layout.input_parts`)."""
-    keep = list(keep)
-    if isinstance(source, ParquetSource) or is_path_like(source):
-        lake = lake_for_model(source, names, n_features, keep, nan_policy)
-        return DaskAssignInput(dask_source(lake, client=client), tuple(keep)), lake.listing.inputs
-    if hasattr(source, "columns"):
-        # As a local DataFrame: read by the model's names, else by the default names x0, x1, ...
-        features = names if names is not None else default_feature_names(n_features)
-        dask = dask_source(source, client=client, feature_names=features, nan_policy=nan_policy, passthrough=keep)
-    else:
-        dask = dask_source(source, client=client, n_features=n_features)
-    return DaskAssignInput(dask, tuple(keep)), ()
 
 
 def write_on_dask(
-    dask_input: DaskAssignInput, writer: PartWriter, progress: Callable[[int], None] | None = None
+    source: DaskSource, keep: Sequence[str], writer: PartWriter, progress: Callable[[int], None] | None = None
 ) -> list[dict[str, Any]]:
-    """Write every partition on the workers; the manifest entries in partition order."""
+    """Write every partition of ``source`` (with the ``keep`` columns) on the workers; the
+    manifest entries in partition order."""
     import dask
 
-    source, keep = dask_input.source, list(dask_input.keep)
+    keep = list(keep)
     tasks = [
         dask.delayed(_write_partition, pure=False)(p.data, p.spec, writer, keep, index)
         for index, p in enumerate(source.partitions)
@@ -107,18 +81,17 @@ def _write_partition(
     client sees every partition finish before it cleans up."""
     try:
         output = _output_name(spec, index)
-        names = list(spec.feature_names) if spec.feature_names is not None else None
         if spec.kind == "lake":
-            lake = open_partition(data, spec, passthrough=keep)
-            [part], _ = input_parts(lake, names, spec.n_features, keep, writer.nan_policy)
+            [part] = lake_parts(open_partition(data, spec, passthrough=keep), keep)
             part = replace(part, input=spec.where, output=output)
         elif spec.kind == "frame":
-            part = table_part(frame_table(data), names, spec.n_features, keep, where=spec.where, output=output)
+            names = list(spec.feature_names or ())
+            part = table_part(frame_table(data), names, keep, where=spec.where, output=output)
         else:
             # As a local array: non-finite values are left to the writer's nan_policy.
             X = np.asarray(data, dtype=np.float64)
             table = pa.table({name: X[:, j] for j, name in enumerate(writer.features)})
-            part = table_part(table, writer.features, spec.n_features, keep, where=spec.where, output=output)
+            part = table_part(table, writer.features, keep, where=spec.where, output=output)
         return writer.write(part)
     except Exception as exc:  # noqa: BLE001 - handed to the client, which raises it
         return exc

@@ -1,17 +1,19 @@
 """What ``assign`` reads comes from the one resolver, :func:`streamgmm.inputs.resolve_input`
 with ``in_place=True``: rows in memory stay as given (nothing decoded before the pass), a lake
-is opened once with the ``keep`` columns, and a lake on Dask carries the inputs the output must
-not overlap.
+is opened once with the ``keep`` columns, a lake on Dask carries the inputs the output must not
+overlap, and an input without rows in a fixed order is refused in one line, with nothing
+written.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from streamgmm import ParquetSource
+from streamgmm import ParquetSource, StreamingGaussianMixture, assign
 from streamgmm.inputs import InMemoryRows, resolve_input
 from streamgmm.io.sources.arrow import TableSource
 
@@ -62,3 +64,13 @@ def test_a_lake_on_dask_carries_the_inputs_the_output_must_not_overlap(lake) -> 
     resolved = resolve_input(lake, engine="dask", n_features=2, feature_names=["a", "b"], in_place=True)
     assert type(resolved).__name__ == "DaskSource"
     assert resolved.inputs == ParquetSource(lake).listing.inputs and len(resolved.inputs) == 1
+
+
+@pytest.mark.parametrize("form", ["chunks", "record batches"])
+def test_an_input_without_rows_in_place_is_refused_with_nothing_written(records, table, tmp_path, form) -> None:
+    model = StreamingGaussianMixture(2, random_state=0).fit(pd.DataFrame({"a": records[:, 0], "b": records[:, 1]}))
+    data = iter([records]) if form == "chunks" else table.to_batches()
+    out = tmp_path / "scored"
+    with pytest.raises(TypeError, match="rows in a fixed order"):
+        assign(model, data, out)
+    assert not out.exists()
