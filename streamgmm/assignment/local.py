@@ -241,7 +241,7 @@ def assign(
     if isinstance(model, (str, os.PathLike)):
         params, names = read_mixture(model)
     else:
-        params, names = model.params_, model.feature_names()
+        params, names = model.params_, model.fitted_state_.feature_names
     keep = _checked_options(params.n_components, keep, dtype, compression, out_format)
     resolved, nan_policy = _resolved(source, client, params, names, keep, nan_policy)
     on_dask = isinstance(resolved, DaskSource)
