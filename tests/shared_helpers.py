@@ -7,10 +7,12 @@ the writer's checks (for hostile files)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
 import sys
+import traceback
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields, is_dataclass, replace
@@ -52,6 +54,32 @@ def run_streamgmm(
         stdin=subprocess.DEVNULL,
         timeout=timeout,
     )
+
+
+def run_streamgmm_here(*args: object) -> subprocess.CompletedProcess:
+    """``streamgmm ARGS`` in this process, saving the second of imports a subprocess pays, for
+    tests that are not about the process; returned as :func:`run_streamgmm` returns it.
+
+    stdout and stderr are captured as text (not terminals); an uncaught exception gives status
+    1 and its traceback on stderr, as the interpreter would. The environment is restored after,
+    since the command sets its storage options there. Not thread-safe (``sys.stdout`` is
+    swapped), and Dask's log lines are not captured: keep cluster runs in a subprocess."""
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    environ = dict(os.environ)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+    return subprocess.CompletedProcess(["streamgmm", *argv], code, out.getvalue(), err.getvalue())
 
 
 def run_streamgmm_concurrently(*commands: list, timeout: float = 120) -> list[subprocess.CompletedProcess]:

@@ -1,8 +1,6 @@
-"""The ``streamgmm`` command, run as a subprocess (``python -m streamgmm``) on a small lake.
-
-Every subprocess pays ~1 s of imports, so the calls are few and the independent error cases run
-concurrently.
-"""
+"""The ``streamgmm`` command on a small lake: one fit as a subprocess (``python -m streamgmm``),
+the console script and the terminal's progress bars in processes of their own, the rest in this
+process (a subprocess pays about a second of imports)."""
 
 from __future__ import annotations
 
@@ -17,7 +15,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from shared_helpers import assert_one_error_line, on_a_terminal, run_streamgmm, run_streamgmm_concurrently
+from shared_helpers import assert_one_error_line, on_a_terminal, run_streamgmm, run_streamgmm_here
 
 from streamgmm import StreamingGaussianMixture
 
@@ -58,7 +56,9 @@ def fitted(lake, tmp_path_factory):
 def assigned(lake, fitted, tmp_path_factory):
     _, model_path = fitted
     out = tmp_path_factory.mktemp("assign") / "scored"
-    result = run_streamgmm("assign", lake.path, "--model", model_path, "--out", out, "--keep", "id,day", "--json", "-q")
+    result = run_streamgmm_here(
+        "assign", lake.path, "--model", model_path, "--out", out, "--keep", "id,day", "--json", "-q"
+    )
     return result, out
 
 
@@ -110,11 +110,7 @@ def test_assign_json_and_info(lake, fitted, assigned):
         )
 
     output_file = out / lake.files[-1]
-    on_model, on_file, on_dir = run_streamgmm_concurrently(
-        ["info", model_path, "--json"],
-        ["info", output_file, "--json"],
-        ["info", out, "--json"],
-    )
+    on_model, on_file, on_dir = (run_streamgmm_here("info", path, "--json") for path in (model_path, output_file, out))
     for result in (on_model, on_file, on_dir):
         assert result.returncode == 0, result.stderr
         assert result.stderr == ""
@@ -147,7 +143,7 @@ def test_plain_output_on_a_non_terminal(lake, fitted, tmp_path):
     """Not a terminal: no progress bar even without -q (with -q: see the fixtures); the text
     summary is one line on stdout."""
     _, model_path = fitted
-    result = run_streamgmm(
+    result = run_streamgmm_here(
         "assign", lake.path, "--model", model_path, "--out", tmp_path / "plain", "--dtype", "float32"
     )
     assert result.returncode == 0, result.stderr
@@ -165,7 +161,7 @@ def test_assign_codec_and_result_type(lake, fitted, tmp_path):
     _, model_path = fitted
     model = StreamingGaussianMixture.load(model_path)
     out = tmp_path / "zstd32"
-    result = run_streamgmm(
+    result = run_streamgmm_here(
         "assign", lake.path, "--model", model_path, "--out", out, "--compression", "zstd", "--result-dtype", "float32"
     )
     assert result.returncode == 0, result.stderr
@@ -181,7 +177,7 @@ def test_assign_codec_and_result_type(lake, fitted, tmp_path):
         X = np.column_stack([source[name].to_numpy() for name in model.feature_names_in_])
         resp = np.column_stack([table[f"resp_{k}"].to_numpy() for k in range(model.n_components)])
         np.testing.assert_allclose(resp, model.predict_proba(X), rtol=0, atol=2.0**-24)
-    refused = run_streamgmm(
+    refused = run_streamgmm_here(
         "assign", lake.path, "--model", model_path, "--out", tmp_path / "bad", "--compression", "brotli"
     )
     assert refused.returncode == 2 and "--compression" in refused.stderr
@@ -213,7 +209,8 @@ def test_errors(lake, fitted, tmp_path):
     model = tmp_path / "m.sgmm"
 
     missing_path, no_model_dir, unknown_column, bad_file, drifted, nan_raise, nan_skip, no_k, bad_covariance = (
-        run_streamgmm_concurrently(
+        run_streamgmm_here(*command)
+        for command in (
             ["fit", missing, "-k", 2, "--model", model],
             ["fit", lake.path, "-k", 2, "--model", tmp_path / "no_such_dir" / "m.sgmm"],
             ["fit", lake.path, "-k", 2, "--model", model, "--columns", "x0,nope"],
@@ -263,7 +260,7 @@ def test_errors(lake, fitted, tmp_path):
 
 def test_fit_with_filter(lake, tmp_path):
     model_path = tmp_path / "late.sgmm"
-    result = run_streamgmm(
+    result = run_streamgmm_here(
         "fit", lake.path, "-k", K, "--model", model_path, "--passthrough", "id", "--filter", "day>=1", "--json", "-q"
     )
     assert result.returncode == 0, result.stderr
@@ -278,7 +275,7 @@ def test_fit_with_filter(lake, tmp_path):
 def test_fit_in_float32(lake, fitted, tmp_path):
     """``--compute-dtype float32`` (the fused kernel where it was built) fits as well."""
     model_path = tmp_path / "single.sgmm"
-    result = run_streamgmm(
+    result = run_streamgmm_here(
         "fit", lake.path, "-k", K, "--model", model_path, "--passthrough", "id", "--compute-dtype", "float32", "-q"
     )
     assert result.returncode == 0, result.stderr
@@ -328,7 +325,7 @@ def test_progress_bars_on_a_terminal_and_not_with_q(lake, tmp_path):
 
 def test_info_on_parquet_data(lake):
     """Any Parquet data is described as fit would read it (oracle: pyarrow's own footers)."""
-    result = run_streamgmm("info", lake.path, "--json")
+    result = run_streamgmm_here("info", lake.path, "--json")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["kind"] == "parquet data" and info["files"] == len(lake.files)
@@ -340,7 +337,7 @@ def test_info_on_parquet_data(lake):
 
 def test_fit_with_moves_off(lake, tmp_path):
     model_path = tmp_path / "plain.sgmm"
-    result = run_streamgmm(
+    result = run_streamgmm_here(
         "fit", lake.path, "-k", K, "--model", model_path, "--passthrough", "id", "--moves", "off", "-q"
     )
     assert result.returncode == 0, result.stderr
@@ -350,9 +347,12 @@ def test_fit_with_moves_off(lake, tmp_path):
 
 
 def test_hostile_moves_value_is_a_usage_error(lake, tmp_path):
-    fit, watch = run_streamgmm_concurrently(
-        ["fit", lake.path, "-k", K, "--model", tmp_path / "m.sgmm", "--moves", "sometimes"],
-        ["watch", lake.path, "--state", tmp_path / "state", "-k", K, "--once", "--moves", "sometimes"],
+    fit, watch = (
+        run_streamgmm_here(*command)
+        for command in (
+            ["fit", lake.path, "-k", K, "--model", tmp_path / "m.sgmm", "--moves", "sometimes"],
+            ["watch", lake.path, "--state", tmp_path / "state", "-k", K, "--once", "--moves", "sometimes"],
+        )
     )
     for result, command in ((fit, "fit"), (watch, "watch")):
         assert result.returncode == 2 and result.stdout == "", result.stderr
