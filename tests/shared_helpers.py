@@ -82,6 +82,11 @@ def run_streamgmm_here(*args: object) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["streamgmm", *argv], code, out.getvalue(), err.getvalue())
 
 
+def run_each_here(*commands: list) -> list[subprocess.CompletedProcess]:
+    """Independent commands (argument lists) through :func:`run_streamgmm_here`, one after the other."""
+    return [run_streamgmm_here(*command) for command in commands]
+
+
 def run_streamgmm_concurrently(*commands: list, timeout: float = 120) -> list[subprocess.CompletedProcess]:
     """Independent commands (argument lists), four at a time: each pays about a second of imports."""
     with ThreadPoolExecutor(max_workers=min(4, len(commands))) as pool:

@@ -1,5 +1,5 @@
 """``--weight-column`` and ``--nan-policy marginalize`` from the command line (fit, assign,
-watch), run as subprocesses on small lakes.
+watch), run in the test's process on small lakes.
 
 Oracles: two clusters 100 standard deviations apart, where every responsibility is exactly 0 or
 1, so exact EM's fixed point is each cluster's weighted moments in closed form; the lake with
@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from scipy.stats import multivariate_normal
-from shared_helpers import assert_one_error_line, run_streamgmm, run_streamgmm_concurrently
+from shared_helpers import assert_one_error_line, run_each_here, run_streamgmm_here
 
 from streamgmm import ParquetSource, StreamingGaussianMixture
 
@@ -72,7 +72,7 @@ def counted(tmp_path_factory):
 
 def test_fit_with_a_count_column_equals_the_duplicated_lake_and_the_weighted_moments(counted, tmp_path):
     root, X, labels, counts = counted
-    weighted_fit, duplicated_fit, unweighted_fit = run_streamgmm_concurrently(
+    weighted_fit, duplicated_fit, unweighted_fit = run_each_here(
         ["fit", root / "weighted", "-k", 2, "--algorithm", "batch", "--weight-column", "count", "--passthrough", "id"]
         + ["--model", tmp_path / "weighted.sgmm", "--json"],
         ["fit", root / "duplicated", "-k", 2, "--algorithm", "batch", "--model", tmp_path / "duplicated.sgmm"],
@@ -104,7 +104,7 @@ def test_bad_weights_and_weight_options_are_one_line_errors(counted, tmp_path):
     count[612] = -2.0
     pq.write_table(table.set_column(3, "count", pa.array(count)), bad / "part-0.parquet", row_group_size=500)
     model = tmp_path / "m.sgmm"
-    negative, missing, both, listed = run_streamgmm_concurrently(
+    negative, missing, both, listed = run_each_here(
         ["fit", bad, "-k", 2, "--weight-column", "count", "--model", model],
         ["fit", root / "weighted", "-k", 2, "--weight-column", "counts", "--model", model],
         ["fit", root / "weighted", "-k", 2, "--weight-column", "count", "--columns", "x,count", "--model", model],
@@ -136,9 +136,9 @@ def write_incomplete_lake(path, rng):
 def test_marginalize_fit_and_assign_from_the_command_line(tmp_path):
     X = write_incomplete_lake(tmp_path / "lake", np.random.default_rng(7))
     model_path = tmp_path / "m.sgmm"
-    fit = run_streamgmm("fit", tmp_path / "lake", "-k", 2, "--passthrough", "id", "--nan-policy", "marginalize")
+    fit = run_streamgmm_here("fit", tmp_path / "lake", "-k", 2, "--passthrough", "id", "--nan-policy", "marginalize")
     assert fit.returncode == 2  # --model is required: a usage error, not a fit
-    fit = run_streamgmm(
+    fit = run_streamgmm_here(
         "fit", tmp_path / "lake", "-k", 2, "--passthrough", "id", "--nan-policy", "marginalize", "--model", model_path
     )
     assert fit.returncode == 0, fit.stderr
@@ -152,7 +152,7 @@ def test_marginalize_fit_and_assign_from_the_command_line(tmp_path):
     np.testing.assert_allclose(np.sort(model.means_[:, 0]), [-5.0, 5.0], atol=0.2)
 
     out = tmp_path / "out"
-    assign = run_streamgmm(
+    assign = run_streamgmm_here(
         "assign", tmp_path / "lake", "--model", model_path, "--out", out, "--keep", "id", "--nan-policy", "marginalize"
     )
     assert assign.returncode == 0, assign.stderr
@@ -187,7 +187,7 @@ def test_watch_with_a_weight_column_and_a_resume_without_it(counted, tmp_path):
         target.write_bytes((root / "weighted" / f"part-{i}.parquet").read_bytes())
         os.utime(target, ns=(10**18 + i * 10**9, 10**18 + i * 10**9))  # consumed in this order
         files.append(target)
-    watched = run_streamgmm(
+    watched = run_streamgmm_here(
         *["watch", landing, "--state", state, "-k", 2, "--weight-column", "count", "--passthrough", "id"],
         *["--once", "--settle", "0", "--json"],
     )
@@ -208,8 +208,8 @@ def test_watch_with_a_weight_column_and_a_resume_without_it(counted, tmp_path):
     assert np.abs(plain.means_ - model.means_).max() > 0.1
 
     # One after the other: two watchers started together would find the state held by the other.
-    resumed = run_streamgmm("watch", landing, "--state", state, "--once", "--settle", "0", "-q")
-    marginalized = run_streamgmm(
+    resumed = run_streamgmm_here("watch", landing, "--state", state, "--once", "--settle", "0", "-q")
+    marginalized = run_streamgmm_here(
         *["watch", landing, "--state", state, "--once", "--settle", "0", "-q", "--weight-column", "count"],
         *["--nan-policy", "marginalize"],
     )
