@@ -12,8 +12,10 @@ import io
 import os
 import subprocess
 import sys
+import tempfile
 import traceback
 import zipfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
@@ -60,26 +62,47 @@ def run_streamgmm_here(*args: object) -> subprocess.CompletedProcess:
     """``streamgmm ARGS`` in this process, saving the second of imports a subprocess pays, for
     tests that are not about the process; returned as :func:`run_streamgmm` returns it.
 
-    stdout and stderr are captured as text (not terminals); an uncaught exception gives status
-    1 and its traceback on stderr, as the interpreter would. The environment is restored after,
-    since the command sets its storage options there. Not thread-safe (``sys.stdout`` is
-    swapped), and Dask's log lines are not captured: keep cluster runs in a subprocess."""
+    stdout and stderr are captured as text (not terminals), what native libraries write to file
+    descriptors 1 and 2 included (after Python's own text); an uncaught exception gives status 1
+    and its traceback on stderr, as the interpreter would. The environment is restored after,
+    since the command sets its storage options there. Not thread-safe (``sys.stdout`` and the
+    descriptors are swapped), and Dask's log lines are not captured: keep cluster runs in a
+    subprocess."""
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
     environ = dict(os.environ)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(argv)
-            except SystemExit as exc:  # argparse's usage errors
-                code = exc.code
-            except Exception:
-                traceback.print_exc()
-                code = 1
-    finally:
-        os.environ.clear()
-        os.environ.update(environ)
-    return subprocess.CompletedProcess(["streamgmm", *argv], code, out.getvalue(), err.getvalue())
+    with native_output(1) as native_out, native_output(2) as native_err:
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = main(argv)
+                except SystemExit as exc:  # argparse's usage errors
+                    code = exc.code
+                except Exception:
+                    traceback.print_exc()
+                    code = 1
+        finally:
+            os.environ.clear()
+            os.environ.update(environ)
+    stdout, stderr = out.getvalue() + "".join(native_out), err.getvalue() + "".join(native_err)
+    return subprocess.CompletedProcess(["streamgmm", *argv], code, stdout, stderr)
+
+
+@contextlib.contextmanager
+def native_output(fd: int) -> Iterator[list[str]]:
+    """File descriptor ``fd`` pointed at a temporary file for the block; yields a list that
+    holds, once the block ends, what was written there (as text)."""
+    written: list[str] = []
+    with tempfile.TemporaryFile(mode="w+", errors="replace") as captured:
+        saved = os.dup(fd)
+        os.dup2(captured.fileno(), fd)
+        try:
+            yield written
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            captured.seek(0)
+            written.append(captured.read())
 
 
 def run_each_here(*commands: list) -> list[subprocess.CompletedProcess]:

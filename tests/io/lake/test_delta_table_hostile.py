@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from shared_helpers import assert_one_error_line, run_streamgmm
+from shared_helpers import assert_one_error_line, run_streamgmm_here
 
 from streamgmm import ParquetSource, StreamingGaussianMixture
 from streamgmm.io.records.columns import DataError
@@ -69,10 +69,10 @@ def test_the_nan_policy_decides_about_the_old_files_nulls(evolved) -> None:
 
 
 def test_info_and_fit_of_an_evolved_table_on_the_command_line(evolved, tmp_path) -> None:
-    info = run_streamgmm("info", evolved, "--json")
+    info = run_streamgmm_here("info", evolved, "--json")
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)["numeric_columns"] == ["id", "x0", "x1", "x2"]
-    fit = run_streamgmm(
+    fit = run_streamgmm_here(
         "fit",
         evolved,
         "-k",
@@ -85,7 +85,7 @@ def test_info_and_fit_of_an_evolved_table_on_the_command_line(evolved, tmp_path)
         str(tmp_path / "m"),
     )
     assert fit.returncode == 0, fit.stderr
-    refused = run_streamgmm("fit", evolved, "-k", "2", "--model", str(tmp_path / "m2"))
+    refused = run_streamgmm_here("fit", evolved, "-k", "2", "--model", str(tmp_path / "m2"))
     assert refused.returncode == 1 and "schema drift" not in refused.stderr and "'x2'" in refused.stderr
 
 
@@ -113,7 +113,7 @@ def test_a_version_whose_files_vacuum_removed_names_the_table_the_version_and_th
     gone = deltalake.DeltaTable(vacuumed, version=0).file_uris()[0].removeprefix("file://")
     assert message.startswith(f"{vacuumed}: ") and "version 0" in message
     assert os.path.basename(gone) in message and "missing" in message
-    result = run_streamgmm("fit", vacuumed, "--version", "0", "-k", "1", "--model", "/dev/null/m")
+    result = run_streamgmm_here("fit", vacuumed, "--version", "0", "-k", "1", "--model", "/dev/null/m")
     assert_one_error_line(result, "version 0")
 
 
@@ -128,7 +128,7 @@ def test_a_truncated_commit_is_one_line_naming_its_version(vacuumed, tmp_path) -
     message = str(raised.value)
     assert message.startswith(f"{path}: ") and "version 1" in message and commit.name in message
     assert "<unknown>" not in message and "pthread" not in message and len(message) < 400
-    result = run_streamgmm("info", path)
+    result = run_streamgmm_here("info", path)
     assert_one_error_line(result, commit.name)
 
 
@@ -143,5 +143,5 @@ def test_a_gap_in_the_log_is_one_line_naming_the_missing_version(vacuumed, tmp_p
     message = str(raised.value)
     assert message.startswith(f"{path}: ") and "version 2" in message
     assert "ParsedLogPath" not in message and len(message) < 400
-    result = run_streamgmm("info", path)
+    result = run_streamgmm_here("info", path)
     assert_one_error_line(result, "version 2")

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from shared_helpers import run_streamgmm
+from shared_helpers import run_streamgmm, run_streamgmm_here
 
 from streamgmm import ParquetSource, StreamingGaussianMixture
 from streamgmm.io.lake.table_formats import table_format, table_snapshot
@@ -76,7 +76,7 @@ def test_a_version_hint_that_is_not_text_is_an_error_naming_it(local_table, hint
         table_snapshot(local_table)
     message = str(refused.value)
     assert message.startswith(f"{path}: ") and "\n" not in message, message
-    result = run_streamgmm("info", local_table)
+    result = run_streamgmm_here("info", local_table)
     assert result.returncode == 1 and result.stderr == f"streamgmm: error: {message}\n", result.stderr
 
 

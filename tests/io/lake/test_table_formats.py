@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from shared_helpers import run_streamgmm
+from shared_helpers import run_streamgmm_here
 
 from streamgmm.io.lake.table_formats import table_format, table_snapshot
 from streamgmm.io.records.columns import DataError
@@ -140,7 +140,7 @@ def test_cli_fit_of_a_delta_table_at_a_version(delta_table, tmp_path) -> None:
     path, _ = delta_table
     for options, records in (([], 1200), (["--version", "0"], 1000)):
         command = ["fit", path, "-k", "2", "--passthrough", "id", "--json", "--model", tmp_path / f"m{records}.model"]
-        result = run_streamgmm(*command, *options)
+        result = run_streamgmm_here(*command, *options)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["records"] == records
 
@@ -166,6 +166,6 @@ def test_a_delta_table_in_an_object_store_is_read_at_its_snapshot(s3_bucket, tmp
     assert table_format(url) == "delta"
     assert ParquetSource(url, passthrough=["id"]).n_records == 1200
     assert ParquetSource(url, passthrough=["id"], version=1).n_records == 1500
-    result = run_streamgmm("fit", url, "-k", "2", "--passthrough", "id", "--json", "--model", tmp_path / "m")
+    result = run_streamgmm_here("fit", url, "-k", "2", "--passthrough", "id", "--json", "--model", tmp_path / "m")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["records"] == 1200
