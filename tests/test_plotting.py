@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from shared_helpers import run_streamgmm, run_streamgmm_concurrently
+from shared_helpers import run_each_here, run_streamgmm_here
 
 matplotlib = pytest.importorskip("matplotlib")
 
@@ -85,7 +85,7 @@ def test_cli_select_then_plot_then_info(tmp_path):
         tmp_path / "lake", n_records=9000, n_components=3, n_features=2, n_files=3, row_group_size=1500, seed=6
     )
     best = tmp_path / "best.sgmm"
-    selected = run_streamgmm(
+    selected = run_streamgmm_here(
         "select",
         info.path,
         "--passthrough",
@@ -112,9 +112,8 @@ def test_cli_select_then_plot_then_info(tmp_path):
         model.bic(streamgmm.ParquetSource(info.path, columns=["x0", "x1"])), rel=1e-9
     )
 
-    # The model's readers are independent of each other: run concurrently (each pays its imports).
     png = tmp_path / "fit.png"
-    plotted, described, table, bad = run_streamgmm_concurrently(
+    plotted, described, table, bad = run_each_here(
         ["plot", best, "--data", info.path, "--out", png, "--sample", "2000"],
         ["info", best],
         ["select", info.path, "--passthrough", "id", "-k", "2,3", "--held-out", "1000"],

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from shared_helpers import run_streamgmm, run_streamgmm_concurrently
+from shared_helpers import run_each_here, run_streamgmm, run_streamgmm_here
 
 from streamgmm import ParquetSource, StreamingGaussianMixture
 
@@ -35,24 +33,7 @@ def test_cli_fit_of_an_s3_lake_equals_the_local_fit(upload_to_s3, lake, s3_bucke
     url = upload_to_s3(lake.path, "lake")
     outputs = {}
     for name, where in (("s3", url), ("local", str(lake.path))):
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "streamgmm",
-                "fit",
-                where,
-                "-k",
-                "3",
-                "--seed",
-                "0",
-                "--model",
-                str(tmp_path / f"{name}.json"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = run_streamgmm_here("fit", where, "-k", "3", "--seed", "0", "--model", tmp_path / f"{name}.json")
         assert result.returncode == 0, result.stderr
         outputs[name] = StreamingGaussianMixture.load(tmp_path / f"{name}.json")
     np.testing.assert_array_equal(outputs["s3"].means_, outputs["local"].means_)
@@ -102,11 +83,9 @@ def test_the_endpoint_can_ride_on_the_url(upload_to_s3, lake, s3_bucket, s3_serv
 
 def test_cli_select_and_info_of_an_s3_lake(upload_to_s3, lake, s3_bucket, tmp_path) -> None:
     url = upload_to_s3(lake.path, "lake")
-    # info and select are independent: run concurrently (each pays its imports).
-    info, result = run_streamgmm_concurrently(
+    info, result = run_each_here(
         ["info", url, "--json"],
         ["select", url, "-k", "2..4", "--passthrough", "id", "--json", "--model", tmp_path / "best"],
-        timeout=300,
     )
     assert info.returncode == 0, info.stderr
     described = json.loads(info.stdout)
@@ -114,6 +93,6 @@ def test_cli_select_and_info_of_an_s3_lake(upload_to_s3, lake, s3_bucket, tmp_pa
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["best"]["n_components"] == 3
     pytest.importorskip("matplotlib")
-    drawn = run_streamgmm("plot", tmp_path / "best", "--data", url, "--out", tmp_path / "fit.png", timeout=300)
+    drawn = run_streamgmm_here("plot", tmp_path / "best", "--data", url, "--out", tmp_path / "fit.png")
     assert drawn.returncode == 0, drawn.stderr
     assert (tmp_path / "fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
