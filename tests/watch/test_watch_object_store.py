@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from shared_helpers import run_streamgmm_here
 
 from streamgmm import ModelFileError, ParquetSource, StreamingGaussianMixture
 from streamgmm.datasets.mixtures import random_mixture, sample_mixture
@@ -306,12 +307,9 @@ def test_a_damaged_pointer_or_checkpoint_is_a_one_line_error_naming_the_object(t
 def test_cli_watch_of_an_s3_landing(truth, s3_bucket, tmp_path) -> None:
     files = files_of(truth, 2)
     url = upload(s3_bucket, "landing", files)
-    result = subprocess.run(
-        [sys.executable, "-m", "streamgmm", "watch", url, "--state", str(tmp_path / "state"), "-k", str(K)]
-        + ["--columns", ",".join(FEATURES), "--batch-size", str(BATCH), "--settle", "0", "--once", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_streamgmm_here(
+        *["watch", url, "--state", tmp_path / "state", "-k", K, "--columns", ",".join(FEATURES)],
+        *["--batch-size", BATCH, "--settle", "0", "--once", "--json"],
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["files_consumed"] == 2
@@ -322,16 +320,14 @@ def test_cli_watch_of_an_s3_landing(truth, s3_bucket, tmp_path) -> None:
 def test_cli_watch_with_its_state_on_s3_and_info_of_that_state(truth, s3_bucket, tmp_path) -> None:
     files = files_of(truth, 2)
     url, state = upload(s3_bucket, "landing", files), f"s3://{s3_bucket}/state/"
-    command = [sys.executable, "-m", "streamgmm", "watch", url, "--state", state, "-k", str(K), "--lease-seconds", "30"]
-    options = ["--columns", ",".join(FEATURES), "--batch-size", str(BATCH), "--settle", "0", "--once", "--json"]
-    result = subprocess.run(command + options, capture_output=True, text=True, timeout=120)
+    command = ["watch", url, "--state", state, "-k", K, "--lease-seconds", "30"]
+    options = ["--columns", ",".join(FEATURES), "--batch-size", BATCH, "--settle", "0", "--once", "--json"]
+    result = run_streamgmm_here(*command, *options)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["files_consumed"] == 2 and summary["model"].startswith(f"{state}checkpoints/")
     assert_same_model(StoreState(state).load().model, oracle(write_local(tmp_path / "landing", files)))
-    info = subprocess.run(
-        [sys.executable, "-m", "streamgmm", "info", state, "--json"], capture_output=True, text=True, timeout=120
-    )
+    info = run_streamgmm_here("info", state, "--json")
     assert info.returncode == 0, info.stderr
     described = json.loads(info.stdout)
     assert described["kind"] == "watch state" and described["files_consumed"] == 2

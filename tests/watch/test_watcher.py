@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from shared_helpers import run_streamgmm_here
 
 from streamgmm import ModelFileError, ParquetSource, StreamingGaussianMixture
 from streamgmm.datasets.mixtures import match_components, random_mixture, sample_mixture
@@ -226,9 +227,7 @@ def test_killed_at_every_crash_point_then_restarted_ends_with_the_uninterrupted_
     assert len((state / "ledger.jsonl").read_text().splitlines()) == N_FILES
     assert sorted(p.name for p in (state / "models").iterdir()) == [f"{n:08d}.model" for n in (4, 5, 6)]
 
-    info = subprocess.run(
-        [sys.executable, "-m", "streamgmm", "info", str(state), "--json"], capture_output=True, text=True, timeout=60
-    )
+    info = run_streamgmm_here("info", state, "--json")
     summary = json.loads(info.stdout)
     assert summary["kind"] == "watch state"
     assert (summary["files_consumed"], summary["records_used"], summary["records_skipped"]) == (
@@ -346,12 +345,7 @@ def test_polling_watcher_takes_new_files_refuses_a_second_watcher_and_stops_on_s
     while len(ledger(state)) < 4 and time.monotonic() < deadline:
         time.sleep(0.02)
 
-    second = subprocess.run(
-        [sys.executable, "-m", "streamgmm", "watch", str(directory), "--state", str(state), "-k", str(K), "--once"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    second = run_streamgmm_here("watch", directory, "--state", state, "-k", K, "--once")
     assert second.returncode == 1 and second.stdout == ""
     assert second.stderr.strip() == f"streamgmm: error: {state} is in use by another watcher (pid {process.pid})"
 
@@ -499,9 +493,7 @@ def test_files_quarantined_before_any_model_are_kept_in_the_ledger(truth, tmp_pa
     os.utime(directory / "garbage.parquet", (BASE_TIME - 1,) * 2)
     summary = watch(directory, state, n_components=K, columns=FEATURES, batch_size=BATCH, settle=0, once=True)
     assert (summary.files_quarantined, summary.sequence) == (1, 1) and not (state / "current.model").exists()
-    info = subprocess.run(
-        [sys.executable, "-m", "streamgmm", "info", str(state), "--json"], capture_output=True, text=True, timeout=60
-    )
+    info = run_streamgmm_here("info", state, "--json")
     described = json.loads(info.stdout)
     assert (described["files_quarantined"], described["files_consumed"], described["model"]) == (1, 0, None)
     assert "not a Parquet file" in described["quarantined"][0]["reason"]
@@ -530,33 +522,9 @@ def test_passthrough_ids_are_not_features_and_keep_copies_them(tmp_path):
         ids = pa.array(np.arange(PER_FILE, dtype=np.int64) + i * PER_FILE)
         files.append(write_file(tmp_path / "landing" / f"part-{i}.parquet", X, BASE_TIME + i, id=ids))
     out = tmp_path / "scored"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streamgmm",
-            "watch",
-            str(tmp_path / "landing"),
-            "--state",
-            str(tmp_path / "state"),
-            "-k",
-            str(K),
-            "--passthrough",
-            "id",
-            "--batch-size",
-            str(BATCH),
-            "--settle",
-            "0",
-            "--once",
-            "-q",
-            "--assign-out",
-            str(out),
-            "--keep",
-            "id",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    run = run_streamgmm_here(
+        *["watch", tmp_path / "landing", "--state", tmp_path / "state", "-k", K, "--passthrough", "id"],
+        *["--batch-size", BATCH, "--settle", "0", "--once", "-q", "--assign-out", out, "--keep", "id"],
     )
     assert run.returncode == 0, run.stderr
     model = StreamingGaussianMixture.load(tmp_path / "state" / "current.model")
