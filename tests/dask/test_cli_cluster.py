@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from shared_helpers import run_streamgmm
+from shared_helpers import run_streamgmm, run_streamgmm_here
 
 from streamgmm import StreamingGaussianMixture
 
@@ -42,5 +42,5 @@ def test_cli_fit_on_workers_prints_the_dashboard_and_persists_to_the_same_model(
 
 
 def test_persist_is_a_cluster_option(lake, tmp_path) -> None:
-    result = run_streamgmm(*fit(lake, tmp_path / "m.model", "--persist", "maybe"))
+    result = run_streamgmm_here(*fit(lake, tmp_path / "m.model", "--persist", "maybe"))
     assert result.returncode == 2 and "--persist: invalid choice: 'maybe'" in result.stderr

@@ -14,15 +14,13 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from shared_helpers import cli
+from shared_helpers import cli, run_streamgmm_here
 
 from streamgmm import StreamingGaussianMixture
 from streamgmm.watch.checkpoint import StateDirectory, state_summary
@@ -53,16 +51,6 @@ def write(directory: Path, i: int, seed: int = 0) -> Path:
     return path
 
 
-def run(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "streamgmm", *map(str, args)],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
-
-
 def strict_json(text: str):
     """JSON as other languages read it: NaN and Infinity are not JSON."""
 
@@ -91,7 +79,9 @@ def landing(tmp_path_factory) -> Path:
 def reference(landing, tmp_path_factory) -> tuple[Path, dict]:
     """``streamgmm watch --once --json`` over every file: (state, the command's summary)."""
     state = tmp_path_factory.mktemp("reference") / "state"
-    done = run("watch", landing, "--state", state, "-k", K, "--batch-size", BATCH, "--settle", 0, "--once", "--json")
+    done = run_streamgmm_here(
+        "watch", landing, "--state", state, "-k", K, "--batch-size", BATCH, "--settle", 0, "--once", "--json"
+    )
     assert done.returncode == 0, done.stderr
     assert "FLAGGED" in done.stderr and "part-005.parquet" in done.stderr  # the log says so as it happens
     return state, json.loads(done.stdout)
@@ -147,7 +137,7 @@ def test_regime_change_is_flagged_with_the_score_the_previous_checkpoint_gives(r
 def test_info_shows_the_series_and_counts_flagged_files(reference, capsys) -> None:
     state, _ = reference
     entries = ledger(state)
-    described = run("info", state, "--json")
+    described = run_streamgmm_here("info", state, "--json")
     assert described.returncode == 0, described.stderr
     drift = strict_json(described.stdout)["drift"]
     flagged = [e for e in entries if e["flagged"]]
