@@ -47,7 +47,6 @@ from streamgmm.io.sources.chunk_source import (
     check_source,
     drop_missing,
     is_dask_collection,
-    is_weighted,
 )
 from streamgmm.io.sources.parquet import ParquetSource
 
@@ -319,7 +318,7 @@ def _weighed(source: ChunkSource, sample_weight: Any) -> ChunkSource:
     """An in-memory table's source with the user's ``sample_weight`` (one per row)."""
     if sample_weight is None:
         return source
-    if is_weighted(source) or not isinstance(source, ArraySource):
+    if source.weighted or not isinstance(source, ArraySource):
         raise ValueError("sample_weight and a weight_column both give record weights; give only one")
     if source.skipped_records:
         raise ValueError(

@@ -42,7 +42,6 @@ from streamgmm.estimator.base import check_fitted
 from streamgmm.estimator.inference import model_source
 from streamgmm.io.output.atomic_write import write_bytes_atomically
 from streamgmm.io.records.checks import default_feature_names
-from streamgmm.io.sources.chunk_source import is_weighted, split_weights
 
 DPI = 100
 HEIGHT = 8.0  # inches
@@ -149,8 +148,7 @@ def plot_model(
         if not isinstance(sample, (int, np.integer)) or sample < 1:
             raise ValueError(f"Invalid value for 'sample': {sample!r}; expected an integer >= 1")
         source = model_source(model, data)
-        # A weighted source's sample ends with its weight column, which is not a feature to draw.
-        X, _ = split_weights(source.sample(int(sample), make_rng(random_state)), is_weighted(source))
+        X = source.sample(int(sample), make_rng(random_state)).features
         if X.shape[0] == 0:
             raise ValueError("the data hold no records to plot")
     width, height = figure_size(d, len(chosen), drift=ledger is not None)

@@ -357,3 +357,11 @@ def npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.lib.format.write_array(buffer, array, allow_pickle=False)
     return buffer.getvalue()
+
+
+def all_records(batches: Any) -> np.ndarray:
+    """Every record of a source's batches (or of one sample) as one matrix: the features, with
+    the weights as a last column for a weighted source."""
+    if hasattr(batches, "stacked"):
+        return batches.stacked()
+    return np.concatenate([batch.stacked() for batch in batches])

@@ -16,6 +16,7 @@ import streamgmm
 from streamgmm import StreamingGaussianMixture, select
 from streamgmm.datasets.synthetic_lake import write_lake
 from streamgmm.em import start as start_module
+from streamgmm.io.sources.chunk_source import Batch
 from streamgmm.io.sources.parquet import ParquetSource
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.selection import parse_candidates
@@ -42,7 +43,7 @@ class CountingSource:
     def batches(self, batch_size, rng=None):
         self.passes += 1
         for batch in self.source.batches(batch_size, rng):
-            self.records += batch.shape[0]
+            self.records += batch.n_records
             yield batch
 
 
@@ -160,8 +161,9 @@ def test_reservoir_holds_a_uniform_sample_and_returns_every_other_record():
     inclusion = np.zeros(1000)
     for seed in range(200):
         reservoir = HeldOutReservoir(100, np.random.default_rng(seed))
-        trained = np.concatenate(list(reservoir.withhold(ids[i : i + 64] for i in range(0, 1000, 64))))
-        held = reservoir.records()
+        pieces = reservoir.withhold(Batch(ids[i : i + 64]) for i in range(0, 1000, 64))
+        trained = np.concatenate([piece.features for piece in pieces])
+        held = reservoir.records().features
         # Each record exactly once: held out or trained on.
         np.testing.assert_array_equal(np.sort(np.concatenate([trained, held])[:, 0]), ids[:, 0])
         inclusion[held[:, 0].astype(int)] += 1

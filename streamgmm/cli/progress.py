@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from streamgmm.io.sources.chunk_source import Batch
 from streamgmm.io.sources.parquet import ParquetSource
 
 
@@ -38,12 +39,12 @@ class ProgressSource:
             self.start_bar.close()
             self.start_bar = None
 
-    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[Batch]:
         self.close()  # the passes begin once the start is over
         self.passes += 1
         with progress_bar(self.enabled, self.source.n_records, f"{self.label} pass {self.passes}") as bar:
             for batch in self.source.batches(batch_size, rng):
-                bar.update(batch.shape[0])
+                bar.update(batch.n_records)
                 yield batch
 
 

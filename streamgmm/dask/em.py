@@ -46,7 +46,7 @@ from streamgmm.em.batch import BatchEMResult, em_iterations, full_pass_statistic
 from streamgmm.em.moves import NovelBatch, novel_batch
 from streamgmm.em.novelty import Reservoir, novel_rows
 from streamgmm.em.online import BatchUpdate, OnlineEMResult, OnlineState, StepSchedule, blend_step, online_passes
-from streamgmm.io.sources.chunk_source import ChunkSource, is_weighted, split_weights
+from streamgmm.io.sources.chunk_source import ChunkSource
 from streamgmm.io.sources.read_ahead import batches_ahead
 from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.mixture.params import MixtureParams
@@ -140,9 +140,7 @@ def partition_statistics_with_novelty(
     # Every novel record, while they are no more than the capacity: then they come back as they are.
     every: list[NovelBatch] | None = []
     rng = draw.rng(index)
-    weighted = is_weighted(source)
-    for batch in batches_ahead(source, batch_size):
-        X, weights = split_weights(batch, weighted)
+    for X, weights in batches_ahead(source, batch_size):
         # As full_pass_statistics: the same statistics, summed in the same order.
         batch_stats, log_norm = chunk_statistics(X, params, shift, dtype, weights=weights)
         stats = stats + batch_stats

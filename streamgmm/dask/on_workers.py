@@ -38,7 +38,7 @@ import numpy as np
 
 from streamgmm.dask.source import DaskSource, Partition, PartitionSpec, open_partition
 from streamgmm.io.records.columns import DataError
-from streamgmm.io.sources.chunk_source import ArraySource, ChunkSource, is_weighted
+from streamgmm.io.sources.chunk_source import ArraySource, ChunkSource
 from streamgmm.io.sources.parquet import READ_BATCH
 
 # "auto" persists when the decoded partitions take at most this share of the workers' memory
@@ -193,8 +193,8 @@ def decode_partition(data: Any, spec: PartitionSpec) -> tuple[np.ndarray, int, b
     whether the matrix ends with a column of record weights."""
     with naming(spec.where):
         source = open_partition(data, spec)
-        batches = list(source.batches(READ_BATCH))
-    weighted = is_weighted(source)
+        batches = [batch.stacked() for batch in source.batches(READ_BATCH)]
+    weighted = source.weighted
     matrix = np.concatenate(batches) if batches else np.empty((0, spec.n_features + weighted))
     return matrix, int(source.skipped_records), weighted
 

@@ -50,7 +50,7 @@ from streamgmm.io.records.columns import (
     feature_columns,
 )
 from streamgmm.io.sources.arrow import frame_table
-from streamgmm.io.sources.chunk_source import ArraySource, ChunkSource, is_dask_collection, reservoir_sample
+from streamgmm.io.sources.chunk_source import ArraySource, Batch, ChunkSource, is_dask_collection, reservoir_sample
 from streamgmm.io.sources.parquet import READ_BATCH, ParquetSource
 
 if TYPE_CHECKING:  # pyarrow.dataset imports pandas: loaded only where a dataset is used
@@ -71,7 +71,7 @@ class PartitionSpec:
     nan_policy: str = "raise"
     filter: Any = None
     relative_path: str | None = None  # a lake file's path under the lake's base directory
-    weight_column: str | None = None  # the record weights' column: batches end with it
+    weight_column: str | None = None  # the record weights' column: batches carry them
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ class DaskSource:
     :func:`dask_source`'s option; ``plan`` is how passes run on a cluster's workers, with the
     decoded partitions kept there (:class:`~streamgmm.dask.on_workers.WorkerPlan`), set by the
     first pass and released with this object. With a ``weight_column`` the source is weighted:
-    every partition's batches and samples end with the record weights. ``inputs`` are a lake's
+    every partition's batches and samples carry the record weights. ``inputs`` are a lake's
     inputs as named (its listing's ``inputs``), which an output must not overlap; none for a
     Dask collection.
     """
@@ -192,7 +192,7 @@ class DaskSource:
             "StreamingGaussianMixture.fit, or use .compute() to bring it into memory first"
         )
 
-    def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
+    def sample(self, size: int, rng: np.random.Generator) -> Batch:
         """Up to ``size`` records drawn uniformly from every partition, sampled on the workers."""
         import dask
 
@@ -206,7 +206,7 @@ class DaskSource:
         # Every partition was read whole: what the nan policy left out is known, as after a pass
         # (a fit whose sample is all the records makes no pass).
         self.skipped_records = skipped
-        return records if records.shape[0] else np.empty((0, self.n_features + self.weighted))
+        return Batch.of(records if records.shape[0] else np.empty((0, self.n_features + self.weighted)), self.weighted)
 
 
 @contextlib.contextmanager
@@ -260,8 +260,8 @@ def _draw(source: ChunkSource, seed: np.random.SeedSequence, size: int) -> tuple
     def counted() -> Any:
         nonlocal seen
         for batch in source.batches(READ_BATCH):
-            seen += batch.shape[0]
-            yield batch
+            seen += batch.n_records
+            yield batch.stacked()
 
     records = reservoir_sample(counted(), size, np.random.default_rng(seed))
     if records.shape[0] == 0:

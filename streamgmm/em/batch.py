@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamgmm.io.sources.chunk_source import ChunkSource, is_weighted, split_weights
+from streamgmm.io.sources.chunk_source import ChunkSource
 from streamgmm.io.sources.read_ahead import batches_ahead
 from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.mixture.params import MixtureParams
@@ -75,9 +75,7 @@ def shared_pass_statistics(
         SufficientStatistics.zeros(p.n_components, p.n_features, p.covariance_type, shift)
         for p, shift in zip(models, shifts)
     ]
-    weighted = is_weighted(source)
-    for batch in batches_ahead(source, batch_size):  # the next batches decoded during this E-step
-        X, weights = split_weights(batch, weighted)
+    for X, weights in batches_ahead(source, batch_size):  # the next batches decoded during this E-step
         # A record of weight zero is as good as absent: no place to re-seed a component.
         present = None if weights is None or weights.all() else weights > 0
         for i, (params, shift) in enumerate(zip(models, shifts)):

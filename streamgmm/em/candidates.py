@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamgmm.em.batch import BatchEMResult, EMIterations, exact_e_step
-from streamgmm.io.sources.chunk_source import ArraySource
+from streamgmm.io.sources.chunk_source import ArraySource, Batch
 from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.mixture.initialization import (
     KMEANS_CANDIDATES,
@@ -254,10 +254,10 @@ class _Reported(ArraySource):
         super().__init__(sample, weights=weights)
         self.progress = progress
 
-    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[Batch]:
         for batch in super().batches(batch_size, rng):
             yield batch
-            self.progress(batch.shape[0])
+            self.progress(batch.n_records)
 
 
 def _iterate(run: EMIterations, source: ArraySource, shift: np.ndarray, batch_size: int, n: int) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 from streamgmm.em.moves import BatchRedo, Move, MoveState, NovelBatch, novel_batch, proposed_birth, tracked
 from streamgmm.em.novelty import novel_rows
 from streamgmm.em.reallocation import changed_course, refit_due, refitted, watched
-from streamgmm.io.sources.chunk_source import ChunkSource, is_weighted, split_weights
+from streamgmm.io.sources.chunk_source import ChunkSource
 from streamgmm.io.sources.read_ahead import batches_ahead
 from streamgmm.kernels.chunk import chunk_statistics
 from streamgmm.mixture.params import MixtureParams
@@ -235,9 +235,7 @@ def run_online_em(
 
     def one_pass(state: OnlineState) -> Iterator[tuple[OnlineState, BatchUpdate]]:
         # The next mini-batches are decoded while this one is computed.
-        weighted = is_weighted(source)
-        for batch in batches_ahead(source, batch_size, rng):
-            X, weights = split_weights(batch, weighted)
+        for X, weights in batches_ahead(source, batch_size, rng):
             state, update = online_update(state, X, schedule, burn_in, reg_covar, batch_size, dtype, weights)
             if update.n_records:
                 yield state, update

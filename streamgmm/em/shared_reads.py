@@ -34,7 +34,7 @@ from streamgmm.em.trainer import (
     shuffle_generator,
     start_on_sample,
 )
-from streamgmm.io.sources.chunk_source import ChunkSource, is_weighted, rebatch, split_weights
+from streamgmm.io.sources.chunk_source import Batch, ChunkSource, rebatch_batches
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.mixture.reseeding import WorstRecords
 
@@ -43,7 +43,7 @@ from streamgmm.mixture.reseeding import WorstRecords
 class SharedFit:
     """What :func:`fit_on_shared_reads` leaves: every model's fitted state, in order, and the
     reads it took (records per pass in the user's unit, and passes), the plan followed, the
-    shared initialisation sample (weights in its last column, as given), the unit of the record
+    shared initialisation sample (its weights as given), the unit of the record
     weights in training, and the held-out reservoir (or None)."""
 
     fitted: list[Fitted]
@@ -51,7 +51,7 @@ class SharedFit:
     plan: str
     records_per_pass: int | float
     n_passes: int
-    sample: np.ndarray
+    sample: Batch
     unit: WeightUnit
 
 
@@ -98,7 +98,7 @@ def fit_on_shared_reads(
     held-out reservoir (with ``withhold``, ``size`` and ``seen``) that keeps records out of
     training: the models are then fitted by one online pass."""
     template = models[0]
-    weighted = is_weighted(source)
+    weighted = source.weighted
     rng = make_rng(template.random_state)
     shuffle_generator(template, source, rng)  # a shuffle the source cannot do is refused before any work
     sample, shuffle_rng, whole = draw_sample(source, template.init_size, rng)
@@ -115,7 +115,6 @@ def fit_on_shared_reads(
             shuffle_rng,
             whole,
             copy.deepcopy(after_sample),
-            weighted=weighted,
             names=source.feature_names,
             progress=source.start_progress,
         )
@@ -133,7 +132,7 @@ def fit_on_shared_reads(
     if plan == "start":
         for run in runs:
             run.fitted = start_result(run.start, run.settings, unit)
-        records_per_pass = record_count(split_weights(sample, True)[1].sum()) if weighted else sample.shape[0]
+        records_per_pass = record_count(sample.weights.sum()) if weighted else sample.n_records
     fitted = [described(run.fitted, training) for run in runs]
     return SharedFit(fitted, reservoir, plan, records_per_pass, n_passes, sample, unit)
 
@@ -156,12 +155,11 @@ def _online_passes(
         if not active:
             n_passes -= 1
             break
-        batches: Iterator[np.ndarray] = source.batches(template.batch_size, rng)
+        batches: Iterator[Batch] = source.batches(template.batch_size, rng)
         if reservoir is not None:
-            batches = rebatch(reservoir.withhold(batches), template.batch_size)
+            batches = rebatch_batches(reservoir.withhold(batches), template.batch_size)
         records_per_pass = 0
-        for batch in batches:
-            X, weights = split_weights(batch, weighted)
+        for X, weights in batches:
             records_per_pass += X.shape[0] if weights is None else weights.sum()
             for run in active:
                 run.update(X, weights)

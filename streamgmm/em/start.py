@@ -16,7 +16,7 @@ import numpy as np
 from streamgmm.em.batch import BatchEMResult
 from streamgmm.em.candidates import initialize, sample_mean, unobserved_features
 from streamgmm.io.records.columns import DataError
-from streamgmm.io.sources.chunk_source import ArraySource, ChunkSource, split_weights
+from streamgmm.io.sources.chunk_source import ArraySource, Batch, ChunkSource
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.mixture.params import MixtureParams
 
@@ -42,16 +42,14 @@ def spawn_rng(rng: np.random.Generator) -> np.random.Generator:
         return np.random.default_rng(int(rng.integers(2**63)))
 
 
-def draw_sample(
-    source: ChunkSource, size: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.random.Generator, bool]:
+def draw_sample(source: ChunkSource, size: int, rng: np.random.Generator) -> tuple[Batch, np.random.Generator, bool]:
     """The initialisation sample, the visit-order generator, and whether the sample is every
     record of the source."""
     sample = source.sample(size, rng)
     return sample, spawn_rng(rng), sample_is_whole(source, sample, size)
 
 
-def sample_is_whole(source: ChunkSource, sample: np.ndarray, size: int) -> bool:
+def sample_is_whole(source: ChunkSource, sample: Batch, size: int) -> bool:
     """True when ``sample`` holds every record: an array no longer than ``size``; a source that
     says whether its sampling saw every record (streams, Parquet lakes: a large lake samples only
     some row groups); else a sample shorter than asked for."""
@@ -60,7 +58,7 @@ def sample_is_whole(source: ChunkSource, sample: np.ndarray, size: int) -> bool:
     seen_all = source.sampled_every_record
     if seen_all is not None:
         return bool(seen_all)
-    return sample.shape[0] < size
+    return sample.n_records < size
 
 
 def check_observed(
@@ -102,7 +100,7 @@ def check_observed(
 
 
 def converged_start(
-    sample: np.ndarray,
+    sample: Batch,
     shuffle_rng: np.random.Generator,
     whole: bool,
     *,
@@ -117,20 +115,18 @@ def converged_start(
     batch_size: int,
     given: dict[str, np.ndarray],
     shift: np.ndarray | None = None,
-    weighted: bool = False,
     feature_names: list[str] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Start:
     """The best of the candidates on ``sample``, each refined by EM to ``tol`` (see
     :func:`~streamgmm.em.candidates.initialize`), about ``shift`` (default: the sample's mean).
 
-    ``weighted``: the sample's last column is the record weights (a weighted source's sample).
-    EM on the sample weighs the records; the candidates' seeding resamples them in proportion
+    EM on the sample weighs the records (a weighted source's); the candidates' seeding resamples them in proportion
     to their weights (:func:`~streamgmm.em.candidates.seed_rows`). Missing features (NaN) are
     marginalised by EM, and seeding uses the complete rows; a feature the sample never observes
     is a ``DataError`` naming it (by ``feature_names`` when given). ``progress`` is called with
     the records of each mini-batch of the sample the candidates' EM has processed."""
-    sample, weights = split_weights(sample, weighted)
+    sample, weights = sample
     check_observed(sample, weights, whole, feature_names)
     shift = sample_mean(sample, weights) if shift is None else shift
     # One BLAS thread: the sample's products are too small to gain from a second thread, which

@@ -51,9 +51,9 @@ from streamgmm.em.settings import FitSettings, WeightUnit
 from streamgmm.em.start import Start, converged_start, draw_sample
 from streamgmm.io.sources.chunk_source import (
     ArraySource,
+    Batch,
     ChunkSource,
     ScaledWeights,
-    is_weighted,
     scaled_weights,
     weight_scale,
 )
@@ -157,20 +157,19 @@ def with_moves(settings: FitSettings, state: OnlineState, rng: np.random.Generat
 
 def start_on_sample(
     settings: FitSettings,
-    sample: np.ndarray,
+    sample: Batch,
     shuffle_rng: np.random.Generator,
     whole: bool,
     rng: np.random.Generator,
     shift: np.ndarray | None = None,
     *,
-    weighted: bool = False,
     names: list[str] | None = None,
     progress: Any = None,
 ) -> Start:
-    """The start from a drawn sample (weights in its last column when ``weighted``); ``names``
+    """The start from a drawn sample (with the weights of a weighted source's); ``names``
     name a feature the sample never observes; ``progress`` is a source's ``start_progress``."""
-    check_enough_records(sample.shape[0], settings.n_components)
-    given = _given(settings, sample.shape[1] - int(weighted))
+    check_enough_records(sample.n_records, settings.n_components)
+    given = _given(settings, sample.features.shape[1])
     return converged_start(
         sample,
         shuffle_rng,
@@ -187,7 +186,6 @@ def start_on_sample(
         batch_size=settings.batch_size,
         given=given,
         shift=shift,
-        weighted=weighted,
         feature_names=names,
         progress=progress,
     )
@@ -198,20 +196,20 @@ def _given(settings: FitSettings, n_features: int) -> dict[str, np.ndarray]:
     return user_start(s.weights_init, s.means_init, s.precisions_init, s.n_components, n_features, s.covariance_type)
 
 
-def normalised_sample(source: ChunkSource, sample: np.ndarray, unit: WeightUnit, runners: Runners) -> np.ndarray:
+def normalised_sample(source: ChunkSource, sample: Batch, unit: WeightUnit, runners: Runners) -> Batch:
     """The initialisation sample with its weights in the fit's unit, which it fixes: the
     sample's mean positive weight (all zero: ``ValueError``)."""
-    if not is_weighted(source) or runners.weights_as_given or sample.shape[0] == 0:
+    if not source.weighted or runners.weights_as_given or sample.n_records == 0:
         unit.fix(1.0)
         return sample
-    scale = weight_scale(sample[:, -1])
+    scale = weight_scale(sample.weights)
     unit.fix(scale)
     return scaled_weights(sample, scale)
 
 
 def scaled_source(source: ChunkSource, unit: WeightUnit, runners: Runners) -> ChunkSource:
     """``source`` with its weights in the fit's unit (itself when there is nothing to scale)."""
-    weighted = is_weighted(source)
+    weighted = source.weighted
     if weighted and runners.weights_as_given and unit.scale not in (None, 1.0):
         # The workers read the weights as given: mixed with statistics in another unit, they
         # would weigh the new records wrongly.
@@ -244,7 +242,7 @@ def start_fit(
                 given["weights"], given["means"], given["precisions"], settings.covariance_type
             )
             # No sample to fix the weights' unit: the first weighted batch fixes it.
-            unit.scale = None if is_weighted(source) and not runners.weights_as_given else 1.0
+            unit.scale = None if source.weighted and not runners.weights_as_given else 1.0
             return Start(params, shift, rng)
     sample, shuffle_rng, whole = draw_sample(source, settings.init_size, rng)
     sample = normalised_sample(source, sample, unit, runners)
@@ -255,7 +253,6 @@ def start_fit(
         whole,
         rng,
         shift,
-        weighted=is_weighted(source),
         names=source.feature_names,
         progress=source.start_progress,
     )
@@ -365,7 +362,7 @@ def fit(source: ChunkSource, settings: FitSettings, *, runners: Runners = LOCAL,
     if warm is not None:
         check_same_model(warm, settings)
     unit = WeightUnit(warm.weight_scale if warm is not None else 1.0)
-    weighted = is_weighted(source)
+    weighted = source.weighted
     if isinstance(source, ArraySource):
         check_enough_records(len(source), settings.n_components)
     rng = make_rng(settings.random_state)

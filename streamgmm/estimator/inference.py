@@ -11,7 +11,7 @@ import numpy as np
 from streamgmm.em.random_state import make_rng
 from streamgmm.estimator.base import check_fitted
 from streamgmm.inputs import resolve_input
-from streamgmm.io.sources.chunk_source import ChunkSource, is_dask_collection, is_weighted, split_weights
+from streamgmm.io.sources.chunk_source import ChunkSource, is_dask_collection
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.kernels.scoring import score_chunk
 from streamgmm.mixture.params import MixtureParams
@@ -64,8 +64,7 @@ class InferenceMixin:
         """The features of ``X``'s mini-batches (without a weighted source's weight column)."""
         check_fitted(self)
         source = model_source(self, X)
-        weighted = is_weighted(source)
-        return (split_weights(batch, weighted)[0] for batch in source.batches(self.batch_size))
+        return (batch.features for batch in source.batches(self.batch_size))
 
     def _per_batch(self, compute: Callable[[np.ndarray], np.ndarray], X: Any) -> np.ndarray:
         # One BLAS thread, as fitting's E-steps: a mini-batch's products are too small to gain
@@ -364,9 +363,7 @@ def source_log_likelihood(source: ChunkSource, params: MixtureParams, batch_size
     """A source's (weighted) total log-likelihood and record count, in mini-batches of
     ``batch_size``: the local pass of ``score``/``bic``, and on a worker one partition's."""
     total, count = 0.0, 0.0
-    weighted = is_weighted(source)
-    for batch in source.batches(batch_size):
-        X, weights = split_weights(batch, weighted)
+    for X, weights in source.batches(batch_size):
         batch_total, batch_count = weighted_log_likelihood(score_chunk(X, params)[0], weights)
         total += batch_total
         count += batch_count

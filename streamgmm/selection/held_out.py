@@ -7,6 +7,8 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from streamgmm.io.sources.chunk_source import Batch
+
 
 class HeldOutReservoir:
     """A uniform reservoir of ``size`` records of a stream, kept out of training (Algorithm R).
@@ -18,12 +20,17 @@ class HeldOutReservoir:
     def __init__(self, size: int, rng: np.random.Generator):
         self.size = int(size)
         self.rng = rng
+        # The held records, with their weights as a last column for a weighted stream.
         self.held: np.ndarray | None = None
+        self.weighted = False
         self.seen = 0
         self.evicted = 0
 
-    def withhold(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        for batch in batches:
+    def withhold(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+        """The records of ``batches`` that go to training, in pieces of any size."""
+        for pieces in batches:
+            self.weighted = pieces.weights is not None
+            batch = pieces.stacked()
             if self.held is None:
                 self.held = np.empty((self.size, batch.shape[1]))
             n = batch.shape[0]
@@ -47,9 +54,10 @@ class HeldOutReservoir:
             self.evicted += len(back[1]) + len(back[2])
             rest = np.concatenate(back)
             if rest.shape[0]:
-                yield rest
+                yield Batch.of(rest, self.weighted)
 
-    def records(self) -> np.ndarray:
+    def records(self) -> Batch | None:
+        """The held-out records (None when the stream had none)."""
         if self.held is None:
-            return np.empty((0, 0))
-        return self.held[: min(self.seen, self.size)]
+            return None
+        return Batch.of(self.held[: min(self.seen, self.size)], self.weighted)

@@ -38,7 +38,7 @@ from streamgmm.estimator.base import settings_of
 from streamgmm.estimator.constraints import Interval, Options, check_value
 from streamgmm.estimator.inference import weighted_log_likelihood
 from streamgmm.inputs import resolve_input
-from streamgmm.io.sources.chunk_source import ArraySource, is_dask_collection, is_weighted, split_weights
+from streamgmm.io.sources.chunk_source import ArraySource, is_dask_collection
 from streamgmm.kernels.quadratic import one_blas_thread
 from streamgmm.kernels.scoring import score_chunk
 from streamgmm.selection.held_out import HeldOutReservoir
@@ -166,7 +166,6 @@ def select(
     template = StreamingGaussianMixture(random_state=random_state, **estimator_params)
     settings_of(template)
     source = resolve_input(X, nan_policy=template.nan_policy, sample_weight=sample_weight)
-    weighted = is_weighted(source)
     _check_plan(template, source, held_out)
     models = [
         StreamingGaussianMixture(k, covariance_type=t, random_state=random_state, **estimator_params)
@@ -183,16 +182,11 @@ def select(
     for model, fitted in zip(models, shared.fitted):
         model.fitted_state_ = fitted
     if reservoir is not None:
-        totals, n_scored, scored_on = _score_held_out(models, reservoir, weighted, shared.unit.value)
+        totals, n_scored, scored_on = _score_held_out(models, reservoir, shared.unit.value)
     else:
+        # When the sample was the whole data, it is what the candidates are scored on.
         sample = shared.sample
-        scored = (
-            source
-            if shared.plan != "start"
-            else ArraySource.with_weight_column(sample)
-            if weighted
-            else ArraySource(sample)
-        )
+        scored = source if shared.plan != "start" else ArraySource(sample.features, weights=sample.weights)
         totals, n_scored = _scoring_pass(models, scored, template.batch_size)
         scored_on = "full pass"
     candidates = [
@@ -244,15 +238,15 @@ def _check_plan(template: StreamingGaussianMixture, source: Any, held_out: int |
 
 
 def _score_held_out(
-    models: list[StreamingGaussianMixture], reservoir: HeldOutReservoir, weighted: bool = False, scale: float = 1.0
+    models: list[StreamingGaussianMixture], reservoir: HeldOutReservoir, scale: float = 1.0
 ) -> tuple[list[float], float, str]:
     """Each candidate's total log-likelihood on the held-out records (kept with the weights in
     the training's unit, ``scale``: scored with the weights as given) and their total weight."""
     scored = reservoir.records()
-    if scored.shape[0] == 0:
+    if scored is None or scored.n_records == 0:
         raise ValueError("the held-out reservoir is empty")
     # One BLAS thread, as the training's E-steps: see StreamingGaussianMixture.score_samples.
-    X, weights = split_weights(scored, weighted)
+    X, weights = scored
     if weights is not None and scale != 1.0:
         weights = weights * scale
     with one_blas_thread():
@@ -266,10 +260,8 @@ def _scoring_pass(
     """Each candidate's total log-likelihood over one pass, and the records scored."""
     totals = [0.0] * len(models)
     n_scored = 0.0
-    weighted = is_weighted(source)
     with one_blas_thread():
-        for batch in source.batches(batch_size, None):
-            X, weights = split_weights(batch, weighted)
+        for X, weights in source.batches(batch_size, None):
             for i, model in enumerate(models):
                 total, count = weighted_log_likelihood(score_chunk(X, model.params_)[0], weights)
                 totals[i] += total

@@ -66,6 +66,7 @@ from streamgmm.io.lake.paths import is_url, overlap, refuse_url
 from streamgmm.io.model.checks import check_mixture_arrays
 from streamgmm.io.output.atomic_write import fsync_directory
 from streamgmm.io.records.columns import DataError, check_nan_policy
+from streamgmm.io.sources.chunk_source import Batch
 from streamgmm.io.sources.parquet import ParquetSource
 from streamgmm.watch.checkpoint import StateDirectory
 from streamgmm.watch.drift import Level, level_of
@@ -102,7 +103,7 @@ class _AfterFirstBatch:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.source, name)
 
-    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[Batch]:
         for i, batch in enumerate(self.source.batches(batch_size, rng)):
             yield batch
             if i == 0:  # resumed for the next batch: the first one has been blended by now

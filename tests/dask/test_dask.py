@@ -247,13 +247,13 @@ def test_initialisation_sample_is_drawn_on_the_workers(client, data) -> None:
     X, _ = data
     frame = dd.from_pandas(pd.DataFrame(X, columns=["a", "b"]), npartitions=5)
     source = dask_source(frame, client=client)
-    sample = source.sample(500, np.random.default_rng(1))
+    sample = source.sample(500, np.random.default_rng(1)).features
     assert sample.shape == (500, 2)
     rows = {tuple(r) for r in X}
     assert all(tuple(r) in rows for r in sample) and len({tuple(r) for r in sample}) == 500
-    again = dask_source(frame, client=client).sample(500, np.random.default_rng(1))
+    again = dask_source(frame, client=client).sample(500, np.random.default_rng(1)).features
     np.testing.assert_array_equal(sample, again)  # reproducible from the seed
-    everything = source.sample(50_000, np.random.default_rng(2))
+    everything = source.sample(50_000, np.random.default_rng(2)).features
     np.testing.assert_array_equal(np.sort(everything, axis=0), np.sort(X, axis=0))
 
 

@@ -78,7 +78,7 @@ def test_a_weighted_lake_on_the_cluster_gives_the_local_statistics(counted_lake,
     expected = expected_statistics(X, counts)
     assert expected.n_records == counts[~np.isnan(X).all(axis=1)].sum()
     assert_same_statistics(stats, expected)
-    sample = source.sample(5000, np.random.default_rng(0))
+    sample = source.sample(5000, np.random.default_rng(0)).stacked()
     assert sample.shape == (X.shape[0] - skipped, 4)  # every record drawn, each with its weight
     assert source.skipped_records == skipped  # the sample read every partition whole
     np.testing.assert_array_equal(np.sort(sample[:, 3]), np.sort(counts[~np.isnan(X).all(axis=1)]))

@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+from shared_helpers import all_records
 
 from streamgmm import make_mixture
 from streamgmm.em.batch import full_pass_statistics, run_batch_em
@@ -42,8 +43,8 @@ def test_batches_come_in_order_from_the_reading_thread(data):
             yield chunk
 
     batches = list(batches_ahead(IterableSource(chunks), 1000))
-    np.testing.assert_array_equal(np.concatenate(batches), X)
-    assert [b.shape[0] for b in batches] == [1000] * 12
+    np.testing.assert_array_equal(all_records(batches), X)
+    assert [b.n_records for b in batches] == [1000] * 12
     assert readers == {THREAD}
     assert reading_threads() == []
 
@@ -53,7 +54,7 @@ def test_an_array_is_read_in_place(data):
     batches = batches_ahead(ArraySource(X), 1000)
     first = next(batches)
     assert reading_threads() == []
-    assert np.shares_memory(first, X)
+    assert np.shares_memory(first.features, X)
 
 
 def test_online_em_over_a_stream_equals_online_em_over_the_array(data):
@@ -116,5 +117,5 @@ def test_batches_are_handed_over_column_major(data):
     X, _ = data
     rows = np.ascontiguousarray(X)
     batches = list(batches_ahead(IterableSource([rows[:2500], rows[2500:]]), 1000))
-    assert all(batch.strides[0] == batch.itemsize for batch in batches)
-    np.testing.assert_array_equal(np.concatenate(batches), X)
+    assert all(batch.features.strides[0] == batch.features.itemsize for batch in batches)
+    np.testing.assert_array_equal(all_records(batches), X)

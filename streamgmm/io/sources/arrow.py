@@ -100,7 +100,7 @@ class TableSource(ArraySource):
         ``'marginalize'`` keeps missing features as NaN and leaves out only rows with nothing
         observed.
     weight_column : str, optional
-        A numeric column of record weights (finite, >= 0): the batches and samples end with it
+        A numeric column of record weights (finite, >= 0): the batches and samples carry it
         (``weighted`` is True); it is never a feature.
 
     Attributes
@@ -182,7 +182,7 @@ def arrow_source(
 ) -> ArraySource | IterableSource:
     """A source over Arrow data or a DataFrame, reading the feature ``columns`` (default: every
     numeric column but ``passthrough`` and ``weight_column``); with a ``weight_column`` the
-    source is weighted (its batches end with the weights)."""
+    source is weighted (its batches carry the weights)."""
     if is_dataframe(data):
         data = frame_table(data)
     if isinstance(data, (pa.Table, pa.RecordBatch)):

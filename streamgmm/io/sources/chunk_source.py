@@ -1,23 +1,67 @@
 """Sources: anything the algorithms can stream as float64 mini-batches.
 
-A source yields 2-D float64 mini-batches of a fixed number of records and can draw a random
-sample of records for initialisation. This module covers in-memory arrays and iterables of
-chunks; file formats plug in by implementing the same two methods.
+A source yields mini-batches of a fixed number of records and can draw a random sample of
+records for initialisation, each a :class:`Batch`: the records' float64 features and, for a
+source with record weights (``weighted = True``), their weights. This module covers in-memory
+arrays and iterables of chunks; file formats plug in by implementing the same two methods.
 
-A source with record weights says so with ``weighted = True``: each of its batches and samples
-then carries the weight of every record as its last column, so shuffling, re-batching, read-ahead
-and sampling move a record and its weight together. :func:`split_weights` takes them apart where
-the E-step needs them. Under ``nan_policy="marginalize"`` a batch's missing features are NaN.
+Inside a source, a weighted chunk is stored with the weights as its last column, so shuffling,
+re-batching and sampling move a record and its weight together; :meth:`Batch.of` takes such a
+matrix apart at the source's edge. Under ``nan_policy="marginalize"`` a batch's missing
+features are NaN.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from streamgmm.io.records.checks import as_float_matrix, check_weights
+
+
+class Batch(NamedTuple):
+    """Records of a source: their features, and their weights (None for a source without).
+
+    Examples
+    --------
+    >>> batch = Batch.of(np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 0.5]]), weighted=True)
+    >>> batch.features.tolist(), batch.weights.tolist(), batch.n_records
+    ([[1.0, 2.0], [4.0, 5.0]], [3.0, 0.5], 2)
+    >>> X, weights = Batch.of(np.ones((2, 2)), weighted=False)
+    >>> X.shape, weights
+    ((2, 2), None)
+    """
+
+    features: np.ndarray
+    weights: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, matrix: np.ndarray, weighted: bool) -> Batch:
+        """The records of a matrix whose last column is their weights when ``weighted`` (views)."""
+        return cls(matrix[:, :-1], matrix[:, -1]) if weighted else cls(matrix)
+
+    @property
+    def n_records(self) -> int:
+        """The number of records."""
+        return int(self.features.shape[0])
+
+    def take(self, rows: Any) -> Batch:
+        """The records ``rows`` selects (an index array, a mask or a slice)."""
+        return Batch(self.features[rows], None if self.weights is None else self.weights[rows])
+
+    def stacked(self) -> np.ndarray:
+        """The features with the weights as a last column (a copy), or the features themselves."""
+        return self.features if self.weights is None else np.column_stack([self.features, self.weights])
+
+    @classmethod
+    def concatenate(cls, batches: Sequence[Batch]) -> Batch:
+        """The records of ``batches`` (at least one), in order."""
+        features = np.concatenate([b.features for b in batches])
+        if batches[0].weights is None:
+            return cls(features)
+        return cls(features, np.concatenate([b.weights for b in batches]))
 
 
 class ChunkSource(Protocol):
@@ -26,19 +70,19 @@ class ChunkSource(Protocol):
     feature_names: list[str] | None  # column names, for sources that have them
     shuffle_modes: tuple[str, ...]  # what ``batches`` shuffles when given an rng
     skipped_records: int  # records the last pass left out (nan_policy="skip")
-    weighted: bool  # batches and samples end with a column of record weights
+    weighted: bool  # batches and samples carry record weights
     # Called with the records of the initialisation sample as the start's EM processes them (a
     # progress bar), or None.
     start_progress: Callable[[int], None] | None
     # After sample(): whether the sample holds every record of the source (None: not known).
     sampled_every_record: bool | None
 
-    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[Batch]:
         """Mini-batches of ``batch_size`` records (the last may be shorter); ``rng`` shuffles
         where the source can."""
         ...
 
-    def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
+    def sample(self, size: int, rng: np.random.Generator) -> Batch:
         """Up to ``size`` records drawn uniformly at random."""
         ...
 
@@ -57,25 +101,6 @@ def check_source(source: object) -> None:
         )
 
 
-def is_weighted(source: ChunkSource) -> bool:
-    """Whether ``source``'s batches and samples end with a column of record weights."""
-    return bool(source.weighted)
-
-
-def split_weights(batch: np.ndarray, weighted: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """The features of a batch and its record weights (None when the source has none).
-
-    >>> X, w = split_weights(np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 0.5]]), weighted=True)
-    >>> X.tolist(), w.tolist()
-    ([[1.0, 2.0], [4.0, 5.0]], [3.0, 0.5])
-    >>> split_weights(np.ones((2, 2)), weighted=False)[1] is None
-    True
-    """
-    if not weighted:
-        return batch, None
-    return batch[:, :-1], batch[:, -1]
-
-
 def weight_scale(weights: np.ndarray) -> float:
     """The mean of the positive ``weights`` (finite, >= 0), computed without overflow: the unit a
     fit measures record weights in, so that weights of any scale fit alike. Records of weight
@@ -92,25 +117,24 @@ def weight_scale(weights: np.ndarray) -> float:
     return float(np.ldexp(np.mean(np.ldexp(positive, -exponent)), exponent))
 
 
-def scaled_weights(batch: np.ndarray, scale: float) -> np.ndarray:
-    """A weighted batch (weights in its last column) with the weights divided by ``scale``, in a
-    copy of the same memory layout; ``ValueError`` when a ratio is not representable.
+def scaled_weights(batch: Batch, scale: float) -> Batch:
+    """A weighted batch with its weights divided by ``scale``; ``ValueError`` when a ratio is
+    not representable.
 
-    >>> scaled_weights(np.array([[1.0, 2e-300], [2.0, 6e-300]]), 4e-300).tolist()
-    [[1.0, 0.5], [2.0, 1.5]]
+    >>> scaled_weights(Batch(np.array([[1.0], [2.0]]), np.array([2e-300, 6e-300])), 4e-300).weights.tolist()
+    [0.5, 1.5]
     """
-    if scale == 1.0 or batch.shape[0] == 0:
+    if scale == 1.0 or batch.n_records == 0:
         return batch
-    out = np.array(batch, order="K", copy=True)
     with np.errstate(over="ignore"):
-        out[:, -1] /= scale
-    if not np.isfinite(out[:, -1]).all():
-        top = float(batch[:, -1].max())
+        weights = batch.weights / scale
+    if not np.isfinite(weights).all():
+        top = float(batch.weights.max())
         raise ValueError(
             f"a record weight of {top:g} is more than 1.8e308 times the fit's unit of weight ({scale:g}, the mean "
             f"positive weight of its initialisation sample): the weights' range is not representable in float64"
         )
-    return out
+    return Batch(batch.features, weights)
 
 
 class ScaledWeights:
@@ -123,7 +147,7 @@ class ScaledWeights:
     no sample); ``on_scale`` is then called with it.
 
     >>> source = ScaledWeights(ArraySource(np.zeros((2, 1)), weights=np.array([1.0, 3.0]) * 2.0**-69), 2.0**-68)
-    >>> source.weighted, next(source.batches(2))[:, -1].tolist()
+    >>> source.weighted, next(source.batches(2)).weights.tolist()
     (True, [0.5, 1.5])
     """
 
@@ -138,15 +162,15 @@ class ScaledWeights:
             raise AttributeError(name)
         return getattr(self.source, name)
 
-    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[Batch]:
         for batch in self.source.batches(batch_size, rng):
-            if self.scale is None and batch.shape[0] and batch[:, -1].max() > 0:
-                self.scale = weight_scale(batch[:, -1])
+            if self.scale is None and batch.n_records and batch.weights.max() > 0:
+                self.scale = weight_scale(batch.weights)
                 if self.on_scale is not None:
                     self.on_scale(self.scale)
             yield batch if self.scale is None else scaled_weights(batch, self.scale)
 
-    def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
+    def sample(self, size: int, rng: np.random.Generator) -> Batch:
         sample = self.source.sample(size, rng)
         return sample if self.scale is None else scaled_weights(sample, self.scale)
 
@@ -164,12 +188,13 @@ class ArraySource:
     """An in-memory array; batches are views, or random rows when shuffled.
 
     With ``weights`` (one per record) the source is weighted: the weights are stored as a last
-    column next to the features (one copy), so batches and samples carry them as the contract
-    above says; ``X`` stays the features.
+    column next to the features (one copy), so a record and its weight move together; ``X``
+    stays the features.
 
     >>> source = ArraySource(np.array([[1.0], [2.0]]), weights=np.array([3.0, 0.5]))
-    >>> source.weighted, source.n_features, next(source.batches(2)).tolist()
-    (True, 1, [[1.0, 3.0], [2.0, 0.5]])
+    >>> batch = next(source.batches(2))
+    >>> source.weighted, source.n_features, batch.features.tolist(), batch.weights.tolist()
+    (True, 1, [[1.0], [2.0]], [3.0, 0.5])
     """
 
     reiterable = True
@@ -207,21 +232,21 @@ class ArraySource:
     def __len__(self) -> int:
         return self.data.shape[0]
 
-    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[Batch]:
         n = self.data.shape[0]
         if rng is None:
             for start in range(0, n, batch_size):
-                yield self.data[start : start + batch_size]
+                yield Batch.of(self.data[start : start + batch_size], self.weighted)
             return
         order = rng.permutation(n)
         for start in range(0, n, batch_size):
-            yield self.data[np.sort(order[start : start + batch_size])]
+            yield Batch.of(self.data[np.sort(order[start : start + batch_size])], self.weighted)
 
-    def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
+    def sample(self, size: int, rng: np.random.Generator) -> Batch:
         n = self.data.shape[0]
         if size >= n:
-            return self.data
-        return self.data[np.sort(rng.choice(n, size, replace=False))]
+            return Batch.of(self.data, self.weighted)
+        return Batch.of(self.data[np.sort(rng.choice(n, size, replace=False))], self.weighted)
 
 
 class IterableSource:
@@ -319,15 +344,15 @@ class IterableSource:
         """Rows the last pass left out under ``nan_policy``."""
         return self._dropped
 
-    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[Batch]:
         self._dropped = 0
-        return rebatch(self._chunks(), batch_size)
+        return (Batch.of(batch, self.weighted) for batch in rebatch(self._chunks(), batch_size))
 
-    def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
+    def sample(self, size: int, rng: np.random.Generator) -> Batch:
         if self._factory is not None:
             sample, seen = reservoir_sample_counted(self._chunks(), size, rng)
             self.sampled_every_record = seen <= size
-            return sample
+            return Batch.of(sample if seen else self._empty(), self.weighted)
         if self._consumed:
             raise ValueError("this iterator of chunks has already been streamed; it cannot be sampled")
         # One-shot: the sample is the head of the stream (documented: a sorted stream biases it).
@@ -341,8 +366,11 @@ class IterableSource:
                 self.sampled_every_record = have == size and self._exhausted()
                 break
         if not self._head:
-            return np.empty((0, (self.n_features or 0) + int(self.weighted)))
-        return np.concatenate(self._head)[:size]
+            return Batch.of(self._empty(), self.weighted)
+        return Batch.of(np.concatenate(self._head)[:size], self.weighted)
+
+    def _empty(self) -> np.ndarray:
+        return np.empty((0, (self.n_features or 0) + int(self.weighted)))
 
     def _exhausted(self) -> bool:
         """Whether the one-shot iterator has no chunk with records left (a peeked chunk is
@@ -395,6 +423,25 @@ def rebatch(chunks: Iterable[np.ndarray], batch_size: int) -> Iterator[np.ndarra
                 pending, held = [], 0
     if held:
         yield np.concatenate(pending)
+
+
+def rebatch_batches(batches: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
+    """:func:`rebatch` of batches: a record and its weight stay together.
+
+    >>> pieces = [Batch(np.ones((3, 1)), np.ones(3)), Batch(np.zeros((2, 1)), np.zeros(2))]
+    >>> [(b.n_records, b.weights.tolist()) for b in rebatch_batches(pieces, 4)]
+    [(4, [1.0, 1.0, 1.0, 0.0]), (1, [0.0])]
+    """
+    weighted = False
+
+    def stacked() -> Iterator[np.ndarray]:
+        nonlocal weighted
+        for batch in batches:
+            weighted = batch.weights is not None
+            yield batch.stacked()
+
+    for matrix in rebatch(stacked(), batch_size):
+        yield Batch.of(matrix, weighted)
 
 
 def reservoir_sample(chunks: Iterable[np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:

@@ -38,7 +38,7 @@ from streamgmm.io.records.columns import (
     check_weight_column,
     feature_columns,
 )
-from streamgmm.io.sources.chunk_source import rebatch, reservoir_sample_counted
+from streamgmm.io.sources.chunk_source import Batch, rebatch, reservoir_sample_counted
 from streamgmm.io.sources.row_group_shuffle import shuffled_batches
 
 if TYPE_CHECKING:  # pyarrow.dataset imports pandas: loaded only where a dataset is used
@@ -281,7 +281,7 @@ class ParquetSource:
                 yield X
             del X  # not held while the next batch is decoded
 
-    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[Batch]:
         """Read the lake as mini-batches of feature values.
 
         The batches are read ahead by a background thread while the caller uses them.
@@ -297,8 +297,9 @@ class ParquetSource:
 
         Returns
         -------
-        batches : iterator of ndarray of shape (batch_size, n_features)
-            The mini-batches, as float64.
+        batches : iterator of Batch
+            The mini-batches: float64 features of shape (batch_size, n_features), and the
+            records' weights for a source with a ``weight_column``.
 
         Examples
         --------
@@ -309,7 +310,7 @@ class ParquetSource:
         >>> pq.write_table(table, f"{lake}/part-0.parquet", row_group_size=4)
         >>> source = ParquetSource(lake, passthrough=["id"])
         >>> batches = list(source.batches(4, np.random.default_rng(0)))
-        >>> sorted(row[0] for batch in batches for row in batch.tolist())
+        >>> sorted(row[0] for batch in batches for row in batch.features.tolist())
         [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
         """
         reader = self.reader()
@@ -317,7 +318,7 @@ class ParquetSource:
         if rng is not None:
             visits = rng.permutation(len(self.row_groups))
             # Decoding the next row group (its own thread) overlaps cutting this one.
-            return read_ahead(self._shuffled(visits, reader, batch_size, rng), depth=depth)
+            return read_ahead(self._as_batches(self._shuffled(visits, reader, batch_size, rng)), depth=depth)
 
         def chunks() -> Iterator[np.ndarray]:
             for group in self.row_groups:
@@ -325,7 +326,10 @@ class ParquetSource:
             self.skipped_records = reader.skipped
 
         # Cut into mini-batches in the reading thread too: the caller only computes.
-        return read_ahead(rebatch(chunks(), batch_size), depth=depth)
+        return read_ahead(self._as_batches(rebatch(chunks(), batch_size)), depth=depth)
+
+    def _as_batches(self, matrices: Iterator[np.ndarray]) -> Iterator[Batch]:
+        return (Batch.of(matrix, self.weighted) for matrix in matrices)
 
     def _shuffled(
         self, visits: np.ndarray, reader: FeatureReader, batch_size: int, rng: np.random.Generator
@@ -358,7 +362,7 @@ class ParquetSource:
             del X  # else it stays alive while the next part is decoded
         return out[:filled]
 
-    def sample(self, size: int, rng: np.random.Generator) -> np.ndarray:
+    def sample(self, size: int, rng: np.random.Generator) -> Batch:
         """Draw up to ``size`` records at random, for the initialisation sample.
 
         Uniformly from the whole lake when it has at most ``SAMPLE_ROW_GROUPS`` row groups,
@@ -376,8 +380,8 @@ class ParquetSource:
 
         Returns
         -------
-        sample : ndarray of shape (n_sampled, n_features)
-            The records drawn, at most ``size``.
+        sample : Batch
+            The records drawn, at most ``size`` (features of shape (n_sampled, n_features)).
 
         Examples
         --------
@@ -387,7 +391,7 @@ class ParquetSource:
         >>> table = pa.table({"id": np.arange(6), "a": np.arange(6.0), "b": np.ones(6, dtype=np.int32)})
         >>> pq.write_table(table, f"{lake}/part-0.parquet", row_group_size=4)
         >>> source = ParquetSource(lake, passthrough=["id"])
-        >>> source.sample(10, np.random.default_rng(0)).shape, source.sampled_every_record
+        >>> source.sample(10, np.random.default_rng(0)).features.shape, source.sampled_every_record
         ((6, 2), True)
         """
         self.sampled_every_record = False
@@ -405,7 +409,7 @@ class ParquetSource:
             # Every record was read: what the policy left out is known, as after a pass (a fit
             # whose sample is the whole lake makes no pass).
             self.skipped_records = reader.skipped
-        return sample if sample.shape[0] else np.empty((0, self.n_columns))
+        return Batch.of(sample if sample.shape[0] else np.empty((0, self.n_columns)), self.weighted)
 
     def with_features(self, names: Sequence[str]) -> ParquetSource:
         """Read this lake with other feature columns, keeping the pass-through columns.

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from streamgmm.io.background import read_ahead
-from streamgmm.io.sources.chunk_source import ArraySource
+from streamgmm.io.sources.chunk_source import ArraySource, Batch
 
 # Mini-batches decoded ahead of the E-step: two keep the reading thread busy while memory stays
 # at a few batches.
@@ -42,7 +42,7 @@ def batches_ahead(source: Any, batch_size: int, rng: Any = None, depth: int = BA
 
     Returns
     -------
-    batches : iterator of ndarray
+    batches : iterator of Batch
         The source's mini-batches, in its order.
 
     Examples
@@ -50,7 +50,7 @@ def batches_ahead(source: Any, batch_size: int, rng: Any = None, depth: int = BA
     >>> import numpy as np
     >>> from streamgmm.io.sources.chunk_source import IterableSource
     >>> source = IterableSource([np.ones((3, 2)), np.zeros((2, 2))])
-    >>> [batch.shape for batch in batches_ahead(source, 2)]
+    >>> [batch.features.shape for batch in batches_ahead(source, 2)]
     [(2, 2), (2, 2), (1, 2)]
     """
     batches = source.batches(batch_size, rng)
@@ -59,11 +59,14 @@ def batches_ahead(source: Any, batch_size: int, rng: Any = None, depth: int = BA
     return read_ahead(_column_major(batches), depth, "streamgmm-batches-ahead")
 
 
-def _column_major(batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+def _column_major(batches: Iterable[Batch]) -> Iterator[Batch]:
     """Each batch with every feature's records contiguous, as the E-step kernels read them: the
     transposing copy is made here, in the reading thread, rather than by the kernel in the
     computing one. Batches already laid out so (a lake's, shuffled or not) are not copied."""
     for batch in batches:
-        if batch.ndim == 2 and batch.shape[0] > 1 and batch.strides[0] != batch.itemsize:
-            batch = np.asfortranarray(batch)
-        yield batch
+        X, weights = batch
+        if X.ndim == 2 and X.shape[0] > 1 and X.strides[0] != X.itemsize:
+            X = np.asfortranarray(X)
+        if weights is not None and weights.shape[0] > 1 and weights.strides[0] != weights.itemsize:
+            weights = np.ascontiguousarray(weights)
+        yield Batch(X, weights)

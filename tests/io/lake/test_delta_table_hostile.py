@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from shared_helpers import assert_one_error_line, run_streamgmm_here
+from shared_helpers import all_records, assert_one_error_line, run_streamgmm_here
 
 from streamgmm import ParquetSource, StreamingGaussianMixture
 from streamgmm.io.records.columns import DataError
@@ -44,7 +44,7 @@ def evolved(tmp_path_factory) -> str:
 def test_a_column_added_by_schema_evolution_is_null_in_the_old_files(evolved) -> None:
     source = ParquetSource(evolved, nan_policy="skip")
     assert source.feature_names == ["id", "x0", "x1", "x2"] and source.n_records == 1000
-    X = np.concatenate(list(source.batches(256)))
+    X = all_records(source.batches(256))
     expected = new_rows().select(["id", "x0", "x1", "x2"]).to_pandas().to_numpy()
     np.testing.assert_array_equal(X[np.argsort(X[:, 0])], expected)  # the old rows are skipped, as all-null x2
     assert source.skipped_records == 600

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from shared_helpers import all_records
 
 from streamgmm import DataError, ParquetSource, StreamingGaussianMixture
 from streamgmm.io.lake.footers import FOOTER_CACHE_FILES
@@ -90,7 +91,7 @@ def test_a_lake_of_many_files_fits_as_one_file_of_the_same_records(tmp_path, ori
     # A source travels (to Dask workers, copies) without its footers, and reads the same.
     copy = pickle.loads(pickle.dumps(lake))
     assert copy.footers.files == {} and copy.n_records == lake.n_records
-    np.testing.assert_array_equal(np.concatenate(list(copy.batches(500))), np.concatenate(list(single.batches(500))))
+    np.testing.assert_array_equal(all_records(copy.batches(500)), all_records(single.batches(500)))
 
 
 MEASURE = r"""
@@ -108,7 +109,7 @@ tracemalloc.start()
 source = ParquetSource(sys.argv[1], passthrough=["id"])
 held = tracemalloc.get_traced_memory()[0]
 tracemalloc.stop()
-records = sum(batch.shape[0] for batch in source.batches(1000, np.random.default_rng(0)))
+records = sum(batch.n_records for batch in source.batches(1000, np.random.default_rng(0)))
 print(json.dumps({"held": held, "resident": resident() - before, "records": records}))
 """
 
@@ -160,7 +161,7 @@ def replace(path: Path, table: pa.Table, **write_options) -> None:
 
 
 def visit_all(source: ParquetSource, rng: np.random.Generator | None) -> int:
-    return sum(batch.shape[0] for batch in source.batches(64, rng))
+    return sum(batch.n_records for batch in source.batches(64, rng))
 
 
 @pytest.mark.parametrize("shuffled", [False, True], ids=["in-order", "shuffled"])

@@ -143,7 +143,7 @@ def test_a_pass_holds_about_one_row_group(lakes, shuffled: bool) -> None:
     rng = np.random.default_rng(0) if shuffled else None
     tracemalloc.start()
     try:
-        n = sum(batch.shape[0] for batch in source.batches(8192, rng))
+        n = sum(batch.n_records for batch in source.batches(8192, rng))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

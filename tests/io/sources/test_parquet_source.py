@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from shared_helpers import all_records
 
 from streamgmm import DataError, ParquetSource, StreamingGaussianMixture, assign
 from streamgmm.datasets.synthetic_lake import write_lake
@@ -31,9 +32,9 @@ FEATURES = ["x0", "x1", "x2"]
 def stream(source, batch_size: int = 1000, rng: np.random.Generator | None = None) -> np.ndarray:
     """Every mini-batch of one pass, stacked."""
     batches = list(source.batches(batch_size, rng))
-    assert all(b.dtype == np.float64 and b.ndim == 2 for b in batches)
-    assert all(b.shape[0] == batch_size for b in batches[:-1])
-    return np.concatenate(batches) if batches else np.empty((0, source.n_features))
+    assert all(b.features.dtype == np.float64 and b.features.ndim == 2 for b in batches)
+    assert all(b.n_records == batch_size for b in batches[:-1])
+    return all_records(batches) if batches else np.empty((0, source.n_features))
 
 
 def columns_of(table: pa.Table, names: list[str]) -> np.ndarray:
@@ -558,7 +559,7 @@ def test_shuffled_batches_visit_every_record_once_row_group_by_row_group(grouped
     np.testing.assert_array_equal(plain[:, 0], np.arange(4000))
     orders = {}
     for seed in (0, 0, 1):
-        batches = list(source.batches(250, np.random.default_rng(seed)))
+        batches = [b.features for b in source.batches(250, np.random.default_rng(seed))]
         ids = np.concatenate(batches)[:, 0]
         np.testing.assert_array_equal(np.sort(ids), np.arange(4000))  # every record exactly once
         # Records carry their own values along (rows are permuted whole).
@@ -594,7 +595,7 @@ def test_sample_draws_distinct_records_of_the_lake(tmp_path, row_group_size: int
     source = ParquetSource(info.path, columns=["id", "x0", "x1"])
     table = pq.read_table(str(info.path)).sort_by("id")
     everything = columns_of(table, ["id", "x0", "x1"])
-    sample = source.sample(300, np.random.default_rng(0))
+    sample = source.sample(300, np.random.default_rng(0)).features
     assert sample.shape == (300, 3)
     ids = sample[:, 0].astype(int)
     assert len(set(ids)) == 300
@@ -602,8 +603,8 @@ def test_sample_draws_distinct_records_of_the_lake(tmp_path, row_group_size: int
     if source.n_row_groups > 64:
         # A bounded read: at most 64 row groups contribute.
         assert len(set(ids // row_group_size)) <= 64
-    np.testing.assert_array_equal(source.sample(300, np.random.default_rng(0)), sample)  # reproducible
-    whole = ParquetSource(info.path, columns=["id", "x0"]).sample(10**6, np.random.default_rng(0))
+    np.testing.assert_array_equal(source.sample(300, np.random.default_rng(0)).features, sample)  # reproducible
+    whole = ParquetSource(info.path, columns=["id", "x0"]).sample(10**6, np.random.default_rng(0)).features
     if source.n_row_groups <= 64:
         np.testing.assert_array_equal(np.sort(whole[:, 0]), np.arange(4000))
 
@@ -658,7 +659,7 @@ def test_row_group_shuffling_is_what_saves_a_forgetting_schedule_on_a_sorted_lak
     lake = ParquetSource(sorted_lake.path, passthrough=["id"])
     in_order = np.mean([gap(lake, False, seed) for seed in range(3)])
     row_groups = np.mean([gap(lake, "row_groups", seed) for seed in range(3)])
-    records = gap(np.concatenate(list(lake.batches(50_000))), "records", 0)
+    records = gap(all_records(lake.batches(50_000)), "records", 0)
     print(
         f"held-out gap to the truth, nats/record (mean of 3 seeds): in file order {in_order:.4f}, "
         f"row groups shuffled {row_groups:.4f}; records shuffled in memory {records:.4f}"
@@ -795,7 +796,7 @@ def test_record_batch_streams_fit(named_data) -> None:
     reader = pa.RecordBatchReader.from_batches(with_null.schema, with_null.to_batches(max_chunksize=250))
     source = arrow_source(reader, passthrough=["id"], nan_policy="skip")
     assert source.feature_names == ["a", "b", "c"] and not source.reiterable
-    got = np.concatenate(list(source.batches(100)))
+    got = all_records(source.batches(100))
     keep = np.ones(3000, dtype=bool)
     keep[[5, 2999]] = False
     np.testing.assert_array_equal(got, named_data[keep])
@@ -875,8 +876,8 @@ def test_a_seeded_shuffled_pass_is_the_permuted_row_groups_cut_into_batches(tmp_
         got = list(source.batches(batch_size, np.random.default_rng(seed)))
         assert len(got) == len(expected)
         for batch, want in zip(got, expected):
-            assert batch.dtype == np.float64
-            np.testing.assert_array_equal(batch, want, strict=True)
+            assert batch.features.dtype == np.float64
+            np.testing.assert_array_equal(all_records([batch]), want, strict=True)
         assert source.skipped_records == dropped
     assert (dropped > 0) == (policy != "raise")
 
@@ -892,5 +893,5 @@ def test_leaving_a_shuffled_pass_early_stops_its_threads(grouped_lake) -> None:
     batches.close()
     assert set(threading.enumerate()) <= before
     again = source.batches(97, np.random.default_rng(4))
-    np.testing.assert_array_equal(next(again), first)
+    np.testing.assert_array_equal(next(again).features, first.features)
     again.close()

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
+from shared_helpers import all_records
 
 from streamgmm import StreamingGaussianMixture
 from streamgmm.io.sources.chunk_source import ArraySource, IterableSource, rebatch, reservoir_sample
@@ -116,18 +117,18 @@ def test_reservoir_of_a_short_stream_is_the_stream() -> None:
 def test_shuffled_array_batches_cover_every_row_once(batch_size: int) -> None:
     X = positions(1000, d=3)
     batches = list(ArraySource(X).batches(batch_size, np.random.default_rng(3)))
-    assert [b.shape[0] for b in batches] == [min(batch_size, 1000 - s) for s in range(0, 1000, batch_size)]
-    seen = np.concatenate(batches)[:, 0]
+    assert [b.n_records for b in batches] == [min(batch_size, 1000 - s) for s in range(0, 1000, batch_size)]
+    seen = all_records(batches)[:, 0]
     np.testing.assert_array_equal(np.sort(seen), np.arange(1000))  # every row exactly once
     if batch_size < 1000:
         assert not np.array_equal(seen, np.arange(1000))  # really shuffled
     # Rows are whole records, not mixed-up values.
-    np.testing.assert_array_equal(np.concatenate(batches)[:, 1:], 0.0)
+    np.testing.assert_array_equal(all_records(batches)[:, 1:], 0.0)
 
 
 def test_unshuffled_array_batches_are_in_order() -> None:
     X = positions(1000)
-    np.testing.assert_array_equal(np.concatenate(list(ArraySource(X).batches(333))), X)
+    np.testing.assert_array_equal(all_records(ArraySource(X).batches(333)), X)
 
 
 class CountingChunks:
@@ -152,9 +153,9 @@ def test_one_shot_iterator_replays_the_buffered_head() -> None:
     source = IterableSource(chunks)
     assert not source.reiterable
     head = source.sample(25, np.random.default_rng(0))
-    np.testing.assert_array_equal(head, X[:25])
+    np.testing.assert_array_equal(head.features, X[:25])
     assert chunks.pulled == 3  # only as much of the stream as the sample needs
-    np.testing.assert_array_equal(np.concatenate(list(source.batches(7))), X)  # each record once, in order
+    np.testing.assert_array_equal(all_records(source.batches(7)), X)  # each record once, in order
     assert chunks.pulled == 10
     with pytest.raises(ValueError, match="already been streamed once"):
         list(source.batches(7))

@@ -8,11 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from shared_helpers import all_records
 
 from streamgmm import DataError, ParquetSource, StreamingGaussianMixture
 from streamgmm.io.records.columns import FeatureReader
 from streamgmm.io.sources.arrow import TableSource, arrow_source
-from streamgmm.io.sources.chunk_source import is_weighted, split_weights
 
 
 def test_feature_reader_marginalize_keeps_incomplete_rows_and_counts_empty_ones():
@@ -64,18 +64,18 @@ def test_parquet_source_weighted_batches_samples_and_shuffle(tmp_path):
     lake = write_weighted_lake(tmp_path / "lake", np.random.default_rng(0))
     source = ParquetSource(lake, weight_column="count")
     # The count column is not a feature, the id is only when not passed through.
-    assert source.feature_names == ["id", "x", "y"] and source.n_features == 3 and is_weighted(source)
+    assert source.feature_names == ["id", "x", "y"] and source.n_features == 3 and source.weighted
     source = ParquetSource(lake, passthrough=["id"], weight_column="count")
     assert source.feature_names == ["x", "y"]
     with_ids = ParquetSource(lake, columns=["id", "x"], weight_column="count")
     for rng in (None, np.random.default_rng(1)):
-        rows = np.concatenate(list(with_ids.batches(100, rng)))
+        rows = all_records(with_ids.batches(100, rng))
         assert rows.shape == (600, 3)
         np.testing.assert_array_equal(rows[:, 2], rows[:, 0] % 4)  # each record with its own weight
-    sample = with_ids.sample(50, np.random.default_rng(2))
+    sample = all_records(with_ids.sample(50, np.random.default_rng(2)))
     assert sample.shape == (50, 3)
     np.testing.assert_array_equal(sample[:, 2], sample[:, 0] % 4)
-    X, w = split_weights(next(source.batches(64)), source.weighted)
+    X, w = next(source.batches(64))
     assert X.shape == (64, 2) and w.shape == (64,)
     other = source.with_features(["y", "x"])
     assert other.weighted and other.feature_names == ["y", "x"]
@@ -87,11 +87,11 @@ def test_parquet_source_marginalize_counts_rows_with_nothing_observed(tmp_path):
     y = [1.0, 2.0, None, None, np.nan, 6.0]
     pq.write_table(pa.table({"x": x, "y": y, "w": [1, 1, 1, 2, 1, 3]}), tmp_path / "a.parquet", row_group_size=4)
     source = ParquetSource(tmp_path, nan_policy="marginalize", weight_column="w")
-    rows = np.concatenate(list(source.batches(10)))
+    rows = all_records(source.batches(10))
     np.testing.assert_array_equal(rows, [[1, 1, 1], [np.nan, 2, 1], [4, np.nan, 2], [6, 6, 3]])
     assert source.skipped_records == 2
     skip = ParquetSource(tmp_path, columns=["x", "y"], nan_policy="skip")
-    assert skip.sample(10, np.random.default_rng(0)).shape == (2, 2)
+    assert skip.sample(10, np.random.default_rng(0)).features.shape == (2, 2)
     assert skip.skipped_records == 4  # a sample of the whole lake counts what it left out
 
 
@@ -138,14 +138,14 @@ def test_table_source_and_arrow_source_are_weighted():
     table = pa.table({"id": [1, 2, 3, 4], "x": [1.0, None, None, 4.0], "y": [1.0, 2.0, None, 4.0], "w": [1, 2, 3, 0]})
     source = TableSource(table, passthrough=["id"], weight_column="w", nan_policy="marginalize")
     assert source.weighted and source.feature_names == ["x", "y"] and source.n_features == 2
-    np.testing.assert_array_equal(np.concatenate(list(source.batches(2))), [[1, 1, 1], [np.nan, 2, 2], [4, 4, 0]])
+    np.testing.assert_array_equal(all_records(source.batches(2)), [[1, 1, 1], [np.nan, 2, 2], [4, 4, 0]])
     np.testing.assert_array_equal(source.X, [[1, 1], [np.nan, 2], [4, 4]])
     assert source.skipped_records == 1 and source.passthrough_table()["id"].to_pylist() == [1, 2, 4]
-    assert source.with_features(["y", "x"]).sample(5, np.random.default_rng(0)).shape == (3, 3)
+    assert all_records(source.with_features(["y", "x"]).sample(5, np.random.default_rng(0))).shape == (3, 3)
     for data in (table, iter(table.to_batches(max_chunksize=2))):
         other = arrow_source(data, passthrough=["id"], weight_column="w", nan_policy="marginalize")
         assert other.weighted and other.n_features == 2
-        np.testing.assert_array_equal(np.concatenate(list(other.batches(10))), [[1, 1, 1], [np.nan, 2, 2], [4, 4, 0]])
+        np.testing.assert_array_equal(all_records(other.batches(10)), [[1, 1, 1], [np.nan, 2, 2], [4, 4, 0]])
     with pytest.raises(DataError, match=r"table, row 1, column 'w': weight -2"):
         TableSource(pa.table({"x": [1.0, 2.0], "w": [1, -2]}), weight_column="w")
 
