@@ -24,7 +24,7 @@ Examples
 >>> source = dask_source(X)
 >>> source.n_features, len(source.partitions)
 (2, 3)
->>> source.sample(4, np.random.default_rng(0)).shape
+>>> source.sample(4, np.random.default_rng(0)).features.shape
 (4, 2)
 """
 
