@@ -179,7 +179,7 @@ class ParquetSource:
     >>> source = ParquetSource(lake, passthrough=["id"])
     >>> source.feature_names, source.n_records, source.n_row_groups
     (['a', 'b'], 6, 2)
-    >>> [batch.tolist() for batch in source.batches(4)]
+    >>> [batch.features.tolist() for batch in source.batches(4)]
     [[[0.0, 1.0], [1.0, 1.0], [2.0, 1.0], [3.0, 1.0]], [[4.0, 1.0], [5.0, 1.0]]]
     """
 
