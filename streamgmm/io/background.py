@@ -188,6 +188,11 @@ class WriteBehind:
         self._thread.join()
         self._raised = True
 
+    @property
+    def aborting(self) -> bool:
+        """Whether :meth:`abort` has begun: calls not yet started will not run."""
+        return self._stop.is_set()
+
     def __enter__(self) -> WriteBehind:
         return self
 

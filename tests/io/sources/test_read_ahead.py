@@ -149,7 +149,7 @@ def test_write_behind_abort_drops_queued_calls():
     behind.submit(ran.append, 2)
     aborting = threading.Thread(target=behind.abort)
     aborting.start()
-    while not behind._stop.is_set():  # the abort has begun before the running call ends
+    while not behind.aborting:  # the abort has begun before the running call ends
         time.sleep(0.001)
     release.set()
     aborting.join()
