@@ -54,6 +54,7 @@ from streamgmm.cli.progress import ProgressSource, progress_bar, show_progress
 from streamgmm.cli.report import describe
 from streamgmm.dask.source import connect
 from streamgmm.estimator import StreamingGaussianMixture
+from streamgmm.inputs import resolve_input
 from streamgmm.io.lake.paths import is_url
 from streamgmm.io.lake.storage_options import storage_environment
 from streamgmm.io.model.file import ModelFileError
@@ -135,10 +136,8 @@ def run_fit(args: argparse.Namespace) -> dict[str, Any]:
             model.set_params(shuffle=args.shuffle == "row_groups")
             if not args.quiet and getattr(client, "dashboard_link", None):
                 print(f"streamgmm: fit: Dask dashboard at {client.dashboard_link}", file=sys.stderr, flush=True)
-            from streamgmm.dask.source import dask_source  # the Dask extra, for cluster fits only
-
             persist = {"yes": True, "no": False}.get(args.persist, "auto")
-            on_cluster = dask_source(source, client=client, persist=persist)
+            on_cluster = resolve_input(source, client=client, persist=persist)
             # Records as the workers finish their share of each pass (the sample is not counted).
             with progress_bar(show_progress(args), None, "fit on the cluster") as bar:
                 on_cluster.progress = bar.update
