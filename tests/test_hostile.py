@@ -374,27 +374,22 @@ def test_watch_once_ends_on_a_file_dated_in_the_future(tmp_path) -> None:
 # ---------------------------------------------------------------------- 9. what is hashed is what is read
 
 
-class _ReplacedWhileRead(Watcher):
-    """A producer's os.replace landing between the watcher's hashing and its reading."""
-
-    replacement: Path | None = None
-
-    def _update(self, file, entry):
-        if self.replacement is not None:
-            os.replace(self.replacement, file.path)
-            self.replacement = None
-        return super()._update(file, entry)
-
-
 def test_a_file_replaced_while_being_read_is_consumed_once_as_what_was_read(tmp_path) -> None:
     landing, state = tmp_path / "landing", tmp_path / "state"
     target = parquet(landing / "data.parquet", records(1), BASE_TIME)
     replacement = parquet(tmp_path / "new.parquet", records(2, n=PER_FILE + 100), BASE_TIME + 5)
     new_digest = hashlib.sha256(replacement.read_bytes()).hexdigest()
-    watcher = _ReplacedWhileRead(
-        landing, state, n_components=K, columns=FEATURES, batch_size=200, settle=0, interval=0.01
-    )
-    watcher.replacement = replacement
+    pending = [replacement]
+
+    def replace_while_read(point: str, sequence: int) -> None:
+        # A producer's os.replace landing while the watcher reads the file (after its first mini-batch).
+        if point == "mid_file" and pending:
+            os.replace(pending.pop(), target)
+
+    watcher = Watcher(
+        landing, state, n_components=K, columns=FEATURES, batch_size=200, settle=0, interval=0.01,
+        on_step=replace_while_read,
+    )  # fmt: skip
     watcher.run(once=True)
     consumed = [e for e in ledger(state) if e["status"] == "consumed"]
     assert [(e["sha256"], e["records_used"]) for e in consumed] == [(new_digest, PER_FILE + 100)]

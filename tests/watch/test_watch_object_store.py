@@ -370,23 +370,18 @@ def test_endpoint_and_scheme_on_the_url_instead_of_the_environment(truth, s3_buc
     assert StoreState(f"s3://{s3_bucket}/state/").load().ledger[0]["etag"]
 
 
-class ReplacedWhileRead(Watcher):
-    """A producer's upload under the same key between the watcher's hashing and its learning."""
-
-    replacement: tuple[str, dict[str, bytes]] | None = None
-
-    def _update(self, file, entry):
-        if self.replacement is not None:
-            upload(*self.replacement)
-            self.replacement = None
-        return super()._update(file, entry)
-
-
 def test_an_object_replaced_while_read_is_learnt_once_as_the_new_bytes(truth, s3_bucket, tmp_path) -> None:
     first, second = files_of(truth, 1, seed=0), files_of(truth, 1, seed=70)
     url = upload(s3_bucket, "landing", first)
-    watcher = ReplacedWhileRead(url, tmp_path / "state", **{k: v for k, v in OPTIONS.items() if k != "once"})
-    watcher.replacement = (s3_bucket, "landing", second)
+    pending = [(s3_bucket, "landing", second)]
+
+    def replace_while_read(point: str, sequence: int) -> None:
+        # A producer's upload under the same key while the watcher learns from the object.
+        if point == "mid_file" and pending:
+            upload(*pending.pop())
+
+    options = {k: v for k, v in OPTIONS.items() if k != "once"}
+    watcher = Watcher(url, tmp_path / "state", **options, on_step=replace_while_read)
     watcher.run(once=True)
     ledger = StateDirectory(tmp_path / "state").load().ledger
     assert [(e["status"], e["sha256"]) for e in ledger] == [
