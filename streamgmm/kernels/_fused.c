@@ -75,11 +75,13 @@ static Py_ssize_t n_features_of(const char *layout, Py_ssize_t d) {
 }
 
 /* The shared body of chunk_statistics and run: resp is NULL (sum the statistics into S) or
- * the (n, k) buffer the responsibilities are written to. */
+ * the (n, k) buffer the responsibilities are written to; weights (n float64) and weighted_log
+ * (1 float64) are both NULL or both given (see Chunk). */
 static PyObject *fused(const char *caller, Py_ssize_t n, Py_ssize_t d, Py_ssize_t k, Py_ssize_t itemsize,
                        const char *layout, PyObject *records, Py_buffer *shift, Py_buffer *V, Py_buffer *direct,
                        Py_buffer *W, Py_buffer *constant, Py_buffer *S, Py_buffer *log_norm, Py_buffer *resp,
-                       const char *name, Py_buffer *shared, Py_buffer *shared_second) {
+                       const char *name, Py_buffer *shared, Py_buffer *shared_second, Py_buffer *weights,
+                       Py_buffer *weighted_log) {
     Chunk c;
     Py_buffer X = {0};
     PyObject *result = NULL;
@@ -124,8 +126,14 @@ static PyObject *fused(const char *caller, Py_ssize_t n, Py_ssize_t d, Py_ssize_
           check(S, k * p, 8, "S") && check(log_norm, n, 8, "log_norm") &&
           (resp == NULL || check(resp, n * k, itemsize, "resp")) &&
           (shared == NULL || check(shared, d * (d + 1), itemsize, "shared")) &&
-          (shared_second == NULL || check(shared_second, d * d, 8, "shared_second"))))
+          (shared_second == NULL || check(shared_second, d * d, 8, "shared_second")) &&
+          (weights == NULL || check(weights, n, 8, "weights")) &&
+          (weighted_log == NULL || check(weighted_log, 1, 8, "weighted_log"))))
         goto done;
+    if ((weights == NULL) != (weighted_log == NULL)) {
+        PyErr_Format(PyExc_ValueError, "_fused.%s: weights and weighted_log go together", caller);
+        goto done;
+    }
     left = malloc(sizeof(int) * (p + PADDING));
     right = malloc(sizeof(int) * (p + PADDING));
     if (!left || !right) {
@@ -144,7 +152,8 @@ static PyObject *fused(const char *caller, Py_ssize_t n, Py_ssize_t d, Py_ssize_
     for (; j < p + PADDING; j++) left[j] = right[j] = (int)d;
     c = (Chunk){n, d, k, p, X.buf, X.strides[0] / 8, shift->buf, V->buf, direct->buf, W->buf, constant->buf, left,
                 right, S->buf, log_norm->buf, resp == NULL ? NULL : resp->buf, shared == NULL ? NULL : shared->buf,
-                shared_second == NULL ? NULL : shared_second->buf};
+                shared_second == NULL ? NULL : shared_second->buf, weights == NULL ? NULL : weights->buf,
+                weighted_log == NULL ? NULL : weighted_log->buf};
     int status;
     Py_BEGIN_ALLOW_THREADS
     status = itemsize == 4 ? variant->run_float(&c) : variant->run_double(&c);
@@ -171,7 +180,7 @@ static PyObject *chunk_statistics(PyObject *self, PyObject *args) {
                           &constant, &S, &log_norm, &name))
         return NULL;
     PyObject *result = fused("chunk_statistics", n, d, k, itemsize, "full", records, &shift, &V, &direct, &W,
-                             &constant, &S, &log_norm, NULL, name, NULL, NULL);
+                             &constant, &S, &log_norm, NULL, name, NULL, NULL, NULL, NULL);
     Py_buffer *all[] = {&shift, &V, &direct, &W, &constant, &S, &log_norm};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) PyBuffer_Release(all[i]);
     return result;
@@ -190,17 +199,23 @@ static PyObject *run(PyObject *self, PyObject *args) {
     Py_ssize_t n, d, k, itemsize;
     const char *layout, *name = NULL;
     PyObject *records, *resp_object, *shared_object = Py_None, *second_object = Py_None;
+    PyObject *weights_object = Py_None, *total_object = Py_None;
     Py_buffer shift, V, direct, W, constant, S, log_norm, resp = {0}, shared = {0}, shared_second = {0};
-    Py_buffer *resp_buffer, *shared_buffer, *second_buffer;
-    if (!PyArg_ParseTuple(args, "nnnnsOy*y*y*y*y*w*w*O|zOO", &n, &d, &k, &itemsize, &layout, &records, &shift, &V,
-                          &direct, &W, &constant, &S, &log_norm, &resp_object, &name, &shared_object, &second_object))
+    Py_buffer weights = {0}, weighted_log = {0};
+    Py_buffer *resp_buffer, *shared_buffer, *second_buffer, *weights_buffer = NULL, *total_buffer = NULL;
+    if (!PyArg_ParseTuple(args, "nnnnsOy*y*y*y*y*w*w*O|zOOOO", &n, &d, &k, &itemsize, &layout, &records, &shift, &V,
+                          &direct, &W, &constant, &S, &log_norm, &resp_object, &name, &shared_object, &second_object,
+                          &weights_object, &total_object))
         return NULL;
     PyObject *result = NULL;
     if (optional_buffer(resp_object, &resp, &resp_buffer, 1) && optional_buffer(shared_object, &shared, &shared_buffer, 0) &&
-        optional_buffer(second_object, &shared_second, &second_buffer, 1))
+        optional_buffer(second_object, &shared_second, &second_buffer, 1) &&
+        optional_buffer(weights_object, &weights, &weights_buffer, 0) &&
+        optional_buffer(total_object, &weighted_log, &total_buffer, 1))
         result = fused("run", n, d, k, itemsize, layout, records, &shift, &V, &direct, &W, &constant, &S, &log_norm,
-                       resp_buffer, name, shared_buffer, second_buffer);
-    Py_buffer *all[] = {&shift, &V, &direct, &W, &constant, &S, &log_norm, &resp, &shared, &shared_second};
+                       resp_buffer, name, shared_buffer, second_buffer, weights_buffer, total_buffer);
+    Py_buffer *all[] = {&shift, &V, &direct, &W, &constant, &S, &log_norm, &resp, &shared, &shared_second, &weights,
+                        &weighted_log};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) PyBuffer_Release(all[i]);
     return result;
 }
@@ -226,10 +241,12 @@ static PyMethodDef methods[] = {
      "chunk's statistics to S and writes log_norm. Called by streamgmm.kernels.quadratic."},
     {"run", run, METH_VARARGS,
      "run(n, d, k, itemsize, layout, X, shift, V, direct, W, direct_constant, S, log_norm, resp[, kernel[, shared[, "
-     "shared_second]]]): the fused E-step over the features of layout ('full', 'diag' or 'linear'); with resp None "
+     "shared_second[, weights, weighted_log]]]]): the fused E-step over the features of layout ('full', 'diag' or 'linear'); with resp None "
      "it adds the chunk's statistics to S, else it writes the responsibilities (n, k) in the kernel's precision to "
      "resp. Both write log_norm, less ||shared [1; u]||^2 / 2 when shared (d, d + 1) is given; shared_second (d, d) "
-     "gets the upper triangle of sum u u' added. Called by streamgmm.kernels.quadratic."},
+     "gets the upper triangle of sum u u' added. With weights (n float64) each record's responsibilities (and its "
+     "u u') are scaled by its weight before they are summed, and weighted_log (1 float64) gets the sum of weight "
+     "times log-likelihood added, records of weight zero adding nothing. Called by streamgmm.kernels.quadratic."},
     {"kernels", kernels, METH_NOARGS, "kernels(): the builds this CPU runs, widest (the default) first; may be empty."},
     {NULL, NULL, 0, NULL},
 };

@@ -26,6 +26,11 @@ typedef struct {
      * shape (d, d + 1), in the kernel's precision), which the log-densities leave out */
     const void *shared;
     double *shared_second;          /* (d, d), or NULL: sum of u u' over the records, upper triangle added to */
+    /* record weights (n), or NULL: each record's responsibilities are scaled by its weight
+     * before they are summed (S, shared_second), and weighted_log[0] gets the sum of weight
+     * times log-likelihood added; a record of weight zero adds nothing, even at -inf or NaN */
+    const double *weights;
+    double *weighted_log;
 } Chunk;
 
 /* The features z(u), by the layout's name in _fused.run: "full" (1, u_i, u_i u_m for i <= m),

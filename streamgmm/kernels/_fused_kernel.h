@@ -95,7 +95,7 @@ INLINE vf load_u(const double *column, ptrdiff_t start, ptrdiff_t count, double 
     return out;
 }
 
-static void run(const Chunk *c, vf *u, vf *L, vf *Q, const ptrdiff_t *width) {
+static void run(const Chunk *c, vf *u, vf *L, vf *Q, vf *weight, const ptrdiff_t *width) {
     const ptrdiff_t d = c->d, K = c->k, p = c->p;
     const real *V = c->V, *W = c->W, *direct_constant = c->direct_constant;
     const ptrdiff_t groups = (K + GROUP - 1) / GROUP, padded = groups * GROUP;
@@ -112,12 +112,20 @@ static void run(const Chunk *c, vf *u, vf *L, vf *Q, const ptrdiff_t *width) {
                 ut[i] = t < tiles ? load_u(c->X + i * c->ldx, block + t * LANES, b - t * LANES, c->shift[i]) : splat(0.0);
             ut[d] = splat(1.0);
         }
-        /* the unweighted second moment (tied), over whole tiles: lanes past the end hold zeros */
+        /* the records' weights in the kernel's precision, zero past the block's end */
+        if (c->weights != NULL)
+            for (ptrdiff_t t = 0; t < tiles; t++) weight[t] = load_u(c->weights, block + t * LANES, b - t * LANES, 0.0);
+        /* the second moment (tied) of the records, weighted if they are, over whole tiles:
+         * lanes past the end hold zeros */
         if (c->shared_second != NULL)
             for (ptrdiff_t i = 0; i < d; i++)
                 for (ptrdiff_t m = i; m < d; m++) {
                     vf acc = {0};
-                    for (ptrdiff_t t = 0; t < tiles; t++) acc += u[t * (d + 1) + i] * u[t * (d + 1) + m];
+                    if (c->weights != NULL)
+                        for (ptrdiff_t t = 0; t < tiles; t++)
+                            acc += u[t * (d + 1) + i] * u[t * (d + 1) + m] * weight[t];
+                    else
+                        for (ptrdiff_t t = 0; t < tiles; t++) acc += u[t * (d + 1) + i] * u[t * (d + 1) + m];
                     double sum = 0.0;
                     for (int r = 0; r < LANES; r++) sum += acc[r];
                     c->shared_second[i * d + m] += sum;
@@ -168,7 +176,8 @@ static void run(const Chunk *c, vf *u, vf *L, vf *Q, const ptrdiff_t *width) {
                 Q[t] = splat(0.5) * q;
             }
         }
-        /* 2. softmax, in place: L becomes the responsibilities */
+        /* 2. softmax, in place: L becomes the responsibilities (times the weights, if any) */
+        double weighted_log = 0.0;
         for (ptrdiff_t t = 0; t < tiles; t++) {
             vf *Lt = L + t * padded;
             vf peak = Lt[0];
@@ -194,7 +203,18 @@ static void run(const Chunk *c, vf *u, vf *L, vf *Q, const ptrdiff_t *width) {
                 for (ptrdiff_t r = 0; r < count; r++)
                     for (ptrdiff_t k = 0; k < K; k++) out[r * K + k] = Lt[k][r];
             }
+            if (c->weights != NULL) {
+                /* a record of weight zero adds nothing, not 0 * -inf or 0 * NaN */
+                for (ptrdiff_t r = 0; r < count; r++) {
+                    const double w = c->weights[block + t * LANES + r];
+                    if (w > 0) weighted_log += w * c->log_norm[block + t * LANES + r];
+                }
+                const vf wt = weight[t];
+                const vi keep = wt > splat(0.0);
+                for (ptrdiff_t k = 0; k < K; k++) Lt[k] = (vf)(keep & (vi)(Lt[k] * wt));
+            }
         }
+        if (c->weights != NULL) c->weighted_log[0] += weighted_log;
         if (c->resp != NULL) continue; /* scoring: no statistics */
         /* 3. statistics: FEATURES features at a time over the block's tiles (the feature
          * tables are padded to whole steps; the padding's sums are dropped) */
@@ -231,10 +251,11 @@ int KERNEL_NAME(const Chunk *c) {
     vf *u = aligned_alloc(sizeof(vf), sizeof(vf) * tiles * (c->d + 1));
     vf *L = aligned_alloc(sizeof(vf), sizeof(vf) * tiles * padded);
     vf *Q = aligned_alloc(sizeof(vf), sizeof(vf) * tiles);
+    vf *weight = aligned_alloc(sizeof(vf), sizeof(vf) * tiles);
     /* the shared factor's rows up to their last nonzero: a triangular U' (tied) costs half */
     ptrdiff_t *width = malloc(sizeof(ptrdiff_t) * c->d);
     int status = -1;
-    if (u && L && Q && width) {
+    if (u && L && Q && weight && width) {
         const real *W0 = c->shared;
         for (ptrdiff_t i = 0; i < c->d; i++) {
             width[i] = 0;
@@ -242,12 +263,13 @@ int KERNEL_NAME(const Chunk *c) {
                 for (ptrdiff_t m = 0; m < c->d; m++)
                     if (W0[i * (c->d + 1) + 1 + m] != 0) width[i] = m + 1;
         }
-        run(c, u, L, Q, width);
+        run(c, u, L, Q, weight, width);
         status = 0;
     }
     free(u);
     free(L);
     free(Q);
+    free(weight);
     free(width);
     return status;
 }

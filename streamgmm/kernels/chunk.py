@@ -8,9 +8,12 @@ the direct form) they take the direct form, :meth:`MixtureParams.e_step` and
 :meth:`SufficientStatistics.from_responsibilities`.
 
 Records with missing (NaN) features take the exact E-step of :mod:`streamgmm.mixture.incomplete`
-and the complete ones the kernels above. The fused kernel has no record weights: weights of a
-few distinct values (counts) take it once per value, the statistics scaled by the value; others
-are scored (:func:`streamgmm.kernels.scoring.score_chunk`) and their weighted sums taken here.
+and the complete ones the kernels above. Record weights are an input of the fused kernel, which
+scales each record's responsibilities by its weight before summing them. Where it does not run
+(no fused kernel, tied parameters that need the direct form, float32 with weights too far apart
+for float32), weights of a few distinct values (counts) take the unweighted path once per value,
+the statistics scaled by the value, and others are scored
+(:func:`streamgmm.kernels.scoring.score_chunk`) and their weighted sums taken here.
 
 Examples
 --------
@@ -37,9 +40,12 @@ from streamgmm.mixture.incomplete import complete_rows, incomplete_statistics
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.statistics import SufficientStatistics
 
-# Record weights of at most this many distinct values (counts, typically) are summed by the fused
-# kernel, one call per value; more (continuous weights) are scored and summed with numpy.
+# Without the fused kernel's weight input, record weights of at most this many distinct values
+# (counts, typically) take the unweighted path once per value; more are scored and summed with numpy.
 MAX_WEIGHT_GROUPS = 32
+# The float32 kernel takes weights within this factor of one (the weights a fit hands it are in
+# its unit, near one): r w u u' of a block then stays far inside float32's range.
+FLOAT32_WEIGHT_RANGE = 2.0**40
 
 
 def chunk_statistics(
@@ -127,8 +133,15 @@ def chunk_statistics(
 def _weighted_statistics(
     X: np.ndarray, params: MixtureParams, shift: np.ndarray, dtype: np.dtype | type, w: np.ndarray
 ) -> tuple[SufficientStatistics, np.ndarray]:
-    """Complete records with weights: the fused kernel once per distinct weight when there are
-    few (counts, typically), else scored by the kernel and the weighted sums taken here."""
+    """Complete records with weights: the unweighted statistics scaled when every record has the
+    same weight, else the fused kernel's weighted pass where it runs; without it, the unweighted
+    path once per distinct weight when there are few (counts, typically), else the records scored
+    and the weighted sums taken here."""
+    if w.size == 0 or (w == w[0]).all():
+        return _grouped_statistics(X, params, shift, dtype, [(float(w[0]) if w.size else 1.0, None)])
+    fused = _fused_weighted_statistics(X, params, shift, dtype, w)
+    if fused is not None:
+        return fused
     groups = _weight_groups(w)
     if groups is not None:
         return _grouped_statistics(X, params, shift, dtype, groups)
@@ -146,6 +159,46 @@ def _weighted_statistics(
         params.covariance_type, shift, weighted.sum(axis=0), weighted.T @ u, second, float(w.sum()), total
     )
     return stats, log_norm
+
+
+def _fused_weighted_statistics(
+    X: np.ndarray, params: MixtureParams, shift: np.ndarray, dtype: np.dtype | type, w: np.ndarray
+) -> tuple[SufficientStatistics, np.ndarray] | None:
+    """The fused kernel's pass with the record weights as its input; None where it does not run."""
+    if not quadratic.fused_kernel_enabled() or X.shape[0] == 0:
+        return None
+    if np.dtype(dtype) == np.float32:
+        largest, smallest = w.max(), np.min(w, where=w > 0, initial=np.inf)
+        if not (largest <= FLOAT32_WEIGHT_RANGE and smallest >= 1.0 / FLOAT32_WEIGHT_RANGE):
+            return None
+    inputs = expansion(params, shift, dtype)
+    if inputs is None:
+        return None
+    result = inputs.run(X, shift, weights=w)
+    counts, sums, second = _moments(result.S, result.second, params)
+    stats = SufficientStatistics(
+        params.covariance_type, shift, counts, sums, second, float(w.sum()), result.weighted_log
+    )
+    return stats, result.log_norm
+
+
+def _moments(
+    S: np.ndarray, shared_second: np.ndarray | None, params: MixtureParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(counts, sums, second)`` of the fused kernel's sums ``S`` (p, K) over the features of the
+    covariance type's layout (the tied second moment being the kernel's ``shared_second``)."""
+    d = params.n_features
+    counts, sums = S[0], np.ascontiguousarray(S[1 : d + 1].T)
+    if params.covariance_type == "tied":
+        # Responsibilities of a record sum to one, so the components' moments add up to u'u.
+        return counts, sums, shared_second
+    if params.covariance_type != "full":
+        return counts, sums, np.ascontiguousarray(S[d + 1 :].T)
+    rows, cols = quadratic.upper_triangle(d)
+    second = np.empty((params.n_components, d, d))
+    second[:, rows, cols] = S[d + 1 :].T
+    second[:, cols, rows] = S[d + 1 :].T
+    return counts, sums, second
 
 
 def _weight_groups(w: np.ndarray) -> list[tuple[float, np.ndarray | None]] | None:
@@ -194,12 +247,8 @@ def _complete_statistics(
             log_norm, resp = params.e_step(X)
             stats = SufficientStatistics.from_responsibilities(X, resp, shift, covariance_type, float(log_norm.sum()))
             return stats, log_norm
-        S, log_norm, _, shared_second = inputs.run(X, shift)
-        counts, sums = S[0], np.ascontiguousarray(S[1 : d + 1].T)
-        if covariance_type == "tied":
-            # Responsibilities of a record sum to one, so the components' moments add up to u'u.
-            second = shared_second
-        else:
-            second = np.ascontiguousarray(S[d + 1 :].T)
+        result = inputs.run(X, shift)
+        counts, sums, second = _moments(result.S, result.second, params)
+        log_norm = result.log_norm
     stats = SufficientStatistics(covariance_type, shift, counts, sums, second, float(n), float(log_norm.sum()))
     return stats, log_norm

@@ -63,10 +63,11 @@ class Expansion:
     shared: np.ndarray | None
 
     def run(
-        self, X: np.ndarray, shift: np.ndarray, scoring: bool = False
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """:func:`~streamgmm.kernels.quadratic.fused_run` of ``X`` about ``shift`` with these
-        coefficients, on this machine's widest fused build."""
+        self, X: np.ndarray, shift: np.ndarray, scoring: bool = False, weights: np.ndarray | None = None
+    ) -> quadratic.FusedResult:
+        """:func:`~streamgmm.kernels.quadratic.fused_run` of ``X`` about ``shift`` (with the
+        record ``weights``, if given) with these coefficients, on this machine's widest fused
+        build."""
         return quadratic.fused_run(
             X,
             shift,
@@ -78,6 +79,7 @@ class Expansion:
             self.layout,
             scoring=scoring,
             shared=self.shared,
+            weights=weights,
         )
 
 

@@ -53,7 +53,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import threadpoolctl
@@ -253,7 +253,7 @@ def full_statistics(
     if kernel == "blas":
         S, log_norm = _blas_statistics(X, shift, V, direct, W, direct_constant, dtype)
     else:
-        S, log_norm, _, _ = fused_run(X, shift, V, direct, W, direct_constant, kernel)
+        S, log_norm = fused_run(X, shift, V, direct, W, direct_constant, kernel)[:2]
     counts, sums = S[0], S[1 : d + 1].T
     rows, cols = upper_triangle(d)
     second = np.empty((k, d, d))
@@ -337,6 +337,18 @@ def resolve_kernel(kernel: str) -> str:
     return kernel
 
 
+class FusedResult(NamedTuple):
+    """What :func:`fused_run` returns: ``S`` (p, K), ``log_norm`` (n,), ``resp`` (n, K) or None,
+    ``second`` (d, d) or None, and ``weighted_log``, the records' total log-likelihood times their
+    weights (None without weights)."""
+
+    S: np.ndarray
+    log_norm: np.ndarray
+    resp: np.ndarray | None
+    second: np.ndarray | None
+    weighted_log: float | None
+
+
 def fused_run(
     X: np.ndarray,
     shift: np.ndarray,
@@ -348,14 +360,19 @@ def fused_run(
     layout: str = "full",
     scoring: bool = False,
     shared: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """``(S (p, K), log_norm (n,), resp)`` from the fused C kernel over the features of
-    ``layout`` (``"full"``, ``"diag"``: 1, u_i, u_i^2, or ``"linear"``: 1, u_i), in the precision
-    of ``W``: the same quantities as :func:`_blas_statistics` without Z ever written to memory.
-    With ``scoring`` the kernel writes the responsibilities ``resp`` (n, K) instead of summing S
-    (then zeros); else ``resp`` is None. With ``shared`` (d, d + 1) the log-likelihoods take
-    away ``||shared [1; u]||^2 / 2`` (a tied covariance's term, left out of the log-densities),
-    and ``second`` is the unweighted sum of u u' (d, d) (when not scoring); else None."""
+    weights: np.ndarray | None = None,
+) -> FusedResult:
+    """``(S (p, K), log_norm (n,), resp, second, weighted_log)`` from the fused C kernel over
+    the features of ``layout`` (``"full"``, ``"diag"``: 1, u_i, u_i^2, or ``"linear"``: 1, u_i),
+    in the precision of ``W``: the same quantities as :func:`_blas_statistics` without Z ever
+    written to memory. With ``scoring`` the kernel writes the responsibilities ``resp`` (n, K)
+    instead of summing S (then zeros); else ``resp`` is None. With ``shared`` (d, d + 1) the
+    log-likelihoods take away ``||shared [1; u]||^2 / 2`` (a tied covariance's term, left out of
+    the log-densities), and ``second`` is the sum of u u' (d, d) (when not scoring); else None.
+    With ``weights`` (n,) each record's responsibilities (and its u u') are scaled by its weight
+    (in the kernel's precision) before they are summed and ``weighted_log`` is the sum of weight
+    times log-likelihood, a record of weight zero adding nothing even where its log-likelihood
+    is -inf; ``log_norm`` stays unweighted."""
     n, d = X.shape
     k, p = V.shape
     dtype = W.dtype
@@ -372,6 +389,7 @@ def fused_run(
     log_norm = np.empty(n)
     resp = np.empty((n, k), dtype=dtype) if scoring else None
     second = np.zeros((d, d)) if shared is not None and not scoring else None
+    weighted_log = None if weights is None else np.zeros(1)
     _fused.run(
         n,
         d,
@@ -390,8 +408,10 @@ def fused_run(
         kernel,
         None if shared is None else np.ascontiguousarray(shared, dtype=dtype),
         second,
+        None if weights is None else np.ascontiguousarray(weights, dtype=np.float64),
+        weighted_log,
     )
     if second is not None:
         rows, cols = upper_triangle(d)
         second[cols, rows] = second[rows, cols]
-    return S.T, log_norm, resp, second
+    return FusedResult(S.T, log_norm, resp, second, None if weighted_log is None else float(weighted_log[0]))

@@ -89,5 +89,5 @@ def _score_complete(X: np.ndarray, params: MixtureParams, dtype: np.dtype) -> tu
     if inputs is None:
         log_norm, resp = params.e_step(np.asarray(X, dtype=np.float64))
         return np.asarray(log_norm, dtype=np.float64), np.asarray(resp, dtype=dtype)
-    _, log_norm, resp, _ = inputs.run(X, shift, scoring=True)
-    return log_norm, resp
+    result = inputs.run(X, shift, scoring=True)
+    return result.log_norm, result.resp

@@ -283,7 +283,7 @@ def test_only_incomplete_rows_and_one_feature(covariance_type: str) -> None:
     np.testing.assert_array_equal(stats.second, reference.second)
 
 
-@pytest.mark.parametrize("route", ["kernel per weight", "scored"])
+@pytest.mark.parametrize("route", ["fused weights", "per weight", "scored"])
 @pytest.mark.parametrize("gaps", [False, True], ids=["complete", "gaps"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("covariance_type", TYPES)
@@ -291,8 +291,11 @@ def test_weights_count_as_duplicated_records(
     monkeypatch: pytest.MonkeyPatch, covariance_type: str, dtype, gaps: bool, route: str
 ) -> None:
     """Integer weights equal duplicated rows, zero weights equal dropped rows, all-ones weights
-    equal no weights; whether the complete rows take the fused kernel once per distinct weight
-    or are scored and summed with numpy (the route of weights of many distinct values)."""
+    equal no weights; whether the complete rows take the fused kernel's weight input or, without
+    the fused kernel, the direct form once per distinct weight or scored and summed with numpy
+    (the route of weights of many distinct values)."""
+    if route != "fused weights":
+        monkeypatch.setenv("STREAMGMM_FUSED", "0")
     if route == "scored":
         monkeypatch.setattr(chunk, "MAX_WEIGHT_GROUPS", 0)
     rng = np.random.default_rng(40)
@@ -318,7 +321,7 @@ def test_weights_count_as_duplicated_records(
     for name in ("counts", "sums", "second"):
         got = getattr(weighted, name)
         np.testing.assert_allclose(got, getattr(duplicated, name), rtol=tolerance, atol=tolerance * np.abs(got).max())
-        if not gaps and route != "scored":  # the kernel sums the same rows in the same order
+        if not gaps and route == "per weight":  # the same rows summed in the same order
             np.testing.assert_array_equal(got, getattr(dropped, name))
         else:
             np.testing.assert_allclose(got, getattr(dropped, name), rtol=tolerance, atol=tolerance * np.abs(got).max())
