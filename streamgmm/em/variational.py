@@ -9,11 +9,13 @@ than ``tol`` or after ``max_iter`` iterations. From the same start (a posterior,
 statistics of starting responsibilities) it computes what scikit-learn computes, memory bounded
 by the batch size.
 
-Two E-steps: ``route="exact"`` computes each mini-batch's responsibilities directly
-(:func:`streamgmm.mixture.variational.log_responsibilities`); ``route="fused"`` runs the EM
-E-step kernels (:func:`streamgmm.kernels.chunk.chunk_statistics`) on the mixture whose
-E-step is the VB one (:func:`streamgmm.mixture.variational.effective_params`) and takes the
-entropy from the statistics (:func:`streamgmm.mixture.variational_bound.entropy_from_statistics`).
+Two E-steps, equal to rounding: ``route="fused"`` (the default) runs the EM E-step kernels
+(:func:`streamgmm.kernels.chunk.chunk_statistics`) on the mixture whose E-step is the VB one
+(:func:`streamgmm.mixture.variational.effective_params`) and takes the entropy from the
+statistics (:func:`streamgmm.mixture.variational_bound.entropy_from_statistics`);
+``route="exact"`` computes each mini-batch's responsibilities directly
+(:func:`streamgmm.mixture.variational.log_responsibilities`), scikit-learn's arithmetic, 15 to
+40 times slower (100,000 x 8 records, K = 8).
 
 Examples
 --------
@@ -202,7 +204,7 @@ def statistics_of_responsibilities(
 
 
 def variational_e_step(
-    source: ChunkSource, posterior: VariationalPosterior, shift: np.ndarray, batch_size: int, route: str = "exact"
+    source: ChunkSource, posterior: VariationalPosterior, shift: np.ndarray, batch_size: int, route: str = "fused"
 ) -> tuple[SufficientStatistics, float]:
     """One pass of the VB E-step: the summed statistics of the responsibilities and their entropy.
 
@@ -216,7 +218,7 @@ def variational_e_step(
         The point the sums are taken about.
     batch_size : int
         Records per mini-batch.
-    route : {'exact', 'fused'}, default='exact'
+    route : {'exact', 'fused'}, default='fused'
         Responsibilities computed directly, or by the EM E-step kernels (see the module).
 
     Returns
@@ -269,7 +271,7 @@ def run_variational_em(
     tol: float,
     max_iter: int,
     batch_size: int,
-    route: str = "exact",
+    route: str = "fused",
     on_iteration: Callable[[int, float], None] | None = None,
 ) -> VariationalEMResult:
     """Batch variational EM over ``source``: at most ``max_iter`` passes, as scikit-learn's loop.
@@ -298,7 +300,7 @@ def run_variational_em(
         The most iterations; 0 returns the start.
     batch_size : int
         Records per mini-batch.
-    route : {'exact', 'fused'}, default='exact'
+    route : {'exact', 'fused'}, default='fused'
         The E-step (see the module).
     on_iteration : callable, optional
         Called with the iteration's number and lower bound after each.
