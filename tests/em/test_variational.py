@@ -209,3 +209,17 @@ def test_bad_sources_say_what_is_wrong() -> None:
         variational_e_step(ArraySource(X), start, X.mean(axis=0), 100, "fast")
     with pytest.raises(ValueError, match="resp has 10 rows"):
         statistics_of_responsibilities(ArraySource(X), np.ones((10, K)) / K, X.mean(axis=0), "diag", 100)
+
+
+@pytest.mark.parametrize("route", ["exact", "fused"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_data_far_from_the_origin_fit_as_near_it(covariance_type: str, route: str) -> None:
+    # Sums about a shift near the data keep their precision: only the records' own rounding
+    # (1e-10 at 1e6) is lost, where raw second moments would lose everything.
+    X = data(7)
+    near = run(ArraySource(X), covariance_type, "dirichlet_process", 5, 70, route=route)
+    far = run(ArraySource(X + 1e6), covariance_type, "dirichlet_process", 5, 70, route=route)
+    np.testing.assert_allclose(far.posterior.means - 1e6, near.posterior.means, rtol=0, atol=1e-8)
+    scale = float(np.abs(near.posterior.covariances).max())
+    np.testing.assert_allclose(far.posterior.covariances, near.posterior.covariances, rtol=1e-8, atol=1e-8 * scale)
+    np.testing.assert_allclose(far.history, near.history, rtol=1e-10)
