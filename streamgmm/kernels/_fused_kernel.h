@@ -95,7 +95,7 @@ INLINE vf load_u(const double *column, ptrdiff_t start, ptrdiff_t count, double 
     return out;
 }
 
-static void run(const Chunk *c, vf *u, vf *L, vf *Q, vf *weight, const ptrdiff_t *width) {
+static void run(const Chunk *c, vf *u, vf *L, vf *Q, vf *weight, vf *scaled, const ptrdiff_t *width) {
     const ptrdiff_t d = c->d, K = c->k, p = c->p;
     const real *V = c->V, *W = c->W, *direct_constant = c->direct_constant;
     const ptrdiff_t groups = (K + GROUP - 1) / GROUP, padded = groups * GROUP;
@@ -118,18 +118,21 @@ static void run(const Chunk *c, vf *u, vf *L, vf *Q, vf *weight, const ptrdiff_t
         /* the second moment (tied) of the records, weighted if they are, over whole tiles:
          * lanes past the end hold zeros */
         if (c->shared_second != NULL)
-            for (ptrdiff_t i = 0; i < d; i++)
+            for (ptrdiff_t i = 0; i < d; i++) {
+                /* w u_i once per feature, not once per product: one multiply-add per product */
+                if (c->weights != NULL)
+                    for (ptrdiff_t t = 0; t < tiles; t++) scaled[t] = u[t * (d + 1) + i] * weight[t];
                 for (ptrdiff_t m = i; m < d; m++) {
                     vf acc = {0};
                     if (c->weights != NULL)
-                        for (ptrdiff_t t = 0; t < tiles; t++)
-                            acc += u[t * (d + 1) + i] * u[t * (d + 1) + m] * weight[t];
+                        for (ptrdiff_t t = 0; t < tiles; t++) acc += scaled[t] * u[t * (d + 1) + m];
                     else
                         for (ptrdiff_t t = 0; t < tiles; t++) acc += u[t * (d + 1) + i] * u[t * (d + 1) + m];
                     double sum = 0.0;
                     for (int r = 0; r < LANES; r++) sum += acc[r];
                     c->shared_second[i * d + m] += sum;
                 }
+            }
         /* ... then the log-densities of FEATURES tiles at a time, sharing each coefficient's
          * load; L is (tiles, padded) */
         for (ptrdiff_t t0 = 0; t0 < steps; t0 += FEATURES) {
@@ -252,10 +255,11 @@ int KERNEL_NAME(const Chunk *c) {
     vf *L = aligned_alloc(sizeof(vf), sizeof(vf) * tiles * padded);
     vf *Q = aligned_alloc(sizeof(vf), sizeof(vf) * tiles);
     vf *weight = aligned_alloc(sizeof(vf), sizeof(vf) * tiles);
+    vf *scaled = aligned_alloc(sizeof(vf), sizeof(vf) * tiles);
     /* the shared factor's rows up to their last nonzero: a triangular U' (tied) costs half */
     ptrdiff_t *width = malloc(sizeof(ptrdiff_t) * c->d);
     int status = -1;
-    if (u && L && Q && weight && width) {
+    if (u && L && Q && weight && scaled && width) {
         const real *W0 = c->shared;
         for (ptrdiff_t i = 0; i < c->d; i++) {
             width[i] = 0;
@@ -263,13 +267,14 @@ int KERNEL_NAME(const Chunk *c) {
                 for (ptrdiff_t m = 0; m < c->d; m++)
                     if (W0[i * (c->d + 1) + 1 + m] != 0) width[i] = m + 1;
         }
-        run(c, u, L, Q, weight, width);
+        run(c, u, L, Q, weight, scaled, width);
         status = 0;
     }
     free(u);
     free(L);
     free(Q);
     free(weight);
+    free(scaled);
     free(width);
     return status;
 }

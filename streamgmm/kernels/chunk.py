@@ -104,17 +104,15 @@ def chunk_statistics(
     w = None if weights is None else np.asarray(weights, dtype=np.float64)
     if w is None:
         stats, log_norm = _complete_statistics(X, params, shift, dtype)
-        # Every kernel turns a record with a NaN feature into a NaN log-likelihood and NaN sums:
-        # checking those costs n additions where checking X costs a pass over the chunk.
-        if not np.isnan(log_norm.sum() + stats.sums.sum()):
-            return stats, log_norm
-        complete = complete_rows(X)
-        if complete.all():
-            return stats, log_norm
     else:
-        complete = complete_rows(X)
-        if complete.all():
-            return _weighted_statistics(X, params, shift, dtype, w)
+        stats, log_norm = _weighted_statistics(X, params, shift, dtype, w)
+    # Every path turns a record with a NaN feature into a NaN log-likelihood or NaN sums (whatever
+    # its weight): checking those costs n additions where checking X costs a pass over the chunk.
+    if not np.isnan(log_norm.sum() + stats.sums.sum()):
+        return stats, log_norm
+    complete = complete_rows(X)
+    if complete.all():
+        return stats, log_norm
     stats, log_norm = incomplete_statistics(X[~complete], params, shift, None if w is None else w[~complete])
     if complete.any():
         rows = X[complete]
