@@ -38,8 +38,8 @@ covered() {
   return 1
 }
 # uv (from the package index, a few seconds) installs the same versions as pip in a fraction of
-# pip's time: it downloads in parallel and does not byte-compile (Python compiles on first import).
-# Where uv cannot be had or fails, pip installs, also without byte-compiling.
+# pip's time: it downloads in parallel and does not byte-compile the 150 packages, most of whose
+# modules the suite never imports. Where uv cannot be had or fails, pip installs, likewise.
 install() {
   local pip=("$VENV/bin/python" -m pip install --disable-pip-version-check --no-compile)
   if "${pip[@]}" uv && "$VENV/bin/python" -m uv pip install --python "$VENV/bin/python" -e "$spec"; then
@@ -59,3 +59,7 @@ if ! covered "${1:-}"; then
   touch "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
+# So the scripts' Python processes cache each module's bytecode when they first import it (in
+# __pycache__, ignored by git), even where the environment says not to write bytecode, under
+# which every process (the suite starts hundreds) would compile every module it imports again.
+unset PYTHONDONTWRITEBYTECODE
