@@ -77,8 +77,10 @@ def cluster(s3_server, tmp_path) -> Iterator[tuple[str, dict[str, str], dict[str
 
 def add_workers(cluster, env: dict[str, str], n: int, tmp_path: Path) -> None:
     scheduler_file, _, _, processes = cluster
+    # No nanny: the worker is the process started with ``env``, one process rather than two.
     for i in range(n):
         args = ["--scheduler-file", scheduler_file, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"]
+        args.append("--no-nanny")
         processes.append(start("distributed.cli.dask_worker", args, env, tmp_path / f"worker-{i}.log"))
 
 
