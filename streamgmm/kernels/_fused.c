@@ -8,7 +8,8 @@
  * It computes exactly what streamgmm/kernels/quadratic.py's chunk_statistics does with numpy and
  * BLAS (see that module for the algebra): with u = x - shift and the quadratic features
  * z(u) = [1, u_1 .. u_d, u_i u_j for i <= j], the weighted log-densities are V z, the
- * responsibilities their softmax, and the statistics S = sum over records of r z'. The BLAS
+ * responsibilities their softmax, and the statistics S = sum over records of r z' (r times the
+ * record's weight when the caller gives weights). The BLAS
  * kernel writes Z for a block to memory and reads it back twice; here z is rebuilt from u in
  * registers wherever it is needed, a tile of records at a time along the vector lanes (16 with
  * AVX-512).

@@ -10,8 +10,8 @@ the direct form) they take the direct form, :meth:`MixtureParams.e_step` and
 Records with missing (NaN) features take the exact E-step of :mod:`streamgmm.mixture.incomplete`
 and the complete ones the kernels above. Record weights are an input of the fused kernel, which
 scales each record's responsibilities by its weight before summing them. Where it does not run
-(no fused kernel, tied parameters that need the direct form, float32 with weights too far apart
-for float32), weights of a few distinct values (counts) take the unweighted path once per value,
+(no fused kernel, tied parameters that need the direct form, float32 with weights beyond
+``FLOAT32_WEIGHT_RANGE``), weights of a few distinct values (counts) take the unweighted path once per value,
 the statistics scaled by the value, and others are scored
 (:func:`streamgmm.kernels.scoring.score_chunk`) and their weighted sums taken here.
 
