@@ -392,7 +392,8 @@ def records(shape: Shape, scale: float) -> int:
     return max(1000, int(shape.records * scale))
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The matrix's options (and the hidden ones of its worker processes)."""
     parser = bench_common.parser(
         __doc__,
         tmp=tempfile.gettempdir(),
@@ -414,6 +415,58 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--components", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--covariance", help=argparse.SUPPRESS)
     parser.add_argument("--held-out", type=int, help=argparse.SUPPRESS)
+    return parser
+
+
+def run_matrix(args: argparse.Namespace, scale: float) -> list[dict]:
+    """Every run of the matrix over lakes written (or reused) for the groups asked for."""
+    work = Path(tempfile.mkdtemp(prefix="streamgmm-matrix-", dir=args.tmp))
+    lake_root = Path(args.lakes) if args.lakes else work
+    lake_root.mkdir(parents=True, exist_ok=True)
+    try:
+        wanted = [s for s in SHAPES if ("stream" if s.streaming else "shapes") in args.only]
+        if args.only & {"assign", "dask"} and SHAPES[0] not in wanted:
+            wanted.insert(0, SHAPES[0])
+        write_lakes(lake_root, [(s, records(s, scale)) for s in wanted], 2000 if args.quick else 100_000, args.seed)
+        lakes = {s.key: lake_path(lake_root, s, records(s, scale)) for s in wanted}
+        runs = []
+        for index in range(args.matrix_runs):
+            note(f"run {index + 1} of {args.matrix_runs}")
+            runs.append(measure(args, lakes, scale, work))
+        return runs
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(args: argparse.Namespace, argv: list[str] | None, runs: list[dict], started: float) -> None:
+    """Print the table (medians of the runs) and write the JSON report."""
+    baseline = None
+    if args.baseline:
+        baseline = {r["what"]: r for r in json.loads(Path(args.baseline).read_text())["rows"]}
+    rows = combine(runs)
+    print(
+        f"streamgmm benchmark matrix: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}; {'median of ' + str(args.matrix_runs) + ' runs' if args.matrix_runs > 1 else '1 run'}"
+        f"{', --quick (50x smaller lakes)' if args.quick else ''}"
+        f"{f', BLAS threads {args.blas_threads}' if args.blas_threads else ''}; gaps in nats/record, positive: worse"
+    )
+    print(format_table(rows, baseline))
+    met = [r["met"] for r in rows if r["met"] is not None]
+    print(f"targets met: {sum(met)} of {len(met)}; {time.perf_counter() - started:.0f} s in all")
+    document = {
+        "machine": bench_common.machine(),
+        "argv": sys.argv[1:] if argv is None else argv,
+        "quick": args.quick,
+        "matrix_runs": args.matrix_runs,
+        "blas_threads": args.blas_threads,
+        "rows": rows,
+        "runs": runs,
+    }
+    bench_common.write_json(args.json, document)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.worker == "lakes":
         print(json.dumps(lakes_worker(args.lake, args.held_out, args.seed)))
@@ -429,46 +482,9 @@ def main(argv: list[str] | None = None) -> None:
     CHILD_ENV.update(bench_common.blas_environment(args.blas_threads))
     if args.only - set(GROUPS):
         parser.error(f"unknown groups {sorted(args.only - set(GROUPS))}; choose from {GROUPS}")
-    scale = 1 / 50 if args.quick else 1.0
-    baseline = None
-    if args.baseline:
-        baseline = {r["what"]: r for r in json.loads(Path(args.baseline).read_text())["rows"]}
     started = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="streamgmm-matrix-", dir=args.tmp))
-    lake_root = Path(args.lakes) if args.lakes else work
-    lake_root.mkdir(parents=True, exist_ok=True)
-    try:
-        wanted = [s for s in SHAPES if ("stream" if s.streaming else "shapes") in args.only]
-        if args.only & {"assign", "dask"} and SHAPES[0] not in wanted:
-            wanted.insert(0, SHAPES[0])
-        write_lakes(lake_root, [(s, records(s, scale)) for s in wanted], 2000 if args.quick else 100_000, args.seed)
-        lakes = {s.key: lake_path(lake_root, s, records(s, scale)) for s in wanted}
-        runs = []
-        for index in range(args.matrix_runs):
-            note(f"run {index + 1} of {args.matrix_runs}")
-            runs.append(measure(args, lakes, scale, work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    rows = combine(runs)
-    print(
-        f"streamgmm benchmark matrix: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
-        f"Python {platform.python_version()}; {'median of ' + str(args.matrix_runs) + ' runs' if args.matrix_runs > 1 else '1 run'}"
-        f"{', --quick (50x smaller lakes)' if args.quick else ''}"
-        f"{f', BLAS threads {args.blas_threads}' if args.blas_threads else ''}; gaps in nats/record, positive: worse"
-    )
-    print(format_table(rows, baseline))
-    met = [r["met"] for r in rows if r["met"] is not None]
-    print(f"targets met: {sum(met)} of {len(met)}; {time.perf_counter() - started:.0f} s in all")
-    report = {
-        "machine": bench_common.machine(),
-        "argv": sys.argv[1:] if argv is None else argv,
-        "quick": args.quick,
-        "matrix_runs": args.matrix_runs,
-        "blas_threads": args.blas_threads,
-        "rows": rows,
-        "runs": runs,
-    }
-    bench_common.write_json(args.json, report)
+    runs = run_matrix(args, 1 / 50 if args.quick else 1.0)
+    report(args, argv, runs, started)
 
 
 if __name__ == "__main__":

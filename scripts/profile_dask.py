@@ -100,15 +100,28 @@ def dask_profile(lake: str, iterations: int, n_workers: int, batch_size: int) ->
         f"{lake}: {source.n_records:,} records, {len(source.files)} files; {n_workers} workers; median of "
         f"{iterations - 1} iterations (the first dropped); load {os.getloadavg()[0]:.2f}"
     )
+    print_iterations(local, *iteration_spans(marks, stream.data))
+    print_cpu(local_cpu, workers_cpu, client_cpu, idle)
+    print_samples(samples)
+
+
+def iteration_spans(marks: list[float], tasks_seen: list[dict]) -> tuple[list, list, list, list]:
+    """Per cluster iteration (between two marks, the first dropped): its wall time, its longest
+    task's compute, all its tasks' compute, and the rest of its task stream (transfers)."""
     walls, longest, computes, others = [], [], [], []
     for begin, end in zip(marks[1:-1], marks[2:]):
-        tasks = [t for t in stream.data if any(begin <= ss["start"] < end for ss in t["startstops"])]
+        tasks = [t for t in tasks_seen if any(begin <= ss["start"] < end for ss in t["startstops"])]
         spans = [ss for t in tasks for ss in t["startstops"] if begin <= ss["start"] < end]
         compute = [ss["stop"] - ss["start"] for ss in spans if ss["action"] == "compute"]
         walls.append(end - begin)
         longest.append(max(compute, default=0.0))
         computes.append(sum(compute))
         others.append(sum(ss["stop"] - ss["start"] for ss in spans if ss["action"] != "compute"))
+    return walls, longest, computes, others
+
+
+def print_iterations(local: Any, walls: list, longest: list, computes: list, others: list) -> None:
+    """The medians of a local and a cluster iteration, and where the cluster's time goes."""
     med = lambda values: 1e3 * statistics.median(values)  # noqa: E731
     print(f"  local iteration (this process, read-ahead thread)   {med(local):7.1f} ms")
     print(
@@ -118,11 +131,19 @@ def dask_profile(lake: str, iterations: int, n_workers: int, batch_size: int) ->
     print(f"    all tasks' compute, summed over workers           {med(computes):7.1f} ms")
     print(f"    transfers and deserialisation in the task stream  {med(others):7.1f} ms")
     print(f"    outside the longest task (scatter, scheduling, gather, M-step)  {med(walls) - med(longest):5.1f} ms")
+
+
+def print_cpu(local_cpu: float, workers_cpu: float, client_cpu: float, idle: float) -> None:
+    """CPU seconds per iteration, locally and on the cluster, and the idle workers' own."""
     print(
         f"  CPU per iteration: local process {1e3 * local_cpu:.1f} ms (all its threads); cluster: workers "
         f"{1e3 * workers_cpu:.1f} ms (all their threads, summed), this process "
         f"(client and scheduler) {1e3 * client_cpu:.1f} ms; the workers idle: {1e3 * idle:.1f} ms CPU per second"
     )
+
+
+def print_samples(samples: dict) -> None:
+    """Where the task thread's samples (``client.profile``'s tree) fall, by step of the pass."""
     totals: dict[str, int] = defaultdict(int)
 
     def walk(node: dict, path: set[str]) -> None:
