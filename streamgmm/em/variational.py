@@ -45,7 +45,6 @@ import numpy as np
 from streamgmm.io.sources.chunk_source import ChunkSource
 from streamgmm.io.sources.read_ahead import batches_ahead
 from streamgmm.kernels.chunk import chunk_statistics
-from streamgmm.mixture import covariance as cov
 from streamgmm.mixture.statistics import SufficientStatistics
 from streamgmm.mixture.variational import (
     VariationalPosterior,
@@ -72,55 +71,6 @@ class VariationalEMResult:
     n_iter: int
     converged: bool
     history: list[float] = field(default_factory=list)
-
-
-def weighted_statistics(
-    X: np.ndarray,
-    resp: np.ndarray,
-    weights: np.ndarray | None,
-    shift: np.ndarray,
-    covariance_type: str,
-    log_likelihood: float = 0.0,
-) -> SufficientStatistics:
-    """The statistics of records from their responsibilities, each record counted its weight times.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_records, n_features)
-        The records.
-    resp : ndarray of shape (n_records, n_components)
-        Their responsibilities; for 'tied' each row must sum to one.
-    weights : ndarray of shape (n_records,) or None
-        Record weights (None: each record once).
-    shift : ndarray of shape (n_features,)
-        The point the sums are taken about.
-    covariance_type : {'full', 'tied', 'diag', 'spherical'}
-        The form of the covariances.
-    log_likelihood : float, default=0.0
-        Stored as given.
-
-    Returns
-    -------
-    stats : SufficientStatistics
-        With ``n_records`` the records' total weight.
-    """
-    if weights is None:
-        return SufficientStatistics.from_responsibilities(X, resp, shift, covariance_type, log_likelihood)
-    weighted = resp * weights[:, None]
-    u = X - shift
-    if covariance_type == "tied":  # the rows of resp sum to one: each record's u u' once, weighted
-        second = (u * weights[:, None]).T @ u
-    else:
-        second = cov.second_moments(u, weighted, covariance_type)
-    return SufficientStatistics(
-        covariance_type,
-        shift,
-        weighted.sum(axis=0),
-        weighted.T @ u,
-        second,
-        float(weights.sum()),
-        float(log_likelihood),
-    )
 
 
 def moment_statistics(source: ChunkSource, batch_size: int, shift: np.ndarray | None = None) -> SufficientStatistics:
@@ -154,7 +104,7 @@ def moment_statistics(source: ChunkSource, batch_size: int, shift: np.ndarray | 
             centre = X.mean(axis=0) if shift is None else np.asarray(shift, dtype=np.float64)
             total = SufficientStatistics.zeros(1, X.shape[1], "full", centre)
         ones = np.ones((X.shape[0], 1))
-        total = total + weighted_statistics(X, ones, weights, total.shift, "full")
+        total = total + SufficientStatistics.from_responsibilities(X, ones, total.shift, "full", weights=weights)
     if total is None or total.n_records <= 0:
         raise ValueError("the source yielded no records (or only records of weight zero)")
     return total
@@ -196,7 +146,7 @@ def statistics_of_responsibilities(
         rows = resp[start : start + X.shape[0]]
         if rows.shape[0] != X.shape[0]:
             raise ValueError(f"resp has {resp.shape[0]} rows, fewer than the source's records")
-        total = total + weighted_statistics(X, rows, weights, shift, covariance_type)
+        total = total + SufficientStatistics.from_responsibilities(X, rows, shift, covariance_type, weights=weights)
         start += X.shape[0]
     if start != resp.shape[0]:
         raise ValueError(f"resp has {resp.shape[0]} rows but the source has {start} records")
@@ -251,7 +201,9 @@ def variational_e_step(
             if np.isnan(log_norm.sum()):
                 raise ValueError(MISSING_FEATURES)
             norm_sum = float(log_norm.sum() if weights is None else log_norm @ weights)
-            stats = weighted_statistics(X, np.exp(log_resp), weights, shift, posterior.covariance_type, norm_sum)
+            stats = SufficientStatistics.from_responsibilities(
+                X, np.exp(log_resp), shift, posterior.covariance_type, norm_sum, weights=weights
+            )
             entropy += responsibility_entropy(log_resp, weights)
         total = total + stats
     if route == "fused":

@@ -35,7 +35,6 @@ import numpy as np
 from streamgmm.kernels import quadratic
 from streamgmm.kernels.expansion import expansion
 from streamgmm.kernels.scoring import score_chunk
-from streamgmm.mixture import covariance as cov
 from streamgmm.mixture.incomplete import complete_rows, incomplete_statistics
 from streamgmm.mixture.params import MixtureParams
 from streamgmm.mixture.statistics import SufficientStatistics
@@ -144,18 +143,10 @@ def _weighted_statistics(
     if groups is not None:
         return _grouped_statistics(X, params, shift, dtype, groups)
     log_norm, resp = score_chunk(X, params, dtype)
-    weighted = np.asarray(resp, dtype=np.float64) * w[:, None]
-    u = X - shift
-    if params.covariance_type == "tied":
-        # The tied moment sums u u' once per record, its responsibilities summing to one.
-        second = (u * w[:, None]).T @ u
-    else:
-        second = cov.second_moments(u, weighted, params.covariance_type)
     # A record of weight zero adds nothing, even where its log-likelihood is -inf.
     total = float(np.where(w > 0, w * log_norm, 0.0).sum())
-    stats = SufficientStatistics(
-        params.covariance_type, shift, weighted.sum(axis=0), weighted.T @ u, second, float(w.sum()), total
-    )
+    resp = np.asarray(resp, dtype=np.float64)
+    stats = SufficientStatistics.from_responsibilities(X, resp, shift, params.covariance_type, total, weights=w)
     return stats, log_norm
 
 

@@ -149,6 +149,7 @@ class SufficientStatistics:
         shift: np.ndarray,
         covariance_type: str,
         log_likelihood: float = 0.0,
+        weights: np.ndarray | None = None,
     ) -> SufficientStatistics:
         """Sum the statistics of records from their responsibilities.
 
@@ -170,10 +171,14 @@ class SufficientStatistics:
         log_likelihood : float, default=0.0
             The records' total log-likelihood, stored as given.
 
+        weights : ndarray of shape (n_records,), default=None
+            Record weights: each record counts its weight times (None: once).
+
         Returns
         -------
         stats : SufficientStatistics
-            The statistics of the records, with ``n_records`` the number of rows of ``X``.
+            The statistics of the records, with ``n_records`` the number of rows of ``X`` (their
+            total weight, with ``weights``).
 
         Examples
         --------
@@ -192,15 +197,24 @@ class SufficientStatistics:
                [ 4.,  4.]])
         """
         centred = X - shift
-        return cls(
-            covariance_type,
-            shift,
-            resp.sum(axis=0),
-            resp.T @ centred,
-            cov.second_moments(centred, resp, covariance_type),
-            float(X.shape[0]),
-            float(log_likelihood),
-        )
+        if weights is None:
+            return cls(
+                covariance_type,
+                shift,
+                resp.sum(axis=0),
+                resp.T @ centred,
+                cov.second_moments(centred, resp, covariance_type),
+                float(X.shape[0]),
+                float(log_likelihood),
+            )
+        weighted = resp * weights[:, None]
+        if covariance_type == "tied":
+            # The tied moment sums u u' once per record, its responsibilities summing to one.
+            second = (centred * weights[:, None]).T @ centred
+        else:
+            second = cov.second_moments(centred, weighted, covariance_type)
+        counts, sums = weighted.sum(axis=0), weighted.T @ centred
+        return cls(covariance_type, shift, counts, sums, second, float(weights.sum()), float(log_likelihood))
 
     @classmethod
     def from_params(cls, params: MixtureParams, shift: np.ndarray, n_records: float = 1.0) -> SufficientStatistics:
