@@ -154,7 +154,7 @@ static PyObject *fused(const char *caller, Py_ssize_t n, Py_ssize_t d, Py_ssize_
     c = (Chunk){n, d, k, p, X.buf, X.strides[0] / 8, shift->buf, V->buf, direct->buf, W->buf, constant->buf, left,
                 right, S->buf, log_norm->buf, resp == NULL ? NULL : resp->buf, shared == NULL ? NULL : shared->buf,
                 shared_second == NULL ? NULL : shared_second->buf, weights == NULL ? NULL : weights->buf,
-                weighted_log == NULL ? NULL : weighted_log->buf};
+                weighted_log == NULL ? NULL : weighted_log->buf, layout[0] == 'd'};
     int status;
     Py_BEGIN_ALLOW_THREADS
     status = itemsize == 4 ? variant->run_float(&c) : variant->run_double(&c);

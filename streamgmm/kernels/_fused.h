@@ -31,6 +31,9 @@ typedef struct {
      * times log-likelihood added; a record of weight zero adds nothing, even at -inf or NaN */
     const double *weights;
     double *weighted_log;
+    /* 1 when every W_k is diagonal (the "diag" layout's): row i of W_k reads [1; u] at 0 and
+     * 1 + i only, so its product takes one multiply-add instead of d */
+    int diagonal_direct;
 } Chunk;
 
 /* The features z(u), by the layout's name in _fused.run: "full" (1, u_i, u_i u_m for i <= m),

@@ -163,7 +163,10 @@ static void run(const Chunk *c, vf *u, vf *L, vf *Q, vf *weight, vf *scaled, con
                 vf q = {0};
                 for (ptrdiff_t i = 0; i < d; i++) {
                     vf a = splat(Wk[i * (d + 1)]);
-                    for (ptrdiff_t m = 0; m < d; m++) a += splat(Wk[i * (d + 1) + 1 + m]) * ut[m];
+                    if (c->diagonal_direct)
+                        a += splat(Wk[i * (d + 1) + 1 + i]) * ut[i]; /* the row's other terms are zeros */
+                    else
+                        for (ptrdiff_t m = 0; m < d; m++) a += splat(Wk[i * (d + 1) + 1 + m]) * ut[m];
                     q += a * a;
                 }
                 Lt[k] = splat(direct_constant[k]) - splat(0.5) * q;
