@@ -30,6 +30,7 @@ from streamgmm.em.trainer import (
     fit_plan,
     new_state,
     normalised_sample,
+    record_step,
     scaled_source,
     shuffle_generator,
     start_on_sample,
@@ -80,8 +81,7 @@ class _Training:
             return  # a batch of weight zero: no step
         self.total_ll += update.mean_log_likelihood * update.n_records
         self.total_n += update.n_records
-        n = self.unit.in_user_unit(update.n_records)
-        self.trace.record(update.mean_log_likelihood, n, update.step_size, update.reseeded, update.moves)
+        record_step(self.trace, self.unit, update)
 
     def end_pass(self, tol: float) -> None:
         self.pass_means.append(self.total_ll / self.total_n)

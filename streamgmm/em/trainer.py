@@ -261,6 +261,12 @@ def start_fit(
 # ---------------------------------------------------------------------- the passes
 
 
+def record_step(trace: FitHistory, unit: WeightUnit, update: Any) -> None:
+    """Record one online step (a mini-batch, or a wave) in ``trace``, its records in the user's unit."""
+    n = unit.in_user_unit(update.n_records)
+    trace.record(update.mean_log_likelihood, n, update.step_size, update.reseeded, update.moves)
+
+
 def run_online(
     source: ChunkSource,
     state: OnlineState,
@@ -277,8 +283,7 @@ def run_online(
     waves, as ``runners`` say), recording every step (a mini-batch, or a wave) in ``trace``."""
 
     def record(state: OnlineState, update: Any) -> None:
-        n = unit.in_user_unit(update.n_records)
-        trace.record(update.mean_log_likelihood, n, update.step_size, update.reseeded, update.moves)
+        record_step(trace, unit, update)
 
     return runners.run_online(
         source,
